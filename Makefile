@@ -1,0 +1,48 @@
+# sipedge: top-level make targets. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
+PYTEST_ARGS ?=
+
+.PHONY: run venv test test-deps test-unit test-int test-system bench lint clean
+
+# Start the proxy on the embedded default config (127.0.0.1:5060 UDP+TCP).
+run: venv
+	$(VENV)/bin/sipedge $(if $(CONFIG),--config $(CONFIG))
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: app/pyproject.toml tests/requirements.txt
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	  $(APT_GET) update && $(APT_GET) install --no-install-recommends python3 python3-venv; fi
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e 'app[fast,dns,appliance]'
+	touch $@
+
+# Everything the tests need: Debian packages, then the Python ones into the venv.
+test-deps: venv
+	@missing=$$(for p in $$(grep -v '^#' tests/apt-packages.txt); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
+	  $(APT_GET) update && $(APT_GET) install --no-install-recommends $$missing; fi
+	$(VPY) -m pip install -q -r tests/requirements.txt
+
+test: test-deps
+	$(VPY) -m pytest -c tests/pytest.ini tests $(PYTEST_ARGS)
+
+test-unit: venv
+	$(VPY) -m pytest -c tests/pytest.ini tests/unit $(PYTEST_ARGS)
+
+test-int: test-deps
+	$(VPY) -m pytest -c tests/pytest.ini tests/integration $(PYTEST_ARGS)
+
+bench: test-deps
+	$(VPY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) out
+
+-include firmware/firmware.mk

@@ -1,0 +1,288 @@
+"""The main process: starts the workers, serves the control socket, watches the routing
+script, restarts a worker that dies. The composition root of the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import mmap
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+from . import __version__
+from .config import Config, ConfigError, load_file, load_text
+from .errors import ScriptError
+from .io.rpc import RpcError, RpcServer
+from .io.worker import STATS_SLOT_BYTES, resolve_script_path
+from .script.loader import load_script, script_mtime
+
+log = logging.getLogger("sipedge")
+
+WORKER_STALE_S = 3.0
+RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s", force=True)
+
+
+class Proxy:
+    """Owns the worker processes of one running configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.nworkers = config.core.workers
+        self.run_id = uuid.uuid4().hex[:12]
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.fd = os.memfd_create("sipedge-stats")
+        os.ftruncate(self.fd, STATS_SLOT_BYTES * self.nworkers)
+        self.stats_map = mmap.mmap(self.fd, STATS_SLOT_BYTES * self.nworkers)
+        self.procs: list[subprocess.Popen | None] = [None] * self.nworkers
+        self.restarts: list[int] = [0] * self.nworkers
+        self.script_path = resolve_script_path(config)
+        self.script_mtime = script_mtime(self.script_path) if self.script_path else -1
+        self.script_error: str | None = None
+        self.reloads = 0
+        self._stopping = False
+
+    # -- workers -------------------------------------------------------------------
+
+    def spawn(self, index: int) -> None:
+        cmd = [sys.executable, "-m", "sipedge.io.worker", "--index", str(index),
+               "--workers", str(self.nworkers), "--run-id", self.run_id,
+               "--stats-fd", str(self.fd), "--source", self.config.source]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(self.fd,))
+        assert proc.stdin is not None
+        proc.stdin.write(self.config.text.encode())
+        proc.stdin.close()
+        self.procs[index] = proc
+        log.info("worker=%d started pid=%d", index, proc.pid)
+
+    def start_workers(self) -> None:
+        for i in range(self.nworkers):
+            self.spawn(i)
+
+    def read_slot(self, index: int) -> dict | None:
+        off = index * STATS_SLOT_BYTES
+        for _ in range(3):
+            (n,) = struct.unpack_from("!I", self.stats_map, off)
+            if n == 0 or n > STATS_SLOT_BYTES - 4:
+                return None
+            try:
+                return json.loads(self.stats_map[off + 4:off + 4 + n])
+            except ValueError:
+                continue  # torn read while the worker writes; try again
+        return None
+
+    def workers_alive(self) -> int:
+        now = time.monotonic()
+        alive = 0
+        for i, p in enumerate(self.procs):
+            slot = self.read_slot(i)
+            if p is not None and p.poll() is None and slot and slot.get("pid") == p.pid \
+                    and now - slot["ts"] < WORKER_STALE_S:
+                alive += 1
+        return alive
+
+    async def monitor(self) -> None:
+        """Restart workers that exit (with backoff)."""
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            for i, p in enumerate(self.procs):
+                if p is None or p.poll() is None or self._stopping:
+                    continue
+                rc = p.returncode
+                delay = RESTART_BACKOFF_S[min(self.restarts[i], len(RESTART_BACKOFF_S) - 1)]
+                self.restarts[i] += 1
+                log.error("worker=%d exited rc=%s; restarting in %.1fs", i, rc, delay)
+                self.procs[i] = None
+                asyncio.get_running_loop().call_later(delay, self._respawn, i)
+
+    def _respawn(self, i: int) -> None:
+        if not self._stopping and self.procs[i] is None:
+            self.spawn(i)
+
+    def stop_workers(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            if p is None:
+                continue
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    # -- routing script ------------------------------------------------------------
+
+    def reload_script(self) -> dict:
+        """Validate the script here, then tell the workers to load it. A script that fails
+        is refused with file:line and the workers keep the old one."""
+        if not self.script_path:
+            raise RpcError(-32000, "no routing script configured")
+        self.script_mtime = script_mtime(self.script_path)
+        try:
+            load_script(self.script_path)
+        except ScriptError as exc:
+            self.script_error = str(exc)
+            log.error("routing script refused, the old one keeps running: %s", exc)
+            raise RpcError(-32000, f"script refused: {exc}", {"location": exc.location}) from None
+        self.script_error = None
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGUSR1)
+        self.reloads += 1
+        log.info("routing script reloaded path=%s", self.script_path)
+        return {"reloaded": self.script_path, "workers": self.nworkers}
+
+    async def watch_script(self) -> None:
+        if not self.script_path:
+            return
+        while not self._stopping:
+            await asyncio.sleep(self.config.routing.reload_check_s)
+            m = script_mtime(self.script_path)
+            if m != self.script_mtime:
+                try:
+                    self.reload_script()
+                except RpcError:
+                    pass  # logged; old script stays
+
+    # -- RPC -----------------------------------------------------------------------
+
+    def rpc_methods(self) -> dict:
+        return {
+            "core.version": lambda p: {"version": __version__, "python": sys.version.split()[0]},
+            "core.uptime": lambda p: {"uptime_s": round(time.monotonic() - self.started, 3),
+                                      "started": self.started_wall},
+            "core.health": lambda p: self.health(),
+            "stats": lambda p: self.stats(p),
+            "route.reload": lambda p: self.reload_script(),
+            "config.check": lambda p: config_check(p.get("file") or
+                                                   (p.get("args") or [self.config.source])[0]),
+        }
+
+    def health(self) -> dict:
+        lags = [s.get("lag_ms", 0.0) for s in (self.read_slot(i) for i in range(self.nworkers)) if s]
+        return {"workers_alive": self.workers_alive(), "workers_expected": self.nworkers,
+                "loop_lag_ms": max(lags) if lags else None,
+                "uptime_s": round(time.monotonic() - self.started, 3),
+                "script_error": self.script_error}
+
+    def stats(self, params: dict) -> dict:
+        total: Counter[str] = Counter()
+        per_worker = {}
+        for i in range(self.nworkers):
+            slot = self.read_slot(i) or {}
+            st = slot.get("stats", {})
+            total.update(st)
+            per_worker[str(i)] = {"pid": slot.get("pid"), "lag_ms": slot.get("lag_ms"),
+                                  "connections": slot.get("connections"), **st}
+        return {"total": _group(total), "workers": per_worker}
+
+
+def _group(flat: Counter[str]) -> dict:
+    """Turn rcv_req_INVITE style counters into nested groups for display."""
+    out: dict = {"requests_in": {}, "requests_out": {}, "replies_in": {}, "replies_out": {},
+                 "replies_sent": {}}
+    names = {"rcv_req_": "requests_in", "fwd_req_": "requests_out", "rcv_rpl_": "replies_in",
+             "fwd_rpl_": "replies_out", "snd_rpl_": "replies_sent"}
+    for key, value in sorted(flat.items()):
+        for prefix, group in names.items():
+            if key.startswith(prefix):
+                out[group][key[len(prefix):]] = value
+                break
+        else:
+            out[key] = value
+    for k in ("drops", "parse_errors"):
+        out.setdefault(k, 0)
+    return out
+
+
+def config_check(path: str) -> dict:
+    """Validate a config file (and its routing script). Used by --check-config and RPC."""
+    try:
+        config = load_file(path)
+    except ConfigError as exc:
+        return {"valid": False, "errors": [str(e) for e in exc.errors]}
+    script = resolve_script_path(config)
+    if script:
+        try:
+            load_script(script)
+        except ScriptError as exc:
+            return {"valid": False, "errors": [f"{exc.location}: routing.script: {exc.reason}"]}
+    return {"valid": True, "errors": []}
+
+
+async def serve(config: Config) -> int:
+    proxy = Proxy(config)
+    if proxy.script_path:
+        try:
+            load_script(proxy.script_path)
+        except ScriptError as exc:
+            log.error("cannot start: routing script: %s", exc)
+            return 2
+    proxy.start_workers()
+    rpc = RpcServer(config.core.ctl_socket, proxy.rpc_methods())
+    try:
+        await rpc.start()
+    except OSError as exc:
+        log.error("cannot open control socket %s: %s", config.core.ctl_socket, exc)
+        proxy.stop_workers()
+        return 3
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _safe_reload(proxy))
+    tasks = [loop.create_task(proxy.monitor()), loop.create_task(proxy.watch_script())]
+    listen = ", ".join(f"{lp.proto}:{lp.address}:{lp.port}" for lp in config.listen)
+    log.info("sipedge %s running config=%s workers=%d listen=[%s] ctl=%s", __version__,
+             config.source, proxy.nworkers, listen, config.core.ctl_socket)
+    await stop.wait()
+    log.info("stopping")
+    for t in tasks:
+        t.cancel()
+    await rpc.close()
+    proxy.stop_workers()
+    return 0
+
+
+def _safe_reload(proxy: Proxy) -> None:
+    try:
+        proxy.reload_script()
+    except RpcError:
+        pass  # already logged
+
+
+def run(config: Config) -> int:
+    setup_logging(config.core.log_level)
+    return asyncio.run(serve(config))
+
+
+def load_config_or_exit(path: str | None) -> Config:
+    from .config import load_default
+
+    try:
+        return load_file(path) if path else load_default()
+    except ConfigError as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)  # noqa: T201 - CLI output before logging exists
+        sys.exit(1)
+
+
+__all__ = ["Proxy", "run", "serve", "config_check", "load_config_or_exit", "setup_logging",
+           "load_text"]

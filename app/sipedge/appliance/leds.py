@@ -1,0 +1,76 @@
+"""LEDs through the Linux LED class (`/sys/class/leds/<name>/{brightness,trigger,...}`).
+
+`sysfs` is the /sys root, so tests use a tmp tree and the QEMU guest the real one (uinput
+`inputN::capslock` LEDs there). "blink" uses the `timer` trigger (`delay_on`/`delay_off`) when
+the LED offers it, so the kernel blinks without our help; otherwise the LED is simply lit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from .watchdog import HardwareError
+
+log = logging.getLogger("sipedge.appliance.leds")
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise HardwareError(str(path), f"write {value!r}: {exc.strerror}") from None
+
+
+class SysfsLed:
+    def __init__(self, sysfs: Path, name: str) -> None:
+        self.dir = Path(sysfs) / "class" / "leds" / name
+        self.name = name
+
+    @property
+    def present(self) -> bool:
+        return self.dir.is_dir()
+
+    def max_brightness(self) -> int:
+        try:
+            return int((self.dir / "max_brightness").read_text().strip() or 1)
+        except (OSError, ValueError):
+            return 1
+
+    def triggers(self) -> list[str]:
+        """Available triggers; the active one is listed in [brackets] by the kernel."""
+        try:
+            text = (self.dir / "trigger").read_text()
+        except OSError:
+            return []
+        return [t.strip("[]") for t in text.split()]
+
+    def set(self, mode: str, on_ms: int = 0, off_ms: int = 0) -> None:
+        if mode == "blink" and "timer" in self.triggers():
+            _write(self.dir / "trigger", "timer")
+            # The kernel creates delay_on/delay_off when the timer trigger activates.
+            _write(self.dir / "delay_on", str(on_ms))
+            _write(self.dir / "delay_off", str(off_ms))
+            return
+        if "none" in self.triggers():
+            _write(self.dir / "trigger", "none")
+        level = 0 if mode == "off" else self.max_brightness()
+        _write(self.dir / "brightness", str(level))
+
+
+class SysfsLeds:
+    """`StatusLeds` port: LED roles ("status", "error") mapped to LED class names (board data)."""
+
+    def __init__(self, names: Mapping[str, str], sysfs: str | Path = "/sys") -> None:
+        self.sysfs = Path(sysfs)
+        self.leds = {role: SysfsLed(self.sysfs, name) for role, name in names.items() if name}
+        for role, led in self.leds.items():
+            if not led.present:
+                log.warning("LED missing role=%s name=%s dir=%s", role, led.name, led.dir)
+
+    def set(self, role: str, mode: str, on_ms: int = 0, off_ms: int = 0) -> None:
+        led = self.leds.get(role)
+        if led is None or not led.present:
+            return
+        led.set(mode, on_ms, off_ms)

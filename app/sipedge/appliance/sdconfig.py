@@ -1,0 +1,163 @@
+"""Configuration from the SD card with a last-known-good copy on the data partition.
+
+At boot and on reload the boot file (`/boot/sipedge.toml`) is validated:
+
+- valid: it is what runs, and a byte-exact copy goes atomically to
+  `<data>/config/last-good.toml`;
+- invalid: its errors are kept for the panel and `config.errors`, and the last-known-good copy
+  runs (validated again: a firmware update may have changed the schema), else the embedded
+  default;
+- absent: last-known-good, else the embedded default, with no error.
+
+The boot file is never written except by `write_boot()` (an explicit console command), and then
+atomically (temporary file in the same directory, fsync, rename, fsync of the directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, ConfigError, ConfigIssue, load_default, load_file
+
+log = logging.getLogger("sipedge.appliance.sdconfig")
+
+SOURCE_BOOT = "boot"
+SOURCE_LKG = "last-known-good"
+SOURCE_DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class ConfigChoice:
+    """The configuration to run and why."""
+
+    source: str
+    path: Path | None  # None: the embedded default (run `sipedge` without --config)
+    config: Config
+    boot_path: Path
+    boot_present: bool
+    issues: tuple[ConfigIssue, ...] = field(default=())
+
+    @property
+    def errors(self) -> list[str]:
+        return [str(i) for i in self.issues]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "path": None if self.path is None else str(self.path),
+            "boot_file": str(self.boot_path),
+            "boot_present": self.boot_present,
+            "errors": self.errors,
+            "issues": [{"file": i.file, "line": i.line, "key": i.key, "reason": i.reason}
+                       for i in self.issues],
+        }
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a power cut leaves either the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    except OSError:  # some file systems (FAT on some kernels) refuse fsync on directories
+        pass
+    finally:
+        os.close(dfd)
+
+
+class BootConfigManager:
+    """`ConfigSource` port: the SD-card file with last-known-good fallback."""
+
+    def __init__(self, boot_path: str | Path, data_dir: str | Path, *,
+                 loader: Callable[[Path], Config] = load_file,
+                 default_loader: Callable[[], Config] = load_default) -> None:
+        self.boot_path = Path(boot_path)
+        self.data_dir = Path(data_dir)
+        self.lkg_path = self.data_dir / "config" / "last-good.toml"
+        self.loader = loader
+        self.default_loader = default_loader
+        self.current: ConfigChoice | None = None
+
+    def select(self) -> ConfigChoice:
+        present = self.boot_path.exists()
+        issues: tuple[ConfigIssue, ...] = ()
+        if present:
+            try:
+                cfg = self.loader(self.boot_path)
+            except ConfigError as exc:
+                issues = tuple(exc.errors)
+                log.error("boot config invalid file=%s errors=%d first=%s", self.boot_path,
+                          len(issues), issues[0] if issues else "")
+            else:
+                self._save_lkg(cfg)
+                return self._remember(ConfigChoice(SOURCE_BOOT, self.boot_path, cfg,
+                                                   self.boot_path, True))
+        if self.lkg_path.exists():
+            try:
+                cfg = self.loader(self.lkg_path)
+            except ConfigError as exc:
+                log.error("last-known-good config invalid file=%s first=%s", self.lkg_path,
+                          exc.errors[0] if exc.errors else "")
+            else:
+                log.warning("running last-known-good config file=%s", self.lkg_path)
+                return self._remember(ConfigChoice(SOURCE_LKG, self.lkg_path, cfg,
+                                                   self.boot_path, present, issues))
+        log.warning("running the embedded default config")
+        return self._remember(ConfigChoice(SOURCE_DEFAULT, None, self.default_loader(),
+                                           self.boot_path, present, issues))
+
+    def _remember(self, choice: ConfigChoice) -> ConfigChoice:
+        self.current = choice
+        return choice
+
+    def _save_lkg(self, cfg: Config) -> None:
+        data = cfg.text.encode("utf-8")
+        try:
+            if self.lkg_path.exists() and self.lkg_path.read_bytes() == data:
+                return
+            self.lkg_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.lkg_path, data)
+            log.info("saved last-known-good config file=%s", self.lkg_path)
+        except OSError as exc:
+            log.error("cannot save last-known-good file=%s error=%s", self.lkg_path, exc)
+
+    def check_text(self, text: str) -> list[ConfigIssue]:
+        """Validate candidate text as if it were the boot file (no I/O besides the parse)."""
+        from ..config import load_text
+
+        try:
+            load_text(text, str(self.boot_path))
+        except ConfigError as exc:
+            return list(exc.errors)
+        return []
+
+    def boot_text(self) -> str:
+        return self.boot_path.read_text(encoding="utf-8")
+
+    def write_boot(self, text: str) -> None:
+        """Replace the boot file atomically. Callers validate first (`check_text`)."""
+        atomic_write(self.boot_path, text.encode("utf-8"))
+        log.warning("boot config rewritten file=%s", self.boot_path)
+
+    def forget_lkg(self) -> None:
+        """Factory reset: drop the last-known-good copy."""
+        self.lkg_path.unlink(missing_ok=True)

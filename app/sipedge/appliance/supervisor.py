@@ -1,0 +1,369 @@
+"""The supervisor loop: drives `SupervisorPolicy` with a real process, probes, watchdog and panel.
+
+Everything that decides lives in `policy.py`; this module only turns actions into signals and
+process starts, feeds probe results and exits back, pets the watchdog while the policy says so,
+and keeps the panel (LEDs, LCD) in step. It is the one place besides per-message dispatch where
+`except Exception` is allowed: a failing panel must not stop the supervision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import __version__
+from ..panel import leds as panel_leds
+from ..panel import pages as panel_pages
+from ..panel import status as panel_status
+from .health import CombinedProbe, CoreHealthProbe, RpcCallError, SipOptionsProbe, rpc_request
+from .policy import (Action, GiveUp, HealthLimits, Idle, Kill, RespawnPolicy, Restart, Spawn,
+                     State, SupervisorPolicy, Terminate)
+from .ports import Display, HealthProbe, HealthReport, StatusLeds, UpdateAgent, Watchdog
+from .process import ProxyProcess
+from .sdconfig import BootConfigManager, ConfigChoice
+
+log = logging.getLogger("sipedge.appliance.supervisor")
+
+# Upper bound of one loop wait, so a lost wake-up costs at most this much.
+MAX_WAIT_S = 1.0
+
+
+def default_probe(choice: ConfigChoice) -> HealthProbe:
+    cfg = choice.config
+    params = cfg.supervisor
+    heartbeat = CoreHealthProbe(cfg.core.ctl_socket, timeout=min(2.0, params.health_interval_s))
+    options = None
+    if params.options_probe:
+        udp = [lst for lst in cfg.listen if lst.proto == "udp"]
+        if udp:
+            options = SipOptionsProbe(udp[0].address, udp[0].port,
+                                      timeout=min(2.0, params.health_interval_s))
+    return CombinedProbe(heartbeat, options)
+
+
+def build_policy(choice: ConfigChoice) -> SupervisorPolicy:
+    p = choice.config.supervisor
+    return SupervisorPolicy(
+        RespawnPolicy(p.respawn_threshold_s, p.respawn_timeout_s, p.respawn_max_delay_s,
+                      p.respawn_retry),
+        _limits(choice))
+
+
+def _limits(choice: ConfigChoice) -> HealthLimits:
+    p = choice.config.supervisor
+    return HealthLimits(start_timeout_s=p.start_timeout_s, health_timeout_s=p.health_timeout_s,
+                        max_loop_lag_ms=p.max_loop_lag_ms, term_timeout_s=p.term_timeout_s,
+                        reset_on_failed=choice.config.watchdog.reset_on_failed)
+
+
+class Supervisor:
+    def __init__(self, config_source: BootConfigManager, *,
+                 watchdog: Watchdog | None = None,
+                 leds: StatusLeds | None = None,
+                 display: Display | None = None,
+                 update_agent: UpdateAgent | None = None,
+                 probe_factory: Callable[[ConfigChoice], HealthProbe] = default_probe,
+                 process_factory: Callable[[Sequence[str]], ProxyProcess] = ProxyProcess,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config_source = config_source
+        self.watchdog = watchdog
+        self.leds = leds
+        self.display = display
+        self.update_agent = update_agent
+        self.probe_factory = probe_factory
+        self.process_factory = process_factory
+        self.clock = clock
+        self.choice = config_source.select()
+        self.policy = build_policy(self.choice)
+        self.probe = probe_factory(self.choice)
+        self.proc: ProxyProcess | None = None
+        self.spawned_at = 0.0
+        self.last_report: HealthReport | None = None
+        self.marked_good = False
+        self.pets = 0
+        self.info: dict[str, Any] = {"version": __version__}
+        self._events: asyncio.Queue[tuple[str, Any]] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._exit_task: asyncio.Task[None] | None = None
+        self._next_probe = 0.0
+        self._next_pet = 0.0
+        self._led_state: dict[str, tuple[str, int, int]] = {}
+        self._lcd_shown: list[str] | None = None
+        self.started_at = clock()
+        self._lcd_started = self.started_at
+
+    # ---------------------------------------------------------------- control (any thread-free
+    # caller on the loop: signal handlers, RPC, console)
+
+    def request(self, what: str, arg: Any = None) -> None:
+        """Queue `stop`, `reload` or `restart` for the loop."""
+        if self._events is None:
+            raise RuntimeError("supervisor is not running")
+        self._events.put_nowait((what, arg))
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        st = self.policy.status(now)
+        st.update({
+            "pid": None if self.proc is None or not self.proc.running else self.proc.pid,
+            "uptime_s": round(now - self.started_at, 3),
+            "config": {"source": self.choice.source,
+                       "path": None if self.choice.path is None else str(self.choice.path),
+                       "errors": len(self.choice.issues)},
+            "panel": self.panel_state(),
+            "watchdog": {"armed": self.watchdog is not None and
+                         bool(getattr(self.watchdog, "is_open", True)),
+                         "pets": self.pets,
+                         "petting": self.policy.should_pet(now)},
+            "health": None if self.last_report is None else {
+                "ok": self.last_report.ok, "detail": self.last_report.detail,
+                "workers_alive": self.last_report.workers_alive,
+                "workers_expected": self.last_report.workers_expected,
+                "loop_lag_ms": self.last_report.loop_lag_ms},
+            "marked_good": self.marked_good,
+            "version": __version__,
+        })
+        return st
+
+    def config_errors(self) -> dict[str, Any]:
+        return self.choice.as_dict()
+
+    def rpc_methods(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """Methods for the supervisor's RPC socket (see docs/appliance.md)."""
+
+        def ack(what: str) -> Callable[[dict[str, Any]], Any]:
+            def method(params: dict[str, Any]) -> Any:
+                self.request(what)
+                return {"queued": what}
+            return method
+
+        return {
+            "supervisor.status": lambda params: self.status(),
+            "supervisor.reload": ack("reload"),
+            "supervisor.restart": ack("restart"),
+            "supervisor.stop": ack("stop"),
+            "config.errors": lambda params: self.config_errors(),
+        }
+
+    # ---------------------------------------------------------------- main loop
+
+    async def run(self) -> int:
+        """Run until a stop request has been carried out. Returns the exit status."""
+        self._events = asyncio.Queue()
+        if self.watchdog is not None:
+            self.watchdog.open()
+        try:
+            await self._apply(self.policy.start(self.clock()))
+            while True:
+                now = self.clock()
+                self._maybe_pet(now)
+                self._maybe_probe(now)
+                self._maybe_mark_good(now)
+                self._update_panel(now)
+                if self.policy.state is State.STOPPED:
+                    break
+                timeout = self._wait_time(now)
+                try:
+                    kind, arg = await asyncio.wait_for(self._events.get(), timeout)
+                except asyncio.TimeoutError:
+                    await self._apply(self.policy.on_timer(self.clock()))
+                    continue
+                await self._handle(kind, arg)
+        finally:
+            await self._shutdown()
+        return 0
+
+    def _wait_time(self, now: float) -> float:
+        deadlines = [now + MAX_WAIT_S]
+        timer = self.policy.get_timer()
+        if timer is not None:
+            deadlines.append(timer)
+        if self.watchdog is not None:
+            deadlines.append(self._next_pet)
+        if self.policy.state in (State.STARTING, State.RUNNING, State.DEGRADED):
+            deadlines.append(self._next_probe)
+        return max(0.0, min(deadlines) - now)
+
+    async def _handle(self, kind: str, arg: Any) -> None:
+        now = self.clock()
+        if kind == "exit":
+            proc, rc = arg
+            if proc is not self.proc:
+                return
+            proc.reap_group()
+            runtime = now - self.spawned_at
+            level = logging.INFO if self.policy.state is State.STOPPING else logging.ERROR
+            log.log(level, "proxy exited pid=%s rc=%s runtime_s=%.1f", proc.pid, rc, runtime)
+            self.proc = None
+            await self._apply(self.policy.on_exit(runtime, now, rc))
+        elif kind == "probe":
+            report: HealthReport = arg
+            self.last_report = report
+            if not report.ok:
+                log.warning("proxy unhealthy detail=%s", report.detail)
+            await self._apply(self.policy.on_health(report.ok, report.loop_lag_ms, now,
+                                                    report.detail))
+        elif kind == "stop":
+            log.info("stop requested")
+            await self._apply(self.policy.request_stop(now))
+        elif kind == "restart":
+            await self._apply(self.policy.request_restart(now, "restart requested"))
+        elif kind == "reload":
+            await self._reload(now)
+        else:
+            raise ValueError(f"unknown supervisor event {kind!r}")
+
+    async def _reload(self, now: float) -> None:
+        old = self.choice
+        self.choice = self.config_source.select()
+        self.policy.limits = _limits(self.choice)
+        p = self.choice.config.supervisor
+        r = self.policy.respawn
+        r.threshold_s, r.timeout_s, r.retry = (p.respawn_threshold_s, p.respawn_timeout_s,
+                                               p.respawn_retry)
+        r.max_delay_s = max(p.respawn_max_delay_s, p.respawn_timeout_s)
+        self.probe = self.probe_factory(self.choice)
+        self._lcd_shown = None
+        self._lcd_started = now  # start the rotation over: a new config error shows first
+        if self.choice.config.text != old.config.text or self.choice.path != old.path:
+            log.info("config changed source=%s path=%s: restarting the proxy",
+                     self.choice.source, self.choice.path)
+            await self._apply(self.policy.request_restart(now, "config changed"))
+        else:
+            log.info("config unchanged: reloading routes")
+            try:
+                await rpc_request(self.choice.config.core.ctl_socket, "route.reload", None, 5.0)
+            except (OSError, asyncio.TimeoutError, RpcCallError) as exc:
+                log.warning("route.reload failed error=%s", exc)
+
+    async def _apply(self, action: Action) -> None:
+        if isinstance(action, Spawn):
+            await self._spawn()
+        elif isinstance(action, Terminate):
+            log.warning("stopping proxy reason=%s", action.reason)
+            if self.proc is not None:
+                self.proc.terminate()
+        elif isinstance(action, Kill):
+            log.error("proxy ignored SIGTERM: SIGKILL")
+            if self.proc is not None:
+                self.proc.kill()
+        elif isinstance(action, Restart):
+            log.warning("restarting proxy in %.1fs crashes=%d", action.delay_s, action.crashes)
+        elif isinstance(action, GiveUp):
+            log.error("proxy FAILED, not restarting: %s", action.reason)
+        else:
+            assert isinstance(action, Idle)
+
+    def _argv(self) -> list[str]:
+        argv = list(self.choice.config.supervisor.command)
+        if self.choice.path is not None:
+            argv += ["--config", str(self.choice.path)]
+        return argv
+
+    async def _spawn(self) -> None:
+        now = self.clock()
+        self.policy.on_spawned(now)
+        self.spawned_at = now
+        self._next_probe = now + min(1.0, self.choice.config.supervisor.health_interval_s)
+        proc = self.process_factory(self._argv())
+        try:
+            await proc.start()
+        except OSError as exc:
+            log.error("cannot start proxy argv=%s error=%s", self._argv(), exc)
+            assert self._events is not None
+            self.proc = proc
+            self._events.put_nowait(("exit", (proc, None)))
+            return
+        self.proc = proc
+        self._exit_task = asyncio.ensure_future(self._watch_exit(proc))
+
+    async def _watch_exit(self, proc: ProxyProcess) -> None:
+        rc = await proc.wait()
+        assert self._events is not None
+        self._events.put_nowait(("exit", (proc, rc)))
+
+    def _maybe_probe(self, now: float) -> None:
+        if self.policy.state not in (State.STARTING, State.RUNNING, State.DEGRADED):
+            return
+        if now < self._next_probe or (self._probe_task and not self._probe_task.done()):
+            return
+        self._next_probe = now + self.choice.config.supervisor.health_interval_s
+        self._probe_task = asyncio.ensure_future(self._run_probe(self.probe))
+
+    async def _run_probe(self, probe: HealthProbe) -> None:
+        report = await probe.probe()
+        assert self._events is not None
+        self._events.put_nowait(("probe", report))
+
+    def _maybe_pet(self, now: float) -> None:
+        if self.watchdog is None or now < self._next_pet:
+            return
+        if self.policy.should_pet(now):
+            self.watchdog.pet()
+            self.pets += 1
+            self._next_pet = now + self.choice.config.watchdog.pet_interval_s
+        else:
+            if self._next_pet >= 0:
+                log.error("not petting the watchdog: proxy unrecoverable state=%s",
+                          self.policy.state.value)
+            self._next_pet = now + self.choice.config.watchdog.pet_interval_s
+
+    def _maybe_mark_good(self, now: float) -> None:
+        after = self.choice.config.supervisor.mark_good_after_s
+        if self.marked_good or self.update_agent is None or after <= 0:
+            return
+        if self.policy.state is State.RUNNING and self.policy.healthy_for(now) >= after:
+            self.marked_good = True
+            try:
+                self.update_agent.mark_good()
+                log.info("booted slot marked good")
+            except Exception:  # boundary: an OTA agent failure must not stop supervision
+                log.exception("mark_good failed")
+
+    # ---------------------------------------------------------------- panel
+
+    def panel_state(self) -> str:
+        return panel_status.panel_state(self.policy.state.value, len(self.choice.issues))
+
+    def panel_info(self) -> dict[str, Any]:
+        info = dict(self.info)
+        info["state"] = self.panel_state()
+        info["config_errors"] = self.choice.errors
+        info["problem"] = self.policy.last_problem
+        return info
+
+    def _update_panel(self, now: float) -> None:
+        try:
+            state = self.panel_state()
+            if self.leds is not None:
+                for role in panel_leds.ROLES:
+                    pattern = panel_leds.pattern_for(state, role)
+                    if self._led_state.get(role) != pattern:
+                        self.leds.set(role, *pattern)
+                        self._led_state[role] = pattern
+            if self.display is not None:
+                cols, rows = self.display.size
+                pages = panel_pages.build_pages(self.panel_info(), cols, rows)
+                interval_ms = int(self.choice.config.panel.page_interval_s * 1000)
+                page = panel_pages.page_at(pages, int((now - self._lcd_started) * 1000),
+                                           interval_ms)
+                if page != self._lcd_shown:
+                    self.display.show(page)
+                    self._lcd_shown = page
+        except Exception:  # boundary: the panel is best effort
+            log.exception("panel update failed")
+
+    # ---------------------------------------------------------------- shutdown
+
+    async def _shutdown(self) -> None:
+        for task in (self._probe_task, self._exit_task):
+            if task is not None and not task.done():
+                task.cancel()
+        if self.proc is not None and self.proc.running:
+            self.proc.kill()
+        if self.watchdog is not None:
+            clean = self.policy.state is State.STOPPED
+            self.watchdog.close(disarm=clean)

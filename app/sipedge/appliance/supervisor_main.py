@@ -1,0 +1,166 @@
+"""`sipedge-supervisor`: the appliance's process supervisor (started by init at boot).
+
+    sipedge-supervisor [--boot-config /boot/sipedge.toml] [--data-dir /data] [--simulate]
+
+Selects the configuration (boot file, else last-known-good, else the embedded default), runs
+`sipedge --config FILE`, restarts it with backoff, pets the hardware watchdog while the proxy is
+healthy, drives the panel and serves `supervisor.*` and `config.errors` on its RPC socket.
+SIGTERM/SIGINT stop cleanly (the watchdog is disarmed), SIGHUP reloads the configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import EdgeError
+from .sdconfig import BootConfigManager
+
+log = logging.getLogger("sipedge.appliance.supervisor")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="sipedge-supervisor", description=__doc__.split("\n")[0])
+    p.add_argument("--boot-config", default="/boot/sipedge.toml", type=Path,
+                   help="config file on the SD card's boot partition")
+    p.add_argument("--data-dir", default="/data", type=Path,
+                   help="writable data partition (last-known-good copy)")
+    p.add_argument("--sysfs", default="/sys", type=Path, help="sysfs root (tests)")
+    p.add_argument("--dev", default="/dev", type=Path, help="/dev root (tests)")
+    p.add_argument("--simulate", action="store_true",
+                   help="use recording fakes instead of the watchdog, LEDs and LCD")
+    p.add_argument("--no-watchdog", action="store_true", help="never open the watchdog")
+    p.add_argument("--rpc-socket", help="override [supervisor] rpc_socket")
+    p.add_argument("--show-choice", action="store_true",
+                   help="print which config would run (JSON) and exit")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password and print the [management] password_hash value")
+    p.add_argument("--log-level", default="info",
+                   choices=("debug", "info", "warning", "error"))
+    return p.parse_args(argv)
+
+
+def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
+    """Real adapters (or fakes with --simulate); a missing device is logged, never fatal."""
+    from . import fakes
+    from .lcd import I2cLcd, open_bus
+    from .leds import SysfsLeds
+    from .update import RaucCli
+    from .watchdog import HardwareError, HardwareWatchdog
+
+    cfg = choice.config
+    hw: dict[str, Any] = {"watchdog": None, "leds": None, "display": None, "update_agent": None}
+    if args.simulate:
+        hw.update(watchdog=fakes.FakeWatchdog(), leds=fakes.FakeLeds(),
+                  display=fakes.FakeDisplay(cfg.panel.lcd_cols, cfg.panel.lcd_rows),
+                  update_agent=fakes.FakeUpdateAgent())
+        return hw
+    if cfg.watchdog.enabled and not args.no_watchdog:
+        wd = HardwareWatchdog(_under(args.dev, cfg.watchdog.device), cfg.watchdog.timeout_s)
+        try:
+            wd.open()
+            hw["watchdog"] = wd
+        except HardwareError as exc:
+            log.error("watchdog unavailable: %s", exc)
+    names = {"status": cfg.panel.status_led, "error": cfg.panel.error_led}
+    if any(names.values()):
+        hw["leds"] = SysfsLeds(names, args.sysfs)
+    if cfg.panel.lcd_bus >= 0:
+        try:
+            bus = open_bus(cfg.panel.lcd_bus, args.dev)
+            hw["display"] = I2cLcd(bus, cfg.panel.lcd_address, cfg.panel.lcd_cols,
+                                   cfg.panel.lcd_rows)
+        except HardwareError as exc:
+            log.error("LCD unavailable: %s", exc)
+    if shutil.which("rauc"):
+        hw["update_agent"] = RaucCli()
+    return hw
+
+
+def _under(dev_root: Path, device: str) -> Path:
+    """Map an absolute /dev path from the config into the --dev root."""
+    p = Path(device)
+    if dev_root != Path("/dev") and p.is_absolute() and p.parts[1:2] == ("dev",):
+        return dev_root.joinpath(*p.parts[2:])
+    return p
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from .supervisor import Supervisor
+
+    source = BootConfigManager(args.boot_config, args.data_dir)
+    choice = source.select()
+    hw = build_hardware(args, choice)
+    sup = Supervisor(source, **hw)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, sup.request, "stop")
+    loop.add_signal_handler(signal.SIGINT, sup.request, "stop")
+    loop.add_signal_handler(signal.SIGHUP, sup.request, "reload")
+    rpc_path = args.rpc_socket or choice.config.supervisor.rpc_socket
+    server = await _start_rpc(rpc_path, sup.rpc_methods())
+    try:
+        return await sup.run()
+    finally:
+        if server is not None:
+            await server.close()
+
+
+async def _start_rpc(path: str, methods: dict[str, Any]) -> Any:
+    try:
+        from ..io.rpc import RpcServer
+    except ImportError:
+        log.warning("RPC server unavailable (sipedge.io.rpc missing); no %s", path)
+        return None
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        server = RpcServer(path, methods)
+        await server.start()
+    except OSError as exc:
+        log.error("cannot serve RPC socket=%s error=%s", path, exc)
+        return None
+    log.info("supervisor RPC socket=%s", path)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.hash_password:
+        from .auth import hash_password
+
+        if sys.stdin.isatty():
+            pw = getpass.getpass("password: ")
+        else:
+            pw = sys.stdin.readline().rstrip("\n")
+        if not pw:
+            print("empty password", file=sys.stderr)
+            return 2
+        print(hash_password(pw))
+        return 0
+    try:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.error("data dir unusable dir=%s error=%s", args.data_dir, exc)
+    if args.show_choice:
+        choice = BootConfigManager(args.boot_config, args.data_dir).select()
+        print(json.dumps(choice.as_dict(), indent=2))
+        return 0
+    try:
+        return asyncio.run(serve(args))
+    except EdgeError as exc:
+        log.error("supervisor failed: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

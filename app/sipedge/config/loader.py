@@ -1,0 +1,321 @@
+"""Validate a TOML config against the registered sections.
+
+Every key is consumed; leftovers, wrong types and out-of-range values are reported together, each
+as `file:line: dotted.key: what is wrong`. Parsing does no I/O beyond reading the one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ConfigIssue
+from . import sections as _core_sections
+from .schema import SECTIONS
+
+_loaded_modules = False
+
+
+def _ensure_sections() -> None:
+    global _loaded_modules
+    if _loaded_modules:
+        return
+    for name in _core_sections.SECTION_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but something it imports does not
+                raise
+    _loaded_modules = True
+
+
+class Config:
+    """A validated configuration: one frozen dataclass per section, as attributes."""
+
+    def __init__(self, values: dict[str, Any], source: str, text: str) -> None:
+        self._values = values
+        self.source = source
+        self.text = text
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def sections(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self._values == other._values
+
+    def __repr__(self) -> str:
+        return f"Config({self.source!r})"
+
+
+# ---------------------------------------------------------------- line numbers
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+
+
+def _split_key(raw: str) -> list[str]:
+    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", raw)
+    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+
+
+def line_map(text: str) -> dict[str, int]:
+    """Map dotted key paths (`listen[1].port`) to the line where they are defined."""
+    lines: dict[str, int] = {}
+    counters: dict[str, int] = {}
+    prefix = ""
+    in_multiline: str | None = None
+    depth = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if in_multiline:
+            if line.count(in_multiline) % 2 == 1:
+                in_multiline = None
+            continue
+        if depth > 0:
+            depth += _bracket_delta(line)
+            continue
+        header = _HEADER.match(line)
+        if header:
+            keys = _split_key(header.group(2))
+            path = _join(keys, counters, lines)
+            if header.group(1) == "[[":
+                index = counters.get(path, -1) + 1
+                counters[path] = index
+                path = f"{path}[{index}]"
+            lines.setdefault(path, lineno)
+            prefix = path
+            continue
+        key = _KEY.match(line)
+        if not key:
+            continue
+        path = ".".join([prefix] + _split_key(key.group(1))) if prefix else ".".join(_split_key(key.group(1)))
+        lines.setdefault(path, lineno)
+        rest = line[key.end():]
+        for quote in ('"""', "'''"):
+            if rest.count(quote) % 2 == 1:
+                in_multiline = quote
+        if not in_multiline:
+            depth = _bracket_delta(rest)
+    return lines
+
+
+def _join(keys: list[str], counters: dict[str, int], lines: dict[str, int]) -> str:
+    """Join header keys, resolving arrays of tables to their current element."""
+    path = ""
+    for key in keys:
+        path = f"{path}.{key}" if path else key
+        if path in counters:
+            path = f"{path}[{counters[path]}]"
+    return path
+
+
+def _bracket_delta(s: str) -> int:
+    s = re.sub(r'"(?:\\.|[^"\\])*"|\'[^\']*\'|#.*$', "", s)
+    return s.count("[") + s.count("{") - s.count("]") - s.count("}")
+
+
+def _line_for(lines: dict[str, int], path: str) -> int:
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return 1
+
+
+# ---------------------------------------------------------------- validation
+
+
+class _Validator:
+    def __init__(self, source: str, lines: dict[str, int]) -> None:
+        self.source = source
+        self.lines = lines
+        self.issues: list[ConfigIssue] = []
+
+    def error(self, path: str, reason: str) -> None:
+        self.issues.append(ConfigIssue(self.source, _line_for(self.lines, path), path, reason))
+
+    def build(self, cls: type, data: Any, path: str) -> Any:
+        if not isinstance(data, dict):
+            self.error(path, f"expected a table, got {_tname(data)}")
+            return None
+        before = len(self.issues)
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            sub = f"{path}.{key}"
+            if key not in fields:
+                near = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                self.error(sub, f"unknown key{hint}")
+                continue
+            converted = self.convert(hints[key], value, sub)
+            if converted is not _INVALID and self.check_limits(fields[key], converted, sub):
+                values[key] = converted
+        for name, f in fields.items():
+            if f.metadata.get("required") and name not in data:
+                self.error(f"{path}.{name}", "required key is missing")
+        if len(self.issues) > before:
+            return None
+        return cls(**values)
+
+    def convert(self, tp: Any, value: Any, path: str) -> Any:
+        origin = typing.get_origin(tp)
+        if origin in (types.UnionType, typing.Union):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if value is None:
+                return None
+            return self.convert(args[0], value, path)
+        if origin is list:
+            (item,) = typing.get_args(tp)
+            if not isinstance(value, list):
+                self.error(path, f"expected an array, got {_tname(value)}")
+                return _INVALID
+            out = []
+            ok = True
+            for i, v in enumerate(value):
+                c = self.convert(item, v, f"{path}[{i}]")
+                ok = ok and c is not _INVALID
+                out.append(c)
+            return out if ok else _INVALID
+        if dataclasses.is_dataclass(tp):
+            built = self.build(tp, value, path)
+            return _INVALID if built is None else built
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+        elif tp is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif tp is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        elif tp is str:
+            if isinstance(value, str):
+                return value
+        else:
+            raise TypeError(f"unsupported config type {tp!r} at {path}")
+        self.error(path, f"expected {_TYPE_NAMES.get(tp, tp.__name__)}, got {_tname(value)}")
+        return _INVALID
+
+    def check_limits(self, f: dataclasses.Field, value: Any, path: str) -> bool:
+        meta = f.metadata
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            self.error(path, f"must be one of {', '.join(map(str, meta['choices']))}")
+            return False
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if meta.get("min") is not None and value < meta["min"]:
+                self.error(path, f"must be >= {meta['min']}")
+                return False
+            if meta.get("max") is not None and value > meta["max"]:
+                self.error(path, f"must be <= {meta['max']}")
+                return False
+        return True
+
+
+class _Invalid:
+    pass
+
+
+_INVALID = _Invalid()
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _tname(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def load_text(text: str, source: str = "<config>") -> Config:
+    """Validate TOML text. Raises ConfigError listing every problem."""
+    _ensure_sections()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+)", str(exc))
+        line = int(m.group(1)) if m else 1
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError([ConfigIssue(source, line, "(syntax)", msg)]) from None
+    lines = line_map(text)
+    v = _Validator(source, lines)
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            near = difflib.get_close_matches(name, SECTIONS, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            v.error(name, f"unknown section{hint}")
+            continue
+        cls, array = SECTIONS[name]
+        if array:
+            if not isinstance(value, list):
+                v.error(name, f"expected [[{name}]] tables, got {_tname(value)}")
+                continue
+            built = [v.build(cls, item, f"{name}[{i}]") for i, item in enumerate(value)]
+            values[name] = tuple(built)
+        else:
+            values[name] = v.build(cls, value, name)
+    if v.issues:
+        raise ConfigError(v.issues)
+    for name, (cls, array) in SECTIONS.items():
+        if name not in values:
+            values[name] = () if array else cls()
+    config = Config(values, source, text)
+    _check_semantics(config, v)
+    if v.issues:
+        raise ConfigError(v.issues)
+    return config
+
+
+def _check_semantics(config: Config, v: _Validator) -> None:
+    """Cross-field checks that a type cannot express."""
+    from ..sip.uri import parse_uri  # local: config must not depend on sip at import time
+    from ..errors import RemoteProtocolError
+
+    seen = set()
+    for i, listener in enumerate(config.listen):
+        key = (listener.proto, listener.address, listener.port)
+        if key in seen:
+            v.error(f"listen[{i}]", "duplicate listener")
+        seen.add(key)
+        if listener.advertise and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(:\d{1,5})?",
+                                                   listener.advertise):
+            v.error(f"listen[{i}].advertise", "expected host[:port]")
+    for key, uri in [("routing.default_destination", config.routing.default_destination)] + [
+        (f"routing.rule[{i}].destination", r.destination) for i, r in enumerate(config.routing.rule)
+    ]:
+        if uri:
+            try:
+                parse_uri(uri)
+            except RemoteProtocolError as exc:
+                v.error(key, f"not a SIP URI: {exc.reason}")
+
+
+def load_file(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(path), 0, "(file)", str(exc))]) from None
+    return load_text(text, str(path))
+
+
+def load_default() -> Config:
+    return load_text(DEFAULT_TOML, "<embedded default>")
+
+
+DEFAULT_TOML = (Path(__file__).with_name("default.toml")).read_text(encoding="utf-8")

@@ -1,0 +1,130 @@
+"""asyncio protocols for SIP over UDP and TCP. They frame bytes and hand messages to a sink;
+all SIP logic lives in the worker and the sans-IO core."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Protocol
+
+from ..sip.message import content_length_of_head, find_head_end
+
+MAX_STREAM_BUFFER = 1 << 20
+_conn_ids = itertools.count(1)
+
+
+class Sink(Protocol):
+    def on_datagram(self, data: bytes, addr: tuple, listener: int) -> None: ...
+    def on_stream_message(self, data: bytes, conn: "StreamConnection") -> None: ...
+    def on_stream_error(self, reason: str, data: bytes, conn: "StreamConnection") -> None: ...
+    def on_connection_made(self, conn: "StreamConnection") -> None: ...
+    def on_connection_lost(self, conn: "StreamConnection") -> None: ...
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, sink: Sink, listener: int) -> None:
+        self.sink = sink
+        self.listener = listener
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.sink.on_datagram(data, addr, self.listener)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.
+        pass
+
+    def sendto(self, data: bytes, addr: tuple) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, addr)
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP connection. Frames messages by Content-Length (RFC 3261 18.3) and answers
+    RFC 5626 CRLFCRLF keep-alives with CRLF."""
+
+    def __init__(self, sink: Sink, listener: int, proto: str = "tcp") -> None:
+        self.sink = sink
+        self.listener = listener
+        self.proto = proto
+        self.id = next(_conn_ids)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.buf = bytearray()
+        self.last_activity = time.monotonic()
+        self.pending: list[bytes] = []
+        self.connected = asyncio.get_event_loop().create_future()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1])
+        for data in self.pending:
+            self.transport.write(data)
+        self.pending.clear()
+        if not self.connected.done():
+            self.connected.set_result(True)
+        self.sink.on_connection_made(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.connected.done():
+            self.connected.set_result(False)
+        self.sink.on_connection_lost(self)
+
+    def send(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if self.transport is None:
+            self.pending.append(data)
+        elif not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        self.buf += data
+        while self.buf and not self.closed:
+            # keep-alives and stray CRLFs between messages (RFC 5626 3.5.1)
+            if self.buf[:1] in (b"\r", b"\n"):
+                if self.buf.startswith(b"\r\n\r\n"):
+                    del self.buf[:4]
+                    self.send(b"\r\n")
+                    continue
+                if self.buf in (b"\r", b"\r\n", b"\r\n\r"):
+                    return  # wait: may become a CRLFCRLF ping
+                del self.buf[:2 if self.buf.startswith(b"\r\n") else 1]
+                continue
+            head_end, body_start = find_head_end(self.buf)
+            if head_end < 0:
+                if len(self.buf) > 65536:
+                    self._fail("Message Too Large")
+                return
+            clen = content_length_of_head(bytes(self.buf[:head_end]))
+            if clen is None or clen < 0:
+                self._fail("Missing Content-Length" if clen is None else "Bad Content-Length")
+                return
+            total = body_start + clen
+            if total > MAX_STREAM_BUFFER:
+                self._fail("Message Too Large")
+                return
+            if len(self.buf) < total:
+                return
+            msg = bytes(self.buf[:total])
+            del self.buf[:total]
+            self.sink.on_stream_message(msg, self)
+
+    def _fail(self, reason: str) -> None:
+        """Framing is lost: answer if possible, then close the connection."""
+        data = bytes(self.buf)
+        self.buf.clear()
+        self.sink.on_stream_error(reason, data, self)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,587 @@
+"""A worker process: its own SO_REUSEPORT sockets on every listener, one asyncio loop,
+the stateless proxy core and the routing script. See docs/architecture.md for how requests,
+replies and retransmissions reach the right worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import mmap
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from ..config import Config, load_text
+from ..errors import RemoteProtocolError, ScriptError, TransportError
+from ..script.api import Drop, Forward, Reply, ReplyMsg, RequestMsg, RouteTable
+from ..script.loader import Script, load_script
+from ..sip.message import Request, Response, parse_message
+from ..sip.proxy import LocalAddress, NextHop, ProxyCore, Source, salvage_request
+from ..sip.uri import parse_uri
+from .transport import StreamConnection, UdpListener
+
+log = logging.getLogger("sipedge.worker")
+
+STATS_SLOT_BYTES = 16384
+HEARTBEAT_S = 0.5
+
+
+def handoff_address(run_id: str, index: int) -> bytes:
+    return f"\0sipedge-{run_id}-w{index}".encode()
+
+
+def local_addresses(config: Config) -> list[LocalAddress]:
+    out = []
+    for i, lp in enumerate(config.listen):
+        host, port = lp.address, lp.port
+        if lp.advertise:
+            adv = lp.advertise
+            if adv.startswith("["):
+                h, _, p = adv[1:].partition("]")
+                host, port = h, int(p[1:]) if p.startswith(":") else lp.port
+            else:
+                h, _, p = adv.partition(":")
+                host, port = h, int(p) if p else lp.port
+        out.append(LocalAddress(i, lp.proto, lp.address, lp.port, host, port))
+    return out
+
+
+def resolve_script_path(config: Config) -> str | None:
+    script = config.routing.script
+    if not script:
+        return None
+    p = Path(script)
+    if not p.is_absolute() and config.source and not config.source.startswith("<"):
+        p = Path(config.source).resolve().parent / p
+    return str(p)
+
+
+def route_table(config: Config) -> RouteTable:
+    rules = [(r.domain, r.user_prefix, parse_uri(r.destination)) for r in config.routing.rule]
+    default = parse_uri(config.routing.default_destination) if config.routing.default_destination else None
+    return RouteTable(rules, default)
+
+
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+class Worker:
+    def __init__(self, index: int, nworkers: int, config: Config, run_id: str,
+                 stats: mmap.mmap | None = None) -> None:
+        self.index = index
+        self.nworkers = nworkers
+        self.config = config
+        self.run_id = run_id
+        self.stats_map = stats
+        self.locals = local_addresses(config)
+        self.core = ProxyCore(self.locals, domains=tuple(config.proxy.domains),
+                              record_route=config.proxy.record_route,
+                              max_forwards=config.proxy.max_forwards, worker=index,
+                              secret=run_id.encode(), server=config.core.server_header)
+        self.udp: dict[int, UdpListener] = {}
+        self.tcp_servers: list[asyncio.AbstractServer] = []
+        self.conns: dict[int, StreamConnection] = {}
+        self.conns_by_peer: dict[tuple[str, int], StreamConnection] = {}
+        self.stats: Counter[str] = Counter()
+        self.script: Script | None = None
+        self.table = route_table(config)
+        self.script_path = resolve_script_path(config)
+        self.handoff: socket.socket | None = None
+        self.dns_cache: dict[str, tuple[str, float]] = {}
+        self.src_ip_cache: dict[str, str] = {}
+        self.lag_ms = 0.0
+        self.max_message = config.core.max_message_bytes
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.script_path:
+            self.script = load_script(self.script_path)
+        for la, lp in zip(self.locals, self.config.listen):
+            fam = _family(lp.address)
+            if lp.proto == "udp":
+                _, proto = await loop.create_datagram_endpoint(
+                    lambda i=la.index: UdpListener(self, i), local_addr=(lp.address, lp.port),
+                    family=fam, reuse_port=True)
+                self.udp[la.index] = proto
+            else:
+                srv = await loop.create_server(
+                    lambda i=la.index: StreamConnection(self, i, lp.proto), lp.address, lp.port,
+                    family=fam, reuse_port=True, backlog=512)
+                self.tcp_servers.append(srv)
+            if lp.address in ("0.0.0.0", "::"):
+                self._learn_wildcard_addresses(la)
+        self.handoff = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.handoff.bind(handoff_address(self.run_id, self.index))
+        self.handoff.setblocking(False)
+        loop.add_reader(self.handoff.fileno(), self._on_handoff)
+        loop.add_signal_handler(signal.SIGUSR1, self.reload_script)
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        self._spawn(self._heartbeat())
+        self._spawn(self._sweep_connections())
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for srv in self.tcp_servers:
+            srv.close()
+        for conn in list(self.conns.values()):
+            conn.close()
+        for u in self.udp.values():
+            if u.transport:
+                u.transport.close()
+        if self.handoff is not None:
+            asyncio.get_running_loop().remove_reader(self.handoff.fileno())
+            self.handoff.close()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _learn_wildcard_addresses(self, la: LocalAddress) -> None:
+        """A wildcard listener answers on every local address: learn them for is_myself."""
+        ips = {"127.0.0.1", "::1"}
+        try:
+            from pyroute2 import IPRoute  # optional: present on the appliance
+
+            with IPRoute() as ipr:
+                for a in ipr.get_addr():
+                    ips.add(a.get_attr("IFA_ADDRESS"))
+        except Exception:  # noqa: BLE001 - best effort; loopback is always known
+            pass
+        for ip in ips:
+            if ip and _family(ip) == _family(la.ip):
+                self.core.add_local(ip, la.port)
+
+    def reload_script(self) -> None:
+        if not self.script_path:
+            return
+        try:
+            self.script = load_script(self.script_path)
+            log.info("worker=%d routing script reloaded path=%s", self.index, self.script_path)
+        except ScriptError as exc:
+            log.error("worker=%d routing script refused, keeping the old one: %s", self.index, exc)
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(HEARTBEAT_S)
+            self.lag_ms = max(0.0, (loop.time() - t0 - HEARTBEAT_S) * 1000)
+            self.write_stats()
+
+    def write_stats(self) -> None:
+        if self.stats_map is None:
+            return
+        snap = {"pid": os.getpid(), "ts": time.monotonic(), "lag_ms": round(self.lag_ms, 3),
+                "connections": len(self.conns), "stats": dict(self.stats),
+                "script_mtime_ns": self.script.mtime_ns if self.script else None}
+        data = json.dumps(snap, separators=(",", ":")).encode()
+        if len(data) + 4 > STATS_SLOT_BYTES:
+            data = json.dumps({k: v for k, v in snap.items() if k != "stats"}).encode()
+        off = self.index * STATS_SLOT_BYTES
+        self.stats_map[off:off + 4 + len(data)] = struct.pack("!I", len(data)) + data
+
+    async def _sweep_connections(self) -> None:
+        idle = self.config.proxy.tcp_idle_timeout_s
+        while True:
+            await asyncio.sleep(min(5.0, idle / 2))
+            now = time.monotonic()
+            for conn in list(self.conns.values()):
+                if now - conn.last_activity > idle:
+                    log.debug("closing idle connection peer=%s:%d", *conn.peer)
+                    conn.close()
+
+    # -- input -------------------------------------------------------------------------
+
+    def on_datagram(self, data: bytes, addr: tuple, listener: int) -> None:
+        if len(data) <= 4 and not data.strip():
+            self.stats["keepalives"] += 1
+            return  # CRLF keep-alive over UDP
+        src = Source("udp", addr[0], addr[1], listener)
+        self.handle(data, src)
+
+    def on_stream_message(self, data: bytes, conn: StreamConnection) -> None:
+        src = Source(conn.proto, conn.peer[0], conn.peer[1], conn.listener, conn.id)
+        self.handle(data, src, datagram=False)
+
+    def on_stream_error(self, reason: str, data: bytes, conn: StreamConnection) -> None:
+        src = Source(conn.proto, conn.peer[0], conn.peer[1], conn.listener, conn.id)
+        self.stats["parse_errors"] += 1
+        self._answer_malformed(data, src, RemoteProtocolError(reason))
+
+    def on_connection_made(self, conn: StreamConnection) -> None:
+        self.conns[conn.id] = conn
+        self.conns_by_peer[conn.peer] = conn
+
+    def on_connection_lost(self, conn: StreamConnection) -> None:
+        self.conns.pop(conn.id, None)
+        if self.conns_by_peer.get(conn.peer) is conn:
+            del self.conns_by_peer[conn.peer]
+
+    def _on_handoff(self) -> None:
+        assert self.handoff is not None
+        for _ in range(64):
+            try:
+                payload = self.handoff.recv(1 << 20)
+            except BlockingIOError:
+                return
+            hdr_len = struct.unpack_from("!H", payload)[0]
+            proto, ip, port, listener = json.loads(payload[2:2 + hdr_len])
+            self.stats["handoff_in"] += 1
+            self.handle(payload[2 + hdr_len:], Source(proto, ip, port, listener), handed=True)
+
+    def _hand_off(self, worker: int, data: bytes, src: Source) -> None:
+        hdr = json.dumps([src.proto, src.ip, src.port, src.listener]).encode()
+        try:
+            assert self.handoff is not None
+            self.handoff.sendto(struct.pack("!H", len(hdr)) + hdr + data,
+                                handoff_address(self.run_id, worker))
+            self.stats["handoff_out"] += 1
+        except OSError as exc:
+            self.stats["drops"] += 1
+            log.warning("hand-off to worker=%d failed: %s", worker, exc)
+
+    def handle(self, data: bytes, src: Source, *, datagram: bool = True,
+               handed: bool = False) -> None:
+        """Per-message boundary: nothing a message does may stop the worker."""
+        if len(data) > self.max_message:
+            self.stats["drops"] += 1
+            return
+        try:
+            msg = parse_message(data, datagram=datagram)
+        except RemoteProtocolError as exc:
+            self.stats["parse_errors"] += 1
+            self._answer_malformed(data, src, exc)
+            return
+        try:
+            if isinstance(msg, Request):
+                self.stats[f"rcv_req_{msg.method}"] += 1
+                self.handle_request(msg, src)
+            else:
+                self.stats[f"rcv_rpl_{msg.status // 100}xx"] += 1
+                self.handle_response(msg, src, data, handed)
+        except RemoteProtocolError as exc:
+            self.stats["parse_errors"] += 1
+            log.debug("bad message from %s:%d: %s", src.ip, src.port, exc.reason)
+            if isinstance(msg, Request) and msg.method != "ACK":
+                self._answer_malformed(data, src, exc, msg)
+            else:
+                self.stats["drops"] += 1
+                log.debug("dropped bad message from %s:%d: %s", src.ip, src.port, exc.reason)
+        except Exception:  # noqa: BLE001 - per-message boundary: log, answer 500, keep going
+            self.stats["internal_errors"] += 1
+            log.exception("internal error handling message call_id=%s", msg.call_id)
+            if isinstance(msg, Request) and msg.method != "ACK":
+                try:
+                    self.send_reply(self.core.make_reply(msg, 500, "Server Internal Error"), src)
+                except Exception:  # noqa: BLE001 - the message itself may be unusable
+                    log.debug("could not answer 500", exc_info=True)
+
+    def _answer_malformed(self, data: bytes, src: Source, exc: RemoteProtocolError,
+                          msg: Request | None = None) -> None:
+        req = msg if msg is not None else salvage_request(data)
+        if req is None:
+            self.stats["drops"] += 1
+            log.debug("dropped unanswerable message from %s:%d: %s", src.ip, src.port, exc.reason)
+            return
+        status = exc.status_hint if 400 <= exc.status_hint < 700 else 400
+        log.info("bad request from %s:%d: %s", src.ip, src.port, exc.reason)
+        resp = self.core.make_reply(req, status, exc.reason)
+        try:
+            resp.via  # noqa: B018 - must parse to be routable
+        except RemoteProtocolError:
+            self.stats["drops"] += 1
+            return
+        self.send_reply(resp, src)
+
+    # -- requests ----------------------------------------------------------------------
+
+    def handle_request(self, msg: Request, src: Source) -> None:
+        if src.proto != "udp":
+            # remember the connection in the Via so replies find it (like force_rport)
+            v = msg.via
+            if v.rport is None:
+                msg.pop_first("via")
+                msg.add_top("Via", str(v.with_param("rport", "")))
+        reply = self.core.check_request(msg, src)
+        if reply is not None:
+            if msg.method != "ACK":
+                self.send_reply(reply, src)
+            return
+        if self.core.is_options_to_self(msg):
+            self.send_reply(self.core.options_reply(msg), src)
+            return
+        ctx = RequestMsg(msg, src, self.core)
+        script = self.script
+        if script is None:
+            self.table.request_route(ctx)
+        elif script.is_async:
+            self._spawn(self._run_async_route(script, ctx, msg, src))
+            return
+        else:
+            try:
+                script.request_route(ctx)
+            except Exception as exc:  # noqa: BLE001 - a script bug must not stop the proxy
+                self._script_failed(script, exc, msg, src)
+                return
+        self.execute(ctx, msg, src)
+
+    async def _run_async_route(self, script: Script, ctx: RequestMsg, msg: Request,
+                               src: Source) -> None:
+        try:
+            await script.request_route(ctx)
+        except Exception as exc:  # noqa: BLE001 - a script bug must not stop the proxy
+            self._script_failed(script, exc, msg, src)
+            return
+        try:
+            self.execute(ctx, msg, src)
+        except RemoteProtocolError as exc:
+            self._answer_malformed(b"", src, exc, msg)
+
+    def _script_failed(self, script: Script, exc: Exception, msg: Request, src: Source) -> None:
+        from ..script.loader import error_location
+
+        self.stats["script_errors"] += 1
+        log.error("call_id=%s request_route failed at %s: %s: %s", msg.call_id,
+                  error_location(exc, script.path), type(exc).__name__, exc)
+        if msg.method != "ACK":
+            self.send_reply(self.core.make_reply(msg, 500, "Server Internal Error"), src)
+
+    def execute(self, ctx: RequestMsg, msg: Request, src: Source) -> None:
+        action = next(iter(ctx.actions), None)
+        if action is None or isinstance(action, Drop):
+            self.stats["drops"] += 1
+            return
+        if len(ctx.actions) > 1:
+            log.debug("call_id=%s only the first action (%s) is carried out", msg.call_id,
+                      type(action).__name__)
+        if isinstance(action, Reply):
+            if msg.method == "ACK":
+                return
+            self.send_reply(self.core.make_reply(msg, action.status, action.reason,
+                                                 action.headers, action.body,
+                                                 action.content_type), src)
+        elif isinstance(action, Forward):
+            self.forward(msg, src, action)
+
+    def forward(self, msg: Request, src: Source | None, action: Forward) -> None:
+        hop = self.core.next_hop(msg, action.uri)
+        ip = self._resolve_cached(hop.host)
+        if ip is None:
+            self._spawn(self._forward_after_dns(msg, src, hop))
+            return
+        self._send_request(msg, src, hop, ip)
+
+    async def _forward_after_dns(self, msg: Request, src: Source | None, hop: NextHop) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
+            ip = infos[0][4][0]
+        except (OSError, IndexError) as exc:
+            log.info("call_id=%s cannot resolve %s: %s", msg.call_id, hop.host, exc)
+            if src is not None and msg.method != "ACK":
+                self.send_reply(self.core.make_reply(msg, 503, "Next Hop Unresolvable"), src)
+            return
+        self.dns_cache[hop.host] = (ip, time.monotonic() + 60)
+        self._send_request(msg, src, hop, ip)
+
+    def _resolve_cached(self, host: str) -> str | None:
+        hit = self.dns_cache.get(host)
+        if hit is not None:
+            if hit[1] == 0 or hit[1] > time.monotonic():
+                return hit[0]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        self.dns_cache[host] = (host, 0)
+        return host
+
+    def _send_request(self, msg: Request, src: Source | None, hop: NextHop, ip: str) -> None:
+        proto = "tcp" if hop.transport in ("tcp", "tls") else hop.transport
+        out = self._pick_listener(proto, ip, src)
+        if out is None:
+            log.warning("call_id=%s no %s listener for %s", msg.call_id, proto, ip)
+            if src is not None and msg.method != "ACK":
+                self.send_reply(self.core.make_reply(msg, 503, "No Listener For Transport"), src)
+            return
+        data = self.core.finalize_request(msg, src, out)
+        self.stats[f"fwd_req_{msg.method}"] += 1
+        self._send(proto, data, ip, hop.port, out.index)
+
+    def _pick_listener(self, proto: str, ip: str, src: Source | None) -> LocalAddress | None:
+        fam = _family(ip)
+        if src is not None:
+            la = self.locals[src.listener]
+            if la.proto == proto and _family(la.ip) == fam:
+                return self._concrete(la, ip)
+        for la in self.locals:
+            if la.proto == proto and _family(la.ip) == fam:
+                return self._concrete(la, ip)
+        return None
+
+    def _concrete(self, la: LocalAddress, dest_ip: str) -> LocalAddress:
+        """A wildcard listener without `advertise` speaks with the source address the kernel
+        picks for the destination."""
+        if la.host not in ("0.0.0.0", "::"):
+            return la
+        src_ip = self.src_ip_cache.get(dest_ip)
+        if src_ip is None:
+            with socket.socket(_family(dest_ip), socket.SOCK_DGRAM) as s:
+                try:
+                    s.connect((dest_ip, 9))
+                    src_ip = s.getsockname()[0]
+                except OSError:
+                    src_ip = "127.0.0.1" if _family(dest_ip) == socket.AF_INET else "::1"
+            self.src_ip_cache[dest_ip] = src_ip
+            self.core.add_local(src_ip, la.adv_port)
+        return LocalAddress(la.index, la.proto, la.ip, la.port, src_ip, la.adv_port)
+
+    # -- responses ---------------------------------------------------------------------
+
+    def handle_response(self, msg: Response, src: Source, data: bytes, handed: bool) -> None:
+        if not handed and self.nworkers > 1:
+            owner = self.core.worker_of_branch(msg.via.branch)
+            if owner is not None and owner != self.index and 0 <= owner < self.nworkers:
+                vias = msg.get_all("via")
+                if len(vias) > 1 and not vias[1].upper().startswith("SIP/2.0/UDP"):
+                    self._hand_off(owner, data, src)
+                    return
+        script = self.script
+        if script is not None and script.reply_route is not None:
+            ctx = ReplyMsg(msg, src)
+            try:
+                script.reply_route(ctx)
+            except Exception as exc:  # noqa: BLE001 - a script bug must not stop the proxy
+                from ..script.loader import error_location
+
+                self.stats["script_errors"] += 1
+                log.error("call_id=%s reply_route failed at %s: %s", msg.call_id,
+                          error_location(exc, script.path), exc)
+            if any(isinstance(a, Drop) for a in ctx.actions):
+                self.stats["drops"] += 1
+                return
+        route = self.core.route_response(msg)
+        if route is None:
+            self.stats["drops"] += 1
+            return
+        self.stats[f"fwd_rpl_{msg.status // 100}xx"] += 1
+        proto = "udp" if route.transport == "udp" else "tcp"
+        listener = self._pick_listener(proto, route.ip, None)
+        self._send(proto, route.data, route.ip, route.port,
+                   listener.index if listener else src.listener)
+
+    def send_reply(self, resp: Response, src: Source) -> None:
+        """Send a reply we generated (RFC 3261 18.2.2): same connection for streams,
+        otherwise to the top Via's received/rport."""
+        self.stats[f"snd_rpl_{resp.status // 100}xx"] += 1
+        data = resp.to_bytes()
+        if src.conn_id is not None:
+            conn = self.conns.get(src.conn_id)
+            if conn is not None and not conn.closed:
+                conn.send(data)
+                return
+        ip, port = resp.via.response_target()
+        proto = "udp" if src.proto == "udp" else "tcp"
+        self._send(proto, data, ip, port, src.listener)
+
+    # -- output ------------------------------------------------------------------------
+
+    def _send(self, proto: str, data: bytes, ip: str, port: int, listener: int) -> None:
+        try:
+            if proto == "udp":
+                udp = self.udp.get(listener) or next(
+                    (u for i, u in self.udp.items() if _family(self.locals[i].ip) == _family(ip)),
+                    None)
+                if udp is None:
+                    raise TransportError(f"no UDP listener for {ip}")
+                udp.sendto(data, (ip, port))
+            else:
+                self._stream_send(data, ip, port, listener)
+        except (OSError, TransportError) as exc:
+            self.stats["send_errors"] += 1
+            log.info("send to %s:%s:%d failed: %s", proto, ip, port, exc)
+
+    def _stream_send(self, data: bytes, ip: str, port: int, listener: int) -> None:
+        conn = self.conns_by_peer.get((ip, port))
+        if conn is not None and not conn.closed:
+            conn.send(data)
+            return
+        conn = StreamConnection(self, listener, "tcp")
+        conn.peer = (ip, port)
+        conn.send(data)  # queued until connected
+        self.conns_by_peer[(ip, port)] = conn
+        self._spawn(self._connect(conn, ip, port))
+
+    async def _connect(self, conn: StreamConnection, ip: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: conn, ip, port), 10)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.stats["send_errors"] += 1
+            log.info("connect to tcp:%s:%d failed: %s", ip, port, exc)
+            if self.conns_by_peer.get((ip, port)) is conn:
+                del self.conns_by_peer[(ip, port)]
+
+
+def _run_loop(coro) -> None:
+    try:
+        import uvloop  # optional; 4x less CPU per message than the default loop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of a worker process (started by the main process, not by users)."""
+    ap = argparse.ArgumentParser(prog="sipedge-worker")
+    ap.add_argument("--index", type=int, required=True)
+    ap.add_argument("--workers", type=int, required=True)
+    ap.add_argument("--run-id", required=True)
+    ap.add_argument("--stats-fd", type=int)
+    ap.add_argument("--source", default="<config>")
+    args = ap.parse_args(argv)
+    text = sys.stdin.read()
+    config = load_text(text, args.source)
+    from ..app import setup_logging
+
+    setup_logging(config.core.log_level)
+    stats = None
+    if args.stats_fd is not None:
+        stats = mmap.mmap(args.stats_fd, STATS_SLOT_BYTES * args.workers)
+    worker = Worker(args.index, args.workers, config, args.run_id, stats)
+    try:
+        _run_loop(worker.run())
+    except ScriptError as exc:
+        log.error("worker=%d cannot start: %s", args.index, exc)
+        sys.exit(2)
+    except OSError as exc:
+        log.error("worker=%d cannot bind: %s", args.index, exc)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""What a routing script sees: the message wrappers and the actions they record.
+
+A script defines `request_route(msg)` and optionally `reply_route(msg)`. Calls such as
+`msg.forward()`, `msg.reply(404, "Not Here")` and `msg.drop()` record an action object
+(`Forward`, `Reply`, `Drop`); the proxy carries the actions out when the route returns.
+Nothing here does I/O. See docs/routing-api.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from ..errors import RemoteProtocolError
+from ..sip.message import Request, Response
+from ..sip.proxy import ProxyCore, Source
+from ..sip.uri import URI, parse_uri
+
+_script_log = logging.getLogger("sipedge.script")
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Relay the request statelessly, to `uri` (a destination URI) or by Route / R-URI."""
+
+    uri: URI | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer the request statelessly."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Do nothing more with the message."""
+
+    why: str = ""
+
+
+Action = Forward | Reply | Drop
+
+
+class _CallLog(logging.LoggerAdapter):
+    def process(self, msg, kwargs):  # type: ignore[override]
+        return f"call_id={self.extra['call_id']} {msg}", kwargs
+
+
+def _split_hf(name: str, value: str | None) -> tuple[str, str]:
+    """`append_hf("X-A", "1")` or Kamailio style `append_hf("X-A: 1")`."""
+    if value is None:
+        name, colon, value = name.partition(":")
+        if not colon:
+            raise ValueError("append_hf needs 'Name: value' or a name and a value")
+        value = value.strip().removesuffix("\r\n")
+    name = name.strip()
+    if not name or not re.fullmatch(r"[A-Za-z0-9\-.!%*_+`'~]+", name):
+        raise ValueError(f"bad header name {name!r}")
+    if "\r" in value or "\n" in value:
+        raise ValueError("header value must be one line")
+    return name, value
+
+
+class _MessageView:
+    """Header access shared by requests and replies."""
+
+    _msg: Request | Response
+
+    def __init__(self, src: Source) -> None:
+        self.actions: list[Action] = []
+        self._src = src
+        self._log: _CallLog | None = None
+
+    # source of the message
+    @property
+    def src_ip(self) -> str:
+        return self._src.ip
+
+    @property
+    def src_port(self) -> int:
+        return self._src.port
+
+    @property
+    def proto(self) -> str:
+        """Transport it arrived over: udp, tcp, tls."""
+        return self._src.proto
+
+    @property
+    def call_id(self) -> str:
+        return self._msg.call_id
+
+    @property
+    def cseq(self) -> int:
+        return self._msg.cseq.seq
+
+    @property
+    def body(self) -> bytes:
+        return self._msg.body
+
+    @property
+    def from_uri(self) -> str:
+        return str(self._msg.from_.uri)
+
+    @property
+    def from_user(self) -> str | None:
+        return self._msg.from_.uri.user
+
+    @property
+    def from_host(self) -> str:
+        return self._msg.from_.uri.host
+
+    @property
+    def from_tag(self) -> str | None:
+        return self._msg.from_.tag
+
+    @property
+    def to_uri(self) -> str:
+        return str(self._msg.to.uri)
+
+    @property
+    def to_user(self) -> str | None:
+        return self._msg.to.uri.user
+
+    @property
+    def to_host(self) -> str:
+        return self._msg.to.uri.host
+
+    @property
+    def to_tag(self) -> str | None:
+        return self._msg.to.tag
+
+    def get_hf(self, name: str) -> str | None:
+        """First value of a header, or None."""
+        return self._msg.get(name)
+
+    def get_hfs(self, name: str) -> list[str]:
+        """All values of a header (list headers split at commas)."""
+        return self._msg.get_all(name)
+
+    def has_hf(self, name: str) -> bool:
+        return self._msg.has(name)
+
+    def append_hf(self, name: str, value: str | None = None) -> None:
+        """Append a header: `append_hf("X-Edge", "1")` or `append_hf("X-Edge: 1")`."""
+        name, value = _split_hf(name, value)
+        self._msg.add(name, value)
+
+    def remove_hf(self, name: str) -> int:
+        """Remove every line of a header; returns how many were removed."""
+        return self._msg.remove(name)
+
+    def drop(self, why: str = "") -> Drop:
+        action = Drop(why)
+        self.actions.append(action)
+        return action
+
+    @property
+    def log(self) -> logging.LoggerAdapter:
+        """Logger that prefixes every line with the message's Call-ID."""
+        if self._log is None:
+            self._log = _CallLog(_script_log, {"call_id": self._msg.call_id})
+        return self._log
+
+
+class RequestMsg(_MessageView):
+    """A request inside `request_route`."""
+
+    def __init__(self, msg: Request, src: Source, core: ProxyCore) -> None:
+        super().__init__(src)
+        self._msg = msg
+        self._core = core
+        self.dst_uri: URI | None = None
+
+    @property
+    def raw(self) -> Request:
+        """The underlying sipedge.sip.Request (for anything this API does not cover)."""
+        return self._msg
+
+    @property
+    def method(self) -> str:
+        return self._msg.method
+
+    def is_method(self, *methods: str) -> bool:
+        """`is_method("INVITE", "BYE")` or Kamailio style `is_method("INVITE|BYE")`."""
+        wanted = {m.upper() for spec in methods for m in spec.split("|")}
+        return self._msg.method.upper() in wanted
+
+    @property
+    def in_dialog(self) -> bool:
+        """True for requests inside a dialog (To has a tag), like Kamailio's has_totag()."""
+        return self._msg.to.tag is not None
+
+    # Request-URI
+    @property
+    def ruri(self) -> str:
+        return self._msg.uri_text
+
+    @property
+    def ruri_user(self) -> str | None:
+        return self._msg.uri.user
+
+    @property
+    def ruri_host(self) -> str:
+        return self._msg.uri.host
+
+    @property
+    def ruri_port(self) -> int | None:
+        return self._msg.uri.port
+
+    def set_ruri(self, uri: str) -> None:
+        self._msg.uri = _parse_target(uri)
+
+    def set_ruri_user(self, user: str | None) -> None:
+        self._msg.uri = self._sip_ruri().with_(user=user or None, password=None)
+
+    def set_ruri_host(self, host: str) -> None:
+        uri = self._sip_ruri()
+        _parse_target(str(uri.with_(host=host)))  # validates the host
+        self._msg.uri = uri.with_(host=host)
+
+    def set_ruri_port(self, port: int | None) -> None:
+        if port is not None and not 0 < int(port) < 65536:
+            raise ValueError(f"bad port {port!r}")
+        self._msg.uri = self._sip_ruri().with_(port=None if port is None else int(port))
+
+    def _sip_ruri(self) -> URI:
+        uri = self._msg.uri
+        if not uri.is_sip:
+            raise ValueError(f"Request-URI {uri} is not a SIP URI")
+        return uri
+
+    def set_dst_uri(self, uri: str) -> None:
+        """Send to this URI without changing the Request-URI (Kamailio's $du)."""
+        self.dst_uri = _parse_target(uri)
+
+    def is_myself(self, uri: str | None = None) -> bool:
+        """Is the URI (default: the Request-URI) one of this proxy's addresses or domains."""
+        target = self._msg.uri if uri is None else _parse_target(uri)
+        return self._core.is_our_domain(target)
+
+    # actions
+    def forward(self, uri: str | None = None) -> Forward:
+        """Relay statelessly: to `uri`, else to the destination URI, Route or R-URI."""
+        target = _parse_target(uri) if uri else self.dst_uri
+        action = Forward(target)
+        self.actions.append(action)
+        return action
+
+    def reply(self, status: int, reason: str, headers: dict[str, str] | None = None,
+              body: bytes | str = b"", content_type: str | None = None) -> Reply:
+        """Answer statelessly, with extra headers and an optional body."""
+        if not 100 <= int(status) <= 699:
+            raise ValueError(f"bad status {status!r}")
+        if "\r" in reason or "\n" in reason:
+            raise ValueError("reason must be one line")
+        hdrs = tuple(_split_hf(k, v) for k, v in (headers or {}).items())
+        if isinstance(body, str):
+            body = body.encode()
+        action = Reply(int(status), reason, hdrs, body, content_type)
+        self.actions.append(action)
+        return action
+
+
+class ReplyMsg(_MessageView):
+    """A reply inside `reply_route`; changes made here go into the forwarded reply."""
+
+    def __init__(self, msg: Response, src: Source) -> None:
+        super().__init__(src)
+        self._msg = msg
+
+    @property
+    def raw(self) -> Response:
+        return self._msg
+
+    @property
+    def status(self) -> int:
+        return self._msg.status
+
+    @property
+    def reason(self) -> str:
+        return self._msg.reason
+
+    @property
+    def method(self) -> str:
+        """Method of the request this reply answers (from CSeq)."""
+        return self._msg.cseq.method
+
+
+def _parse_target(uri: str) -> URI:
+    try:
+        parsed = parse_uri(uri)
+    except RemoteProtocolError as exc:
+        raise ValueError(f"bad URI {uri!r}: {exc.reason}") from None
+    return parsed
+
+
+@dataclass
+class RouteTable:
+    """The declarative router used when no script is configured."""
+
+    rules: list[tuple[str, str, URI]] = field(default_factory=list)  # (domain, prefix, dest)
+    default: URI | None = None
+
+    def request_route(self, msg: RequestMsg) -> None:
+        if msg.has_hf("route") or (msg.in_dialog and not msg.is_myself()):
+            msg.forward()  # in-dialog: follow the Route set or the remote target
+            return
+        uri = msg.raw.uri
+        host = uri.host_bare if uri.is_sip else ""
+        user = uri.user or ""
+        for domain, prefix, dest in self.rules:
+            if (not domain or domain.lower() == host) and user.startswith(prefix):
+                msg.forward(str(dest))
+                return
+        if self.default is not None:
+            msg.forward(str(self.default))
+        elif msg.is_myself():
+            msg.reply(404, "Not Found")
+        else:
+            msg.forward()
+
+    def reply_route(self, msg: ReplyMsg) -> None:
+        return None

@@ -1,0 +1,59 @@
+"""name-addr / addr-spec values: From, To, Contact, Route, Record-Route (RFC 3261 20.10)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ...errors import RemoteProtocolError
+from ..grammar import format_params, get_param, parse_params
+from ..uri import URI, parse_uri
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    uri: URI
+    display: str | None = None  # as written, quotes included
+    params: tuple[tuple[str, str | None], ...] = ()
+    star: bool = False  # Contact: *
+
+    def __str__(self) -> str:
+        if self.star:
+            return "*"
+        disp = f"{self.display} " if self.display else ""
+        return f"{disp}<{self.uri}>{format_params(self.params)}"
+
+    @property
+    def tag(self) -> str | None:
+        return get_param(self.params, "tag")
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def with_(self, **changes: object) -> "Address":
+        return replace(self, **changes)
+
+
+def parse_address(text: str) -> Address:
+    text = text.strip()
+    if text == "*":
+        return Address(URI("sip"), star=True)
+    lt = text.find("<")
+    if lt >= 0:
+        display = text[:lt].strip() or None
+        if display and display.startswith('"') and not (display.endswith('"') and len(display) > 1):
+            raise RemoteProtocolError("Bad display name")
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise RemoteProtocolError("Missing '>'")
+        uri = parse_uri(text[lt + 1:gt])
+        rest = text[gt + 1:].strip()
+        if rest and not rest.startswith(";"):
+            raise RemoteProtocolError("Junk after '>'")
+        return Address(uri, display, parse_params(rest))
+    if text.startswith('"'):
+        raise RemoteProtocolError("Missing '<'")
+    # addr-spec: parameters after the URI belong to the header, not the URI (RFC 3261 20.10)
+    uri_text, semi, params = text.partition(";")
+    if " " in uri_text:
+        raise RemoteProtocolError("Bad address")
+    return Address(parse_uri(uri_text), None, parse_params(params) if semi else ())

@@ -1,0 +1,27 @@
+"""CSeq (RFC 3261 20.16)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import RemoteProtocolError
+from ..grammar import is_token
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(text: str) -> CSeq:
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        raise RemoteProtocolError("Bad CSeq")
+    seq = int(parts[0])
+    if seq >= 2**31:
+        raise RemoteProtocolError("Bad CSeq")
+    return CSeq(seq, parts[1])

@@ -1,0 +1,99 @@
+"""Via (RFC 3261 20.42, RFC 3581 rport)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ...errors import RemoteProtocolError
+from ..grammar import format_params, get_param, parse_params, set_param
+from ..uri import DEFAULT_PORTS
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    transport: str  # upper case as on the wire: UDP, TCP, TLS
+    host: str  # IPv6 keeps brackets
+    port: int | None = None
+    params: tuple[tuple[str, str | None], ...] = ()
+    protocol: str = "SIP/2.0"
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+    @property
+    def branch(self) -> str | None:
+        return get_param(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        return get_param(self.params, "received")
+
+    @property
+    def rport(self) -> str | None:
+        """'' when the rport flag is present without a value, None when absent."""
+        return get_param(self.params, "rport")
+
+    @property
+    def maddr(self) -> str | None:
+        return get_param(self.params, "maddr")
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None) -> "Via":
+        return replace(self, params=set_param(self.params, name, value))
+
+    def response_target(self) -> tuple[str, int]:
+        """Where a response to this Via goes (RFC 3261 18.2.2, RFC 3581 4)."""
+        host = self.maddr or self.received or self.host
+        if host.startswith("["):
+            host = host[1:-1]
+        rport = self.rport
+        if rport:
+            return host, int(rport)
+        return host, self.port or DEFAULT_PORTS.get(self.transport.lower(), 5060)
+
+
+def parse_via(text: str) -> Via:
+    proto, sp, rest = text.strip().partition(" ")
+    parts = proto.split("/")
+    if not sp or len(parts) != 3 or not all(parts):
+        # tolerate linear white space around the slashes: "SIP / 2.0 / UDP host"
+        compact = text.strip().replace(" / ", "/").replace(" /", "/").replace("/ ", "/")
+        proto, sp, rest = compact.partition(" ")
+        parts = proto.split("/")
+        if not sp or len(parts) != 3 or not all(parts):
+            raise RemoteProtocolError("Bad Via")
+    rest = rest.strip()
+    sent_by, semi, params = rest.partition(";")
+    sent_by = sent_by.strip()
+    if sent_by.startswith("["):
+        end = sent_by.find("]")
+        if end < 0:
+            raise RemoteProtocolError("Bad Via host")
+        host = sent_by[: end + 1]
+        port_text = sent_by[end + 1:]
+        if port_text and not port_text.startswith(":"):
+            raise RemoteProtocolError("Bad Via host")
+        port_text = port_text[1:] if port_text else None
+    else:
+        host, c, port_text = sent_by.partition(":")
+        host = host.strip()
+        if not c:
+            port_text = None
+    if not host or " " in host:
+        raise RemoteProtocolError("Bad Via host")
+    port = None
+    if port_text is not None:
+        port_text = port_text.strip()
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise RemoteProtocolError("Bad Via port")
+        port = int(port_text)
+    parsed = parse_params(params) if semi else ()
+    rport = get_param(parsed, "rport")
+    if rport and not (rport.isdigit() and 0 < int(rport) < 65536):
+        raise RemoteProtocolError("Bad Via rport")
+    return Via(parts[2].upper(), host, port, parsed, f"{parts[0]}/{parts[1]}")

@@ -1,0 +1,427 @@
+"""SIP messages: parsing, the mutable message model and serialisation (RFC 3261 7, 25).
+
+Parsing splits the head into header lines and names, nothing more: values stay raw strings
+and are parsed on first use (Via, CSeq, addresses, the Request-URI). A proxy touches few
+headers, so most are never parsed at all.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+from ..errors import RemoteProtocolError
+from .grammar import COMPACT, MULTI_VALUE, canonical_name, split_commas
+from .headers.address import Address, parse_address
+from .headers.cseq import CSeq, parse_cseq
+from .headers.via import Via, parse_via
+from .uri import URI, parse_uri
+
+MAX_HEADERS = 256
+MAX_LINE = 8192
+MAX_HEAD_BYTES = 65536
+
+_METHOD = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+
+
+class Message:
+    """A SIP request or response. Headers are a list of [key, name, value] entries.
+
+    `key` is the lower-case full header name (compact forms expanded), `name` is the
+    spelling to write, `value` is the raw value text.
+    """
+
+    __slots__ = ("headers", "body", "_via", "_cseq")
+
+    is_request = False
+
+    def __init__(self, headers: list[list[str]] | None = None, body: bytes = b"") -> None:
+        self.headers = headers if headers is not None else []
+        self.body = body
+        self._via: Via | None = None
+        self._cseq: CSeq | None = None
+
+    # -- header access ---------------------------------------------------------------
+
+    def get(self, name: str) -> str | None:
+        """The first value of a header (for list headers, the first list element)."""
+        key = _key(name)
+        for h in self.headers:
+            if h[0] == key:
+                v = h[2]
+                if key in MULTI_VALUE and "," in v:
+                    return split_commas(v)[0]
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of a header, list headers split on commas, in order."""
+        key = _key(name)
+        out: list[str] = []
+        multi = key in MULTI_VALUE
+        for h in self.headers:
+            if h[0] == key:
+                if multi and "," in h[2]:
+                    out.extend(split_commas(h[2]))
+                else:
+                    out.append(h[2])
+        return out
+
+    def has(self, name: str) -> bool:
+        key = _key(name)
+        return any(h[0] == key for h in self.headers)
+
+    def count(self, name: str) -> int:
+        return len(self.get_all(name))
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        """Append a header line (or insert it before the first header with `first`)."""
+        key = _key(name)
+        entry = [key, name if name.lower() == key else canonical_name(key), value]
+        if first:
+            self.headers.insert(0, entry)
+        else:
+            self.headers.append(entry)
+        self._invalidate(key)
+
+    def add_top(self, name: str, value: str) -> None:
+        """Insert a value above all existing values of this header (Via, Record-Route)."""
+        key = _key(name)
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                self.headers.insert(i, [key, h[1], value])
+                break
+        else:
+            self.headers.insert(0, [key, canonical_name(key), value])
+        self._invalidate(key)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line of a header by one line with `value` (in the first one's place)."""
+        key = _key(name)
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                h[2] = value
+                self.headers[i + 1:] = [x for x in self.headers[i + 1:] if x[0] != key]
+                break
+        else:
+            self.headers.append([key, canonical_name(key), value])
+        self._invalidate(key)
+
+    def remove(self, name: str) -> int:
+        """Remove every line of a header; returns how many lines were removed."""
+        key = _key(name)
+        before = len(self.headers)
+        self.headers = [h for h in self.headers if h[0] != key]
+        self._invalidate(key)
+        return before - len(self.headers)
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the first value of a (list) header."""
+        key = _key(name)
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                if key in MULTI_VALUE and "," in h[2]:
+                    values = split_commas(h[2])
+                    h[2] = ", ".join(values[1:])
+                    first = values[0]
+                else:
+                    del self.headers[i]
+                    first = h[2]
+                self._invalidate(key)
+                return first
+        return None
+
+    def pop_last(self, name: str) -> str | None:
+        """Remove and return the last value of a (list) header."""
+        key = _key(name)
+        for i in range(len(self.headers) - 1, -1, -1):
+            h = self.headers[i]
+            if h[0] == key:
+                if key in MULTI_VALUE and "," in h[2]:
+                    values = split_commas(h[2])
+                    h[2] = ", ".join(values[:-1])
+                    last = values[-1]
+                else:
+                    del self.headers[i]
+                    last = h[2]
+                self._invalidate(key)
+                return last
+        return None
+
+    def _invalidate(self, key: str) -> None:
+        if key == "via":
+            self._via = None
+        elif key == "cseq":
+            self._cseq = None
+
+    # -- parsed values (cached) -----------------------------------------------------
+
+    @property
+    def via(self) -> Via:
+        """The top Via, parsed."""
+        if self._via is None:
+            v = self.get("via")
+            if v is None:
+                raise RemoteProtocolError("Missing Via")
+            self._via = parse_via(v)
+        return self._via
+
+    def vias(self) -> list[Via]:
+        return [parse_via(v) for v in self.get_all("via")]
+
+    @property
+    def cseq(self) -> CSeq:
+        if self._cseq is None:
+            v = self.get("cseq")
+            if v is None:
+                raise RemoteProtocolError("Missing CSeq")
+            self._cseq = parse_cseq(v)
+        return self._cseq
+
+    @property
+    def call_id(self) -> str:
+        return self.get("call-id") or ""
+
+    def address(self, name: str) -> Address:
+        v = self.get(name)
+        if v is None:
+            raise RemoteProtocolError(f"Missing {canonical_name(_key(name))}")
+        return parse_address(v)
+
+    @property
+    def from_(self) -> Address:
+        return self.address("from")
+
+    @property
+    def to(self) -> Address:
+        return self.address("to")
+
+    def header_items(self) -> Iterator[tuple[str, str]]:
+        for h in self.headers:
+            yield h[1], h[2]
+
+    # -- serialisation --------------------------------------------------------------
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialise. Content-Length is always written, from the body."""
+        lines = [self.start_line()]
+        for h in self.headers:
+            if h[0] != "content-length":
+                lines.append(f"{h[1]}: {h[2]}")
+        lines.append(f"Content-Length: {len(self.body)}")
+        lines.append("")
+        lines.append("")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+class Request(Message):
+    __slots__ = ("method", "_uri_text", "_uri", "version")
+
+    is_request = True
+
+    def __init__(self, method: str, uri: str | URI, headers: list[list[str]] | None = None,
+                 body: bytes = b"", version: str = "SIP/2.0") -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.version = version
+        if isinstance(uri, URI):
+            self._uri = uri
+            self._uri_text = str(uri)
+        else:
+            self._uri = None
+            self._uri_text = uri
+
+    @property
+    def uri(self) -> URI:
+        """The Request-URI, parsed on first use."""
+        if self._uri is None:
+            self._uri = parse_uri(self._uri_text)
+        return self._uri
+
+    @uri.setter
+    def uri(self, value: URI | str) -> None:
+        if isinstance(value, URI):
+            self._uri = value
+            self._uri_text = str(value)
+        else:
+            self._uri = None
+            self._uri_text = value
+
+    @property
+    def uri_text(self) -> str:
+        return self._uri_text
+
+    def start_line(self) -> str:
+        return f"{self.method} {self._uri_text} {self.version}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self._uri_text}>"
+
+
+class Response(Message):
+    __slots__ = ("status", "reason", "version")
+
+    def __init__(self, status: int, reason: str, headers: list[list[str]] | None = None,
+                 body: bytes = b"", version: str = "SIP/2.0") -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+_key_cache: dict[str, str] = {}
+
+
+def _key(name: str) -> str:
+    key = _key_cache.get(name)
+    if key is None:
+        low = name.strip().lower()
+        key = COMPACT.get(low, low)
+        if len(_key_cache) < 4096:
+            _key_cache[name] = key
+    return key
+
+
+def find_head_end(data: bytes) -> tuple[int, int]:
+    """Return (end of head, start of body), or (-1, -1) if the head is not complete."""
+    i = data.find(b"\r\n\r\n")
+    if i >= 0:
+        return i, i + 4
+    i = data.find(b"\n\n")  # tolerate bare LF line ends
+    if i >= 0:
+        return i, i + 2
+    return -1, -1
+
+
+def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
+    """Parse one complete message.
+
+    With `datagram=True` (UDP), a body longer than Content-Length is truncated to it and a
+    missing Content-Length means "the rest of the datagram" (RFC 3261 18.3). With
+    `datagram=False` (stream framing already done by the caller) the body must be exactly
+    Content-Length bytes. Raises RemoteProtocolError on anything malformed.
+    """
+    if len(data) > 1048576:
+        raise RemoteProtocolError("Message Too Large", 513)
+    head_end, body_start = find_head_end(data)
+    if head_end < 0:
+        if len(data) > MAX_HEAD_BYTES:
+            raise RemoteProtocolError("Message Too Large", 513)
+        raise RemoteProtocolError("Incomplete message")
+    if head_end > MAX_HEAD_BYTES:
+        raise RemoteProtocolError("Message Too Large", 513)
+    head = data[:head_end].decode("utf-8", "surrogateescape")
+    if "\r" in head:
+        lines = head.split("\r\n")
+    else:
+        lines = head.split("\n")
+    # RFC 3261 7.5: implementations should ignore leading CRLFs before the start line
+    while lines and not lines[0]:
+        del lines[0]
+    if not lines:
+        raise RemoteProtocolError("Empty message")
+    first = lines[0]
+    if len(first) > MAX_LINE:
+        raise RemoteProtocolError("Start line too long")
+    headers: list[list[str]] = []
+    last: list[str] | None = None
+    for line in lines[1:]:
+        if not line:
+            raise RemoteProtocolError("Empty header line")
+        if line[0] in " \t":  # folded continuation (RFC 3261 7.3.1)
+            if last is None:
+                raise RemoteProtocolError("Continuation before first header")
+            last[2] = f"{last[2]} {line.strip()}"
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise RemoteProtocolError("Header without colon")
+        if len(line) > MAX_LINE:
+            raise RemoteProtocolError("Header line too long")
+        name = name.rstrip()
+        key = _key_cache.get(name)
+        if key is None:
+            key = _key(name)
+            if not key or " " in key or "\t" in key:
+                raise RemoteProtocolError("Bad header name")
+        last = [key, name, value.strip()]
+        headers.append(last)
+        if len(headers) > MAX_HEADERS:
+            raise RemoteProtocolError("Too many headers")
+
+    msg: Request | Response
+    if first.startswith("SIP/"):
+        parts = first.split(" ", 2)
+        if len(parts) < 2 or parts[0].upper() != "SIP/2.0" or len(parts[1]) != 3 \
+                or not parts[1].isdigit():
+            raise RemoteProtocolError("Bad status line")
+        status = int(parts[1])
+        if status < 100:
+            raise RemoteProtocolError("Bad status code")
+        msg = Response(status, parts[2] if len(parts) > 2 else "", headers)
+    else:
+        parts = first.split(" ")
+        if len(parts) != 3 or not parts[1]:
+            raise RemoteProtocolError("Bad request line")
+        method, uri, version = parts
+        if version.upper() != "SIP/2.0":
+            raise RemoteProtocolError("Version Not Supported", 505)
+        if not _METHOD.match(method):
+            raise RemoteProtocolError("Bad method")
+        msg = Request(method, uri, headers)
+
+    present = {h[0] for h in headers}
+    for req in _REQUIRED:
+        if req not in present:
+            raise RemoteProtocolError(f"Missing {canonical_name(req)}")
+
+    body = data[body_start:]
+    clen: int | None = None
+    for h in headers:
+        if h[0] == "content-length":
+            v = h[2]
+            if not v.isdigit() or len(v) > 9:
+                raise RemoteProtocolError("Bad Content-Length")
+            n = int(v)
+            if clen is not None and n != clen:
+                raise RemoteProtocolError("Conflicting Content-Length")
+            clen = n
+    if clen is None:
+        if not datagram:
+            raise RemoteProtocolError("Missing Content-Length")
+    elif len(body) > clen:
+        if not datagram:
+            raise RemoteProtocolError("Body longer than Content-Length")
+        body = body[:clen]
+    elif len(body) < clen:
+        raise RemoteProtocolError("Body shorter than Content-Length")
+    msg.body = body
+    return msg
+
+
+def content_length_of_head(head: bytes) -> int | None:
+    """Content-Length from a raw head (for stream framing). None if absent, -1 if invalid."""
+    for line in head.split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        n = name.strip().lower()
+        if n == b"content-length" or n == b"l":
+            v = value.strip()
+            if not v.isdigit() or len(v) > 9:
+                return -1
+            return int(v)
+    return None

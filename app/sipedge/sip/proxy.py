@@ -1,0 +1,376 @@
+"""Stateless proxy logic (RFC 3261 16, RFC 3581), sans-IO.
+
+The I/O layer calls these functions in order for a request::
+
+    reply = core.check_request(msg, src)          # 483 / 416 / 420 / 482, Via received/rport,
+                                                  # Route pre-processing (16.4)
+    if core.is_options_to_self(msg): core.make_reply(msg, 200, ...)
+    ... routing script or table decides ...
+    hop = core.next_hop(msg, dst_uri)             # URI to resolve (16.6 steps 6-7)
+    data = core.finalize_request(msg, src, out)   # Max-Forwards, Record-Route, Via
+
+and for a response, `core.route_response(msg)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ..errors import RemoteProtocolError
+from .headers.address import parse_address
+from .headers.via import MAGIC_COOKIE, Via, parse_via
+from .message import Request, Response
+from .uri import DEFAULT_PORTS, URI, format_host
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, REFER, PRACK, UPDATE, PUBLISH"
+SUPPORTED_SCHEMES = ("sip", "sips", "tel")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from: transport, peer address, the listener it arrived on."""
+
+    proto: str  # udp | tcp | tls
+    ip: str
+    port: int
+    listener: int  # index into ProxyCore.locals
+    conn_id: int | None = None  # stream connection, for replies over the same connection
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAddress:
+    """A listener as the outside sees it (advertised address when configured)."""
+
+    index: int
+    proto: str
+    ip: str  # bound address
+    port: int  # bound port
+    host: str  # advertised host (or the bound ip)
+    adv_port: int  # advertised port (or the bound port)
+
+    def sent_by(self) -> str:
+        return f"{format_host(self.host)}:{self.adv_port}"
+
+    def uri(self, lr: bool = True) -> str:
+        t = "" if self.proto == "udp" else f";transport={self.proto}"
+        return f"sip:{format_host(self.host)}:{self.adv_port}{t}{';lr' if lr else ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class NextHop:
+    """Where to send a request: resolve `host`, then send over `transport` to `port`."""
+
+    uri: URI
+    host: str
+    port: int
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRoute:
+    """Where a response goes after our Via was removed."""
+
+    data: bytes
+    transport: str
+    ip: str
+    port: int
+    via: Via
+
+
+class ProxyCore:
+    """Stateless forwarding rules. Holds only configuration, no per-message state."""
+
+    def __init__(self, locals_: list[LocalAddress], *, domains: tuple[str, ...] = (),
+                 record_route: bool = True, max_forwards: int = 70, worker: int = 0,
+                 secret: bytes = b"", server: str = "sipedge") -> None:
+        self.locals = locals_
+        self.record_route = record_route
+        self.max_forwards = max_forwards
+        self.worker = worker
+        self.secret = secret or b"sipedge"
+        self.server = server
+        self.domains = {d.lower() for d in domains}
+        self._hosts = set()
+        self._hostports: set[tuple[str, int]] = set()
+        self._sent_by = set()
+        for la in locals_:
+            for h in {la.host, la.ip}:
+                h = h.lower().strip("[]")
+                self._hosts.add(h)
+            self._hostports.add((la.host.lower().strip("[]"), la.adv_port))
+            self._hostports.add((la.ip.lower().strip("[]"), la.port))
+            self._sent_by.add(la.sent_by().lower())
+
+    def add_local(self, ip: str, port: int) -> None:
+        """Learn another address of ours (wildcard listeners, source address selection)."""
+        h = ip.lower().strip("[]")
+        self._hosts.add(h)
+        self._hostports.add((h, port))
+        self._sent_by.add(f"{format_host(h)}:{port}")
+
+    # -- identity ----------------------------------------------------------------------
+
+    def is_local_hostport(self, host: str, port: int | None, transport: str = "udp") -> bool:
+        h = host.lower().strip("[]")
+        if port is None:
+            port = DEFAULT_PORTS.get(transport, 5060)
+        return (h, port) in self._hostports
+
+    def is_myself(self, uri: URI) -> bool:
+        """Is the URI one of our addresses (host and port), like Kamailio's myself."""
+        if not uri.is_sip:
+            return False
+        return self.is_local_hostport(uri.host, uri.port, uri.transport)
+
+    def is_our_domain(self, uri: URI) -> bool:
+        """Host is one of our addresses or configured domains (port not considered)."""
+        if not uri.is_sip:
+            return False
+        h = uri.host_bare
+        return h in self._hosts or h in self.domains
+
+    # -- requests ------------------------------------------------------------------------
+
+    def check_request(self, msg: Request, src: Source) -> Response | None:
+        """Validation and pre-processing (16.3, 16.4, RFC 3581). Returns a reply to send
+        instead of forwarding, or None. Mutates `msg` (top Via, Route, Request-URI)."""
+        via = msg.via
+        if via.branch is None and via.host == "":
+            raise RemoteProtocolError("Bad Via")
+        self._stamp_via(msg, via, src)
+
+        uri = msg.uri  # raises for a malformed Request-URI
+        if uri.scheme not in SUPPORTED_SCHEMES:
+            return self.make_reply(msg, 416, "Unsupported URI Scheme")
+        cseq = msg.cseq
+        if cseq.method != msg.method and msg.method != "ACK" or (
+                msg.method == "ACK" and cseq.method not in ("ACK", "INVITE")):
+            raise RemoteProtocolError("CSeq method does not match")
+
+        mf = msg.get("max-forwards")
+        if mf is not None:
+            if not mf.isdigit():
+                raise RemoteProtocolError("Bad Max-Forwards")
+            if int(mf) == 0 and msg.method != "ACK":
+                if msg.method == "OPTIONS" and self.is_our_domain(uri) and uri.user is None:
+                    return self.options_reply(msg)
+                return self.make_reply(msg, 483, "Too Many Hops")
+
+        if msg.method not in ("ACK", "CANCEL"):
+            preq = msg.get_all("proxy-require")
+            if preq:
+                return self.make_reply(msg, 420, "Bad Extension",
+                                       [("Unsupported", ", ".join(preq))])
+
+        self._preprocess_route(msg)
+
+        if msg.method != "ACK" and self._is_loop(msg):
+            return self.make_reply(msg, 482, "Loop Detected")
+        return None
+
+    def _stamp_via(self, msg: Request, via: Via, src: Source) -> None:
+        """Add received / fill rport on the top Via (RFC 3261 18.2.1, RFC 3581 4)."""
+        changed = via
+        host = via.host.strip("[]")
+        if via.rport == "":
+            changed = changed.with_param("rport", str(src.port)).with_param("received", src.ip)
+        elif host != src.ip:
+            changed = changed.with_param("received", src.ip)
+        if changed is not via:
+            msg.pop_first("via")
+            msg.add_top("Via", str(changed))
+            msg._via = changed
+
+    def _preprocess_route(self, msg: Request) -> None:
+        uri = msg.uri
+        # 16.4: a strict router put our Record-Route URI into the Request-URI
+        if uri.is_sip and uri.user is None and uri.has_param("lr") and self.is_myself(uri):
+            last = msg.pop_last("route")
+            if last is not None:
+                msg.uri = parse_address(last).uri
+        # 16.4: remove our own Route entries (two when we double record-routed)
+        for _ in range(2):
+            top = msg.get("route")
+            if top is None:
+                break
+            if not self.is_myself(parse_address(top).uri):
+                break
+            msg.pop_first("route")
+
+    def _loop_hash(self, msg: Request) -> str:
+        h = hashlib.blake2s(key=self.secret, digest_size=6)
+        to_tag = msg.to.tag or ""
+        from_tag = msg.from_.tag or ""
+        h.update(f"{msg.uri_text}|{from_tag}|{to_tag}|{msg.call_id}|{msg.cseq.seq}|"
+                 f"{','.join(msg.get_all('proxy-require'))}|{','.join(msg.get_all('route'))}"
+                 .encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
+
+    def _is_loop(self, msg: Request) -> bool:
+        values = msg.get_all("via")
+        if len(values) < 2:
+            return False
+        mine = [v for v in values[1:] if any(s in v.lower() for s in self._sent_by)]
+        if not mine:
+            return False
+        loop = self._loop_hash(msg)
+        for v in mine:
+            b = parse_via(v).branch or ""
+            if b.startswith(MAGIC_COOKIE) and b.endswith(loop):
+                return True
+        return False
+
+    def branch(self, msg: Request) -> str:
+        """RFC 3261 16.11 stateless branch: the same for a retransmission (and for the
+        CANCEL and non-2xx ACK of an INVITE), different per transaction. The last part is
+        the loop-detection hash (16.6 step 8)."""
+        via = msg.via
+        incoming = via.branch or ""
+        if not incoming.startswith(MAGIC_COOKIE):
+            incoming = f"{msg.call_id}|{msg.cseq.seq}|{msg.from_.tag}|{via}"
+        h = hashlib.blake2s(incoming.encode("utf-8", "surrogateescape"), key=self.secret,
+                            digest_size=6).hexdigest()
+        return f"{MAGIC_COOKIE}{self.worker}x{h}{self._loop_hash(msg)}"
+
+    def is_options_to_self(self, msg: Request) -> bool:
+        if msg.method != "OPTIONS" or msg.has("route"):
+            return False
+        uri = msg.uri
+        return uri.user is None and self.is_our_domain(uri)
+
+    def options_reply(self, msg: Request) -> Response:
+        return self.make_reply(msg, 200, "OK", [
+            ("Allow", ALLOW), ("Supported", "path, outbound"),
+            ("Accept", "application/sdp"), ("Accept-Language", "en")])
+
+    def next_hop(self, msg: Request, dst_uri: URI | None = None) -> NextHop:
+        """The URI to send to (16.6 steps 6-7). A strict-routing next hop (top Route without
+        `lr`) gets the Request-URI appended to Route and becomes the Request-URI."""
+        target: URI
+        if dst_uri is not None:
+            target = dst_uri
+        else:
+            top = msg.get("route")
+            if top is not None:
+                route_uri = parse_address(top).uri
+                if not route_uri.has_param("lr"):
+                    msg.pop_first("route")
+                    msg.add("Route", f"<{msg.uri_text}>")
+                    msg.uri = route_uri
+                target = route_uri
+            else:
+                target = msg.uri
+        if not target.is_sip:
+            raise RemoteProtocolError("Cannot route this URI", 416)
+        transport = target.transport
+        host = target.param("maddr") or target.host
+        port = target.port or DEFAULT_PORTS.get(transport, 5060)
+        return NextHop(target, host.strip("[]"), port, transport)
+
+    def finalize_request(self, msg: Request, src: Source | None, out: LocalAddress,
+                         branch: str | None = None) -> bytes:
+        """Max-Forwards, Record-Route and our Via (16.6 steps 3-8); serialise."""
+        mf = msg.get("max-forwards")
+        if mf is None:
+            msg.add("Max-Forwards", str(self.max_forwards), first=True)
+        elif mf != "0":
+            msg.set("Max-Forwards", str(int(mf) - 1))
+        if (self.record_route and src is not None and msg.method not in ("REGISTER", "ACK", "CANCEL")
+                and msg.to.tag is None):
+            inbound = self.locals[src.listener]
+            if inbound.proto != out.proto or inbound.host != out.host or inbound.adv_port != out.adv_port:
+                msg.add_top("Record-Route", f"<{inbound.uri()}>")
+            msg.add_top("Record-Route", f"<{out.uri()}>")
+        branch = branch or self.branch(msg)
+        via = f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch={branch}"
+        if out.proto == "udp":
+            via += ";rport"
+        msg.add_top("Via", via)
+        return msg.to_bytes()
+
+    # -- responses -------------------------------------------------------------------
+
+    def route_response(self, msg: Response) -> ResponseRoute | None:
+        """Remove our Via and say where the response goes (16.7, 18.2.2).
+        None: not ours (discard) or it ended at us."""
+        via = msg.via
+        if not self.is_local_hostport(via.host, via.port, via.transport.lower()):
+            return None
+        msg.pop_first("via")
+        if not msg.has("via"):
+            return None
+        nxt = msg.via
+        ip, port = nxt.response_target()
+        return ResponseRoute(msg.to_bytes(), nxt.transport.lower(), ip, port, nxt)
+
+    @staticmethod
+    def worker_of_branch(branch: str | None) -> int | None:
+        """Worker index encoded in a branch we generated (`z9hG4bK<w>x...`)."""
+        if not branch or not branch.startswith(MAGIC_COOKIE):
+            return None
+        head, x, _ = branch[7:].partition("x")
+        return int(head) if x and head.isdigit() else None
+
+    # -- replies we generate ---------------------------------------------------------
+
+    def make_reply(self, req: Request, status: int, reason: str,
+                   headers: list[tuple[str, str]] | tuple = (), body: bytes = b"",
+                   content_type: str | None = None) -> Response:
+        """A stateless reply (RFC 3261 8.2.6): Via, From, To (+tag), Call-ID, CSeq copied."""
+        resp = Response(status, reason)
+        for h in req.headers:
+            if h[0] in ("via", "from", "call-id", "cseq"):
+                resp.headers.append([h[0], h[1], h[2]])
+            elif h[0] == "to":
+                value = h[2]
+                if status > 100 and "tag=" not in value.lower():
+                    try:
+                        has_tag = parse_address(value).tag is not None
+                    except RemoteProtocolError:
+                        has_tag = True
+                    if not has_tag:
+                        value = f"{value};tag={self.to_tag(req)}"
+                resp.headers.append([h[0], h[1], value])
+        resp.add("Server", self.server)
+        for name, value in headers:
+            resp.add(name, value)
+        if body:
+            resp.body = body
+            if content_type:
+                resp.add("Content-Type", content_type)
+        return resp
+
+    def to_tag(self, req: Request) -> str:
+        """Deterministic To tag so that a retransmitted request gets the same reply."""
+        via = req.get("via") or ""
+        return hashlib.blake2s(f"{req.call_id}|{via}".encode("utf-8", "surrogateescape"),
+                               key=self.secret, digest_size=8).hexdigest()
+
+
+def salvage_request(data: bytes) -> Request | None:
+    """Best effort for answering a malformed request with 400: the request line and the
+    headers a reply needs, parsed leniently. None when no reply can be built."""
+    text = data[:65536].decode("utf-8", "replace")
+    lines = text.replace("\r\n", "\n").split("\n")
+    first = lines[0].split(" ")
+    if len(first) != 3 or first[2] != "SIP/2.0" or first[0] == "ACK" or not first[0].isalpha():
+        return None
+    req = Request(first[0], first[1])
+    wanted = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
+              "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
+    for line in lines[1:]:
+        if not line:
+            break
+        name, colon, value = line.partition(":")
+        canon = wanted.get(name.strip().lower())
+        if colon and canon:
+            req.add(canon, value.strip())
+    for need in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if not req.has(need):
+            return None
+    try:
+        req.via  # noqa: B018 - the reply goes to the top Via; it must parse
+    except RemoteProtocolError:
+        return None
+    return req

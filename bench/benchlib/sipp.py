@@ -1,0 +1,191 @@
+"""Driving SIPp: one long-lived callee (UAS) and one caller (UAC) per measurement.
+
+Caller and callee are separate SIPp processes so each has a core's worth of
+event loop; their CPU is measured too, because on a 2-core machine SIPp can
+be what limits the call rate.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from . import proc
+
+
+def sipp_binary():
+    return shutil.which("sipp")
+
+
+def _parse_stat_csv(path):
+    """Last row of a SIPp -trace_stat file as {column: value}."""
+    try:
+        with open(path, encoding="latin-1") as f:
+            lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+    except OSError:
+        return {}
+    if len(lines) < 2:
+        return {}
+    head = lines[0].split(";")
+    return dict(zip(head, lines[-1].split(";")))
+
+
+def _hms_us_to_ms(text):
+    """SIPp's 'HH:MM:SS:uuuuuu' response times to milliseconds."""
+    try:
+        h, m, s, us = (int(x) for x in text.split(":"))
+    except (ValueError, AttributeError):
+        return None
+    return ((h * 60 + m) * 60 + s) * 1000 + us / 1000
+
+
+def _epoch(text):
+    """SIPp time stamps are 'date<TAB>time<TAB>epoch.us'; return the epoch seconds."""
+    try:
+        return float((text or "").split("\t")[-1])
+    except ValueError:
+        return 0.0
+
+
+class Uas:
+    """A SIPp callee on host:port, restarted when it dies."""
+
+    def __init__(self, scenario, host, port, workdir, extra=()):
+        self.scenario, self.host, self.port = scenario, host, port
+        self.workdir, self.extra = workdir, list(extra)
+        self.popen = None
+        self.log = os.path.join(workdir, f"sipp-uas-{port}.log")
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+        cmd = [sipp_binary(), "-sf", self.scenario, "-i", self.host, "-p", str(self.port),
+               "-t", "u1", "-nostdin", "-buff_size", str(4 << 20),
+               "-trace_err", "-error_file", os.path.join(self.workdir, f"sipp-uas-{self.port}-errors.log"),
+               *self.extra]
+        with open(self.log, "ab") as out:
+            out.write(f"\n# start {self.starts}: {' '.join(cmd)}\n".encode())
+            out.flush()
+            self.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT, cwd=self.workdir)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"SIPp UAS exited with {self.popen.returncode}; see {self.log}")
+            if proc.udp_sockets_on(self.port):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"SIPp UAS did not bind {self.host}:{self.port}; see {self.log}")
+
+    def ensure(self):
+        if self.popen is None or self.popen.poll() is not None:
+            self.start()
+
+    def cpu_ticks(self):
+        return proc.cpu_ticks(self.popen.pid) if self.popen else None
+
+    def stop(self):
+        if self.popen and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self.popen = None
+
+
+@dataclass
+class UacResult:
+    rate: float              # requested calls/s
+    calls: int               # requested calls
+    successful: int = 0
+    failed: int = 0
+    retransmissions: int = 0
+    dead_msgs: int = 0
+    wall_s: float = 0.0      # SIPp caller start to exit
+    cpu_s: float = 0.0       # the caller's own CPU (rusage)
+    returncode: int = 0
+    setup_ms: float | None = None   # mean INVITE->200 time, from SIPp
+    timed_out: bool = False
+    log: str = ""
+    stats: dict = field(default_factory=dict, repr=False)
+
+    sipp_elapsed_s: float = 0.0  # first to last call, SIPp's own clock
+
+    @property
+    def achieved_rate(self):
+        span = self.sipp_elapsed_s or self.wall_s
+        return self.successful / span if span else 0.0
+
+    @property
+    def complete(self):
+        return self.failed == 0 and self.successful == self.calls and not self.timed_out
+
+
+def run_uac(scenario, target_host, target_port, rate, calls, workdir, tag,
+            transport="u1", max_socket=64, local_port=5061, recv_timeout_ms=5000,
+            on_start=None):
+    """Place `calls` calls at `rate` calls/s through target; bounded in count and time."""
+    base = os.path.join(workdir, f"sipp-uac-{tag}")
+    stat_file = base + ".csv"
+    for p in (stat_file,):
+        if os.path.exists(p):
+            os.unlink(p)
+    budget_s = calls / rate + recv_timeout_ms / 1000 + 15
+    cmd = [sipp_binary(), "-sf", scenario, f"{target_host}:{target_port}",
+           "-i", "127.0.0.1", "-p", str(local_port), "-t", transport,
+           "-r", str(int(rate)), "-rp", "1000", "-m", str(calls),
+           "-l", str(max(1000, int(rate))),
+           "-nostdin", "-buff_size", str(4 << 20),
+           "-recv_timeout", str(recv_timeout_ms), "-timeout", f"{int(budget_s)}s",
+           "-trace_stat", "-stf", stat_file, "-fd", "3600",
+           "-trace_err", "-error_file", base + "-errors.log"]
+    if transport == "un":
+        cmd += ["-max_socket", str(max_socket)]
+    res = UacResult(rate=rate, calls=calls, log=base + ".log")
+    with open(res.log, "wb") as out:
+        out.write((" ".join(cmd) + "\n").encode())
+        out.flush()
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.STDOUT, cwd=workdir)
+        if on_start:
+            on_start(p.pid)
+        deadline = t0 + budget_s + 10
+        status = rusage = None
+        while True:  # bounded by deadline
+            pid, status, rusage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                res.timed_out = True
+                p.kill()
+                pid, status, rusage = os.wait4(p.pid, 0)
+                break
+            time.sleep(0.01)
+        res.wall_s = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+    res.returncode = p.returncode
+    res.cpu_s = rusage.ru_utime + rusage.ru_stime
+    st = _parse_stat_csv(stat_file)
+    res.stats = st
+
+    def num(key):
+        try:
+            return int(st.get(key, "0") or 0)
+        except ValueError:
+            return 0
+
+    res.successful = num("SuccessfulCall(C)")
+    res.failed = num("FailedCall(C)")
+    res.retransmissions = num("Retransmissions(C)")
+    res.dead_msgs = num("DeadCallMsgs(C)")
+    res.setup_ms = _hms_us_to_ms(st.get("ResponseTimesetup(C)"))
+    elapsed = _epoch(st.get("CurrentTime")) - _epoch(st.get("StartTime"))
+    if elapsed > 0:
+        res.sipp_elapsed_s = elapsed
+    if not st:
+        res.failed = calls  # no statistics at all: treat every call as failed
+    return res

@@ -1,0 +1,464 @@
+#!/usr/bin/env python3
+"""sipedge benchmark: SIPp calls through sipedge, Kamailio and a bare Python relay.
+
+For every proxy, in the same run and interleaved so machine noise hits all:
+  (a) proxy CPU time per call (utime+stime of all its processes, /proc) at fixed rates,
+  (b) the highest sustained call rate with no failed calls (bounded search),
+      and what limited it (the proxy, a SIPp process, or the two cores),
+  (c) the proxy's memory (RSS and PSS summed over its processes),
+and the sipedge/Kamailio ratios.  Medians over repetitions.  See bench/README.md.
+
+All traffic stays on 127.0.0.1; every load is bounded in calls and in time.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchlib import proc  # noqa: E402
+from benchlib.modes import MODES  # noqa: E402
+from benchlib.sipp import Uas, run_uac, sipp_binary  # noqa: E402
+from benchlib.targets import Kamailio, Relay, Sipedge, TargetError  # noqa: E402
+
+HOST = "127.0.0.1"
+PORTS = {"uac": 5061, "sipedge": 5070, "relay": 5075, "uas": 5080, "kamailio": 5090}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALL_TARGETS = ("kamailio", "relay", "sipedge")
+# Measured on the 2-core development machine (issue 2), for the reader's orientation.
+REFERENCE = "reference here: Kamailio -x fm 1 child ~63 us/call; bare Python relay ~50-56 us/call"
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", default="1,2",
+                    help="comma list of worker counts (sipedge workers = Kamailio children); default 1,2")
+    ap.add_argument("--only", action="append", choices=ALL_TARGETS,
+                    help="measure only this proxy (repeatable); default all")
+    ap.add_argument("--mode", default="stateless",
+                    help=f"comma list of modes: {', '.join(MODES)}; default stateless")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 1 worker, 1 repetition, short runs (< 1 minute)")
+    ap.add_argument("--reps", type=int, help="repetitions of every measurement (default 3)")
+    ap.add_argument("--rates", default="500,2000", help="fixed call rates for CPU per call")
+    ap.add_argument("--calls", type=int,
+                    help="calls per fixed-rate measurement (default: 10 s worth, 5000..10000)")
+    ap.add_argument("--no-max-rate", action="store_true", help="skip the maximum rate search")
+    ap.add_argument("--max-rate-cap", type=int, default=20000,
+                    help="highest rate the search tries (calls/s); default 20000")
+    ap.add_argument("--uac-transport", choices=("auto", "u1", "un"), default="auto",
+                    help="SIPp caller sockets: u1 = one socket, un = a socket per call (max 64, "
+                         "spreads calls over SO_REUSEPORT workers); auto = u1 for 1 worker, else un")
+    ap.add_argument("--sipedge-bin", default=os.path.join(REPO, ".venv", "bin", "sipedge"))
+    ap.add_argument("--json", metavar="FILE", help="write all runs and the summary as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory with logs")
+    ap.add_argument("--profile", action="store_true",
+                    help="also record a py-spy profile of sipedge at the highest fixed rate "
+                         "(needs py-spy in the venv or on PATH)")
+    a = ap.parse_args(argv)
+    a.workers = [int(x) for x in a.workers.split(",") if x]
+    a.rates = [int(x) for x in a.rates.split(",") if x]
+    a.modes = [MODES[m] for m in a.mode.split(",") if m]
+    a.targets = a.only or list(ALL_TARGETS)
+    if a.quick:
+        if a.workers == [1, 2]:
+            a.workers = [1]
+        a.reps = a.reps or 1
+        a.trial_s, a.max_trials, a.search_start = 1.5, 3, 2000
+        a.warm_calls, a.idle_s, a.pause_s = 300, 0.5, 1.1
+    else:
+        a.reps = a.reps or 3
+        a.trial_s, a.max_trials, a.search_start = 4.0, 8, 1000
+        a.warm_calls, a.idle_s, a.pause_s = 1000, 2.0, 1.5
+    return a
+
+
+def calls_for(rate, args):
+    if args.calls:
+        return args.calls
+    if args.quick:
+        return max(500, min(2000, rate))  # ~1 s per measurement
+    return max(5000, min(10000, rate * 10))
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self, args, workdir):
+        self.args, self.workdir = args, workdir
+        self.runs = []
+        self.failures = []
+        self.profiles = []
+
+    # -- one measurement ------------------------------------------------------
+    def measure(self, mode, target, uas, workers, transport, rate, calls, kind, rep):
+        uas.ensure()
+        if not target.alive():
+            raise TargetError(f"{target.name} is not running any more; see {target.log}")
+        pids = target.pids()
+        cpu0 = proc.tree_cpu(pids)
+        uas0 = uas.cpu_ticks()
+        tag = f"{mode.name}-w{workers}-{target.name}-{kind}-{rate}-r{rep}"
+        res = run_uac(mode.uac_scenario, HOST, target.port, rate, calls, self.workdir, tag,
+                      transport=transport, local_port=PORTS["uac"])
+        pids_after = target.pids()
+        cpu1 = proc.tree_cpu(set(pids) | set(pids_after))
+        uas1 = uas.cpu_ticks()
+        mem = proc.tree_memory(pids_after)
+        proxy_cpu = proc.cpu_delta_seconds(cpu0, cpu1)
+        span = res.sipp_elapsed_s or res.wall_s
+        uas_cpu = ((uas1 - uas0) / proc.CLK_TCK) if (uas0 is not None and uas1 is not None) else None
+        run = {
+            "mode": mode.name, "workers": workers, "transport": transport, "target": target.name,
+            "kind": kind, "rep": rep, "rate": rate, "calls": calls,
+            "successful": res.successful, "failed": res.failed,
+            "retransmissions": res.retransmissions, "dead_msgs": res.dead_msgs,
+            "timed_out": res.timed_out, "sipp_rc": res.returncode,
+            "wall_s": round(res.wall_s, 3), "sipp_elapsed_s": round(span, 3),
+            "achieved_rate": round(res.achieved_rate, 1),
+            "proxy_cpu_s": round(proxy_cpu, 3),
+            "us_per_call": round(proxy_cpu / res.successful * 1e6, 1) if res.successful else None,
+            "proxy_cores": round(proxy_cpu / span, 3) if span else None,
+            "uac_cores": round(res.cpu_s / res.wall_s, 3) if res.wall_s else None,
+            "uas_cores": round(uas_cpu / span, 3) if (uas_cpu is not None and span) else None,
+            "rss_kib": mem.rss_kib, "pss_kib": mem.pss_kib, "processes": mem.processes,
+            "setup_ms": res.setup_ms, "uac_log": res.log,
+        }
+        run["ok"] = res.complete and res.achieved_rate >= 0.95 * rate
+        self.runs.append(run)
+        if not res.complete:
+            self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
+                                 f"(SIPp caller log {res.log}, callee log {uas.log}, proxy log {target.log})")
+        time.sleep(self.args.pause_s)  # let the callee's time-wait calls drain
+        return run
+
+    def idle_cpu(self, target):
+        pids = target.pids()
+        c0 = proc.tree_cpu(pids)
+        time.sleep(self.args.idle_s)
+        return proc.cpu_delta_seconds(c0, proc.tree_cpu(target.pids())) / self.args.idle_s
+
+    # -- maximum sustained rate -----------------------------------------------------
+    def max_rate(self, mode, target, uas, workers, transport, rep):
+        a = self.args
+        lo, hi, hi_run, lo_run = 0, None, None, None
+        rate = a.search_start
+        stop = "trial budget used up"
+        for _ in range(a.max_trials):  # bounded search
+            calls = int(rate * a.trial_s)
+            r = self.measure(mode, target, uas, workers, transport, rate, calls, "probe", rep)
+            log(f"  probe {target.name:8s} {rate:6d}/s: {'ok ' if r['ok'] else 'NOT'} "
+                f"achieved {r['achieved_rate']:.0f}/s failed {r['failed']} retrans {r['retransmissions']} "
+                f"cores proxy {r['proxy_cores']} uac {r['uac_cores']} uas {r['uas_cores']}")
+            if r["ok"]:
+                lo, lo_run = rate, r
+            else:
+                hi, hi_run = rate, r
+                if not target.alive():
+                    break
+            if hi is None:
+                nxt = rate * 2
+                if nxt > a.max_rate_cap:
+                    nxt = a.max_rate_cap if rate < a.max_rate_cap else None
+                    stop = "search cap reached"
+            else:
+                nxt = (lo + hi) // 2 // 100 * 100
+                if hi - lo <= max(100, hi // 10) or nxt <= lo:
+                    nxt = None
+            if nxt is None:
+                break
+            rate = nxt
+        return {"mode": mode.name, "workers": workers, "target": target.name, "rep": rep,
+                "max_rate": lo, "first_failing_rate": hi,
+                "limit": limiter(hi_run, workers) if hi_run else stop,
+                "at_limit": {k: (hi_run or lo_run or {}).get(k) for k in
+                             ("rate", "achieved_rate", "failed", "retransmissions",
+                              "proxy_cores", "uac_cores", "uas_cores")}}
+
+    # -- optional profile -----------------------------------------------------------------
+    def profile(self, mode, target, uas, workers, transport, rate):
+        pyspy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+        if not pyspy:
+            log("  --profile: py-spy not found (pip install py-spy into .venv)")
+            return
+        import subprocess
+        calls = calls_for(rate, self.args)
+        procs = []
+        for pid in target.pids():
+            out = os.path.join(self.workdir, f"pyspy-{mode.name}-w{workers}-{pid}")
+            procs.append((subprocess.Popen(
+                [pyspy, "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", out + ".txt",
+                 "-d", str(int(calls / rate) + 3), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out + ".txt"))
+        time.sleep(1.0)
+        self.measure(mode, target, uas, workers, transport, rate, calls, "profiled", 0)
+        for p, out in procs:
+            try:
+                p.wait(int(calls / rate) + 20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+            if os.path.exists(out):
+                self.profiles.append(out)
+                log(f"  profile: {out}")
+
+    # -- one worker count -------------------------------------------------------------
+    def run_workers(self, mode, workers):
+        a = self.args
+        transport = a.uac_transport if a.uac_transport != "auto" else ("u1" if workers == 1 else "un")
+        targets = []
+        for name in a.targets:
+            t = make_target(name, a)
+            why = t.available()
+            if why:
+                log(f"skip {name}: {why}")
+                continue
+            if not t.supports(mode, workers, transport):
+                log(f"skip {name} at {workers} worker(s) with SIPp -t {transport}")
+                continue
+            targets.append(t)
+        if not targets:
+            return [], []
+        wdir = os.path.join(self.workdir, f"{mode.name}-w{workers}")
+        os.makedirs(wdir, exist_ok=True)
+        uas = Uas(mode.uas_scenario, HOST, PORTS["uas"], wdir)
+        info = {}
+        results = []
+        try:
+            uas.start()
+            live = []
+            for t in targets:
+                try:
+                    t.start(mode, os.path.join(wdir, t.name), workers)
+                except (TargetError, ValueError) as e:
+                    log(f"FAILED to start {t.name}: {e}")
+                    self.failures.append(str(e))
+                    continue
+                idle = self.idle_cpu(t)
+                warm = self.measure(mode, t, uas, workers, transport, 500, a.warm_calls, "warmup", 0)
+                if warm["successful"] == 0:
+                    msg = (f"{t.name}: warm-up calls all failed; proxy log {t.log}, "
+                           f"SIPp logs {warm['uac_log']} {uas.log}")
+                    log("FAILED " + msg)
+                    t.stop()
+                    continue
+                info[t.name] = {"idle_cores": round(idle, 4), "processes": len(t.pids()),
+                                "log": t.log}
+                log(f"{t.name}: up, {len(t.pids())} processes, idle CPU {idle * 100:.2f}% of a core")
+                live.append(t)
+            for rep in range(1, a.reps + 1):
+                order = live[rep % len(live):] + live[:rep % len(live)] if live else []
+                for rate in a.rates:
+                    for t in order:
+                        if not t.alive():
+                            continue
+                        r = self.measure(mode, t, uas, workers, transport, rate, calls_for(rate, a), "fixed", rep)
+                        log(f"rep {rep} {mode.name} w{workers} {t.name:8s} @{rate:5d}/s: "
+                            f"{r['us_per_call'] if r['us_per_call'] is not None else '-':>7} us/call, "
+                            f"{r['successful']}/{r['calls']} ok, failed {r['failed']}, "
+                            f"proxy {r['proxy_cores']} cores, SIPp uac {r['uac_cores']} uas {r['uas_cores']}")
+            if a.profile:
+                for t in live:
+                    if t.name == "sipedge" and t.alive():
+                        self.profile(mode, t, uas, workers, transport, max(a.rates))
+            if not a.no_max_rate:
+                for rep in range(1, a.reps + 1):
+                    order = live[rep % len(live):] + live[:rep % len(live)] if live else []
+                    for t in order:
+                        if t.alive():
+                            log(f"rep {rep} {mode.name} w{workers} {t.name}: max rate search")
+                            results.append(self.max_rate(mode, t, uas, workers, transport, rep))
+            for t in live:
+                if not t.alive():
+                    self.failures.append(f"{t.name} died during the run; see {t.log}")
+        finally:
+            for t in targets:
+                t.stop()
+            uas.stop()
+        return results, [dict(info=info, mode=mode.name, workers=workers, transport=transport)]
+
+
+def make_target(name, a):
+    nxt = (HOST, PORTS["uas"])
+    if name == "kamailio":
+        return Kamailio(HOST, PORTS["kamailio"], nxt)
+    if name == "relay":
+        return Relay(HOST, PORTS["relay"], nxt)
+    return Sipedge(HOST, PORTS["sipedge"], nxt, a.sipedge_bin)
+
+
+def limiter(run, workers):
+    """What stopped a failing probe: the proxy, a SIPp process or the machine."""
+    p, c, s = (run.get("proxy_cores") or 0), (run.get("uac_cores") or 0), (run.get("uas_cores") or 0)
+    if p >= 0.85 * workers:
+        return "proxy CPU"
+    if c >= 0.85:
+        return "SIPp caller CPU"
+    if s >= 0.85:
+        return "SIPp callee CPU"
+    if p + c + s >= 0.85 * (os.cpu_count() or 2):
+        return f"all {os.cpu_count()} cores busy"
+    return "losses below saturation"
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs, maxes, meta):
+    """Medians per (mode, workers, target)."""
+    out = []
+    for m in meta:
+        mode, workers = m["mode"], m["workers"]
+        for name, info in m["info"].items():
+            sel = [r for r in runs if r["mode"] == mode and r["workers"] == workers and r["target"] == name]
+            fixed = [r for r in sel if r["kind"] == "fixed"]
+            row = {"mode": mode, "workers": workers, "transport": m["transport"], "target": name,
+                   "idle_cores": info["idle_cores"], "processes": info["processes"], "rates": {}}
+            for rate in sorted({r["rate"] for r in fixed}):
+                rr = [r for r in fixed if r["rate"] == rate]
+                row["rates"][rate] = {
+                    "us_per_call": med([r["us_per_call"] for r in rr]),
+                    "us_per_call_all": [r["us_per_call"] for r in rr],
+                    "all_calls_ok": all(r["failed"] == 0 and r["successful"] == r["calls"] for r in rr),
+                    "uac_cores": med([r["uac_cores"] for r in rr]),
+                    "uas_cores": med([r["uas_cores"] for r in rr]),
+                    "proxy_cores": med([r["proxy_cores"] for r in rr]),
+                    "setup_ms": med([r["setup_ms"] for r in rr]),
+                }
+            top = max(sorted({r["rate"] for r in fixed}), default=None)
+            mem_runs = [r for r in fixed if r["rate"] == top] or sel
+            row["rss_mib"] = med([r["rss_kib"] / 1024 for r in mem_runs])
+            row["pss_mib"] = med([r["pss_kib"] / 1024 for r in mem_runs])
+            mx = [x for x in maxes if x["mode"] == mode and x["workers"] == workers and x["target"] == name]
+            if mx:
+                row["max_rate"] = med([x["max_rate"] for x in mx])
+                row["max_rate_all"] = [x["max_rate"] for x in mx]
+                limits = [x["limit"] for x in mx]
+                row["limit"] = max(set(limits), key=limits.count)
+                row["limit_all"] = limits
+            out.append(row)
+    return out
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def ratio(a, b):
+    return None if (a is None or not b) else a / b
+
+
+def print_table(summary, reps):
+    groups = {}
+    for row in summary:
+        groups.setdefault((row["mode"], row["workers"], row["transport"]), {})[row["target"]] = row
+    print()
+    print("=" * 78)
+    for (mode, workers, transport), rows in groups.items():
+        names = [n for n in ALL_TARGETS if n in rows]
+        cols = names + (["sipedge/kam"] if "sipedge" in rows and "kamailio" in rows else [])
+        print(f"mode {mode}, {workers} worker(s) = Kamailio children, SIPp caller -t {transport}; "
+              f"medians of {reps} run(s)")
+        print(f"{'':34s}" + "".join(f"{c:>11s}" for c in cols))
+
+        def line(label, getter, spec, lower_better=True):
+            vals = [getter(rows[n]) for n in names]
+            cells = [fmt(v, spec) for v in vals]
+            if len(cols) > len(names):
+                cells.append(fmt(ratio(getter(rows["sipedge"]), getter(rows["kamailio"])), ".2f"))
+            print(f"{label:34s}" + "".join(f"{c:>11s}" for c in cells))
+
+        rates = sorted({rate for r in rows.values() for rate in r["rates"]})
+        for rate in rates:
+            def cpu(r, rate=rate):
+                x = r["rates"].get(rate)
+                return x and x["us_per_call"]
+            line(f"CPU per call @{rate}/s (us)", cpu, ".1f")
+        if any("max_rate" in r for r in rows.values()):
+            line("max sustained rate (calls/s)", lambda r: r.get("max_rate"), ".0f")
+            print(f"{'  limited by':34s}" + "".join(f"{rows[n].get('limit', '-')[:10]:>11s}" for n in names))
+        line("RSS, sum over processes (MiB)", lambda r: r["rss_mib"], ".1f")
+        line("PSS, sum over processes (MiB)", lambda r: r["pss_mib"], ".1f")
+        line("processes", lambda r: r["processes"], "d")
+        line("idle CPU (% of a core)", lambda r: r["idle_cores"] * 100, ".2f")
+        if rates:
+            top = rates[-1]
+
+            def get(key, scale=1.0, top=top):
+                return lambda r: (r["rates"].get(top) or {}).get(key) and r["rates"][top][key] * scale
+            line(f"proxy CPU @{top}/s (% of a core)", get("proxy_cores", 100), ".0f")
+            line(f"SIPp caller CPU @{top}/s (%)", get("uac_cores", 100), ".0f")
+            line(f"SIPp callee CPU @{top}/s (%)", get("uas_cores", 100), ".0f")
+        bad = [f"{n}@{rate}" for n in names for rate, x in rows[n]["rates"].items() if not x["all_calls_ok"]]
+        if bad:
+            print(f"  ! calls failed in fixed-rate runs: {', '.join(bad)} (CPU per call counts successful calls)")
+        for n in names:
+            lim = rows[n].get("limit", "")
+            if lim.startswith("SIPp") or lim.startswith("all"):
+                print(f"  ! {n}: max rate limited by {lim}, not by the proxy: the figure is a lower bound")
+        print("-" * 78)
+    print(REFERENCE)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not sipp_binary():
+        print("sipp not found: install the Debian package sip-tester (make test-deps)", file=sys.stderr)
+        return 2
+    for name, port in PORTS.items():
+        if proc.udp_sockets_on(port) and (name == "uas" or name == "uac" or name in args.targets):
+            print(f"UDP port 127.0.0.1:{port} ({name}) is in use; stop whatever holds it", file=sys.stderr)
+            return 2
+    workdir = tempfile.mkdtemp(prefix="sipedge-bench-")
+    log(f"work dir (logs, configs, SIPp statistics): {workdir}")
+    bench = Bench(args, workdir)
+    maxes, meta = [], []
+    t0 = time.monotonic()
+    try:
+        for mode in args.modes:
+            for workers in args.workers:
+                log(f"== mode {mode.name}, {workers} worker(s)")
+                mx, mt = bench.run_workers(mode, workers)
+                maxes += mx
+                meta += mt
+    except KeyboardInterrupt:
+        log("interrupted; reporting what was measured")
+    summary = summarize(bench.runs, maxes, meta)
+    print_table(summary, args.reps)
+    log(f"total time {time.monotonic() - t0:.0f} s")
+    if args.json:
+        doc = {"meta": {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "host": platform.node(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
+                        "args": {k: v for k, v in vars(args).items() if k != "modes"},
+                        "modes": [m.name for m in args.modes], "workdir": workdir,
+                        "groups": meta, "profiles": bench.profiles},
+               "summary": summary, "max_rate": maxes, "runs": bench.runs,
+               "failures": bench.failures}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1, default=str)
+        log(f"JSON written to {args.json}")
+    if bench.failures:
+        print("\nfailures (logs kept in the work dir):", file=sys.stderr)
+        for f in bench.failures:
+            print("  " + f, file=sys.stderr)
+        return 1
+    if args.keep or args.profile:
+        log(f"kept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

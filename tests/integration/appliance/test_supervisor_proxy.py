@@ -1,0 +1,157 @@
+"""`sipedge-supervisor` against a real child process that speaks the proxy's contracts
+(`fake_proxy.py`: `core.health` over the control socket, 200 to OPTIONS), on 127.0.0.1."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sipedge.io.rpc import rpc_call
+
+FAKE = Path(__file__).with_name("fake_proxy.py")
+APP = Path(__file__).resolve().parents[3] / "app"
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path, run, **sup):
+    settings = dict(respawn_timeout_s=0.1, respawn_max_delay_s=0.2, respawn_retry=2,
+                    term_timeout_s=0.5, start_timeout_s=5, health_interval_s=0.1,
+                    health_timeout_s=1.0)
+    settings.update(sup)
+    lines = ["[core]", f'ctl_socket = "{run}/ctl.sock"', "",
+             "[[listen]]", 'proto = "udp"', 'address = "127.0.0.1"',
+             f"port = {free_udp_port()}", "",
+             "[supervisor]", f'command = ["{sys.executable}", "{FAKE}"]',
+             f'rpc_socket = "{run}/supervisor.sock"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class Sup:
+    def __init__(self, tmp_path, mode="ok", **sup):
+        self.run = tmp_path / "run"
+        self.run.mkdir()
+        (tmp_path / "boot").mkdir()
+        self.boot = tmp_path / "boot" / "sipedge.toml"
+        self.data = tmp_path / "data"
+        self.log = tmp_path / "proxy.log"
+        write_config(self.boot, self.run, **sup)
+        env = dict(os.environ, FAKE_PROXY_MODE=mode, FAKE_PROXY_LOG=str(self.log),
+                   FAKE_PROXY_HANG_S="0.5", PYTHONPATH=str(APP))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sipedge.appliance.supervisor_main", "--boot-config",
+             str(self.boot), "--data-dir", str(self.data), "--simulate"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def status(self):
+        return rpc_call(str(self.run / "supervisor.sock"), "supervisor.status")
+
+    def wait_for(self, cond, timeout=15.0):
+        end = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < end:
+            try:
+                last = self.status()
+                if cond(last):
+                    return last
+            except Exception:  # socket not there yet
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"condition not reached; last status {last}")
+
+    def proxy_starts(self):
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return self.proc.returncode, out
+
+
+@pytest.fixture
+def sup_factory(tmp_path):
+    made = []
+
+    def make(mode="ok", **kw):
+        s = Sup(tmp_path, mode, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_healthy_proxy_then_clean_stop(sup_factory):
+    s = sup_factory("ok")
+    st = s.wait_for(lambda st: st["state"] == "RUNNING")
+    assert st["health"]["ok"] and st["health"]["workers_alive"] == 2
+    assert st["config"]["source"] == "boot"
+    pid = st["pid"]
+    errs = rpc_call(str(s.run / "supervisor.sock"), "config.errors")
+    assert errs["errors"] == [] and errs["source"] == "boot"
+    assert (s.data / "config" / "last-good.toml").read_text() == s.boot.read_text()
+    rc, out = s.stop()
+    assert rc == 0, out
+    assert not pid_alive(pid)
+    assert "proxy exited" in out
+
+
+def test_crashing_proxy_gives_up(sup_factory):
+    s = sup_factory("crash")
+    st = s.wait_for(lambda st: st["state"] == "FAILED")
+    assert len(s.proxy_starts()) == 3
+    assert st["last_exit"]["returncode"] == 3 and st["panel"] == "failed"
+    rc, _ = s.stop()
+    assert rc == 0
+
+
+def test_hung_proxy_is_killed_and_restarted(sup_factory):
+    # The fake blocks its loop 0.5 s after start, ignoring SIGTERM's handler: SIGKILL needed.
+    s = sup_factory("hang-after")
+    first = s.wait_for(lambda st: st["state"] == "RUNNING")["pid"]
+    st = s.wait_for(lambda st: st["restarts"] >= 1 and st["pid"] not in (None, first))
+    assert st["crashes"] >= 1
+    assert st["last_exit"]["returncode"] == -signal.SIGKILL
+    assert not pid_alive(first)
+
+
+def test_proxy_deaf_to_sip_is_restarted(sup_factory):
+    s = sup_factory("deaf-sip", start_timeout_s=1.0)
+    st = s.wait_for(lambda st: st["restarts"] >= 1)
+    assert "OPTIONS" in st["problem"] or st["state"] in ("STARTING", "STOPPING", "BACKOFF")
+
+
+def test_sighup_with_invalid_file_keeps_running_last_known_good(sup_factory):
+    s = sup_factory("ok")
+    s.wait_for(lambda st: st["state"] == "RUNNING")
+    s.boot.write_text(s.boot.read_text() + "\n[watchdog]\ntimeout_s = 9999\n")
+    s.proc.send_signal(signal.SIGHUP)
+    st = s.wait_for(lambda st: st["config"]["source"] == "last-known-good")
+    errs = rpc_call(str(s.run / "supervisor.sock"), "config.errors")
+    assert len(errs["errors"]) == 1 and "watchdog.timeout_s" in errs["errors"][0]
+    s.wait_for(lambda st: st["state"] == "RUNNING" and st["panel"] == "config_error")

@@ -1,0 +1,135 @@
+"""SD-card config with last-known-good: boot file valid / invalid / absent, atomic writes."""
+
+import os
+
+import pytest
+
+from sipedge.appliance.sdconfig import (SOURCE_BOOT, SOURCE_DEFAULT, SOURCE_LKG,
+                                        BootConfigManager, atomic_write)
+
+VALID = """\
+[core]
+workers = 1
+
+[watchdog]
+timeout_s = 20
+"""
+
+VALID2 = VALID.replace("timeout_s = 20", "timeout_s = 30")
+
+INVALID = """\
+[core]
+workers = 1
+
+[watchdog]
+timeout_s = 0
+"""
+
+
+@pytest.fixture
+def mgr(tmp_path):
+    (tmp_path / "boot").mkdir()
+    return BootConfigManager(tmp_path / "boot" / "sipedge.toml", tmp_path / "data")
+
+
+def test_valid_boot_file_runs_and_becomes_last_known_good(mgr):
+    mgr.boot_path.write_text(VALID)
+    c = mgr.select()
+    assert c.source == SOURCE_BOOT and c.path == mgr.boot_path and c.errors == []
+    assert c.config.watchdog.timeout_s == 20
+    assert mgr.lkg_path.read_bytes() == VALID.encode()
+    assert not list(mgr.lkg_path.parent.glob(".*tmp"))
+
+
+def test_invalid_boot_file_falls_back_to_last_known_good(mgr):
+    mgr.boot_path.write_text(VALID)
+    mgr.select()
+    mgr.boot_path.write_text(INVALID)
+    before = os.stat(mgr.boot_path)
+    c = mgr.select()
+    assert c.source == SOURCE_LKG and c.path == mgr.lkg_path
+    assert c.config.watchdog.timeout_s == 20
+    assert len(c.errors) == 1
+    assert c.errors[0].startswith(f"{mgr.boot_path}:5: watchdog.timeout_s: ")
+    assert c.issues[0].line == 5
+    # the invalid file never replaces last-known-good, and the boot file is untouched
+    assert mgr.lkg_path.read_text() == VALID
+    after = os.stat(mgr.boot_path)
+    assert (before.st_mtime_ns, before.st_size) == (after.st_mtime_ns, after.st_size)
+    d = c.as_dict()
+    assert d["source"] == "last-known-good" and d["issues"][0]["key"] == "watchdog.timeout_s"
+
+
+def test_invalid_without_last_known_good_runs_embedded_default(mgr):
+    mgr.boot_path.write_text("[core\nworkers = 1\n")
+    c = mgr.select()
+    assert c.source == SOURCE_DEFAULT and c.path is None
+    assert c.errors and ":1: (syntax)" in c.errors[0]
+    assert not mgr.lkg_path.exists()
+
+
+def test_missing_boot_file_is_not_an_error(mgr):
+    c = mgr.select()
+    assert c.source == SOURCE_DEFAULT and c.errors == [] and not c.boot_present
+    mgr.lkg_path.parent.mkdir(parents=True)
+    mgr.lkg_path.write_text(VALID)
+    c = mgr.select()
+    assert c.source == SOURCE_LKG and c.errors == []
+
+
+def test_last_known_good_that_no_longer_validates_is_skipped(mgr):
+    mgr.lkg_path.parent.mkdir(parents=True)
+    mgr.lkg_path.write_text("[old_section]\nx = 1\n")  # e.g. schema changed by an update
+    mgr.boot_path.write_text(INVALID)
+    c = mgr.select()
+    assert c.source == SOURCE_DEFAULT and len(c.errors) == 1
+
+
+def test_new_valid_file_replaces_last_known_good(mgr):
+    mgr.boot_path.write_text(VALID)
+    mgr.select()
+    mgr.boot_path.write_text(VALID2)
+    assert mgr.select().config.watchdog.timeout_s == 30
+    assert mgr.lkg_path.read_text() == VALID2
+
+
+def test_write_boot_is_atomic_and_check_text_validates(mgr):
+    mgr.boot_path.write_text(VALID)
+    assert mgr.check_text(VALID2) == []
+    issues = mgr.check_text(INVALID)
+    assert [i.key for i in issues] == ["watchdog.timeout_s"]
+    assert issues[0].file == str(mgr.boot_path)
+    mgr.write_boot(VALID2)
+    assert mgr.boot_text() == VALID2
+    assert sorted(p.name for p in mgr.boot_path.parent.iterdir()) == ["sipedge.toml"]
+
+
+def test_atomic_write_leaves_old_file_when_rename_fails(tmp_path, monkeypatch):
+    target = tmp_path / "f.toml"
+    target.write_text("old")
+
+    def boom(src, dst):
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write(target, b"new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.toml"]
+
+
+def test_unwritable_data_dir_still_runs_the_boot_file(tmp_path):
+    (tmp_path / "boot").mkdir()
+    data = tmp_path / "data"
+    data.write_text("not a directory")
+    m = BootConfigManager(tmp_path / "boot" / "sipedge.toml", data)
+    m.boot_path.write_text(VALID)
+    assert m.select().source == SOURCE_BOOT
+
+
+def test_forget_lkg(mgr):
+    mgr.boot_path.write_text(VALID)
+    mgr.select()
+    mgr.forget_lkg()
+    assert not mgr.lkg_path.exists()
+    mgr.forget_lkg()

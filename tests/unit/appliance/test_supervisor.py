@@ -1,0 +1,206 @@
+"""The supervisor loop with recording fakes: process, probe, watchdog, LEDs, LCD, OTA agent.
+
+Short real timeouts (tenths of a second) keep the loop honest; every wait is bounded and waits
+for a condition, never for a fixed time.
+"""
+
+import asyncio
+
+import pytest
+
+from sipedge.appliance.fakes import (FakeDisplay, FakeLeds, FakeProbe, FakeProcess,
+                                     FakeUpdateAgent, FakeWatchdog)
+from sipedge.appliance.policy import State
+from sipedge.appliance.ports import HealthReport
+from sipedge.appliance.sdconfig import BootConfigManager
+from sipedge.appliance.supervisor import Supervisor
+
+BASE = """\
+[supervisor]
+command = ["proxy-bin"]
+respawn_timeout_s = 0.05
+respawn_max_delay_s = 0.1
+respawn_retry = 2
+term_timeout_s = 0.2
+start_timeout_s = 2
+health_interval_s = 0.1
+health_timeout_s = 0.5
+mark_good_after_s = {mark_good}
+
+[watchdog]
+pet_interval_s = 0.1
+
+[panel]
+page_interval_s = 30
+"""
+
+
+async def until(cond, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+class Harness:
+    def __init__(self, tmp_path, text=None, mark_good=0, process=None):
+        (tmp_path / "boot").mkdir(exist_ok=True)
+        self.boot = tmp_path / "boot" / "sipedge.toml"
+        if text is None:
+            text = BASE.format(mark_good=mark_good)
+        if text:
+            self.boot.write_text(text)
+        self.source = BootConfigManager(self.boot, tmp_path / "data")
+        self.procs = []
+        self.process_kw = process or {}
+        self.probe = FakeProbe()
+        self.wd = FakeWatchdog()
+        self.leds = FakeLeds()
+        self.lcd = FakeDisplay(16, 2)
+        self.ota = FakeUpdateAgent()
+        self.sup = Supervisor(self.source, watchdog=self.wd, leds=self.leds, display=self.lcd,
+                              update_agent=self.ota, probe_factory=lambda choice: self.probe,
+                              process_factory=self._proc)
+
+    def _proc(self, argv):
+        p = FakeProcess(argv, **self.process_kw)
+        self.procs.append(p)
+        return p
+
+    def state(self):
+        return self.sup.policy.state
+
+    async def start(self):
+        self.task = asyncio.ensure_future(self.sup.run())
+        await until(lambda: self.procs)
+        return self
+
+    async def stop(self):
+        self.sup.request("stop")
+        return await asyncio.wait_for(self.task, 5)
+
+
+async def test_healthy_run_pets_watchdog_and_stops_cleanly(tmp_path):
+    h = await Harness(tmp_path, mark_good=0.2).start()
+    assert h.procs[0].argv == ["proxy-bin", "--config", str(h.boot)]
+    await until(lambda: h.state() is State.RUNNING)
+    await until(lambda: h.wd.pets >= 3)
+    assert h.leds.current == {"status": ("on", 0, 0), "error": ("off", 0, 0)}
+    assert h.lcd.screens[-1][0] == "sipedge OK      "
+    await until(lambda: h.ota.marked_good == 1)
+    st = h.sup.status()
+    assert st["state"] == "RUNNING" and st["marked_good"] and st["config"]["source"] == "boot"
+    assert await h.stop() == 0
+    assert h.procs[0].signals[0] == "TERM"
+    assert h.wd.events[0] == "open" and h.wd.events[-1] == "close-disarm"
+    assert h.state() is State.STOPPED
+
+
+async def test_crash_loop_ends_in_failed_and_operator_restart(tmp_path):
+    h = Harness(tmp_path)
+    orig = h._proc
+
+    def crashing(argv):
+        p = orig(argv)
+        real_start = p.start
+
+        async def start():
+            await real_start()
+            p.exit(1)
+        p.start = start
+        return p
+
+    h.sup.process_factory = crashing
+    await h.start()
+    await until(lambda: h.state() is State.FAILED)
+    assert len(h.procs) == 3  # first start + respawn_retry restarts, then no more
+    assert h.leds.current["error"] == ("on", 0, 0)
+    assert h.leds.current["status"] == ("off", 0, 0)
+    assert h.lcd.screens[-1][0].startswith("sipedge FAILED")
+    pets = h.wd.pets
+    await until(lambda: h.wd.pets > pets + 1)  # FAILED keeps the box up by default
+    assert h.sup.status()["problem"].startswith("3 crashes")
+    h.sup.rpc_methods()["supervisor.restart"]({})
+    await until(lambda: len(h.procs) == 4)
+    await h.stop()
+
+
+async def test_hung_proxy_is_killed_and_restarted(tmp_path):
+    h = await Harness(tmp_path, process={"dies_on_term": False}).start()
+    await until(lambda: h.state() is State.RUNNING)
+    h.probe.report = HealthReport(False, "core.health: timed out")
+    await until(lambda: len(h.procs) == 2)
+    assert h.procs[0].signals[:2] == ["TERM", "KILL"]
+    assert h.sup.status()["crashes"] == 1
+    h.probe.report = HealthReport(True, "", 2, 2, 1.0)
+    await until(lambda: h.state() is State.RUNNING)
+    h.procs[1].dies_on_term = True
+    await h.stop()
+
+
+async def test_config_error_shows_on_panel_and_rpc(tmp_path):
+    h = Harness(tmp_path)
+    h.source.select()  # make the current file last-known-good
+    h.boot.write_text(h.boot.read_text() + "\n[watchdog]\n")  # duplicate table: syntax error
+    h.sup = Supervisor(h.source, watchdog=h.wd, leds=h.leds, display=h.lcd,
+                       probe_factory=lambda c: h.probe, process_factory=h._proc)
+    await h.start()
+    await until(lambda: h.state() is State.RUNNING)
+    assert h.procs[0].argv[-1] == str(h.source.lkg_path)
+    assert h.lcd.screens[-1] == ["CONFIG ERROR    ", "sipedge.toml:18 "]
+    assert h.leds.current["error"] == ("blink", 150, 150)
+    errs = h.sup.rpc_methods()["config.errors"]({})
+    assert errs["source"] == "last-known-good" and len(errs["errors"]) == 1
+    assert h.sup.status()["panel"] == "config_error"
+    await h.stop()
+
+
+async def test_reload_restarts_only_when_config_changed(tmp_path, monkeypatch):
+    h = await Harness(tmp_path).start()
+    await until(lambda: h.state() is State.RUNNING)
+    routes = []
+
+    async def fake_rpc(path, method, params=None, timeout=2.0):
+        routes.append(method)
+        return {}
+
+    monkeypatch.setattr("sipedge.appliance.supervisor.rpc_request", fake_rpc)
+    h.sup.request("reload")
+    await until(lambda: routes == ["route.reload"])
+    assert len(h.procs) == 1
+    h.boot.write_text(h.boot.read_text().replace("respawn_retry = 2", "respawn_retry = 4"))
+    h.sup.request("reload")
+    await until(lambda: len(h.procs) == 2)
+    assert h.procs[0].signals[0] == "TERM"
+    await until(lambda: h.state() is State.RUNNING)
+    st = h.sup.status()
+    assert st["restarts"] == 1 and st["crashes"] == 0
+    assert h.sup.policy.respawn.retry == 4
+    await h.stop()
+
+
+async def test_missing_proxy_binary_counts_as_crash(tmp_path):
+    h = await Harness(tmp_path, process={"fail_start": True}).start()
+    await until(lambda: h.state() is State.FAILED)
+    assert len(h.procs) == 3
+    await h.stop()
+    assert h.wd.events[-1] == "close-disarm"
+
+
+async def test_stop_during_backoff(tmp_path):
+    h = Harness(tmp_path, text=BASE.format(mark_good=0).replace(
+        "respawn_timeout_s = 0.05", "respawn_timeout_s = 60").replace(
+        "respawn_max_delay_s = 0.1", "respawn_max_delay_s = 60"))
+    await h.start()
+    h.procs[0].exit(1)
+    await until(lambda: h.state() is State.BACKOFF)
+    assert await h.stop() == 0
+    assert len(h.procs) == 1
+
+
+def test_request_before_run_is_an_error(tmp_path):
+    h = Harness(tmp_path)
+    with pytest.raises(RuntimeError):
+        h.sup.request("stop")
