@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -28,7 +29,10 @@ from benchlib.sipp import Uas, run_uac, sipp_binary  # noqa: E402
 from benchlib.targets import Kamailio, Relay, Sipedge, TargetError  # noqa: E402
 
 HOST = "127.0.0.1"
-PORTS = {"uac": 5061, "sipedge": 5070, "relay": 5075, "uas": 5080, "kamailio": 5090}
+# Offsets from --port-base.  Away from 5060-5090 on purpose: other SIPp users on a
+# shared machine bind those, and SIPp's SO_REUSEADDR lets two processes share a UDP port.
+PORT_OFFSETS = {"uac": 1, "sipedge": 10, "relay": 15, "uas": 20, "kamailio": 30}
+PORTS = {}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_TARGETS = ("kamailio", "relay", "sipedge")
 # Measured on the 2-core development machine (issue 2), for the reader's orientation.
@@ -56,6 +60,8 @@ def parse_args(argv):
     ap.add_argument("--uac-transport", choices=("auto", "u1", "un"), default="auto",
                     help="SIPp caller sockets: u1 = one socket, un = a socket per call (max 64, "
                          "spreads calls over SO_REUSEPORT workers); auto = u1 for 1 worker, else un")
+    ap.add_argument("--port-base", type=int, default=25060,
+                    help="UDP ports: caller base+1, sipedge +10, relay +15, callee +20, Kamailio +30")
     ap.add_argument("--sipedge-bin", default=os.path.join(REPO, ".venv", "bin", "sipedge"))
     ap.add_argument("--json", metavar="FILE", help="write all runs and the summary as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory with logs")
@@ -67,6 +73,7 @@ def parse_args(argv):
     a.rates = [int(x) for x in a.rates.split(",") if x]
     a.modes = [MODES[m] for m in a.mode.split(",") if m]
     a.targets = a.only or list(ALL_TARGETS)
+    PORTS.update({k: a.port_base + v for k, v in PORT_OFFSETS.items()})
     if a.quick:
         if a.workers == [1, 2]:
             a.workers = [1]
@@ -101,12 +108,40 @@ class Bench:
 
     # -- one measurement ------------------------------------------------------
     def measure(self, mode, target, uas, workers, transport, rate, calls, kind, rep):
+        """One bounded SIPp run; repeated once if the callee died or a foreign socket
+        shared one of our ports (both seen on a shared machine)."""
+        for attempt in (1, 2):
+            uas.ensure()
+            intruder = self.foreign_sockets(target, uas)
+            run = self._measure(mode, target, uas, workers, transport, rate, calls, kind, rep)
+            intruder = intruder or self.foreign_sockets(target, uas)
+            died = uas.popen is None or uas.popen.poll() is not None
+            if not (died or intruder):
+                break
+            why = (f"callee SIPp exited ({uas.popen.returncode if uas.popen else '?'}) "
+                   if died else "") + (intruder or "")
+            run["disturbed"] = why.strip()
+            log(f"  ! {kind} run of {target.name} at {rate}/s disturbed: {why.strip()}"
+                + ("; repeating it" if attempt == 1 else ""))
+        return run
+
+    def foreign_sockets(self, target, uas):
+        n_uas, n_t = proc.udp_sockets_on(uas.port), proc.udp_sockets_on(target.port)
+        want = target.expected_sockets(target.workers)
+        if n_uas > 1 or n_t > want:
+            return (f"port {uas.port} has {n_uas} sockets, port {target.port} has {n_t} "
+                    f"(expected 1 and {want}): another process shares them")
+        return ""
+
+    def _measure(self, mode, target, uas, workers, transport, rate, calls, kind, rep):
         uas.ensure()
         if not target.alive():
             raise TargetError(f"{target.name} is not running any more; see {target.log}")
         pids = target.pids()
         cpu0 = proc.tree_cpu(pids)
         uas0 = uas.cpu_ticks()
+        drops0 = proc.udp_drops()
+        port_drops0 = proc.udp_drops_by_port()
         tag = f"{mode.name}-w{workers}-{target.name}-{kind}-{rate}-r{rep}"
         res = run_uac(mode.uac_scenario, HOST, target.port, rate, calls, self.workdir, tag,
                       transport=transport, local_port=PORTS["uac"])
@@ -133,7 +168,11 @@ class Bench:
             "rss_kib": mem.rss_kib, "pss_kib": mem.pss_kib, "processes": mem.processes,
             "setup_ms": res.setup_ms, "uac_log": res.log,
         }
-        run["ok"] = res.complete and res.achieved_rate >= 0.95 * rate
+        run["ok"] = res.complete and res.achieved_rate >= 0.9 * rate
+        run["udp_drops"] = proc.udp_drops() - drops0
+        port_drops1 = proc.udp_drops_by_port()
+        for who, port in (("proxy", target.port), ("callee", uas.port), ("caller", PORTS["uac"])):
+            run[f"drops_{who}"] = port_drops1.get(port, 0) - port_drops0.get(port, 0)
         self.runs.append(run)
         if not res.complete:
             self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
@@ -158,6 +197,8 @@ class Bench:
             r = self.measure(mode, target, uas, workers, transport, rate, calls, "probe", rep)
             log(f"  probe {target.name:8s} {rate:6d}/s: {'ok ' if r['ok'] else 'NOT'} "
                 f"achieved {r['achieved_rate']:.0f}/s failed {r['failed']} retrans {r['retransmissions']} "
+                f"drops {r['udp_drops']} (proxy {r['drops_proxy']} callee {r['drops_callee']} "
+                f"caller {r['drops_caller']}) "
                 f"cores proxy {r['proxy_cores']} uac {r['uac_cores']} uas {r['uas_cores']}")
             if r["ok"]:
                 lo, lo_run = rate, r
@@ -264,7 +305,7 @@ class Bench:
                         r = self.measure(mode, t, uas, workers, transport, rate, calls_for(rate, a), "fixed", rep)
                         log(f"rep {rep} {mode.name} w{workers} {t.name:8s} @{rate:5d}/s: "
                             f"{r['us_per_call'] if r['us_per_call'] is not None else '-':>7} us/call, "
-                            f"{r['successful']}/{r['calls']} ok, failed {r['failed']}, "
+                            f"{r['successful']}/{r['calls']} ok, failed {r['failed']}, drops {r['udp_drops']}, "
                             f"proxy {r['proxy_cores']} cores, SIPp uac {r['uac_cores']} uas {r['uas_cores']}")
             if a.profile:
                 for t in live:
@@ -297,8 +338,18 @@ def make_target(name, a):
 
 
 def limiter(run, workers):
-    """What stopped a failing probe: the proxy, a SIPp process or the machine."""
+    """What stopped a failing probe: the proxy, a SIPp process or the machine.
+
+    Socket overflows (per-socket drops in /proc/net/udp) name the process that
+    fell behind first; failing that, the CPU figures say who was saturated."""
     p, c, s = (run.get("proxy_cores") or 0), (run.get("uac_cores") or 0), (run.get("uas_cores") or 0)
+    dp, dc, ds = run.get("drops_proxy", 0), run.get("drops_caller", 0), run.get("drops_callee", 0)
+    if dp and dp >= max(dc, ds):
+        return "proxy fell behind (its socket overflowed)"
+    if ds and ds >= dc:
+        return "SIPp callee fell behind (its socket overflowed)"
+    if dc:
+        return "SIPp caller fell behind (its socket overflowed)"
     if p >= 0.85 * workers:
         return "proxy CPU"
     if c >= 0.85:
@@ -307,7 +358,17 @@ def limiter(run, workers):
         return "SIPp callee CPU"
     if p + c + s >= 0.85 * (os.cpu_count() or 2):
         return f"all {os.cpu_count()} cores busy"
+    if run.get("failed") == 0 and run.get("achieved_rate", 0) < 0.9 * run.get("rate", 0):
+        return "SIPp did not reach the rate"
     return "losses below saturation"
+
+
+SHORT_LIMIT = {"proxy fell behind (its socket overflowed)": "proxy",
+               "SIPp callee fell behind (its socket overflowed)": "SIPp uas",
+               "SIPp caller fell behind (its socket overflowed)": "SIPp uac",
+               "proxy CPU": "proxy CPU", "SIPp caller CPU": "uac CPU", "SIPp callee CPU": "uas CPU",
+               "SIPp did not reach the rate": "SIPp rate", "losses below saturation": "losses",
+               "search cap reached": "cap", "trial budget used up": "budget"}
 
 
 def med(values):
@@ -321,7 +382,8 @@ def summarize(runs, maxes, meta):
     for m in meta:
         mode, workers = m["mode"], m["workers"]
         for name, info in m["info"].items():
-            sel = [r for r in runs if r["mode"] == mode and r["workers"] == workers and r["target"] == name]
+            sel = [r for r in runs if r["mode"] == mode and r["workers"] == workers
+                   and r["target"] == name and not r.get("disturbed")]
             fixed = [r for r in sel if r["kind"] == "fixed"]
             row = {"mode": mode, "workers": workers, "transport": m["transport"], "target": name,
                    "idle_cores": info["idle_cores"], "processes": info["processes"], "rates": {}}
@@ -387,7 +449,8 @@ def print_table(summary, reps):
             line(f"CPU per call @{rate}/s (us)", cpu, ".1f")
         if any("max_rate" in r for r in rows.values()):
             line("max sustained rate (calls/s)", lambda r: r.get("max_rate"), ".0f")
-            print(f"{'  limited by':34s}" + "".join(f"{rows[n].get('limit', '-')[:10]:>11s}" for n in names))
+            print(f"{'  limited by':34s}" + "".join(
+                f"{SHORT_LIMIT.get(rows[n].get('limit', '-'), rows[n].get('limit', '-')[:10]):>11s}" for n in names))
         line("RSS, sum over processes (MiB)", lambda r: r["rss_mib"], ".1f")
         line("PSS, sum over processes (MiB)", lambda r: r["pss_mib"], ".1f")
         line("processes", lambda r: r["processes"], "d")
@@ -405,14 +468,19 @@ def print_table(summary, reps):
             print(f"  ! calls failed in fixed-rate runs: {', '.join(bad)} (CPU per call counts successful calls)")
         for n in names:
             lim = rows[n].get("limit", "")
-            if lim.startswith("SIPp") or lim.startswith("all"):
-                print(f"  ! {n}: max rate limited by {lim}, not by the proxy: the figure is a lower bound")
+            if lim and not lim.startswith("proxy"):
+                print(f"  ! {n}: max rate limited by {lim}, not by the proxy: a lower bound")
         print("-" * 78)
     print(REFERENCE)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # so the proxies and SIPp are stopped
     if not sipp_binary():
         print("sipp not found: install the Debian package sip-tester (make test-deps)", file=sys.stderr)
         return 2

@@ -170,6 +170,7 @@ class Proxy:
                                       "started": self.started_wall},
             "core.health": lambda p: self.health(),
             "stats": lambda p: self.stats(p),
+            "tm.stats": lambda p: self.tm_stats(),
             "route.reload": lambda p: self.reload_script(),
             "config.check": lambda p: config_check(p.get("file") or
                                                    (p.get("args") or [self.config.source])[0]),
@@ -192,6 +193,27 @@ class Proxy:
             per_worker[str(i)] = {"pid": slot.get("pid"), "lag_ms": slot.get("lag_ms"),
                                   "connections": slot.get("connections"), **st}
         return {"total": _group(total), "workers": per_worker}
+
+
+    def tm_stats(self) -> dict:
+        """Transactions per kind (ict/nict/ist/nist): active now and created in total, summed
+        over the workers, plus the per-worker figures. From the workers' last snapshot
+        (every 0.5 s)."""
+        active: Counter[str] = Counter()
+        total: Counter[str] = Counter()
+        contexts = 0
+        per_worker = {}
+        for i in range(self.nworkers):
+            tm = (self.read_slot(i) or {}).get("tm") or {}
+            active.update(tm.get("active", {}))
+            total.update(tm.get("total", {}))
+            contexts += tm.get("contexts", 0)
+            per_worker[str(i)] = tm
+        kinds = ("ict", "nict", "ist", "nist")
+        return {"active": {k: active.get(k, 0) for k in kinds},
+                "total": {k: total.get(k, 0) for k in kinds},
+                "active_total": sum(active.values()), "contexts": contexts,
+                "workers": per_worker}
 
 
 def _group(flat: Counter[str]) -> dict:

@@ -113,3 +113,30 @@ def udp_sockets_on(port, host_hex="0100007F"):
     except OSError:
         pass
     return n
+
+
+def udp_drops():
+    """Datagrams the kernel dropped for a full receive buffer, machine-wide
+    (RcvbufErrors in /proc/net/snmp).  Nearly all UDP here is ours during a run."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [ln.split() for ln in f if ln.startswith("Udp:")]
+        return int(dict(zip(rows[0][1:], rows[1][1:]))["RcvbufErrors"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return 0
+
+
+def udp_drops_by_port():
+    """{local port: datagrams dropped} over the UDP sockets now open (the last
+    column of /proc/net/udp; the count dies with its socket)."""
+    out = {}
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                port = int(cols[1].rsplit(":", 1)[1], 16)
+                out[port] = out.get(port, 0) + int(cols[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out

@@ -54,6 +54,9 @@ Description: placeholder; the sipedge image builds its initrd on the host
 CTRL
 dpkg-deb --root-owner-group -b "$work/noinitramfs" "$work/sipedge-no-initramfs.deb" >/dev/null
 
+# Pulled in by linux-image's helper scripts, not needed on a read-only appliance (about 55 MB).
+PURGE="perl perl-modules-5.36 libperl5.36 libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl"
+
 pkgs=$(sed -e 's/#.*//' -e "s/@ARCH@/$arch/" "$here/debian-packages.txt" | tr -s ' \n' ',,' | sed 's/^,//; s/,$//')
 
 mkdir -p "$cache"
@@ -74,6 +77,7 @@ mmdebstrap --mode=root --variant=minbase --architectures="$arch" \
 	--essential-hook='chroot "$1" dpkg -i /tmp/sipedge-no-initramfs.deb && rm "$1/tmp/sipedge-no-initramfs.deb"' \
 	--setup-hook="sync-in $cache /var/cache/apt/archives/" \
 	--customize-hook="sync-out /var/cache/apt/archives $cache" \
+	--customize-hook="chroot \"\$1\" dpkg --purge --force-depends $PURGE" \
 	--customize-hook="$python $here/slim.py \"\$1\"" \
 	--customize-hook='for k in "$1"/usr/lib/modules/*; do chroot "$1" depmod -a "${k##*/}"; done' \
 	bookworm "$dest.tmp" "$@"

@@ -31,6 +31,8 @@ DROP_DIRS = (
     "usr/lib/python3.11/idlelib",
     "usr/lib/python3.11/turtledemo",
     "usr/lib/python3.11/ensurepip",
+    "usr/lib/x86_64-linux-gnu/gconv",
+    "usr/lib/aarch64-linux-gnu/gconv",
     "var/cache/debconf/templates.dat-old",
 )
 # Files (globs relative to ROOT) removed.

@@ -162,3 +162,25 @@ class FakeProcess:
 
     def reap_group(self) -> None:
         self.signals.append("reap")
+
+
+class FakeNetwork:
+    """Stands in for `network.NetworkManager`: records applied params, returns `problems`."""
+
+    def __init__(self, problems: list[str] | None = None,
+                 addresses: list[str] | None = None) -> None:
+        self.applied: list[Any] = []
+        self.problems = problems or []
+        self.addresses = addresses or ["eth0 192.0.2.10/24"]
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def apply(self, params: Any) -> list[str]:
+        self.applied.append(params)
+        return list(self.problems)
+
+    def address_lines(self) -> list[str]:
+        return list(self.addresses)
+
+    async def watch(self, on_event: Any) -> None:
+        while True:
+            on_event(await self.events.get())

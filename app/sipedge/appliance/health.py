@@ -67,7 +67,7 @@ class CoreHealthProbe:
         try:
             alive = int(res.get("workers_alive", 0))
             expected = int(res.get("workers_expected", 0))
-            lag = float(res.get("loop_lag_ms", 0.0))
+            lag = float(res.get("loop_lag_ms") or 0.0)  # None: no worker reported yet
         except (TypeError, ValueError):
             return HealthReport(False, "core.health: malformed result")
         ok = alive >= expected

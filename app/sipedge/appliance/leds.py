@@ -27,6 +27,7 @@ class SysfsLed:
     def __init__(self, sysfs: Path, name: str) -> None:
         self.dir = Path(sysfs) / "class" / "leds" / name
         self.name = name
+        self._triggers: list[str] | None = None
 
     @property
     def present(self) -> bool:
@@ -39,12 +40,14 @@ class SysfsLed:
             return 1
 
     def triggers(self) -> list[str]:
-        """Available triggers; the active one is listed in [brackets] by the kernel."""
-        try:
-            text = (self.dir / "trigger").read_text()
-        except OSError:
-            return []
-        return [t.strip("[]") for t in text.split()]
+        """Available triggers (read once; the kernel marks the active one with [brackets])."""
+        if self._triggers is None:
+            try:
+                text = (self.dir / "trigger").read_text()
+            except OSError:
+                return []
+            self._triggers = [t.strip("[]") for t in text.split()]
+        return self._triggers
 
     def set(self, mode: str, on_ms: int = 0, off_ms: int = 0) -> None:
         if mode == "blink" and "timer" in self.triggers():

@@ -140,12 +140,12 @@ class BootConfigManager:
         except OSError as exc:
             log.error("cannot save last-known-good file=%s error=%s", self.lkg_path, exc)
 
-    def check_text(self, text: str) -> list[ConfigIssue]:
+    def check_text(self, text: str, source: str | None = None) -> list[ConfigIssue]:
         """Validate candidate text as if it were the boot file (no I/O besides the parse)."""
         from ..config import load_text
 
         try:
-            load_text(text, str(self.boot_path))
+            load_text(text, source or str(self.boot_path))
         except ConfigError as exc:
             return list(exc.errors)
         return []

@@ -65,6 +65,9 @@ class Supervisor:
                  leds: StatusLeds | None = None,
                  display: Display | None = None,
                  update_agent: UpdateAgent | None = None,
+                 network: Any = None,
+                 hotplug: Any = None,
+                 media: Any = None,
                  probe_factory: Callable[[ConfigChoice], HealthProbe] = default_probe,
                  process_factory: Callable[[Sequence[str]], ProxyProcess] = ProxyProcess,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -73,6 +76,12 @@ class Supervisor:
         self.leds = leds
         self.display = display
         self.update_agent = update_agent
+        self.network = network  # network.NetworkManager or None
+        self.network_problems: list[str] = []
+        self._network_task: asyncio.Task[None] | None = None
+        self.hotplug = hotplug  # hotplug.UdevMonitor (or a fake with async events())
+        self.media = media  # hotplug.MediaConfigOffer
+        self._hotplug_task: asyncio.Task[None] | None = None
         self.probe_factory = probe_factory
         self.process_factory = process_factory
         self.clock = clock
@@ -124,6 +133,10 @@ class Supervisor:
                 "workers_expected": self.last_report.workers_expected,
                 "loop_lag_ms": self.last_report.loop_lag_ms},
             "marked_good": self.marked_good,
+            "network_problems": list(self.network_problems),
+            "media_config": None if self.media is None or self.media.offer is None else {
+                "device": self.media.offer.devnode, "valid": self.media.offer.valid,
+                "errors": list(self.media.offer.issues)},
             "version": __version__,
         })
         return st
@@ -156,6 +169,11 @@ class Supervisor:
         if self.watchdog is not None:
             self.watchdog.open()
         try:
+            await self._apply_network()
+            if self.network is not None:
+                self._network_task = asyncio.ensure_future(self._watch_network())
+            if self.hotplug is not None:
+                self._hotplug_task = asyncio.ensure_future(self._watch_hotplug())
             await self._apply(self.policy.start(self.clock()))
             while True:
                 now = self.clock()
@@ -228,6 +246,8 @@ class Supervisor:
         self.probe = self.probe_factory(self.choice)
         self._lcd_shown = None
         self._lcd_started = now  # start the rotation over: a new config error shows first
+        if self.choice.config.network != old.config.network:
+            await self._apply_network()
         if self.choice.config.text != old.config.text or self.choice.path != old.path:
             log.info("config changed source=%s path=%s: restarting the proxy",
                      self.choice.source, self.choice.path)
@@ -238,6 +258,44 @@ class Supervisor:
                 await rpc_request(self.choice.config.core.ctl_socket, "route.reload", None, 5.0)
             except (OSError, asyncio.TimeoutError, RpcCallError) as exc:
                 log.warning("route.reload failed error=%s", exc)
+
+    async def _apply_network(self) -> None:
+        if self.network is None:
+            return
+        try:
+            self.network_problems = await self.network.apply(self.choice.config.network)
+        except Exception as exc:  # boundary: a netlink failure must not stop supervision
+            log.exception("network set-up failed")
+            self.network_problems = [f"network set-up failed: {exc}"]
+        for p in self.network_problems:
+            log.error("network problem: %s", p)
+
+    async def _watch_network(self) -> None:
+        def on_event(ev: Any) -> None:
+            log.info("network event %s", ev)
+            self._lcd_shown = None
+        try:
+            await self.network.watch(on_event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # boundary: events are informative only
+            log.exception("network watcher stopped")
+
+    async def _watch_hotplug(self) -> None:
+        from .hotplug import MediaInserted, MediaRemoved, NetDeviceAdded
+
+        try:
+            async for ev in self.hotplug.events():
+                log.info("hotplug event %s", ev)
+                if isinstance(ev, NetDeviceAdded) and self.choice.config.network.manage:
+                    await self._apply_network()
+                elif isinstance(ev, (MediaInserted, MediaRemoved)) and self.media is not None:
+                    await asyncio.to_thread(self.media.handle, ev)
+                self._lcd_shown = None
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # boundary: hotplug is an extra, supervision goes on
+            log.exception("hotplug watcher stopped")
 
     async def _apply(self, action: Action) -> None:
         if isinstance(action, Spawn):
@@ -326,13 +384,20 @@ class Supervisor:
     # ---------------------------------------------------------------- panel
 
     def panel_state(self) -> str:
-        return panel_status.panel_state(self.policy.state.value, len(self.choice.issues))
+        return panel_status.panel_state(self.policy.state.value, len(self.choice.issues),
+                                        alarms=len(self.network_problems))
 
     def panel_info(self) -> dict[str, Any]:
         info = dict(self.info)
         info["state"] = self.panel_state()
         info["config_errors"] = self.choice.errors
         info["problem"] = self.policy.last_problem
+        if self.network is not None:
+            info["addresses"] = self.network.address_lines()
+        info["alarms"] = list(self.network_problems)
+        offer = None if self.media is None else self.media.offer
+        if offer is not None:
+            info["alarms"].append("USB config " + ("ready: import" if offer.valid else "INVALID"))
         return info
 
     def _update_panel(self, now: float) -> None:
@@ -359,7 +424,8 @@ class Supervisor:
     # ---------------------------------------------------------------- shutdown
 
     async def _shutdown(self) -> None:
-        for task in (self._probe_task, self._exit_task):
+        for task in (self._probe_task, self._exit_task, self._network_task,
+                     self._hotplug_task):
             if task is not None and not task.done():
                 task.cancel()
         if self.proc is not None and self.proc.running:

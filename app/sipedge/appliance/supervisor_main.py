@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EdgeError
+from .console import RingLogHandler
 from .sdconfig import BootConfigManager
+
+RING = RingLogHandler(500)  # the RAM log the console's `logs` shows
 
 log = logging.getLogger("sipedge.appliance.supervisor")
 
@@ -44,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="print which config would run (JSON) and exit")
     p.add_argument("--hash-password", action="store_true",
                    help="read a password and print the [management] password_hash value")
+    p.add_argument("--reboot-cmd", nargs="+", default=["reboot"],
+                   help="command the console's `reboot` runs")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"))
     return p.parse_args(argv)
@@ -58,7 +63,8 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     from .watchdog import HardwareError, HardwareWatchdog
 
     cfg = choice.config
-    hw: dict[str, Any] = {"watchdog": None, "leds": None, "display": None, "update_agent": None}
+    hw: dict[str, Any] = {"watchdog": None, "leds": None, "display": None, "update_agent": None,
+                          "network": None, "hotplug": None}
     if args.simulate:
         hw.update(watchdog=fakes.FakeWatchdog(), leds=fakes.FakeLeds(),
                   display=fakes.FakeDisplay(cfg.panel.lcd_cols, cfg.panel.lcd_rows),
@@ -83,6 +89,20 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
             log.error("LCD unavailable: %s", exc)
     if shutil.which("rauc"):
         hw["update_agent"] = RaucCli()
+    try:
+        from .network import NetworkManager
+
+        import pyroute2  # noqa: F401  (optional: the appliance extra)
+        hw["network"] = NetworkManager()
+    except ImportError:
+        if cfg.network.manage:
+            log.error("[network] manage = true but pyroute2 is not installed")
+    try:
+        from .hotplug import UdevMonitor
+
+        hw["hotplug"] = UdevMonitor()
+    except (ImportError, OSError) as exc:
+        log.warning("hotplug unavailable: %s", exc)
     return hw
 
 
@@ -100,18 +120,44 @@ async def serve(args: argparse.Namespace) -> int:
     source = BootConfigManager(args.boot_config, args.data_dir)
     choice = source.select()
     hw = build_hardware(args, choice)
-    sup = Supervisor(source, **hw)
+    from .hotplug import MediaConfigOffer
+
+    sup = Supervisor(source, media=MediaConfigOffer(source.check_text), **hw)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, sup.request, "stop")
     loop.add_signal_handler(signal.SIGINT, sup.request, "stop")
     loop.add_signal_handler(signal.SIGHUP, sup.request, "reload")
     rpc_path = args.rpc_socket or choice.config.supervisor.rpc_socket
     server = await _start_rpc(rpc_path, sup.rpc_methods())
+    console = _start_console(args, sup, source, loop)
     try:
         return await sup.run()
     finally:
+        if console is not None:
+            console.stop()
         if server is not None:
             await server.close()
+
+
+def _start_console(args: argparse.Namespace, sup: Any, source: BootConfigManager,
+                   loop: asyncio.AbstractEventLoop) -> Any:
+    from .auth import LoginGuard
+    from .console import ConsoleSession, SerialConsole
+    from .console_backend import SupervisorBackend
+
+    mgmt = sup.choice.config.management
+    if not mgmt.console_device:
+        return None
+    backend = SupervisorBackend(sup, loop, source, RING, args.reboot_cmd)
+    session = ConsoleSession(backend, lambda: sup.choice.config.management.password_hash,
+                             LoginGuard(mgmt.max_failures, mgmt.lockout_s), mgmt.idle_logout_s)
+    console = SerialConsole(mgmt.console_device, session, mgmt.baud)
+    try:
+        console.start()
+    except OSError as exc:
+        log.error("console unavailable device=%s error=%s", mgmt.console_device, exc)
+        return None
+    return console
 
 
 async def _start_rpc(path: str, methods: dict[str, Any]) -> Any:
@@ -135,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().addHandler(RING)
     if args.hash_password:
         from .auth import hash_password
 

@@ -303,6 +303,44 @@ def _check_semantics(config: Config, v: _Validator) -> None:
                 parse_uri(uri)
             except RemoteProtocolError as exc:
                 v.error(key, f"not a SIP URI: {exc.reason}")
+    _check_dns_tls(config, v)
+
+
+def _check_dns_tls(config: Config, v: _Validator) -> None:
+    """[dns] server addresses and transports; [tls] needed by tls listeners."""
+    for i, server in enumerate(config.dns.servers):
+        if split_server(server) is None:
+            v.error(f"dns.servers[{i}]", "expected ip, ip:port or [ipv6]:port")
+    for i, t in enumerate(config.dns.srv_transports):
+        if t not in ("udp", "tcp", "tls"):
+            v.error(f"dns.srv_transports[{i}]", "must be one of udp, tcp, tls")
+    tls = config.tls
+    if any(lp.proto == "tls" for lp in config.listen) and not (tls.certificate and tls.private_key):
+        v.error("tls.certificate", "a tls listener needs tls.certificate and tls.private_key")
+    if tls.require_certificate and not tls.ca_bundle:
+        v.error("tls.ca_bundle", "require_certificate needs the CA bundle that verifies clients")
+
+
+def split_server(text: str) -> tuple[str, int] | None:
+    """`ip`, `ip:port` or `[ipv6]:port` -> (ip, port); None when malformed."""
+    import ipaddress
+
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
 
 
 def load_file(path: str | Path) -> Config:

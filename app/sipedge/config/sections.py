@@ -27,7 +27,8 @@ class CoreParams:
 class ListenParams:
     """A SIP listener. Repeat `[[listen]]` for several."""
 
-    proto: str = option("udp", "transport", choices=("udp", "tcp"), reloadable=False)
+    proto: str = option("udp", "transport (tls: see [tls] and docs/tls.md)",
+                       choices=("udp", "tcp", "tls"), reloadable=False)
     address: str = option("127.0.0.1", "IPv4 or IPv6 address to bind", reloadable=False)
     port: int = option(5060, "port to bind", min=1, max=65535, reloadable=False)
     advertise: str = option("", "address[:port] written into Via / Record-Route instead of the "
@@ -66,6 +67,88 @@ class RoutingParams:
     default_destination: str = option("", "next hop for requests no rule matches "
                                       "(empty: the R-URI itself)")
     rule: list[RouteRule] = option(default_factory=list, doc="route table, first match wins")
+
+
+# --- [dns] and [tls] (next-hop resolution, SIP over TLS) -------------------------------------
+
+
+@section("dns")
+@dataclass(frozen=True)
+class DnsParams:
+    """Next-hop resolution (RFC 3263: NAPTR, SRV, A/AAAA) with our own resolvers."""
+
+    servers: list[str] = option(default_factory=list,
+                                doc="DNS servers as `ip` or `ip:port` (IPv6: `[ip]:port`); "
+                                "empty: the nameservers of `resolv_conf`")
+    resolv_conf: str = option("/etc/resolv.conf", "file read for nameservers when `servers` "
+                              "is empty", reloadable=False)
+    timeout_s: float = option(2.0, "how long to wait for one server's answer", min=0.05, max=30)
+    attempts: int = option(2, "rounds over the server list before a query counts as failed",
+                           min=1, max=10)
+    naptr: bool = option(True, "look up NAPTR records first (RFC 3263 4.1); off: start with "
+                         "SRV in `srv_transports` order")
+    srv_transports: list[str] = option(default_factory=lambda: ["udp", "tcp", "tls"],
+                                       doc="order of SRV lookups (_sip._udp, _sip._tcp, "
+                                       "_sips._tcp) when a domain has no NAPTR records")
+    cache_entries: int = option(4096, "DNS answers kept per worker (0: no cache)", min=0,
+                                max=1000000)
+    max_ttl_s: float = option(3600.0, "upper bound of how long an answer is cached", min=0)
+    negative_ttl_s: float = option(60.0, "upper bound of how long 'no such name/record' is "
+                                   "cached", min=0)
+
+
+@section("tls")
+@dataclass(frozen=True)
+class TlsParams:
+    """Certificates and policy for `proto = "tls"` listeners and outbound TLS."""
+
+    certificate: str = option("", "our certificate chain (leaf first): a PEM file path or the "
+                              "PEM text itself; required with a tls listener")
+    private_key: str = option("", "the certificate's private key: a PEM file path or the PEM "
+                              "text itself", secret=True)
+    ca_bundle: str = option("", "trusted CA certificates (PEM file path or PEM text) for client "
+                            "certificates and outbound servers; empty: the system CAs for "
+                            "outbound connections")
+    verify_peer: bool = option(False, "ask TLS clients for a certificate and verify it if "
+                               "they send one")
+    require_certificate: bool = option(False, "refuse TLS clients without a certificate that "
+                                       "`ca_bundle` verifies")
+    min_version: str = option("1.2", "lowest TLS version accepted and offered",
+                              choices=("1.2", "1.3"))
+    verify_server: bool = option(True, "verify the certificate of servers we connect to "
+                                 "against `ca_bundle` and the URI host (RFC 5922)")
+    handshake_timeout_s: float = option(10.0, "a TLS handshake must finish within this time",
+                                        min=0.5, max=120)
+
+
+# --- end [dns] and [tls] ---------------------------------------------------------------------
+
+
+# --- [tm] (transaction-stateful relaying: t_relay) -----------------------------------------
+
+
+@section("tm")
+@dataclass(frozen=True)
+class TmParams:
+    """Transactions (RFC 3261 17, RFC 6026) and final-response timers for `t_relay()`."""
+
+    t1_ms: int = option(500, "T1, round-trip estimate: first retransmission interval over UDP",
+                        min=10, max=10000)
+    t2_ms: int = option(4000, "T2, longest retransmission interval of non-INVITE requests and "
+                        "INVITE responses", min=10, max=60000)
+    t4_ms: int = option(5000, "T4, how long a message may stay in the network (timers I, K)",
+                        min=10, max=60000)
+    timer_d_s: float = option(32.0, "Timer D: how long an INVITE client transaction absorbs "
+                              "retransmitted non-2xx replies over UDP (RFC: at least 32 s)",
+                              min=0, max=300)
+    fr_timeout_s: float = option(30.0, "a branch without any reply ends with 408 after this "
+                                 "long (Kamailio's fr_timer)", min=0.1, max=3600)
+    fr_inv_timeout_s: float = option(120.0, "an INVITE branch with a provisional reply but no "
+                                     "final one is CANCELled and ends with 408 after this long "
+                                     "(Kamailio's fr_inv_timer)", min=0.1, max=3600)
+
+
+# --- end [tm] ------------------------------------------------------------------------------
 
 
 # Modules whose import registers further sections.

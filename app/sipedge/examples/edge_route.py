@@ -10,8 +10,9 @@ NEXT_HOP_PORT = 5080
 
 
 def request_route(msg):
-    if msg.in_dialog and msg.has_hf("Route"):
-        # ACK, BYE, re-INVITE...: Record-Route brought them here, Route says where next.
+    if msg.in_dialog and (msg.loose_routed or not msg.is_myself()):
+        # BYE, re-INVITE, ACK of a 2xx...: Record-Route brought them here; they go on
+        # along their Route set, or to the remote target in the Request-URI.
         msg.forward()
         return
     if msg.method == "REGISTER":

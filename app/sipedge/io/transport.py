@@ -58,6 +58,7 @@ class StreamConnection(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.connected = asyncio.get_event_loop().create_future()
         self.closed = False
+        self.server_name: str | None = None  # outbound TLS: the name the server proved
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

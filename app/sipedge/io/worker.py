@@ -21,11 +21,16 @@ from pathlib import Path
 
 from ..config import Config, load_text
 from ..errors import RemoteProtocolError, ScriptError, TransportError
-from ..script.api import Drop, Forward, Reply, ReplyMsg, RequestMsg, RouteTable
+from ..script.api import Drop, Forward, Relay, Reply, ReplyMsg, RequestMsg, RouteTable, TReply
 from ..script.loader import Script, load_script
 from ..sip.message import Request, Response, parse_message
+from ..resolve import Resolution, Target, literal_target
 from ..sip.proxy import LocalAddress, NextHop, ProxyCore, Source, salvage_request
 from ..sip.uri import parse_uri
+from .dns import PENDING, DnsResolver
+from .tls import client_context, server_context
+from ..sip.stateful import is_stateful_branch
+from .tm_driver import TmDriver
 from .transport import StreamConnection, UdpListener
 
 log = logging.getLogger("sipedge.worker")
@@ -90,18 +95,24 @@ class Worker:
         self.udp: dict[int, UdpListener] = {}
         self.tcp_servers: list[asyncio.AbstractServer] = []
         self.conns: dict[int, StreamConnection] = {}
-        self.conns_by_peer: dict[tuple[str, int], StreamConnection] = {}
+        self.conns_by_peer: dict[tuple[str, str, int], StreamConnection] = {}  # (proto, ip, port)
         self.stats: Counter[str] = Counter()
         self.script: Script | None = None
         self.table = route_table(config)
         self.script_path = resolve_script_path(config)
         self.handoff: socket.socket | None = None
-        self.dns_cache: dict[str, tuple[str, float]] = {}
+        # -- next-hop resolution and TLS (docs/dns.md, docs/tls.md)
+        self.resolver = DnsResolver(
+            config.dns, transports={la.proto for la in self.locals},
+            families=sorted({"ipv6" if ":" in la.ip else "ipv4" for la in self.locals}))
+        self.tls_server = self.tls_client = None  # built in start()
+        # -- end resolution and TLS
         self.src_ip_cache: dict[str, str] = {}
         self.lag_ms = 0.0
         self.max_message = config.core.max_message_bytes
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
+        self.tm = TmDriver(self)  # transactions (t_relay): io/tm_driver.py
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -109,6 +120,9 @@ class Worker:
         loop = asyncio.get_running_loop()
         if self.script_path:
             self.script = load_script(self.script_path)
+        if any(la.proto == "tls" for la in self.locals):  # TransportError: bad cert/key/CAs
+            self.tls_server = server_context(self.config.tls)
+            self.tls_client = client_context(self.config.tls)
         for la, lp in zip(self.locals, self.config.listen):
             fam = _family(lp.address)
             if lp.proto == "udp":
@@ -117,9 +131,12 @@ class Worker:
                     family=fam, reuse_port=True)
                 self.udp[la.index] = proto
             else:
+                tls = {"ssl": self.tls_server,
+                       "ssl_handshake_timeout": self.config.tls.handshake_timeout_s
+                       } if lp.proto == "tls" else {}
                 srv = await loop.create_server(
-                    lambda i=la.index: StreamConnection(self, i, lp.proto), lp.address, lp.port,
-                    family=fam, reuse_port=True, backlog=512)
+                    lambda i=la.index, p=lp.proto: StreamConnection(self, i, p), lp.address,
+                    lp.port, family=fam, reuse_port=True, backlog=512, **tls)
                 self.tcp_servers.append(srv)
             if lp.address in ("0.0.0.0", "::"):
                 self._learn_wildcard_addresses(la)
@@ -151,6 +168,7 @@ class Worker:
         if self.handoff is not None:
             asyncio.get_running_loop().remove_reader(self.handoff.fileno())
             self.handoff.close()
+        self.tm.close()
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -194,6 +212,7 @@ class Worker:
             return
         snap = {"pid": os.getpid(), "ts": time.monotonic(), "lag_ms": round(self.lag_ms, 3),
                 "connections": len(self.conns), "stats": dict(self.stats),
+                "tm": self.tm.stats(),
                 "script_mtime_ns": self.script.mtime_ns if self.script else None}
         data = json.dumps(snap, separators=(",", ":")).encode()
         if len(data) + 4 > STATS_SLOT_BYTES:
@@ -231,12 +250,13 @@ class Worker:
 
     def on_connection_made(self, conn: StreamConnection) -> None:
         self.conns[conn.id] = conn
-        self.conns_by_peer[conn.peer] = conn
+        self.conns_by_peer[(conn.proto, *conn.peer)] = conn
 
     def on_connection_lost(self, conn: StreamConnection) -> None:
         self.conns.pop(conn.id, None)
-        if self.conns_by_peer.get(conn.peer) is conn:
-            del self.conns_by_peer[conn.peer]
+        key = (conn.proto, *conn.peer)
+        if self.conns_by_peer.get(key) is conn:
+            del self.conns_by_peer[key]
 
     def _on_handoff(self) -> None:
         assert self.handoff is not None
@@ -293,6 +313,8 @@ class Worker:
             log.exception("internal error handling message call_id=%s", msg.call_id)
             if isinstance(msg, Request) and msg.method != "ACK":
                 try:
+                    if msg.has("via") and self.core.is_own_via(msg.via):
+                        msg.pop_first("via")  # failed after we added ours: answer upstream
                     self.send_reply(self.core.make_reply(msg, 500, "Server Internal Error"), src)
                 except Exception:  # noqa: BLE001 - the message itself may be unusable
                     log.debug("could not answer 500", exc_info=True)
@@ -300,6 +322,11 @@ class Worker:
     def _answer_malformed(self, data: bytes, src: Source, exc: RemoteProtocolError,
                           msg: Request | None = None) -> None:
         req = msg if msg is not None else salvage_request(data)
+        if req is not None and msg is None:
+            try:
+                self.core.stamp_via(req, src)
+            except RemoteProtocolError:
+                req = None
         if req is None:
             self.stats["drops"] += 1
             log.debug("dropped unanswerable message from %s:%d: %s", src.ip, src.port, exc.reason)
@@ -317,6 +344,9 @@ class Worker:
     # -- requests ----------------------------------------------------------------------
 
     def handle_request(self, msg: Request, src: Source) -> None:
+        # transactions: retransmissions, hop-by-hop ACK, CANCEL of a relayed INVITE
+        if self.tm.proxy.server and self.tm.match_request(msg, src):
+            return
         if src.proto != "udp":
             # remember the connection in the Via so replies find it (like force_rport)
             v = msg.via
@@ -375,7 +405,9 @@ class Worker:
         if len(ctx.actions) > 1:
             log.debug("call_id=%s only the first action (%s) is carried out", msg.call_id,
                       type(action).__name__)
-        if isinstance(action, Reply):
+        if isinstance(action, (Relay, TReply)):  # t_relay() / t_reply(): io/tm_driver.py
+            self.tm.execute(action, ctx, msg, src)
+        elif isinstance(action, Reply):
             if msg.method == "ACK":
                 return
             self.send_reply(self.core.make_reply(msg, action.status, action.reason,
@@ -386,48 +418,43 @@ class Worker:
 
     def forward(self, msg: Request, src: Source | None, action: Forward) -> None:
         hop = self.core.next_hop(msg, action.uri)
-        ip = self._resolve_cached(hop.host)
-        if ip is None:
-            self._spawn(self._forward_after_dns(msg, src, hop))
+        # numeric hosts stay on the synchronous path; names go through RFC 3263 (io/dns.py)
+        target = literal_target(hop.uri, hop.host)
+        if target is not None:
+            self._send_request(msg, src, target)
             return
-        self._send_request(msg, src, hop, ip)
+        res = self.resolver.resolution(hop)
+        found = self.resolver.next_target_nowait(res)
+        if found is PENDING:
+            self._spawn(self._forward_after_dns(msg, src, res))
+            return
+        self._send_or_503(msg, src, res, found)
 
-    async def _forward_after_dns(self, msg: Request, src: Source | None, hop: NextHop) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
-            ip = infos[0][4][0]
-        except (OSError, IndexError) as exc:
-            log.info("call_id=%s cannot resolve %s: %s", msg.call_id, hop.host, exc)
+    async def _forward_after_dns(self, msg: Request, src: Source | None,
+                                 res: Resolution) -> None:
+        self._send_or_503(msg, src, res, await self.resolver.next_target(res))
+
+    def _send_or_503(self, msg: Request, src: Source | None, res: Resolution,
+                     target: Target | None) -> None:
+        if target is None:
+            log.info("call_id=%s cannot resolve %s (queries=%d failed=%d)", msg.call_id,
+                     res.host, res.queries, res.failures)
             if src is not None and msg.method != "ACK":
                 self.send_reply(self.core.make_reply(msg, 503, "Next Hop Unresolvable"), src)
             return
-        self.dns_cache[hop.host] = (ip, time.monotonic() + 60)
-        self._send_request(msg, src, hop, ip)
+        self._send_request(msg, src, target)
 
-    def _resolve_cached(self, host: str) -> str | None:
-        hit = self.dns_cache.get(host)
-        if hit is not None:
-            if hit[1] == 0 or hit[1] > time.monotonic():
-                return hit[0]
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return None
-        self.dns_cache[host] = (host, 0)
-        return host
-
-    def _send_request(self, msg: Request, src: Source | None, hop: NextHop, ip: str) -> None:
-        proto = "tcp" if hop.transport in ("tcp", "tls") else hop.transport
-        out = self._pick_listener(proto, ip, src)
+    def _send_request(self, msg: Request, src: Source | None, target: Target) -> None:
+        proto = target.transport
+        out = self._pick_listener(proto, target.ip, src)
         if out is None:
-            log.warning("call_id=%s no %s listener for %s", msg.call_id, proto, ip)
+            log.warning("call_id=%s no %s listener for %s", msg.call_id, proto, target.ip)
             if src is not None and msg.method != "ACK":
                 self.send_reply(self.core.make_reply(msg, 503, "No Listener For Transport"), src)
             return
         data = self.core.finalize_request(msg, src, out)
         self.stats[f"fwd_req_{msg.method}"] += 1
-        self._send(proto, data, ip, hop.port, out.index)
+        self._send(proto, data, target.ip, target.port, out.index, target.server_name)
 
     def _pick_listener(self, proto: str, ip: str, src: Source | None) -> LocalAddress | None:
         fam = _family(ip)
@@ -464,9 +491,13 @@ class Worker:
             owner = self.core.worker_of_branch(msg.via.branch)
             if owner is not None and owner != self.index and 0 <= owner < self.nworkers:
                 vias = msg.get_all("via")
-                if len(vias) > 1 and not vias[1].upper().startswith("SIP/2.0/UDP"):
+                # a transaction's reply must reach the worker that owns the transaction
+                if len(vias) > 1 and not vias[1].upper().startswith("SIP/2.0/UDP") \
+                        or is_stateful_branch(msg.via.branch):
                     self._hand_off(owner, data, src)
                     return
+        if self.tm.proxy.client and self.tm.receive_response(msg):
+            return  # a reply of a client transaction (io/tm_driver.py)
         script = self.script
         if script is not None and script.reply_route is not None:
             ctx = ReplyMsg(msg, src)
@@ -486,7 +517,7 @@ class Worker:
             self.stats["drops"] += 1
             return
         self.stats[f"fwd_rpl_{msg.status // 100}xx"] += 1
-        proto = "udp" if route.transport == "udp" else "tcp"
+        proto = route.transport if route.transport in ("tcp", "tls") else "udp"
         listener = self._pick_listener(proto, route.ip, None)
         self._send(proto, route.data, route.ip, route.port,
                    listener.index if listener else src.listener)
@@ -502,12 +533,12 @@ class Worker:
                 conn.send(data)
                 return
         ip, port = resp.via.response_target()
-        proto = "udp" if src.proto == "udp" else "tcp"
-        self._send(proto, data, ip, port, src.listener)
+        self._send(src.proto, data, ip, port, src.listener)
 
     # -- output ------------------------------------------------------------------------
 
-    def _send(self, proto: str, data: bytes, ip: str, port: int, listener: int) -> None:
+    def _send(self, proto: str, data: bytes, ip: str, port: int, listener: int,
+              server_name: str | None = None) -> None:
         try:
             if proto == "udp":
                 udp = self.udp.get(listener) or next(
@@ -517,31 +548,43 @@ class Worker:
                     raise TransportError(f"no UDP listener for {ip}")
                 udp.sendto(data, (ip, port))
             else:
-                self._stream_send(data, ip, port, listener)
+                self._stream_send(data, ip, port, listener, proto, server_name)
         except (OSError, TransportError) as exc:
             self.stats["send_errors"] += 1
             log.info("send to %s:%s:%d failed: %s", proto, ip, port, exc)
 
-    def _stream_send(self, data: bytes, ip: str, port: int, listener: int) -> None:
-        conn = self.conns_by_peer.get((ip, port))
-        if conn is not None and not conn.closed:
+    def _stream_send(self, data: bytes, ip: str, port: int, listener: int, proto: str = "tcp",
+                     server_name: str | None = None) -> None:
+        """Reuse the connection to (proto, ip, port), else open one. An outbound TLS
+        connection is reused only for the name its certificate was checked against."""
+        key = (proto, ip, port)
+        conn = self.conns_by_peer.get(key)
+        if conn is not None and not conn.closed and (
+                server_name is None or conn.server_name in (None, server_name)):
             conn.send(data)
             return
-        conn = StreamConnection(self, listener, "tcp")
+        if proto == "tls" and self.tls_client is None:
+            raise TransportError("no tls listener, so no TLS configuration")
+        conn = StreamConnection(self, listener, proto)
         conn.peer = (ip, port)
+        conn.server_name = (server_name or ip) if proto == "tls" else None
         conn.send(data)  # queued until connected
-        self.conns_by_peer[(ip, port)] = conn
+        self.conns_by_peer[key] = conn
         self._spawn(self._connect(conn, ip, port))
 
     async def _connect(self, conn: StreamConnection, ip: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        key = (conn.proto, ip, port)
+        tls = {"ssl": self.tls_client, "server_hostname": conn.server_name,
+               "ssl_handshake_timeout": self.config.tls.handshake_timeout_s
+               } if conn.proto == "tls" else {}
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: conn, ip, port), 10)
-        except (OSError, asyncio.TimeoutError) as exc:
+            await asyncio.wait_for(loop.create_connection(lambda: conn, ip, port, **tls), 10)
+        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
             self.stats["send_errors"] += 1
-            log.info("connect to tcp:%s:%d failed: %s", ip, port, exc)
-            if self.conns_by_peer.get((ip, port)) is conn:
-                del self.conns_by_peer[(ip, port)]
+            log.info("connect to %s:%s:%d failed: %s", conn.proto, ip, port, exc)
+            if self.conns_by_peer.get(key) is conn:
+                del self.conns_by_peer[key]
 
 
 def _run_loop(coro) -> None:
@@ -575,7 +618,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = Worker(args.index, args.workers, config, args.run_id, stats)
     try:
         _run_loop(worker.run())
-    except ScriptError as exc:
+    except (ScriptError, TransportError) as exc:
         log.error("worker=%d cannot start: %s", args.index, exc)
         sys.exit(2)
     except OSError as exc:

@@ -45,7 +45,52 @@ class Drop:
     why: str = ""
 
 
-Action = Forward | Reply | Drop
+@dataclass(frozen=True)
+class Relay:
+    """Relay statefully (t_relay): a branch to `uri` (a destination URI) or by dst URI /
+    Route / R-URI, plus one branch per `append_branch()`."""
+
+    uri: URI | None = None
+
+
+@dataclass(frozen=True)
+class TReply:
+    """Answer statefully (t_reply): retransmissions of the request are absorbed."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    content_type: str | None = None
+
+
+Action = Forward | Reply | Drop | Relay | TReply
+
+_ROUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class TmState:
+    """What the transaction API of one message recorded (created on first use, so that
+    stateless scripts pay nothing). Read by io/tm_driver.py."""
+
+    __slots__ = ("routes", "branches", "reply", "canceled", "branch_index")
+
+    def __init__(self) -> None:
+        self.routes: dict[str, str | None] = {}  # failure / reply / branch -> function name
+        self.branches: list[URI] = []  # append_branch(): extra R-URIs
+        self.reply: "ReplyMsg | None" = None  # failure route: the winning reply
+        self.canceled = False  # failure route: the caller CANCELled
+        self.branch_index: int | None = None  # branch route: which branch
+
+
+def _route_name(name: str) -> str:
+    if not isinstance(name, str) or not _ROUTE_NAME.fullmatch(name):
+        raise ValueError(f"route name must be a function name of the script, not {name!r}")
+    return name
+
+
+def _check_status(status: int | None, regex: str) -> bool:
+    return status is not None and re.fullmatch(regex, str(status)) is not None
 
 
 class _CallLog(logging.LoggerAdapter):
@@ -193,6 +238,12 @@ class RequestMsg(_MessageView):
         return self._msg.method.upper() in wanted
 
     @property
+    def loose_routed(self) -> bool:
+        """True when the request arrived with a Route entry of ours (which was removed),
+        i.e. Record-Route brought it here; like Kamailio's loose_route() returning true."""
+        return self._msg.loose_routed
+
+    @property
     def in_dialog(self) -> bool:
         """True for requests inside a dialog (To has a tag), like Kamailio's has_totag()."""
         return self._msg.to.tag is not None
@@ -241,9 +292,10 @@ class RequestMsg(_MessageView):
         self.dst_uri = _parse_target(uri)
 
     def is_myself(self, uri: str | None = None) -> bool:
-        """Is the URI (default: the Request-URI) one of this proxy's addresses or domains."""
+        """Is the URI (default: the Request-URI) this proxy: one of its listeners (host and
+        port), or one of its configured domains."""
         target = self._msg.uri if uri is None else _parse_target(uri)
-        return self._core.is_our_domain(target)
+        return self._core.is_myself(target) or self._core.is_domain(target)
 
     # actions
     def forward(self, uri: str | None = None) -> Forward:
@@ -266,6 +318,80 @@ class RequestMsg(_MessageView):
         action = Reply(int(status), reason, hdrs, body, content_type)
         self.actions.append(action)
         return action
+
+
+    # -- transactions (t_relay and friends); see docs/transactions.md ------------------
+
+    _tm: TmState | None = None
+
+    @property
+    def tm(self) -> TmState:
+        if self._tm is None:
+            self._tm = TmState()
+        return self._tm
+
+    def t_relay(self, uri: str | None = None) -> Relay:
+        """Relay statefully: to `uri`, else to the destination URI, Route or R-URI; plus every
+        branch added with append_branch(). Called from a failure route it starts the next
+        round of branches (serial forking)."""
+        target = _parse_target(uri) if uri else self.dst_uri
+        action = Relay(target)
+        self.actions.append(action)
+        self.tm  # noqa: B018 - a Relay always has transaction state
+        return action
+
+    def append_branch(self, uri: str | None = None) -> None:
+        """Add a branch for parallel forking: a copy of the request with this R-URI (default:
+        the current R-URI). t_relay() sends all branches at once."""
+        self.tm.branches.append(_parse_target(uri) if uri else self._msg.uri)
+
+    def t_on_failure(self, name: str) -> None:
+        """Run script function `name(msg)` when every branch ended without a 2xx."""
+        self.tm.routes["failure"] = _route_name(name)
+
+    def t_on_reply(self, name: str) -> None:
+        """Run script function `name(reply)` for every reply of this transaction."""
+        self.tm.routes["reply"] = _route_name(name)
+
+    def t_on_branch(self, name: str) -> None:
+        """Run script function `name(msg)` on each branch's copy of the request before it is
+        sent; `msg.drop()` there drops the branch."""
+        self.tm.routes["branch"] = _route_name(name)
+
+    def t_reply(self, status: int, reason: str, headers: dict[str, str] | None = None,
+                body: bytes | str = b"", content_type: str | None = None) -> TReply:
+        """Answer statefully (retransmissions of the request are absorbed). In a failure
+        route this replaces the winning reply."""
+        r = self.reply(status, reason, headers, body, content_type)
+        self.actions.pop()
+        action = TReply(r.status, r.reason, r.headers, r.body, r.content_type)
+        self.actions.append(action)
+        return action
+
+    def t_check_status(self, regex: str) -> bool:
+        """Failure route: does the winning reply's status match `regex` (whole code)?"""
+        reply = self._tm.reply if self._tm is not None else None
+        return _check_status(reply.status if reply is not None else None, regex)
+
+    def t_is_canceled(self) -> bool:
+        """Failure route: did the caller CANCEL the request?"""
+        return self._tm is not None and self._tm.canceled
+
+    @property
+    def winning_reply(self) -> "ReplyMsg | None":
+        """Failure route: the reply that would go upstream (status, reason, headers)."""
+        return self._tm.reply if self._tm is not None else None
+
+    @property
+    def reply_status(self) -> int | None:
+        """Failure route: status of the winning reply (408 when a branch timed out)."""
+        r = self.winning_reply
+        return r.status if r is not None else None
+
+    @property
+    def branch_index(self) -> int | None:
+        """Branch route: index of the branch (0, 1, ... over the whole transaction)."""
+        return self._tm.branch_index if self._tm is not None else None
 
 
 class ReplyMsg(_MessageView):
@@ -292,6 +418,10 @@ class ReplyMsg(_MessageView):
         """Method of the request this reply answers (from CSeq)."""
         return self._msg.cseq.method
 
+    def t_check_status(self, regex: str) -> bool:
+        """Does this reply's status match `regex` (the whole code, e.g. "404|5[0-9][0-9]")?"""
+        return _check_status(self._msg.status, regex)
+
 
 def _parse_target(uri: str) -> URI:
     try:
@@ -309,7 +439,7 @@ class RouteTable:
     default: URI | None = None
 
     def request_route(self, msg: RequestMsg) -> None:
-        if msg.has_hf("route") or (msg.in_dialog and not msg.is_myself()):
+        if msg.in_dialog and (msg.loose_routed or msg.has_hf("route") or not msg.is_myself()):
             msg.forward()  # in-dialog: follow the Route set or the remote target
             return
         uri = msg.raw.uri
@@ -317,10 +447,10 @@ class RouteTable:
         user = uri.user or ""
         for domain, prefix, dest in self.rules:
             if (not domain or domain.lower() == host) and user.startswith(prefix):
-                msg.forward(str(dest))
+                msg.actions.append(Forward(dest))
                 return
         if self.default is not None:
-            msg.forward(str(self.default))
+            msg.actions.append(Forward(self.default))
         elif msg.is_myself():
             msg.reply(404, "Not Found")
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ..errors import RemoteProtocolError
 
 # Full name (lower case) of every header that has a compact form (RFC 3261 7.3.3, RFC 3515,
@@ -89,7 +91,7 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
             continue
         name, eq, val = part.partition("=")
         name = name.strip()
-        if not name or not _is_token(name):
+        if not _TOKEN_RE.fullmatch(name):
             raise RemoteProtocolError("Bad parameter")
         params.append((name, val.strip() if eq else None))
     return tuple(params)
@@ -144,14 +146,15 @@ def set_param(params: tuple[tuple[str, str | None], ...], name: str,
     return tuple(out)
 
 
-_TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-)
 
-
-def _is_token(s: str) -> bool:
-    return all(c in _TOKEN_CHARS for c in s)
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def is_token(s: str) -> bool:
-    return bool(s) and _is_token(s)
+    return _TOKEN_RE.fullmatch(s) is not None
+
+
+def is_digits(s: str, max_len: int = 10) -> bool:
+    """1..max_len ASCII digits. `str.isdigit()` alone also accepts '²' and other scripts'
+    digits, which `int()` rejects or reads differently, and `int()` refuses very long strings."""
+    return 0 < len(s) <= max_len and s.isascii() and s.isdigit()

@@ -22,6 +22,9 @@ MAX_LINE = 8192
 MAX_HEAD_BYTES = 65536
 
 _METHOD = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_HEADER_LINE = re.compile(r"^([^:\r\n]+):([^\r\n]*)", re.M)
+_FOLD = re.compile(r"\r?\n[ \t]+")
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
 
@@ -32,7 +35,7 @@ class Message:
     spelling to write, `value` is the raw value text.
     """
 
-    __slots__ = ("headers", "body", "_via", "_cseq")
+    __slots__ = ("headers", "body", "_via", "_cseq", "_to", "_from")
 
     is_request = False
 
@@ -41,6 +44,8 @@ class Message:
         self.body = body
         self._via: Via | None = None
         self._cseq: CSeq | None = None
+        self._to: Address | None = None
+        self._from: Address | None = None
 
     # -- header access ---------------------------------------------------------------
 
@@ -154,6 +159,10 @@ class Message:
             self._via = None
         elif key == "cseq":
             self._cseq = None
+        elif key == "to":
+            self._to = None
+        elif key == "from":
+            self._from = None
 
     # -- parsed values (cached) -----------------------------------------------------
 
@@ -191,11 +200,15 @@ class Message:
 
     @property
     def from_(self) -> Address:
-        return self.address("from")
+        if self._from is None:
+            self._from = self.address("from")
+        return self._from
 
     @property
     def to(self) -> Address:
-        return self.address("to")
+        if self._to is None:
+            self._to = self.address("to")
+        return self._to
 
     def header_items(self) -> Iterator[tuple[str, str]]:
         for h in self.headers:
@@ -222,7 +235,7 @@ class Message:
 
 
 class Request(Message):
-    __slots__ = ("method", "_uri_text", "_uri", "version")
+    __slots__ = ("method", "_uri_text", "_uri", "version", "loose_routed")
 
     is_request = True
 
@@ -231,6 +244,7 @@ class Request(Message):
         super().__init__(headers, body)
         self.method = method
         self.version = version
+        self.loose_routed = False  # set when the proxy removed its own Route entry
         if isinstance(uri, URI):
             self._uri = uri
             self._uri_text = str(uri)
@@ -324,43 +338,37 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
     if head_end > MAX_HEAD_BYTES:
         raise RemoteProtocolError("Message Too Large", 513)
     head = data[:head_end].decode("utf-8", "surrogateescape")
-    if "\r" in head:
-        lines = head.split("\r\n")
-    else:
-        lines = head.split("\n")
     # RFC 3261 7.5: implementations should ignore leading CRLFs before the start line
-    while lines and not lines[0]:
-        del lines[0]
-    if not lines:
+    if head[:1] in ("\r", "\n"):
+        head = head.lstrip("\r\n")
+    first, nl, rest = head.partition("\n")
+    first = first.rstrip("\r")
+    if not first:
         raise RemoteProtocolError("Empty message")
-    first = lines[0]
     if len(first) > MAX_LINE:
         raise RemoteProtocolError("Start line too long")
+    if "\n " in rest or "\n\t" in rest:  # folded continuation lines (RFC 3261 7.3.1)
+        if rest[:1] in (" ", "\t"):
+            raise RemoteProtocolError("Continuation before first header")
+        rest = _FOLD.sub(" ", rest)
     headers: list[list[str]] = []
-    last: list[str] | None = None
-    for line in lines[1:]:
-        if not line:
-            raise RemoteProtocolError("Empty header line")
-        if line[0] in " \t":  # folded continuation (RFC 3261 7.3.1)
-            if last is None:
-                raise RemoteProtocolError("Continuation before first header")
-            last[2] = f"{last[2]} {line.strip()}"
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
+    if nl:
+        found = _HEADER_LINE.findall(rest)
+        if len(found) != rest.count("\n") + 1:
             raise RemoteProtocolError("Header without colon")
-        if len(line) > MAX_LINE:
-            raise RemoteProtocolError("Header line too long")
-        name = name.rstrip()
-        key = _key_cache.get(name)
-        if key is None:
-            key = _key(name)
-            if not key or " " in key or "\t" in key:
-                raise RemoteProtocolError("Bad header name")
-        last = [key, name, value.strip()]
-        headers.append(last)
-        if len(headers) > MAX_HEADERS:
+        if len(found) > MAX_HEADERS:
             raise RemoteProtocolError("Too many headers")
+        cache = _key_cache
+        for name, value in found:
+            key = cache.get(name)
+            if key is None:
+                name = name.strip()
+                key = _key(name)
+                if not _TOKEN.fullmatch(key):
+                    raise RemoteProtocolError("Bad header name")
+            if len(value) > MAX_LINE:
+                raise RemoteProtocolError("Header line too long")
+            headers.append([key, name, value.strip()])
 
     msg: Request | Response
     if first.startswith("SIP/"):

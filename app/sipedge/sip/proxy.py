@@ -25,6 +25,7 @@ from .uri import DEFAULT_PORTS, URI, format_host
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, REFER, PRACK, UPDATE, PUBLISH"
 SUPPORTED_SCHEMES = ("sip", "sips", "tel")
+_LOOP_KEYS = frozenset({"from", "to", "proxy-require", "proxy-authorization", "route"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,10 @@ class ProxyCore:
             return False
         return self.is_local_hostport(uri.host, uri.port, uri.transport)
 
+    def is_domain(self, uri: URI) -> bool:
+        """Host is one of the configured domains."""
+        return uri.is_sip and uri.host_bare in self.domains
+
     def is_our_domain(self, uri: URI) -> bool:
         """Host is one of our addresses or configured domains (port not considered)."""
         if not uri.is_sip:
@@ -138,7 +143,7 @@ class ProxyCore:
         via = msg.via
         if via.branch is None and via.host == "":
             raise RemoteProtocolError("Bad Via")
-        self._stamp_via(msg, via, src)
+        self.stamp_via(msg, src)
 
         uri = msg.uri  # raises for a malformed Request-URI
         if uri.scheme not in SUPPORTED_SCHEMES:
@@ -169,8 +174,9 @@ class ProxyCore:
             return self.make_reply(msg, 482, "Loop Detected")
         return None
 
-    def _stamp_via(self, msg: Request, via: Via, src: Source) -> None:
+    def stamp_via(self, msg: Request, src: Source) -> None:
         """Add received / fill rport on the top Via (RFC 3261 18.2.1, RFC 3581 4)."""
+        via = msg.via
         changed = via
         host = via.host.strip("[]")
         if via.rport == "":
@@ -189,6 +195,7 @@ class ProxyCore:
             last = msg.pop_last("route")
             if last is not None:
                 msg.uri = parse_address(last).uri
+                msg.loose_routed = True
         # 16.4: remove our own Route entries (two when we double record-routed)
         for _ in range(2):
             top = msg.get("route")
@@ -197,21 +204,20 @@ class ProxyCore:
             if not self.is_myself(parse_address(top).uri):
                 break
             msg.pop_first("route")
+            msg.loose_routed = True
 
     def _loop_hash(self, msg: Request) -> str:
-        h = hashlib.blake2s(key=self.secret, digest_size=6)
-        to_tag = msg.to.tag or ""
-        from_tag = msg.from_.tag or ""
-        h.update(f"{msg.uri_text}|{from_tag}|{to_tag}|{msg.call_id}|{msg.cseq.seq}|"
-                 f"{','.join(msg.get_all('proxy-require'))}|{','.join(msg.get_all('route'))}"
-                 .encode("utf-8", "surrogateescape"))
-        return h.hexdigest()
+        # fields a downstream element does not change (16.6 step 8); raw text is enough
+        parts = [msg.uri_text, msg.call_id, str(msg.cseq.seq)]
+        for h in msg.headers:
+            if h[0] in _LOOP_KEYS:
+                parts.append(h[2])
+        return hashlib.blake2s("|".join(parts).encode("utf-8", "surrogateescape"),
+                               key=self.secret, digest_size=6).hexdigest()
 
     def _is_loop(self, msg: Request) -> bool:
         values = msg.get_all("via")
-        if len(values) < 2:
-            return False
-        mine = [v for v in values[1:] if any(s in v.lower() for s in self._sent_by)]
+        mine = [v for v in values if any(s in v.lower() for s in self._sent_by)]
         if not mine:
             return False
         loop = self._loop_hash(msg)
@@ -291,11 +297,13 @@ class ProxyCore:
 
     # -- responses -------------------------------------------------------------------
 
+    def is_own_via(self, via: Via) -> bool:
+        return self.is_local_hostport(via.host, via.port, via.transport.lower())
+
     def route_response(self, msg: Response) -> ResponseRoute | None:
         """Remove our Via and say where the response goes (16.7, 18.2.2).
         None: not ours (discard) or it ended at us."""
-        via = msg.via
-        if not self.is_local_hostport(via.host, via.port, via.transport.lower()):
+        if not self.is_own_via(msg.via):
             return None
         msg.pop_first("via")
         if not msg.has("via"):

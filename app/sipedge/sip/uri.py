@@ -6,13 +6,16 @@ import re
 from dataclasses import dataclass, replace
 
 from ..errors import RemoteProtocolError
-from .grammar import format_params, get_param, has_param, parse_params
+from .grammar import format_params, get_param, has_param, is_digits, parse_params
 
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$")
-_IPV4 = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
-_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+$")
+# hostname (RFC 3261 25.1), as a pattern text so that the Via parser can embed it
+HOSTNAME_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+# fullmatch only: `$` would also match before a trailing newline ("host\n")
+_HOSTNAME = re.compile(HOSTNAME_PATTERN)
+_IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", re.ASCII)
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
 _USER_BAD = re.compile(r"[\s<>\"]")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "sctp": 5060, "ws": 80, "wss": 443}
 
@@ -76,10 +79,37 @@ class URI:
         return replace(self, **changes)
 
 
+# The common shape, `sip:user@host:port;params`, matched in one go; anything else takes the
+# general path below.
+_FAST = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,%]+)@)?"
+    r"(" + HOSTNAME_PATTERN + r")(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.!~*'()%=\[\]/:&+$]*)*)",
+    re.ASCII)
+_cache: dict[str, URI] = {}
+
+
 def parse_uri(text: str) -> URI:
-    """Parse a URI. Raises RemoteProtocolError (status_hint 400, or 416 for other schemes)."""
+    """Parse a URI. Raises RemoteProtocolError (status_hint 400, or 416 for other schemes).
+
+    URIs are immutable, so recently parsed ones are shared from a small cache."""
+    uri = _cache.get(text)
+    if uri is None:
+        m = _FAST.fullmatch(text)
+        if m is not None and (m.group(4) is None or 0 < int(m.group(4)) < 65536):
+            port = m.group(4)
+            uri = URI(m.group(1), m.group(2), None, m.group(3), int(port) if port else None,
+                      parse_params(m.group(5)))
+        else:
+            uri = _parse_uri(text)
+        if len(_cache) >= 4096:
+            _cache.clear()
+        _cache[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> URI:
     scheme, colon, rest = text.strip().partition(":")
-    if not colon or not _SCHEME.match(scheme):
+    if not colon or not _SCHEME.fullmatch(scheme):
         raise RemoteProtocolError("Bad URI")
     scheme = scheme.lower()
     if scheme == "tel":
@@ -91,9 +121,8 @@ def parse_uri(text: str) -> URI:
         if not rest or any(c.isspace() for c in rest):
             raise RemoteProtocolError("Bad URI")
         return URI(scheme, opaque=rest)
-    rest, q, headers = rest.partition("?")
     user = password = None
-    at = rest.rfind("@")
+    at = rest.rfind("@")  # '@' only occurs after userinfo, which may itself contain '?'
     if at >= 0:
         userinfo = rest[:at]
         rest = rest[at + 1:]
@@ -102,12 +131,13 @@ def parse_uri(text: str) -> URI:
             password = pw
         if not user or _USER_BAD.search(userinfo):
             raise RemoteProtocolError("Bad URI user")
+    rest, q, headers = rest.partition("?")
     if rest.startswith("["):
         end = rest.find("]")
         if end < 0:
             raise RemoteProtocolError("Bad IPv6 reference")
         host = rest[: end + 1]
-        if not _IPV6.match(host[1:-1]) or ":" not in host:
+        if not _IPV6.fullmatch(host[1:-1]) or ":" not in host:
             raise RemoteProtocolError("Bad IPv6 reference")
         rest = rest[end + 1:]
         hostport_end = rest.find(";")
@@ -121,14 +151,21 @@ def parse_uri(text: str) -> URI:
         host, c, port_text = hostport.partition(":")
         if not c:
             port_text = None
-        if not host or not (_HOSTNAME.match(host) or _IPV4.match(host)):
+        if not is_host(host):
             raise RemoteProtocolError("Bad URI host")
     port = None
     if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not is_digits(port_text, 5) or not 0 < int(port_text) < 65536:
             raise RemoteProtocolError("Bad URI port")
         port = int(port_text)
     return URI(scheme, user, password, host, port, parse_params(params), headers if q else "")
+
+
+def is_host(host: str) -> bool:
+    """A hostname, an IPv4 address or a bracketed IPv6 reference."""
+    if host.startswith("["):
+        return host.endswith("]") and ":" in host and _IPV6.fullmatch(host[1:-1]) is not None
+    return _HOSTNAME.fullmatch(host) is not None or _IPV4.fullmatch(host) is not None
 
 
 def format_host(host: str) -> str:

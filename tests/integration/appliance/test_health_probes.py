@@ -91,3 +91,13 @@ async def test_rpc_request_roundtrip(tmp_path):
         {"jsonrpc": "2.0", "id": r["id"], "result": {"m": r["method"], "p": r["params"]}}))
     async with server:
         assert await rpc_request(str(sock), "a.b", {"k": 1}) == {"m": "a.b", "p": {"k": 1}}
+
+
+async def test_core_health_lag_unknown_yet(tmp_path):
+    sock = tmp_path / "ctl.sock"
+    result = {"workers_alive": 2, "workers_expected": 2, "loop_lag_ms": None, "uptime_s": 0.1}
+    server = await serve_rpc(sock, lambda r: json.dumps(
+        {"jsonrpc": "2.0", "id": r["id"], "result": result}))
+    async with server:
+        r = await CoreHealthProbe(str(sock)).probe()
+    assert r.ok and r.loop_lag_ms == 0.0

@@ -24,7 +24,7 @@ def free_udp_port():
         return s.getsockname()[1]
 
 
-def write_config(path, run, **sup):
+def write_config(path, run, extra="", command=None, **sup):
     settings = dict(respawn_timeout_s=0.1, respawn_max_delay_s=0.2, respawn_retry=2,
                     term_timeout_s=0.5, start_timeout_s=5, health_interval_s=0.1,
                     health_timeout_s=1.0)
@@ -32,21 +32,21 @@ def write_config(path, run, **sup):
     lines = ["[core]", f'ctl_socket = "{run}/ctl.sock"', "",
              "[[listen]]", 'proto = "udp"', 'address = "127.0.0.1"',
              f"port = {free_udp_port()}", "",
-             "[supervisor]", f'command = ["{sys.executable}", "{FAKE}"]',
+             "[supervisor]", f"command = {json.dumps(command or [sys.executable, str(FAKE)])}",
              f'rpc_socket = "{run}/supervisor.sock"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
 
 
 class Sup:
-    def __init__(self, tmp_path, mode="ok", **sup):
+    def __init__(self, tmp_path, mode="ok", extra="", command=None, **sup):
         self.run = tmp_path / "run"
         self.run.mkdir()
         (tmp_path / "boot").mkdir()
         self.boot = tmp_path / "boot" / "sipedge.toml"
         self.data = tmp_path / "data"
         self.log = tmp_path / "proxy.log"
-        write_config(self.boot, self.run, **sup)
+        write_config(self.boot, self.run, extra, command, **sup)
         env = dict(os.environ, FAKE_PROXY_MODE=mode, FAKE_PROXY_LOG=str(self.log),
                    FAKE_PROXY_HANG_S="0.5", PYTHONPATH=str(APP))
         self.proc = subprocess.Popen(
@@ -88,8 +88,8 @@ class Sup:
 def sup_factory(tmp_path):
     made = []
 
-    def make(mode="ok", **kw):
-        s = Sup(tmp_path, mode, **kw)
+    def make(mode="ok", extra="", command=None, **kw):
+        s = Sup(tmp_path, mode, extra, command, **kw)
         made.append(s)
         return s
 
@@ -155,3 +155,15 @@ def test_sighup_with_invalid_file_keeps_running_last_known_good(sup_factory):
     errs = rpc_call(str(s.run / "supervisor.sock"), "config.errors")
     assert len(errs["errors"]) == 1 and "watchdog.timeout_s" in errs["errors"][0]
     s.wait_for(lambda st: st["state"] == "RUNNING" and st["panel"] == "config_error")
+
+
+def test_real_proxy_under_the_supervisor(sup_factory):
+    """The real `python -m sipedge`: heartbeat over its ctl socket and OPTIONS to itself."""
+    s = sup_factory(command=[sys.executable, "-m", "sipedge"], extra="",
+                    start_timeout_s=20, health_timeout_s=5.0)
+    st = s.wait_for(lambda st: st["state"] == "RUNNING", timeout=30)
+    assert st["health"]["ok"] and st["health"]["workers_alive"] == st["health"]["workers_expected"]
+    pid = st["pid"]
+    rc, out = s.stop()
+    assert rc == 0, out
+    assert not pid_alive(pid)

@@ -37,7 +37,16 @@ def parse_address(text: str) -> Address:
     text = text.strip()
     if text == "*":
         return Address(URI("sip"), star=True)
-    lt = text.find("<")
+    if text.startswith('"'):
+        # a quoted display name may itself contain '<' (RFC 3261 25.1 quoted-string)
+        end = _quoted_end(text)
+        if end < 0:
+            raise RemoteProtocolError("Unterminated quoted string")
+        lt = text.find("<", end)
+        if lt >= 0 and text[end:lt].strip():
+            raise RemoteProtocolError("Bad display name")
+    else:
+        lt = text.find("<")
     if lt >= 0:
         display = text[:lt].strip() or None
         if display and display.startswith('"') and not (display.endswith('"') and len(display) > 1):
@@ -57,3 +66,17 @@ def parse_address(text: str) -> Address:
     if " " in uri_text:
         raise RemoteProtocolError("Bad address")
     return Address(parse_uri(uri_text), None, parse_params(params) if semi else ())
+
+
+def _quoted_end(text: str) -> int:
+    """Index just after the quoted string that starts `text`, -1 if it is unterminated."""
+    i, n = 1, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            return i + 1
+        i += 1
+    return -1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import RemoteProtocolError
-from ..grammar import is_token
+from ..grammar import is_digits, is_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,7 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+    if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):
         raise RemoteProtocolError("Bad CSeq")
     seq = int(parts[0])
     if seq >= 2**31:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, replace
 
 from ...errors import RemoteProtocolError
-from ..grammar import format_params, get_param, parse_params, set_param
-from ..uri import DEFAULT_PORTS
+from ..grammar import format_params, get_param, is_digits, is_token, parse_params, set_param
+from ..uri import DEFAULT_PORTS, HOSTNAME_PATTERN, is_host
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -57,7 +59,27 @@ class Via:
         return host, self.port or DEFAULT_PORTS.get(self.transport.lower(), 5060)
 
 
+_FAST = re.compile(
+    r"(SIP/2\.0)/([A-Za-z]+) (" + HOSTNAME_PATTERN + r"|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?"
+    r"((?:;[^;]*)*)",
+    re.ASCII)
+
+
 def parse_via(text: str) -> Via:
+    m = _FAST.fullmatch(text)
+    if m is not None:
+        port = m.group(4)
+        if port is None or 0 < int(port) < 65536:
+            params = parse_params(m.group(5)) if m.group(5) else ()
+            rport = get_param(params, "rport")
+            if rport and not (is_digits(rport, 5) and 0 < int(rport) < 65536):
+                raise RemoteProtocolError("Bad Via rport")
+            return Via(m.group(2).upper(), m.group(3), int(port) if port else None, params,
+                       m.group(1))
+    return _parse_via(text)
+
+
+def _parse_via(text: str) -> Via:
     proto, sp, rest = text.strip().partition(" ")
     parts = proto.split("/")
     if not sp or len(parts) != 3 or not all(parts):
@@ -67,6 +89,8 @@ def parse_via(text: str) -> Via:
         parts = proto.split("/")
         if not sp or len(parts) != 3 or not all(parts):
             raise RemoteProtocolError("Bad Via")
+    if not all(is_token(p) for p in parts):
+        raise RemoteProtocolError("Bad Via")
     rest = rest.strip()
     sent_by, semi, params = rest.partition(";")
     sent_by = sent_by.strip()
@@ -84,16 +108,16 @@ def parse_via(text: str) -> Via:
         host = host.strip()
         if not c:
             port_text = None
-    if not host or " " in host:
+    if not is_host(host):
         raise RemoteProtocolError("Bad Via host")
     port = None
     if port_text is not None:
         port_text = port_text.strip()
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not is_digits(port_text, 5) or not 0 < int(port_text) < 65536:
             raise RemoteProtocolError("Bad Via port")
         port = int(port_text)
     parsed = parse_params(params) if semi else ()
     rport = get_param(parsed, "rport")
-    if rport and not (rport.isdigit() and 0 < int(rport) < 65536):
+    if rport and not (is_digits(rport, 5) and 0 < int(rport) < 65536):
         raise RemoteProtocolError("Bad Via rport")
     return Via(parts[2].upper(), host, port, parsed, f"{parts[0]}/{parts[1]}")

@@ -204,3 +204,59 @@ def test_request_before_run_is_an_error(tmp_path):
     h = Harness(tmp_path)
     with pytest.raises(RuntimeError):
         h.sup.request("stop")
+
+
+async def test_network_applied_at_start_and_on_change(tmp_path):
+    from sipedge.appliance.fakes import FakeNetwork
+
+    h = Harness(tmp_path)
+    net = FakeNetwork(problems=["interface eth7 does not exist"])
+    h.sup.network = net
+    await h.start()
+    assert len(net.applied) == 1  # before the proxy starts
+    await until(lambda: h.state() is State.RUNNING)
+    await until(lambda: h.lcd.screens and h.lcd.screens[-1][0].startswith("sipedge DEGRADED"))
+    assert h.lcd.screens[-1][1] == "eth0 192.0.2.10/"
+    assert h.sup.status()["network_problems"] == ["interface eth7 does not exist"]
+    assert h.leds.current["error"] == ("blink", 1000, 1000)
+    net.problems = []
+    h.boot.write_text(h.boot.read_text() + '\n[network]\nhostname = "edge-1"\n')
+    h.sup.request("reload")
+    await until(lambda: len(net.applied) == 2)
+    assert net.applied[-1].hostname == "edge-1"
+    await until(lambda: h.sup.panel_state() == "healthy")
+    await h.stop()
+
+
+async def test_hotplug_media_offer_and_new_nic(tmp_path):
+    from sipedge.appliance.fakes import FakeNetwork
+    from sipedge.appliance.hotplug import (MediaConfigOffer, MediaInserted, MediaScanner,
+                                           NetDeviceAdded)
+
+    class FakeHotplug:
+        def __init__(self):
+            self.queue = asyncio.Queue()
+
+        async def events(self):
+            while True:
+                yield await self.queue.get()
+
+    class Scanner(MediaScanner):
+        def read_config(self, devnode, fstype):
+            return "[watchdog]\ntimeout_s = 0\n"
+
+    h = Harness(tmp_path, text=BASE.format(mark_good=0) + "\n[network]\nmanage = true\n")
+    hp = FakeHotplug()
+    net = FakeNetwork()
+    h.sup.hotplug, h.sup.network = hp, net
+    h.sup.media = MediaConfigOffer(h.source.check_text, Scanner())
+    await h.start()
+    await until(lambda: h.state() is State.RUNNING)
+    hp.queue.put_nowait(NetDeviceAdded("eth1"))
+    await until(lambda: len(net.applied) == 2)
+    hp.queue.put_nowait(MediaInserted("/dev/sda1", "vfat"))
+    await until(lambda: h.sup.status()["media_config"] is not None)
+    mc = h.sup.status()["media_config"]
+    assert mc["device"] == "/dev/sda1" and not mc["valid"]
+    assert "USB config INVALID" in h.sup.panel_info()["alarms"]
+    await h.stop()

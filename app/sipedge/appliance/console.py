@@ -1,0 +1,555 @@
+"""Serial management console: a sans-IO line editor and shell, plus the tty adapter.
+
+`ConsoleSession.feed(data, now) -> bytes` is the whole console: login with lock-out, line
+editing (backspace, Ctrl-U, Ctrl-C, Ctrl-D, left/right, history with up/down), commands and
+confirmations. It talks to the box only through a `ConsoleBackend`. `SerialConsole` runs a
+session on a tty (the board's serial port, or a pty in the tests).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import re
+import select
+import shlex
+import termios
+import threading
+import tomllib
+import tty
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from .auth import LoginGuard, verify_password
+
+log = logging.getLogger("sipedge.appliance.console")
+
+PROMPT = "sipedge> "
+BAUD = {9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400,
+        57600: termios.B57600, 115200: termios.B115200}
+
+HELP = """\
+commands:
+  status                    supervisor and proxy state
+  show config               the boot config file (secrets hidden)
+  show errors               problems of the running config choice
+  config check              validate the boot config file now
+  config set KEY VALUE      change one setting (validated, diff, confirm, atomic write)
+  config import             take the sipedge.toml found on a USB stick / SD card
+  apply                     re-read the config and restart the proxy if it changed
+  reload routes             reload the routing script / table
+  ctl METHOD [k=v ...]      any sipedgectl RPC method
+  logs [N]                  last N log lines (default 20)
+  reboot                    reboot the box (asks first)
+  factory-reset             default config, forget last-known-good (asks first)
+  help, logout"""
+
+
+class ConsoleBackend(Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+    def boot_text(self) -> str: ...
+
+    def check_text(self, text: str) -> list[str]: ...
+
+    def write_boot(self, text: str) -> None: ...
+
+    def config_errors(self) -> dict[str, Any]: ...
+
+    def apply(self) -> None: ...
+
+    def rpc(self, method: str, params: dict[str, Any]) -> Any: ...
+
+    def logs(self, n: int) -> list[str]: ...
+
+    def reboot(self) -> None: ...
+
+    def factory_reset(self) -> None: ...
+
+    def media_config(self) -> Any:
+        """The `hotplug.MediaConfig` offered by removable media, or None."""
+        ...
+
+
+# ------------------------------------------------------------------ TOML one-key editing
+
+
+class EditError(ValueError):
+    pass
+
+
+_HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
+_ANY_HEADER = re.compile(r"^\s*\[")
+
+
+def toml_literal(value: str) -> str:
+    """VALUE as typed, if it is a TOML value (42, true, [1, 2], "x"), else a quoted string."""
+    try:
+        tomllib.loads(f"v = {value}")
+        return value.strip()
+    except tomllib.TOMLDecodeError:
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def set_key(text: str, dotted: str, literal: str) -> str:
+    """Set `section[.sub].key = literal` in TOML text, keeping everything else as written."""
+    parts = dotted.split(".")
+    if len(parts) < 2 or not all(re.fullmatch(r"[A-Za-z0-9_-]+", p) for p in parts):
+        raise EditError(f"{dotted}: expected section.key (arrays of tables cannot be set here)")
+    table, key = ".".join(parts[:-1]), parts[-1]
+    lines = text.splitlines()
+    start = None
+    for i, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if m and m.group(1).strip() == table:
+            start = i
+            break
+    if start is None:
+        tail = "" if not text or text.endswith("\n") else "\n"
+        return f"{text}{tail}\n[{table}]\n{key} = {literal}\n"
+    end = len(lines)
+    for j in range(start + 1, len(lines)):
+        if _ANY_HEADER.match(lines[j]):
+            end = j
+            break
+    key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for j in range(start + 1, end):
+        if key_re.match(lines[j]):
+            lines[j] = f"{key} = {literal}"
+            return "\n".join(lines) + "\n"
+    insert = end
+    while insert > start + 1 and not lines[insert - 1].strip():
+        insert -= 1
+    lines.insert(insert, f"{key} = {literal}")
+    return "\n".join(lines) + "\n"
+
+
+def hide_secrets(text: str) -> str:
+    return re.sub(r"(?m)^(\s*password_hash\s*=\s*).*$", r'\1"<hidden>"', text)
+
+
+# ------------------------------------------------------------------ line editor
+
+
+class LineEditor:
+    """Bytes in, (echo bytes, finished lines) out. ANSI/VT100 keys; history of 50 lines."""
+
+    def __init__(self) -> None:
+        self.buf: list[str] = []
+        self.pos = 0
+        self.history: list[str] = []
+        self.hist_pos = 0
+        self.echo = True
+        self._esc = ""
+        self._last_cr = False
+
+    def reset(self) -> None:
+        self.buf, self.pos, self._esc = [], 0, ""
+        self.hist_pos = len(self.history)
+
+    def _redraw_tail(self) -> str:
+        tail = "".join(self.buf[self.pos:])
+        return tail + " " + "\b" * (len(tail) + 1)
+
+    def _replace(self, text: str) -> str:
+        out = "\b" * self.pos + " " * len(self.buf) + "\b" * len(self.buf)
+        self.buf, self.pos = list(text), len(text)
+        return out + text
+
+    def feed(self, data: bytes) -> tuple[str, list[str | None]]:
+        """Returns echo text and completed lines (None means Ctrl-D on an empty line)."""
+        out: list[str] = []
+        lines: list[str | None] = []
+        for ch in data.decode("utf-8", "replace"):
+            if self._esc:
+                self._esc += ch
+                if len(self._esc) == 2 and ch != "[":
+                    self._esc = ""
+                elif len(self._esc) >= 3 and (ch.isalpha() or ch == "~" or len(self._esc) > 6):
+                    out.append(self._key(self._esc[2:]))
+                    self._esc = ""
+                continue
+            if ch == "\n" and self._last_cr:
+                self._last_cr = False
+                continue
+            self._last_cr = ch == "\r"
+            if ch in "\r\n":
+                line = "".join(self.buf)
+                out.append("\r\n")
+                if self.echo and line.strip() and (not self.history or
+                                                   self.history[-1] != line):
+                    self.history = (self.history + [line])[-50:]
+                self.reset()
+                lines.append(line)
+            elif ch == "\x1b":
+                self._esc = ch
+            elif ch in "\x7f\x08":
+                if self.pos > 0:
+                    self.pos -= 1
+                    del self.buf[self.pos]
+                    if self.echo:
+                        out.append("\b" + self._redraw_tail())
+            elif ch == "\x15":  # Ctrl-U
+                if self.echo:
+                    out.append(self._replace(""))
+                self.reset()
+            elif ch == "\x03":  # Ctrl-C
+                out.append("^C\r\n")
+                self.reset()
+                lines.append("")
+            elif ch == "\x04":  # Ctrl-D
+                if not self.buf:
+                    lines.append(None)
+            elif ch >= " " and len(self.buf) < 1024:
+                self.buf.insert(self.pos, ch)
+                self.pos += 1
+                if self.echo:
+                    out.append(ch + (self._redraw_tail() if self.pos < len(self.buf) else ""))
+        return "".join(out), lines
+
+    def _key(self, code: str) -> str:
+        if not self.echo:
+            return ""
+        if code == "D" and self.pos > 0:
+            self.pos -= 1
+            return "\b"
+        if code == "C" and self.pos < len(self.buf):
+            self.pos += 1
+            return self.buf[self.pos - 1]
+        if code == "B" and self.hist_pos >= len(self.history):
+            return ""  # already below the newest entry: keep what is typed
+        if code in ("A", "B") and self.history:
+            if code == "A":
+                self.hist_pos = max(0, self.hist_pos - 1)
+            else:
+                self.hist_pos = min(len(self.history), self.hist_pos + 1)
+            text = self.history[self.hist_pos] if self.hist_pos < len(self.history) else ""
+            return self._replace(text)
+        return ""
+
+
+# ------------------------------------------------------------------ session
+
+
+class ConsoleSession:
+    """One console: login, then the shell. `feed(data, now)` returns what to send back."""
+
+    def __init__(self, backend: ConsoleBackend, password_hash: Callable[[], str],
+                 guard: LoginGuard, idle_logout_s: float = 600.0) -> None:
+        self.backend = backend
+        self.password_hash = password_hash
+        self.guard = guard
+        self.idle_logout_s = idle_logout_s
+        self.editor = LineEditor()
+        self.logged_in = False
+        self.closed = False
+        self._pending: tuple[str, Callable[[], str]] | None = None  # (expected answer, action)
+        self.last_input = 0.0
+
+    def greeting(self, now: float) -> bytes:
+        self.last_input = now
+        return self._login_prompt(now).encode()
+
+    def _login_prompt(self, now: float) -> str:
+        self.editor.echo = False
+        if not self.password_hash():
+            return "console disabled: set [management] password_hash\r\n"
+        left = self.guard.locked(now)
+        if left:
+            return f"locked for {left:.0f}s\r\n"
+        return "sipedge management console\r\npassword: "
+
+    def tick(self, now: float) -> bytes:
+        """Call periodically: idle logout."""
+        if self.logged_in and now - self.last_input > self.idle_logout_s:
+            self.logged_in = False
+            self._pending = None
+            self.editor.reset()
+            return ("\r\nidle timeout, logged out\r\n" + self._login_prompt(now)).encode()
+        return b""
+
+    def feed(self, data: bytes, now: float) -> bytes:
+        self.last_input = now
+        echo, lines = self.editor.feed(data)
+        out = [echo]
+        for line in lines:
+            if line is None:
+                if self.logged_in:
+                    out.append(self._logout(now))
+                continue
+            out.append(self._line(line, now))
+        return "".join(out).encode("utf-8", "replace")
+
+    def _logout(self, now: float) -> str:
+        self.logged_in = False
+        self._pending = None
+        return "logged out\r\n" + self._login_prompt(now)
+
+    def _line(self, line: str, now: float) -> str:
+        if not self.logged_in:
+            return self._login(line, now)
+        if self._pending is not None:
+            answer, action = self._pending
+            self._pending = None
+            if line.strip().lower() == answer:
+                return self._crlf(action()) + PROMPT
+            return "cancelled\r\n" + PROMPT
+        try:
+            text = self.run(line.strip())
+        except Exception as exc:  # boundary: one failing command must not kill the console
+            log.exception("console command failed line=%r", line)
+            text = f"error: {exc}"
+        if text == "\x00logout":
+            return self._logout(now)
+        if self._pending is not None:  # a question: the answer goes on the same line
+            return text.replace("\r\n", "\n").replace("\n", "\r\n")
+        return self._crlf(text) + PROMPT
+
+    def _login(self, password: str, now: float) -> str:
+        stored = self.password_hash()
+        if not stored:
+            return self._login_prompt(now)
+        if self.guard.locked(now):
+            return self._login_prompt(now)
+        ok = verify_password(password, stored)
+        self.guard.record(ok, now)
+        if not ok:
+            log.warning("console login failed failures=%d", self.guard.failures)
+            return "login incorrect\r\n" + self._login_prompt(now)
+        log.info("console login")
+        self.logged_in = True
+        self.editor.echo = True
+        return "type 'help' for commands\r\n" + PROMPT
+
+    @staticmethod
+    def _crlf(text: str) -> str:
+        if not text:
+            return ""
+        return text.replace("\r\n", "\n").replace("\n", "\r\n") + "\r\n"
+
+    def _confirm(self, question: str, answer: str, action: Callable[[], str]) -> str:
+        self._pending = (answer, action)
+        return f"{question} [{answer}/N] "
+
+    # -------------------------------------------------------------- commands
+
+    def run(self, line: str) -> str:
+        if not line:
+            return ""
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            return f"error: {exc}"
+        cmd, args = words[0], words[1:]
+        if cmd in ("help", "?"):
+            return HELP
+        if cmd in ("logout", "exit", "quit"):
+            return "\x00logout"
+        if cmd == "status":
+            return self._status()
+        if cmd == "show" and args == ["config"]:
+            return hide_secrets(self.backend.boot_text()).rstrip("\n")
+        if cmd == "show" and args == ["errors"]:
+            errs = self.backend.config_errors()
+            lines = [f"running: {errs['source']} {errs.get('path') or '(embedded default)'}"]
+            return "\n".join(lines + (errs["errors"] or ["no errors"]))
+        if cmd == "config" and args == ["check"]:
+            issues = self.backend.check_text(self.backend.boot_text())
+            return "\n".join(issues) if issues else "config OK"
+        if cmd == "config" and len(args) >= 3 and args[0] == "set":
+            return self._config_set(args[1], " ".join(args[2:]))
+        if cmd == "config" and args == ["import"]:
+            return self._config_import()
+        if cmd == "apply":
+            self.backend.apply()
+            return "applying: the supervisor re-reads the config"
+        if cmd == "reload" and args == ["routes"]:
+            return _fmt(self.backend.rpc("route.reload", {}))
+        if cmd == "ctl" and args:
+            return _fmt(self.backend.rpc(args[0], _params(args[1:])))
+        if cmd == "logs":
+            n = int(args[0]) if args and args[0].isdigit() else 20
+            return "\n".join(self.backend.logs(min(n, 500))) or "(no log lines)"
+        if cmd == "reboot":
+            return self._confirm("reboot now?", "y", self._do_reboot)
+        if cmd == "factory-reset":
+            return self._confirm("reset the config to the factory default and forget "
+                                 "last-known-good? type 'yes' to confirm", "yes",
+                                 self._do_factory_reset)
+        return f"unknown command: {line} (type 'help')"
+
+    def _status(self) -> str:
+        st = self.backend.status()
+        health = st.get("health") or {}
+        lines = [f"state:    {st.get('state')} (panel {st.get('panel')})",
+                 f"proxy:    pid {st.get('pid')}, restarts {st.get('restarts')}, "
+                 f"crashes {st.get('crashes')}",
+                 f"config:   {st['config']['source']} {st['config']['path'] or ''} "
+                 f"({st['config']['errors']} errors)",
+                 f"health:   {'ok' if health.get('ok') else health.get('detail', '-')}, "
+                 f"lag {health.get('loop_lag_ms', '-')} ms",
+                 f"watchdog: {'armed' if st['watchdog']['armed'] else 'off'}, "
+                 f"{st['watchdog']['pets']} pets",
+                 f"version:  {st.get('version')}"]
+        if st.get("problem"):
+            lines.append(f"problem:  {st['problem']}")
+        return "\n".join(lines)
+
+    def _config_set(self, key: str, value: str) -> str:
+        old = self.backend.boot_text()
+        try:
+            new = set_key(old, key, toml_literal(value))
+        except EditError as exc:
+            return f"error: {exc}"
+        issues = self.backend.check_text(new)
+        if issues:
+            return "not changed, the result would be invalid:\n" + "\n".join(issues)
+        if new == old:
+            return "no change"
+        diff = difflib.unified_diff(old.splitlines(), new.splitlines(), "sipedge.toml (now)",
+                                    "sipedge.toml (new)", lineterm="", n=1)
+
+        def write() -> str:
+            self.backend.write_boot(new)
+            return "written; type 'apply' to use it"
+
+        return "\n".join(diff) + "\n" + self._confirm("write it?", "y", write)
+
+    def _config_import(self) -> str:
+        offer = self.backend.media_config()
+        if offer is None:
+            return "no config on removable media"
+        if not offer.valid:
+            return f"the config on {offer.devnode} is invalid:\n" + "\n".join(offer.issues)
+        old = self.backend.boot_text()
+        if offer.text == old:
+            return "no change"
+        issues = self.backend.check_text(offer.text)
+        if issues:
+            return "not imported:\n" + "\n".join(issues)
+        diff = difflib.unified_diff(old.splitlines(), offer.text.splitlines(),
+                                    "sipedge.toml (now)", f"{offer.devnode} sipedge.toml",
+                                    lineterm="", n=1)
+
+        def write() -> str:
+            self.backend.write_boot(offer.text)
+            return "written; type 'apply' to use it"
+
+        return "\n".join(diff) + "\n" + self._confirm("write it?", "y", write)
+
+    def _do_reboot(self) -> str:
+        self.backend.reboot()
+        return "rebooting"
+
+    def _do_factory_reset(self) -> str:
+        self.backend.factory_reset()
+        return "factory default written; applying"
+
+
+def _params(args: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for i, a in enumerate(args):
+        k, eq, v = a.partition("=")
+        if not eq:
+            params[str(i)] = a
+            continue
+        try:
+            params[k] = json.loads(v)
+        except ValueError:
+            params[k] = v
+    return params
+
+
+def _fmt(result: Any) -> str:
+    return json.dumps(result, indent=2, sort_keys=True)
+
+
+# ------------------------------------------------------------------ log ring
+
+
+class RingLogHandler(logging.Handler):
+    """Keeps the last `capacity` formatted log lines in RAM for `logs` (never the SD card)."""
+
+    def __init__(self, capacity: int = 500) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=capacity)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+    def tail(self, n: int) -> list[str]:
+        return list(self.lines)[-n:] if n > 0 else []
+
+
+# ------------------------------------------------------------------ tty adapter
+
+
+class SerialConsole:
+    """Runs a session on a tty in a thread: raw mode, baud rate, bounded select loop."""
+
+    def __init__(self, device: str | Path, session: ConsoleSession, baud: int = 115200,
+                 clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.device = str(device)
+        self.session = session
+        self.baud = baud
+        self.clock = clock or time.monotonic
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        fd = os.open(self.device, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            tty.setraw(fd)
+            attrs = termios.tcgetattr(fd)
+            speed = BAUD.get(self.baud, termios.B115200)
+            attrs[4] = attrs[5] = speed
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        except termios.error as exc:
+            log.warning("console tty setup failed device=%s error=%s", self.device, exc)
+        self._fd = fd
+        self._thread = threading.Thread(target=self._run, name="console", daemon=True)
+        self._thread.start()
+        log.info("management console device=%s baud=%d", self.device, self.baud)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    def _run(self) -> None:
+        try:
+            self._write(self.session.greeting(self.clock()))
+            while not self._stop.is_set():
+                r, _, _ = select.select([self._fd], [], [], 0.2)
+                now = self.clock()
+                if r:
+                    try:
+                        data = os.read(self._fd, 1024)
+                    except OSError:
+                        data = b""
+                    if not data:  # hang-up on a pty; a real UART never returns EOF
+                        self._stop.wait(0.2)
+                        continue
+                    self._write(self.session.feed(data, now))
+                else:
+                    self._write(self.session.tick(now))
+        except OSError as exc:
+            log.error("console stopped device=%s error=%s", self.device, exc)
+        finally:
+            os.close(self._fd)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

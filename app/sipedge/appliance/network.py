@@ -1,0 +1,504 @@
+"""Network set-up from `[network]` through netlink (pyroute2): links, VLANs, addresses, routes.
+
+Split the sans-IO way:
+
+- `desired_state(params)` and `plan(desired, current)` are pure: they turn the config and a
+  snapshot of the kernel state into a list of operations. Applying the plan and planning again
+  yields an empty plan: that is what "idempotent" means here, and the tests check it.
+- `NetlinkNetwork` reads the snapshot (`snapshot()`) and carries out operations (`apply()`)
+  with `pyroute2.IPRoute`, optionally inside a network namespace (tests create their own).
+- `link_events()` turns RTM_NEWLINK/NEWADDR/DELADDR messages into `LinkChanged` and
+  `AddressChanged` events for the panel and the proxy.
+
+Only what the config names is touched: addresses on interfaces the config lists (IPv6 link-local
+ones are left alone) and routes with protocol `static` (what we install). An interface the
+config names but the box lacks is reported, not created.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .params import NetworkParams
+from .sdconfig import atomic_write
+
+log = logging.getLogger("sipedge.appliance.network")
+
+RTPROT_STATIC = 4
+IFF_UP = 0x1
+
+
+# ------------------------------------------------------------------ state model
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    name: str
+    up: bool = True
+    mtu: int | None = None
+    vlan_parent: str | None = None  # set: an 802.1Q sub-interface of this parent
+    vlan_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    dst: str  # normalised prefix, "default" -> 0.0.0.0/0 or ::/0
+    gateway: str = ""
+    dev: str = ""
+    metric: int = 0
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_network(self.dst).version
+
+
+@dataclass
+class NetState:
+    """Links, addresses and (static) routes: either wanted (desired) or found (snapshot)."""
+
+    links: dict[str, LinkSpec] = field(default_factory=dict)
+    addresses: set[tuple[str, str]] = field(default_factory=set)  # (ifname, "addr/prefix")
+    routes: set[RouteSpec] = field(default_factory=set)
+
+
+# Operations, in the order they must run
+@dataclass(frozen=True)
+class AddVlan:
+    name: str
+    parent: str
+    vlan_id: int
+
+
+@dataclass(frozen=True)
+class DeleteLink:
+    name: str
+
+
+@dataclass(frozen=True)
+class SetLink:
+    name: str
+    up: bool | None = None
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class AddAddress:
+    ifname: str
+    cidr: str
+
+
+@dataclass(frozen=True)
+class DeleteAddress:
+    ifname: str
+    cidr: str
+
+
+@dataclass(frozen=True)
+class AddRoute:
+    route: RouteSpec
+
+
+@dataclass(frozen=True)
+class DeleteRoute:
+    route: RouteSpec
+
+
+@dataclass(frozen=True)
+class MissingLink:
+    """The config names an interface the box does not have (reported, nothing done)."""
+
+    name: str
+
+
+Op = AddVlan | DeleteLink | SetLink | AddAddress | DeleteAddress | AddRoute | DeleteRoute | \
+    MissingLink
+
+
+def _norm_cidr(text: str) -> str:
+    iface = ipaddress.ip_interface(text)
+    return f"{iface.ip.compressed}/{iface.network.prefixlen}"
+
+
+def _norm_route(dst: str, gateway: str, dev: str, metric: int) -> RouteSpec:
+    if dst == "default":
+        fam = ipaddress.ip_address(gateway).version if gateway else 4
+        dst = "0.0.0.0/0" if fam == 4 else "::/0"
+    net = ipaddress.ip_network(dst, strict=False)
+    gw = ipaddress.ip_address(gateway).compressed if gateway else ""
+    return RouteSpec(net.compressed, gw, dev, metric)
+
+
+def validate(params: NetworkParams) -> list[str]:
+    """Problems a type cannot express: malformed addresses, VLANs on unknown parents, ..."""
+    problems = []
+    names = set()
+    for i, itf in enumerate(params.interface):
+        names.add(itf.name)
+        for a in itf.addresses:
+            try:
+                _norm_cidr(a)
+            except ValueError:
+                problems.append(f"network.interface[{i}].addresses: bad address {a!r}")
+    for i, v in enumerate(params.vlan):
+        if v.link not in names:
+            problems.append(f"network.vlan[{i}].link: {v.link!r} is not a configured interface")
+        names.add(v.name)
+        for a in v.addresses:
+            try:
+                _norm_cidr(a)
+            except ValueError:
+                problems.append(f"network.vlan[{i}].addresses: bad address {a!r}")
+    for i, r in enumerate(params.route):
+        try:
+            _norm_route(r.dst, r.gateway, r.dev, r.metric)
+        except ValueError as exc:
+            problems.append(f"network.route[{i}]: {exc}")
+        if r.dev and r.dev not in names:
+            problems.append(f"network.route[{i}].dev: {r.dev!r} is not a configured interface")
+        if not r.dev and not r.gateway:
+            problems.append(f"network.route[{i}]: needs a gateway or a dev")
+    for s in params.dns_servers:
+        try:
+            ipaddress.ip_address(s)
+        except ValueError:
+            problems.append(f"network.dns_servers: bad address {s!r}")
+    return problems
+
+
+def desired_state(params: NetworkParams) -> NetState:
+    st = NetState()
+    for itf in params.interface:
+        st.links[itf.name] = LinkSpec(itf.name, itf.up, itf.mtu)
+        st.addresses |= {(itf.name, _norm_cidr(a)) for a in itf.addresses}
+    for v in params.vlan:
+        st.links[v.name] = LinkSpec(v.name, v.up, None, v.link, v.id)
+        st.addresses |= {(v.name, _norm_cidr(a)) for a in v.addresses}
+    st.routes = {_norm_route(r.dst, r.gateway, r.dev, r.metric) for r in params.route}
+    return st
+
+
+def _link_local(cidr: str) -> bool:
+    return ipaddress.ip_interface(cidr).ip.is_link_local
+
+
+def plan(desired: NetState, current: NetState) -> list[Op]:
+    """Operations that turn `current` into `desired` (empty when they already agree)."""
+    ops: list[Op] = []
+    missing: set[str] = set()
+    # A route configured without `dev` gets one from the kernel: compare without it.
+    loose = {(r.dst, r.gateway, r.metric) for r in desired.routes if not r.dev}
+    current_routes = {RouteSpec(r.dst, r.gateway, "", r.metric)
+                      if (r.dst, r.gateway, r.metric) in loose else r for r in current.routes}
+    # static routes we no longer want go first, before their interface loses its address
+    for r in sorted(current_routes - desired.routes, key=repr):
+        ops.append(DeleteRoute(r))
+    # links: VLANs first created/recreated, then state
+    for name, want in desired.links.items():
+        have = current.links.get(name)
+        if want.vlan_parent is not None:
+            if have is not None and (have.vlan_parent, have.vlan_id) != (want.vlan_parent,
+                                                                         want.vlan_id):
+                ops.append(DeleteLink(name))
+                have = None
+            if have is None:
+                if want.vlan_parent not in current.links and \
+                        want.vlan_parent not in desired.links:
+                    ops.append(MissingLink(want.vlan_parent))
+                    missing.add(name)
+                    continue
+                ops.append(AddVlan(name, want.vlan_parent, want.vlan_id or 0))
+                have = LinkSpec(name, False, None, want.vlan_parent, want.vlan_id)
+        elif have is None:
+            ops.append(MissingLink(name))
+            missing.add(name)
+            continue
+        up = want.up if have.up != want.up else None
+        mtu = want.mtu if want.mtu is not None and have.mtu != want.mtu else None
+        if up is not None or mtu is not None:
+            ops.append(SetLink(name, up, mtu))
+    # addresses on the interfaces we manage
+    for ifname, cidr in sorted(current.addresses - desired.addresses):
+        if ifname in desired.links and not _link_local(cidr):
+            ops.append(DeleteAddress(ifname, cidr))
+    for ifname, cidr in sorted(desired.addresses - current.addresses):
+        if ifname not in missing:
+            ops.append(AddAddress(ifname, cidr))
+    # static routes (current.routes holds only protocol-static ones)
+    for r in sorted(desired.routes - current_routes, key=repr):
+        if r.dev not in missing:
+            ops.append(AddRoute(r))
+    return ops
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    ifname: str
+    up: bool  # administratively up and carrier (IFF_RUNNING / oper state UP)
+
+
+@dataclass(frozen=True)
+class AddressChanged:
+    ifname: str
+    cidr: str
+    added: bool
+
+
+def link_events(msgs: Iterable[Any], names: dict[int, str]) -> list[LinkChanged | AddressChanged]:
+    """Events from pyroute2 netlink messages; `names` maps ifindex -> name (kept up to date)."""
+    out: list[LinkChanged | AddressChanged] = []
+    for m in msgs:
+        ev = m.get("event")
+        if ev in ("RTM_NEWLINK", "RTM_DELLINK"):
+            name = m.get_attr("IFLA_IFNAME")
+            names[m["index"]] = name
+            oper = m.get_attr("IFLA_OPERSTATE")
+            up = ev == "RTM_NEWLINK" and bool(m["flags"] & IFF_UP) and oper in ("UP", "UNKNOWN")
+            out.append(LinkChanged(name, up))
+        elif ev in ("RTM_NEWADDR", "RTM_DELADDR"):
+            addr = m.get_attr("IFA_ADDRESS") if m["family"] == 10 else (
+                m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))
+            if addr is None:
+                continue
+            name = m.get_attr("IFA_LABEL") or names.get(m["index"], str(m["index"]))
+            out.append(AddressChanged(name, f"{addr}/{m['prefixlen']}", ev == "RTM_NEWADDR"))
+    return out
+
+
+# ------------------------------------------------------------------ netlink adapter
+
+
+class NetlinkNetwork:
+    """Reads and changes the kernel's network state with pyroute2 (in `netns` if given)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        from pyroute2 import IPRoute
+
+        self.ipr = IPRoute(netns=netns) if netns else IPRoute()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def __enter__(self) -> NetlinkNetwork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _names(self) -> dict[int, str]:
+        return {ln["index"]: ln.get_attr("IFLA_IFNAME") for ln in self.ipr.get_links()}
+
+    def snapshot(self) -> NetState:
+        st = NetState()
+        names = {}
+        for ln in self.ipr.get_links():
+            name = ln.get_attr("IFLA_IFNAME")
+            names[ln["index"]] = name
+            info = ln.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            parent = vid = None
+            if kind == "vlan":
+                data = info.get_attr("IFLA_INFO_DATA")
+                vid = data.get_attr("IFLA_VLAN_ID") if data else None
+                parent = ln.get_attr("IFLA_LINK")
+            st.links[name] = LinkSpec(name, bool(ln["flags"] & IFF_UP), ln.get_attr("IFLA_MTU"),
+                                      parent, vid)
+        for name, spec in list(st.links.items()):
+            if isinstance(spec.vlan_parent, int):
+                st.links[name] = LinkSpec(name, spec.up, spec.mtu,
+                                          names.get(spec.vlan_parent), spec.vlan_id)
+        for a in self.ipr.get_addr():
+            addr = a.get_attr("IFA_ADDRESS") if a["family"] == 10 else (
+                a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"))
+            st.addresses.add((names.get(a["index"], ""), _norm_cidr(f"{addr}/{a['prefixlen']}")))
+        for family in (2, 10):
+            for r in self.ipr.get_routes(family=family, table=254):
+                if r["proto"] != RTPROT_STATIC:
+                    continue
+                dst = r.get_attr("RTA_DST")
+                dst = f"{dst}/{r['dst_len']}" if dst else ("0.0.0.0/0" if family == 2 else "::/0")
+                gw = r.get_attr("RTA_GATEWAY") or ""
+                dev = names.get(r.get_attr("RTA_OIF"), "") if r.get_attr("RTA_OIF") else ""
+                metric = r.get_attr("RTA_PRIORITY") or 0
+                st.routes.add(_norm_route(dst, gw, dev, metric))
+        return st
+
+    def apply(self, ops: Iterable[Op]) -> list[str]:
+        """Carry out `ops` in order. Returns problems (missing links, kernel errors)."""
+        from pyroute2 import NetlinkError
+
+        problems = []
+        for op in ops:
+            try:
+                self._apply_one(op)
+            except NetlinkError as exc:
+                if isinstance(op, (DeleteRoute, DeleteAddress)) and exc.code in (3, 99):
+                    continue  # already gone with its interface or address: nothing to do
+                problems.append(f"{op}: {exc}")
+                log.error("network op failed op=%s error=%s", op, exc)
+            if isinstance(op, MissingLink):
+                problems.append(f"interface {op.name} does not exist")
+                log.warning("network interface missing name=%s", op.name)
+        return problems
+
+    def _index(self, name: str) -> int:
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            from pyroute2 import NetlinkError
+
+            raise NetlinkError(19, f"no interface {name}")
+        return int(found[0])
+
+    def _apply_one(self, op: Op) -> None:
+        log.info("network op=%s", op)
+        if isinstance(op, AddVlan):
+            self.ipr.link("add", ifname=op.name, kind="vlan", link=self._index(op.parent),
+                          vlan_id=op.vlan_id)
+        elif isinstance(op, DeleteLink):
+            self.ipr.link("del", index=self._index(op.name))
+        elif isinstance(op, SetLink):
+            kw: dict[str, Any] = {}
+            if op.mtu is not None:
+                kw["mtu"] = op.mtu
+            if op.up is not None:
+                kw["state"] = "up" if op.up else "down"
+            self.ipr.link("set", index=self._index(op.name), **kw)
+        elif isinstance(op, (AddAddress, DeleteAddress)):
+            iface = ipaddress.ip_interface(op.cidr)
+            self.ipr.addr("add" if isinstance(op, AddAddress) else "del",
+                          index=self._index(op.ifname), address=iface.ip.compressed,
+                          prefixlen=iface.network.prefixlen)
+        elif isinstance(op, (AddRoute, DeleteRoute)):
+            r = op.route
+            kw = {"dst": r.dst, "proto": RTPROT_STATIC, "table": 254}
+            if r.gateway:
+                kw["gateway"] = r.gateway
+            if r.dev:
+                kw["oif"] = self._index(r.dev)
+            if r.metric:
+                kw["priority"] = r.metric
+            self.ipr.route("add" if isinstance(op, AddRoute) else "del", **kw)
+
+
+class NetlinkWatcher:
+    """Link and address notifications as an async stream of events (pyroute2 AsyncIPRoute)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self.ipr: Any = None
+        self.names: dict[int, str] = {}
+
+    async def __aenter__(self) -> NetlinkWatcher:
+        from pyroute2 import AsyncIPRoute
+
+        self.ipr = AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
+        await self.ipr.__aenter__()
+        await self.ipr.bind()
+        self.names = {ln["index"]: ln.get_attr("IFLA_IFNAME")
+                      async for ln in await self.ipr.get_links()}
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ipr.__aexit__(*exc)
+
+    async def events(self) -> AsyncIterator[LinkChanged | AddressChanged]:
+        """Yields events as the kernel reports them; the caller bounds it (timeout, break)."""
+        while True:
+            async for msg in self.ipr.get():
+                for ev in link_events([msg], self.names):
+                    yield ev
+
+
+def configure(params: NetworkParams, net: NetlinkNetwork) -> list[str]:
+    """Validate, plan against a fresh snapshot and apply. Returns the problems found."""
+    problems = validate(params)
+    if problems:
+        return problems
+    return net.apply(plan(desired_state(params), net.snapshot()))
+
+
+def write_resolv_conf(path: str | Path, servers: Iterable[str]) -> bool:
+    """Write resolv.conf atomically if it differs. Returns True when it changed."""
+    path = Path(path)
+    text = "# written by sipedge-supervisor from [network] dns_servers\n" + "".join(
+        f"nameserver {s}\n" for s in servers)
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    atomic_write(path, text.encode())
+    return True
+
+
+def set_hostname(name: str, proc: str | Path = "/proc") -> bool:
+    """Set the kernel host name through procfs. Returns True when it changed."""
+    p = Path(proc) / "sys" / "kernel" / "hostname"
+    if p.read_text().strip() == name:
+        return False
+    p.write_text(name)
+    return True
+
+
+class NetworkManager:
+    """What the supervisor uses: apply `[network]` (off the event loop) and track addresses."""
+
+    def __init__(self, netns: str | None = None, proc: str | Path = "/proc") -> None:
+        self.netns = netns
+        self.proc = Path(proc)
+        self.addresses: dict[str, set[str]] = {}
+
+    def _apply_sync(self, params: NetworkParams) -> list[str]:
+        with NetlinkNetwork(self.netns) as net:
+            problems = configure(params, net) if params.manage else []
+            snap = net.snapshot()
+        if params.manage:
+            try:
+                if params.dns_servers:
+                    write_resolv_conf(params.resolv_conf, params.dns_servers)
+                if params.hostname:
+                    set_hostname(params.hostname, self.proc)
+            except OSError as exc:
+                problems.append(f"network: {exc}")
+        self.addresses = {}
+        for ifname, cidr in snap.addresses:
+            self._track(AddressChanged(ifname, cidr, True))
+        return problems
+
+    async def apply(self, params: NetworkParams) -> list[str]:
+        import asyncio
+
+        return await asyncio.to_thread(self._apply_sync, params)
+
+    def _track(self, ev: AddressChanged) -> None:
+        ip = ipaddress.ip_interface(ev.cidr).ip
+        if ip.is_loopback or ip.is_link_local:
+            return
+        s = self.addresses.setdefault(ev.ifname, set())
+        if ev.added:
+            s.add(ev.cidr)
+        else:
+            s.discard(ev.cidr)
+
+    def address_lines(self) -> list[str]:
+        """ "eth0 192.0.2.10/24" lines, IPv4 first, for the LCD."""
+        out = []
+        for ifname in sorted(self.addresses):
+            for cidr in sorted(self.addresses[ifname], key=lambda c: (":" in c, c)):
+                out.append(f"{ifname} {cidr}")
+        return out
+
+    async def watch(self, on_event: Any) -> None:
+        """Follow link/address changes until cancelled; `on_event(ev)` sees each one."""
+        async with NetlinkWatcher(self.netns) as w:
+            async for ev in w.events():
+                if isinstance(ev, AddressChanged):
+                    self._track(ev)
+                on_event(ev)

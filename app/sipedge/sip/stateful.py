@@ -1,0 +1,583 @@
+"""Transaction-stateful proxy (RFC 3261 16 with the transactions of 17), sans-IO.
+
+One `StatefulProxy` per worker holds every server and client transaction of that worker and
+the *response contexts* (16.7) that join them: one server transaction, one client transaction
+per branch. The caller (io/tm_driver.py) feeds requests, responses and `now`, drains
+`data_to_send()` (a list of `Transmit`) and keeps one timer armed at `get_timer()`.
+
+What the routing script decides (which branches, failure and reply routes) reaches this module
+through two doors: `relay(ctx, targets, now)` / `reply(ctx, ...)` called by the driver, and
+the `Hooks` object (a port) that the proxy calls when a reply arrives and when every branch has
+failed. Nothing here does I/O or reads a clock.
+
+Final-response timers work like Kamailio's: `fr_timeout` runs from the moment a branch is
+sent until its first reply; for INVITE a provisional reply restarts it as `fr_inv_timeout`.
+When it fires the branch ends with a local 408 (an INVITE branch that got a provisional is
+also CANCELled) and the 408 takes part in best-response selection like any other reply.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import LocalProtocolError
+from .headers.via import MAGIC_COOKIE
+from .message import Request, Response
+from .proxy import LocalAddress, ProxyCore, Source
+from .transaction import (AckReceived, ClientTransaction, Kind, ResponseReceived, ServerTransaction,
+                          State, TimerValues, TransactionTerminated, TransactionTimedOut,
+                          TransportFailed, build_cancel, response_key, server_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a transaction's messages go."""
+
+    proto: str  # udp | tcp
+    ip: str
+    port: int
+    listener: int
+    conn_id: int | None = None
+    server_name: str | None = None  # TLS: the name the server certificate must match
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    peer: Peer
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BranchTarget:
+    """A resolved branch: the request to send (R-URI already set), where, and from which
+    listener. The proxy adds Max-Forwards, Record-Route and its Via."""
+
+    request: Request
+    peer: Peer
+    out: LocalAddress
+
+
+@dataclass(frozen=True, slots=True)
+class TmParams:
+    timers: TimerValues = TimerValues()
+    fr_timeout: float = 30.0  # until the first reply of a branch
+    fr_inv_timeout: float = 120.0  # INVITE: from the first provisional to the final reply
+    send_trying: bool = True  # 100 Trying to the caller as soon as an INVITE is relayed
+
+
+class Hooks(Protocol):
+    def on_reply(self, ctx: "ResponseContext", branch: "Branch", resp: Response) -> bool:
+        """Every reply of a branch (our Via already removed), before it is forwarded; may
+        change `resp`. False: do not forward it (honoured for provisional replies only)."""
+
+    def on_failure(self, ctx: "ResponseContext", now: float) -> bool:
+        """Every branch ended without a 2xx (`ctx.best` is the winning reply). True: the hook
+        took over and calls relay() or reply() on `ctx`, now or later."""
+
+
+class NoHooks:
+    def on_reply(self, ctx: "ResponseContext", branch: "Branch", resp: Response) -> bool:
+        return True
+
+    def on_failure(self, ctx: "ResponseContext", now: float) -> bool:
+        return False
+
+
+_seq = itertools.count(1)
+
+
+class Branch:
+    """One client transaction of a response context, and its final-response timer."""
+
+    __slots__ = ("ctx", "index", "request", "peer", "ct", "status", "final", "provisional",
+                 "cancel_pending", "cancel_ct", "fr_deadline", "armed", "seq")
+
+    def __init__(self, ctx: "ResponseContext", index: int, request: Request, peer: Peer) -> None:
+        self.ctx = ctx
+        self.index = index
+        self.request = request
+        self.peer = peer
+        self.ct: ClientTransaction | None = None
+        self.status = 0  # last status seen (0: none yet)
+        self.final: Response | None = None  # final reply, None while pending
+        self.provisional = False
+        self.cancel_pending = False
+        self.cancel_ct: ClientTransaction | None = None
+        self.fr_deadline: float | None = None
+        self.armed: float | None = None
+        self.seq = next(_seq)
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None
+
+    def get_timer(self) -> float | None:
+        return self.fr_deadline
+
+    def __repr__(self) -> str:
+        return f"<Branch {self.index} status={self.status} done={self.done}>"
+
+
+class ResponseContext:
+    """The proxy's state for one relayed request (16.7): its server transaction, branches,
+    the best reply so far and the routes the script armed."""
+
+    __slots__ = ("st", "request", "src", "reply_peer", "branches", "best", "final_status",
+                 "canceled", "routes", "taken_over", "live", "key", "user")
+
+    def __init__(self, st: ServerTransaction, request: Request, src: Source,
+                 reply_peer: Peer) -> None:
+        self.st = st
+        self.request = request  # as the script left it; each branch gets its own copy
+        self.src = src
+        self.reply_peer = reply_peer
+        self.branches: list[Branch] = []
+        self.best: Response | None = None
+        self.final_status = 0  # final status sent upstream (0: none yet)
+        self.canceled = False
+        self.routes: dict[str, str | None] = {"failure": None, "reply": None, "branch": None}
+        self.taken_over = False  # a failure hook will call relay()/reply()
+        self.live = 1  # transactions alive (the server transaction counts)
+        self.key = st.key
+        self.user: dict = {}  # free for the driver / script
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    @property
+    def pending(self) -> list[Branch]:
+        return [b for b in self.branches if b.final is None]
+
+    def __repr__(self) -> str:
+        return f"<ResponseContext {self.request.method} {self.request.call_id} " \
+               f"branches={len(self.branches)} final={self.final_status}>"
+
+
+def is_stateful_branch(branch: str | None) -> bool:
+    """Our transaction branches are `z9hG4bK<worker>xt...`; stateless ones are
+    `z9hG4bK<worker>x<hex>` (ProxyCore.branch)."""
+    if not branch or not branch.startswith(MAGIC_COOKIE):
+        return False
+    x = branch.find("x", 7)
+    return x > 7 and branch[x + 1:x + 2] == "t"
+
+
+def copy_request(req: Request) -> Request:
+    """A deep enough copy: own header list, own entries; values are immutable strings."""
+    return Request(req.method, req.uri_text, [[h[0], h[1], h[2]] for h in req.headers],
+                   req.body, req.version)
+
+
+def _copy_response(resp: Response) -> Response:
+    return Response(resp.status, resp.reason, [[h[0], h[1], h[2]] for h in resp.headers],
+                    resp.body, resp.version)
+
+
+_PREFERRED_4XX = (401, 407, 415, 420, 484)
+
+
+def best_response(responses: list[Response]) -> Response | None:
+    """16.7 step 6: any 6xx; else the lowest class, preferring 401/407/415/420/484 in 4xx."""
+    if not responses:
+        return None
+    six = [r for r in responses if r.status >= 600]
+    if six:
+        return six[0]
+    low = min(r.status // 100 for r in responses)
+    cands = [r for r in responses if r.status // 100 == low]
+    if low == 4:
+        for r in cands:
+            if r.status in _PREFERRED_4XX:
+                return r
+    return cands[0]
+
+
+class StatefulProxy:
+    """All transactions of one worker. See the module doc."""
+
+    def __init__(self, core: ProxyCore, params: TmParams = TmParams(), *,
+                 hooks: Hooks | None = None, salt: str = "0") -> None:
+        self.core = core
+        self.params = params
+        self.hooks: Hooks = hooks or NoHooks()
+        self.salt = salt
+        self.server: dict[object, ServerTransaction] = {}
+        self.client: dict[object, ClientTransaction] = {}
+        self.active = {k: 0 for k in Kind}
+        self.total = {k: 0 for k in Kind}
+        self.contexts = 0
+        self._out: list[Transmit] = []
+        self._heap: list[tuple[float, int, object]] = []
+        self._branch_seq = itertools.count(1)
+
+    # -- output and timers ----------------------------------------------------------
+
+    def data_to_send(self) -> list[Transmit]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            when, _, obj = heap[0]
+            if obj.armed == when:  # type: ignore[attr-defined]
+                return when
+            heapq.heappop(heap)  # stale entry
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, obj = heapq.heappop(heap)
+            if obj.armed != when:  # type: ignore[attr-defined]
+                continue
+            obj.armed = None  # type: ignore[attr-defined]
+            if isinstance(obj, Branch):
+                self._fr_expired(obj, now)
+            else:
+                obj.handle_timer(now)  # type: ignore[attr-defined]
+                self._drain(obj, now)  # type: ignore[arg-type]
+
+    def _arm(self, obj: ServerTransaction | ClientTransaction | Branch) -> None:
+        when = obj.get_timer()
+        if when != obj.armed:  # type: ignore[union-attr]
+            obj.armed = when  # type: ignore[union-attr]
+            if when is not None:
+                heapq.heappush(self._heap, (when, id(obj), obj))
+
+    def stats(self) -> dict:
+        return {"active": {k.value: v for k, v in self.active.items()},
+                "total": {k.value: v for k, v in self.total.items()},
+                "contexts": self.contexts}
+
+    # -- requests ----------------------------------------------------------------------
+
+    def match_request(self, msg: Request, src: Source, now: float) -> bool:
+        """Give a request to the transaction it matches (17.2.3): retransmissions are
+        absorbed, the ACK of a non-2xx final is taken hop by hop, a CANCEL of a known INVITE
+        is answered and applied (16.10). True: consumed, the script does not see it."""
+        if not self.server:
+            return False
+        st = self.server.get(server_key(msg))
+        if st is not None:
+            st.receive_request(msg, now)
+            self._drain(st, now)
+            return True
+        if msg.method == "CANCEL":
+            ist = self.server.get(server_key(msg, "INVITE"))
+            if ist is not None and isinstance(ist.owner, ResponseContext):
+                self._receive_cancel(msg, src, ist.owner, now)
+                return True
+        return False
+
+    def _receive_cancel(self, cancel: Request, src: Source, ctx: ResponseContext,
+                        now: float) -> None:
+        st = self._new_server(cancel, src, now)
+        st.owner = self._reply_peer(cancel, src)  # a CANCEL's own transaction: just a peer
+        self._send_reply(st, self.core.make_reply(cancel, 200, "OK"), now)
+        if ctx.final_status:
+            return  # too late: 16.10, the final response already went out
+        ctx.canceled = True
+        self.cancel_branches(ctx, now)
+
+    def cancel_branches(self, ctx: ResponseContext, now: float,
+                        keep: Branch | None = None) -> None:
+        """CANCEL every pending branch (9.1: only once it has a provisional reply; the others
+        get their CANCEL when one arrives)."""
+        if not ctx.is_invite:
+            return
+        for b in ctx.branches:
+            if b is keep or b.final is not None or b.cancel_ct is not None:
+                continue
+            if b.provisional:
+                self._send_cancel(b, now)
+            else:
+                b.cancel_pending = True
+
+    def _send_cancel(self, b: Branch, now: float) -> None:
+        cancel = build_cancel(b.request)
+        ct = ClientTransaction(cancel, cancel.to_bytes(), now, reliable=b.peer.proto != "udp",
+                               timers=self.params.timers)
+        ct.owner = b
+        b.cancel_ct = ct
+        b.cancel_pending = False
+        self._add_client(ct, b.ctx)
+        self._drain(ct, now)
+
+    def create(self, msg: Request, src: Source, now: float) -> ResponseContext:
+        """The response context and server transaction for a request the script relays or
+        answers statefully (t_relay / t_reply)."""
+        if msg.method == "ACK":
+            raise LocalProtocolError("ACK never creates a transaction")
+        key = server_key(msg)
+        if key in self.server:
+            raise LocalProtocolError("a transaction for this request exists already")
+        st = self._new_server(msg, src, now)
+        ctx = ResponseContext(st, msg, src, self._reply_peer(msg, src))
+        st.owner = ctx
+        self.contexts += 1
+        return ctx
+
+    def _new_server(self, msg: Request, src: Source, now: float) -> ServerTransaction:
+        st = ServerTransaction(msg, now, reliable=src.proto != "udp", timers=self.params.timers)
+        self.server[st.key] = st
+        self.active[st.kind] += 1
+        self.total[st.kind] += 1
+        return st
+
+    @staticmethod
+    def _reply_peer(msg: Request, src: Source) -> Peer:
+        """Where responses go (18.2.2, RFC 3581): the connection for streams; over UDP the
+        source address, and the source port when the Via asked for rport."""
+        via = msg.via
+        if src.proto == "udp" and not via.maddr:
+            port = src.port if via.rport is not None else (via.port or 5060)
+            return Peer("udp", src.ip, port, src.listener)
+        ip, port = via.response_target()
+        return Peer(src.proto, ip, port, src.listener, src.conn_id)
+
+    def trying(self, ctx: ResponseContext, now: float) -> None:
+        """100 Trying for an INVITE (17.2.1), unless something was sent already."""
+        if ctx.is_invite and ctx.st.last_status == 0:
+            self._send_reply(ctx.st, self.core.make_reply(ctx.request, 100, "Trying"), now)
+
+    def new_branch_id(self, req: Request) -> str:
+        """Our Via branch: worker index first (hand-off), unique, loop hash last (16.6.8)."""
+        return (f"{MAGIC_COOKIE}{self.core.worker}xt{self.salt}{next(self._branch_seq):x}."
+                f"{self.core._loop_hash(req)}")
+
+    def relay(self, ctx: ResponseContext, targets: list[BranchTarget], now: float) -> list[Branch]:
+        """Send the request on new branches (parallel forking; serial forking when called
+        again from a failure route)."""
+        if ctx.final_status:
+            raise LocalProtocolError("the transaction has a final response already")
+        ctx.taken_over = False
+        if ctx.canceled or not targets:
+            self.send_best(ctx, now)  # CANCELled meanwhile (487), or nothing to try
+            return []
+        made = []
+        if ctx.is_invite and self.params.send_trying:
+            self.trying(ctx, now)
+        for t in targets:
+            req = t.request
+            b = Branch(ctx, len(ctx.branches), req, t.peer)
+            ctx.branches.append(b)
+            data = self.core.finalize_request(req, ctx.src, t.out, self.new_branch_id(req))
+            ct = ClientTransaction(req, data, now, reliable=t.peer.proto != "udp",
+                                   timers=self.params.timers)
+            ct.owner = b
+            b.ct = ct
+            b.fr_deadline = now + self.params.fr_timeout
+            self._arm(b)
+            self._add_client(ct, ctx)
+            self._drain(ct, now)
+            made.append(b)
+        return made
+
+    def _add_client(self, ct: ClientTransaction, ctx: ResponseContext) -> None:
+        self.client[ct.key] = ct
+        self.active[ct.kind] += 1
+        self.total[ct.kind] += 1
+        ctx.live += 1
+
+    def reply(self, ctx: ResponseContext, status: int, reason: str,
+              headers: list[tuple[str, str]] | tuple = (), body: bytes = b"",
+              content_type: str | None = None, now: float = 0.0) -> None:
+        """Answer statefully (t_reply): pending branches of an INVITE are CANCELled."""
+        resp = self.core.make_reply(ctx.request, status, reason, headers, body, content_type)
+        ctx.taken_over = False
+        if status >= 200:
+            if ctx.final_status and not (200 <= status < 300 and ctx.is_invite):
+                raise LocalProtocolError("the transaction has a final response already")
+            ctx.final_status = status
+            self.cancel_branches(ctx, now)
+        self._send_reply(ctx.st, resp, now)
+
+    def _send_reply(self, st: ServerTransaction, resp: Response, now: float) -> None:
+        two = 200 <= resp.status < 300
+        if st.state in (State.PROCEEDING, State.TRYING) or (st.state is State.ACCEPTED and two):
+            st.send_response(resp.status, resp.to_bytes(), now)
+            self._drain(st, now)
+        elif two and isinstance(st.owner, ResponseContext) and st.owner.is_invite:
+            # a 2xx after a non-2xx final went upstream: forward it statelessly (RFC 6026 8.1)
+            self._out.append(Transmit(st.owner.reply_peer, resp.to_bytes()))
+
+    # -- responses ---------------------------------------------------------------------
+
+    def receive_response(self, resp: Response, now: float) -> bool:
+        """A response from the network. True when it matched a client transaction (and was
+        handled); False: no transaction, the caller forwards it statelessly (16.7 step 3)."""
+        if not self.client:
+            return False
+        key = response_key(resp)
+        ct = self.client.get(key) if key is not None else None
+        if ct is None:
+            return False
+        ct.receive_response(resp, now)
+        self._drain(ct, now)
+        return True
+
+    # -- events of the transactions ----------------------------------------------------
+
+    def _drain(self, txn: ServerTransaction | ClientTransaction, now: float) -> None:
+        data = txn.data_to_send()
+        if data:
+            peer = self._peer_of(txn)
+            if peer is not None:
+                for d in data:
+                    self._out.append(Transmit(peer, d))
+        while True:
+            ev = txn.next_event()
+            if ev is None:
+                break
+            if isinstance(ev, ResponseReceived):
+                owner = txn.owner
+                if isinstance(owner, Branch) and txn is owner.ct:
+                    self._on_response(owner, ev.response, now)
+            elif isinstance(ev, (TransactionTimedOut, TransportFailed)):
+                owner = txn.owner
+                if isinstance(owner, Branch) and txn is owner.ct and owner.final is None:
+                    status, reason = (408, "Request Timeout") \
+                        if isinstance(ev, TransactionTimedOut) else (503, "Service Unavailable")
+                    self._branch_final(owner, self._local_reply(owner.ctx, status, reason), now)
+            elif isinstance(ev, TransactionTerminated):
+                self._forget(txn)
+            elif isinstance(ev, AckReceived):
+                pass  # a 2xx ACK with the INVITE's branch: nothing to do for a proxy
+        self._arm(txn)
+
+    def _peer_of(self, txn: ServerTransaction | ClientTransaction) -> Peer | None:
+        owner = txn.owner
+        if isinstance(owner, Branch):
+            return owner.peer
+        if isinstance(owner, ResponseContext):
+            return owner.reply_peer
+        return owner if isinstance(owner, Peer) else None
+
+    def _forget(self, txn: ServerTransaction | ClientTransaction) -> None:
+        if isinstance(txn, ServerTransaction):
+            if self.server.get(txn.key) is txn:
+                del self.server[txn.key]
+            ctx = txn.owner if isinstance(txn.owner, ResponseContext) else None
+        else:
+            if self.client.get(txn.key) is txn:
+                del self.client[txn.key]
+            ctx = txn.owner.ctx if isinstance(txn.owner, Branch) else None
+        self.active[txn.kind] -= 1
+        if ctx is not None:
+            ctx.live -= 1
+            if ctx.live == 0:
+                self.contexts -= 1
+                for b in ctx.branches:  # the final-response timers die with the context
+                    b.fr_deadline = None
+                    b.armed = None
+
+    def _local_reply(self, ctx: ResponseContext, status: int, reason: str) -> Response:
+        return self.core.make_reply(ctx.request, status, reason)
+
+    def _on_response(self, b: Branch, resp: Response, now: float) -> None:
+        ctx = b.ctx
+        # our Via goes (16.7 step 3); a reply with no Via left was for us
+        resp.pop_first("via")
+        if not resp.has("via"):
+            return
+        status = resp.status
+        if b.final is not None and not (200 <= status < 300 and ctx.is_invite):
+            return  # the branch ended already (local 408 or CANCEL); absorb
+        b.status = status
+        forward = self.hooks.on_reply(ctx, b, resp)
+        if status < 200:
+            if not b.provisional:
+                b.provisional = True
+                if ctx.is_invite:
+                    b.fr_deadline = now + self.params.fr_inv_timeout
+                    self._arm(b)
+            if b.cancel_pending:
+                self._send_cancel(b, now)
+            if status > 100 and forward and not ctx.final_status \
+                    and ctx.st.state in (State.PROCEEDING, State.TRYING):
+                self._send_reply(ctx.st, resp, now)
+            return
+        if 200 <= status < 300:
+            if b.final is None:
+                b.final = resp
+                self._stop_fr(b)
+            if ctx.is_invite:
+                # every 2xx of an INVITE goes upstream, retransmissions too (16.7 step 5)
+                ctx.final_status = ctx.final_status or status
+                self._send_reply(ctx.st, resp, now)
+                self.cancel_branches(ctx, now, keep=b)
+            elif not ctx.final_status:
+                ctx.final_status = status
+                self._send_reply(ctx.st, resp, now)
+            return
+        if status >= 600 and ctx.is_invite:
+            self.cancel_branches(ctx, now, keep=b)
+        self._branch_final(b, resp, now)
+
+    def _stop_fr(self, b: Branch) -> None:
+        b.fr_deadline = None
+        b.armed = None
+
+    def _branch_final(self, b: Branch, resp: Response, now: float) -> None:
+        b.final = resp
+        b.status = resp.status
+        self._stop_fr(b)
+        ctx = b.ctx
+        if not ctx.pending and not ctx.final_status and not ctx.taken_over:
+            self._finish(ctx, now)
+
+    def _fr_expired(self, b: Branch, now: float) -> None:
+        """fr_timer / fr_inv_timer fired: the branch ends with a local 408."""
+        if b.final is not None:
+            return
+        ct = b.ct
+        if ct is not None and not ct.terminated:
+            if ct.kind is Kind.ICT and b.provisional and ct.state is State.PROCEEDING:
+                if b.cancel_ct is None:
+                    self._send_cancel(b, now)  # the ICT lives on to ACK the 487
+            else:
+                ct.abandon(now)
+                self._drain(ct, now)
+        if b.final is None:
+            self._branch_final(b, self._local_reply(b.ctx, 408, "Request Timeout"), now)
+
+    def _finish(self, ctx: ResponseContext, now: float) -> None:
+        """Every branch has a final non-2xx reply: failure route, else the best reply goes
+        upstream (a CANCELled request gets 487)."""
+        finals = [b.final for b in ctx.branches if b.final is not None]
+        best = best_response(finals)
+        if best is None:
+            best = self._local_reply(ctx, 408, "Request Timeout")
+        ctx.best = best
+        if ctx.routes.get("failure") and self.hooks.on_failure(ctx, now):
+            if ctx.final_status or ctx.pending:
+                return  # the hook replied or relayed again
+            ctx.taken_over = True
+            return  # the driver calls relay() or reply() later
+        self.send_best(ctx, now)
+
+    def send_best(self, ctx: ResponseContext, now: float) -> None:
+        """Send the winning reply upstream (after the failure route left it alone)."""
+        ctx.taken_over = False
+        if ctx.final_status:
+            return
+        best = ctx.best or self._local_reply(ctx, 408, "Request Timeout")
+        if ctx.canceled and best.status < 600:
+            best = best if best.status == 487 else self._local_reply(ctx, 487, "Request Terminated")
+        elif best.status == 503:
+            # 16.7 step 6: a 503 from downstream becomes 500 (the next hop is unavailable,
+            # not this proxy)
+            best = _copy_response(best)
+            best.status, best.reason = 500, "Server Internal Error"
+        ctx.final_status = best.status
+        self._send_reply(ctx.st, best, now)
+
+
+__all__ = ["BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",
+           "StatefulProxy", "TmParams", "Transmit", "best_response", "copy_request",
+           "is_stateful_branch"]

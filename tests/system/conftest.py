@@ -1,0 +1,188 @@
+"""System-test fixtures: build the offline image when it is missing or stale, boot it in QEMU.
+
+Fixtures (see README.md in this directory):
+  sipedge_image      session; the amd64 image (tools/image/mkimage.py, skipped when the host
+                     cannot build or boot it)
+  sipedge_image_arm64  session; the arm64 image (only with SIPEDGE_TEST_ARM64=1)
+  boot_guest         factory: boot_guest(image, boot_files=..., extra_args=..., append=...)
+                     returns a started sipedge_vm.Guest; all guests stop at test end
+  sip_options        helper: sip_options(port, ruri_host) -> status code or None
+Environment:
+  SIPEDGE_TIMEOUT_MULTIPLIER  scales every guest timeout (slow CI), default 1
+  SIPEDGE_TEST_ARM64=1        also build and boot the arm64 image (make test-arm64)
+  SIPEDGE_IMAGE_DIR           use an already built image directory instead of out/image-ARCH
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools/vm"))
+
+from sipedge_vm import Guest, GuestError, load_image  # noqa: E402
+
+TIMEOUT_MULTIPLIER = float(os.environ.get("SIPEDGE_TIMEOUT_MULTIPLIER", "1"))
+BUILD_TOOLS = ("mmdebstrap", "genimage", "mke2fs", "mcopy", "mkfs.vfat", "chroot", "zstd")
+QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+
+# Figures collected by the tests and printed in the terminal summary.
+RESULTS: dict[str, str] = {}
+
+
+def record(key: str, value: str) -> None:
+    RESULTS[key] = value
+
+
+def pytest_terminal_summary(terminalreporter):
+    if RESULTS:
+        terminalreporter.section("sipedge system figures")
+        for key, value in RESULTS.items():
+            terminalreporter.write_line(f"{key}: {value}")
+
+
+def _image(arch: str):
+    """Build (if needed) and return the image for arch, or skip with the reason."""
+    if os.environ.get("SIPEDGE_IMAGE_DIR"):
+        return load_image(os.environ["SIPEDGE_IMAGE_DIR"])
+    if os.geteuid() != 0:
+        pytest.skip("building the image needs root (mmdebstrap root mode, chroot)")
+    missing = [t for t in (*BUILD_TOOLS, QEMU[arch]) if shutil.which(t) is None]
+    if arch == "arm64" and shutil.which("qemu-aarch64-static") is None:
+        missing.append("qemu-aarch64-static")
+    if missing:
+        pytest.skip("missing host tools: " + " ".join(missing)
+                    + " (apt packages are listed in tests/apt-packages.txt)")
+    outdir = REPO / "out" / f"image-{arch}"
+    tool = [sys.executable, str(REPO / "tools/image/mkimage.py"), "--arch", arch, "--out", str(outdir)]
+    if subprocess.run(tool + ["--check"]).returncode != 0:
+        t0 = time.monotonic()
+        log = outdir.parent / f"image-{arch}-build.log"
+        outdir.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as fh:
+            rc = subprocess.run(tool, stdout=fh, stderr=subprocess.STDOUT, timeout=1800).returncode
+        if rc != 0:
+            pytest.fail(f"image build failed (rc={rc}); log {log}:\n" + log.read_text()[-4000:])
+        record(f"image build {arch}", f"{time.monotonic() - t0:.0f} s")
+    image = load_image(outdir)
+    s = image.manifest["sizes"]
+    record(f"image {arch}", f"{s['disk_allocated'] / 2**20:.0f} MiB allocated "
+           f"({s['disk_apparent'] / 2**20:.0f} MiB apparent), rootfs {s['rootfs_tree'] / 2**20:.0f} MiB")
+    return image
+
+
+@pytest.fixture(scope="session")
+def sipedge_image():
+    return _image("amd64")
+
+
+@pytest.fixture(scope="session")
+def sipedge_image_arm64():
+    if os.environ.get("SIPEDGE_TEST_ARM64") != "1":
+        pytest.skip("arm64 boot runs in `make test-arm64` (SIPEDGE_TEST_ARM64=1)")
+    return _image("arm64")
+
+
+@pytest.fixture
+def boot_guest(tmp_path, request):
+    """Factory: boot_guest(image, **Guest options) -> started Guest, stopped at teardown."""
+    guests: list[Guest] = []
+
+    def start(image, **kw) -> Guest:
+        kw.setdefault("timeout_s", 300 * TIMEOUT_MULTIPLIER)
+        kw.setdefault("name", f"guest{len(guests)}")
+        guest = Guest(image, tmp_path, **kw)
+        guests.append(guest)
+        return guest.start()
+
+    yield start
+    for guest in guests:
+        if guest.proc is not None and guest.proc.poll() is None and guest.autologin:
+            # Keep the guest's own log next to the console transcript for post-mortems.
+            try:
+                _rc, out = guest.shell("logread 2>/dev/null | tail -n 60", timeout=10)
+                (tmp_path / f"{guest.name}-logread.txt").write_text(out)
+            except GuestError:
+                pass
+        guest.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"guest logs kept in {tmp_path}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+def sip_options(port: int, ruri_host: str, timeout: float = 1.0) -> int | None:
+    """Send one SIP OPTIONS over UDP to 127.0.0.1:port; return the status code or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        lport = s.getsockname()[1]
+        call_id = uuid.uuid4().hex
+        branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+        msg = "\r\n".join([
+            f"OPTIONS sip:{ruri_host} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:systemtest@127.0.0.1:{lport}>;tag={uuid.uuid4().hex[:8]}",
+            f"To: <sip:{ruri_host}>",
+            f"Call-ID: {call_id}",
+            "CSeq: 1 OPTIONS",
+            "Content-Length: 0",
+            "", ""]).encode()
+        s.settimeout(timeout)
+        s.sendto(msg, ("127.0.0.1", port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data, _ = s.recvfrom(65535)
+            except (socket.timeout, ConnectionRefusedError):
+                return None
+            head = data.split(b"\r\n", 1)[0].split()
+            if call_id.encode() in data and len(head) >= 2 and head[0] == b"SIP/2.0":
+                code = int(head[1])
+                if code >= 200:
+                    return code
+        return None
+
+
+def wait_sip_ready(guest: Guest, guest_port: int = 5060, ruri_host: str = "10.0.2.15",
+                   timeout: float = 240) -> float:
+    """Poll with OPTIONS until a 200 arrives; return seconds since QEMU started."""
+    port = guest.host_port("udp", guest_port)
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    last = None
+    while time.monotonic() < deadline:
+        if guest.proc.poll() is not None:
+            raise GuestError(f"QEMU exited ({guest.proc.returncode}); console:\n" + guest.console.tail())
+        last = sip_options(port, f"{ruri_host}:{guest_port}", timeout=1.0)
+        if last == 200:
+            return guest.elapsed()
+        time.sleep(0.5)
+    raise GuestError(f"no 200 to OPTIONS on guest port {guest_port} within {timeout:.0f} s "
+                     f"(last answer {last}); console:\n" + guest.console.tail())
+
+
+def proxy_rss_kib(guest: Guest) -> dict[str, int]:
+    """VmRSS (KiB) of every process whose command line mentions sipedge."""
+    script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
+              "case $c in *sipedge*) echo \"$(awk '/^VmRSS/ {print $2}' $p/status) $c\";; esac; done")
+    _rc, out = guest.shell(script, timeout=30)
+    rss = {}
+    for line in out.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0].isdigit() and "/proc/" not in parts[1]:
+            rss[parts[1].strip()] = int(parts[0])
+    return rss

@@ -1,0 +1,86 @@
+"""The offline image boots in QEMU, the supervisor starts the proxy, and SIP works.
+
+One guest with the default boot partition is shared by the tests of this module; the config
+test boots a second guest with its own sipedge.toml on the FAT partition.
+"""
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, proxy_rss_kib, record, sip_options, wait_sip_ready
+
+pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def guest(sipedge_image, tmp_path_factory):
+    from sipedge_vm import Guest
+    from conftest import TIMEOUT_MULTIPLIER
+
+    g = Guest(sipedge_image, tmp_path_factory.mktemp("guest"), name="default",
+              timeout_s=600 * TIMEOUT_MULTIPLIER)
+    g.start()
+    g.ready_s = wait_sip_ready(g)
+    yield g
+    g.stop()
+
+
+def test_boot_to_sip_ready(guest):
+    record("boot-to-SIP-ready amd64", f"{guest.ready_s:.1f} s (QEMU start to first 200 OK, TCG)")
+    print(f"boot-to-SIP-ready: {guest.ready_s:.1f} s")
+    assert sip_options(guest.host_port("udp", 5060), "10.0.2.15:5060", timeout=5) == 200
+
+
+def test_supervisor_runs_the_proxy(guest):
+    guest.wait_shell()
+    rss = proxy_rss_kib(guest)
+    assert any("sipedge --config /boot/sipedge.toml" in c or "sipedge --config" in c for c in rss), rss
+    if any("sipedge-supervisor" in c for c in rss):
+        supervised = "supervised"
+    else:
+        supervised = "fallback (no supervisor)"
+    total = sum(rss.values())
+    record("proxy RSS amd64", f"{total / 1024:.1f} MiB over {len(rss)} processes, {supervised}: "
+           + "; ".join(f"{v / 1024:.1f} MiB {c[:60]}" for c, v in rss.items()))
+    assert total > 0
+
+
+def test_partitions_mounted(guest):
+    rc, mounts = guest.shell("cat /proc/mounts")
+    assert rc == 0
+    by_target = {f[1]: f for f in (line.split() for line in mounts.splitlines()) if len(f) > 3}
+    assert by_target["/"][3].split(",")[0] == "ro"
+    assert by_target["/boot"][2] == "vfat" and by_target["/boot"][3].split(",")[0] == "ro"
+    assert by_target["/data"][2] == "ext4" and by_target["/data"][3].split(",")[0] == "rw"
+    rc, toml = guest.shell("cat /boot/sipedge.toml")
+    assert toml.strip() == (REPO / "board/common/sipedge.toml").read_text().strip()
+
+
+def test_second_serial_port(guest):
+    tty = guest.mgmt_tty
+    guest.shell(f"stty -F {tty} raw -echo", check=True)
+    guest.shell(f"echo guest-to-host-ok > {tty}", check=True)
+    guest.serial2.expect(rb"guest-to-host-ok", timeout=20)
+    guest.shell(f"(head -n1 {tty} > /tmp/serial2.txt) & echo started", check=True)
+    time.sleep(1)
+    guest.serial2.write(b"host-to-guest-ok\n")
+    deadline = time.monotonic() + 20
+    text = ""
+    while time.monotonic() < deadline and "host-to-guest-ok" not in text:
+        _rc, text = guest.shell("cat /tmp/serial2.txt 2>/dev/null")
+        time.sleep(0.5)
+    assert "host-to-guest-ok" in text
+
+
+def test_boot_config_comes_from_fat_partition(sipedge_image, boot_guest):
+    default = (REPO / "board/common/sipedge.toml").read_text()
+    changed = default.replace("port = 5060", "port = 5070")
+    assert changed.count("port = 5070") == 2
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": changed},
+                   forward=(("udp", 5070), ("udp", 5060)), name="port5070")
+    seconds = wait_sip_ready(g, guest_port=5070)
+    record("boot-to-SIP-ready amd64, changed port", f"{seconds:.1f} s")
+    assert sip_options(g.host_port("udp", 5060), "10.0.2.15:5060", timeout=3) is None
+    _rc, toml = g.shell("cat /boot/sipedge.toml")
+    assert "port = 5070" in toml

@@ -1,0 +1,278 @@
+"""Management console, sans-IO: TOML key editing, line editor, login/lock-out, commands."""
+
+import pytest
+
+from sipedge.appliance.auth import LoginGuard, hash_password, is_valid_hash, verify_password
+from sipedge.appliance.console import (ConsoleSession, EditError, LineEditor, hide_secrets,
+                                       set_key, toml_literal)
+from sipedge.appliance.sdconfig import BootConfigManager
+
+HASH = hash_password("s3cret", iterations=1000, salt=b"0123456789abcdef")
+
+BOOT = """\
+# my box
+[core]
+workers = 2  # two
+
+[watchdog]
+timeout_s = 15
+
+[management]
+password_hash = "%s"
+""" % HASH
+
+
+# ------------------------------------------------------------------ auth
+
+def test_password_hash_roundtrip():
+    h = hash_password("pw", iterations=1000)
+    assert is_valid_hash(h) and h.startswith("pbkdf2_sha256$1000$")
+    assert verify_password("pw", h) and not verify_password("pW", h)
+    assert hash_password("pw", iterations=1000) != h  # salted
+    for bad in ("", "pbkdf2_sha256$x$a$b", "md5$1$a$b", "pbkdf2_sha256$0$AA$AA", "a$b"):
+        assert not verify_password("pw", bad)
+
+
+def test_login_guard_locks_out_and_expires():
+    g = LoginGuard(3, 60)
+    for t in (0, 1):
+        g.record(False, t)
+    assert g.locked(2) == 0
+    g.record(False, 2)
+    assert g.locked(3) == 59
+    assert g.locked(62) == 0 and g.failures == 0
+    g.record(False, 63)
+    g.record(True, 64)
+    assert g.failures == 0
+
+
+# ------------------------------------------------------------------ TOML editing
+
+def test_set_key_replaces_inserts_and_appends():
+    t = set_key(BOOT, "watchdog.timeout_s", "30")
+    assert "timeout_s = 30\n" in t and "timeout_s = 15" not in t
+    assert t.startswith("# my box\n[core]\nworkers = 2  # two\n")  # the rest as written
+    t = set_key(BOOT, "core.log_level", '"debug"')
+    assert 'workers = 2  # two\nlog_level = "debug"\n\n[watchdog]' in t
+    t = set_key(BOOT, "supervisor.respawn_retry", "3")
+    assert t.endswith('"\n\n[supervisor]\nrespawn_retry = 3\n')
+    assert set_key("", "a.b", "1") == "\n[a]\nb = 1\n"
+    with pytest.raises(EditError):
+        set_key(BOOT, "workers", "1")
+    with pytest.raises(EditError):
+        set_key(BOOT, "listen[0].port", "1")
+
+
+def test_toml_literal():
+    assert toml_literal("42") == "42"
+    assert toml_literal("true") == "true"
+    assert toml_literal('["a", "b"]') == '["a", "b"]'
+    assert toml_literal("/dev/ttyS1") == '"/dev/ttyS1"'
+    assert toml_literal('say "hi"') == '"say \\"hi\\""'
+
+
+def test_hide_secrets():
+    assert HASH not in hide_secrets(BOOT) and 'password_hash = "<hidden>"' in hide_secrets(BOOT)
+
+
+# ------------------------------------------------------------------ line editor
+
+def test_line_editor_keys():
+    ed = LineEditor()
+    echo, lines = ed.feed(b"stat")
+    assert echo == "stat" and lines == []
+    echo, lines = ed.feed(b"x\x7fus\r\n")
+    assert lines == ["status"]
+    _, lines = ed.feed(b"abc\x15help\r")
+    assert lines == ["help"]
+    _, lines = ed.feed(b"\x1b[A\x1b[A\r")  # history: two up is "status"
+    assert lines == ["status"]
+    _, lines = ed.feed(b"sttus\x1b[D\x1b[D\x1b[Da\r")  # cursor left, insert
+    assert lines == ["status"]
+    _, lines = ed.feed(b"junk\x03")
+    assert lines == [""]
+    _, lines = ed.feed(b"\x04")
+    assert lines == [None]
+    _, lines = ed.feed(b"a\x1b[C\x1b[Bb\nc\r")
+    assert lines == ["ab", "c"]
+
+
+def test_password_is_not_echoed():
+    ed = LineEditor()
+    ed.echo = False
+    echo, lines = ed.feed(b"secret\r")
+    assert echo == "\r\n" and lines == ["secret"] and ed.history == []
+
+
+# ------------------------------------------------------------------ session
+
+class Backend:
+    def __init__(self, tmp_path):
+        (tmp_path / "boot").mkdir()
+        self.src = BootConfigManager(tmp_path / "boot" / "sipedge.toml", tmp_path / "data")
+        self.src.boot_path.write_text(BOOT)
+        self.calls = []
+
+    def status(self):
+        return {"state": "RUNNING", "panel": "healthy", "pid": 99, "restarts": 0, "crashes": 0,
+                "config": {"source": "boot", "path": "/boot/sipedge.toml", "errors": 0},
+                "health": {"ok": True, "loop_lag_ms": 1.0},
+                "watchdog": {"armed": True, "pets": 7}, "version": "0.1.0", "problem": ""}
+
+    def boot_text(self):
+        return self.src.boot_text()
+
+    def check_text(self, text):
+        return [str(i) for i in self.src.check_text(text)]
+
+    def write_boot(self, text):
+        self.calls.append("write")
+        self.src.write_boot(text)
+
+    def config_errors(self):
+        return {"source": "boot", "path": "/boot/sipedge.toml", "errors": []}
+
+    def apply(self):
+        self.calls.append("apply")
+
+    def rpc(self, method, params):
+        self.calls.append(("rpc", method, params))
+        return {"ok": True}
+
+    def logs(self, n):
+        return [f"line {i}" for i in range(n)]
+
+    def reboot(self):
+        self.calls.append("reboot")
+
+    def factory_reset(self):
+        self.calls.append("factory-reset")
+
+    def media_config(self):
+        return self.media
+
+    media = None
+
+
+@pytest.fixture
+def session(tmp_path):
+    b = Backend(tmp_path)
+    s = ConsoleSession(b, lambda: HASH, LoginGuard(3, 60), idle_logout_s=100)
+    assert b"password: " in s.greeting(0)
+    return s, b
+
+
+def say(s, line, now=1.0):
+    return s.feed(line.encode() + b"\r", now).decode()
+
+
+def login(s, now=1.0):
+    out = say(s, "s3cret", now)
+    assert s.logged_in and out.endswith("sipedge> ")
+
+
+def test_login_lockout_and_unlock(session):
+    s, _ = session
+    for i in range(2):
+        assert "login incorrect" in say(s, "nope", 1 + i)
+    out = say(s, "nope", 3)
+    assert "locked for 60s" in out
+    assert "locked" in say(s, "s3cret", 10) and not s.logged_in  # even the right one
+    login(s, 64)
+
+
+def test_disabled_without_password(tmp_path):
+    s = ConsoleSession(Backend(tmp_path), lambda: "", LoginGuard(3, 60))
+    assert b"console disabled" in s.greeting(0)
+    assert "console disabled" in say(s, "anything") and not s.logged_in
+
+
+def test_status_help_logs_ctl(session):
+    s, b = session
+    login(s)
+    assert "state:    RUNNING (panel healthy)" in say(s, "status")
+    assert "config set KEY VALUE" in say(s, "help")
+    assert say(s, "logs 2").startswith("logs 2\r\nline 0\r\nline 1\r\n")
+    say(s, "ctl stats verbose=true name=x y")
+    say(s, "reload routes")
+    assert b.calls == [("rpc", "stats", {"verbose": True, "name": "x", "2": "y"}),
+                       ("rpc", "route.reload", {})]
+    assert "unknown command" in say(s, "frobnicate")
+    assert "<hidden>" in say(s, "show config")
+    assert "config OK" in say(s, "config check")
+    assert "no errors" in say(s, "show errors")
+
+
+def test_config_set_valid_diff_confirm_write(session):
+    s, b = session
+    login(s)
+    out = say(s, "config set watchdog.timeout_s 30")
+    assert "-timeout_s = 15\r\n+timeout_s = 30" in out and out.endswith("write it? [y/N] ")
+    assert "written" in say(s, "y")
+    assert "timeout_s = 30" in b.src.boot_text() and b.calls == ["write"]
+    assert "applying" in say(s, "apply")
+    assert b.calls == ["write", "apply"]
+
+
+def test_config_set_declined_or_invalid_changes_nothing(session):
+    s, b = session
+    login(s)
+    say(s, "config set watchdog.timeout_s 30")
+    assert "cancelled" in say(s, "n")
+    out = say(s, "config set watchdog.timeout_s 0")
+    assert "not changed" in out and "watchdog.timeout_s" in out
+    assert "not changed" in say(s, "config set watchdog.nonsense 1")
+    assert "no change" in say(s, "config set watchdog.timeout_s 15")
+    assert "error:" in say(s, "config set timeout 1")
+    assert b.src.boot_text() == BOOT and b.calls == []
+
+
+def test_factory_reset_and_reboot_need_confirmation(session):
+    s, b = session
+    login(s)
+    assert "type 'yes'" in say(s, "factory-reset")
+    assert "cancelled" in say(s, "y")
+    say(s, "factory-reset")
+    assert "factory default written" in say(s, "yes")
+    say(s, "reboot")
+    assert "rebooting" in say(s, "y")
+    assert b.calls == ["factory-reset", "reboot"]
+
+
+def test_idle_logout_and_ctrl_d(session):
+    s, _ = session
+    login(s, 1)
+    assert s.tick(50) == b""
+    assert b"idle timeout" in s.tick(102) and not s.logged_in
+    login(s, 103)
+    assert b"logged out" in s.feed(b"\x04", 104) and not s.logged_in
+    login(s, 105)
+    assert "logged out" in say(s, "logout", 106)
+
+
+def test_failing_command_is_reported_not_fatal(session):
+    s, b = session
+    login(s)
+
+    def boom():
+        raise RuntimeError("socket gone")
+    b.status = boom
+    out = say(s, "status")
+    assert "error: socket gone" in out and out.endswith("sipedge> ")
+
+
+def test_config_import_from_media(session):
+    from sipedge.appliance.hotplug import MediaConfig
+
+    s, b = session
+    login(s)
+    assert "no config on removable media" in say(s, "config import")
+    b.media = MediaConfig("/dev/sda1", "[core]\nworkers = 1\n", ("/dev/sda1:x:1: k: bad",))
+    assert "is invalid" in say(s, "config import") and b.calls == []
+    new = BOOT.replace("timeout_s = 15", "timeout_s = 45")
+    b.media = MediaConfig("/dev/sda1", new)
+    out = say(s, "config import")
+    assert "+timeout_s = 45" in out and out.endswith("write it? [y/N] ")
+    assert "written" in say(s, "y")
+    assert b.src.boot_text() == new
+    assert "no change" in say(s, "config import")

@@ -1,0 +1,167 @@
+"""ProxyCore: RFC 3261 section 16 rules without sockets (sans-IO)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipedge.errors import RemoteProtocolError
+from sipedge.sip.message import parse_message
+from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
+
+UDP = LocalAddress(0, "udp", "192.0.2.10", 5060, "192.0.2.10", 5060)
+TCP = LocalAddress(1, "tcp", "192.0.2.10", 5060, "192.0.2.10", 5060)
+NAT = LocalAddress(2, "udp", "10.0.0.5", 5062, "203.0.113.7", 15062)
+SRC = Source("udp", "198.51.100.1", 5070, 0)
+
+
+def core(**kw) -> ProxyCore:
+    return ProxyCore([UDP, TCP, NAT], domains=("example.com",), secret=b"k", **kw)
+
+
+def req(method="INVITE", ruri="sip:bob@example.org", extra="", via="SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKabc",
+        to="<sip:bob@example.org>"):
+    return parse_message((
+        f"{method} {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: <sip:alice@example.net>;tag=f1\r\n"
+        f"To: {to}\r\nCall-ID: c1@x\r\nCSeq: 7 {method}\r\n{extra}Content-Length: 0\r\n\r\n").encode())
+
+
+def test_forward_adds_via_record_route_and_decrements_max_forwards():
+    c = core()
+    m = req(extra="Max-Forwards: 10\r\n")
+    assert c.check_request(m, SRC) is None
+    hop = c.next_hop(m)
+    assert (hop.host, hop.port, hop.transport) == ("example.org", 5060, "udp")
+    out = parse_message(c.finalize_request(m, SRC, UDP))
+    vias = out.get_all("via")
+    assert vias[0].startswith("SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK0x")
+    assert vias[1] == "SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKabc"
+    assert out.get("max-forwards") == "9"
+    assert out.get_all("record-route") == ["<sip:192.0.2.10:5060;lr>"]
+
+
+def test_max_forwards_added_when_missing_and_483_at_zero():
+    c = core(max_forwards=42)
+    m = req()
+    c.check_request(m, SRC)
+    assert parse_message(c.finalize_request(m, SRC, UDP)).get("max-forwards") == "42"
+    reply = c.check_request(req(extra="Max-Forwards: 0\r\n"), SRC)
+    assert reply.status == 483
+
+
+def test_double_record_route_when_transport_changes():
+    c = core()
+    m = req()
+    c.check_request(m, SRC)
+    out = parse_message(c.finalize_request(m, SRC, TCP))
+    assert out.get_all("record-route") == ["<sip:192.0.2.10:5060;transport=tcp;lr>",
+                                           "<sip:192.0.2.10:5060;lr>"]
+
+
+def test_advertised_address_used_in_via_and_record_route():
+    c = core()
+    m = req()
+    src = Source("udp", "198.51.100.1", 5070, 2)
+    c.check_request(m, src)
+    out = parse_message(c.finalize_request(m, src, NAT))
+    assert out.via.host == "203.0.113.7" and out.via.port == 15062
+    assert out.get("record-route") == "<sip:203.0.113.7:15062;lr>"
+
+
+def test_received_and_rport_stamped():
+    c = core()
+    m = req(via="SIP/2.0/UDP 10.1.1.1:5060;rport;branch=z9hG4bKx")
+    c.check_request(m, SRC)
+    assert m.via.received == "198.51.100.1" and m.via.rport == "5070"
+    assert m.via.response_target() == ("198.51.100.1", 5070)
+
+
+def test_branch_stable_for_retransmission_and_cancel_but_not_for_new_transaction():
+    c = core()
+    a, b = req(), req()
+    cancel = req("CANCEL")
+    other = req(via="SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKother")
+    for m in (a, b, cancel, other):
+        c.check_request(m, SRC)
+    assert c.branch(a) == c.branch(b) == c.branch(cancel)
+    assert c.branch(a) != c.branch(other)
+    assert ProxyCore.worker_of_branch(core(worker=3).branch(a)) == 3
+
+
+def test_loose_route_removes_our_route_entries():
+    c = core()
+    m = req(extra="Route: <sip:192.0.2.10:5060;transport=tcp;lr>, <sip:192.0.2.10;lr>, "
+                  "<sip:p2.example.org;lr>\r\n", to="<sip:bob@example.org>;tag=t")
+    c.check_request(m, SRC)
+    assert m.loose_routed
+    assert m.get_all("route") == ["<sip:p2.example.org;lr>"]
+    assert c.next_hop(m).host == "p2.example.org"
+    assert m.uri_text == "sip:bob@example.org"
+
+
+def test_strict_router_put_our_uri_in_request_uri():
+    c = core()
+    m = req(ruri="sip:192.0.2.10:5060;lr", extra="Route: <sip:bob@198.51.100.9>\r\n",
+            to="<sip:bob@example.org>;tag=t")
+    c.check_request(m, SRC)
+    assert m.uri_text == "sip:bob@198.51.100.9"
+    assert not m.has("route")
+
+
+def test_next_hop_is_strict_router():
+    c = core()
+    m = req(extra="Route: <sip:old.example.org>, <sip:p3.example.org;lr>\r\n",
+            to="<sip:bob@example.org>;tag=t")
+    c.check_request(m, SRC)
+    hop = c.next_hop(m)
+    assert hop.host == "old.example.org"
+    assert m.uri_text == "sip:old.example.org"
+    assert m.get_all("route") == ["<sip:p3.example.org;lr>", "<sip:bob@example.org>"]
+
+
+def test_loop_detected_when_the_same_request_returns():
+    c = core()
+    m = req()
+    c.check_request(m, SRC)
+    looped = parse_message(c.finalize_request(m, SRC, UDP))
+    assert c.check_request(looped, Source("udp", "192.0.2.10", 5060, 0)).status == 482
+    # a spiral (Request-URI changed downstream) is not a loop
+    spiral = parse_message(c.finalize_request(req(), SRC, UDP))
+    spiral.uri = "sip:carol@example.org"
+    assert c.check_request(spiral, Source("udp", "192.0.2.10", 5060, 0)) is None
+
+
+def test_416_420_and_cseq_checks():
+    c = core()
+    assert c.check_request(req(ruri="http://example.org/"), SRC).status == 416
+    r = c.check_request(req(extra="Proxy-Require: foo, bar\r\n"), SRC)
+    assert r.status == 420 and r.get_all("unsupported") == ["foo", "bar"]
+    with pytest.raises(RemoteProtocolError):
+        c.check_request(parse_message(req().to_bytes().replace(b"CSeq: 7 INVITE",
+                                                               b"CSeq: 7 BYE")), SRC)
+
+
+def test_options_to_self_and_stateless_reply_tags():
+    c = core()
+    m = req("OPTIONS", "sip:example.com")
+    c.check_request(m, SRC)
+    assert c.is_options_to_self(m)
+    r = c.options_reply(m)
+    assert r.status == 200 and "INVITE" in r.get("allow")
+    assert r.to.tag == c.to_tag(m)  # deterministic: a retransmission gets the same tag
+    assert not c.is_options_to_self(req("OPTIONS", "sip:bob@example.org"))
+
+
+def test_response_routed_by_second_via_and_foreign_via_discarded():
+    c = core()
+    m = req(via="SIP/2.0/UDP 198.51.100.1:5070;rport;branch=z9hG4bKabc")
+    c.check_request(m, SRC)
+    fwd = parse_message(c.finalize_request(m, SRC, UDP))
+    lines = [f"Via: {v}" for v in fwd.get_all("via")]
+    resp = parse_message(("SIP/2.0 180 Ringing\r\n" + "\r\n".join(lines) +
+                          "\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c1@x\r\n"
+                          "CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n").encode())
+    route = c.route_response(resp)
+    assert (route.transport, route.ip, route.port) == ("udp", "198.51.100.1", 5070)
+    assert parse_message(route.data).get_all("via")[0].startswith("SIP/2.0/UDP 198.51.100.1:5070")
+    foreign = parse_message(route.data)
+    assert c.route_response(foreign) is None

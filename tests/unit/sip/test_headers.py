@@ -1,0 +1,153 @@
+"""sipedge.sip.headers: Via, CSeq and name-addr / addr-spec values."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipedge.errors import RemoteProtocolError
+from sipedge.sip.headers.address import Address, parse_address
+from sipedge.sip.headers.cseq import CSeq, parse_cseq
+from sipedge.sip.headers.via import MAGIC_COOKIE, parse_via
+from sip_corpus import check_reason
+
+# ------------------------------------------------------------------ Via
+
+# text -> (transport, host, port, branch, received, rport, maddr)
+VIAS = {
+    "SIP/2.0/UDP pc33.example.org;branch=z9hG4bK776asdhds":
+        ("UDP", "pc33.example.org", None, "z9hG4bK776asdhds", None, None, None),
+    "SIP/2.0/TCP 192.0.2.1:5070;branch=z9hG4bKx;received=198.51.100.3;rport=6000":
+        ("TCP", "192.0.2.1", 5070, "z9hG4bKx", "198.51.100.3", "6000", None),
+    "SIP/2.0/UDP 192.0.2.1;rport;branch=z9hG4bKy":
+        ("UDP", "192.0.2.1", None, "z9hG4bKy", None, "", None),
+    "SIP/2.0/UDP [2001:db8::9]:5062;branch=z9hG4bKz;received=2001:db8::99":
+        ("UDP", "[2001:db8::9]", 5062, "z9hG4bKz", "2001:db8::99", None, None),
+    "SIP/2.0/UDP h.example.com;maddr=239.255.255.1;ttl=15":
+        ("UDP", "h.example.com", None, None, None, None, "239.255.255.1"),
+    "SIP/2.0/tls h.example.com:5061;branch=z9hG4bKt": ("TLS", "h.example.com", 5061,
+                                                       "z9hG4bKt", None, None, None),
+    "SIP / 2.0 / UDP  h.example.com : 5060 ; branch=z9hG4bKsp":
+        ("UDP", "h.example.com", 5060, "z9hG4bKsp", None, None, None),
+    "SIP/2.0/UDP h.example.com;branch=z9hG4bKq;x=\"a;b, c\"":
+        ("UDP", "h.example.com", None, "z9hG4bKq", None, None, None),
+}
+
+
+@pytest.mark.parametrize("text", sorted(VIAS))
+def test_via(text):
+    via = parse_via(text)
+    assert (via.transport, via.host, via.port, via.branch, via.received, via.rport,
+            via.maddr) == VIAS[text]
+    assert parse_via(str(via)) == via
+
+
+@pytest.mark.parametrize("text, target", [
+    ("SIP/2.0/UDP h.example.com", ("h.example.com", 5060)),
+    ("SIP/2.0/TLS h.example.com", ("h.example.com", 5061)),
+    ("SIP/2.0/UDP h.example.com:5070", ("h.example.com", 5070)),
+    ("SIP/2.0/UDP h.example.com:5070;received=192.0.2.5", ("192.0.2.5", 5070)),
+    ("SIP/2.0/UDP h.example.com;received=192.0.2.5;rport=40000", ("192.0.2.5", 40000)),
+    ("SIP/2.0/UDP h.example.com:5070;rport", ("h.example.com", 5070)),
+    ("SIP/2.0/UDP h.example.com;received=192.0.2.5;maddr=239.1.1.1", ("239.1.1.1", 5060)),
+    ("SIP/2.0/UDP [2001:db8::1]:5062", ("2001:db8::1", 5062)),
+])
+def test_via_response_target(text, target):
+    """RFC 3261 18.2.2 and RFC 3581 4: maddr, then received, then sent-by; rport wins."""
+    assert parse_via(text).response_target() == target
+
+
+def test_via_with_param_replaces():
+    via = parse_via("SIP/2.0/UDP h.example.com;rport;branch=z9hG4bK1")
+    stamped = via.with_param("rport", "5099").with_param("received", "192.0.2.7")
+    assert str(stamped) == ("SIP/2.0/UDP h.example.com;branch=z9hG4bK1;rport=5099;"
+                            "received=192.0.2.7")
+    assert MAGIC_COOKIE == "z9hG4bK"
+
+
+BAD_VIAS = [
+    "", "SIP/2.0/UDP", "SIP/2.0 h.example.com", "SIP/2.0/UDP ;branch=x", "garbage",
+    "SIP/2.0/UDP h.example.com:0", "SIP/2.0/UDP h.example.com:65536", "SIP/2.0/UDP h:5²",
+    "SIP/2.0/UDP h:" + "9" * 5000, "SIP/2.0/UDP h;rport=0", "SIP/2.0/UDP h;rport=x",
+    "SIP/2.0/UDP h;rport=5²", "SIP/2.0/UDP h;rport=" + "1" * 5000, "SIP/2.0/UDP [zz]",
+    "SIP/2.0/UDP [::1", "SIP/2.0/UDP [::1]x", "SIP/2.0/UDP h<>x;branch=1", "SIP/2.0/UDP h..x",
+    "SIP/2.0/U<DP h.example.com", "SIP/2.0/UDP h;=x", 'SIP/2.0/UDP h;x="open',
+]
+
+
+@pytest.mark.parametrize("text", BAD_VIAS)
+def test_bad_via(text):
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_via(text)
+    check_reason(info.value)
+
+
+# ------------------------------------------------------------------ CSeq
+
+
+@pytest.mark.parametrize("text, seq, method", [
+    ("1 INVITE", 1, "INVITE"), ("  314159   ACK ", 314159, "ACK"), ("0 BYE", 0, "BYE"),
+    ("2147483647 X-EXT", 2**31 - 1, "X-EXT"), ("007 OPTIONS", 7, "OPTIONS"),
+])
+def test_cseq(text, seq, method):
+    assert parse_cseq(text) == CSeq(seq, method)
+    assert str(CSeq(seq, method)) == f"{seq} {method}"
+
+
+@pytest.mark.parametrize("text", [
+    "", "INVITE", "1", "-1 INVITE", "+1 INVITE", "2147483648 INVITE", "1.5 INVITE",
+    "1 IN VITE", "1 IN<VITE", "x INVITE", "1² INVITE", "١ INVITE", "9" * 5000 + " INVITE",
+])
+def test_bad_cseq(text):
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_cseq(text)
+    check_reason(info.value)
+
+
+# ------------------------------------------------------------------ name-addr / addr-spec
+
+
+@pytest.mark.parametrize("text, display, uri, params", [
+    ("<sip:bob@example.com>", None, "sip:bob@example.com", ()),
+    ("Bob <sip:bob@example.com>;tag=12", "Bob", "sip:bob@example.com", (("tag", "12"),)),
+    ('"Bob, Jr." <sip:bob@example.com;lr>;tag=1;x',
+     '"Bob, Jr."', "sip:bob@example.com;lr", (("tag", "1"), ("x", None))),
+    ('"a<b>c" <sip:x@example.com>', '"a<b>c"', "sip:x@example.com", ()),
+    ('"say \\"hi\\" <now>" <sip:x@example.com>', '"say \\"hi\\" <now>"', "sip:x@example.com",
+     ()),
+    ("sip:bob@example.com;tag=99", None, "sip:bob@example.com", (("tag", "99"),)),
+    ("sip:bob@example.com", None, "sip:bob@example.com", ()),
+    ("<sip:bob@example.com?Subject=x>;expires=5", None, "sip:bob@example.com?Subject=x",
+     (("expires", "5"),)),
+    ("<tel:+15550100>", None, "tel:+15550100", ()),
+    ("  <sip:[2001:db8::1]:5070;lr>  ", None, "sip:[2001:db8::1]:5070;lr", ()),
+])
+def test_address(text, display, uri, params):
+    addr = parse_address(text)
+    assert (addr.display, str(addr.uri), addr.params) == (display, uri, params)
+    assert parse_address(str(addr)) == addr
+
+
+def test_addr_spec_parameters_belong_to_the_header():
+    """RFC 3261 20.10: in an addr-spec, what follows ';' are header parameters."""
+    addr = parse_address("sip:bob@example.com;tag=99;transport=tcp")
+    assert addr.tag == "99" and addr.param("transport") == "tcp"
+    assert addr.uri.params == ()
+    inner = parse_address("<sip:bob@example.com;transport=tcp>;tag=99")
+    assert inner.uri.param("transport") == "tcp" and inner.param("transport") is None
+
+
+def test_contact_star():
+    addr = parse_address(" * ")
+    assert addr.star and str(addr) == "*"
+    assert Address(addr.uri, star=True) == addr
+
+
+@pytest.mark.parametrize("text", [
+    "", '"unterminated <sip:a@example.com>', "<sip:a@example.com", "<>", "Bob sip:a@example.com",
+    '"Bob" sip:a@example.com', "<sip:a@example.com> junk", "<sip:a@example.com>;=x",
+    "<sip:a@exa mple.com>", '"a" b" <sip:a@example.com>', "sip:a@example.com;tag=\"x",
+])
+def test_bad_address(text):
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_address(text)
+    check_reason(info.value)

@@ -1,0 +1,296 @@
+"""The stateful proxy core (sip/stateful.py) between a fake caller and fake callees: no
+sockets, `now` is a number. Covers best-response selection, failure hooks, fr timers,
+CANCEL, forking and loss."""
+
+from __future__ import annotations
+
+from sipedge.sip.message import Request, Response, parse_message
+from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
+from sipedge.sip.stateful import (BranchTarget, NoHooks, Peer, StatefulProxy, TmParams,
+                                  best_response, copy_request, is_stateful_branch)
+from sipedge.sip.transaction import TimerValues
+
+T = TimerValues(t1=0.5, t2=4.0, t4=5.0, timer_d=32.0)
+LOCAL = LocalAddress(0, "udp", "127.0.0.1", 5060, "127.0.0.1", 5060)
+CALLER = Source("udp", "127.0.0.1", 5999, 0)
+UAS1 = Peer("udp", "127.0.0.1", 6001, 0)
+UAS2 = Peer("udp", "127.0.0.1", 6002, 0)
+
+
+def invite(method="INVITE", branch="z9hG4bKcaller1", cseq=None):
+    return parse_message(
+        f"{method} sip:bob@example.com SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5999;branch={branch}\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:alice@127.0.0.1>;tag=a1\r\n"
+        "To: <sip:bob@example.com>\r\n"
+        "Call-ID: call-1@test\r\n"
+        f"CSeq: 1 {cseq or method}\r\n"
+        "Content-Length: 0\r\n\r\n".encode())
+
+
+def answer(sent: bytes, status: int, reason: str = "X", to_tag: str = "b1") -> Response:
+    """The callee's response to a request the proxy sent."""
+    r = parse_message(sent)
+    assert isinstance(r, Request)
+    resp = Response(status, reason)
+    for h in r.headers:
+        if h[0] in ("via", "from", "call-id", "cseq"):
+            resp.headers.append(list(h))
+        elif h[0] == "to":
+            resp.headers.append([h[0], h[1], h[2] + (f";tag={to_tag}" if status > 100 else "")])
+    return parse_message(resp.to_bytes())
+
+
+class Recorder(NoHooks):
+    def __init__(self):
+        self.replies = []
+        self.failures = []
+        self.on_fail = None
+
+    def on_reply(self, ctx, branch, resp):
+        self.replies.append(resp.status)
+        return True
+
+    def on_failure(self, ctx, now):
+        self.failures.append(ctx.best.status)
+        return self.on_fail(ctx, now) if self.on_fail else False
+
+
+class Net:
+    def __init__(self, **kw):
+        self.hooks = Recorder()
+        self.core = ProxyCore([LOCAL], worker=1, secret=b"s")
+        self.tm = StatefulProxy(self.core, TmParams(T, **kw), hooks=self.hooks, salt="ab")
+        self.now = 0.0
+
+    def sent(self):
+        """What the proxy sent, as (peer port, parsed message)."""
+        return [(t.peer.port, parse_message(t.data)) for t in self.tm.data_to_send()]
+
+    def relay(self, msg, peers):
+        ctx = self.tm.create(msg, CALLER, self.now)
+        ctx.routes["failure"] = "f"
+        targets = [BranchTarget(copy_request(msg), p, LOCAL) for p in peers]
+        self.tm.relay(ctx, targets, self.now)
+        return ctx
+
+    def run_until(self, t):
+        while (w := self.tm.get_timer()) is not None and w <= t:
+            self.now = w
+            self.tm.handle_timer(w)
+        self.now = t
+
+    def idle(self):
+        return all(v == 0 for v in self.tm.active.values()) and self.tm.contexts == 0
+
+
+def statuses(sent, port=5999):
+    return [m.status for p, m in sent if p == port and isinstance(m, Response)]
+
+
+def requests_to(sent, port):
+    return [m for p, m in sent if p == port and isinstance(m, Request)]
+
+
+def test_call_completes_2xx_end_to_end():
+    n = Net()
+    ctx = n.relay(invite(), [UAS1])
+    out = n.sent()
+    assert statuses(out) == [100]
+    (inv,) = requests_to(out, 6001)
+    assert is_stateful_branch(inv.via.branch) and inv.via.branch.startswith("z9hG4bK1xt")
+    assert inv.get("max-forwards") == "69" and inv.has("record-route")
+    data = inv.to_bytes()
+    for st in (180, 200):
+        assert n.tm.receive_response(answer(data, st), n.now)
+    out = n.sent()
+    assert statuses(out) == [180, 200]
+    assert all(m.via.branch == "z9hG4bKcaller1" for _, m in out)  # our Via removed
+    # the UAS retransmits its 2xx (ACK still on its way): forwarded again
+    assert n.tm.receive_response(answer(data, 200), n.now + 0.5)
+    assert statuses(n.sent()) == [200]
+    assert ctx.final_status == 200 and n.hooks.replies == [180, 200, 200]
+    n.run_until(100)
+    assert n.idle()
+
+
+def test_invite_retransmission_absorbed_and_100_repeated():
+    n = Net()
+    n.relay(invite(), [UAS1])
+    n.sent()
+    assert n.tm.match_request(invite(), CALLER, 0.5)
+    assert statuses(n.sent()) == [100]  # nothing new went downstream
+
+
+def test_404_failure_hook_relays_to_next_target_serial_fork():
+    n = Net()
+
+    def failover(ctx, now):
+        n.tm.relay(ctx, [BranchTarget(copy_request(ctx.request), UAS2, LOCAL)], now)
+        return True
+
+    n.hooks.on_fail = failover
+    ctx = n.relay(invite(), [UAS1])
+    (inv1,) = requests_to(n.sent(), 6001)
+    n.tm.receive_response(answer(inv1.to_bytes(), 404, "Not Found"), 0.1)
+    out = n.sent()
+    assert [m.method for m in requests_to(out, 6001)] == ["ACK"]  # hop by hop
+    (inv2,) = requests_to(out, 6002)
+    assert inv2.via.branch != inv1.via.branch
+    assert statuses(out) == []  # the 404 did not go upstream
+    assert n.hooks.failures == [404]
+    n.tm.receive_response(answer(inv2.to_bytes(), 200), 0.2)
+    assert statuses(n.sent()) == [200]
+    assert ctx.final_status == 200
+
+
+def test_no_answer_fr_timer_gives_408_to_failure_route_then_caller():
+    n = Net(fr_timeout=2.0)
+    n.relay(invite(), [UAS1])
+    n.sent()
+    n.run_until(1.9)
+    assert [m.method for m in requests_to(n.sent(), 6001)] == ["INVITE", "INVITE"]  # A: 0.5, 1.5
+    n.run_until(2.1)
+    assert n.hooks.failures == [408]
+    out = n.sent()
+    assert statuses(out) == [408]
+    assert requests_to(out, 6001) == []  # no provisional: no CANCEL, retransmissions stop
+    n.run_until(10)
+    assert requests_to(n.sent(), 6001) == []
+
+
+def test_fr_inv_timer_after_provisional_cancels_branch():
+    n = Net(fr_timeout=2.0, fr_inv_timeout=5.0)
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    n.tm.receive_response(answer(inv.to_bytes(), 180), 0.1)
+    n.sent()
+    n.run_until(4.0)
+    assert n.sent() == []
+    n.run_until(5.2)
+    out = n.sent()
+    assert [m.method for m in requests_to(out, 6001)] == ["CANCEL"]
+    assert statuses(out) == [408]
+
+
+def test_cancel_while_ringing_487_and_no_leak():
+    n = Net()
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    data = inv.to_bytes()
+    n.tm.receive_response(answer(data, 180), 0.1)
+    n.sent()
+    assert n.tm.match_request(invite("CANCEL"), CALLER, 1.0)
+    out = n.sent()
+    assert statuses(out) == [200]  # the CANCEL's own 200
+    (cancel,) = requests_to(out, 6001)
+    assert cancel.method == "CANCEL" and cancel.via.branch == inv.via.branch
+    n.tm.receive_response(answer(cancel.to_bytes(), 200), 1.1)
+    n.tm.receive_response(answer(data, 487, "Request Terminated"), 1.1)
+    out = n.sent()
+    assert [m.method for m in requests_to(out, 6001)] == ["ACK"]
+    assert statuses(out) == [487]
+    assert n.hooks.failures == [487]
+    # the caller ACKs the 487: hop by hop, absorbed
+    assert n.tm.match_request(invite("ACK", cseq="ACK"), CALLER, 1.2)
+    assert n.sent() == []
+    n.run_until(40)
+    assert n.idle()
+
+
+def test_cancel_before_any_provisional_waits_for_it():
+    n = Net()
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    n.tm.match_request(invite("CANCEL"), CALLER, 0.1)
+    assert requests_to(n.sent(), 6001) == []  # 9.1: not before a provisional
+    n.tm.receive_response(answer(inv.to_bytes(), 100), 0.2)
+    assert [m.method for m in requests_to(n.sent(), 6001)] == ["CANCEL"]
+
+
+def test_parallel_fork_first_2xx_wins_other_branch_cancelled():
+    n = Net()
+    n.relay(invite(), [UAS1, UAS2])
+    out = n.sent()
+    (i1,), (i2,) = requests_to(out, 6001), requests_to(out, 6002)
+    for i in (i1, i2):
+        n.tm.receive_response(answer(i.to_bytes(), 180, to_tag=str(i.via.port)), 0.1)
+    assert statuses(n.sent()) == [180, 180]
+    n.tm.receive_response(answer(i2.to_bytes(), 200), 0.2)
+    out = n.sent()
+    assert statuses(out) == [200]
+    assert [m.method for m in requests_to(out, 6001)] == ["CANCEL"]
+    n.tm.receive_response(answer(i1.to_bytes(), 487), 0.3)
+    out = n.sent()
+    assert statuses(out) == []  # the 487 of the losing branch stays here
+    assert [m.method for m in requests_to(out, 6001)] == ["ACK"]
+    assert n.hooks.failures == []
+
+
+def test_6xx_cancels_the_others_and_wins():
+    n = Net()
+    n.relay(invite(), [UAS1, UAS2])
+    out = n.sent()
+    (i1,), (i2,) = requests_to(out, 6001), requests_to(out, 6002)
+    n.tm.receive_response(answer(i2.to_bytes(), 180), 0.1)
+    n.tm.receive_response(answer(i1.to_bytes(), 603, "Decline"), 0.2)
+    out = n.sent()
+    assert [m.method for m in requests_to(out, 6002)] == ["CANCEL"]
+    n.tm.receive_response(answer(i2.to_bytes(), 487), 0.3)
+    assert statuses(n.sent()) == [603]
+
+
+def test_loss_downstream_invite_retransmitted_then_call_completes():
+    n = Net()
+    n.relay(invite(), [UAS1])
+    n.sent()  # the first INVITE is lost
+    n.run_until(0.6)
+    (inv,) = requests_to(n.sent(), 6001)
+    n.tm.receive_response(answer(inv.to_bytes(), 200), 0.7)
+    assert statuses(n.sent()) == [200]
+
+
+def test_non_invite_408_after_timer_f_like_loss_of_everything():
+    n = Net(fr_timeout=60.0)
+    n.relay(invite("OPTIONS"), [UAS1])
+    n.sent()
+    n.run_until(33)
+    assert statuses(n.sent()) == [408]  # Timer F = 64*T1 = 32 s
+
+
+def test_best_response_rules():
+    def r(s):
+        return Response(s, "x")
+    assert best_response([r(486), r(404), r(503)]).status == 486
+    assert best_response([r(500), r(407), r(404)]).status == 407
+    assert best_response([r(302), r(404)]).status == 302
+    assert best_response([r(486), r(603)]).status == 603
+    assert best_response([]) is None
+
+
+def test_503_becomes_500_upstream():
+    n = Net()
+    n.relay(invite("OPTIONS"), [UAS1])
+    (req,) = requests_to(n.sent(), 6001)
+    n.tm.receive_response(answer(req.to_bytes(), 503), 0.1)
+    assert statuses(n.sent()) == [500]
+
+
+def test_t_reply_statefully_absorbs_retransmission():
+    n = Net()
+    ctx = n.tm.create(invite(), CALLER, 0.0)
+    n.tm.reply(ctx, 404, "Not Here", now=0.0)
+    assert statuses(n.sent()) == [404]
+    n.tm.match_request(invite(), CALLER, 0.3)
+    assert statuses(n.sent()) == [404]
+    n.run_until(0.6)  # Timer G
+    assert statuses(n.sent()) == [404]
+
+
+def test_stats_count_kinds():
+    n = Net()
+    n.relay(invite(), [UAS1, UAS2])
+    s = n.tm.stats()
+    assert s["active"] == {"ict": 2, "nict": 0, "ist": 1, "nist": 0}
+    assert s["total"]["ict"] == 2 and s["contexts"] == 1

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Build the offline sipedge disk image from Debian packages (no Buildroot, no internet).
+
+usage: mkimage.py [--arch amd64|arm64] [--out DIR] [--force] [--check] [--compress]
+
+Two stages, each skipped when its inputs have not changed:
+  base      tools/image/mkbase.sh: mmdebstrap of debian-packages.txt, slimmed (about 50 s on
+            amd64, about 4 min on arm64 with a cold .deb cache).
+  assemble  copy of the base + rootfs/ overlay + the app from app/sipedge (byte-compiled) +
+            tiny initrd (mkinitrd.py) + ext4 images + genimage with the board's genimage.cfg
+            (seconds).
+Outputs in DIR (default out/image-ARCH): sipedge.img (FAT boot, rootfs A, rootfs B, data),
+the kernel and initrd.img (also on the FAT), and manifest.json describing how to boot it.
+--check exits 0 when the image is up to date and 1 when a build is needed. Needs root.
+"""
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BOARDS = {"amd64": "qemu-x86_64", "arm64": "qemu-aarch64"}
+BASE_INPUTS = ("mkbase.sh", "slim.py", "debian-packages.txt", "modules.keep")
+ENTRY_POINTS = {
+    "sipedge": ("sipedge.cli", "main"),
+    "sipedgectl": ("sipedge.cli", "ctl_main"),
+    "sipedge-supervisor": ("sipedge.appliance.supervisor_main", "main"),
+}
+
+
+def log(msg: str) -> None:
+    print(f"mkimage: {msg}", flush=True)
+
+
+def run(*cmd, **kw) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    meta = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        meta[key.strip()] = value.strip().strip('"')
+    return meta
+
+
+def size_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text[-1:].upper() in units:
+        return int(text[:-1]) * units[text[-1:].upper()]
+    return int(text)
+
+
+def hash_paths(h, paths) -> None:
+    """Feed file names, modes and contents below each path into the hash h."""
+    for top in paths:
+        top = Path(top)
+        files = [top] if top.is_file() or top.is_symlink() else sorted(p for p in top.rglob("*"))
+        for p in files:
+            if "__pycache__" in p.parts or p.suffix == ".pyc":
+                continue
+            rel = p.relative_to(REPO).as_posix()
+            if p.is_symlink():
+                h.update(f"L {rel} {os.readlink(p)}\n".encode())
+            elif p.is_file():
+                h.update(f"F {rel} {p.stat().st_mode & 0o777:o}\n".encode())
+                h.update(p.read_bytes())
+
+
+def base_key(arch: str) -> str:
+    h = hashlib.sha256(f"base {arch}\n".encode())
+    hash_paths(h, [HERE / name for name in BASE_INPUTS])
+    return h.hexdigest()
+
+
+def image_key(arch: str, board: str) -> str:
+    h = hashlib.sha256(f"image {arch} {base_key(arch)}\n".encode())
+    hash_paths(h, [REPO / "app/sipedge", REPO / "rootfs", REPO / "board/common",
+                   REPO / "board" / board, HERE / "mkimage.py", HERE / "mkinitrd.py"])
+    return h.hexdigest()
+
+
+def copy_overlay(src: Path, dst: Path) -> None:
+    """Copy a tree over another, replacing files and symlinks, keeping modes."""
+    for p in sorted(src.rglob("*")):
+        target = dst / p.relative_to(src)
+        if p.is_dir() and not p.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        if p.is_symlink():
+            target.symlink_to(os.readlink(p))
+        else:
+            shutil.copy2(p, target)
+
+
+def install_app(root: Path) -> None:
+    site = root / "usr/lib/python3/dist-packages/sipedge"
+    shutil.rmtree(site, ignore_errors=True)
+    shutil.copytree(REPO / "app/sipedge", site,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name, (module, func) in ENTRY_POINTS.items():
+        script = root / "usr/bin" / name
+        script.write_text(
+            "#!/usr/bin/python3\n"
+            f"# {name}: entry point of the sipedge package (written by tools/image/mkimage.py).\n"
+            "import sys\n"
+            f"from {module} import {func}\n"
+            f"sys.exit({func}())\n")
+        script.chmod(0o755)
+    # The root filesystem is read-only: ship the bytecode.
+    run("chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode",
+        "unchecked-hash", "/usr/lib/python3/dist-packages/sipedge")
+
+
+def busybox_links(root: Path) -> None:
+    """BusyBox init (like the Buildroot image) plus the applets Debian has no command for
+    (ps, logread, getty, udhcpc, ...). Existing Debian commands are left alone."""
+    init = root / "usr/sbin/init"
+    if not init.exists() and not init.is_symlink():
+        init.symlink_to("../bin/busybox")
+    applets = subprocess.run(["chroot", str(root), "/usr/bin/busybox", "--list"], check=True,
+                             capture_output=True, text=True).stdout.split()
+    for applet in applets:
+        if applet in ("busybox", "linuxrc"):
+            continue
+        if any((root / d / applet).exists() or (root / d / applet).is_symlink()
+               for d in ("usr/bin", "usr/sbin")):
+            continue
+        (root / "usr/bin" / applet).symlink_to("busybox")
+
+
+def extract_kernel(root: Path, dest: Path, kind: str) -> str:
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise SystemExit(f"mkimage: no kernel in {root}/boot")
+    data = kernels[-1].read_bytes()
+    if kind == "Image" and data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)  # U-Boot's booti wants the plain arm64 Image
+    dest.write_bytes(data)
+    return kernels[-1].name.removeprefix("vmlinuz-")
+
+
+def mke2fs(path: Path, label: str, size: int, tree: Path | None = None) -> None:
+    if path.exists():
+        path.unlink()
+    args = ["mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-E", "root_owner=0:0"]
+    if tree is not None:
+        args += ["-d", str(tree)]
+    run(*args, str(path), f"{size // 1024}k")
+
+
+def tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                total += os.lstat(p).st_size
+        total += 4096 * (len(files) // 16 + 1)
+    return total
+
+
+def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -> dict:
+    base = out / "base"
+    rootfs = out / "rootfs"
+    bindir = out / "bin"
+    shutil.rmtree(rootfs, ignore_errors=True)
+    shutil.rmtree(bindir, ignore_errors=True)
+    bindir.mkdir(parents=True)
+    run("cp", "-a", base, rootfs)
+    copy_overlay(REPO / "rootfs", rootfs)
+    busybox_links(rootfs)
+    run(REPO / "board/common/post-build.sh", rootfs)
+    install_app(rootfs)
+
+    kernel_name = meta["KERNEL_IMAGE"]
+    kver = extract_kernel(rootfs, bindir / kernel_name, kernel_name)
+    for p in (rootfs / "boot").iterdir():  # /boot is the FAT mount point
+        p.unlink()
+    run(sys.executable, HERE / "mkinitrd.py", rootfs, bindir / "initrd.img")
+
+    sig = int(meta["DISK_SIGNATURE"], 16)
+    root_partuuid = f"{sig:08x}-02"
+    cmdline = f"root=PARTUUID={root_partuuid} rootfstype=ext4 ro console={meta['CONSOLE']} sipedge.slot=A"
+    (bindir / "cmdline.txt").write_text(cmdline + "\n")
+    shutil.copy2(REPO / "board/common/sipedge.toml", bindir / "sipedge.toml")
+    build_info = {
+        "board": board, "arch": arch, "kernel": kver, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "key": key,
+    }
+    (rootfs / "etc/sipedge-build.json").write_text(json.dumps(build_info, indent=1) + "\n")
+
+    rootfs_size = size_bytes(meta["ROOTFS_SIZE"])
+    need = int(tree_bytes(rootfs) * 1.15) + (16 << 20)
+    if need > rootfs_size:
+        raise SystemExit(f"mkimage: rootfs needs {need >> 20} MiB, board ROOTFS_SIZE is {rootfs_size >> 20} MiB")
+    mke2fs(bindir / "rootfs.ext4", "sipedge-root", rootfs_size, rootfs)
+    mke2fs(bindir / "data.ext4", "sipedge-data", size_bytes(meta["DATA_SIZE"]))
+
+    tmp = out / "genimage.tmp"
+    emptyroot = out / "genimage.root"
+    for d in (tmp, emptyroot):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+    env = dict(os.environ)
+    for k in ("KERNEL_IMAGE", "BOOT_SIZE", "BOOT_OFFSET", "ROOTFS_SIZE", "DISK_SIGNATURE"):
+        env[f"SIPEDGE_{k}"] = meta[k]
+    run("genimage", "--config", REPO / "board" / board / "genimage.cfg", "--rootpath", emptyroot,
+        "--tmppath", tmp, "--inputpath", bindir, "--outputpath", bindir, env=env,
+        stdout=subprocess.DEVNULL, stderr=open(out / "genimage.log", "wb"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(emptyroot, ignore_errors=True)
+    # The Debian kernel needs the initrd (Buildroot kernels have the drivers built in).
+    disk = bindir / "sipedge.img"
+    run("mcopy", "-o", "-i", f"{disk}@@{size_bytes(meta['BOOT_OFFSET'])}", bindir / "initrd.img", "::initrd.img")
+    (bindir / "boot.vfat").unlink()
+    (bindir / "rootfs.ext4").unlink()
+    (bindir / "data.ext4").unlink()
+
+    manifest = {
+        **build_info,
+        "disk": "sipedge.img",
+        "kernel_image": kernel_name,
+        "initrd": "initrd.img",
+        "cmdline": cmdline,
+        "boot_offset": size_bytes(meta["BOOT_OFFSET"]),
+        "root_partuuid": root_partuuid,
+        "meta": meta,
+        "sizes": {
+            "disk_apparent": disk.stat().st_size,
+            "disk_allocated": disk.stat().st_blocks * 512,
+            "rootfs_tree": tree_bytes(rootfs),
+            "kernel": (bindir / kernel_name).stat().st_size,
+            "initrd": (bindir / "initrd.img").stat().st_size,
+        },
+    }
+    return manifest
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="amd64", choices=sorted(BOARDS))
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--force", action="store_true", help="rebuild both stages")
+    ap.add_argument("--check", action="store_true", help="exit 1 if a build is needed, 0 if not")
+    ap.add_argument("--compress", action="store_true", help="also write sipedge.img.zst")
+    args = ap.parse_args(argv)
+    board = BOARDS[args.arch]
+    out = (args.out or REPO / "out" / f"image-{args.arch}").resolve()
+    meta = read_meta(REPO / "board" / board / "meta")
+    bkey, ikey = base_key(args.arch), image_key(args.arch, board)
+    base_stamp, image_stamp = out / "base.key", out / "image.key"
+    manifest_path = out / "bin/manifest.json"
+    base_ok = base_stamp.exists() and base_stamp.read_text() == bkey and (out / "base").is_dir()
+    image_ok = base_ok and image_stamp.exists() and image_stamp.read_text() == ikey and manifest_path.exists()
+    if args.check:
+        return 0 if image_ok else 1
+    if os.geteuid() != 0:
+        raise SystemExit("mkimage: needs root (mmdebstrap root mode, chroot)")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    if args.force or not base_ok:
+        log(f"base stage for {args.arch} (mmdebstrap)")
+        base_stamp.unlink(missing_ok=True)
+        image_stamp.unlink(missing_ok=True)
+        run(HERE / "mkbase.sh", args.arch, out / "base", env={**os.environ, "PYTHON": sys.executable})
+        base_stamp.write_text(bkey)
+        log(f"base stage done in {time.monotonic() - t0:.0f} s")
+        image_ok = False
+    if args.force or not image_ok:
+        t1 = time.monotonic()
+        image_stamp.unlink(missing_ok=True)
+        manifest = assemble(args.arch, board, out, meta, ikey)
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+        image_stamp.write_text(ikey)
+        log(f"assemble stage done in {time.monotonic() - t1:.0f} s")
+    manifest = json.loads(manifest_path.read_text())
+    if args.compress:
+        disk = out / "bin" / manifest["disk"]
+        run("zstd", "-q", "-f", "-T0", "-10", disk, "-o", f"{disk}.zst")
+        manifest["sizes"]["disk_zstd"] = Path(f"{disk}.zst").stat().st_size
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    s = manifest["sizes"]
+    log(f"{out / 'bin' / manifest['disk']}: {s['disk_apparent'] >> 20} MiB apparent, "
+        f"{s['disk_allocated'] >> 20} MiB allocated, rootfs {s['rootfs_tree'] >> 20} MiB"
+        + (f", zstd {s['disk_zstd'] >> 20} MiB" if "disk_zstd" in s else "")
+        + f" ({time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
