@@ -60,8 +60,9 @@ def parse_args(argv):
     ap.add_argument("--uac-transport", choices=("auto", "u1", "un"), default="auto",
                     help="SIPp caller sockets: u1 = one socket, un = a socket per call (max 64, "
                          "spreads calls over SO_REUSEPORT workers); auto = u1 for 1 worker, else un")
-    ap.add_argument("--port-base", type=int, default=25060,
-                    help="UDP ports: caller base+1, sipedge +10, relay +15, callee +20, Kamailio +30")
+    ap.add_argument("--port-base", type=int, default=0,
+                    help="UDP ports: caller base+1, sipedge +10, relay +15, callee +20, Kamailio +30; "
+                         "default: the first of 25060, 25160, ... whose ports are all free")
     ap.add_argument("--sipedge-bin", default=os.path.join(REPO, ".venv", "bin", "sipedge"))
     ap.add_argument("--json", metavar="FILE", help="write all runs and the summary as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory with logs")
@@ -73,7 +74,12 @@ def parse_args(argv):
     a.rates = [int(x) for x in a.rates.split(",") if x]
     a.modes = [MODES[m] for m in a.mode.split(",") if m]
     a.targets = a.only or list(ALL_TARGETS)
-    PORTS.update({k: a.port_base + v for k, v in PORT_OFFSETS.items()})
+    base = a.port_base
+    if not base:
+        for base in range(25060, 26060, 100):  # bounded: 10 candidates
+            if not any(proc.udp_sockets_on(base + off) for off in PORT_OFFSETS.values()):
+                break
+    PORTS.update({k: base + v for k, v in PORT_OFFSETS.items()})
     if a.quick:
         if a.workers == [1, 2]:
             a.workers = [1]
@@ -114,6 +120,8 @@ class Bench:
             uas.ensure()
             intruder = self.foreign_sockets(target, uas)
             run = self._measure(mode, target, uas, workers, transport, rate, calls, kind, rep)
+            if kind == "warmup":
+                return run
             intruder = intruder or self.foreign_sockets(target, uas)
             died = uas.popen is None or uas.popen.poll() is not None
             if not (died or intruder):
@@ -174,7 +182,7 @@ class Bench:
         for who, port in (("proxy", target.port), ("callee", uas.port), ("caller", PORTS["uac"])):
             run[f"drops_{who}"] = port_drops1.get(port, 0) - port_drops0.get(port, 0)
         self.runs.append(run)
-        if not res.complete:
+        if not res.complete and kind != "warmup":
             self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
                                  f"(SIPp caller log {res.log}, callee log {uas.log}, proxy log {target.log})")
         time.sleep(self.args.pause_s)  # let the callee's time-wait calls drain
@@ -285,7 +293,13 @@ class Bench:
                     self.failures.append(str(e))
                     continue
                 idle = self.idle_cpu(t)
+                # first a trickle (a proxy that is still importing must not drop the
+                # first datagrams), then a short run at a fixed-rate level
+                self.measure(mode, t, uas, workers, transport, 20, 20, "warmup", 0)
                 warm = self.measure(mode, t, uas, workers, transport, 500, a.warm_calls, "warmup", 0)
+                if warm["failed"]:
+                    log(f"  warm-up of {t.name}: {warm['failed']} of {warm['calls']} calls failed "
+                        f"(proxy socket drops {warm['drops_proxy']})")
                 if warm["successful"] == 0:
                     msg = (f"{t.name}: warm-up calls all failed; proxy log {t.log}, "
                            f"SIPp logs {warm['uac_log']} {uas.log}")

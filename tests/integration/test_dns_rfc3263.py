@@ -12,6 +12,7 @@ import pytest
 
 from dns_harness import Bind9, SipResponder, needs_named, wait_for
 from sip_harness import free_port
+from tls_certs import TestCA
 
 from sipedge.config import load_text
 from sipedge.io.dns import DnsResolver
@@ -32,6 +33,7 @@ class World:
     second: SipResponder  # SRV priority 20
     plain: SipResponder  # a plain A record
     dead_port: int  # SRV target where nothing listens
+    tls_port: int  # sipedge B's TLS listener on 127.0.53.21, found via _sips._tcp.secure
     port53: bool  # bind also answers on 127.0.0.1:53 (resolv.conf fallback test)
 
 
@@ -43,6 +45,7 @@ def world(tmp_path_factory):
     w.second = SipResponder("127.0.53.13", free_port("udp", "127.0.53.13")).start()
     w.plain = SipResponder("127.0.53.14", free_port("udp", "127.0.53.14")).start()
     w.dead_port = free_port("udp", "127.0.53.12")
+    w.tls_port = free_port("tcp", "127.0.53.21")
     records = f"""
 naptr           IN NAPTR 20 10 "s" "SIP+D2U" "" _sip._udp.naptr
 naptr           IN NAPTR 10 10 "s" "SIP+D2T" "" _sip._tcp.naptr
@@ -56,6 +59,8 @@ _sip._udp.dead  IN SRV 20 0 {w.second.port} second
 first           IN A 127.0.53.12
 second          IN A 127.0.53.13
 plain    300    IN A 127.0.53.14
+_sips._tcp.secure IN SRV 10 0 {w.tls_port} edge-b
+edge-b          IN A 127.0.53.21
 """
     port = free_port("udp", "127.0.0.1")
     try:  # 53 only for the resolv.conf test (resolv.conf has no port syntax)
@@ -122,6 +127,10 @@ def test_naptr_srv_a_chooses_the_naptr_transport(edge, world):
     assert [(r.transport, r.method) for r in got] == [("tcp", "OPTIONS")]
     assert new_queries(world, before) == [
         (f"naptr.{ZONE}", "NAPTR"), (f"_sip._tcp.naptr.{ZONE}", "SRV"), (f"tcphost.{ZONE}", "A")]
+    # within the TTLs the next request needs no query at all
+    assert status(options(edge.sip_port, f"sip:carol@naptr.{ZONE}")) == "SIP/2.0 200 OK"
+    assert len(world.tcp_host.received) == n + 2
+    assert len(new_queries(world, before)) == 3
 
 
 def test_srv_priority_order_reaches_the_first_target(edge, world):
@@ -216,3 +225,28 @@ def test_resolv_conf_is_the_fallback_when_no_servers_are_configured(sipedge_fact
     n = len(world.first.received)
     assert status(options(port, f"sip:bob@srv.{ZONE}")) == "SIP/2.0 200 OK"
     assert wait_for(lambda: len(world.first.received) == n + 1)
+
+
+def test_sips_domain_via_srv_and_tls_verified_against_the_domain(sipedge_factory, world,
+                                                               tmp_path):
+    """sips:secure.example.test -> (no NAPTR) _sips._tcp SRV -> edge-b A -> TLS. The server
+    certificate names the URI domain, not the SRV target (RFC 5922 4.1), and is verified."""
+    ca = TestCA(tmp_path)
+    b_cert = ca.issue("secure", f"secure.{ZONE}", dns_names=(f"secure.{ZONE}",))
+    a_cert = ca.issue("edge-a", "edge-a", ips=(EDGE_IP,))
+    tls = (f'[tls]\ncertificate = "{{c.cert}}"\nprivate_key = "{{c.key}}"\n'
+           f'ca_bundle = "{ca.pem_path}"\n')
+    sipedge_factory([("tls", "127.0.53.21", world.tls_port), ("udp", "127.0.53.21", world.tls_port)],
+                    name="edge-b", extra=dns_extra(world) + tls.format(c=b_cert))
+    a_port = free_port("udp", EDGE_IP)
+    sipedge_factory([("udp", EDGE_IP, a_port), ("tls", EDGE_IP, a_port)], name="edge-a",
+                    extra=dns_extra(world) + tls.format(c=a_cert)
+                    + f'[routing]\ndefault_destination = "sips:secure.{ZONE}"\n')
+    before = len(world.bind.queries())
+    n = len(world.plain.received)
+    ruri = f"sip:bob@127.0.53.14:{world.plain.port}"
+    assert status(options(a_port, ruri)) == "SIP/2.0 200 OK"
+    got = world.plain.received[n:]
+    assert len(got) == 1 and f"SIP/2.0/TLS {EDGE_IP}:{a_port}" in got[0].data.decode()
+    assert new_queries(world, before) == [
+        (f"secure.{ZONE}", "NAPTR"), (f"_sips._tcp.secure.{ZONE}", "SRV"), (f"edge-b.{ZONE}", "A")]

@@ -72,6 +72,7 @@ class I2cLcd:
         self.backlight = backlight
         self._shown: list[str] | None = None
         self._initialised = False
+        self.bytes_sent = 0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -82,6 +83,7 @@ class I2cLcd:
             for data, delay_us in ops:
                 for b in data:
                     self.bus.write_byte(self.address, b)
+                    self.bytes_sent += 1
                 if delay_us:
                     self.sleep(delay_us / 1e6)
         except OSError as exc:

@@ -17,6 +17,7 @@ config names but the box lacks is reported, not created.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -275,13 +276,26 @@ def link_events(msgs: Iterable[Any], names: dict[int, str]) -> list[LinkChanged 
 # ------------------------------------------------------------------ netlink adapter
 
 
+def open_iproute(netns: str | None = None) -> Any:
+    """A sync IPRoute, in `netns` if given. pyroute2 >= 0.8 takes `netns=`; 0.7 (Debian 12,
+    Buildroot) has the `NetNS` class instead."""
+    from pyroute2 import IPRoute
+
+    if not netns:
+        return IPRoute()
+    try:
+        return IPRoute(netns=netns)
+    except TypeError:
+        from pyroute2 import NetNS
+
+        return NetNS(netns)
+
+
 class NetlinkNetwork:
     """Reads and changes the kernel's network state with pyroute2 (in `netns` if given)."""
 
     def __init__(self, netns: str | None = None) -> None:
-        from pyroute2 import IPRoute
-
-        self.ipr = IPRoute(netns=netns) if netns else IPRoute()
+        self.ipr = open_iproute(netns)
 
     def close(self) -> None:
         self.ipr.close()
@@ -388,16 +402,27 @@ class NetlinkNetwork:
 
 
 class NetlinkWatcher:
-    """Link and address notifications as an async stream of events (pyroute2 AsyncIPRoute)."""
+    """Link and address notifications as an async stream of events.
+
+    pyroute2 >= 0.8 has `AsyncIPRoute`; with 0.7 a sync socket is read in a worker thread.
+    """
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self.ipr: Any = None
         self.names: dict[int, str] = {}
+        self._async = False
 
     async def __aenter__(self) -> NetlinkWatcher:
-        from pyroute2 import AsyncIPRoute
-
+        try:
+            from pyroute2 import AsyncIPRoute
+        except ImportError:
+            self.ipr = await asyncio.to_thread(open_iproute, self.netns)
+            await asyncio.to_thread(self.ipr.bind)
+            self.names = {ln["index"]: ln.get_attr("IFLA_IFNAME")
+                          for ln in await asyncio.to_thread(self.ipr.get_links)}
+            return self
+        self._async = True
         self.ipr = AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
         await self.ipr.__aenter__()
         await self.ipr.bind()
@@ -406,13 +431,21 @@ class NetlinkWatcher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.ipr.__aexit__(*exc)
+        if self._async:
+            await self.ipr.__aexit__(*exc)
+        else:
+            self.ipr.close()  # also wakes a reader thread blocked in get()
 
     async def events(self) -> AsyncIterator[LinkChanged | AddressChanged]:
         """Yields events as the kernel reports them; the caller bounds it (timeout, break)."""
         while True:
-            async for msg in self.ipr.get():
-                for ev in link_events([msg], self.names):
+            if self._async:
+                async for msg in self.ipr.get():
+                    for ev in link_events([msg], self.names):
+                        yield ev
+            else:
+                msgs = await asyncio.to_thread(self.ipr.get)
+                for ev in link_events(msgs, self.names):
                     yield ev
 
 
@@ -473,8 +506,6 @@ class NetworkManager:
         return problems
 
     async def apply(self, params: NetworkParams) -> list[str]:
-        import asyncio
-
         return await asyncio.to_thread(self._apply_sync, params)
 
     def _track(self, ev: AddressChanged) -> None:

@@ -7,12 +7,25 @@ worker outlives a hung main process.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 
 log = logging.getLogger("sipedge.appliance.process")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the supervisor dies (even by SIGKILL), so a
+    restarted supervisor never meets an orphaned proxy holding the SIP ports."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class ProxyProcess:
@@ -33,7 +46,8 @@ class ProxyProcess:
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=self.env)
+            *self.argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=self.env,
+            preexec_fn=_die_with_parent)
         log.info("proxy started pid=%d argv=%s", self._proc.pid, " ".join(self.argv))
 
     async def wait(self) -> int:

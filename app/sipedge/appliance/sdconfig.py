@@ -15,8 +15,10 @@ atomically (temporary file in the same directory, fsync, rename, fsync of the di
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,17 +86,48 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
+def mount_point(path: Path, mounts: str = "/proc/mounts") -> Path | None:
+    """The mount point holding `path` (longest matching prefix in /proc/mounts)."""
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return None
+    best: Path | None = None
+    target = path.resolve()
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        mp = Path(fields[1].replace("\\040", " "))
+        if (target == mp or mp in target.parents) and (best is None or
+                                                       len(mp.parts) > len(best.parts)):
+            best = mp
+    return best
+
+
+def remount(mp: Path, mode: str) -> None:
+    """`mount -o remount,<mode> <mp>` (the boot partition is mounted read-only)."""
+    res = subprocess.run(["mount", "-o", f"remount,{mode}", str(mp)], capture_output=True,
+                         text=True, timeout=30, check=False)
+    if res.returncode != 0:
+        raise OSError(errno.EROFS, f"remount {mode} {mp}: {res.stderr.strip()}")
+
+
 class BootConfigManager:
     """`ConfigSource` port: the SD-card file with last-known-good fallback."""
 
     def __init__(self, boot_path: str | Path, data_dir: str | Path, *,
                  loader: Callable[[Path], Config] = load_file,
-                 default_loader: Callable[[], Config] = load_default) -> None:
+                 default_loader: Callable[[], Config] = load_default,
+                 remount: Callable[[Path, str], None] = remount,
+                 mounts: str = "/proc/mounts") -> None:
         self.boot_path = Path(boot_path)
         self.data_dir = Path(data_dir)
         self.lkg_path = self.data_dir / "config" / "last-good.toml"
         self.loader = loader
         self.default_loader = default_loader
+        self.remount = remount
+        self.mounts = mounts
         self.current: ConfigChoice | None = None
 
     def select(self) -> ConfigChoice:
@@ -154,8 +187,25 @@ class BootConfigManager:
         return self.boot_path.read_text(encoding="utf-8")
 
     def write_boot(self, text: str) -> None:
-        """Replace the boot file atomically. Callers validate first (`check_text`)."""
-        atomic_write(self.boot_path, text.encode("utf-8"))
+        """Replace the boot file atomically. Callers validate first (`check_text`).
+
+        The boot partition is normally mounted read-only: on EROFS it is remounted
+        read-write for the write and read-only again afterwards.
+        """
+        data = text.encode("utf-8")
+        try:
+            atomic_write(self.boot_path, data)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            mp = mount_point(self.boot_path, self.mounts)
+            if mp is None:
+                raise
+            self.remount(mp, "rw")
+            try:
+                atomic_write(self.boot_path, data)
+            finally:
+                self.remount(mp, "ro")
         log.warning("boot config rewritten file=%s", self.boot_path)
 
     def forget_lkg(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
+from ..errors import EdgeError
 from ..panel import leds as panel_leds
 from ..panel import pages as panel_pages
 from ..panel import status as panel_status
@@ -123,6 +124,10 @@ class Supervisor:
                        "path": None if self.choice.path is None else str(self.choice.path),
                        "errors": len(self.choice.issues)},
             "panel": self.panel_state(),
+            "lcd": None if self.display is None else {
+                "lines": self._lcd_shown,
+                "bytes_sent": getattr(self.display, "bytes_sent", None)},
+            "leds": dict(self._led_state),
             "watchdog": {"armed": self.watchdog is not None and
                          bool(getattr(self.watchdog, "is_open", True)),
                          "pets": self.pets,
@@ -153,8 +158,16 @@ class Supervisor:
                 return {"queued": what}
             return method
 
+        def watchdog_status(params: dict[str, Any]) -> Any:
+            wd = self.choice.config.watchdog
+            return dict(self.status()["watchdog"], device=wd.device,
+                        timeout_s=getattr(self.watchdog, "effective_timeout_s", None) or
+                        wd.timeout_s)
+
         return {
             "supervisor.status": lambda params: self.status(),
+            "watchdog.status": watchdog_status,
+            "config.apply": ack("reload"),
             "supervisor.reload": ack("reload"),
             "supervisor.restart": ack("restart"),
             "supervisor.stop": ack("stop"),
@@ -359,15 +372,16 @@ class Supervisor:
     def _maybe_pet(self, now: float) -> None:
         if self.watchdog is None or now < self._next_pet:
             return
-        if self.policy.should_pet(now):
+        self._next_pet = now + self.choice.config.watchdog.pet_interval_s
+        if not self.policy.should_pet(now):
+            log.error("not petting the watchdog: proxy unrecoverable state=%s problem=%s",
+                      self.policy.state.value, self.policy.last_problem)
+            return
+        try:
             self.watchdog.pet()
             self.pets += 1
-            self._next_pet = now + self.choice.config.watchdog.pet_interval_s
-        else:
-            if self._next_pet >= 0:
-                log.error("not petting the watchdog: proxy unrecoverable state=%s",
-                          self.policy.state.value)
-            self._next_pet = now + self.choice.config.watchdog.pet_interval_s
+        except EdgeError as exc:  # HardwareError: nothing better to do than report it
+            log.error("watchdog keep-alive failed: %s", exc)
 
     def _maybe_mark_good(self, now: float) -> None:
         after = self.choice.config.supervisor.mark_good_after_s

@@ -327,7 +327,9 @@ def split_server(text: str) -> tuple[str, int] | None:
 
     host, port = text, "53"
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            return None
         if rest:
             if not rest.startswith(":"):
                 return None

@@ -25,9 +25,7 @@ from typing import Iterable
 
 import dns.asyncresolver
 import dns.exception
-import dns.flags
 import dns.name
-import dns.rcode
 import dns.rdatatype
 import dns.resolver
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
 import mmap
@@ -25,7 +24,7 @@ from ..script.api import Drop, Forward, Relay, Reply, ReplyMsg, RequestMsg, Rout
 from ..script.loader import Script, load_script
 from ..sip.message import Request, Response, parse_message
 from ..resolve import Resolution, Target, literal_target
-from ..sip.proxy import LocalAddress, NextHop, ProxyCore, Source, salvage_request
+from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
 from ..sip.uri import parse_uri
 from .dns import PENDING, DnsResolver
 from .tls import client_context, server_context
@@ -598,6 +597,20 @@ def _run_loop(coro) -> None:
         runner.run(coro)
 
 
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the main process dies (even by SIGKILL), so a worker
+    never outlives it holding the SIP ports."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        sys.exit(0)  # the parent is already gone
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of a worker process (started by the main process, not by users)."""
     ap = argparse.ArgumentParser(prog="sipedge-worker")
@@ -607,6 +620,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stats-fd", type=int)
     ap.add_argument("--source", default="<config>")
     args = ap.parse_args(argv)
+    _die_with_parent()
     text = sys.stdin.read()
     config = load_text(text, args.source)
     from ..app import setup_logging
@@ -616,6 +630,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.stats_fd is not None:
         stats = mmap.mmap(args.stats_fd, STATS_SLOT_BYTES * args.workers)
     worker = Worker(args.index, args.workers, config, args.run_id, stats)
+    profile_dir = os.environ.get("SIPEDGE_PROFILE_DIR")  # developer aid: cProfile per worker
+    profiler = None
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         _run_loop(worker.run())
     except (ScriptError, TransportError) as exc:
@@ -624,6 +645,10 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         log.error("worker=%d cannot bind: %s", args.index, exc)
         sys.exit(3)
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(f"{profile_dir}/worker{args.index}.prof")
 
 
 if __name__ == "__main__":

@@ -42,36 +42,20 @@ def canonical_name(key: str) -> str:
     return name
 
 
+_LIST_ITEM = re.compile(r'(?:[^,"<]+|"(?:\\.|[^"\\])*"|<[^>]*>)+')
+
+
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas that are outside quotes and angle brackets."""
     if "," not in value:
         return [value.strip()]
-    out = []
-    start = 0
-    quoted = False
-    angle = False
-    i = 0
-    n = len(value)
-    while i < n:
-        ch = value[i]
-        if quoted:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            angle = True
-        elif ch == ">":
-            angle = False
-        elif ch == "," and not angle:
-            out.append(value[start:i].strip())
-            start = i + 1
-        i += 1
-    if quoted:
-        raise RemoteProtocolError("Unterminated quoted string")
-    out.append(value[start:].strip())
+    if '"' not in value and "<" not in value:
+        out = [part.strip() for part in value.split(",")]
+    else:
+        raw = _LIST_ITEM.findall(value)
+        if ",".join(raw) != value:  # something matched no item: an open quote or bracket
+            raise RemoteProtocolError("Unterminated quoted string")
+        out = [part.strip() for part in raw]
     if any(not part for part in out):
         raise RemoteProtocolError("Empty list element")
     return out

@@ -213,6 +213,7 @@ class StatefulProxy:
         self._out: list[Transmit] = []
         self._heap: list[tuple[float, int, object]] = []
         self._branch_seq = itertools.count(1)
+        self._heap_seq = itertools.count()
 
     # -- output and timers ----------------------------------------------------------
 
@@ -247,7 +248,7 @@ class StatefulProxy:
         if when != obj.armed:  # type: ignore[union-attr]
             obj.armed = when  # type: ignore[union-attr]
             if when is not None:
-                heapq.heappush(self._heap, (when, id(obj), obj))
+                heapq.heappush(self._heap, (when, next(self._heap_seq), obj))
 
     def stats(self) -> dict:
         return {"active": {k.value: v for k, v in self.active.items()},
@@ -305,6 +306,11 @@ class StatefulProxy:
         ct.owner = b
         b.cancel_ct = ct
         b.cancel_pending = False
+        # 9.1: without a final reply 64*T1 after the CANCEL the branch is given up
+        limit = now + 64 * self.params.timers.t1
+        if b.fr_deadline is None or b.fr_deadline > limit:
+            b.fr_deadline = limit
+            self._arm(b)
         self._add_client(ct, b.ctx)
         self._drain(ct, now)
 
@@ -532,19 +538,30 @@ class StatefulProxy:
             self._finish(ctx, now)
 
     def _fr_expired(self, b: Branch, now: float) -> None:
-        """fr_timer / fr_inv_timer fired: the branch ends with a local 408."""
-        if b.final is not None:
-            return
+        """fr_timer / fr_inv_timer fired: the branch ends with a local 408. An INVITE branch
+        with a provisional reply is CANCELled; its transaction then gets 64*T1 for the
+        final reply (9.1) before it is abandoned, which is what this timer does when it
+        fires a second time."""
         ct = b.ct
+        if b.final is not None:
+            if ct is not None and ct.state in (State.CALLING, State.PROCEEDING):
+                ct.abandon(now)
+                self._drain(ct, now)
+            return
+        cancelled = False
         if ct is not None and not ct.terminated:
             if ct.kind is Kind.ICT and b.provisional and ct.state is State.PROCEEDING:
                 if b.cancel_ct is None:
-                    self._send_cancel(b, now)  # the ICT lives on to ACK the 487
+                    self._send_cancel(b, now)
+                cancelled = True  # the ICT lives on to ACK the 487
             else:
                 ct.abandon(now)
                 self._drain(ct, now)
         if b.final is None:
             self._branch_final(b, self._local_reply(b.ctx, 408, "Request Timeout"), now)
+        if cancelled and ct is not None and not ct.terminated:
+            b.fr_deadline = now + 64 * self.params.timers.t1
+            self._arm(b)
 
     def _finish(self, ctx: ResponseContext, now: float) -> None:
         """Every branch has a final non-2xx reply: failure route, else the best reply goes

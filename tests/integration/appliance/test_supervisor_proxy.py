@@ -167,3 +167,15 @@ def test_real_proxy_under_the_supervisor(sup_factory):
     rc, out = s.stop()
     assert rc == 0, out
     assert not pid_alive(pid)
+
+
+def test_killed_supervisor_takes_the_proxy_with_it(sup_factory):
+    """SIGKILL leaves no time to clean up: PR_SET_PDEATHSIG stops the proxy anyway."""
+    s = sup_factory("ok")
+    pid = s.wait_for(lambda st: st["state"] == "RUNNING")["pid"]
+    s.proc.kill()
+    s.proc.wait(timeout=10)
+    end = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not pid_alive(pid)

@@ -133,3 +133,46 @@ def test_forget_lkg(mgr):
     mgr.forget_lkg()
     assert not mgr.lkg_path.exists()
     mgr.forget_lkg()
+
+
+def test_write_boot_remounts_a_read_only_boot_partition(tmp_path, monkeypatch):
+    import errno
+
+    from sipedge.appliance import sdconfig
+
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/vda1 {boot} vfat ro,relatime 0 0\n/dev/vda2 / ext4 ro 0 0\n")
+    calls = []
+    state = {"rw": False}
+
+    def fake_remount(mp, mode):
+        calls.append((mp, mode))
+        state["rw"] = mode == "rw"
+
+    real = sdconfig.atomic_write
+
+    def guarded(path, data):
+        if path.parent == boot and not state["rw"]:
+            raise OSError(errno.EROFS, "Read-only file system")
+        real(path, data)
+
+    monkeypatch.setattr(sdconfig, "atomic_write", guarded)
+    m = BootConfigManager(boot / "sipedge.toml", tmp_path / "data", remount=fake_remount,
+                          mounts=str(mounts))
+    m.write_boot(VALID)
+    assert m.boot_text() == VALID
+    assert calls == [(boot, "rw"), (boot, "ro")]
+
+
+def test_mount_point(tmp_path):
+    from sipedge.appliance.sdconfig import mount_point
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/root / ext4 ro 0 0\n/dev/vda1 /boot vfat ro 0 0\n")
+    from pathlib import Path
+
+    assert mount_point(Path("/boot/sipedge.toml"), str(mounts)) == Path("/boot")
+    assert mount_point(Path("/data/x"), str(mounts)) == Path("/")
+    assert mount_point(Path("/x"), str(tmp_path / "none")) is None

@@ -260,3 +260,13 @@ async def test_hotplug_media_offer_and_new_nic(tmp_path):
     assert mc["device"] == "/dev/sda1" and not mc["valid"]
     assert "USB config INVALID" in h.sup.panel_info()["alarms"]
     await h.stop()
+
+
+def test_rpc_method_names_are_the_contract(tmp_path):
+    h = Harness(tmp_path)
+    methods = h.sup.rpc_methods()
+    assert set(methods) == {"supervisor.status", "supervisor.reload", "supervisor.restart",
+                            "supervisor.stop", "config.errors", "config.apply",
+                            "watchdog.status"}
+    wd = methods["watchdog.status"]({})
+    assert wd["device"] == "/dev/watchdog" and wd["timeout_s"] == 15 and wd["pets"] == 0

@@ -294,3 +294,17 @@ def test_stats_count_kinds():
     s = n.tm.stats()
     assert s["active"] == {"ict": 2, "nict": 0, "ist": 1, "nist": 0}
     assert s["total"]["ict"] == 2 and s["contexts"] == 1
+
+
+def test_cancelled_branch_that_never_answers_is_given_up_after_64_t1():
+    n = Net(fr_inv_timeout=100.0)
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    n.tm.receive_response(answer(inv.to_bytes(), 180), 0.1)
+    n.tm.match_request(invite("CANCEL"), CALLER, 1.0)
+    n.sent()
+    # the UAS answers nothing more (not even the CANCEL)
+    n.run_until(1.0 + 32.1)
+    assert statuses(n.sent()) == [487]  # the caller is not kept waiting for fr_inv_timer
+    n.run_until(200)
+    assert n.idle()

@@ -1,0 +1,256 @@
+"""Transaction-stateful proxy (t_relay, failure/reply routes) against real SIPp peers on
+127.0.0.1 (issue 4, transactions part). Timers are shortened through [tm] so that every
+transaction ends within a few seconds and `tm.stats` can be checked back at zero."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sip_harness import free_port, needs_sipp
+
+SCRIPT = '''
+UAS1 = "sip:127.0.0.1:{uas1}"
+UAS2 = "sip:127.0.0.1:{uas2}"
+MODE = "{mode}"
+
+
+def request_route(msg):
+    if msg.in_dialog or msg.method in ("ACK", "CANCEL"):
+        msg.t_relay()  # BYE statefully; ACK and unmatched CANCEL go statelessly
+        return
+    msg.t_on_reply("mark_reply")
+    if MODE == "failover":
+        msg.t_on_failure("next_destination")
+    elif MODE == "timeout":
+        msg.t_on_failure("saw_timeout")
+    elif MODE == "fork":
+        msg.append_branch("sip:fork@127.0.0.1:{uas2}")
+    msg.t_relay(UAS1)
+
+
+def mark_reply(reply):
+    reply.append_hf("X-Proxied: For the reply")
+
+
+def next_destination(msg):
+    if msg.t_check_status("404") and not msg.t_is_canceled():
+        msg.log.info("failover after %d", msg.reply_status)
+        msg.set_dst_uri(UAS2)
+        msg.t_relay()
+
+
+def saw_timeout(msg):
+    if msg.t_check_status("408"):
+        msg.t_reply(480, "Failure Route Saw 408")
+'''
+
+TM = """
+[tm]
+t1_ms = 50
+t2_ms = 400
+t4_ms = 200
+timer_d_s = 0.5
+fr_timeout_s = {fr}
+fr_inv_timeout_s = 10
+"""
+
+
+def start(sipedge_factory, tmp_path, mode, uas1, uas2, workers=1, fr=5.0):
+    script = tmp_path / f"route_{mode}.py"
+    script.write_text(SCRIPT.format(uas1=uas1, uas2=uas2, mode=mode))
+    port = free_port()
+    edge = sipedge_factory([("udp", "127.0.0.1", port)], workers=workers,
+                           extra=f'[routing]\nscript = "{script}"\n' + TM.format(fr=fr))
+    return edge, port
+
+
+def wait_idle(edge, timeout=12.0) -> dict:
+    """Poll tm.stats until no transaction is left (workers publish twice a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = edge.rpc("tm.stats")
+        if stats["active_total"] == 0 and stats["contexts"] == 0:
+            return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"transactions left: {stats}\n{edge.log()}")
+        time.sleep(0.25)
+
+
+class LossyRelay:
+    """A UDP relay that drops every fifth datagram in each direction (20 %, deterministic).
+
+    Whatever reaches `port` from a client goes to `target` from a second socket; what comes
+    back to that socket goes to the last client. Runs in a thread; bounded by stop()."""
+
+    def __init__(self, target: int, drop_every: int = 5) -> None:
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.bind(("127.0.0.1", 0))
+        self.port = self.front.getsockname()[1]
+        self.target = ("127.0.0.1", target)
+        self.drop_every = drop_every
+        self.client: tuple[str, int] | None = None
+        self.counts = {"up": 0, "down": 0}
+        self.dropped = {"up": 0, "down": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _pass(self, direction: str) -> bool:
+        self.counts[direction] += 1
+        if self.counts[direction] % self.drop_every == 1:
+            self.dropped[direction] += 1
+            return False
+        return True
+
+    def _run(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.front, self.back], [], [], 0.1)
+            for s in ready:
+                data, addr = s.recvfrom(65535)
+                if s is self.front:
+                    self.client = addr
+                    if self._pass("up"):
+                        self.back.sendto(data, self.target)
+                elif self.client is not None and self._pass("down"):
+                    self.front.sendto(data, self.client)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.front.close()
+        self.back.close()
+
+
+class BlackHole:
+    """A 'UAS' that takes INVITEs and never answers; counts what it got."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.received.append(self.sock.recv(65535))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@needs_sipp
+@pytest.mark.parametrize("workers", [1, 2])
+def test_404_failure_route_relays_to_second_uas(sipedge_factory, sipp, tmp_path, workers):
+    uas1, uas2, uac = free_port(), free_port(), free_port()
+    edge, port = start(sipedge_factory, tmp_path, "failover", uas1, uas2, workers=workers)
+    sipp.uas("stateful/uas_404.xml", uas1)
+    sipp.uas("uas_rr.xml", uas2)
+    rc, log = sipp.uac("stateful/uac_call.xml", f"127.0.0.1:{port}", uac, calls=20, rate=20)
+    assert rc == 0, log + edge.log()
+    assert "failover after 404" in edge.log()
+    stats = wait_idle(edge)
+    assert stats["total"]["ist"] == 20 and stats["total"]["ict"] == 40  # two tries per call
+    assert stats["total"]["nist"] == 20  # the BYEs
+
+
+@needs_sipp
+def test_no_answer_408_reaches_failure_route_within_fr_timer(sipedge_factory, sipp, tmp_path):
+    hole = BlackHole()
+    try:
+        uac = free_port()
+        edge, port = start(sipedge_factory, tmp_path, "timeout", hole.port, 9, fr=1.0)
+        t0 = time.monotonic()
+        rc, log = sipp.uac("stateful/uac_no_answer.xml", f"127.0.0.1:{port}", uac, calls=3,
+                           rate=10)
+        elapsed = time.monotonic() - t0
+        assert rc == 0, log + edge.log()
+        assert 1.0 <= elapsed < 5.0, elapsed  # fr_timeout_s = 1, not Timer B (3.2 s)
+        invites = [m for m in hole.received if m.startswith(b"INVITE")]
+        assert len(invites) >= 3 * 3  # retransmitted every T1, 2 T1, ... until the timeout
+        assert not any(m.startswith(b"CANCEL") for m in hole.received)  # no provisional
+        wait_idle(edge)
+    finally:
+        hole.stop()
+
+
+@needs_sipp
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cancel_while_ringing_487_and_no_transaction_left(sipedge_factory, sipp, tmp_path,
+                                                          workers):
+    uas1, uac = free_port(), free_port()
+    edge, port = start(sipedge_factory, tmp_path, "plain", uas1, 9, workers=workers)
+    uas = sipp.uas("stateful/uas_ring_cancel.xml", uas1)
+    rc, log = sipp.uac("stateful/uac_cancel.xml", f"127.0.0.1:{port}", uac, calls=10, rate=20)
+    assert rc == 0, log + edge.log()
+    stats = wait_idle(edge)
+    assert stats["total"]["ist"] == 10 and stats["total"]["ict"] == 10
+    assert stats["total"]["nist"] == 10 and stats["total"]["nict"] == 10  # the CANCELs
+    # the same through the CLI
+    out = subprocess.run([sys.executable, "-c", "from sipedge.cli import ctl_main; ctl_main()",
+                          "-s", edge.ctl, "--json", "tm.stats"], capture_output=True, text=True,
+                         timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert '"active_total": 0' in out.stdout
+    # the UAS got every CANCEL (its scenario fails a call otherwise)
+    time.sleep(0.3)
+    uas_out = Path(sipp.workdir / f"sipp-uas-{uas1}.out")
+    assert uas.poll() is None, uas_out.read_text(errors="replace")
+
+
+@needs_sipp
+@pytest.mark.parametrize("workers", [1, 2])
+def test_parallel_fork_first_200_wins_other_branch_cancelled(sipedge_factory, sipp, tmp_path,
+                                                             workers):
+    uas1, uas2, uac = free_port(), free_port(), free_port()
+    edge, port = start(sipedge_factory, tmp_path, "fork", uas1, uas2, workers=workers)
+    sipp.uas("uas_rr.xml", uas1)
+    sipp.uas("stateful/uas_ring_cancel.xml", uas2)
+    rc, log = sipp.uac("stateful/uac_call.xml", f"127.0.0.1:{port}", uac, calls=10, rate=20)
+    assert rc == 0, log + edge.log()
+    stats = wait_idle(edge)
+    assert stats["total"]["ict"] == 20  # two branches per call
+    assert stats["total"]["nict"] >= 20  # 10 BYEs + 10 CANCELs to the losing branch
+    errors = sipp.workdir / f"sipp-{uas2}-errors.log"
+    assert not errors.exists() or "Aborting call" not in errors.read_text(errors="replace")
+
+
+@needs_sipp
+def test_loss_retransmissions_absorbed_calls_complete(sipedge_factory, sipp, tmp_path):
+    uas1, uac = free_port(), free_port()
+    down = LossyRelay(uas1)
+    edge, port = start(sipedge_factory, tmp_path, "plain", down.port, 9)
+    up = LossyRelay(port)
+    try:
+        sipp.uas("uas_rr.xml", uas1)
+        rc, log = sipp.uac("stateful/uac_call.xml", f"127.0.0.1:{up.port}", uac, calls=20,
+                           rate=10)
+        assert rc == 0, log + edge.log()
+        assert up.dropped["up"] >= 4 and down.dropped["up"] >= 4  # losses really happened
+        assert down.dropped["down"] >= 4
+        stats = wait_idle(edge)
+        assert stats["total"]["ist"] == 20  # every INVITE retransmission was absorbed
+    finally:
+        up.stop()
+        down.stop()

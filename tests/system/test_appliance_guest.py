@@ -1,0 +1,260 @@
+"""Appliance runtime in the QEMU guest, on real kernel devices.
+
+- i6300esb: a hung proxy is recovered without a reset; a hung supervisor resets the VM
+  (time from hang to reset is recorded).
+- Config fallback: broken boot file -> embedded default with errors; fixed -> it runs and
+  becomes last-known-good; broken again -> last-known-good keeps SIP up.
+- Management console on the second serial port: login, status, `config set`, `apply`.
+- LEDs through a uinput device with EV_LED bits (/sys/class/leds/inputN::*) and the LCD
+  through i2c-stub at 0x27 (amd64 only).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TIMEOUT_MULTIPLIER, record, sip_options, wait_sip_ready
+
+pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
+
+BASE = (REPO / "board/common/sipedge.toml").read_text()
+HERE = Path(__file__).parent
+
+UINPUT_LEDS = r'''
+import fcntl, glob, os, struct, sys
+UI_SET_EVBIT, UI_SET_LEDBIT, UI_DEV_CREATE = 0x40045564, 0x40045569, 0x5501
+EV_LED = 0x11
+fd = os.open("/dev/uinput", os.O_RDWR)
+fcntl.ioctl(fd, UI_SET_EVBIT, EV_LED)
+for led in (0, 1):  # LED_NUML, LED_CAPSL
+    fcntl.ioctl(fd, UI_SET_LEDBIT, led)
+os.write(fd, struct.pack("80sHHHHi256i", b"sipedge-test-leds", 3, 1, 1, 1, 0, *[0] * 256))
+fcntl.ioctl(fd, UI_DEV_CREATE)
+for path in glob.glob("/sys/class/input/input*/name"):
+    if open(path).read().strip() == "sipedge-test-leds":
+        print("READY", path.split("/")[-2], flush=True)
+size = struct.calcsize("llHHi")
+while True:
+    data = os.read(fd, size)
+    _s, _us, typ, code, value = struct.unpack("llHHi", data)
+    if typ == EV_LED:
+        print("LED", code, value, flush=True)
+'''
+
+
+def ctl(g, method: str, *params: str, timeout: float = 30) -> dict:
+    rc, out = g.shell(f"sipedgectl --json {method} {' '.join(params)}", timeout=timeout)
+    if rc != 0 or "{" not in out:
+        raise AssertionError(f"sipedgectl {method} failed rc={rc}: {out}")
+    return json.loads(out[out.index("{"):])
+
+
+def wait_status(g, cond, timeout: float = 120, what: str = "") -> dict:
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    st: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            st = ctl(g, "supervisor.status")
+        except AssertionError:
+            st = {}
+        if st and cond(st):
+            return st
+        time.sleep(1)
+    raise AssertionError(f"supervisor status never became {what}: {st}")
+
+
+def pids(g, pattern: str) -> list[int]:
+    script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
+              f"case $c in *{pattern}*) echo ${{p#/proc/}};; esac; done")
+    _rc, out = g.shell(script)
+    return [int(x) for x in out.split() if x.isdigit()]
+
+
+def restart_supervisor(g) -> None:
+    """SIGTERM (clean stop); init respawns it, and the new one opens devices loaded since."""
+    old = pids(g, "sipedge-supervisor --boot-config")
+    assert old, "no supervisor running"
+    g.shell(f"kill {' '.join(map(str, old))}", check=True)
+    deadline = time.monotonic() + 60 * TIMEOUT_MULTIPLIER
+    while time.monotonic() < deadline:
+        now = pids(g, "sipedge-supervisor --boot-config")
+        if now and not set(now) & set(old):
+            return
+        time.sleep(1)
+    raise AssertionError("supervisor was not respawned by init")
+
+
+def write_boot(g, text: str) -> None:
+    """Replace /boot/sipedge.toml from the guest shell (what a technician's PC would do)."""
+    g.shell("mount -o remount,rw /boot", check=True)
+    marker = "SIPEDGE_EOF_" + uuid.uuid4().hex[:8]
+    g.shell(f"cat > /boot/sipedge.toml <<'{marker}'\n{text.rstrip()}\n{marker}", check=True)
+    g.shell("sync; mount -o remount,ro /boot", check=True)
+
+
+def options_reply(port: int, timeout: float = 3.0) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        lport = s.getsockname()[1]
+        cid = uuid.uuid4().hex
+        s.settimeout(timeout)
+        s.sendto(("OPTIONS sip:10.0.2.15:5060 SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{cid[:12]};rport\r\n"
+                  "Max-Forwards: 70\r\n"
+                  f"From: <sip:t@127.0.0.1>;tag={cid[:6]}\r\nTo: <sip:10.0.2.15>\r\n"
+                  f"Call-ID: {cid}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode(),
+                 ("127.0.0.1", port))
+        try:
+            return s.recvfrom(65535)[0]
+        except OSError:
+            return None
+
+
+def test_watchdog_hung_proxy_recovered_hung_supervisor_resets(sipedge_image, boot_guest):
+    cfg = BASE + ("\n[watchdog]\ntimeout_s = 5\npet_interval_s = 1\n"
+                  "\n[supervisor]\nhealth_interval_s = 1\nhealth_timeout_s = 4\n"
+                  "term_timeout_s = 2\nrespawn_timeout_s = 1\n")
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": cfg},
+                   extra_args=["-device", "i6300esb"], name="wdt")
+    wait_sip_ready(g)
+    g.shell("[ -e /dev/watchdog ] || modprobe i6300esb", check=True)
+    g.shell("ls /dev/watchdog", check=True)
+    if not wait_status(g, lambda st: True)["watchdog"]["armed"]:
+        restart_supervisor(g)  # started before the driver was loaded
+    st = wait_status(g, lambda st: st["watchdog"]["armed"] and st["watchdog"]["pets"] >= 2
+                     and st["state"] == "RUNNING", what="armed and RUNNING")
+    wd = ctl(g, "watchdog.status")
+    assert wd["timeout_s"] == 5
+
+    # 1. a hung proxy (SIGSTOP) is killed and restarted; the box does not reset
+    proxy = st["pid"]
+    t0 = time.monotonic()
+    g.shell(f"kill -STOP {proxy}", check=True)
+    st = wait_status(g, lambda st: st["state"] == "RUNNING" and st["pid"] not in (None, proxy),
+                     what="RUNNING with a new proxy")
+    record("hung proxy to restarted proxy amd64", f"{time.monotonic() - t0:.1f} s "
+           "(health_timeout_s=4, term_timeout_s=2)")
+    assert st["crashes"] >= 1 and g.proc.poll() is None
+    wait_sip_ready(g, timeout=60)
+
+    # 2. a hung supervisor stops petting: the i6300esb resets the VM (-no-reboot: QEMU exits)
+    sup = pids(g, "sipedge-supervisor --boot-config")
+    assert len(sup) == 1
+    t0 = time.monotonic()
+    g.console.write(f"kill -STOP {sup[0]}\n")
+    g.wait_exit(90 * TIMEOUT_MULTIPLIER)
+    hang_to_reset = time.monotonic() - t0
+    record("hung supervisor to hardware reset amd64 (i6300esb)",
+           f"{hang_to_reset:.1f} s (timeout_s=5, petted every 1 s)")
+    print(f"hang to reset: {hang_to_reset:.1f} s")
+    assert 3 <= hang_to_reset <= 60
+
+
+def test_config_fallback_and_errors(sipedge_image, boot_guest):
+    broken = BASE.replace("workers = 1", "workers = 0")
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg")
+    g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
+    st = wait_status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
+    assert st["config"]["source"] == "default" and st["panel"] == "config_error"
+    errs = ctl(g, "config.errors")
+    assert len(errs["errors"]) == 1
+    assert errs["errors"][0].startswith("/boot/sipedge.toml:")
+    assert ": core.workers: " in errs["errors"][0]
+    # the embedded default listens on 127.0.0.1 only: nothing answers from outside
+    assert sip_options(g.host_port("udp", 5060), "10.0.2.15:5060", timeout=2) is None
+
+    write_boot(g, BASE)
+    ctl(g, "supervisor.reload")
+    wait_sip_ready(g, timeout=120)
+    st = wait_status(g, lambda st: st["config"]["source"] == "boot" and st["panel"] == "healthy",
+                     what="boot config healthy")
+    _rc, lkg = g.shell("cat /data/config/last-good.toml")
+    assert lkg.strip() == BASE.strip()
+
+    write_boot(g, broken)
+    ctl(g, "supervisor.reload")
+    st = wait_status(g, lambda st: st["config"]["source"] == "last-known-good",
+                     what="last-known-good")
+    wait_sip_ready(g, timeout=120)
+    assert ctl(g, "config.errors")["errors"][0].startswith("/boot/sipedge.toml:")
+
+
+def test_console_on_second_serial_port(sipedge_image, boot_guest):
+    from sipedge.appliance.auth import hash_password
+
+    mgmt_tty = "/dev/" + sipedge_image.meta["MGMT_TTY"]
+    cfg = BASE + (f'\n[management]\nconsole_device = "{mgmt_tty}"\n'
+                  f'password_hash = "{hash_password("tech", iterations=2000)}"\n')
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": cfg}, name="console")
+    wait_sip_ready(g)
+    con = g.serial2
+    con.expect(rb"password: ", timeout=120 * TIMEOUT_MULTIPLIER)
+    con.write(b"tech\r")
+    con.expect(rb"sipedge> ", timeout=30)
+    con.write(b"status\r")
+    con.expect(rb"state:    RUNNING", timeout=30)
+    con.expect(rb"sipedge> ", timeout=30)
+    con.write(b'config set core.server_header "edge-console-test"\r')
+    con.expect(rb"\+server_header = \"edge-console-test\"", timeout=30)
+    con.expect(rb"write it\? \[y/N\] ", timeout=30)
+    con.write(b"y\r")
+    con.expect(rb"written", timeout=60)
+    con.write(b"apply\r")
+    con.expect(rb"applying", timeout=30)
+    deadline = time.monotonic() + 120 * TIMEOUT_MULTIPLIER
+    reply = None
+    while time.monotonic() < deadline:
+        reply = options_reply(g.host_port("udp", 5060))
+        if reply and b"edge-console-test" in reply:
+            break
+        time.sleep(1)
+    assert reply and b"edge-console-test" in reply, reply
+    _rc, toml = g.shell("cat /boot/sipedge.toml")
+    assert 'server_header = "edge-console-test"' in toml
+
+
+def test_leds_via_uinput_and_lcd_via_i2c_stub(sipedge_image, boot_guest):
+    if sipedge_image.arch != "amd64":
+        pytest.skip("i2c-stub exists in Debian's amd64 kernel only")
+    g = boot_guest(sipedge_image, boot_files={"uinput_leds.py": UINPUT_LEDS}, name="panel")
+    wait_sip_ready(g)
+    g.shell("modprobe uinput; modprobe ledtrig-timer; modprobe i2c-dev; "
+            "modprobe i2c-stub chip_addr=0x27", check=True)
+    g.shell("python3 -u /boot/uinput_leds.py > /tmp/led-events 2>&1 &", check=True)
+    deadline = time.monotonic() + 60
+    inp = ""
+    while time.monotonic() < deadline and not inp:
+        _rc, out = g.shell("cat /tmp/led-events")
+        inp = next((ln.split()[1] for ln in out.splitlines() if ln.startswith("READY")), "")
+        time.sleep(0.5)
+    assert inp, out
+    _rc, bus = g.shell("for d in /sys/class/i2c-dev/*; do grep -q 'SMBus stub' $d/name "
+                       "&& echo ${d##*-}; done")
+    assert bus.strip().isdigit(), bus
+    write_boot(g, BASE + (f'\n[panel]\nstatus_led = "{inp}::numlock"\n'
+                          f'error_led = "{inp}::capslock"\nlcd_bus = {bus.strip()}\n'))
+    restart_supervisor(g)
+    st = wait_status(g, lambda st: st["state"] == "RUNNING" and st["lcd"]
+                     and (st["lcd"]["bytes_sent"] or 0) > 0, what="RUNNING with LCD")
+    assert st["leds"]["status"] == ["on", 0, 0]
+    assert st["lcd"]["lines"][0].startswith("sipedge OK")
+    _rc, events = g.shell("cat /tmp/led-events")
+    assert "LED 0 1" in events  # numlock (status) lit through /sys/class/leds brightness
+
+    # the proxy hangs: DEGRADED blinks the error LED with the kernel's timer trigger
+    g.shell(f"kill -STOP {st['pid']}", check=True)
+    deadline = time.monotonic() + 60 * TIMEOUT_MULTIPLIER
+    toggles = 0
+    while time.monotonic() < deadline and toggles < 4:
+        _rc, events = g.shell("cat /tmp/led-events")
+        toggles = events.count("LED 1 1") + events.count("LED 1 0")
+        time.sleep(1)
+    assert toggles >= 4, events
+    _rc, trig = g.shell(f"cat /sys/class/leds/{inp}::capslock/trigger")
+    assert "[timer]" in trig
