@@ -17,6 +17,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -149,6 +150,7 @@ class Bench:
         cpu0 = proc.tree_cpu(pids)
         uas0 = uas.cpu_ticks()
         drops0 = proc.udp_drops()
+        busy0 = proc.machine_busy_ticks()
         port_drops0 = proc.udp_drops_by_port()
         tag = f"{mode.name}-w{workers}-{target.name}-{kind}-{rate}-r{rep}"
         res = run_uac(mode.uac_scenario, HOST, target.port, rate, calls, self.workdir, tag,
@@ -178,14 +180,18 @@ class Bench:
         }
         run["ok"] = res.complete and res.achieved_rate >= 0.9 * rate
         run["udp_drops"] = proc.udp_drops() - drops0
+        # what everything else on the machine used meanwhile: the noise in this run
+        busy = (proc.machine_busy_ticks() - busy0) / proc.CLK_TCK
+        ours = proxy_cpu + res.cpu_s + (uas_cpu or 0)
+        run["other_cores"] = round(max(0.0, busy - ours) / res.wall_s, 3) if res.wall_s else None
         port_drops1 = proc.udp_drops_by_port()
         for who, port in (("proxy", target.port), ("callee", uas.port), ("caller", PORTS["uac"])):
             run[f"drops_{who}"] = port_drops1.get(port, 0) - port_drops0.get(port, 0)
         self.runs.append(run)
-        if not res.complete and kind != "warmup":
+        if not res.complete and kind in ("fixed", "profiled"):  # probes are meant to fail
             self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
                                  f"(SIPp caller log {res.log}, callee log {uas.log}, proxy log {target.log})")
-        time.sleep(self.args.pause_s)  # let the callee's time-wait calls drain
+        time.sleep(self.args.pause_s)  # let the last calls and queued datagrams drain
         return run
 
     def idle_cpu(self, target):
@@ -239,7 +245,6 @@ class Bench:
         if not pyspy:
             log("  --profile: py-spy not found (pip install py-spy into .venv)")
             return
-        import subprocess
         calls = calls_for(rate, self.args)
         procs = []
         for pid in target.pids():
@@ -411,6 +416,7 @@ def summarize(runs, maxes, meta):
                     "uas_cores": med([r["uas_cores"] for r in rr]),
                     "proxy_cores": med([r["proxy_cores"] for r in rr]),
                     "setup_ms": med([r["setup_ms"] for r in rr]),
+                    "other_cores": med([r.get("other_cores") for r in rr]),
                 }
             top = max(sorted({r["rate"] for r in fixed}), default=None)
             mem_runs = [r for r in fixed if r["rate"] == top] or sel
@@ -477,6 +483,7 @@ def print_table(summary, reps):
             line(f"proxy CPU @{top}/s (% of a core)", get("proxy_cores", 100), ".0f")
             line(f"SIPp caller CPU @{top}/s (%)", get("uac_cores", 100), ".0f")
             line(f"SIPp callee CPU @{top}/s (%)", get("uas_cores", 100), ".0f")
+            line(f"other load on the machine @{top}/s (%)", get("other_cores", 100), ".0f")
         bad = [f"{n}@{rate}" for n in names for rate, x in rows[n]["rates"].items() if not x["all_calls_ok"]]
         if bad:
             print(f"  ! calls failed in fixed-rate runs: {', '.join(bad)} (CPU per call counts successful calls)")

@@ -140,3 +140,14 @@ def udp_drops_by_port():
     except (OSError, ValueError, IndexError):
         pass
     return out
+
+
+def machine_busy_ticks():
+    """Non-idle CPU of the whole machine (all cores) in clock ticks, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            cols = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0
+    # user nice system idle iowait irq softirq steal ...
+    return sum(cols[:8]) - cols[3] - cols[4]

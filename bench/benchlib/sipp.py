@@ -61,7 +61,7 @@ class Uas:
     def start(self):
         self.starts += 1
         cmd = [sipp_binary(), "-sf", self.scenario, "-i", self.host, "-p", str(self.port),
-               "-t", "u1", "-nostdin", "-buff_size", str(4 << 20),
+               "-t", "u1", "-nostdin", "-nr", "-buff_size", str(4 << 20),
                "-trace_err", "-error_file", os.path.join(self.workdir, f"sipp-uas-{self.port}-errors.log"),
                *self.extra]
         with open(self.log, "ab") as out:
@@ -138,7 +138,7 @@ def run_uac(scenario, target_host, target_port, rate, calls, workdir, tag,
            "-i", "127.0.0.1", "-p", str(local_port), "-t", transport,
            "-r", str(int(rate)), "-rp", "1000", "-m", str(calls),
            "-l", str(max(1000, int(rate))),
-           "-nostdin", "-buff_size", str(4 << 20),
+           "-nostdin", "-nr", "-buff_size", str(4 << 20),
            "-recv_timeout", str(recv_timeout_ms), "-timeout", f"{int(budget_s)}s",
            "-trace_stat", "-stf", stat_file, "-fd", "3600",
            "-trace_err", "-error_file", base + "-errors.log"]
@@ -155,16 +155,21 @@ def run_uac(scenario, target_host, target_port, rate, calls, workdir, tag,
             on_start(p.pid)
         deadline = t0 + budget_s + 10
         status = rusage = None
-        while True:  # bounded by deadline
-            pid, status, rusage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                res.timed_out = True
-                p.kill()
-                pid, status, rusage = os.wait4(p.pid, 0)
-                break
-            time.sleep(0.01)
+        try:
+            while True:  # bounded by deadline
+                pid, status, rusage = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    res.timed_out = True
+                    p.kill()
+                    pid, status, rusage = os.wait4(p.pid, 0)
+                    break
+                time.sleep(0.01)
+        except BaseException:  # interrupted: do not leave the caller running
+            p.kill()
+            os.wait4(p.pid, 0)
+            raise
         res.wall_s = time.monotonic() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
     res.returncode = p.returncode

@@ -36,7 +36,14 @@ def request_route(msg):
 
 
 def mark_reply(reply):
-    reply.append_hf("X-Proxied: For the reply")
+    if not reply.has_hf("X-Proxied"):
+        reply.append_hf("X-Proxied: For the reply")
+
+
+if MODE == "loss":
+    # 2xx retransmissions that outlive the INVITE transaction (the UAS's T1 is 10x ours)
+    # are forwarded statelessly: the global reply route marks those too
+    reply_route = mark_reply
 
 
 def next_destination(msg):
@@ -66,7 +73,7 @@ def start(sipedge_factory, tmp_path, mode, uas1, uas2, workers=1, fr=5.0):
     script = tmp_path / f"route_{mode}.py"
     script.write_text(SCRIPT.format(uas1=uas1, uas2=uas2, mode=mode))
     port = free_port()
-    edge = sipedge_factory([("udp", "127.0.0.1", port)], workers=workers,
+    edge = sipedge_factory([("udp", "127.0.0.1", port)], workers=workers, log_level="debug",
                            extra=f'[routing]\nscript = "{script}"\n' + TM.format(fr=fr))
     return edge, port
 
@@ -240,12 +247,12 @@ def test_parallel_fork_first_200_wins_other_branch_cancelled(sipedge_factory, si
 def test_loss_retransmissions_absorbed_calls_complete(sipedge_factory, sipp, tmp_path):
     uas1, uac = free_port(), free_port()
     down = LossyRelay(uas1)
-    edge, port = start(sipedge_factory, tmp_path, "plain", down.port, 9)
+    edge, port = start(sipedge_factory, tmp_path, "loss", down.port, 9)
     up = LossyRelay(port)
     try:
-        sipp.uas("uas_rr.xml", uas1)
+        sipp.uas("uas_rr.xml", uas1, ["-trace_msg"])
         rc, log = sipp.uac("stateful/uac_call.xml", f"127.0.0.1:{up.port}", uac, calls=20,
-                           rate=10)
+                           rate=10, extra=["-trace_msg"])
         assert rc == 0, log + edge.log()
         assert up.dropped["up"] >= 4 and down.dropped["up"] >= 4  # losses really happened
         assert down.dropped["down"] >= 4

@@ -71,9 +71,10 @@ def request(method: str, ruri: str, via: str, transport: str = "TLS") -> bytes:
 
 
 def s_client(port: int, ip: str, pki, cert=None, requests: tuple[bytes, ...] = (),
-             replies: int = 1, timeout: float = 4.0) -> tuple[str, int | None]:
-    """Send requests over one TLS connection with `openssl s_client`; return what came back
-    (stdout) once `replies` SIP responses arrived, the server closed, or `timeout`."""
+             replies: int = 1, timeout: float = 5.0) -> tuple[str, bool]:
+    """Send requests over one TLS connection with `openssl s_client`. Returns what came back
+    once `replies` SIP responses arrived, the server closed, or `timeout`; and whether the
+    connection was closed (by the server, or because the handshake failed)."""
     cmd = ["openssl", "s_client", "-connect", f"{ip}:{port}", "-quiet", "-no_ign_eof",
            "-CAfile", str(pki.ca.pem_path), "-verify_return_error", "-verify_ip", ip]
     if cert is not None:
@@ -81,6 +82,7 @@ def s_client(port: int, ip: str, pki, cert=None, requests: tuple[bytes, ...] = (
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     out = b""
+    closed = False
     try:
         for data in requests:
             p.stdin.write(data)
@@ -91,13 +93,13 @@ def s_client(port: int, ip: str, pki, cert=None, requests: tuple[bytes, ...] = (
             if ready:
                 chunk = os.read(p.stdout.fileno(), 65536)
                 if not chunk:
-                    break  # closed by the server
+                    closed = True
+                    break
                 out += chunk
     finally:
         p.kill()
         err = p.communicate(timeout=5)[1]
-    return out.decode(errors="replace") + "\n--stderr--\n" + err.decode(errors="replace"), \
-        p.returncode
+    return out.decode(errors="replace") + "\n--stderr--\n" + err.decode(errors="replace"), closed
 
 
 def statuses(text: str) -> list[str]:
@@ -186,8 +188,7 @@ def test_client_certificates_required(sipedge_factory, pki, uas):
     assert len(uas.received) == n + 1
     # certificate from a CA sipedge does not trust, and no certificate at all: refused
     for cert in (pki.evil, None):
-        text, _ = s_client(port, B_IP, pki, cert, (request("OPTIONS", ruri, f"{UAC_IP}:5061"),),
-                           timeout=2.0)
-        assert statuses(text) == [], text
-        assert re.search(r"alert|error", text, re.I), text
+        text, closed = s_client(port, B_IP, pki, cert,
+                                (request("OPTIONS", ruri, f"{UAC_IP}:5061"),))
+        assert statuses(text) == [] and closed, text
     assert len(uas.received) == n + 1

@@ -21,9 +21,11 @@ def guest(sipedge_image, tmp_path_factory):
     g = Guest(sipedge_image, tmp_path_factory.mktemp("guest"), name="default",
               timeout_s=600 * TIMEOUT_MULTIPLIER)
     g.start()
-    g.ready_s = wait_sip_ready(g)
-    yield g
-    g.stop()
+    try:
+        g.ready_s = wait_sip_ready(g)
+        yield g
+    finally:
+        g.stop()
 
 
 def test_boot_to_sip_ready(guest):

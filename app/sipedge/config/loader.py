@@ -89,11 +89,14 @@ def line_map(text: str) -> dict[str, int]:
         header = _HEADER.match(line)
         if header:
             keys = _split_key(header.group(2))
-            path = _join(keys, counters, lines)
             if header.group(1) == "[[":
-                index = counters.get(path, -1) + 1
-                counters[path] = index
-                path = f"{path}[{index}]"
+                parent = _join(keys[:-1], counters)
+                plain = f"{parent}.{keys[-1]}" if parent else keys[-1]
+                index = counters.get(plain, -1) + 1
+                counters[plain] = index
+                path = f"{plain}[{index}]"
+            else:
+                path = _join(keys, counters)
             lines.setdefault(path, lineno)
             prefix = path
             continue
@@ -111,7 +114,7 @@ def line_map(text: str) -> dict[str, int]:
     return lines
 
 
-def _join(keys: list[str], counters: dict[str, int], lines: dict[str, int]) -> str:
+def _join(keys: list[str], counters: dict[str, int]) -> str:
     """Join header keys, resolving arrays of tables to their current element."""
     path = ""
     for key in keys:
@@ -248,8 +251,8 @@ def load_text(text: str, source: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+)", str(exc))
-        line = int(m.group(1)) if m else 1
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        line = int(m.group(1)) if m else max(1, len(text.splitlines()))
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         raise ConfigError([ConfigIssue(source, line, "(syntax)", msg)]) from None
     lines = line_map(text)
     v = _Validator(source, lines)

@@ -25,6 +25,10 @@ _METHOD = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _HEADER_LINE = re.compile(r"^([^:\r\n]+):([^\r\n]*)", re.M)
 _FOLD = re.compile(r"\r?\n[ \t]+")
+# control characters other than HTAB, and CR not followed by LF, are not allowed in a head
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_STATUS = re.compile(r"[1-9][0-9][0-9]")
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
 
@@ -304,19 +308,22 @@ def _key(name: str) -> str:
     if key is None:
         low = name.strip().lower()
         key = COMPACT.get(low, low)
-        if len(_key_cache) < 4096:
+        # only valid names are remembered: the parser trusts a cache hit
+        if len(_key_cache) < 4096 and _TOKEN.fullmatch(key) and name == name.strip():
             _key_cache[name] = key
     return key
 
 
-def find_head_end(data: bytes) -> tuple[int, int]:
-    """Return (end of head, start of body), or (-1, -1) if the head is not complete."""
-    i = data.find(b"\r\n\r\n")
+def find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
+    """Return (end of head, start of body), or (-1, -1) if the head is not complete.
+
+    The head ends at the first empty line, CRLF CRLF or (tolerated) LF LF."""
+    i = data.find(b"\r\n\r\n", start)
+    j = data.find(b"\n\n", start, i + 2 if i >= 0 else len(data))
+    if j >= 0 and (i < 0 or j < i):
+        return j, j + 2
     if i >= 0:
         return i, i + 4
-    i = data.find(b"\n\n")  # tolerate bare LF line ends
-    if i >= 0:
-        return i, i + 2
     return -1, -1
 
 
@@ -330,17 +337,19 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
     """
     if len(data) > 1048576:
         raise RemoteProtocolError("Message Too Large", 513)
-    head_end, body_start = find_head_end(data)
+    start = 0
+    while data[start:start + 1] in (b"\r", b"\n") and start < 64:  # RFC 3261 7.5 leading CRLFs
+        start += 1
+    head_end, body_start = find_head_end(data, start)
     if head_end < 0:
         if len(data) > MAX_HEAD_BYTES:
             raise RemoteProtocolError("Message Too Large", 513)
         raise RemoteProtocolError("Incomplete message")
     if head_end > MAX_HEAD_BYTES:
         raise RemoteProtocolError("Message Too Large", 513)
-    head = data[:head_end].decode("utf-8", "surrogateescape")
-    # RFC 3261 7.5: implementations should ignore leading CRLFs before the start line
-    if head[:1] in ("\r", "\n"):
-        head = head.lstrip("\r\n")
+    head = data[start:head_end].decode("utf-8", "surrogateescape").rstrip("\r")
+    if _CONTROL.search(head):
+        raise RemoteProtocolError("Control character in header")
     first, nl, rest = head.partition("\n")
     first = first.rstrip("\r")
     if not first:
@@ -371,10 +380,9 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
             headers.append([key, name, value.strip()])
 
     msg: Request | Response
-    if first.startswith("SIP/"):
+    if first[:4].upper() == "SIP/":
         parts = first.split(" ", 2)
-        if len(parts) < 2 or parts[0].upper() != "SIP/2.0" or len(parts[1]) != 3 \
-                or not parts[1].isdigit():
+        if len(parts) < 2 or parts[0].upper() != "SIP/2.0" or not _STATUS.fullmatch(parts[1]):
             raise RemoteProtocolError("Bad status line")
         status = int(parts[1])
         if status < 100:
@@ -401,7 +409,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
     for h in headers:
         if h[0] == "content-length":
             v = h[2]
-            if not v.isdigit() or len(v) > 9:
+            if not _DIGITS.fullmatch(v):
                 raise RemoteProtocolError("Bad Content-Length")
             n = int(v)
             if clen is not None and n != clen:
@@ -423,13 +431,15 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
 def content_length_of_head(head: bytes) -> int | None:
     """Content-Length from a raw head (for stream framing). None if absent, -1 if invalid."""
     for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            continue  # a folded continuation line, never a header of its own
         name, colon, value = line.partition(b":")
         if not colon:
             continue
         n = name.strip().lower()
         if n == b"content-length" or n == b"l":
             v = value.strip()
-            if not v.isdigit() or len(v) > 9:
+            if not v.isdigit() or not v.isascii() or len(v) > 9:
                 return -1
             return int(v)
     return None
