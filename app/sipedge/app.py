@@ -203,8 +203,10 @@ class Proxy:
         total: Counter[str] = Counter()
         contexts = 0
         per_worker = {}
+        reported = 0
         for i in range(self.nworkers):
             tm = (self.read_slot(i) or {}).get("tm") or {}
+            reported += bool(tm)
             active.update(tm.get("active", {}))
             total.update(tm.get("total", {}))
             contexts += tm.get("contexts", 0)
@@ -213,7 +215,7 @@ class Proxy:
         return {"active": {k: active.get(k, 0) for k in kinds},
                 "total": {k: total.get(k, 0) for k in kinds},
                 "active_total": sum(active.values()), "contexts": contexts,
-                "workers": per_worker}
+                "workers_reporting": reported, "workers": per_worker}
 
 
 def _group(flat: Counter[str]) -> dict:

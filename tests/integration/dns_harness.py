@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
 import pytest
 
-HAVE_NAMED = shutil.which("named") is not None
-needs_named = pytest.mark.skipif(not HAVE_NAMED, reason="bind9 (named) not installed")
+NAMED = shutil.which("named") or shutil.which("named", path="/usr/sbin:/sbin")
+needs_named = pytest.mark.skipif(NAMED is None, reason="bind9 (named) not installed")
 
 
 class Bind9:
@@ -59,7 +60,7 @@ zone "{zone}" {{ type primary; file "{workdir}/{zone}.zone"; }};
 
     def start(self, timeout: float = 15.0) -> "Bind9":
         self.stderr = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(["named", "-g", "-4", "-n", "1", "-c", str(self.conf)],
+        self.proc = subprocess.Popen([NAMED, "-g", "-4", "-n", "1", "-c", str(self.conf)],
                                      stdout=self.stderr, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         q = dns.message.make_query(f"{self.zone}.", dns.rdatatype.SOA)

@@ -11,7 +11,9 @@ import select
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +146,8 @@ def test_sipedge_to_sipedge_over_tls_with_reuse_and_mutual_auth(sipedge_factory,
                 for g in got]
     ports = {re.search(r"rport=(\d+)", v).group(1) for v in tls_vias}
     assert len(ports) == 1, tls_vias  # one connection A -> B, reused
+    # B's inline key went to a private temporary file only while OpenSSL read it
+    assert not list(Path(tempfile.gettempdir()).glob("sipedge-tls-*"))
 
 
 def udp_request(port: int, ruri: str, ip: str = A_IP, timeout: float = 3.0) -> str:

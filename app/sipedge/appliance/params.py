@@ -26,11 +26,13 @@ class SupervisorParams:
     respawn_retry: int = option(5, "quick crashes in a row before giving up (FAILED)", min=0,
                                 max=1000)
     term_timeout_s: float = option(10.0, "SIGTERM to SIGKILL escalation delay", min=0.1, max=600)
-    start_timeout_s: float = option(30.0, "time a new proxy has to report healthy", min=1,
-                                    max=3600)
+    start_timeout_s: float = option(120.0, "time a new proxy has to report healthy (Python "
+                                    "starts slowly on small boards)", min=1, max=3600)
     health_interval_s: float = option(2.0, "how often the proxy is probed", min=0.1, max=600)
-    health_timeout_s: float = option(10.0, "no healthy probe for this long means hung: restart",
+    health_timeout_s: float = option(20.0, "no healthy probe for this long means hung: restart",
                                      min=0.5, max=3600)
+    probe_timeout_s: float = option(3.0, "how long one probe waits for an answer", min=0.1,
+                                    max=60)
     max_loop_lag_ms: float = option(500.0, "event-loop lag above which the proxy counts as "
                                     "unhealthy", min=1)
     options_probe: bool = option(True, "also send a SIP OPTIONS to the first UDP listener")

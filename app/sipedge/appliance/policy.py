@@ -114,8 +114,8 @@ class RespawnPolicy:
 
 @dataclass(frozen=True)
 class HealthLimits:
-    start_timeout_s: float = 30.0
-    health_timeout_s: float = 10.0
+    start_timeout_s: float = 120.0
+    health_timeout_s: float = 20.0
     max_loop_lag_ms: float = 500.0
     term_timeout_s: float = 10.0
     reset_on_failed: bool = False

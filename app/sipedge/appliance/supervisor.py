@@ -35,13 +35,13 @@ MAX_WAIT_S = 1.0
 def default_probe(choice: ConfigChoice) -> HealthProbe:
     cfg = choice.config
     params = cfg.supervisor
-    heartbeat = CoreHealthProbe(cfg.core.ctl_socket, timeout=min(2.0, params.health_interval_s))
+    heartbeat = CoreHealthProbe(cfg.core.ctl_socket, timeout=params.probe_timeout_s)
     options = None
     if params.options_probe:
         udp = [lst for lst in cfg.listen if lst.proto == "udp"]
         if udp:
             options = SipOptionsProbe(udp[0].address, udp[0].port,
-                                      timeout=min(2.0, params.health_interval_s))
+                                      timeout=params.probe_timeout_s)
     return CombinedProbe(heartbeat, options)
 
 

@@ -27,7 +27,7 @@ def free_udp_port():
 def write_config(path, run, extra="", command=None, **sup):
     settings = dict(respawn_timeout_s=0.1, respawn_max_delay_s=0.2, respawn_retry=2,
                     term_timeout_s=0.5, start_timeout_s=5, health_interval_s=0.1,
-                    health_timeout_s=1.0)
+                    health_timeout_s=1.0, probe_timeout_s=0.5)
     settings.update(sup)
     lines = ["[core]", f'ctl_socket = "{run}/ctl.sock"', "",
              "[[listen]]", 'proto = "udp"', 'address = "127.0.0.1"',
@@ -160,7 +160,7 @@ def test_sighup_with_invalid_file_keeps_running_last_known_good(sup_factory):
 def test_real_proxy_under_the_supervisor(sup_factory):
     """The real `python -m sipedge`: heartbeat over its ctl socket and OPTIONS to itself."""
     s = sup_factory(command=[sys.executable, "-m", "sipedge"], extra="",
-                    start_timeout_s=20, health_timeout_s=5.0)
+                    start_timeout_s=20, health_timeout_s=5.0, probe_timeout_s=2.0)
     st = s.wait_for(lambda st: st["state"] == "RUNNING", timeout=30)
     assert st["health"]["ok"] and st["health"]["workers_alive"] == st["health"]["workers_expected"]
     pid = st["pid"]

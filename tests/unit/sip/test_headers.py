@@ -69,7 +69,8 @@ BAD_VIAS = [
     "SIP/2.0/UDP h.example.com:0", "SIP/2.0/UDP h.example.com:65536", "SIP/2.0/UDP h:5²",
     "SIP/2.0/UDP h:" + "9" * 5000, "SIP/2.0/UDP h;rport=0", "SIP/2.0/UDP h;rport=x",
     "SIP/2.0/UDP h;rport=5²", "SIP/2.0/UDP h;rport=" + "1" * 5000, "SIP/2.0/UDP [zz]",
-    "SIP/2.0/UDP [::1", "SIP/2.0/UDP [::1]x", "SIP/2.0/UDP h<>x;branch=1", "SIP/2.0/UDP h..x",
+    "SIP/2.0/UDP [::1", "SIP/2.0/UDP [::1]x", "SIP/2.0/UDP [1.2.3.4]", "SIP/2.0/UDP [a]:5060",
+    "SIP/2.0/UDP h<>x;branch=1", "SIP/2.0/UDP h..x",
     "SIP/2.0/U<DP h.example.com", "SIP/2.0/UDP h;=x", 'SIP/2.0/UDP h;x="open',
 ]
 

@@ -256,10 +256,9 @@ def test_find_head_end():
     assert find_head_end(b"A\r\nB: c\r\n") == (-1, -1)
 
 
-@pytest.mark.xfail(reason="message.py: find_head_end() returns the CRLFCRLF in a body in "
-                   "preference to an earlier LFLF head end", strict=True)
 def test_find_head_end_takes_the_earliest_blank_line():
     assert find_head_end(b"A\nB: c\n\nbody\r\n\r\n") == (6, 8)
+    assert find_head_end(b"A\r\nB: c\r\n\r\nbody\n\n") == (7, 11)
 
 
 @pytest.mark.parametrize("head, expected", [
@@ -274,10 +273,8 @@ def test_content_length_of_head(head, expected):
     assert content_length_of_head(head) == expected
 
 
-@pytest.mark.xfail(reason="message.py: content_length_of_head() reads a folded continuation "
-                   "line ' l: 5' as Content-Length, parse_message() does not: TCP framing "
-                   "and parsing disagree", strict=True)
 def test_content_length_of_head_ignores_continuation_lines():
+    """A folded ' l: 5' is part of the Subject for the parser, so framing must skip it too."""
     head = HEAD + b"Subject: hi\r\n l: 5\r\nContent-Length: 0"
     assert parse_message(head + b"\r\n\r\n").get("subject") == "hi l: 5"
     assert content_length_of_head(head) == 0
@@ -291,7 +288,8 @@ _HOSTILE = {
     "many_commas": HEAD + b"Route: " + b"<sip:a>," * 7000 + b"<sip:b>\r\n\r\n",
     "many_quotes": HEAD + b"Contact: " + b'"\\",' * 10000 + b"\r\n\r\n",
     "many_semicolons": HEAD.replace(b"branch=z9hG4bKbody", b"branch=x" + b";a" * 4000) + b"\r\n",
-    "long_host_labels": HEAD.replace(b"sip:bob@example.com", b"sip:" + b"a-" * 4000 + b"!") + b"\r\n",
+    "long_host_labels": HEAD.replace(b"sip:bob@example.com",
+                                     b"sip:" + b"a-" * 4000 + b"!") + b"\r\n",
     "crlf_flood": b"\r\n" * 30000,
     "lf_flood": b"\n" * 60000 + HEAD + b"\r\n",
     "no_head_end": b"A" * 70000,

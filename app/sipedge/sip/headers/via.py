@@ -60,8 +60,8 @@ class Via:
 
 
 _FAST = re.compile(
-    r"(SIP/2\.0)/([A-Za-z]+) (" + HOSTNAME_PATTERN + r"|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?"
-    r"((?:;[^;]*)*)",
+    r"(SIP/2\.0)/([A-Za-z]+) (" + HOSTNAME_PATTERN + r"|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\])"
+    r"(?::(\d{1,5}))?((?:;[^;]*)*)",
     re.ASCII)
 
 

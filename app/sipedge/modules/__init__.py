@@ -1,0 +1,19 @@
+"""Feature modules (the Kamailio cut): one package per feature under modules/<name>/.
+
+Each package's `__init__.py` exports `MODULE`, a `ModuleSpec` naming its config section
+class, the modules it depends on, its RPC table and its script-facing API module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    name: str  # module, config section, logger suffix and RPC namespace
+    params: type  # the frozen dataclass of the config section
+    depends: tuple[str, ...] = ()
+    rpc: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    script_api: str = ""  # dotted name of the script-facing module (api.py)

@@ -1,0 +1,101 @@
+"""ProxyCore fed with what the wire delivers: hostile values may only raise RemoteProtocolError.
+
+The parser is lazy, so some values (Max-Forwards, the top Via branch) are first read by the
+proxy rules; they are held to the same rule as the parser. RFC behaviour of the proxy is
+tested in tests/unit/proxy.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sipedge.errors import RemoteProtocolError
+from sipedge.sip.message import Request, parse_message
+from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
+from sip_corpus import all_corpus_bytes, check_reason
+
+UDP = LocalAddress(0, "udp", "192.0.2.10", 5060, "192.0.2.10", 5060)
+SRC = Source("udp", "198.51.100.1", 5070, 0)
+
+
+def _core() -> ProxyCore:
+    return ProxyCore([UDP], domains=("example.com",), secret=b"k")
+
+
+def _request(extra: str = "", branch: str = "z9hG4bKabc") -> Request:
+    return parse_message((
+        f"OPTIONS sip:bob@example.org SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 198.51.100.1:5070;branch={branch}\r\n"
+        f"From: <sip:alice@example.net>;tag=f1\r\nTo: <sip:bob@example.org>\r\n"
+        f"Call-ID: c1@x\r\nCSeq: 7 OPTIONS\r\n{extra}Content-Length: 0\r\n\r\n").encode())
+
+
+@pytest.mark.parametrize("value", [
+    "x", "-1", "+5", "",
+    pytest.param("7²", marks=pytest.mark.xfail(
+        reason="proxy.py check_request: mf.isdigit() accepts '7²', int() raises ValueError "
+        "(the worker answers 500 with a traceback); use grammar.is_digits(mf, 9)", strict=True)),
+    pytest.param("9" * 5000, marks=pytest.mark.xfail(
+        reason="proxy.py check_request: int() refuses > 4300 digits (ValueError); "
+        "use grammar.is_digits(mf, 9)", strict=True)),
+])
+def test_bad_max_forwards(value):
+    with pytest.raises(RemoteProtocolError) as info:
+        _core().check_request(_request(f"Max-Forwards: {value}\r\n"), SRC)
+    check_reason(info.value)
+
+
+@pytest.mark.parametrize("branch, worker", [
+    ("z9hG4bK3xabc", 3), ("z9hG4bKabc", None), ("z9hG4bKxabc", None), (None, None),
+    ("1234", None),
+    pytest.param("z9hG4bK²xabc", None, marks=pytest.mark.xfail(
+        reason="proxy.py worker_of_branch: head.isdigit() accepts '²', int() raises "
+        "ValueError for any reply with such a branch; use grammar.is_digits(head, 4)",
+        strict=True)),
+    pytest.param("z9hG4bK" + "1" * 5000 + "xabc", None, marks=pytest.mark.xfail(
+        reason="proxy.py worker_of_branch: int() refuses > 4300 digits (ValueError)",
+        strict=True)),
+])
+def test_worker_of_branch(branch, worker):
+    assert ProxyCore.worker_of_branch(branch) == worker
+
+
+def _mutate(data: bytes, draw) -> bytes:
+    buf = bytearray(data)
+    for _ in range(draw(st.integers(1, 3))):
+        if not buf:
+            break
+        at = draw(st.integers(0, len(buf) - 1))
+        buf[at:at + draw(st.integers(0, 2))] = draw(st.sampled_from(
+            [b"", b"\x00", b",", b";", b'"', b"<", b">", b"@", b":", b"0", b"9" * 12, b" ",
+             b"\r\n", b"\r\n ", b"[", b"]", b"%"]))
+    return bytes(buf)
+
+
+SEEDS = all_corpus_bytes()
+
+
+@settings(max_examples=200, deadline=timedelta(seconds=1), database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_proxy_rules_on_mutated_corpus(data):
+    """Parse, then run the request or response rules: RemoteProtocolError or a result."""
+    raw = _mutate(data.draw(st.sampled_from(SEEDS)), data.draw)
+    try:
+        msg = parse_message(raw)
+    except RemoteProtocolError:
+        return
+    core = _core()
+    try:
+        if isinstance(msg, Request):
+            if core.check_request(msg, SRC) is None and msg.method != "ACK":
+                core.next_hop(msg)
+                core.finalize_request(msg, SRC, UDP)
+        else:
+            core.route_response(msg)
+    except RemoteProtocolError as exc:
+        check_reason(exc)
