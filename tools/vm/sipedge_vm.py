@@ -160,6 +160,7 @@ class Guest:
     smp: int = 2
     timeout_s: float = 300.0
     autologin: bool = True
+    restrict: bool = True  # slirp restrict=on: the guest cannot reach the host or beyond
     name: str = "guest"
 
     def __post_init__(self):
@@ -207,7 +208,7 @@ class Guest:
             cmdline += " " + self.append
         fwd = ",".join(f"hostfwd={proto}:127.0.0.1:{hp}-:{gp}"
                        for (proto, gp), hp in self.ports.items())
-        netdev = "user,id=n0,restrict=on" + ("," + fwd if fwd else "")
+        netdev = "user,id=n0" + (",restrict=on" if self.restrict else "") + ("," + fwd if fwd else "")
         s2 = self.workdir / f"{self.name}-serial2.sock"
         cmd = [
             meta["QEMU_SYSTEM"], "-M", meta["QEMU_MACHINE"], "-cpu", meta["QEMU_CPU"],

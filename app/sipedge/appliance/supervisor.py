@@ -71,7 +71,8 @@ class Supervisor:
                  media: Any = None,
                  probe_factory: Callable[[ConfigChoice], HealthProbe] = default_probe,
                  process_factory: Callable[[Sequence[str]], ProxyProcess] = ProxyProcess,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 choice: ConfigChoice | None = None) -> None:
         self.config_source = config_source
         self.watchdog = watchdog
         self.leds = leds
@@ -86,7 +87,7 @@ class Supervisor:
         self.probe_factory = probe_factory
         self.process_factory = process_factory
         self.clock = clock
-        self.choice = config_source.select()
+        self.choice = choice if choice is not None else config_source.select()
         self.policy = build_policy(self.choice)
         self.probe = probe_factory(self.choice)
         self.proc: ProxyProcess | None = None

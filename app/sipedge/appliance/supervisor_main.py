@@ -122,7 +122,7 @@ async def serve(args: argparse.Namespace) -> int:
     hw = build_hardware(args, choice)
     from .hotplug import MediaConfigOffer
 
-    sup = Supervisor(source, media=MediaConfigOffer(source.check_text), **hw)
+    sup = Supervisor(source, media=MediaConfigOffer(source.check_text), choice=choice, **hw)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, sup.request, "stop")
     loop.add_signal_handler(signal.SIGINT, sup.request, "stop")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ConfigIssue
+from ..sip.grammar import is_digits
 from . import sections as _core_sections
 from .schema import SECTIONS
 
@@ -343,7 +344,7 @@ def split_server(text: str) -> tuple[str, int] | None:
         ipaddress.ip_address(host)
     except ValueError:
         return None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not is_digits(port, 5) or not 0 < int(port) < 65536:
         return None
     return host, int(port)
 

@@ -17,3 +17,13 @@ class ModuleSpec:
     depends: tuple[str, ...] = ()
     rpc: dict[str, Callable[..., Any]] = field(default_factory=dict)
     script_api: str = ""  # dotted name of the script-facing module (api.py)
+
+
+@dataclass(frozen=True)
+class ReplySpec:
+    """A reply a module asks the script to send: `msg.reply(spec.status, spec.reason,
+    spec.headers)`. Headers are (name, value) pairs; a name may repeat (WWW-Authenticate)."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()

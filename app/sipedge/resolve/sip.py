@@ -75,7 +75,7 @@ def is_ip_literal(host: str) -> bool:
     if ":" in host:
         return True
     parts = host.split(".")
-    return len(parts) == 4 and all(p.isdigit() for p in parts)
+    return len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts)
 
 
 def _uri_transport(uri: URI) -> str | None:

@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass
 
 from ..errors import RemoteProtocolError
+from .grammar import is_digits
 from .headers.address import parse_address
 from .headers.via import MAGIC_COOKIE, Via, parse_via
 from .message import Request, Response
@@ -155,7 +156,7 @@ class ProxyCore:
 
         mf = msg.get("max-forwards")
         if mf is not None:
-            if not mf.isdigit():
+            if not is_digits(mf, 9):
                 raise RemoteProtocolError("Bad Max-Forwards")
             if int(mf) == 0 and msg.method != "ACK":
                 if msg.method == "OPTIONS" and self.is_our_domain(uri) and uri.user is None:
@@ -318,7 +319,7 @@ class ProxyCore:
         if not branch or not branch.startswith(MAGIC_COOKIE):
             return None
         head, x, _ = branch[7:].partition("x")
-        return int(head) if x and head.isdigit() else None
+        return int(head) if x and is_digits(head, 4) else None
 
     # -- replies we generate ---------------------------------------------------------
 

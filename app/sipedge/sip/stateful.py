@@ -126,7 +126,7 @@ class ResponseContext:
     the best reply so far and the routes the script armed."""
 
     __slots__ = ("st", "request", "src", "reply_peer", "branches", "best", "final_status",
-                 "canceled", "routes", "taken_over", "live", "key", "user")
+                 "canceled", "routes", "taken_over", "live", "key", "user", "is_invite")
 
     def __init__(self, st: ServerTransaction, request: Request, src: Source,
                  reply_peer: Peer) -> None:
@@ -143,10 +143,7 @@ class ResponseContext:
         self.live = 1  # transactions alive (the server transaction counts)
         self.key = st.key
         self.user: dict = {}  # free for the driver / script
-
-    @property
-    def is_invite(self) -> bool:
-        return self.request.method == "INVITE"
+        self.is_invite = request.method == "INVITE"
 
     @property
     def pending(self) -> list[Branch]:
@@ -178,6 +175,7 @@ def _copy_response(resp: Response) -> Response:
 
 
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
+_DONE = Response(0, "done")  # a finished branch after compaction
 
 
 def best_response(responses: list[Response]) -> Response | None:
@@ -214,6 +212,7 @@ class StatefulProxy:
         self._heap: list[tuple[float, int, object]] = []
         self._branch_seq = itertools.count(1)
         self._heap_seq = itertools.count()
+        self._stale = 0
 
     # -- output and timers ----------------------------------------------------------
 
@@ -246,9 +245,27 @@ class StatefulProxy:
     def _arm(self, obj: ServerTransaction | ClientTransaction | Branch) -> None:
         when = obj.get_timer()
         if when != obj.armed:  # type: ignore[union-attr]
+            if obj.armed is not None:  # type: ignore[union-attr]
+                self._stale += 1
             obj.armed = when  # type: ignore[union-attr]
             if when is not None:
                 heapq.heappush(self._heap, (when, next(self._heap_seq), obj))
+            self._sweep_heap()
+
+    def _disarm(self, obj: Branch) -> None:
+        if obj.armed is not None:
+            obj.armed = None
+            self._stale += 1
+            self._sweep_heap()
+
+    def _sweep_heap(self) -> None:
+        """Stale heap entries (timers stopped or moved) would keep finished calls in memory
+        until their old deadline (fr_inv_timeout: minutes); drop them once they are the
+        majority."""
+        if self._stale > 256 and 2 * self._stale > len(self._heap):
+            self._heap = [e for e in self._heap if e[2].armed == e[0]]  # type: ignore[attr-defined]
+            heapq.heapify(self._heap)
+            self._stale = 0
 
     def stats(self) -> dict:
         return {"active": {k.value: v for k, v in self.active.items()},
@@ -394,11 +411,11 @@ class StatefulProxy:
               headers: list[tuple[str, str]] | tuple = (), body: bytes = b"",
               content_type: str | None = None, now: float = 0.0) -> None:
         """Answer statefully (t_reply): pending branches of an INVITE are CANCELled."""
+        if ctx.final_status:
+            raise LocalProtocolError("the transaction has a final response already")
         resp = self.core.make_reply(ctx.request, status, reason, headers, body, content_type)
         ctx.taken_over = False
         if status >= 200:
-            if ctx.final_status and not (200 <= status < 300 and ctx.is_invite):
-                raise LocalProtocolError("the transaction has a final response already")
             ctx.final_status = status
             self.cancel_branches(ctx, now)
         self._send_reply(ctx.st, resp, now)
@@ -480,9 +497,11 @@ class StatefulProxy:
                 self.contexts -= 1
                 for b in ctx.branches:  # the final-response timers die with the context
                     b.fr_deadline = None
-                    b.armed = None
+                    self._disarm(b)
 
     def _local_reply(self, ctx: ResponseContext, status: int, reason: str) -> Response:
+        if ctx.request is None:  # compacted: the final answer went upstream already
+            return _DONE
         return self.core.make_reply(ctx.request, status, reason)
 
     def _on_response(self, b: Branch, resp: Response, now: float) -> None:
@@ -517,9 +536,11 @@ class StatefulProxy:
                 ctx.final_status = ctx.final_status or status
                 self._send_reply(ctx.st, resp, now)
                 self.cancel_branches(ctx, now, keep=b)
+                self._compact(ctx)
             elif not ctx.final_status:
                 ctx.final_status = status
                 self._send_reply(ctx.st, resp, now)
+                self._compact(ctx)
             return
         if status >= 600 and ctx.is_invite:
             self.cancel_branches(ctx, now, keep=b)
@@ -527,7 +548,7 @@ class StatefulProxy:
 
     def _stop_fr(self, b: Branch) -> None:
         b.fr_deadline = None
-        b.armed = None
+        self._disarm(b)
 
     def _branch_final(self, b: Branch, resp: Response, now: float) -> None:
         b.final = resp
@@ -536,6 +557,19 @@ class StatefulProxy:
         ctx = b.ctx
         if not ctx.pending and not ctx.final_status and not ctx.taken_over:
             self._finish(ctx, now)
+        if ctx.final_status:
+            self._compact(ctx)
+
+    @staticmethod
+    def _compact(ctx: ResponseContext) -> None:
+        """The final answer went upstream: finished branches keep only what late replies
+        need (status, peer); the winning reply is dropped."""
+        ctx.best = None
+        ctx.request = None  # type: ignore[assignment]
+        for b in ctx.branches:
+            if b.final is not None:
+                b.final = _DONE
+                b.request = None  # type: ignore[assignment]
 
     def _fr_expired(self, b: Branch, now: float) -> None:
         """fr_timer / fr_inv_timer fired: the branch ends with a local 408. An INVITE branch

@@ -370,7 +370,7 @@ class Transaction:
 class ClientTransaction(Transaction):
     """ICT or NICT. Created with the request exactly as it goes on the wire; sends it."""
 
-    __slots__ = ("request", "data", "_interval", "ack", "last_response")
+    __slots__ = ("request", "data", "_interval", "ack")
 
     def __init__(self, request: Request, data: bytes, now: float, *, reliable: bool = False,
                  timers: TimerValues = TimerValues(), key: object = None) -> None:
@@ -383,7 +383,6 @@ class ClientTransaction(Transaction):
         self.request = request
         self.data = data
         self.ack: bytes | None = None
-        self.last_response: Response | None = None
         self._interval = timers.t1
         self._out.append(data)
         if kind is Kind.ICT:
@@ -417,7 +416,6 @@ class ClientTransaction(Transaction):
 
     def _do_pass_response(self, now: float, arg: object) -> None:
         assert isinstance(arg, Response)
-        self.last_response = arg
         if self.kind is Kind.ICT:
             self._stop(I.TIMER_A, I.TIMER_B)
         elif self.state is S.PROCEEDING and I.TIMER_E in self._timers:
@@ -427,6 +425,13 @@ class ClientTransaction(Transaction):
     def _do_accept(self, now: float, arg: object) -> None:
         self._do_pass_response(now, arg)
         self._start(I.TIMER_M, now, 64 * self.timers.t1)
+        self._release()
+
+    def _release(self) -> None:
+        """Nothing is retransmitted or built from the request any more: free it (a proxy
+        keeps thousands of transactions in Accepted / Completed)."""
+        self.data = b""
+        self.request = None  # type: ignore[assignment]
 
     def _do_complete_with_ack(self, now: float, arg: object) -> None:
         assert isinstance(arg, Response)
@@ -434,6 +439,7 @@ class ClientTransaction(Transaction):
         self.ack = build_ack(self.request, arg).to_bytes()
         self._out.append(self.ack)
         self._start(I.TIMER_D, now, 0.0 if self.reliable else self.timers.timer_d)
+        self._release()
 
     def _do_resend_ack(self, now: float, arg: object) -> None:
         if self.ack is not None:
@@ -441,8 +447,8 @@ class ClientTransaction(Transaction):
 
     def _do_complete(self, now: float, arg: object) -> None:
         assert isinstance(arg, Response)
-        self.last_response = arg
         self._stop(I.TIMER_E, I.TIMER_F)
+        self._release()
         self._events.append(ResponseReceived(arg))
         self._start(I.TIMER_K, now, 0.0 if self.reliable else self.timers.t4)
 
@@ -486,6 +492,8 @@ class ServerTransaction(Transaction):
     def _do_send_accept(self, now: float, arg: object) -> None:
         self._do_send(now, arg)
         self._start(I.TIMER_L, now, 64 * self.timers.t1)
+        self.last_response = None  # Accepted repeats nothing: the UAS retransmits its 2xx
+        self.request = None  # type: ignore[assignment]
 
     def _do_send_complete_ist(self, now: float, arg: object) -> None:
         self._do_send(now, arg)
@@ -542,3 +550,16 @@ def build_cancel(invite: Request) -> Request:
             cancel.headers.append([h[0], h[1], h[2]])
     cancel.headers.append(["cseq", "CSeq", f"{invite.cseq.seq} CANCEL"])
     return cancel
+
+
+def transition_table_markdown(kind: Kind) -> str:
+    """The machine's table as Markdown (docs/transactions.md is generated from this and a test
+    keeps it in step). Rows for TERMINATED, ABANDON and TRANSPORT_ERROR are left out: they
+    are the same for every machine and described once in the doc."""
+    rows = ["| state | input | next state | side effect |", "|---|---|---|---|"]
+    for (state, inp), (nxt, effect) in TRANSITIONS[kind].items():
+        if state is S.TERMINATED or inp in (I.ABANDON, I.TRANSPORT_ERROR):
+            continue
+        name = inp.value if not inp.name.startswith("TIMER_") else f"Timer {inp.value}"
+        rows.append(f"| {state.value} | {name} | {nxt.value} | {effect} |")
+    return "\n".join(rows)

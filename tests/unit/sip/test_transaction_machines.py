@@ -297,3 +297,13 @@ def test_cancel_built_from_the_invite_we_sent():
     assert c.get("cseq") == "7 CANCEL" and c.get("route") == "<sip:10.0.0.9;lr>"
     a = build_ack(req(), resp(404))
     assert a.to.tag == "b1"
+
+
+def test_docs_tables_match_the_code():
+    from pathlib import Path
+
+    from sipedge.sip.transaction import transition_table_markdown
+
+    doc = (Path(__file__).parents[3] / "docs" / "transactions.md").read_text()
+    for kind in Kind:
+        assert transition_table_markdown(kind) in doc, kind

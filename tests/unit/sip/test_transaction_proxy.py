@@ -308,3 +308,18 @@ def test_cancelled_branch_that_never_answers_is_given_up_after_64_t1():
     assert statuses(n.sent()) == [487]  # the caller is not kept waiting for fr_inv_timer
     n.run_until(200)
     assert n.idle()
+
+
+def test_finished_calls_do_not_stay_in_the_timer_heap():
+    """Stopped fr timers (minutes long) must not keep finished calls alive."""
+    n = Net(fr_timeout=600.0, fr_inv_timeout=600.0)
+    for i in range(2000):
+        msg = parse_message(invite(branch=f"z9hG4bKc{i}").to_bytes()
+                            .replace(b"call-1@test", f"call-{i}@t".encode()))
+        n.relay(msg, [UAS1])
+        (t,) = [t for t in n.tm.data_to_send() if t.peer.port == 6001]
+        n.tm.receive_response(answer(t.data, 486), n.now)
+        n.tm.data_to_send()
+    n.run_until(40)  # Timer H/I/D are over; the fr timers (600 s) were stopped
+    assert n.idle()
+    assert len(n.tm._heap) < 600

@@ -1,0 +1,233 @@
+"""The location and subscriber database: plain sqlite3, WAL, one transaction per change.
+
+Blocking calls: the event loop uses it through `aio.AsyncStore`, which runs every call in a
+dedicated thread. Each `Store` owns one connection and must stay in the thread that opened it.
+
+Crash safety: WAL journal, `synchronous=FULL` by default (a committed REGISTER survives a power
+cut; `normal` may lose the last commits but never leaves a torn database). Every REGISTER is
+applied by `update_aor()` inside one `BEGIN IMMEDIATE` transaction, so two workers saving the
+same AOR serialise and a kill mid-write leaves either the old or the new binding set.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .core import Binding, RegisterOutcome
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS location (
+    aor         TEXT    NOT NULL,
+    contact_key TEXT    NOT NULL,
+    contact     TEXT    NOT NULL,
+    expires_at  REAL    NOT NULL,
+    q           INTEGER NOT NULL DEFAULT 1000,
+    call_id     TEXT    NOT NULL DEFAULT '',
+    cseq        INTEGER NOT NULL DEFAULT 0,
+    path        TEXT    NOT NULL DEFAULT '[]',
+    received    TEXT    NOT NULL DEFAULT '',
+    transport   TEXT    NOT NULL DEFAULT 'udp',
+    socket      TEXT    NOT NULL DEFAULT '',
+    nat         INTEGER NOT NULL DEFAULT 0,
+    user_agent  TEXT    NOT NULL DEFAULT '',
+    instance    TEXT    NOT NULL DEFAULT '',
+    reg_id      INTEGER NOT NULL DEFAULT 0,
+    params      TEXT    NOT NULL DEFAULT '',
+    updated     REAL    NOT NULL DEFAULT 0,
+    PRIMARY KEY (aor, contact_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS location_expires ON location (expires_at);
+CREATE TABLE IF NOT EXISTS subscriber (
+    username   TEXT NOT NULL,
+    domain     TEXT NOT NULL,
+    ha1_md5    TEXT NOT NULL DEFAULT '',
+    ha1_sha256 TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (username, domain)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = ("aor", "contact_key", "contact", "expires_at", "q", "call_id", "cseq", "path",
+            "received", "transport", "socket", "nat", "user_agent", "instance", "reg_id",
+            "params", "updated")
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM location"
+_UPSERT = ("INSERT OR REPLACE INTO location (" + ", ".join(_COLUMNS) + ") VALUES (" +
+           ", ".join("?" * len(_COLUMNS)) + ")")
+
+
+class StoreError(Exception):
+    """The database cannot be opened or has an unknown schema."""
+
+
+def _row(b: Binding) -> tuple:
+    return (b.aor, b.key, b.contact, b.expires_at, b.q, b.call_id, b.cseq, json.dumps(list(b.path)),
+            b.received, b.transport, b.socket, int(b.nat), b.user_agent, b.instance, b.reg_id,
+            b.params, b.updated)
+
+
+def _binding(r: tuple) -> Binding:
+    return Binding(aor=r[0], contact=r[2], expires_at=r[3], q=r[4], call_id=r[5], cseq=r[6],
+                   path=tuple(json.loads(r[7])), received=r[8], transport=r[9], socket=r[10],
+                   nat=bool(r[11]), user_agent=r[12], instance=r[13], reg_id=r[14],
+                   params=r[15], updated=r[16])
+
+
+class Store:
+    def __init__(self, path: str | Path, *, synchronous: str = "full",
+                 busy_timeout_s: float = 5.0) -> None:
+        if synchronous not in ("full", "normal"):
+            raise ValueError("synchronous must be full or normal")
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: transactions are explicit BEGIN ... COMMIT
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version} is newer than "
+                                 f"{SCHEMA_VERSION}")
+            # one script, one transaction: executescript() runs outside Python's own
+            # transaction handling
+            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA +
+                                   f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self, immediate: bool = True):
+        return _Tx(self._db, immediate)
+
+    # -- location -----------------------------------------------------------------
+
+    def bindings(self, aor: str) -> list[Binding]:
+        """Every stored binding of the AOR, expired ones included."""
+        rows = self._db.execute(_SELECT + " WHERE aor = ?", (aor,)).fetchall()
+        return [_binding(r) for r in rows]
+
+    def live_bindings(self, aor: str, now: float) -> list[Binding]:
+        rows = self._db.execute(_SELECT + " WHERE aor = ? AND expires_at > ?",
+                                (aor, now)).fetchall()
+        return [_binding(r) for r in rows]
+
+    def all_bindings(self, now: float | None = None) -> list[Binding]:
+        if now is None:
+            rows = self._db.execute(_SELECT + " ORDER BY aor, contact").fetchall()
+        else:
+            rows = self._db.execute(_SELECT + " WHERE expires_at > ? ORDER BY aor, contact",
+                                    (now,)).fetchall()
+        return [_binding(r) for r in rows]
+
+    def nat_bindings(self, now: float) -> list[Binding]:
+        rows = self._db.execute(_SELECT + " WHERE nat = 1 AND expires_at > ?", (now,)).fetchall()
+        return [_binding(r) for r in rows]
+
+    def update_aor(self, aor: str,
+                   compute: Callable[[list[Binding]], RegisterOutcome]) -> RegisterOutcome:
+        """Read the AOR's bindings, let `compute` decide, write its changes: one transaction.
+        Nothing is written unless the outcome is a 200."""
+        with self._transaction():
+            outcome = compute(self.bindings(aor))
+            if outcome.ok:
+                self._write(aor, outcome.upserts, outcome.deletes)
+        return outcome
+
+    def _write(self, aor: str, upserts: Iterable[Binding], deletes: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM location WHERE aor = ? AND contact_key = ?",
+                             [(aor, k) for k in deletes])
+        self._db.executemany(_UPSERT, [_row(b) for b in upserts])
+
+    def put_bindings(self, bindings: Iterable[Binding]) -> None:
+        with self._transaction():
+            self._db.executemany(_UPSERT, [_row(b) for b in bindings])
+
+    def delete_aor(self, aor: str) -> int:
+        with self._transaction():
+            return self._db.execute("DELETE FROM location WHERE aor = ?", (aor,)).rowcount
+
+    def delete_contact(self, aor: str, contact_key: str) -> int:
+        with self._transaction():
+            return self._db.execute("DELETE FROM location WHERE aor = ? AND contact_key = ?",
+                                    (aor, contact_key)).rowcount
+
+    def purge_expired(self, now: float) -> int:
+        with self._transaction():
+            return self._db.execute("DELETE FROM location WHERE expires_at <= ?",
+                                    (now,)).rowcount
+
+    def aor_count(self, now: float) -> int:
+        return self._db.execute("SELECT COUNT(DISTINCT aor) FROM location WHERE expires_at > ?",
+                                (now,)).fetchone()[0]
+
+    # -- subscribers --------------------------------------------------------------
+
+    def add_subscriber(self, username: str, domain: str, *, ha1_md5: str = "",
+                       ha1_sha256: str = "") -> None:
+        """Add or replace a subscriber (HA1 values only; passwords are never stored)."""
+        if not username or not domain:
+            raise ValueError("username and domain are required")
+        if not ha1_md5 and not ha1_sha256:
+            raise ValueError("at least one HA1 value is required")
+        for v, n in ((ha1_md5, 32), (ha1_sha256, 64)):
+            if v and (len(v) != n or any(c not in "0123456789abcdef" for c in v.lower())):
+                raise ValueError(f"HA1 must be {n} hex digits")
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO subscriber VALUES (?, ?, ?, ?)",
+                             (username, domain.lower(), ha1_md5.lower(), ha1_sha256.lower()))
+
+    def remove_subscriber(self, username: str, domain: str) -> bool:
+        with self._transaction():
+            return self._db.execute("DELETE FROM subscriber WHERE username = ? AND domain = ?",
+                                    (username, domain.lower())).rowcount > 0
+
+    def subscribers(self, domain: str | None = None) -> list[dict]:
+        """Username, domain and which HA1 kinds are present (never the values)."""
+        sql = "SELECT username, domain, ha1_md5 != '', ha1_sha256 != '' FROM subscriber"
+        args: tuple = ()
+        if domain is not None:
+            sql += " WHERE domain = ?"
+            args = (domain.lower(),)
+        rows = self._db.execute(sql + " ORDER BY domain, username", args).fetchall()
+        return [{"username": u, "domain": d,
+                 "algorithms": [a for a, has in (("MD5", m), ("SHA-256", s)) if has]}
+                for u, d, m, s in rows]
+
+    def subscriber_exists(self, username: str, domain: str) -> bool:
+        return self._db.execute("SELECT 1 FROM subscriber WHERE username = ? AND domain = ?",
+                                (username, domain.lower())).fetchone() is not None
+
+    def get_ha1(self, username: str, domain: str, algorithm: str) -> str | None:
+        """HA1 for the base algorithm (MD5 or SHA-256); None if unknown or not provisioned."""
+        column = {"MD5": "ha1_md5", "SHA-256": "ha1_sha256"}.get(algorithm)
+        if column is None:
+            return None
+        row = self._db.execute(f"SELECT {column} FROM subscriber WHERE username = ? AND "
+                               "domain = ?", (username, domain.lower())).fetchone()
+        return row[0] if row and row[0] else None
+
+    def integrity_ok(self) -> bool:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection, immediate: bool) -> None:
+        self.db = db
+        self.immediate = immediate
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
