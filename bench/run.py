@@ -32,7 +32,9 @@ from benchlib.targets import Kamailio, Relay, Sipedge, TargetError  # noqa: E402
 HOST = "127.0.0.1"
 # Offsets from --port-base.  Away from 5060-5090 on purpose: other SIPp users on a
 # shared machine bind those, and SIPp's SO_REUSEADDR lets two processes share a UDP port.
-PORT_OFFSETS = {"uac": 1, "sipedge": 10, "relay": 15, "uas": 20, "kamailio": 30}
+# Each proxy has its own SIPp callee, so no callee state carries over from one proxy to the next.
+PORT_OFFSETS = {"uac": 40, "sipedge": 10, "relay": 15, "kamailio": 30,
+                "uas-kamailio": 20, "uas-relay": 21, "uas-sipedge": 22}
 PORTS = {}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_TARGETS = ("kamailio", "relay", "sipedge")
@@ -58,11 +60,12 @@ def parse_args(argv):
     ap.add_argument("--no-max-rate", action="store_true", help="skip the maximum rate search")
     ap.add_argument("--max-rate-cap", type=int, default=20000,
                     help="highest rate the search tries (calls/s); default 20000")
-    ap.add_argument("--uac-transport", choices=("auto", "u1", "un"), default="auto",
-                    help="SIPp caller sockets: u1 = one socket, un = a socket per call (max 64, "
-                         "spreads calls over SO_REUSEPORT workers); auto = u1 for 1 worker, else un")
+    ap.add_argument("--callers", type=int, default=0,
+                    help="SIPp caller processes, one socket each (several spread calls over "
+                         "SO_REUSEPORT workers); default 1 for 1 worker, else 4 per worker")
     ap.add_argument("--port-base", type=int, default=0,
-                    help="UDP ports: caller base+1, sipedge +10, relay +15, callee +20, Kamailio +30; "
+                    help="UDP ports: sipedge base+10, relay +15, callees +20..22, Kamailio +30, "
+                         "callers +40..59; "
                          "default: the first of 25060, 25160, ... whose ports are all free")
     ap.add_argument("--sipedge-bin", default=os.path.join(REPO, ".venv", "bin", "sipedge"))
     ap.add_argument("--json", metavar="FILE", help="write all runs and the summary as JSON")
@@ -78,7 +81,7 @@ def parse_args(argv):
     base = a.port_base
     if not base:
         for base in range(25060, 26060, 100):  # bounded: 10 candidates
-            if not any(proc.udp_sockets_on(base + off) for off in PORT_OFFSETS.values()):
+            if not any(proc.udp_sockets_on(base + off) for off in [*PORT_OFFSETS.values(), *range(40, 60)]):
                 break
     PORTS.update({k: base + v for k, v in PORT_OFFSETS.items()})
     if a.quick:
@@ -153,8 +156,9 @@ class Bench:
         busy0 = proc.machine_busy_ticks()
         port_drops0 = proc.udp_drops_by_port()
         tag = f"{mode.name}-w{workers}-{target.name}-{kind}-{rate}-r{rep}"
+        callers = 1 if transport == "u1" else int(transport.split("x")[1])
         res = run_uac(mode.uac_scenario, HOST, target.port, rate, calls, self.workdir, tag,
-                      transport=transport, local_port=PORTS["uac"])
+                      callers=callers, local_port=PORTS["uac"])
         pids_after = target.pids()
         cpu1 = proc.tree_cpu(set(pids) | set(pids_after))
         uas1 = uas.cpu_ticks()
@@ -185,8 +189,9 @@ class Bench:
         ours = proxy_cpu + res.cpu_s + (uas_cpu or 0)
         run["other_cores"] = round(max(0.0, busy - ours) / res.wall_s, 3) if res.wall_s else None
         port_drops1 = proc.udp_drops_by_port()
-        for who, port in (("proxy", target.port), ("callee", uas.port), ("caller", PORTS["uac"])):
-            run[f"drops_{who}"] = port_drops1.get(port, 0) - port_drops0.get(port, 0)
+        for who, ports in (("proxy", [target.port]), ("callee", [uas.port]),
+                           ("caller", range(PORTS["uac"], PORTS["uac"] + callers))):
+            run[f"drops_{who}"] = sum(port_drops1.get(p, 0) - port_drops0.get(p, 0) for p in ports)
         self.runs.append(run)
         if not res.complete and kind in ("fixed", "profiled"):  # probes are meant to fail
             self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
@@ -268,7 +273,8 @@ class Bench:
     # -- one worker count -------------------------------------------------------------
     def run_workers(self, mode, workers):
         a = self.args
-        transport = a.uac_transport if a.uac_transport != "auto" else ("u1" if workers == 1 else "un")
+        callers = min(a.callers or (1 if workers == 1 else 4 * workers), 20)  # ports base+40..59
+        transport = "u1" if callers == 1 else f"u1x{callers}"
         targets = []
         for name in a.targets:
             t = make_target(name, a)
@@ -284,16 +290,17 @@ class Bench:
             return [], []
         wdir = os.path.join(self.workdir, f"{mode.name}-w{workers}")
         os.makedirs(wdir, exist_ok=True)
-        uas = Uas(mode.uas_scenario, HOST, PORTS["uas"], wdir)
+        uases = {t.name: Uas(mode.uas_scenario, HOST, PORTS["uas-" + t.name], wdir) for t in targets}
         info = {}
         results = []
         try:
-            uas.start()
             live = []
             for t in targets:
+                uas = uases[t.name]
                 try:
+                    uas.start()
                     t.start(mode, os.path.join(wdir, t.name), workers)
-                except (TargetError, ValueError) as e:
+                except (RuntimeError, ValueError) as e:  # TargetError, or SIPp would not start
                     log(f"FAILED to start {t.name}: {e}")
                     self.failures.append(str(e))
                     continue
@@ -321,7 +328,8 @@ class Bench:
                     for t in order:
                         if not t.alive():
                             continue
-                        r = self.measure(mode, t, uas, workers, transport, rate, calls_for(rate, a), "fixed", rep)
+                        r = self.measure(mode, t, uases[t.name], workers, transport, rate,
+                                         calls_for(rate, a), "fixed", rep)
                         log(f"rep {rep} {mode.name} w{workers} {t.name:8s} @{rate:5d}/s: "
                             f"{r['us_per_call'] if r['us_per_call'] is not None else '-':>7} us/call, "
                             f"{r['successful']}/{r['calls']} ok, failed {r['failed']}, drops {r['udp_drops']}, "
@@ -329,26 +337,27 @@ class Bench:
             if a.profile:
                 for t in live:
                     if t.name == "sipedge" and t.alive():
-                        self.profile(mode, t, uas, workers, transport, max(a.rates))
+                        self.profile(mode, t, uases[t.name], workers, transport, max(a.rates))
             if not a.no_max_rate:
                 for rep in range(1, a.reps + 1):
                     order = live[rep % len(live):] + live[:rep % len(live)] if live else []
                     for t in order:
                         if t.alive():
                             log(f"rep {rep} {mode.name} w{workers} {t.name}: max rate search")
-                            results.append(self.max_rate(mode, t, uas, workers, transport, rep))
+                            results.append(self.max_rate(mode, t, uases[t.name], workers, transport, rep))
             for t in live:
                 if not t.alive():
                     self.failures.append(f"{t.name} died during the run; see {t.log}")
         finally:
             for t in targets:
                 t.stop()
-            uas.stop()
+            for uas in uases.values():
+                uas.stop()
         return results, [dict(info=info, mode=mode.name, workers=workers, transport=transport)]
 
 
 def make_target(name, a):
-    nxt = (HOST, PORTS["uas"])
+    nxt = (HOST, PORTS["uas-" + name])
     if name == "kamailio":
         return Kamailio(HOST, PORTS["kamailio"], nxt)
     if name == "relay":
@@ -450,16 +459,16 @@ def print_table(summary, reps):
     for (mode, workers, transport), rows in groups.items():
         names = [n for n in ALL_TARGETS if n in rows]
         cols = names + (["sipedge/kam"] if "sipedge" in rows and "kamailio" in rows else [])
-        print(f"mode {mode}, {workers} worker(s) = Kamailio children, SIPp caller -t {transport}; "
+        print(f"mode {mode}, {workers} worker(s) = Kamailio children, SIPp callers {transport}; "
               f"medians of {reps} run(s)")
-        print(f"{'':34s}" + "".join(f"{c:>11s}" for c in cols))
+        print(f"{'':34s}" + "".join(f"{c:>12s}" for c in cols))
 
         def line(label, getter, spec, lower_better=True):
             vals = [getter(rows[n]) for n in names]
             cells = [fmt(v, spec) for v in vals]
             if len(cols) > len(names):
                 cells.append(fmt(ratio(getter(rows["sipedge"]), getter(rows["kamailio"])), ".2f"))
-            print(f"{label:34s}" + "".join(f"{c:>11s}" for c in cells))
+            print(f"{label:34s}" + "".join(f"{c:>12s}" for c in cells))
 
         rates = sorted({rate for r in rows.values() for rate in r["rates"]})
         for rate in rates:
@@ -470,7 +479,7 @@ def print_table(summary, reps):
         if any("max_rate" in r for r in rows.values()):
             line("max sustained rate (calls/s)", lambda r: r.get("max_rate"), ".0f")
             print(f"{'  limited by':34s}" + "".join(
-                f"{SHORT_LIMIT.get(rows[n].get('limit', '-'), rows[n].get('limit', '-')[:10]):>11s}" for n in names))
+                f"{SHORT_LIMIT.get(rows[n].get('limit', '-'), rows[n].get('limit', '-')[:11]):>12s}" for n in names))
         line("RSS, sum over processes (MiB)", lambda r: r["rss_mib"], ".1f")
         line("PSS, sum over processes (MiB)", lambda r: r["pss_mib"], ".1f")
         line("processes", lambda r: r["processes"], "d")
@@ -506,7 +515,8 @@ def main(argv=None):
         print("sipp not found: install the Debian package sip-tester (make test-deps)", file=sys.stderr)
         return 2
     for name, port in PORTS.items():
-        if proc.udp_sockets_on(port) and (name == "uas" or name == "uac" or name in args.targets):
+        if proc.udp_sockets_on(port) and (name == "uac" or name in args.targets
+                                          or name[4:] in args.targets):
             print(f"UDP port 127.0.0.1:{port} ({name}) is in use; stop whatever holds it", file=sys.stderr)
             return 2
     workdir = tempfile.mkdtemp(prefix="sipedge-bench-")

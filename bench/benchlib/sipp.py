@@ -62,6 +62,9 @@ class Uas:
         self.starts += 1
         cmd = [sipp_binary(), "-sf", self.scenario, "-i", self.host, "-p", str(self.port),
                "-t", "u1", "-nostdin", "-nr", "-buff_size", str(4 << 20),
+               # a call whose ACK or BYE was lost must not stay open for ever: SIPp
+               # stops taking new calls once too many are open
+               "-recv_timeout", "8000",
                "-trace_err", "-error_file", os.path.join(self.workdir, f"sipp-uas-{self.port}-errors.log"),
                *self.extra]
         with open(self.log, "ab") as out:
@@ -112,7 +115,8 @@ class UacResult:
     log: str = ""
     stats: dict = field(default_factory=dict, repr=False)
 
-    sipp_elapsed_s: float = 0.0  # first to last call, SIPp's own clock
+    sipp_elapsed_s: float = 0.0  # first to last call, SIPp's own clock (slowest caller)
+    callers: int = 1
 
     @property
     def achieved_rate(self):
@@ -125,72 +129,87 @@ class UacResult:
 
 
 def run_uac(scenario, target_host, target_port, rate, calls, workdir, tag,
-            transport="u1", max_socket=64, local_port=5061, recv_timeout_ms=5000,
-            on_start=None):
-    """Place `calls` calls at `rate` calls/s through target; bounded in count and time."""
+            callers=1, local_port=5061, recv_timeout_ms=5000, on_start=None):
+    """Place `calls` calls at `rate` calls/s through target; bounded in count and time.
+
+    callers > 1 runs that many SIPp callers side by side, each with one socket
+    (-t u1) on its own port (local_port, local_port+1, ...) and its share of rate
+    and calls: several source ports let SO_REUSEPORT spread calls over a proxy's
+    workers.  (SIPp's own -t un put, under load, the wrong port in some Vias.)"""
     base = os.path.join(workdir, f"sipp-uac-{tag}")
-    stat_file = base + ".csv"
-    for p in (stat_file,):
-        if os.path.exists(p):
-            os.unlink(p)
     budget_s = calls / rate + recv_timeout_ms / 1000 + 15
-    cmd = [sipp_binary(), "-sf", scenario, f"{target_host}:{target_port}",
-           "-i", "127.0.0.1", "-p", str(local_port), "-t", transport,
-           "-r", str(int(rate)), "-rp", "1000", "-m", str(calls),
-           "-l", str(max(1000, int(rate))),
-           "-nostdin", "-nr", "-buff_size", str(4 << 20),
-           "-recv_timeout", str(recv_timeout_ms), "-timeout", f"{int(budget_s)}s",
-           "-trace_stat", "-stf", stat_file, "-fd", "3600",
-           "-trace_err", "-error_file", base + "-errors.log"]
-    if transport == "un":
-        cmd += ["-max_socket", str(max_socket)]
     res = UacResult(rate=rate, calls=calls, log=base + ".log")
+    procs = []
     with open(res.log, "wb") as out:
-        out.write((" ".join(cmd) + "\n").encode())
-        out.flush()
         t0 = time.monotonic()
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=subprocess.STDOUT, cwd=workdir)
-        if on_start:
-            on_start(p.pid)
-        deadline = t0 + budget_s + 10
-        status = rusage = None
         try:
-            while True:  # bounded by deadline
-                pid, status, rusage = os.wait4(p.pid, os.WNOHANG)
-                if pid:
-                    break
+            for i in range(callers):
+                n = calls // callers + (1 if i < calls % callers else 0)
+                stat_file = f"{base}-{i}.csv"
+                if os.path.exists(stat_file):
+                    os.unlink(stat_file)
+                cmd = [sipp_binary(), "-sf", scenario, f"{target_host}:{target_port}",
+                       "-i", "127.0.0.1", "-p", str(local_port + i), "-t", "u1",
+                       "-r", f"{rate / callers:.3f}".rstrip("0").rstrip("."), "-rp", "1000",
+                       "-m", str(n), "-l", str(max(1000, int(rate / callers))),
+                       "-nostdin", "-nr", "-buff_size", str(4 << 20),
+                       "-recv_timeout", str(recv_timeout_ms), "-timeout", f"{int(budget_s)}s",
+                       "-trace_stat", "-stf", stat_file, "-fd", "3600",
+                       "-trace_err", "-error_file", f"{base}-{i}-errors.log"]
+                out.write((" ".join(cmd) + "\n").encode())
+                out.flush()
+                p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, cwd=workdir)
+                procs.append([p, stat_file, None, None])
+                if on_start:
+                    on_start(p.pid)
+            deadline = t0 + budget_s + 10
+            while any(x[2] is None for x in procs):  # bounded by deadline
+                for x in procs:
+                    if x[2] is None:
+                        pid, status, rusage = os.wait4(x[0].pid, os.WNOHANG)
+                        if pid:
+                            x[2], x[3] = status, rusage
                 if time.monotonic() > deadline:
                     res.timed_out = True
-                    p.kill()
-                    pid, status, rusage = os.wait4(p.pid, 0)
+                    for x in procs:
+                        if x[2] is None:
+                            x[0].kill()
+                            _, x[2], x[3] = os.wait4(x[0].pid, 0)
                     break
                 time.sleep(0.01)
-        except BaseException:  # interrupted: do not leave the caller running
-            p.kill()
-            os.wait4(p.pid, 0)
+        except BaseException:  # interrupted: do not leave callers running
+            for x in procs:
+                if x[2] is None:
+                    x[0].kill()
+                    os.wait4(x[0].pid, 0)
             raise
         res.wall_s = time.monotonic() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
-    res.returncode = p.returncode
-    res.cpu_s = rusage.ru_utime + rusage.ru_stime
-    st = _parse_stat_csv(stat_file)
-    res.stats = st
 
-    def num(key):
+    def num(st, key):
         try:
             return int(st.get(key, "0") or 0)
         except ValueError:
             return 0
 
-    res.successful = num("SuccessfulCall(C)")
-    res.failed = num("FailedCall(C)")
-    res.retransmissions = num("Retransmissions(C)")
-    res.dead_msgs = num("DeadCallMsgs(C)")
-    res.setup_ms = _hms_us_to_ms(st.get("ResponseTimesetup(C)"))
-    elapsed = _epoch(st.get("CurrentTime")) - _epoch(st.get("StartTime"))
-    if elapsed > 0:
-        res.sipp_elapsed_s = elapsed
-    if not st:
-        res.failed = calls  # no statistics at all: treat every call as failed
+    setups = []
+    for p, stat_file, status, rusage in procs:
+        p.returncode = os.waitstatus_to_exitcode(status)
+        res.returncode = res.returncode or p.returncode
+        res.cpu_s += rusage.ru_utime + rusage.ru_stime
+        st = _parse_stat_csv(stat_file)
+        res.stats[stat_file] = st
+        if not st:  # no statistics at all: every call of this caller failed
+            res.failed += calls // callers
+            continue
+        res.successful += num(st, "SuccessfulCall(C)")
+        res.failed += num(st, "FailedCall(C)")
+        res.retransmissions += num(st, "Retransmissions(C)")
+        res.dead_msgs += num(st, "DeadCallMsgs(C)")
+        setups.append(_hms_us_to_ms(st.get("ResponseTimesetup(C)")))
+        elapsed = _epoch(st.get("CurrentTime")) - _epoch(st.get("StartTime"))
+        res.sipp_elapsed_s = max(res.sipp_elapsed_s, elapsed)
+    setups = [x for x in setups if x is not None]
+    res.setup_ms = sum(setups) / len(setups) if setups else None
+    res.callers = callers
     return res

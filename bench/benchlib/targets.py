@@ -21,7 +21,7 @@ class TargetError(RuntimeError):
 class Target:
     name = "?"
     max_workers = None       # None: any number
-    transports = ("u1", "un")  # SIPp caller transports it can serve
+    single_caller_only = False  # True: cannot serve several SIPp callers
 
     def __init__(self, host, port, next_hop):
         self.host, self.port, self.next_hop = host, port, next_hop
@@ -45,7 +45,7 @@ class Target:
     def supports(self, mode, workers, transport):
         if self.max_workers is not None and workers > self.max_workers:
             return False
-        if transport not in self.transports:
+        if self.single_caller_only and transport != "u1":
             return False
         return self.name == "relay" or mode.config_template(self.name) is not None
 
@@ -156,7 +156,7 @@ class Relay(Target):
     """bench/relay.py: a blocking-socket UDP relay that parses nothing (the floor)."""
     name = "relay"
     max_workers = 1
-    transports = ("u1",)   # it remembers one caller address
+    single_caller_only = True   # it remembers one caller address
 
     def command(self, mode, workdir, workers):
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from dns_harness import Bind9, needs_named
 from sip_harness import SCENARIOS, free_port, needs_sipp
 
 SCRIPT = '''
-UAS1 = "sip:127.0.0.1:{uas1}"
+UAS1 = "{uas1_uri}"
 UAS2 = "sip:127.0.0.1:{uas2}"
 MODE = "{mode}"
 
@@ -32,6 +33,7 @@ def request_route(msg):
         msg.t_on_failure("saw_timeout")
     elif MODE == "fork":
         msg.append_branch("sip:fork@127.0.0.1:{uas2}")
+        msg.t_on_branch("per_branch")
     msg.t_relay(UAS1)
 
 
@@ -44,6 +46,11 @@ if MODE == "loss":
     # 2xx retransmissions that outlive the INVITE transaction (the UAS's T1 is 10x ours)
     # are forwarded statelessly: the global reply route marks those too
     reply_route = mark_reply
+
+
+def per_branch(msg):
+    msg.append_hf("X-Branch", str(msg.branch_index))
+    msg.log.info("branch %d ruri=%s", msg.branch_index, msg.ruri)
 
 
 def next_destination(msg):
@@ -69,12 +76,16 @@ fr_inv_timeout_s = 10
 """
 
 
-def start(sipedge_factory, tmp_path, mode, uas1, uas2, workers=1, fr=5.0, t1=50):
+def start(sipedge_factory, tmp_path, mode, uas1, uas2, workers=1, fr=5.0, t1=50, tcp=False,
+          extra=""):
     script = tmp_path / f"route_{mode}.py"
-    script.write_text(SCRIPT.format(uas1=uas1, uas2=uas2, mode=mode))
+    uas1_uri = uas1 if isinstance(uas1, str) else f"sip:127.0.0.1:{uas1}"
+    script.write_text(SCRIPT.format(uas1_uri=uas1_uri, uas2=uas2, mode=mode))
     port = free_port()
-    edge = sipedge_factory([("udp", "127.0.0.1", port)], workers=workers,
-                           extra=f'[routing]\nscript = "{script}"\n' + TM.format(fr=fr, t1=t1))
+    listeners = [("udp", "127.0.0.1", port)] + ([("tcp", "127.0.0.1", port)] if tcp else [])
+    edge = sipedge_factory(listeners, workers=workers,
+                           extra=f'[routing]\nscript = "{script}"\n' + TM.format(fr=fr, t1=t1)
+                           + extra)
     return edge, port
 
 
@@ -83,6 +94,7 @@ def wait_idle(edge, timeout=12.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         stats = edge.rpc("tm.stats")
+        assert "exited rc" not in edge.log(), edge.log()  # no worker died (counters reset)
         if stats["active_total"] == 0 and stats["contexts"] == 0 \
                 and stats["workers_reporting"] == len(stats["workers"]):
             return stats
@@ -192,6 +204,22 @@ def test_404_failure_route_relays_to_second_uas(sipedge_factory, sipp, tmp_path,
 
 
 @needs_sipp
+def test_failover_with_caller_over_tcp(sipedge_factory, sipp, tmp_path):
+    """Caller over TCP (reliable: no retransmission timers upstream), callees over UDP, two
+    workers: replies to the UDP branches are handed to the worker owning the transaction
+    and the TCP connection."""
+    uas1, uas2, uac = free_port(), free_port(), free_port()
+    edge, port = start(sipedge_factory, tmp_path, "failover", uas1, uas2, workers=2, tcp=True)
+    sipp.uas("stateful/uas_404.xml", uas1)
+    sipp.uas("uas_rr.xml", uas2)
+    rc, log = sipp.uac("stateful/uac_call.xml", f"127.0.0.1:{port}", uac, calls=10, rate=20,
+                       extra=["-t", "t1"])
+    assert rc == 0, log + edge.log()
+    stats = wait_idle(edge)
+    assert stats["total"]["ist"] == 10 and stats["total"]["ict"] == 20
+
+
+@needs_sipp
 def test_no_answer_408_reaches_failure_route_within_fr_timer(sipedge_factory, sipp, tmp_path):
     hole = BlackHole()
     try:
@@ -247,6 +275,7 @@ def test_parallel_fork_first_200_wins_other_branch_cancelled(sipedge_factory, si
     assert rc == 0, log + edge.log()
     stats = wait_idle(edge)
     assert stats["total"]["ict"] == 20  # two branches per call
+    assert "branch 1 ruri=sip:fork@127.0.0.1" in edge.log()  # t_on_branch ran per branch
     assert stats["total"]["nict"] >= 20  # 10 BYEs + 10 CANCELs to the losing branch
     errors = sipp.workdir / f"sipp-{uas2}-errors.log"
     assert not errors.exists() or "Aborting call" not in errors.read_text(errors="replace")
@@ -281,3 +310,31 @@ def test_loss_retransmissions_absorbed_calls_complete(sipedge_factory, sipp, tmp
     finally:
         up.stop()
         down.stop()
+
+
+@needs_sipp
+@needs_named
+def test_rfc3263_failover_to_next_srv_target_on_timeout(sipedge_factory, sipp, tmp_path):
+    """t_relay to a name whose first SRV target never answers: after fr_timeout the branch
+    fails over to the next SRV target (RFC 3263 4.3) and the call completes."""
+    hole = BlackHole()
+    uas, uac, dns_port = free_port(), free_port(), free_port()
+    zone = "tm.test"
+    (tmp_path / "bind").mkdir()
+    bind = Bind9(tmp_path / "bind", "127.0.0.1", dns_port, zone,
+                 f"_sip._udp.fo IN SRV 10 0 {hole.port} host\n"
+                 f"_sip._udp.fo IN SRV 20 0 {uas} host\n"
+                 "host IN A 127.0.0.1\n")
+    bind.start()
+    try:
+        edge, port = start(sipedge_factory, tmp_path, "plain", f"sip:fo.{zone}", 9, fr=1.0,
+                           extra=f'[dns]\nservers = ["127.0.0.1:{dns_port}"]\ntimeout_s = 0.5\n')
+        sipp.uas("uas_rr.xml", uas)
+        rc, log = sipp.uac("stateful/uac_call.xml", f"127.0.0.1:{port}", uac, calls=3, rate=5)
+        assert rc == 0, log + edge.log()
+        assert edge.log().count("trying the next server of fo.tm.test") == 3
+        assert sum(m.startswith(b"INVITE") for m in hole.received) >= 3
+        wait_idle(edge)
+    finally:
+        bind.stop()
+        hole.stop()

@@ -176,13 +176,13 @@ def wait_sip_ready(guest: Guest, guest_port: int = 5060, ruri_host: str = "10.0.
 
 
 def proxy_rss_kib(guest: Guest) -> dict[str, int]:
-    """VmRSS (KiB) of every process whose command line mentions sipedge."""
+    """VmRSS (KiB) of every Python process whose command line mentions sipedge."""
     script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
               "case $c in *sipedge*) echo \"$(awk '/^VmRSS/ {print $2}' $p/status) $c\";; esac; done")
     _rc, out = guest.shell(script, timeout=30)
     rss = {}
     for line in out.splitlines():
         parts = line.split(None, 1)
-        if len(parts) == 2 and parts[0].isdigit() and "/proc/" not in parts[1]:
+        if len(parts) == 2 and parts[0].isdigit() and "python3" in parts[1]:
             rss[parts[1].strip()] = int(parts[0])
     return rss

@@ -3,12 +3,15 @@
 One guest with the default boot partition is shared by the tests of this module; the config
 test boots a second guest with its own sipedge.toml on the FAT partition.
 """
+import re
+import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO, proxy_rss_kib, record, sip_options, wait_sip_ready
+
+sys.path.insert(0, str(REPO / "tests/unit"))
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
 
@@ -86,3 +89,13 @@ def test_boot_config_comes_from_fat_partition(sipedge_image, boot_guest):
     assert sip_options(g.host_port("udp", 5060), "10.0.2.15:5060", timeout=3) is None
     _rc, toml = g.shell("cat /boot/sipedge.toml")
     assert "port = 5070" in toml
+
+
+def test_debian_kernel_has_the_options_the_app_needs(sipedge_image):
+    """The offline image runs Debian's kernel: it must provide what board/common asks for."""
+    from test_firmware_static import REQUIRED_KERNEL  # noqa: PLC0415 - shared list
+
+    config = (sipedge_image.bindir / "kernel.config").read_text()
+    opts = dict(re.findall(r"^CONFIG_(\w+)=(\S+)$", config, re.M))
+    missing = [o for o in (*REQUIRED_KERNEL, "I6300ESB_WDT") if opts.get(o) not in ("y", "m")]
+    assert not missing

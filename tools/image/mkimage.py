@@ -187,6 +187,8 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
 
     kernel_name = meta["KERNEL_IMAGE"]
     kver = extract_kernel(rootfs, bindir / kernel_name, kernel_name)
+    for cfg in (rootfs / "boot").glob("config-*"):
+        shutil.copy2(cfg, bindir / "kernel.config")  # checked against board/*/linux.fragment
     for p in (rootfs / "boot").iterdir():  # /boot is the FAT mount point
         p.unlink()
     run(sys.executable, HERE / "mkinitrd.py", rootfs, bindir / "initrd.img")

@@ -160,7 +160,11 @@ class Guest:
     smp: int = 2
     timeout_s: float = 300.0
     autologin: bool = True
-    restrict: bool = True  # slirp restrict=on: the guest cannot reach the host or beyond
+    # slirp restrict=on isolates the guest, but QEMU 7.2 then drops the guest's UDP replies to
+    # a forwarded port (TCP forwards still work). Off by default so UDP SIP tests work; the
+    # guest could then reach the outside through NAT, so tests must not make it originate
+    # traffic beyond the host's 127.0.0.1 forwards.
+    restrict: bool = False
     name: str = "guest"
 
     def __post_init__(self):
@@ -325,7 +329,7 @@ class Guest:
         while True:
             # Markers are printed in two halves so that an echoed command line never matches.
             tag = f"{os.getpid()}x{next(self._seq)}"
-            self.console.write(f"\nstty -echo; printf '%s%s\\n' __SIPEDGE_RE ADY_{tag}\n")
+            self.console.write(f"\nstty -echo; PS1=''; PS2=''; printf '%s%s\\n' __SIPEDGE_RE ADY_{tag}\n")
             try:
                 self.console.expect(rf"__SIPEDGE_READY_{tag}".encode(), timeout=3)
                 break

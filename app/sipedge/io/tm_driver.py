@@ -50,7 +50,7 @@ class TmDriver:
     def __init__(self, worker: "Worker") -> None:
         self.w = worker
         self.proxy = StatefulProxy(worker.core, tm_params(worker.config), hooks=self,
-                                   salt=secrets.token_hex(2))
+                                   salt=secrets.token_hex(2), counters=worker.stats)
         self._handle: asyncio.TimerHandle | None = None
         self._armed: float | None = None
 
@@ -130,11 +130,11 @@ class TmDriver:
             except RemoteProtocolError as exc:
                 log.info("call_id=%s branch not routable: %s", req.call_id, exc.reason)
                 continue
-            found = self._resolve_nowait(hop)
+            found, res = self._resolve_nowait(hop)
             if found is _PENDING:
-                pending.append((req, hop, None))
+                pending.append((req, hop, res))
             elif found is not None:
-                t = self._target(rctx, req, found)
+                t = self._target(rctx, req, found, res)
                 if t is not None:
                     targets.append(t)
         if pending:
@@ -145,10 +145,10 @@ class TmDriver:
 
     async def _relay_after_dns(self, rctx: ResponseContext, targets: list[BranchTarget],
                                pending: list) -> None:
-        for req, hop, _ in pending:
-            found = await self._resolve(hop)
+        for req, hop, res in pending:
+            found = await self.w.resolver.next_target(res)
             if found is not None:
-                t = self._target(rctx, req, found)
+                t = self._target(rctx, req, found, res)
                 if t is not None:
                     targets.append(t)
         self._send_branches(rctx, targets, self._now())
@@ -168,30 +168,30 @@ class TmDriver:
             self.w.stats[f"fwd_req_{t.request.method}"] += 1
         self.proxy.relay(rctx, targets, now)
 
-    def _target(self, rctx: ResponseContext, req: Request, found) -> BranchTarget | None:
+    def _target(self, rctx: ResponseContext, req: Request, found, res=None) -> BranchTarget | None:
         ip, port, proto = found.ip, found.port, found.transport
         out = self.w._pick_listener(proto, ip, rctx.src)
         if out is None:
             log.warning("call_id=%s no %s listener for %s", req.call_id, proto, ip)
             return None
+        # a name with more targets: keep the resolution and a clean copy of the request for
+        # RFC 3263 fail-over (on_branch_failed)
+        data = (res, copy_request(req)) if res is not None and not res.exhausted else None
         return BranchTarget(req, Peer(proto, ip, port, out.index, None,
-                                      getattr(found, "server_name", None)), out)
+                                      getattr(found, "server_name", None)), out, data)
 
     def _resolve_nowait(self, hop):
+        """(target or None or _PENDING, the Resolution or None for a numeric host)."""
         from ..resolve import literal_target
 
         target = literal_target(hop.uri, hop.host)
         if target is not None:
-            return target
+            return target, None
         from .dns import PENDING
 
         res = self.w.resolver.resolution(hop)
         found = self.w.resolver.next_target_nowait(res)
-        return _PENDING if found is PENDING else found
-
-    async def _resolve(self, hop):
-        res = self.w.resolver.resolution(hop)
-        return await self.w.resolver.next_target(res)
+        return (_PENDING if found is PENDING else found), res
 
     def _run_branch_route(self, rctx: ResponseContext, name: str,
                           wanted: list[tuple[Request, URI | None]]) -> list:
@@ -238,6 +238,36 @@ class TmDriver:
             except Exception as exc:  # noqa: BLE001 - a script bug must not stop the proxy
                 self._script_error(fname, resp.call_id, exc)
         return not any(isinstance(a, Drop) for a in rmsg.actions)
+
+    def on_branch_failed(self, ctx: ResponseContext, branch: Branch, resp: Response,
+                         now: float) -> bool:
+        """RFC 3263 4.3: 503 or no answer from one server of a name: the next one."""
+        res, template = branch.data  # type: ignore[misc]
+        from .dns import PENDING
+
+        found = self.w.resolver.next_target_nowait(res)
+        if found is None:
+            return False
+        log.info("call_id=%s %d from %s:%d, trying the next server of %s", template.call_id,
+                 resp.status, branch.peer.ip, branch.peer.port, res.host)
+        if found is PENDING:
+            self.w._spawn(self._failover_after_dns(ctx, res, template))
+            return True
+        t = self._target(ctx, copy_request(template), found, res)
+        if t is None:
+            return False
+        self.proxy.relay(ctx, [t], now)
+        return True
+
+    async def _failover_after_dns(self, ctx: ResponseContext, res, template: Request) -> None:
+        found = await self.w.resolver.next_target(res)
+        now = self._now()
+        t = self._target(ctx, copy_request(template), found, res) if found is not None else None
+        if t is not None and not ctx.final_status and not ctx.canceled:
+            self.proxy.relay(ctx, [t], now)
+        else:
+            self.proxy.resume(ctx, now)
+        self._flush()
 
     def on_failure(self, ctx: ResponseContext, now: float) -> bool:
         name = ctx.routes.get("failure")
@@ -307,10 +337,12 @@ class TmDriver:
                 self._handle = asyncio.get_running_loop().call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
+        due = self._armed
         self._handle = None
         self._armed = None
         try:
-            self.proxy.handle_timer(self._now())
+            # the loop may call back a little early (uvloop rounds to ms): what was due is due
+            self.proxy.handle_timer(max(self._now(), due or 0.0))
         except Exception:  # noqa: BLE001 - timer boundary: like the per-message boundary
             self.w.stats["internal_errors"] += 1
             log.exception("transaction timer failed")

@@ -58,6 +58,7 @@ class BranchTarget:
     request: Request
     peer: Peer
     out: LocalAddress
+    data: object = None  # the driver's, kept on the Branch (e.g. the DNS resolution)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +78,22 @@ class Hooks(Protocol):
         """Every branch ended without a 2xx (`ctx.best` is the winning reply). True: the hook
         took over and calls relay() or reply() on `ctx`, now or later."""
 
+    def on_branch_failed(self, ctx: "ResponseContext", branch: "Branch", resp: Response,
+                         now: float) -> bool:
+        """A branch got 503, or no reply at all (timeout, transport error): RFC 3263 4.3
+        says try the next server. True: the hook relays a replacement branch (now, or later
+        followed by relay() or resume())."""
+
 
 class NoHooks:
     def on_reply(self, ctx: "ResponseContext", branch: "Branch", resp: Response) -> bool:
         return True
 
     def on_failure(self, ctx: "ResponseContext", now: float) -> bool:
+        return False
+
+    def on_branch_failed(self, ctx: "ResponseContext", branch: "Branch", resp: Response,
+                         now: float) -> bool:
         return False
 
 
@@ -93,7 +104,8 @@ class Branch:
     """One client transaction of a response context, and its final-response timer."""
 
     __slots__ = ("ctx", "index", "request", "peer", "ct", "status", "final", "provisional",
-                 "cancel_pending", "cancel_ct", "fr_deadline", "armed", "seq")
+                 "cancel_pending", "cancel_ct", "fr_deadline", "armed", "seq", "data",
+                 "local")
 
     def __init__(self, ctx: "ResponseContext", index: int, request: Request, peer: Peer) -> None:
         self.ctx = ctx
@@ -109,6 +121,8 @@ class Branch:
         self.fr_deadline: float | None = None
         self.armed: float | None = None
         self.seq = next(_seq)
+        self.data: object = None  # BranchTarget.data
+        self.local = False  # the final reply is ours (timeout, transport error)
 
     @property
     def done(self) -> bool:
@@ -198,8 +212,12 @@ class StatefulProxy:
     """All transactions of one worker. See the module doc."""
 
     def __init__(self, core: ProxyCore, params: TmParams = TmParams(), *,
-                 hooks: Hooks | None = None, salt: str = "0") -> None:
+                 hooks: Hooks | None = None, salt: str = "0",
+                 counters: dict[str, int] | None = None) -> None:
         self.core = core
+        # message counters shared with the caller (the worker's `stats`): fwd_rpl_<n>xx for
+        # replies relayed upstream, snd_rpl_<n>xx for replies we generate
+        self.counters: dict[str, int] = counters if counters is not None else {}
         self.params = params
         self.hooks: Hooks = hooks or NoHooks()
         self.salt = salt
@@ -388,6 +406,7 @@ class StatefulProxy:
         for t in targets:
             req = t.request
             b = Branch(ctx, len(ctx.branches), req, t.peer)
+            b.data = t.data
             ctx.branches.append(b)
             data = self.core.finalize_request(req, ctx.src, t.out, self.new_branch_id(req))
             ct = ClientTransaction(req, data, now, reliable=t.peer.proto != "udp",
@@ -420,7 +439,10 @@ class StatefulProxy:
             self.cancel_branches(ctx, now)
         self._send_reply(ctx.st, resp, now)
 
-    def _send_reply(self, st: ServerTransaction, resp: Response, now: float) -> None:
+    def _send_reply(self, st: ServerTransaction, resp: Response, now: float,
+                    relayed: bool = False) -> None:
+        key = f"{'fwd' if relayed else 'snd'}_rpl_{resp.status // 100}xx"
+        self.counters[key] = self.counters.get(key, 0) + 1
         two = 200 <= resp.status < 300
         if st.state in (State.PROCEEDING, State.TRYING) or (st.state is State.ACCEPTED and two):
             st.send_response(resp.status, resp.to_bytes(), now)
@@ -466,6 +488,7 @@ class StatefulProxy:
                 if isinstance(owner, Branch) and txn is owner.ct and owner.final is None:
                     status, reason = (408, "Request Timeout") \
                         if isinstance(ev, TransactionTimedOut) else (503, "Service Unavailable")
+                    owner.local = True
                     self._branch_final(owner, self._local_reply(owner.ctx, status, reason), now)
             elif isinstance(ev, TransactionTerminated):
                 self._forget(txn)
@@ -525,7 +548,7 @@ class StatefulProxy:
                 self._send_cancel(b, now)
             if status > 100 and forward and not ctx.final_status \
                     and ctx.st.state in (State.PROCEEDING, State.TRYING):
-                self._send_reply(ctx.st, resp, now)
+                self._send_reply(ctx.st, resp, now, relayed=True)
             return
         if 200 <= status < 300:
             if b.final is None:
@@ -534,12 +557,12 @@ class StatefulProxy:
             if ctx.is_invite:
                 # every 2xx of an INVITE goes upstream, retransmissions too (16.7 step 5)
                 ctx.final_status = ctx.final_status or status
-                self._send_reply(ctx.st, resp, now)
+                self._send_reply(ctx.st, resp, now, relayed=True)
                 self.cancel_branches(ctx, now, keep=b)
                 self._compact(ctx)
             elif not ctx.final_status:
                 ctx.final_status = status
-                self._send_reply(ctx.st, resp, now)
+                self._send_reply(ctx.st, resp, now, relayed=True)
                 self._compact(ctx)
             return
         if status >= 600 and ctx.is_invite:
@@ -551,10 +574,15 @@ class StatefulProxy:
         self._disarm(b)
 
     def _branch_final(self, b: Branch, resp: Response, now: float) -> None:
+        answered = b.status != 0  # any reply from the next hop before this one
         b.final = resp
         b.status = resp.status
         self._stop_fr(b)
         ctx = b.ctx
+        if (resp.status == 503 or not answered) and not ctx.final_status and not ctx.canceled \
+                and b.data is not None and self.hooks.on_branch_failed(ctx, b, resp, now):
+            if not ctx.pending and not ctx.final_status:
+                ctx.taken_over = True  # the replacement comes later (DNS)
         if not ctx.pending and not ctx.final_status and not ctx.taken_over:
             self._finish(ctx, now)
         if ctx.final_status:
@@ -570,6 +598,7 @@ class StatefulProxy:
             if b.final is not None:
                 b.final = _DONE
                 b.request = None  # type: ignore[assignment]
+                b.data = None
 
     def _fr_expired(self, b: Branch, now: float) -> None:
         """fr_timer / fr_inv_timer fired: the branch ends with a local 408. An INVITE branch
@@ -592,6 +621,7 @@ class StatefulProxy:
                 ct.abandon(now)
                 self._drain(ct, now)
         if b.final is None:
+            b.local = True
             self._branch_final(b, self._local_reply(b.ctx, 408, "Request Timeout"), now)
         if cancelled and ct is not None and not ct.terminated:
             b.fr_deadline = now + 64 * self.params.timers.t1
@@ -612,6 +642,13 @@ class StatefulProxy:
             return  # the driver calls relay() or reply() later
         self.send_best(ctx, now)
 
+    def resume(self, ctx: ResponseContext, now: float) -> None:
+        """A hook that took over (on_branch_failed) has nothing more to try: carry on with
+        the failure route / best reply if every branch has ended."""
+        ctx.taken_over = False
+        if not ctx.pending and not ctx.final_status:
+            self._finish(ctx, now)
+
     def send_best(self, ctx: ResponseContext, now: float) -> None:
         """Send the winning reply upstream (after the failure route left it alone)."""
         ctx.taken_over = False
@@ -626,7 +663,8 @@ class StatefulProxy:
             best = _copy_response(best)
             best.status, best.reason = 500, "Server Internal Error"
         ctx.final_status = best.status
-        self._send_reply(ctx.st, best, now)
+        relayed = any(b.final is best and not b.local for b in ctx.branches)
+        self._send_reply(ctx.st, best, now, relayed=relayed)
 
 
 __all__ = ["BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",

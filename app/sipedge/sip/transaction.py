@@ -25,7 +25,6 @@ Deviations and choices:
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass
 
 from ..errors import LocalProtocolError
@@ -286,7 +285,7 @@ class Transaction:
         self._timers: dict[Input, float] = {}
         self._next: float | None = None
         self._out: list[bytes] = []
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []  # a deque costs 600 bytes; this holds 0-3 items
         self.owner: object = None  # the TU's context (opaque here)
         self.armed: float | None = None  # the TU's timer bookkeeping (opaque here)
 
@@ -310,7 +309,7 @@ class Transaction:
         return out
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def abandon(self, now: float) -> None:
         """The TU gives up (e.g. its own final-response timer fired before any reply)."""

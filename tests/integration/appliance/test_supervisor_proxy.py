@@ -179,3 +179,21 @@ def test_killed_supervisor_takes_the_proxy_with_it(sup_factory):
     while pid_alive(pid) and time.monotonic() < end:
         time.sleep(0.05)
     assert not pid_alive(pid)
+
+
+def test_cli_hash_password_and_show_choice(tmp_path):
+    from sipedge.appliance.auth import verify_password
+
+    env = dict(os.environ, PYTHONPATH=str(APP))
+    cmd = [sys.executable, "-m", "sipedge.appliance.supervisor_main"]
+    res = subprocess.run(cmd + ["--hash-password"], input="s3cret\n", capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert res.returncode == 0 and verify_password("s3cret", res.stdout.strip())
+    boot = tmp_path / "sipedge.toml"
+    boot.write_text("[core]\nworkers = 0\n")
+    res = subprocess.run(cmd + ["--boot-config", str(boot), "--data-dir", str(tmp_path / "d"),
+                                "--show-choice"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    choice = json.loads(res.stdout)
+    assert res.returncode == 0 and choice["source"] == "default"
+    assert choice["errors"] == [f"{boot}:2: core.workers: must be >= 1"]

@@ -111,6 +111,7 @@ def test_call_completes_2xx_end_to_end():
     assert n.tm.receive_response(answer(data, 200), n.now + 0.5)
     assert statuses(n.sent()) == [200]
     assert ctx.final_status == 200 and n.hooks.replies == [180, 200, 200]
+    assert n.tm.counters == {"snd_rpl_1xx": 1, "fwd_rpl_1xx": 1, "fwd_rpl_2xx": 2}
     n.run_until(100)
     assert n.idle()
 
@@ -192,6 +193,7 @@ def test_cancel_while_ringing_487_and_no_leak():
     assert [m.method for m in requests_to(out, 6001)] == ["ACK"]
     assert statuses(out) == [487]
     assert n.hooks.failures == [487]
+    assert n.tm.counters["fwd_rpl_4xx"] == 1  # the UAS's 487 went upstream
     # the caller ACKs the 487: hop by hop, absorbed
     assert n.tm.match_request(invite("ACK", cseq="ACK"), CALLER, 1.2)
     assert n.sent() == []
@@ -323,3 +325,30 @@ def test_finished_calls_do_not_stay_in_the_timer_heap():
     n.run_until(40)  # Timer H/I/D are over; the fr timers (600 s) were stopped
     assert n.idle()
     assert len(n.tm._heap) < 600
+
+
+def test_503_or_silence_fails_over_through_the_hook_rfc3263():
+    """A branch that carries driver data (a DNS resolution) and gets 503, or no reply at all,
+    is handed to on_branch_failed, which relays the next server; the caller sees the 200."""
+    n = Net(fr_timeout=2.0)
+    tried = []
+
+    def next_server(ctx, b, resp, now):
+        tried.append((b.peer.port, resp.status))
+        nxt = {6001: UAS2, 6002: None}[b.peer.port]
+        if nxt is None:
+            return False
+        n.tm.relay(ctx, [BranchTarget(copy_request(ctx.request), nxt, LOCAL, "res")], now)
+        return True
+
+    n.hooks.on_branch_failed = next_server
+    ctx = n.tm.create(invite(), CALLER, 0.0)
+    n.tm.relay(ctx, [BranchTarget(copy_request(ctx.request), UAS1, LOCAL, "res")], 0.0)
+    (inv1,) = requests_to(n.sent(), 6001)
+    n.tm.receive_response(answer(inv1.to_bytes(), 503), 0.1)
+    out = n.sent()
+    (inv2,) = requests_to(out, 6002)
+    assert statuses(out) == []
+    n.run_until(2.5)  # the second server stays silent: fr_timeout, and nothing is left
+    assert tried == [(6001, 503), (6002, 408)]
+    assert statuses(n.sent()) == [408]  # best of 503 and 408: the lower class

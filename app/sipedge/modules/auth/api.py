@@ -58,8 +58,10 @@ async def auth_check_async(auth: Auth, msg, now: float, store, *, realm: str | N
     wanted = auth.wanted_ha1(msg.raw, realm=realm, proxy=proxy)
     ha1 = await store.get_ha1(*wanted) if wanted else None
 
-    def lookup(username: str, realm_: str, algorithm: str) -> str | None:
-        return ha1 if wanted == (username, realm_, algorithm) else None
+    def lookup(username: str, _realm: str, algorithm: str) -> str | None:
+        if wanted is None or (username, algorithm) != (wanted[0], wanted[2]):
+            return None
+        return ha1
 
     verdict = auth.check(msg.raw, now, realm=realm, proxy=proxy, lookup=lookup)
     _report(verdict, msg, security, now if sec_now is None else sec_now)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ...errors import RemoteProtocolError
 from ...sip.message import Request
 from .. import ReplySpec
-from ...errors import RemoteProtocolError
 from .digest import (AuthResult, DigestAuth, Ha1Lookup, Verdict, base_algorithm,
-                     parse_credentials)
+                     parse_credentials, parse_digest)
 from .params import AuthParams
 
 
@@ -34,11 +34,14 @@ class Auth:
 
     # -- decisions ----------------------------------------------------------------
 
-    def realm_for(self, req: Request) -> str:
-        if self.params.realm:
-            return self.params.realm
+    @staticmethod
+    def domain_for(req: Request) -> str:
+        """The subscriber's domain: To host for REGISTER, From host otherwise."""
         addr = req.to if req.method == "REGISTER" else req.from_
         return addr.uri.host_bare
+
+    def realm_for(self, req: Request) -> str:
+        return self.params.realm or self.domain_for(req)
 
     def needs_auth(self, req: Request, our_domains: list[str] | tuple[str, ...] = ()) -> bool:
         """Is this request subject to authentication by method and domain?"""
@@ -74,14 +77,20 @@ class Auth:
         proxy = self.is_proxy_auth(req) if proxy is None else proxy
         realm = realm or self.realm_for(req)
         values = req.get_all("proxy-authorization" if proxy else "authorization")
+        if lookup is None:
+            # HA1 rows are keyed by (username, domain); the realm may differ from the domain
+            source, domain = self.subscribers, self.domain_for(req)
+
+            def lookup(username: str, _realm: str, algorithm: str) -> str | None:
+                return source.get_ha1(username, domain, algorithm)
+
         return self.digest.verify(values, method=req.method, request_uri=req.uri_text,
-                                  realm=realm, lookup=lookup or self.subscribers.get_ha1,
-                                  now=now)
+                                  realm=realm, lookup=lookup, now=now)
 
     def wanted_ha1(self, req: Request, *, realm: str | None = None,
                    proxy: bool | None = None) -> tuple[str, str, str] | None:
-        """(username, realm, base algorithm) of the credentials `check` will look up, so that
-        an async caller can fetch the HA1 first. None when there is nothing to look up."""
+        """(username, domain, base algorithm) of the HA1 row `check` will need, so that an
+        async caller can fetch it first. None when there is nothing to look up."""
         proxy = self.is_proxy_auth(req) if proxy is None else proxy
         realm = realm or self.realm_for(req)
         for value in req.get_all("proxy-authorization" if proxy else "authorization"):
@@ -90,7 +99,7 @@ class Auth:
             except RemoteProtocolError:
                 continue
             if c.realm == realm:
-                return c.username, realm, base_algorithm(c.algorithm)
+                return c.username, self.domain_for(req), base_algorithm(c.algorithm)
         return None
 
     def reply_for(self, req: Request, verdict: Verdict, now: float, *,
@@ -110,8 +119,6 @@ class Auth:
                             proxy: bool | None = None) -> int:
         """Remove our realm's credentials before relaying (the next hop must not see them).
         Returns how many values were removed."""
-        from .digest import parse_digest
-
         proxy = self.is_proxy_auth(req) if proxy is None else proxy
         realm = realm or self.realm_for(req)
         key = "proxy-authorization" if proxy else "authorization"

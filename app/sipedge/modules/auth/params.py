@@ -17,10 +17,12 @@ class AuthParams:
                          secret=True, reloadable=False)
     realm: str = option("", "realm of our challenges; empty: the domain of the To URI "
                         "(REGISTER) or the From URI (other requests)")
-    algorithms: list[str] = option(default_factory=lambda: ["SHA-256", "MD5"],
-                                   doc="digest algorithms offered, preferred first; one "
+    algorithms: list[str] = option(default_factory=lambda: ["MD5"],
+                                   doc="digest algorithms offered, preferred first, one "
                                    "challenge header each (MD5, MD5-sess, SHA-256, "
-                                   "SHA-256-sess)")
+                                   "SHA-256-sess); many UAs (SIPp 3.6 among them) answer only "
+                                   "the first header, so put SHA-256 first only when every "
+                                   "phone supports RFC 8760")
     nonce_expires_s: float = option(300.0, "a nonce older than this is answered with a new "
                                     "challenge with stale=true", min=5, max=86400)
     nc_table_size: int = option(65536, "nonces whose highest nonce-count is remembered per "

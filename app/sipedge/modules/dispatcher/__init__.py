@@ -1,8 +1,7 @@
 """dispatcher: load balancing and fail-over over destination sets, with health probing.
 
-The core (`core.Dispatcher`) is sans-IO; `aio.Prober` drives probing over asyncio. The
-config section lives in `params` (imported by the loader, not here: importing this package
-must not register config sections).
+The core (`core.Dispatcher`) is sans-IO; `aio.Prober` drives probing over asyncio. See
+README.md. The config section lives in `params`; `MODULE` imports it on first access only.
 """
 
 from .core import (DestinationStateChanged, Dispatcher, DispatcherError, MessageFields,
@@ -10,16 +9,22 @@ from .core import (DestinationStateChanged, Dispatcher, DispatcherError, Message
 from .health import State
 from .table import Destination, DispatcherListError, DispatcherTable, parse_list
 
-# The module's surface for the composition root (names, resolved lazily).
-MODULE = {
-    "name": "dispatcher",
-    "params": "sipedge.modules.dispatcher.params:DispatcherParams",
-    "depends": ("tm",),
-    "script_api": "sipedge.modules.dispatcher.api:DispatcherApi",
-    "rpc": "sipedge.modules.dispatcher.rpc:methods",
-    "driver": "sipedge.modules.dispatcher.aio:Prober",
-}
 
-__all__ = ["MODULE", "Destination", "DestinationStateChanged", "Dispatcher", "DispatcherError",
+def __getattr__(attr: str):
+    """`MODULE` (a ModuleSpec) is built on first access: it imports `params`, which registers
+    the `[dispatcher]` config section, and plain imports of this package must not do that."""
+    if attr == "MODULE":
+        from .. import ModuleSpec
+        from .params import DispatcherParams
+        from .rpc import RPC
+
+        spec = ModuleSpec(name="dispatcher", params=DispatcherParams, depends=("tm",), rpc=RPC,
+                          script_api="sipedge.modules.dispatcher.api")
+        globals()["MODULE"] = spec
+        return spec
+    raise AttributeError(attr)
+
+
+__all__ = ["Destination", "DestinationStateChanged", "Dispatcher", "DispatcherError",
            "DispatcherListError", "DispatcherTable", "MessageFields", "Selection", "SendProbe",
            "Settings", "State", "parse_list"]

@@ -22,7 +22,6 @@ the `msg` object of the request route.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 from .core import Dispatcher, MessageFields, Selection, fields_of
@@ -42,9 +41,10 @@ def transaction_vars(msg: Any) -> dict:
 
 
 class DispatcherApi:
-    """Bound to one worker's Dispatcher. Every call takes the script's `msg`."""
+    """Bound to one worker's Dispatcher and its monotonic clock. Every call takes the
+    script's `msg`."""
 
-    def __init__(self, dispatcher: Dispatcher, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, dispatcher: Dispatcher, clock: Callable[[], float],
                  vars_of: Callable[[Any], dict] = transaction_vars) -> None:
         self._d = dispatcher
         self._clock = clock

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ...errors import EdgeError, RemoteProtocolError
+from ...sip.uri import parse_uri
 from .algorithms import (HASH_FIELDS, SmoothWeights, algorithm_name, hash_key, order_by_hash,
                          order_least_calls, order_round_robin)
 from .health import ADMIN_INPUT, Health, Input, State, initial_state
@@ -152,6 +153,7 @@ class Dispatcher:
         self._pending: dict[tuple[int, str], _Pending] = {}
         self._timers: list[_Timer] = []
         self._probe_gen: dict[tuple[int, str], int] = {}  # live probe chain per destination
+        self._by_key: dict[tuple[int, str], Destination] = {}
         self._seq = 0
         self._token = 0
         self._events: deque[DestinationStateChanged] = deque()
@@ -185,6 +187,7 @@ class Dispatcher:
             self._probe_gen.pop(key, None)
         self.table = table
         self.health = new_health
+        self._by_key = {d.key: d for d in table.destinations()}
         self._weights.clear()
         self.reloads += 1
         return {"added": added, "removed": removed, "kept": kept}
@@ -193,12 +196,17 @@ class Dispatcher:
         return (i * 0.137 % 1.0) * min(self.settings.probe_interval_s, 1.0)
 
     def destination(self, set_id: int, uri: str) -> Destination:
-        s = self.table.get(set_id)
-        if s is not None:
-            for d in s.destinations:
-                if str(d.uri) == uri:
-                    return d
-        raise DispatcherError(f"no destination {uri} in set {set_id}")
+        """The destination of `set_id` with this URI (as written in the table, or any
+        spelling that parses to the same URI)."""
+        d = self._by_key.get((set_id, uri))
+        if d is None:
+            try:
+                d = self._by_key.get((set_id, str(parse_uri(uri.strip()))))
+            except RemoteProtocolError:
+                d = None
+        if d is None:
+            raise DispatcherError(f"no destination {uri} in set {set_id}")
+        return d
 
     def health_of(self, dest: Destination) -> Health:
         try:
@@ -340,15 +348,6 @@ class Dispatcher:
             return p is not None and p.token == t.token
         return self._probe_gen.get(t.key) == t.token
 
-    def _dest_by_key(self, key: tuple[int, str]) -> Destination | None:
-        s = self.table.get(key[0])
-        if s is None:
-            return None
-        for d in s.destinations:
-            if d.key == key:
-                return d
-        return None
-
     def handle_timer(self, now: float) -> list[SendProbe]:
         """Fail timed-out probes and return the probes now due. Each probe timer re-arms
         itself one interval later, so destinations that are not probed now (active with
@@ -359,7 +358,7 @@ class Dispatcher:
             if not self._timer_live(t):
                 continue
             if t.kind == "timeout":
-                p = self._pending.pop(t.key)
+                del self._pending[t.key]
                 h = self.health[t.key]
                 h.probes_failed += 1
                 h.last_status = None
@@ -368,7 +367,7 @@ class Dispatcher:
             self._schedule(t.when + self.settings.probe_interval_s if
                            t.when + self.settings.probe_interval_s > now
                            else now + self.settings.probe_interval_s, "probe", t.key, t.token)
-            dest = self._dest_by_key(t.key)
+            dest = self._by_key.get(t.key)
             if dest is None or not self.wants_probe(dest) or t.key in self._pending:
                 continue
             self._token += 1

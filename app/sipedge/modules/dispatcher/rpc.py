@@ -80,3 +80,10 @@ def methods(disp: Dispatcher, load: Callable[[], DispatcherTable], clock: Callab
         "dispatcher.reload": lambda params: changed(dispatcher_reload(disp, load, clock(),
                                                                       guard)),
     }
+
+
+# plain functions over the state, like the other modules' RPC tables:
+# dispatcher.list(disp, now), dispatcher.set_state(disp, params, now),
+# dispatcher.reload(disp, load, now, guard)
+RPC = {"dispatcher.list": dispatcher_list, "dispatcher.set_state": dispatcher_set_state,
+       "dispatcher.reload": dispatcher_reload}

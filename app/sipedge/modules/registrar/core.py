@@ -174,7 +174,7 @@ def _parse_register(req: Request, params: RegistrarParams, source: Source | None
     if req.method != "REGISTER":
         raise RemoteProtocolError("Not a REGISTER")
     aor = aor_of(req.to.uri)
-    cseq = req.cseq.number
+    cseq = req.cseq.seq
     call_id = req.call_id
     if not call_id:
         raise RemoteProtocolError("Missing Call-ID")

@@ -20,18 +20,19 @@ from ...sip.headers.address import parse_address
 from ...sip.message import Message, Request
 from .core import Binding
 
-_SHARED = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT
+# addresses behind NAT: RFC 1918, RFC 6598 (carrier-grade NAT), link-local, IPv6 ULA
+_NATTED = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+    "fc00::/7", "fe80::/10"))
 
 
 def is_private(host: str) -> bool:
-    """RFC 1918, RFC 6598, link-local and IPv6 ULA addresses. Host names are not private."""
+    """Is `host` an address only reachable behind NAT? Host names are not."""
     try:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
-    if addr.version == 4 and addr in _SHARED:
-        return True
-    return (addr.is_private or addr.is_link_local) and not addr.is_loopback
+    return any(addr in net for net in _NATTED if net.version == addr.version)
 
 
 def nat_reasons(msg: Message, src_ip: str, src_port: int, transport: str = "udp") -> list[str]:

@@ -12,6 +12,7 @@ same AOR serialise and a kill mid-write leaves either the old or the new binding
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from pathlib import Path
 from typing import Callable, Iterable
@@ -42,6 +43,10 @@ CREATE TABLE IF NOT EXISTS location (
     PRIMARY KEY (aor, contact_key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS location_expires ON location (expires_at);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriber (
     username   TEXT NOT NULL,
     domain     TEXT NOT NULL,
@@ -213,6 +218,17 @@ class Store:
         row = self._db.execute(f"SELECT {column} FROM subscriber WHERE username = ? AND "
                                "domain = ?", (username, domain.lower())).fetchone()
         return row[0] if row and row[0] else None
+
+    # -- shared secrets -----------------------------------------------------------
+
+    def get_or_create_secret(self, name: str, nbytes: int = 32) -> bytes:
+        """A random secret kept in the database, created on first use: every worker and every
+        restart sees the same value (the auth nonce key when `[auth] secret` is empty)."""
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                             (name, secrets.token_bytes(nbytes)))
+            return bytes(self._db.execute("SELECT value FROM meta WHERE key = ?",
+                                          (name,)).fetchone()[0])
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -315,3 +315,10 @@ def test_settings_validation():
         Settings(ok_codes=("2x",))
     with pytest.raises(ValueError):
         Settings(probe_mode="some")
+
+
+def test_destination_lookup_accepts_equivalent_spelling():
+    d = make()
+    assert d.destination(1, " sip:10.0.0.1:5060") is d.destination(1, "sip:10.0.0.1:5060")
+    with pytest.raises(DispatcherError):
+        d.destination(1, "not a uri")

@@ -156,3 +156,19 @@ def test_probe_request_and_reply_matching():
     assert parse_probe_reply(resp.to_bytes(), "other") is None  # another prober's reply
     assert parse_probe_reply(data, "ab1") is None  # a request
     assert parse_probe_reply(b"\x00garbage", "ab1") is None
+
+
+def test_module_specs_are_built_lazily(section_module):
+    import importlib
+
+    from sipedge.config.schema import SECTIONS
+    from sipedge.modules import ModuleSpec
+
+    for name in ("dispatcher", "enum", "http_client"):
+        pkg = importlib.import_module(f"sipedge.modules.{name}")
+        section_module(f"sipedge.modules.{name}.params")  # registered until the test ends
+        spec = pkg.MODULE
+        assert isinstance(spec, ModuleSpec) and spec.name == name
+        assert SECTIONS[name][0].__name__ == spec.params.__name__
+        assert all(k.startswith(name + ".") for k in spec.rpc)
+        importlib.import_module(spec.script_api)

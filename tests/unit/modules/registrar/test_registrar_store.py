@@ -1,0 +1,205 @@
+"""The SQLite location/subscriber store, on real database files in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sipedge.modules.registrar.core import Source, apply_register, parse_register
+from sipedge.modules.registrar.params import RegistrarParams
+from sipedge.modules.registrar.store import Store, StoreError
+from sipmsg import request
+
+P = RegistrarParams()
+NOW = 1_700_000_000.0
+APP = Path(__file__).parents[4] / "app"
+
+
+def save(store: Store, aor_user: str, contacts: list[str], *, now=NOW, call_id="c1", cseq=1,
+         extra=()):
+    r = parse_register(request(to=f"<sip:{aor_user}@example.com>", contacts=contacts,
+                               call_id=call_id, cseq=cseq, extra=list(extra)), P,
+                       Source("192.0.2.1", 5060))
+    return store.update_aor(r.aor, lambda existing: apply_register(r, existing, P, now))
+
+
+def test_bindings_survive_reopening_the_database(tmp_path):
+    db = tmp_path / "data" / "location.sqlite"
+    s = Store(db)
+    out = save(s, "alice", ["<sip:alice@192.0.2.1>;q=0.5", "<sip:alice@192.0.2.2>"],
+               extra=["Path: <sip:edge.example.net;lr>", "Supported: path"])
+    assert out.ok
+    s.close()
+    s = Store(db)
+    live = s.live_bindings("alice@example.com", NOW + 1)
+    assert sorted(b.contact for b in live) == ["sip:alice@192.0.2.1", "sip:alice@192.0.2.2"]
+    b = next(b for b in live if b.q == 500)
+    assert b.path == ("<sip:edge.example.net;lr>",) and b.received == "sip:192.0.2.1:5060"
+    assert b.call_id == "c1" and b.cseq == 1
+    assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    # the ordering check works against what was stored before the restart
+    assert save(s, "alice", ["<sip:alice@192.0.2.2>"], cseq=1).reply.status == 500
+    s.close()
+
+
+def test_failed_register_writes_nothing(tmp_path):
+    s = Store(tmp_path / "l.sqlite")
+    save(s, "bob", ["<sip:bob@192.0.2.1>"], cseq=5)
+    out = save(s, "bob", ["<sip:bob@192.0.2.1>;expires=0", "<sip:bob@192.0.2.7>"], cseq=4)
+    assert out.reply.status == 500
+    assert [b.contact for b in s.bindings("bob@example.com")] == ["sip:bob@192.0.2.1"]
+
+
+def test_compute_error_rolls_back(tmp_path):
+    s = Store(tmp_path / "l.sqlite")
+    save(s, "bob", ["<sip:bob@192.0.2.1>"])
+
+    def boom(existing):
+        s._db.execute("DELETE FROM location")
+        raise RuntimeError("bug in compute")
+
+    with pytest.raises(RuntimeError):
+        s.update_aor("bob@example.com", boom)
+    assert len(s.bindings("bob@example.com")) == 1
+
+
+def test_purge_dump_and_delete(tmp_path):
+    s = Store(tmp_path / "l.sqlite")
+    save(s, "a", ["<sip:a@192.0.2.1>;expires=60"])
+    save(s, "b", ["<sip:b@192.0.2.2>;expires=600"])
+    assert s.aor_count(NOW) == 2
+    assert [b.aor for b in s.all_bindings(NOW + 100)] == ["b@example.com"]
+    assert s.purge_expired(NOW + 100) == 1
+    assert len(s.all_bindings()) == 1
+    assert s.delete_aor("b@example.com") == 1 and s.all_bindings() == []
+
+
+def test_subscribers(tmp_path):
+    s = Store(tmp_path / "l.sqlite")
+    s.add_subscriber("alice", "Example.com", ha1_md5="a" * 32, ha1_sha256="b" * 64)
+    assert s.get_ha1("alice", "example.com", "MD5") == "a" * 32
+    assert s.get_ha1("alice", "EXAMPLE.com", "SHA-256") == "b" * 64
+    assert s.get_ha1("alice", "example.com", "SHA-512-256") is None
+    assert s.get_ha1("bob", "example.com", "MD5") is None
+    assert s.subscriber_exists("alice", "example.com")
+    assert s.subscribers() == [{"username": "alice", "domain": "example.com",
+                                "algorithms": ["MD5", "SHA-256"]}]
+    for bad in (dict(), dict(ha1_md5="xyz"), dict(ha1_sha256="a" * 32)):
+        with pytest.raises(ValueError):
+            s.add_subscriber("c", "example.com", **bad)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = tmp_path / "l.sqlite"
+    Store(db).close()
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version=99")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError):
+        Store(db)
+
+
+def test_not_a_database(tmp_path):
+    db = tmp_path / "l.sqlite"
+    db.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        Store(db)
+
+
+def test_two_workers_saving_the_same_aor_serialise(tmp_path):
+    db = tmp_path / "l.sqlite"
+    Store(db).close()
+    errors = []
+
+    def worker(n: int) -> None:
+        s = Store(db)
+        try:
+            for i in range(25):
+                out = save(s, "shared", [f"<sip:w{n}@192.0.2.{n}>"], call_id=f"w{n}",
+                           cseq=i + 1)
+                assert out.ok, out.reply
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    s = Store(db)
+    rows = s.bindings("shared@example.com")
+    assert sorted((b.contact, b.cseq) for b in rows) == [
+        (f"sip:w{n}@192.0.2.{n}", 25) for n in range(4)]
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {app!r})
+    sys.path.insert(0, {here!r})
+    from sipedge.modules.registrar.core import Source, apply_register, parse_register
+    from sipedge.modules.registrar.params import RegistrarParams
+    from sipedge.modules.registrar.store import Store
+    from sipmsg import request
+    P = RegistrarParams()
+    s = Store({db!r})
+    i = 0
+    while True:
+        # every REGISTER writes three contacts at once: a torn write would show up as 1 or 2
+        contacts = [f"<sip:u{{i}}-{{k}}@192.0.2.{{k}}>" for k in range(3)]
+        r = parse_register(request(to=f"<sip:u{{i}}@example.com>", contacts=contacts), P,
+                           Source("192.0.2.1", 5060))
+        s.update_aor(r.aor, lambda existing: apply_register(r, existing, P, 1.7e9))
+        print(i, flush=True)  # only after COMMIT returned
+        i += 1
+""")
+
+
+def test_killed_mid_write_leaves_a_consistent_database(tmp_path):
+    db = tmp_path / "crash.sqlite"
+    here = str(Path(__file__).parents[1])  # tests/unit/modules (sipmsg)
+    code = CHILD.format(app=str(APP), here=here, db=str(db))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    committed = -1
+    deadline = time.monotonic() + 10
+    assert proc.stdout is not None
+    while committed < 150 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        committed = int(line)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-write: the child never stops between commits
+    proc.wait(5)
+    assert committed >= 150, proc.stderr.read() if proc.stderr else ""
+    s = Store(db)
+    assert s.integrity_ok()
+    per_aor: dict[str, int] = {}
+    for b in s.all_bindings():
+        per_aor[b.aor] = per_aor.get(b.aor, 0) + 1
+    assert set(per_aor.values()) == {3}  # all or nothing per REGISTER
+    # every REGISTER the child saw committed is there
+    assert all(f"u{i}@example.com" in per_aor for i in range(committed + 1))
+    s.close()
+
+
+def test_shared_secret_is_created_once(tmp_path):
+    a, b = Store(tmp_path / "l.sqlite"), Store(tmp_path / "l.sqlite")
+    s1 = a.get_or_create_secret("auth.nonce")
+    assert len(s1) == 32 and b.get_or_create_secret("auth.nonce") == s1
+    a.close()
+    b.close()
+    assert Store(tmp_path / "l.sqlite").get_or_create_secret("auth.nonce") == s1
