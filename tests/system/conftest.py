@@ -53,17 +53,19 @@ def _image(arch: str):
     """Build (if needed) and return the image for arch, or skip with the reason."""
     if os.environ.get("SIPEDGE_IMAGE_DIR"):
         return load_image(os.environ["SIPEDGE_IMAGE_DIR"])
-    if os.geteuid() != 0:
-        pytest.skip("building the image needs root (mmdebstrap root mode, chroot)")
-    missing = [t for t in (*BUILD_TOOLS, QEMU[arch]) if shutil.which(t) is None]
-    if arch == "arm64" and shutil.which("qemu-aarch64-static") is None:
-        missing.append("qemu-aarch64-static")
-    if missing:
-        pytest.skip("missing host tools: " + " ".join(missing)
-                    + " (apt packages are listed in tests/apt-packages.txt)")
     outdir = REPO / "out" / f"image-{arch}"
     tool = [sys.executable, str(REPO / "tools/image/mkimage.py"), "--arch", arch, "--out", str(outdir)]
+    if shutil.which(QEMU[arch]) is None:
+        pytest.skip(f"missing {QEMU[arch]} (apt packages are listed in tests/apt-packages.txt)")
     if subprocess.run(tool + ["--check"]).returncode != 0:
+        if os.geteuid() != 0:
+            pytest.skip("building the image needs root (mmdebstrap root mode, chroot)")
+        missing = [t for t in BUILD_TOOLS if shutil.which(t) is None]
+        if arch == "arm64" and shutil.which("qemu-aarch64-static") is None:
+            missing.append("qemu-aarch64-static")
+        if missing:
+            pytest.skip("missing host tools: " + " ".join(missing)
+                        + " (apt packages are listed in tests/apt-packages.txt)")
         t0 = time.monotonic()
         log = outdir.parent / f"image-{arch}-build.log"
         outdir.parent.mkdir(parents=True, exist_ok=True)

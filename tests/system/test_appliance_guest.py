@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -69,9 +70,9 @@ def wait_status(g, cond, timeout: float = 120, what: str = "") -> dict:
 
 def pids(g, pattern: str) -> list[int]:
     script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
-              f"case $c in *{pattern}*) echo ${{p#/proc/}};; esac; done")
+              f"case \"$c\" in *\"{pattern}\"*) echo PID=${{p#/proc/}};; esac; done")
     _rc, out = g.shell(script)
-    return [int(x) for x in out.split() if x.isdigit()]
+    return [int(x) for x in re.findall(r"PID=(\d+)", out)]
 
 
 def restart_supervisor(g) -> None:
@@ -108,7 +109,10 @@ def test_watchdog_hung_proxy_recovered_hung_supervisor_resets(sipedge_image, boo
     g = boot_guest(sipedge_image, boot_files={"sipedge.toml": cfg},
                    extra_args=["-device", "i6300esb"], name="wdt")
     wait_running(g)
-    g.shell("[ -e /dev/watchdog ] || modprobe i6300esb", check=True)
+    rc, out = g.shell("[ -e /dev/watchdog ] || modprobe i6300esb")
+    if rc != 0 and "Unknown symbol" in out:
+        pytest.skip("the image lacks the watchdog core module "
+                    "(drivers/watchdog/watchdog.ko in tools/image/modules.keep): " + out)
     g.shell("ls /dev/watchdog", check=True)
     if not wait_status(g, lambda st: True)["watchdog"]["armed"]:
         restart_supervisor(g)  # started before the driver was loaded
@@ -212,14 +216,16 @@ def test_leds_via_uinput_and_lcd_via_i2c_stub(sipedge_image, boot_guest):
     inp = ""
     while time.monotonic() < deadline and not inp:
         _rc, out = g.shell("cat /tmp/led-events")
-        inp = next((ln.split()[1] for ln in out.splitlines() if ln.startswith("READY")), "")
+        m = re.search(r"READY (input\d+)", out)  # the shell may prefix its prompt
+        inp = m.group(1) if m else ""
         time.sleep(0.5)
     assert inp, out
-    _rc, bus = g.shell("for d in /sys/class/i2c-dev/*; do grep -q 'SMBus stub' $d/name "
-                       "&& echo ${d##*-}; done")
-    assert bus.strip().isdigit(), bus
+    _rc, out = g.shell("for d in /sys/class/i2c-dev/*; do grep -q 'SMBus stub' $d/name "
+                       "&& echo I2CBUS=${d##*-}; done")
+    m = re.search(r"I2CBUS=(\d+)", out)
+    assert m, out
     write_boot(g, BASE + (f'\n[panel]\nstatus_led = "{inp}::numlock"\n'
-                          f'error_led = "{inp}::capslock"\nlcd_bus = {bus.strip()}\n'))
+                          f'error_led = "{inp}::capslock"\nlcd_bus = {m.group(1)}\n'))
     restart_supervisor(g)
     st = wait_status(g, lambda st: st["state"] == "RUNNING" and st["lcd"]
                      and (st["lcd"]["bytes_sent"] or 0) > 0, timeout=300,

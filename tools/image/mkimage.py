@@ -14,6 +14,7 @@ the kernel and initrd.img (also on the FAT), and manifest.json describing how to
 --check exits 0 when the image is up to date and 1 when a build is needed. Needs root.
 """
 import argparse
+import fcntl
 import gzip
 import hashlib
 import json
@@ -272,6 +273,11 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         raise SystemExit("mkimage: needs root (mmdebstrap root mode, chroot)")
     out.mkdir(parents=True, exist_ok=True)
+    # One build per output directory at a time (parallel test runs share out/).
+    lock = open(out / ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    base_ok = base_stamp.exists() and base_stamp.read_text() == bkey and (out / "base").is_dir()
+    image_ok = base_ok and image_stamp.exists() and image_stamp.read_text() == ikey and manifest_path.exists()
     t0 = time.monotonic()
     if args.force or not base_ok:
         log(f"base stage for {args.arch} (mmdebstrap)")

@@ -610,6 +610,10 @@ class StatefulProxy:
             if ct is not None and ct.state in (State.CALLING, State.PROCEEDING):
                 ct.abandon(now)
                 self._drain(ct, now)
+            st = b.ctx.st
+            if b.ctx.final_status == 408 and not b.ctx.is_invite and not st.terminated:
+                st.abandon(now)  # the RFC 4320 silence is over
+                self._drain(st, now)
             return
         cancelled = False
         if ct is not None and not ct.terminated:
@@ -662,9 +666,39 @@ class StatefulProxy:
             # not this proxy)
             best = _copy_response(best)
             best.status, best.reason = 500, "Server Internal Error"
-        ctx.final_status = best.status
+        elif best.status in (401, 407):
+            best = self._merge_challenges(ctx, best)
         relayed = any(b.final is best and not b.local for b in ctx.branches)
+        if best.status == 408 and not ctx.is_invite and not relayed:
+            # RFC 4320 4.1: no 408 to a non-INVITE request; the client's Timer F ends it.
+            # The server transaction keeps absorbing retransmissions until then (64*T1),
+            # kept by the last branch's timer (see _fr_expired).
+            ctx.final_status = 408
+            if ctx.branches:
+                b = ctx.branches[-1]
+                b.fr_deadline = now + 64 * self.params.timers.t1
+                self._arm(b)
+            else:
+                ctx.st.abandon(now)
+                self._drain(ctx.st, now)
+            return
+        ctx.final_status = best.status
         self._send_reply(ctx.st, best, now, relayed=relayed)
+
+    @staticmethod
+    def _merge_challenges(ctx: ResponseContext, best: Response) -> Response:
+        """16.7 step 7: a 401/407 upstream carries the challenges of every branch that
+        answered 401 or 407."""
+        others = [b.final for b in ctx.branches
+                  if b.final is not None and b.final is not best and b.final.status in (401, 407)]
+        if not others:
+            return best
+        merged = _copy_response(best)
+        for r in others:
+            for h in r.headers:
+                if h[0] in ("www-authenticate", "proxy-authenticate"):
+                    merged.headers.append([h[0], h[1], h[2]])
+        return merged
 
 
 __all__ = ["BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",

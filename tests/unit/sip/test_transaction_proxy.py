@@ -253,12 +253,32 @@ def test_loss_downstream_invite_retransmitted_then_call_completes():
     assert statuses(n.sent()) == [200]
 
 
-def test_non_invite_408_after_timer_f_like_loss_of_everything():
+def test_non_invite_timeout_no_408_upstream_rfc4320():
     n = Net(fr_timeout=60.0)
     n.relay(invite("OPTIONS"), [UAS1])
     n.sent()
-    n.run_until(33)
-    assert statuses(n.sent()) == [408]  # Timer F = 64*T1 = 32 s
+    n.run_until(33)  # Timer F = 64*T1 = 32 s
+    assert n.hooks.failures == [408]  # the failure route sees the timeout
+    assert statuses(n.sent()) == []  # but no 408 goes upstream (the client's Timer F)
+    assert n.tm.match_request(invite("OPTIONS"), CALLER, 40.0)  # still absorbed
+    n.run_until(70)
+    assert n.idle()
+
+
+def test_401_and_407_challenges_of_all_branches_are_merged():
+    n = Net()
+    n.relay(invite(), [UAS1, UAS2])
+    out = n.sent()
+    (i1,), (i2,) = requests_to(out, 6001), requests_to(out, 6002)
+    r1 = answer(i1.to_bytes(), 401)
+    r1.add("WWW-Authenticate", 'Digest realm="a", nonce="1"')
+    r2 = answer(i2.to_bytes(), 407)
+    r2.add("Proxy-Authenticate", 'Digest realm="b", nonce="2"')
+    n.tm.receive_response(r1, 0.1)
+    n.tm.receive_response(r2, 0.2)
+    (resp,) = [m for p, m in n.sent() if p == 5999]
+    assert resp.status == 401
+    assert resp.get("www-authenticate") and resp.get("proxy-authenticate")
 
 
 def test_best_response_rules():
