@@ -239,7 +239,7 @@ class Bench:
             rate = nxt
         return {"mode": mode.name, "workers": workers, "target": target.name, "rep": rep,
                 "max_rate": lo, "first_failing_rate": hi,
-                "limit": limiter(hi_run, workers) if hi_run else stop,
+                "limit": (limiter(hi_run, workers) + busy_note(hi_run)) if hi_run else stop,
                 "at_limit": {k: (hi_run or lo_run or {}).get(k) for k in
                              ("rate", "achieved_rate", "failed", "retransmissions",
                               "proxy_cores", "uac_cores", "uas_cores")}}
@@ -391,6 +391,14 @@ def limiter(run, workers):
     return "losses below saturation"
 
 
+def busy_note(run):
+    """Flag a limit found while other processes held half the machine or more."""
+    other = run.get("other_cores") or 0
+    if other >= 0.5 * (os.cpu_count() or 2):
+        return f"; other load on the machine {other * 100:.0f}% of a core"
+    return ""
+
+
 SHORT_LIMIT = {"proxy fell behind (its socket overflowed)": "proxy",
                "SIPp callee fell behind (its socket overflowed)": "SIPp uas",
                "SIPp caller fell behind (its socket overflowed)": "SIPp uac",
@@ -478,8 +486,10 @@ def print_table(summary, reps):
             line(f"CPU per call @{rate}/s (us)", cpu, ".1f")
         if any("max_rate" in r for r in rows.values()):
             line("max sustained rate (calls/s)", lambda r: r.get("max_rate"), ".0f")
-            print(f"{'  limited by':34s}" + "".join(
-                f"{SHORT_LIMIT.get(rows[n].get('limit', '-'), rows[n].get('limit', '-')[:11]):>12s}" for n in names))
+            def short(limit):
+                head = limit.split(";")[0]
+                return SHORT_LIMIT.get(head, head[:10]) + ("*" if ";" in limit else "")
+            print(f"{'  limited by':34s}" + "".join(f"{short(rows[n].get('limit', '-')):>12s}" for n in names))
         line("RSS, sum over processes (MiB)", lambda r: r["rss_mib"], ".1f")
         line("PSS, sum over processes (MiB)", lambda r: r["pss_mib"], ".1f")
         line("processes", lambda r: r["processes"], "d")
@@ -492,14 +502,16 @@ def print_table(summary, reps):
             line(f"proxy CPU @{top}/s (% of a core)", get("proxy_cores", 100), ".0f")
             line(f"SIPp caller CPU @{top}/s (%)", get("uac_cores", 100), ".0f")
             line(f"SIPp callee CPU @{top}/s (%)", get("uas_cores", 100), ".0f")
-            line(f"other load on the machine @{top}/s (%)", get("other_cores", 100), ".0f")
+            line(f"other load @{top}/s (% of a core)", get("other_cores", 100), ".0f")
         bad = [f"{n}@{rate}" for n in names for rate, x in rows[n]["rates"].items() if not x["all_calls_ok"]]
         if bad:
             print(f"  ! calls failed in fixed-rate runs: {', '.join(bad)} (CPU per call counts successful calls)")
         for n in names:
             lim = rows[n].get("limit", "")
             if lim and not lim.startswith("proxy"):
-                print(f"  ! {n}: max rate limited by {lim}, not by the proxy: a lower bound")
+                print(f"  ! {n}: max rate limited by {lim.split(';')[0]}, not by the proxy: a lower bound")
+        if any(";" in rows[n].get("limit", "") for n in names):
+            print("  * limit found while other processes used half the machine or more: noisy")
         print("-" * 78)
     print(REFERENCE)
 

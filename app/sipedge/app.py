@@ -4,6 +4,7 @@ script, restarts a worker that dies. The composition root of the proxy."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import mmap
@@ -20,7 +21,12 @@ from . import __version__
 from .config import Config, ConfigError, load_file, load_text
 from .errors import ScriptError
 from .io.rpc import RpcError, RpcServer
+from .io.modules import Ksr, ask_workers, registrar_db_path
 from .io.worker import STATS_SLOT_BYTES, resolve_script_path
+from .modules.auth import rpc as auth_rpc
+from .modules.registrar import rpc as reg_rpc
+from .modules.registrar.aio import AsyncStore
+from .modules.registrar.store import Store, StoreError
 from .script.loader import load_script, script_mtime
 
 log = logging.getLogger("sipedge")
@@ -54,6 +60,103 @@ class Proxy:
         self.script_error: str | None = None
         self.reloads = 0
         self._stopping = False
+        self.modules = tuple(config.core.modules)
+        self.store: AsyncStore | None = None  # the registrar database (main process side)
+        self._secrets: dict[str, str] = {}  # handed to the workers on stdin, never logged
+
+    # -- modules (the main process's share: database, secrets, purge, RPC) ----------
+
+    async def start_modules(self) -> None:
+        """Open the registrar database (creates the schema) and settle the nonce secret
+        before the workers start. Raises StoreError."""
+        if "registrar" in self.modules:
+            p = self.config.registrar
+            path = registrar_db_path(self.config)
+            self.store = await AsyncStore.open(path, synchronous=p.db_synchronous)
+            log.info("registrar database open path=%s", path)
+        if "auth" in self.modules:
+            secret = self.config.auth.secret.encode()
+            if not secret:
+                assert self.store is not None
+                secret = await self.store.run(Store.get_or_create_secret, "auth.nonce")
+            self._secrets["auth"] = secret.hex()
+
+    async def stop_modules(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    async def purge_bindings(self) -> None:
+        """Delete expired bindings every [registrar] purge_interval_s."""
+        if self.store is None:
+            return
+        while not self._stopping:
+            await asyncio.sleep(self.config.registrar.purge_interval_s)
+            try:
+                n = await self.store.purge_expired(time.time())
+            except StoreError as exc:
+                log.warning("registrar purge failed: %s", exc)
+                continue
+            if n:
+                log.info("registrar purged expired bindings count=%d", n)
+
+    def module_rpc(self) -> dict:
+        methods: dict = {}
+        if self.store is not None:
+            store = self.store
+
+            async def ul_dump(p):
+                return await store.run(reg_rpc.ul_dump, time.time())
+
+            async def ul_show(p):
+                return await store.run(reg_rpc.ul_show, _arg(p, "aor"), time.time())
+
+            async def ul_rm(p):
+                return await store.run(reg_rpc.ul_rm, _arg(p, "aor"))
+
+            async def subscriber_add(p):
+                kw = {k: p[k] for k in ("password", "ha1_md5", "ha1_sha256", "realm")
+                      if k in p}
+                return await store.run(_subscriber_add, _arg(p, "username"),
+                                       _arg(p, "domain", 1), kw)
+
+            async def subscriber_list(p):
+                return await store.run(auth_rpc.subscriber_list, p.get("domain"))
+
+            async def subscriber_rm(p):
+                return await store.run(auth_rpc.subscriber_rm, _arg(p, "username"),
+                                       _arg(p, "domain", 1))
+
+            methods.update({"ul.dump": ul_dump, "ul.show": ul_show, "ul.rm": ul_rm})
+            if "auth" in self.modules:
+                methods.update({"subscriber.add": subscriber_add,
+                                "subscriber.list": subscriber_list,
+                                "subscriber.rm": subscriber_rm})
+        if "security" in self.modules:
+            methods.update({"sec.blocked": self.sec_blocked, "sec.unblock": self.sec_unblock})
+        return methods
+
+    async def _ask_workers(self, method: str, params: dict) -> list:
+        replies = await ask_workers(self.run_id, self.nworkers, method, params)
+        for r in replies:
+            if "error" in r:
+                raise ValueError(r["error"])
+        return [r["result"] for r in replies]
+
+    async def sec_blocked(self, params: dict) -> list:
+        """The union over the workers (each keeps its own table); the longest block wins."""
+        merged: dict[str, dict] = {}
+        for blocked in await self._ask_workers("sec.blocked", {}):
+            for b in blocked:
+                old = merged.get(b["ip"])
+                if old is None or b["expires_in_s"] > old["expires_in_s"]:
+                    merged[b["ip"]] = b
+        return sorted(merged.values(), key=lambda b: b["ip"])
+
+    async def sec_unblock(self, params: dict) -> bool:
+        ip = str(_arg(params, "ip"))
+        ipaddress.ip_address(ip)  # ValueError: invalid params, before asking the workers
+        return any(await self._ask_workers("sec.unblock", {"ip": ip}))
 
     # -- workers -------------------------------------------------------------------
 
@@ -63,7 +166,8 @@ class Proxy:
                "--stats-fd", str(self.fd), "--source", self.config.source]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(self.fd,))
         assert proc.stdin is not None
-        proc.stdin.write(self.config.text.encode())
+        # the config, then NUL and the secrets (TOML text never contains NUL)
+        proc.stdin.write(self.config.text.encode() + b"\0" + json.dumps(self._secrets).encode())
         proc.stdin.close()
         self.procs[index] = proc
         log.info("worker=%d started pid=%d", index, proc.pid)
@@ -136,7 +240,7 @@ class Proxy:
             raise RpcError(-32000, "no routing script configured")
         self.script_mtime = script_mtime(self.script_path)
         try:
-            load_script(self.script_path)
+            load_script(self.script_path, {"ksr": Ksr()})
         except ScriptError as exc:
             self.script_error = str(exc)
             log.error("routing script refused, the old one keeps running: %s", exc)
@@ -174,6 +278,7 @@ class Proxy:
             "route.reload": lambda p: self.reload_script(),
             "config.check": lambda p: config_check(p.get("file") or
                                                    (p.get("args") or [self.config.source])[0]),
+            **self.module_rpc(),
         }
 
     def health(self) -> dict:
@@ -218,6 +323,22 @@ class Proxy:
                 "workers_reporting": reported, "workers": per_worker}
 
 
+def _arg(params: dict, key: str, position: int = 0):
+    """A named RPC parameter, or the positional one (`sipedgectl ul.show alice@localhost`)."""
+    if key in params:
+        return params[key]
+    args = params.get("args") or []
+    if len(args) > position:
+        return args[position]
+    raise KeyError(key)
+
+
+def _subscriber_add(store: Store, username: str, domain: str, kw: dict) -> dict:
+    # sipedgectl turns password=1234 into a number: credentials are strings
+    kw = {k: str(v) for k, v in kw.items()}
+    return auth_rpc.subscriber_add(store, str(username), str(domain), **kw)
+
+
 def _group(flat: Counter[str]) -> dict:
     """Turn rcv_req_INVITE style counters into nested groups for display."""
     out: dict = {"requests_in": {}, "requests_out": {}, "replies_in": {}, "replies_out": {},
@@ -245,7 +366,7 @@ def config_check(path: str) -> dict:
     script = resolve_script_path(config)
     if script:
         try:
-            load_script(script)
+            load_script(script, {"ksr": Ksr()})
         except ScriptError as exc:
             return {"valid": False, "errors": [f"{exc.location}: routing.script: {exc.reason}"]}
     return {"valid": True, "errors": []}
@@ -255,10 +376,15 @@ async def serve(config: Config) -> int:
     proxy = Proxy(config)
     if proxy.script_path:
         try:
-            load_script(proxy.script_path)
+            load_script(proxy.script_path, {"ksr": Ksr()})
         except ScriptError as exc:
             log.error("cannot start: routing script: %s", exc)
             return 2
+    try:
+        await proxy.start_modules()
+    except StoreError as exc:
+        log.error("cannot start: registrar database: %s", exc)
+        return 2
     proxy.start_workers()
     rpc = RpcServer(config.core.ctl_socket, proxy.rpc_methods())
     try:
@@ -266,13 +392,15 @@ async def serve(config: Config) -> int:
     except OSError as exc:
         log.error("cannot open control socket %s: %s", config.core.ctl_socket, exc)
         proxy.stop_workers()
+        await proxy.stop_modules()
         return 3
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: _safe_reload(proxy))
-    tasks = [loop.create_task(proxy.monitor()), loop.create_task(proxy.watch_script())]
+    tasks = [loop.create_task(proxy.monitor()), loop.create_task(proxy.watch_script()),
+             loop.create_task(proxy.purge_bindings())]
     listen = ", ".join(f"{lp.proto}:{lp.address}:{lp.port}" for lp in config.listen)
     log.info("sipedge %s running config=%s workers=%d listen=[%s] ctl=%s", __version__,
              config.source, proxy.nworkers, listen, config.core.ctl_socket)
@@ -282,6 +410,7 @@ async def serve(config: Config) -> int:
         t.cancel()
     await rpc.close()
     proxy.stop_workers()
+    await proxy.stop_modules()
     return 0
 
 

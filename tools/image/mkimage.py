@@ -192,6 +192,8 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
         shutil.copy2(cfg, bindir / "kernel.config")  # checked against board/*/linux.fragment
     for p in (rootfs / "boot").iterdir():  # /boot is the FAT mount point
         p.unlink()
+    for dtbs in (rootfs / "usr/lib").glob("linux-image-*"):
+        shutil.rmtree(dtbs)  # device trees of real arm64 boards; QEMU virt generates its own
     run(sys.executable, HERE / "mkinitrd.py", rootfs, bindir / "initrd.img")
 
     sig = int(meta["DISK_SIGNATURE"], 16)

@@ -404,7 +404,9 @@ class NetlinkNetwork:
 class NetlinkWatcher:
     """Link and address notifications as an async stream of events.
 
-    pyroute2 >= 0.8 has `AsyncIPRoute`; with 0.7 a sync socket is read in a worker thread.
+    pyroute2 >= 0.8 has `AsyncIPRoute`; with 0.7 the sync socket is read when the event loop
+    sees it readable (no thread: a thread blocked in recv() would keep asyncio.run() from
+    returning at shutdown).
     """
 
     def __init__(self, netns: str | None = None) -> None:
@@ -444,9 +446,18 @@ class NetlinkWatcher:
                     for ev in link_events([msg], self.names):
                         yield ev
             else:
-                msgs = await asyncio.to_thread(self.ipr.get)
-                for ev in link_events(msgs, self.names):
-                    yield ev
+                loop = asyncio.get_running_loop()
+                ready = asyncio.Event()
+                fd = self.ipr.fileno()
+                loop.add_reader(fd, ready.set)
+                try:
+                    while True:
+                        await ready.wait()
+                        ready.clear()
+                        for ev in link_events(self.ipr.get(), self.names):
+                            yield ev
+                finally:
+                    loop.remove_reader(fd)
 
 
 def configure(params: NetworkParams, net: NetlinkNetwork) -> list[str]:

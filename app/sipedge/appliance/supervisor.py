@@ -181,7 +181,15 @@ class Supervisor:
         """Run until a stop request has been carried out. Returns the exit status."""
         self._events = asyncio.Queue()
         if self.watchdog is not None:
-            self.watchdog.open()
+            # Opening arms the timer: do it here, right before the loop, and pet at once, so
+            # slow start-up work (imports, netlink, udev) never eats into the timeout.
+            try:
+                self.watchdog.open()
+            except EdgeError as exc:  # HardwareError: run without it, loudly
+                log.error("watchdog unavailable: %s", exc)
+                self.watchdog = None
+            else:
+                self._maybe_pet(self.clock())
         try:
             await self._apply_network()
             if self.network is not None:
@@ -277,7 +285,11 @@ class Supervisor:
         if self.network is None:
             return
         try:
-            self.network_problems = await self.network.apply(self.choice.config.network)
+            task = asyncio.ensure_future(self.network.apply(self.choice.config.network))
+            while not task.done():  # netlink can be slow (pyroute2 import on a small board):
+                self._maybe_pet(self.clock())  # keep the watchdog fed meanwhile
+                await asyncio.wait({task}, timeout=0.2)
+            self.network_problems = task.result()
         except Exception as exc:  # boundary: a netlink failure must not stop supervision
             log.exception("network set-up failed")
             self.network_problems = [f"network set-up failed: {exc}"]

@@ -71,12 +71,9 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
                   update_agent=fakes.FakeUpdateAgent())
         return hw
     if cfg.watchdog.enabled and not args.no_watchdog:
-        wd = HardwareWatchdog(_under(args.dev, cfg.watchdog.device), cfg.watchdog.timeout_s)
-        try:
-            wd.open()
-            hw["watchdog"] = wd
-        except HardwareError as exc:
-            log.error("watchdog unavailable: %s", exc)
+        # Opened (armed) by Supervisor.run(), right before its loop starts petting.
+        hw["watchdog"] = HardwareWatchdog(_under(args.dev, cfg.watchdog.device),
+                                          cfg.watchdog.timeout_s)
     names = {"status": cfg.panel.status_led, "error": cfg.panel.error_led}
     if any(names.values()):
         hw["leds"] = SysfsLeds(names, args.sysfs)

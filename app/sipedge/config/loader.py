@@ -308,6 +308,65 @@ def _check_semantics(config: Config, v: _Validator) -> None:
             except RemoteProtocolError as exc:
                 v.error(key, f"not a SIP URI: {exc.reason}")
     _check_dns_tls(config, v)
+    _check_modules(config, v)
+
+
+# modules [core] modules may name, and the modules each needs loaded too
+LOADABLE_MODULES = {"security": (), "registrar": (), "auth": ("registrar",)}
+
+
+def _check_modules(config: Config, v: _Validator) -> None:
+    """[core] modules, and the cross-field rules of the module sections (checked whether or
+    not the module is loaded, so that a file stays valid when a module is switched on)."""
+    import ipaddress
+
+    mods = list(config.core.modules)
+    for i, name in enumerate(mods):
+        if name not in LOADABLE_MODULES:
+            near = difflib.get_close_matches(name, LOADABLE_MODULES, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            v.error(f"core.modules[{i}]", f"unknown module {name!r}{hint}")
+        elif mods.index(name) != i:
+            v.error(f"core.modules[{i}]", f"module {name!r} listed twice")
+        else:
+            for dep in LOADABLE_MODULES[name]:
+                if dep not in mods:
+                    v.error(f"core.modules[{i}]", f"module {name!r} needs {dep!r} loaded too")
+    sec = getattr(config, "security", None)
+    if sec is not None:
+        for i, net in enumerate(sec.trusted):
+            try:
+                ipaddress.ip_network(net.strip(), strict=False)
+            except ValueError:
+                v.error(f"security.trusted[{i}]", "expected an address or CIDR network")
+        for i, acl in enumerate(sec.acl):
+            if acl.listener != "*" and not re.fullmatch(
+                    r"(udp|tcp|tls):(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+):\d{1,5}", acl.listener):
+                v.error(f"security.acl[{i}].listener", "expected proto:address:port or *")
+            for kind in ("allow", "deny"):
+                for j, net in enumerate(getattr(acl, kind)):
+                    try:
+                        ipaddress.ip_network(net.strip(), strict=False)
+                    except ValueError:
+                        v.error(f"security.acl[{i}].{kind}[{j}]",
+                                "expected an address or CIDR network")
+    reg = getattr(config, "registrar", None)
+    if reg is not None:
+        if not reg.min_expires_s <= reg.default_expires_s <= reg.max_expires_s:
+            v.error("registrar.default_expires_s",
+                    f"must lie between min_expires_s ({reg.min_expires_s}) and max_expires_s "
+                    f"({reg.max_expires_s})")
+    auth = getattr(config, "auth", None)
+    if auth is not None:
+        from ..modules.auth.digest import ALGORITHMS
+
+        if auth.secret and len(auth.secret) < 16:
+            v.error("auth.secret", "must be at least 16 characters (or empty: generated)")
+        if not auth.algorithms:
+            v.error("auth.algorithms", "name at least one algorithm")
+        for i, alg in enumerate(auth.algorithms):
+            if alg not in ALGORITHMS:
+                v.error(f"auth.algorithms[{i}]", f"must be one of {', '.join(ALGORITHMS)}")
 
 
 def _check_dns_tls(config: Config, v: _Validator) -> None:

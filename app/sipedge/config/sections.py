@@ -20,6 +20,14 @@ class CoreParams:
                             choices=("debug", "info", "warning", "error"))
     server_header: str = option("sipedge", "value of Server / User-Agent headers we generate")
     max_message_bytes: int = option(65535, "largest SIP message accepted", min=1024, max=1048576)
+    udp_buffer_bytes: int = option(4194304, "kernel receive and send buffer of each UDP socket "
+                                   "(SO_RCVBUF/SO_SNDBUF; as root it may exceed "
+                                   "net.core.rmem_max)", min=65536, max=67108864,
+                                   reloadable=False)
+    modules: list[str] = option(default_factory=list,
+                                doc="feature modules to load, like Kamailio's loadmodule: "
+                                "`security`, `registrar`, `auth` (auth needs registrar); each "
+                                "is configured in its own section", reloadable=False)
 
 
 @section("listen", array=True)
@@ -29,7 +37,9 @@ class ListenParams:
 
     proto: str = option("udp", "transport (tls: see [tls] and docs/tls.md)",
                        choices=("udp", "tcp", "tls"), reloadable=False)
-    address: str = option("127.0.0.1", "IPv4 or IPv6 address to bind", reloadable=False)
+    address: str = option("127.0.0.1", "IPv4 or IPv6 address to bind; `0.0.0.0` / `::` "
+                         "bind every address of that family (an IPv6 listener never takes "
+                         "IPv4: add an IPv4 listener too)", reloadable=False)
     port: int = option(5060, "port to bind", min=1, max=65535, reloadable=False)
     advertise: str = option("", "address[:port] written into Via / Record-Route instead of the "
                             "bound one (NAT), like Kamailio's `listen ... advertise`")
@@ -152,4 +162,5 @@ class TmParams:
 
 
 # Modules whose import registers further sections.
-SECTION_MODULES = ("sipedge.appliance.params",)
+SECTION_MODULES = ("sipedge.appliance.params", "sipedge.modules.auth.params",
+                   "sipedge.modules.registrar.params", "sipedge.modules.security.params")

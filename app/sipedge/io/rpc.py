@@ -28,6 +28,14 @@ INVALID_PARAMS = -32602
 APP_ERROR = -32000
 
 
+SECRET_PARAMS = frozenset({"password", "ha1_md5", "ha1_sha256", "secret"})
+
+
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """The params with credentials replaced, for logs (subscriber.add's password)."""
+    return {k: ("<redacted>" if k in SECRET_PARAMS else v) for k, v in params.items()}
+
+
 class RpcError(EdgeError):
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(message)
@@ -103,6 +111,7 @@ class RpcServer:
             params = {"args": params}
         if not isinstance(params, dict):
             return _error(rid, INVALID_PARAMS, "params must be an object or an array")
+        log.debug("rpc method=%s params=%s", req["method"], redact(params))
         try:
             result = fn(params)
             if inspect.isawaitable(result):

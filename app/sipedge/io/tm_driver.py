@@ -111,12 +111,19 @@ class TmDriver:
     def _relay(self, rctx: ResponseContext, smsg: RequestMsg, action: Relay, now: float) -> None:
         """Build, resolve and send the branches of a t_relay()."""
         base = smsg.raw
-        wanted: list[tuple[Request, URI | None]] = [(copy_request(base), action.uri)]
+        main = copy_request(base)
+        wanted: list[tuple[Request, URI | None]] = [(main, action.uri)]
         if smsg._tm is not None:
-            for ruri in smsg._tm.branches:
+            for route in reversed(smsg._tm.main_path):
+                main.add_top("Route", route)
+            opts = smsg._tm.branch_opts
+            for i, ruri in enumerate(smsg._tm.branches):
                 req = copy_request(base)
                 req.uri = ruri
-                wanted.append((req, None))
+                dst, path = opts[i] if i < len(opts) else (None, ())
+                for route in reversed(path):
+                    req.add_top("Route", route)
+                wanted.append((req, dst))
         branch_route = rctx.routes.get("branch")
         if branch_route:
             wanted = self._run_branch_route(rctx, branch_route, wanted)

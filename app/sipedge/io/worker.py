@@ -27,6 +27,9 @@ from ..resolve import Resolution, Target, literal_target
 from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
 from ..sip.uri import parse_uri
 from .dns import PENDING, DnsResolver
+from ..modules.registrar.store import StoreError
+from ..modules.security.api import reply_for as sec_reply_for
+from .modules import ModuleEnv, WorkerModules, control_address, handle_control
 from .tls import client_context, server_context
 from ..sip.stateful import is_stateful_branch
 from .tm_driver import TmDriver
@@ -65,6 +68,8 @@ def resolve_script_path(config: Config) -> str | None:
     p = Path(script)
     if not p.is_absolute() and config.source and not config.source.startswith("<"):
         p = Path(config.source).resolve().parent / p
+    elif not p.is_absolute() and config.source == "<embedded default>":
+        p = Path(__file__).resolve().parents[1] / p  # shipped scripts (examples/)
     return str(p)
 
 
@@ -74,13 +79,34 @@ def route_table(config: Config) -> RouteTable:
     return RouteTable(rules, default)
 
 
+def udp_socket(family: int, address: str, port: int, buffer_bytes: int) -> socket.socket:
+    """A SO_REUSEPORT UDP socket with large kernel buffers: a burst must queue, not drop,
+    while the worker is busy (Kamailio grows its buffers the same way)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # *BUFFORCE
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, buffer_bytes)  # root: past rmem_max
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, plain, buffer_bytes)
+        sock.bind((address, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _family(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 class Worker:
     def __init__(self, index: int, nworkers: int, config: Config, run_id: str,
-                 stats: mmap.mmap | None = None) -> None:
+                 stats: mmap.mmap | None = None, secrets: dict[str, str] | None = None) -> None:
         self.index = index
         self.nworkers = nworkers
         self.config = config
@@ -112,22 +138,29 @@ class Worker:
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
         self.tm = TmDriver(self)  # transactions (t_relay): io/tm_driver.py
+        # -- feature modules ([core] modules) and the script's ksr namespace: io/modules.py
+        self.listener_names = [f"{la.proto}:{la.ip}:{la.port}" for la in self.locals]
+        self.modules = WorkerModules(ModuleEnv(config, index, dict(secrets or {}),
+                                               send=self._module_send,
+                                               sent_by=self._sent_by))
+        self.control: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self.modules.start()
         if self.script_path:
-            self.script = load_script(self.script_path)
+            self.script = load_script(self.script_path, {"ksr": self.modules.ksr})
         if any(la.proto == "tls" for la in self.locals):  # TransportError: bad cert/key/CAs
             self.tls_server = server_context(self.config.tls)
             self.tls_client = client_context(self.config.tls)
         for la, lp in zip(self.locals, self.config.listen):
             fam = _family(lp.address)
             if lp.proto == "udp":
+                sock = udp_socket(fam, lp.address, lp.port, self.config.core.udp_buffer_bytes)
                 _, proto = await loop.create_datagram_endpoint(
-                    lambda i=la.index: UdpListener(self, i), local_addr=(lp.address, lp.port),
-                    family=fam, reuse_port=True)
+                    lambda i=la.index: UdpListener(self, i), sock=sock)
                 self.udp[la.index] = proto
             else:
                 tls = {"ssl": self.tls_server,
@@ -143,6 +176,10 @@ class Worker:
         self.handoff.bind(handoff_address(self.run_id, self.index))
         self.handoff.setblocking(False)
         loop.add_reader(self.handoff.fileno(), self._on_handoff)
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.control.bind(control_address(self.run_id, self.index))
+        self.control.setblocking(False)
+        loop.add_reader(self.control.fileno(), self._on_control)
         loop.add_signal_handler(signal.SIGUSR1, self.reload_script)
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
@@ -167,7 +204,11 @@ class Worker:
         if self.handoff is not None:
             asyncio.get_running_loop().remove_reader(self.handoff.fileno())
             self.handoff.close()
+        if self.control is not None:
+            asyncio.get_running_loop().remove_reader(self.control.fileno())
+            self.control.close()
         self.tm.close()
+        await self.modules.stop()
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -193,7 +234,7 @@ class Worker:
         if not self.script_path:
             return
         try:
-            self.script = load_script(self.script_path)
+            self.script = load_script(self.script_path, {"ksr": self.modules.ksr})
             log.info("worker=%d routing script reloaded path=%s", self.index, self.script_path)
         except ScriptError as exc:
             log.error("worker=%d routing script refused, keeping the old one: %s", self.index, exc)
@@ -269,6 +310,28 @@ class Worker:
             self.stats["handoff_in"] += 1
             self.handle(payload[2 + hdr_len:], Source(proto, ip, port, listener), handed=True)
 
+    def _on_control(self) -> None:
+        """A request from the main process (sec.blocked, sec.unblock, ...): answer it."""
+        assert self.control is not None
+        for _ in range(16):
+            try:
+                payload, addr = self.control.recvfrom(1 << 16)
+            except BlockingIOError:
+                return
+            reply = handle_control(self.modules.worker_rpc(), payload)
+            try:
+                self.control.sendto(reply, addr)
+            except OSError as exc:
+                log.info("worker=%d control reply failed: %s", self.index, exc)
+
+    def _module_send(self, proto: str, data: bytes, ip: str, port: int) -> None:
+        out = self._pick_listener(proto, ip, None)
+        self._send(proto, data, ip, port, out.index if out else 0)
+
+    def _sent_by(self, proto: str) -> str:
+        la = next((la for la in self.locals if la.proto == proto), self.locals[0])
+        return la.sent_by()
+
     def _hand_off(self, worker: int, data: bytes, src: Source) -> None:
         hdr = json.dumps([src.proto, src.ip, src.port, src.listener]).encode()
         try:
@@ -343,6 +406,17 @@ class Worker:
     # -- requests ----------------------------------------------------------------------
 
     def handle_request(self, msg: Request, src: Source) -> None:
+        # edge security before anything else: ACL, scanner User-Agents, blocked, flood
+        sec = self.modules.security
+        if sec is not None:
+            decision = sec.screen(src.ip, self.listener_names[src.listener],
+                                  msg.get("user-agent"))
+            if not decision.accepted:
+                self.stats[f"sec_{decision.reason}"] += 1
+                spec = sec_reply_for(decision)  # 503 when flood_action = "503", else silence
+                if spec is not None and msg.method != "ACK":
+                    self.send_reply(self.core.make_reply(msg, *spec), src)
+                return
         # transactions: retransmissions, hop-by-hop ACK, CANCEL of a relayed INVITE
         if self.tm.proxy.server and self.tm.match_request(msg, src):
             return
@@ -360,7 +434,7 @@ class Worker:
         if self.core.is_options_to_self(msg):
             self.send_reply(self.core.options_reply(msg), src)
             return
-        ctx = RequestMsg(msg, src, self.core)
+        ctx = RequestMsg(msg, src, self.core, self.listener_names[src.listener])
         script = self.script
         if script is None:
             self.table.request_route(ctx)
@@ -621,7 +695,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--source", default="<config>")
     args = ap.parse_args(argv)
     _die_with_parent()
-    text = sys.stdin.read()
+    # stdin: the config text, then NUL and a JSON object of secrets (never in argv or logs)
+    text, _, extra = sys.stdin.read().partition("\0")
+    secrets = json.loads(extra) if extra.strip() else {}
     config = load_text(text, args.source)
     from ..app import setup_logging
 
@@ -629,7 +705,7 @@ def main(argv: list[str] | None = None) -> None:
     stats = None
     if args.stats_fd is not None:
         stats = mmap.mmap(args.stats_fd, STATS_SLOT_BYTES * args.workers)
-    worker = Worker(args.index, args.workers, config, args.run_id, stats)
+    worker = Worker(args.index, args.workers, config, args.run_id, stats, secrets)
     profile_dir = os.environ.get("SIPEDGE_PROFILE_DIR")  # developer aid: cProfile per worker
     profiler = None
     if profile_dir:
@@ -639,7 +715,7 @@ def main(argv: list[str] | None = None) -> None:
         profiler.enable()
     try:
         _run_loop(worker.run())
-    except (ScriptError, TransportError) as exc:
+    except (ScriptError, TransportError, StoreError) as exc:
         log.error("worker=%d cannot start: %s", args.index, exc)
         sys.exit(2)
     except OSError as exc:

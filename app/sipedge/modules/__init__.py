@@ -27,3 +27,7 @@ class ReplySpec:
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...] = ()
+
+    def __iter__(self):
+        """`msg.reply(*spec)` / `msg.t_reply(*spec)`."""
+        return iter((self.status, self.reason, self.headers))

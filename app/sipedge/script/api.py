@@ -73,11 +73,14 @@ class TmState:
     """What the transaction API of one message recorded (created on first use, so that
     stateless scripts pay nothing). Read by io/tm_driver.py."""
 
-    __slots__ = ("routes", "branches", "reply", "canceled", "branch_index")
+    __slots__ = ("routes", "branches", "branch_opts", "main_path", "reply", "canceled",
+                 "branch_index")
 
     def __init__(self) -> None:
         self.routes: dict[str, str | None] = {}  # failure / reply / branch -> function name
         self.branches: list[URI] = []  # append_branch(): extra R-URIs
+        self.branch_opts: list[tuple[URI | None, tuple[str, ...]]] = []  # (dst URI, Path)
+        self.main_path: tuple[str, ...] = ()  # Route values for the main branch only
         self.reply: "ReplyMsg | None" = None  # failure route: the winning reply
         self.canceled = False  # failure route: the caller CANCELled
         self.branch_index: int | None = None  # branch route: which branch
@@ -217,11 +220,12 @@ class _MessageView:
 class RequestMsg(_MessageView):
     """A request inside `request_route`."""
 
-    def __init__(self, msg: Request, src: Source, core: ProxyCore) -> None:
+    def __init__(self, msg: Request, src: Source, core: ProxyCore, listener: str = "") -> None:
         super().__init__(src)
         self._msg = msg
         self._core = core
         self.dst_uri: URI | None = None
+        self.listener = listener  # the receiving socket, "udp:127.0.0.1:5060"
 
     @property
     def raw(self) -> Request:
@@ -305,14 +309,17 @@ class RequestMsg(_MessageView):
         self.actions.append(action)
         return action
 
-    def reply(self, status: int, reason: str, headers: dict[str, str] | None = None,
+    def reply(self, status: int, reason: str,
+              headers: dict[str, str] | list[tuple[str, str]] | tuple | None = None,
               body: bytes | str = b"", content_type: str | None = None) -> Reply:
-        """Answer statelessly, with extra headers and an optional body."""
+        """Answer statelessly, with extra headers and an optional body. `headers` is a dict
+        or a list of (name, value) pairs (a name may repeat: two WWW-Authenticate)."""
         if not 100 <= int(status) <= 699:
             raise ValueError(f"bad status {status!r}")
         if "\r" in reason or "\n" in reason:
             raise ValueError("reason must be one line")
-        hdrs = tuple(_split_hf(k, v) for k, v in (headers or {}).items())
+        pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+        hdrs = tuple(_split_hf(k, v) for k, v in pairs)
         if isinstance(body, str):
             body = body.encode()
         action = Reply(int(status), reason, hdrs, body, content_type)
@@ -340,10 +347,15 @@ class RequestMsg(_MessageView):
         self.tm  # noqa: B018 - a Relay always has transaction state
         return action
 
-    def append_branch(self, uri: str | None = None) -> None:
+    def append_branch(self, uri: str | None = None, *, dst_uri: str | None = None,
+                      path: tuple[str, ...] | list[str] = (), socket: str | None = None) -> None:
         """Add a branch for parallel forking: a copy of the request with this R-URI (default:
-        the current R-URI). t_relay() sends all branches at once."""
+        the current R-URI), sent to `dst_uri` if given and through the `path` Route values
+        (a registered Path). t_relay() sends all branches at once. `socket` is accepted for
+        the registrar's targets; the listener is chosen by transport."""
         self.tm.branches.append(_parse_target(uri) if uri else self._msg.uri)
+        self.tm.branch_opts.append((_parse_target(dst_uri) if dst_uri else None,
+                                    tuple(path)))
 
     def t_on_failure(self, name: str) -> None:
         """Run script function `name(msg)` when every branch ended without a 2xx."""
@@ -358,7 +370,8 @@ class RequestMsg(_MessageView):
         sent; `msg.drop()` there drops the branch."""
         self.tm.routes["branch"] = _route_name(name)
 
-    def t_reply(self, status: int, reason: str, headers: dict[str, str] | None = None,
+    def t_reply(self, status: int, reason: str,
+                headers: dict[str, str] | list[tuple[str, str]] | tuple | None = None,
                 body: bytes | str = b"", content_type: str | None = None) -> TReply:
         """Answer statefully (retransmissions of the request are absorbed). In a failure
         route this replaces the winning reply."""

@@ -34,8 +34,9 @@ def script_mtime(path: str | Path) -> int:
         return -1
 
 
-def load_script(path: str | Path) -> Script:
-    """Compile and run a routing script in a fresh module. Raises ScriptError."""
+def load_script(path: str | Path, inject: dict[str, Any] | None = None) -> Script:
+    """Compile and run a routing script in a fresh module. Raises ScriptError. `inject`
+    names go into the module's globals before it runs (the worker's `ksr` namespace)."""
     path = str(path)
     mtime = script_mtime(path)
     try:
@@ -48,6 +49,7 @@ def load_script(path: str | Path) -> Script:
         raise ScriptError(f"{path}:{exc.lineno or 0}", f"syntax error: {exc.msg}") from None
     module = types.ModuleType(f"sipedge_route_{next(_counter)}")
     module.__file__ = path
+    module.__dict__.update(inject or {})
     try:
         exec(code, module.__dict__)  # noqa: S102 - the operator's own routing script
     except Exception as exc:  # noqa: BLE001 - report any import-time failure with its line

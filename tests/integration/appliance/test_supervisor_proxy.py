@@ -39,7 +39,8 @@ def write_config(path, run, extra="", command=None, **sup):
 
 
 class Sup:
-    def __init__(self, tmp_path, mode="ok", extra="", command=None, **sup):
+    def __init__(self, tmp_path, mode="ok", extra="", command=None, flags=("--simulate",),
+                 **sup):
         self.run = tmp_path / "run"
         self.run.mkdir()
         (tmp_path / "boot").mkdir()
@@ -51,7 +52,7 @@ class Sup:
                    FAKE_PROXY_HANG_S="0.5", PYTHONPATH=str(APP))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sipedge.appliance.supervisor_main", "--boot-config",
-             str(self.boot), "--data-dir", str(self.data), "--simulate"],
+             str(self.boot), "--data-dir", str(self.data), *flags],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def status(self):
@@ -88,8 +89,8 @@ class Sup:
 def sup_factory(tmp_path):
     made = []
 
-    def make(mode="ok", extra="", command=None, **kw):
-        s = Sup(tmp_path, mode, extra, command, **kw)
+    def make(mode="ok", extra="", command=None, flags=("--simulate",), **kw):
+        s = Sup(tmp_path, mode, extra, command, flags, **kw)
         made.append(s)
         return s
 
@@ -197,3 +198,21 @@ def test_cli_hash_password_and_show_choice(tmp_path):
     choice = json.loads(res.stdout)
     assert res.returncode == 0 and choice["source"] == "default"
     assert choice["errors"] == [f"{boot}:2: core.workers: must be >= 1"]
+
+
+def test_real_adapters_start_and_stop_promptly(sup_factory, tmp_path):
+    """No --simulate: netlink snapshot/watcher, udev monitor, fake sysfs LEDs; SIGTERM must
+    still end the process quickly (no thread left blocked in a netlink or udev read)."""
+    led = tmp_path / "sys" / "class" / "leds" / "t:green:status"
+    led.mkdir(parents=True)
+    (led / "brightness").write_text("0")
+    (led / "trigger").write_text("[none] timer")
+    s = sup_factory("ok", extra='\n[panel]\nstatus_led = "t:green:status"\n',
+                    flags=("--no-watchdog", "--sysfs", str(tmp_path / "sys")))
+    st = s.wait_for(lambda st: st["state"] == "RUNNING")
+    assert st["leds"]["status"] == ["on", 0, 0]
+    assert (led / "brightness").read_text() == "1"
+    t0 = time.monotonic()
+    rc, out = s.stop()
+    assert rc == 0, out
+    assert time.monotonic() - t0 < 8, out

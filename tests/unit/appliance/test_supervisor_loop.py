@@ -270,3 +270,39 @@ def test_rpc_method_names_are_the_contract(tmp_path):
                             "watchdog.status"}
     wd = methods["watchdog.status"]({})
     assert wd["device"] == "/dev/watchdog" and wd["timeout_s"] == 15 and wd["pets"] == 0
+
+
+async def test_watchdog_fed_while_a_slow_network_setup_runs(tmp_path):
+    from sipedge.appliance.fakes import FakeNetwork
+
+    class SlowNetwork(FakeNetwork):
+        async def apply(self, params):
+            self.applied.append(params)
+            await asyncio.sleep(0.35)  # stands in for a slow netlink set-up
+            return []
+
+    h = Harness(tmp_path)
+    h.sup.network = SlowNetwork()
+    await h.start()  # returns once the proxy was spawned, i.e. after the network set-up
+    assert h.wd.events[0] == "open" and h.wd.pets >= 2  # petted during the set-up
+    await h.stop()
+
+
+async def test_watchdog_opened_late_and_petted_at_once_or_skipped_if_missing(tmp_path):
+    from sipedge.appliance.watchdog import HardwareError
+
+    h = await Harness(tmp_path).start()
+    assert h.wd.events[:2] == ["open", "pet"]
+    await h.stop()
+
+    class Broken(FakeWatchdog):
+        def open(self):
+            raise HardwareError("/dev/watchdog", "open: No such file or directory")
+
+    (tmp_path / "two").mkdir()
+    h2 = Harness(tmp_path / "two")
+    h2.sup.watchdog = Broken()
+    await h2.start()
+    await until(lambda: h2.state() is State.RUNNING)
+    assert h2.sup.status()["watchdog"]["armed"] is False
+    assert await h2.stop() == 0

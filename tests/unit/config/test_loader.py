@@ -33,7 +33,8 @@ def test_embedded_default_loads():
     assert [(lp.proto, lp.address, lp.port) for lp in config.listen] == [
         ("udp", "127.0.0.1", 5060), ("tcp", "127.0.0.1", 5060)]
     assert config.core.workers >= 1 and config.proxy.record_route is True
-    assert config.routing.script == "" and config.routing.rule == []
+    assert config.routing.script == "examples/registrar_route.py" and config.routing.rule == []
+    assert config.core.modules == ["security", "registrar", "auth"]
     assert load_text(DEFAULT_TOML) == config
     assert config.source == "<embedded default>"
 

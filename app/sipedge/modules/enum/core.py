@@ -17,6 +17,7 @@ Rules
   `<delim>ere<delim>replacement<delim>flags`; the delimiter is the field's first character,
   flag `i` makes the match case-insensitive, `\\1`..`\\9` are back-references and `\\\\` a
   backslash. The result must be a sip:/sips: URI (or any URI with `uri_schemes` widened).
+  Regexps that could backtrack for long are refused (`check_complexity`): they come from DNS.
 - Non-terminal records (empty flags) point to another domain, by their replacement field or
   by a regexp that rewrites the AUS to a domain; that domain's NAPTR set is processed the
   same way, at most `max_depth` levels deep and never the same domain twice. When it yields
@@ -216,10 +217,49 @@ def parse_regexp(field: str) -> SubstExpr:
     if "(?" in ere:  # POSIX ERE has no Perl extensions; refuse instead of guessing
         raise RegexpError("extended (?...) syntax is not ERE")
     try:
+        check_complexity(ere)
         pattern = re.compile(ere, re.IGNORECASE if flags == "i" else 0)
-    except re.error as exc:
+    except (re.error, RecursionError, OverflowError) as exc:
         raise RegexpError(f"bad ERE: {exc}") from None
     return SubstExpr(pattern, repl)
+
+
+MAX_REPEATS = 6
+
+
+def check_complexity(ere: str) -> None:
+    """Refuse regexps that could backtrack for long on a 16-character subject: a regexp comes
+    from DNS, i.e. from anyone who controls a zone. Allowed: at most MAX_REPEATS quantifiers,
+    none inside another quantified part, no alternation inside a quantified part, no
+    back-references in the pattern. Real ENUM regexps (`^.*$`, `^\\+?(\\d+)$`) pass."""
+    try:
+        from re import _parser as sre_parse  # Python >= 3.11
+    except ImportError:  # pragma: no cover - older Pythons
+        import sre_parse  # type: ignore[no-redef]
+    count = 0
+
+    def walk(items, in_repeat: bool) -> None:
+        nonlocal count
+        for op, av in items:
+            name = str(op)
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                count += 1
+                if in_repeat:
+                    raise RegexpError("nested quantifiers")
+                walk(av[2], True)
+            elif name == "SUBPATTERN":
+                walk(av[-1], in_repeat)
+            elif name == "BRANCH":
+                if in_repeat:
+                    raise RegexpError("alternation inside a quantified group")
+                for branch in av[1]:
+                    walk(branch, in_repeat)
+            elif name in ("GROUPREF", "GROUPREF_EXISTS", "ASSERT", "ASSERT_NOT"):
+                raise RegexpError(f"{name.lower()} is not ERE")
+        if count > MAX_REPEATS:
+            raise RegexpError(f"more than {MAX_REPEATS} quantifiers")
+
+    walk(sre_parse.parse(ere), False)
 
 
 def _service_tokens(service: str) -> tuple[str, frozenset[str]] | None:

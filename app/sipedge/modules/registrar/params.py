@@ -13,7 +13,9 @@ class RegistrarParams:
     """Registrar and location service (RFC 3261 10, RFC 3327 Path) on SQLite."""
 
     db_path: str = option("/data/sipedge/location.sqlite", "SQLite database of bindings and "
-                          "subscribers (on the data partition; created when missing)",
+                          "subscribers (on the data partition; created when missing); a "
+                          "relative path is relative to the config file (to the working "
+                          "directory for the embedded default)",
                           reloadable=False)
     db_synchronous: str = option("full", "SQLite synchronous mode in WAL: full (a commit "
                                  "survives a power cut) or normal (faster; a power cut may lose "

@@ -179,3 +179,28 @@ def test_feed_without_query_is_an_error():
     res = EnumResolution(SEED)
     with pytest.raises(ValueError):
         res.feed(Answer(()))
+
+
+@pytest.mark.parametrize("field", ["!" + "(1*)*" * 5 + "x!y!", "!^(\\+?1*)*$!x!",
+                                   "!^(1|11)*$!x!", "!(1)\\1!x!", "!" + "1*" * 7 + "x!y!"])
+def test_regexps_that_could_backtrack_for_long_are_refused(field):
+    """A regexp comes from whoever controls a zone: no nested quantifiers, no alternation
+    under a quantifier, no back-references in the pattern, at most 6 quantifiers."""
+    with pytest.raises(RegexpError):
+        parse_regexp(field)
+
+
+def test_worst_accepted_regexp_is_fast():
+    import time
+
+    expr = parse_regexp("!" + "[0-9]*" * 6 + "x!y!")
+    t0 = time.perf_counter()
+    assert expr.apply("+" + "1" * 15) is None
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_hostile_record_is_skipped_not_fatal():
+    d = SEED_DOMAIN.rstrip(".")
+    zone = {d: ['10 10 "u" "E2U+sip" "!^(\\+?[0-9]*)*$!sip:x@y!" .',
+                '20 10 "u" "E2U+sip" "!^.*$!sip:ok@y!" .']}
+    assert drive(EnumResolution(SEED), zone)[0].uri == "sip:ok@y"

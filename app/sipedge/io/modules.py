@@ -1,0 +1,437 @@
+"""Feature modules inside a worker process: their lifecycle and the script's `ksr` namespace.
+
+`[core] modules` names the modules to load (like Kamailio's `loadmodule`). For each one this
+file has a runtime class with the same small shape, so that further modules (dispatcher,
+enum, http_client) plug in the same way:
+
+- `name`, `depends` (loaded first, their runtime is passed in),
+- `async start(env)` / `async stop()`,
+- `timers`: `(interval_s, coroutine function)` pairs the worker runs periodically,
+- `worker_rpc`: methods the main process fans out to every worker (per-worker state),
+- `facade`: what the routing script sees as `ksr.<name>`.
+
+The L1 packages (`sipedge.modules.<name>`) stay pure; this L3 glue adds the clocks
+(wall-clock seconds for persisted state and nonces, monotonic seconds for the per-worker
+security tables) and the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets as _secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from ..modules import ReplySpec
+from ..modules.auth import api as auth_api
+from ..modules.auth.core import Auth
+from ..modules.registrar import api as reg_api
+from ..modules.registrar.aio import AsyncStore
+from ..modules.registrar.module import Registrar
+from ..modules.registrar.nat import KeepaliveSchedule, PingTarget, options_ping
+from ..modules.security import api as sec_api
+from ..modules.security import rpc as sec_rpc
+from ..modules.security.core import Decision, Security
+from ..sip.uri import parse_uri
+
+log = logging.getLogger("sipedge.modules")
+
+SECURITY_PURGE_S = 5.0
+
+
+def registrar_db_path(config) -> str:
+    """`[registrar] db_path`; relative to the config file's directory, or to the working
+    directory for the embedded default."""
+    p = Path(config.registrar.db_path)
+    if not p.is_absolute() and config.source and not config.source.startswith("<"):
+        p = Path(config.source).resolve().parent / p
+    return str(p)
+
+
+@dataclass
+class ModuleEnv:
+    """What a module runtime gets from the worker."""
+
+    config: Any
+    index: int  # worker index (0 runs the once-per-box jobs: NAT keepalives)
+    secrets: dict[str, str] = field(default_factory=dict)  # from the main process (hex)
+    send: Callable[[str, bytes, str, int], None] | None = None  # (proto, data, ip, port)
+    sent_by: Callable[[str], str] | None = None  # proto -> our Via sent-by
+    runtimes: dict[str, Any] = field(default_factory=dict)  # started so far, by name
+
+
+# -- security ----------------------------------------------------------------------------
+
+
+class SecurityFacade:
+    """`ksr.security`: screening and the block table of this worker."""
+
+    def __init__(self, sec: Security) -> None:
+        self._sec = sec
+
+    def check(self, msg) -> Decision:
+        """ACL, User-Agent, blocklist, flood counting (the worker already runs this for
+        every request before the route; calling it again counts the request twice)."""
+        return sec_api.check(self._sec, msg, getattr(msg, "listener", ""), time.monotonic())
+
+    def reply_for(self, decision: Decision) -> ReplySpec | None:
+        return sec_api.reply_for(decision)
+
+    def is_blocked(self, ip: str) -> bool:
+        return sec_api.is_blocked(self._sec, ip, time.monotonic())
+
+
+class SecurityRuntime:
+    name = "security"
+    depends: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.sec: Security | None = None
+        self.facade: SecurityFacade | None = None
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+
+    async def start(self, env: ModuleEnv) -> None:
+        self.sec = Security(env.config.security)
+        self.facade = SecurityFacade(self.sec)
+        self.timers = [(SECURITY_PURGE_S, self._purge)]
+        self.worker_rpc = {
+            "sec.blocked": lambda p: sec_rpc.sec_blocked(self.sec, time.monotonic()),
+            "sec.unblock": lambda p: sec_rpc.sec_unblock(self.sec, _param(p, "ip")),
+        }
+
+    async def _purge(self) -> None:
+        assert self.sec is not None
+        self.sec.purge(time.monotonic())
+
+    def screen(self, src_ip: str, listener: str, user_agent: str | None) -> Decision:
+        assert self.sec is not None
+        return self.sec.check_request(src_ip, listener, user_agent, time.monotonic())
+
+    async def stop(self) -> None:
+        return None
+
+
+# -- registrar ----------------------------------------------------------------------------
+
+
+class RegistrarFacade:
+    """`ksr.registrar`: save, lookup, registered (awaitable: they read or write SQLite)."""
+
+    def __init__(self, reg: Registrar) -> None:
+        self._reg = reg
+
+    async def save(self, msg, auth_user: str | None = None) -> ReplySpec:
+        """Store the REGISTER's bindings; the reply to send (200 with every binding, or
+        400/403/404/420/423/500)."""
+        return await reg_api.save(self._reg, msg, time.time(), auth_user=auth_user)
+
+    async def lookup(self, msg) -> ReplySpec | None:
+        """Rewrite the request to the R-URI's registered contacts: the highest q becomes
+        the Request-URI, every other contact a parallel branch (t_relay() sends them all).
+        Returns None when found, else the reply to send: 404 for an unknown user, 480 for
+        one without a live binding."""
+        targets, reply = await reg_api.lookup(self._reg, msg, time.time())
+        if reply is not None or not targets:
+            return reply or ReplySpec(480, "Temporarily Unavailable")
+        first = targets[0]
+        msg.set_ruri(first.uri)
+        if first.dst_uri:
+            msg.set_dst_uri(first.dst_uri)
+        if first.path:
+            msg.tm.main_path = tuple(first.path)
+        for t in targets[1:]:
+            msg.append_branch(t.uri, dst_uri=t.dst_uri or None, path=t.path, socket=t.socket)
+        return None
+
+    async def registered(self, aor: str) -> bool:
+        return await reg_api.registered(self._reg, aor, time.time())
+
+
+class RegistrarRuntime:
+    name = "registrar"
+    depends: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.store: AsyncStore | None = None
+        self.reg: Registrar | None = None
+        self.facade: RegistrarFacade | None = None
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+        self._env: ModuleEnv | None = None
+        self._keepalive: KeepaliveSchedule | None = None
+
+    async def start(self, env: ModuleEnv) -> None:
+        p = env.config.registrar
+        self._env = env
+        self.store = await AsyncStore.open(registrar_db_path(env.config),
+                                           synchronous=p.db_synchronous)
+        self.reg = Registrar(p, self.store, tuple(env.config.proxy.domains))
+        self.facade = RegistrarFacade(self.reg)
+        if p.nat_keepalive_interval_s > 0 and env.index == 0 and env.send is not None:
+            # one worker pings for the box; the schedule spreads the pings over the interval
+            self._keepalive = KeepaliveSchedule(p.nat_keepalive_interval_s)
+            self.timers.append((min(1.0, p.nat_keepalive_interval_s), self._ping))
+
+    async def _ping(self) -> None:
+        assert self.store is not None and self._keepalive is not None and self._env
+        now = time.time()
+        self._keepalive.sync(await self.store.nat_bindings(now), now)
+        for target in self._keepalive.due(now):
+            try:
+                self._send_ping(target)
+            except (ValueError, OSError) as exc:
+                log.debug("keepalive to %s failed: %s", target.received, exc)
+
+    def _send_ping(self, target: PingTarget) -> None:
+        env = self._env
+        assert env is not None and env.send is not None and env.sent_by is not None
+        uri = parse_uri(target.received)
+        proto = (uri.param("transport") or target.transport or "udp").lower()
+        ip, port = uri.host_bare, uri.port or 5060
+        if proto != "udp" or env.config.registrar.nat_keepalive_method == "crlf":
+            env.send(proto, b"\r\n\r\n", ip, port)
+            return
+        tag = _secrets.token_hex(4)
+        req = options_ping(target, local_uri=f"sip:{env.sent_by(proto)}",
+                           via_sent_by=env.sent_by(proto),
+                           branch=f"z9hG4bK{env.index}xka{_secrets.token_hex(6)}",
+                           call_id=f"ka-{_secrets.token_hex(8)}", tag=tag)
+        env.send("udp", req.to_bytes(), ip, port)
+
+    async def stop(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+class AuthFacade:
+    """`ksr.auth`: digest challenge and check (awaitable: the HA1 comes from SQLite)."""
+
+    def __init__(self, auth: Auth, store: AsyncStore, security: Security | None,
+                 domains: tuple[str, ...]) -> None:
+        self._auth = auth
+        self._store = store
+        self._security = security
+        self._domains = domains
+
+    async def check(self, msg, realm: str | None = None) -> auth_api.AuthOutcome:
+        """Verify the credentials (Authorization for REGISTER, Proxy-Authorization for
+        others). `outcome.ok`, else send `outcome.reply` (challenge, stale challenge, 400,
+        403). Failed logins count towards blocking the source (security module)."""
+        return await auth_api.auth_check_async(self._auth, msg, time.time(), self._store,
+                                               realm=realm, security=self._security,
+                                               sec_now=time.monotonic())
+
+    def challenge(self, msg, realm: str | None = None, stale: bool = False) -> ReplySpec:
+        return auth_api.auth_challenge(self._auth, msg, time.time(), realm=realm, stale=stale)
+
+    def consume_credentials(self, msg, realm: str | None = None) -> int:
+        return auth_api.consume_credentials(self._auth, msg, realm=realm)
+
+    def needs_auth(self, msg) -> bool:
+        """Method in `challenge_methods` and domain in `[auth] domains` (default: ours)."""
+        return self._auth.needs_auth(msg.raw, self._domains)
+
+
+class _NoSubscribers:
+    """The synchronous HA1 source is never used in a worker (auth_check_async fetches the
+    HA1 through the AsyncStore first)."""
+
+    def get_ha1(self, username: str, domain: str, algorithm: str) -> None:
+        return None
+
+
+class AuthRuntime:
+    name = "auth"
+    depends: tuple[str, ...] = ("registrar",)
+
+    def __init__(self) -> None:
+        self.auth: Auth | None = None
+        self.facade: AuthFacade | None = None
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+
+    async def start(self, env: ModuleEnv) -> None:
+        secret_hex = env.secrets.get("auth")
+        if not secret_hex:
+            raise RuntimeError("auth: no nonce secret from the main process")
+        self.auth = Auth(env.config.auth, bytes.fromhex(secret_hex), _NoSubscribers())
+        store = env.runtimes["registrar"].store
+        sec_rt = env.runtimes.get("security")
+        self.facade = AuthFacade(self.auth, store, sec_rt.sec if sec_rt else None,
+                                 tuple(env.config.proxy.domains))
+
+    async def stop(self) -> None:
+        return None
+
+
+RUNTIMES: dict[str, type] = {"security": SecurityRuntime, "registrar": RegistrarRuntime,
+                             "auth": AuthRuntime}
+
+
+def load_order(names) -> list[str]:
+    """Dependencies first (the config check guarantees they are listed)."""
+    out: list[str] = []
+
+    def add(n: str) -> None:
+        if n in out:
+            return
+        for d in RUNTIMES[n].depends:
+            add(d)
+        out.append(n)
+
+    for n in names:
+        add(n)
+    return out
+
+
+# -- the ksr namespace ---------------------------------------------------------------------
+
+
+class Ksr:
+    """`ksr` in the routing script: one attribute per loaded module."""
+
+    def __init__(self, facades: dict[str, Any] | None = None) -> None:
+        self.__dict__["_facades"] = dict(facades or {})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_facades"][name]
+        except KeyError:
+            raise AttributeError(f"ksr.{name}: module {name!r} is not loaded "
+                                 "(add it to [core] modules)") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ksr is read-only")
+
+    def __dir__(self):
+        return sorted(self.__dict__["_facades"])
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted(self.__dict__["_facades"])
+
+
+class WorkerModules:
+    """The loaded modules of one worker."""
+
+    def __init__(self, env: ModuleEnv) -> None:
+        self.env = env
+        self.names = load_order(env.config.core.modules)
+        self.runtimes: dict[str, Any] = {}
+        self.ksr = Ksr()
+        self.security: SecurityRuntime | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        for name in self.names:
+            rt = RUNTIMES[name]()
+            await rt.start(self.env)
+            self.runtimes[name] = rt
+            self.env.runtimes[name] = rt
+        self.ksr = Ksr({n: rt.facade for n, rt in self.runtimes.items()})
+        self.security = self.runtimes.get("security")
+        loop = asyncio.get_running_loop()
+        for rt in self.runtimes.values():
+            for interval, fn in rt.timers:
+                self._tasks.append(loop.create_task(_every(interval, fn, rt.name)))
+        if self.names:
+            log.info("worker=%d modules loaded: %s", self.env.index, ", ".join(self.names))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for name in reversed(list(self.runtimes)):
+            await self.runtimes[name].stop()
+
+    def worker_rpc(self) -> dict[str, Callable[[dict], Any]]:
+        out: dict[str, Callable[[dict], Any]] = {}
+        for rt in self.runtimes.values():
+            out.update(rt.worker_rpc)
+        return out
+
+
+async def _every(interval: float, fn: Callable[[], Awaitable[None]], name: str) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await fn()
+        except Exception:  # noqa: BLE001 - supervisor-style boundary of a module timer
+            log.exception("module=%s timer failed", name)
+
+
+def _param(params: dict, key: str) -> Any:
+    if key in params:
+        return params[key]
+    args = params.get("args") or []
+    if args:
+        return args[0]
+    raise KeyError(key)
+
+
+# -- per-worker control socket: the main process asks every worker ----------------------
+
+
+def control_address(run_id: str, index: int) -> bytes:
+    return f"\0sipedge-{run_id}-w{index}-ctl".encode()
+
+
+def handle_control(methods: dict[str, Callable[[dict], Any]], payload: bytes) -> bytes:
+    """One request datagram `{"id", "method", "params"}` -> one reply datagram."""
+    try:
+        req = json.loads(payload)
+        rid = req.get("id")
+    except (ValueError, AttributeError) as exc:
+        return json.dumps({"id": None, "error": f"bad request: {exc}"}).encode()
+    fn = methods.get(req.get("method"))
+    if fn is None:
+        return json.dumps({"id": rid, "error": f"no such method {req.get('method')!r}"}).encode()
+    try:
+        return json.dumps({"id": rid, "result": fn(req.get("params") or {})}).encode()
+    except (ValueError, KeyError, TypeError) as exc:
+        return json.dumps({"id": rid, "error": f"{type(exc).__name__}: {exc}"}).encode()
+
+
+async def ask_workers(run_id: str, nworkers: int, method: str, params: dict,
+                      timeout: float = 1.0) -> list[dict]:
+    """Send one request to every worker's control socket and collect the replies (a worker
+    that does not answer within `timeout` is left out)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(f"\0sipedge-{run_id}-main-{os.getpid()}-{_secrets.token_hex(4)}".encode())
+    sock.setblocking(False)
+    rid = _secrets.token_hex(4)
+    data = json.dumps({"id": rid, "method": method, "params": params}).encode()
+    sent = 0
+    try:
+        for i in range(nworkers):
+            try:
+                sock.sendto(data, control_address(run_id, i))
+                sent += 1
+            except OSError as exc:
+                log.info("worker=%d control socket: %s", i, exc)
+        out: list[dict] = []
+        deadline = loop.time() + timeout
+        while len(out) < sent:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                payload = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), left)
+            except asyncio.TimeoutError:
+                break
+            reply = json.loads(payload)
+            if reply.get("id") == rid:
+                out.append(reply)
+        return out
+    finally:
+        sock.close()
