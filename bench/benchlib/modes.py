@@ -20,6 +20,7 @@ class Mode:
     uas_scenario: str            # path of the callee scenario
     configs: dict                # proxy name -> config template path
     messages_per_call: int       # SIP messages the proxy forwards per call
+    sipedge_files: tuple = ()    # extra templates rendered next to sipedge's config
 
     def config_template(self, proxy):
         return self.configs.get(proxy)
@@ -41,6 +42,19 @@ MODES = {
             "relay": None,  # the bare relay takes no config: it relays anything
         },
         messages_per_call=6,
+    ),
+    "stateful": Mode(
+        name="stateful",
+        description="the same calls through a transaction-stateful proxy: "
+                    "record-route + t_relay (sipedge script / Kamailio tm)",
+        uac_scenario=_path("scenarios", "stateless", "uac.xml"),
+        uas_scenario=_path("scenarios", "stateless", "uas.xml"),
+        configs={
+            "kamailio": _path("configs", "kamailio-stateful.cfg"),
+            "sipedge": _path("configs", "sipedge-stateful.toml"),
+        },
+        messages_per_call=6,
+        sipedge_files=(_path("configs", "sipedge-stateful-route.py"),),
     ),
 }
 

@@ -145,10 +145,14 @@ class Sipedge(Target):
 
     def command(self, mode, workdir, workers):
         cfg = os.path.join(workdir, "sipedge.toml")
+        values = {"WORKERS": workers, "WORKDIR": workdir, "HOST": self.host, "PORT": self.port,
+                  "NEXT_HOST": self.next_hop[0], "NEXT_PORT": self.next_hop[1]}
         with open(cfg, "w") as f:
-            f.write(render(mode.config_template("sipedge"), {
-                "WORKERS": workers, "WORKDIR": workdir, "HOST": self.host, "PORT": self.port,
-                "NEXT_HOST": self.next_hop[0], "NEXT_PORT": self.next_hop[1]}))
+            f.write(render(mode.config_template("sipedge"), values))
+        for template in mode.sipedge_files:
+            name = os.path.basename(template).replace("sipedge-stateful-", "")
+            with open(os.path.join(workdir, name), "w") as f:
+                f.write(render(template, values))
         return [self.bin, "--config", cfg]
 
 

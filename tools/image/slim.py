@@ -74,12 +74,30 @@ def keep_module(rel: str, patterns: list[str]) -> bool:
 
 
 def slim_modules(root: Path, patterns: list[str]) -> None:
+    """Keep the modules matching patterns plus everything they depend on (modules.dep)."""
     for moddir in sorted((root / "usr/lib/modules").glob("*/kernel")):
+        deps: dict[str, list[str]] = {}
+        dep_file = moddir.parent / "modules.dep"
+        if dep_file.exists():
+            for line in dep_file.read_text().splitlines():
+                path, _, rest = line.partition(":")
+                deps[path] = rest.split()
+        keep: set[str] = set()
+        todo = []
+        for dirpath, _dirs, files in os.walk(moddir):
+            for name in files:
+                rel = (Path(dirpath) / name).relative_to(moddir).as_posix()
+                if keep_module(rel, patterns):
+                    todo.append("kernel/" + rel)
+        while todo:
+            path = todo.pop()
+            if path not in keep:
+                keep.add(path)
+                todo.extend(deps.get(path, []))
         for dirpath, _dirs, files in os.walk(moddir):
             for name in files:
                 p = Path(dirpath) / name
-                rel = p.relative_to(moddir).as_posix()
-                if not keep_module(rel, patterns):
+                if "kernel/" + p.relative_to(moddir).as_posix() not in keep:
                     p.unlink()
         # Remove directories left empty (deepest first).
         for dirpath, _dirs, _files in sorted(os.walk(moddir), key=lambda t: -len(t[0])):

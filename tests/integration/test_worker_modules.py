@@ -1,0 +1,151 @@
+"""The worker side of the feature modules (io/modules.py) on a real event loop and a real
+SQLite file: lifecycle, the `ksr` namespace, lookup forking by q, and the per-worker
+control socket the main process fans sec.blocked / sec.unblock out over."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import uuid
+
+import pytest
+
+from sipedge.config import load_text
+from sipedge.io.modules import (Ksr, ModuleEnv, WorkerModules, ask_workers, control_address,
+                                handle_control, load_order)
+from sipedge.modules.auth.rpc import subscriber_add
+from sipedge.modules.registrar.store import Store
+from sipedge.script.api import RequestMsg
+from sipedge.sip.message import parse_message
+from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
+
+CORE = ProxyCore([LocalAddress(0, "udp", "127.0.0.1", 5060, "127.0.0.1", 5060)],
+                 domains=("localhost",))
+
+
+def _config(tmp_path, modules='["security", "registrar", "auth"]', extra=""):
+    return load_text(f'[core]\nmodules = {modules}\n[proxy]\ndomains = ["localhost"]\n'
+                     f'[registrar]\ndb_path = "{tmp_path}/loc.sqlite"\n'
+                     f'nat_keepalive_interval_s = 0\n{extra}', str(tmp_path / "c.toml"))
+
+
+def _req(first: str, extra: str = "") -> RequestMsg:
+    raw = parse_message((f"{first}\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKx\r\n"
+                         "From: <sip:alice@localhost>;tag=1\r\nTo: <sip:bob@localhost>\r\n"
+                         f"Call-ID: c\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+                         ).encode())
+    return RequestMsg(raw, Source("udp", "127.0.0.1", 5999, 0), CORE, "udp:127.0.0.1:5060")
+
+
+def test_load_order_and_ksr_namespace():
+    assert load_order(["auth", "security"]) == ["registrar", "auth", "security"]
+    k = Ksr({"security": "S"})
+    assert k.security == "S" and k.modules == ["security"]
+    with pytest.raises(AttributeError, match=r"\[core\] modules"):
+        k.registrar  # noqa: B018
+    with pytest.raises(AttributeError):
+        k.security = 1
+
+
+def test_handle_control_answers_with_the_request_id():
+    methods = {"echo": lambda p: p, "boom": lambda p: int("x")}
+    assert json.loads(handle_control(methods, b'{"id": "7", "method": "echo", '
+                                              b'"params": {"a": 1}}')) == {"id": "7",
+                                                                            "result": {"a": 1}}
+    err = json.loads(handle_control(methods, b'{"id": "8", "method": "boom"}'))
+    assert err["id"] == "8" and "ValueError" in err["error"]
+    assert "no such method" in json.loads(handle_control(methods, b'{"id": 1, "method": "x"}'))[
+        "error"]
+    assert json.loads(handle_control(methods, b"garbage"))["id"] is None
+
+
+def test_modules_start_lookup_forks_by_q_and_stop(tmp_path):
+    config = _config(tmp_path)
+    store = Store(tmp_path / "loc.sqlite")
+    subscriber_add(store, "bob", "localhost", "pw")
+    subscriber_add(store, "carol", "localhost", "pw")
+    store.close()
+
+    async def main():
+        mods = WorkerModules(ModuleEnv(config, 0, {"auth": "ab" * 16}))
+        await mods.start()
+        try:
+            ksr = mods.ksr
+            assert ksr.modules == ["auth", "registrar", "security"]
+            # bob registers two contacts (the registrar's own REGISTER path)
+            reg = _req("REGISTER sip:localhost SIP/2.0",
+                       "Contact: <sip:bob@10.0.0.2:5062>;q=0.5\r\n"
+                       "Contact: <sip:bob@10.0.0.3:5064>;q=0.9\r\nExpires: 600\r\n")
+            reg.raw.headers[:] = [h if h[0] != "cseq" else [h[0], h[1], "1 REGISTER"]
+                                  for h in reg.raw.headers]
+            spec = await ksr.registrar.save(reg)
+            assert spec.status == 200, spec
+            assert await ksr.registrar.registered("bob@localhost")
+            assert await ksr.registrar.registered("sip:bob@localhost")
+            inv = _req("INVITE sip:bob@localhost SIP/2.0")
+            assert await ksr.registrar.lookup(inv) is None
+            assert inv.ruri == "sip:bob@10.0.0.3:5064"  # highest q first
+            assert [str(u) for u in inv.tm.branches] == ["sip:bob@10.0.0.2:5062"]
+            assert (await ksr.registrar.lookup(_req("INVITE sip:carol@localhost SIP/2.0"))
+                    ).status == 480
+            assert (await ksr.registrar.lookup(_req("INVITE sip:nobody@localhost SIP/2.0"))
+                    ).status == 404
+            # auth: no credentials -> 407 challenge with one header per algorithm
+            out = await ksr.auth.check(inv)
+            assert not out.ok and out.reply.status == 407
+            assert [h[0] for h in out.reply.headers] == ["Proxy-Authenticate"]
+            assert ksr.auth.needs_auth(inv)
+            # security: the worker's screen and the per-worker RPC
+            assert mods.security.screen("192.0.2.1", "udp:127.0.0.1:5060", "friendly-scanner"
+                                        ).reason == "user_agent"
+            rpc = mods.worker_rpc()
+            assert rpc["sec.blocked"]({}) == []
+            assert rpc["sec.unblock"]({"ip": "192.0.2.1"}) is False
+        finally:
+            await mods.stop()
+
+    asyncio.run(main())
+
+
+def test_auth_without_secret_refuses_to_start(tmp_path):
+    async def main():
+        mods = WorkerModules(ModuleEnv(_config(tmp_path), 0, {}))
+        with pytest.raises(RuntimeError, match="secret"):
+            await mods.start()
+        await mods.stop()
+
+    asyncio.run(main())
+
+
+def test_ask_workers_over_the_control_socket():
+    run_id = uuid.uuid4().hex[:12]
+    methods = {"sec.blocked": lambda p: [{"ip": "192.0.2.9", "reason": "flood",
+                                          "expires_in_s": 5.0}]}
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        socks = []
+        for i in range(2):  # two fake workers
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.bind(control_address(run_id, i))
+            s.setblocking(False)
+
+            def on_readable(s=s):
+                payload, addr = s.recvfrom(65536)
+                s.sendto(handle_control(methods, payload), addr)
+
+            loop.add_reader(s.fileno(), on_readable)
+            socks.append(s)
+        try:
+            t0 = time.monotonic()
+            replies = await ask_workers(run_id, 3, "sec.blocked", {}, timeout=0.5)
+            assert [r["result"][0]["ip"] for r in replies] == ["192.0.2.9"] * 2
+            assert time.monotonic() - t0 < 0.3  # worker 2 does not exist: no wait for it
+        finally:
+            for s in socks:
+                loop.remove_reader(s.fileno())
+                s.close()
+
+    asyncio.run(main())
