@@ -28,7 +28,8 @@ def main(argv) -> int:
         ver = "-"
         if mk.exists():
             var = pkgdir.name.upper().replace("-", "_").replace(".", "_")
-            m = re.search(rf"^{re.escape(var)}_VERSION\s*[:?]?=\s*(.+)$", mk.read_text(errors="replace"), re.M)
+            text = mk.read_text(errors="replace")
+            m = re.search(rf"^{re.escape(var)}_VERSION\s*[:?]?=\s*(.+)$", text, re.M)
             ver = m.group(1).strip() if m else "-"
         for cfg in configs:
             for sym in DECL.findall(cfg.read_text(errors="replace")):

@@ -149,3 +149,53 @@ def test_ask_workers_over_the_control_socket():
                 s.close()
 
     asyncio.run(main())
+
+
+def test_nat_keepalive_pings_natted_contacts_from_worker_0(tmp_path):
+    config = _config(tmp_path, '["registrar"]', "")
+    config = load_text(config.text.replace("nat_keepalive_interval_s = 0",
+                                           "nat_keepalive_interval_s = 1\n"
+                                           "require_subscriber = false"),
+                       str(tmp_path / "c.toml"))
+    sent: list[tuple] = []
+
+    async def main():
+        env = ModuleEnv(config, 0, {}, send=lambda *a: sent.append(a),
+                        sent_by=lambda proto: "127.0.0.1:5060")
+        mods = WorkerModules(env)
+        await mods.start()
+        try:
+            # the REGISTER came from 127.0.0.1:5999, its Contact says 10.0.0.2:5062: NAT
+            reg = _req("REGISTER sip:localhost SIP/2.0",
+                       "Contact: <sip:bob@10.0.0.2:5062>\r\nExpires: 600\r\n")
+            reg.raw.headers[:] = [h if h[0] != "cseq" else [h[0], h[1], "1 REGISTER"]
+                                  for h in reg.raw.headers]
+            assert (await mods.ksr.registrar.save(reg)).status == 200
+            rt = mods.runtimes["registrar"]
+            for _ in range(3):  # the schedule spreads first pings over one interval
+                await rt._ping()
+                if sent:
+                    break
+                await asyncio.sleep(0.5)
+        finally:
+            await mods.stop()
+
+    asyncio.run(main())
+    assert sent, "no keepalive sent"
+    proto, data, ip, port = sent[0]
+    assert (proto, ip, port) == ("udp", "127.0.0.1", 5999)
+    assert data.startswith(b"OPTIONS sip:bob@10.0.0.2:5062 SIP/2.0\r\n")
+    assert b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK0xka" in data
+
+
+def test_registrar_db_path_resolution(tmp_path):
+    from sipedge.config import load_default
+    from sipedge.io.modules import registrar_db_path
+
+    default = load_default()
+    assert registrar_db_path(default, {}) == "sipedge-data/location.sqlite"
+    assert registrar_db_path(default, {"SIPEDGE_DATA_DIR": "/data"}) == \
+        "/data/sipedge-data/location.sqlite"
+    cfg = load_text('[registrar]\ndb_path = "db/x.sqlite"\n', str(tmp_path / "c.toml"))
+    assert registrar_db_path(cfg, {}) == str(tmp_path / "db" / "x.sqlite")
+    assert registrar_db_path(load_text(""), {}) == "/data/sipedge/location.sqlite"

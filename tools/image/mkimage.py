@@ -198,19 +198,21 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
 
     sig = int(meta["DISK_SIGNATURE"], 16)
     root_partuuid = f"{sig:08x}-02"
-    cmdline = f"root=PARTUUID={root_partuuid} rootfstype=ext4 ro console={meta['CONSOLE']} sipedge.slot=A"
+    cmdline = (f"root=PARTUUID={root_partuuid} rootfstype=ext4 ro console={meta['CONSOLE']}"
+               " sipedge.slot=A")
     (bindir / "cmdline.txt").write_text(cmdline + "\n")
     shutil.copy2(REPO / "board/common/sipedge.toml", bindir / "sipedge.toml")
     build_info = {
-        "board": board, "arch": arch, "kernel": kver, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "key": key,
+        "board": board, "arch": arch, "kernel": kver, "key": key,
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (rootfs / "etc/sipedge-build.json").write_text(json.dumps(build_info, indent=1) + "\n")
 
     rootfs_size = size_bytes(meta["ROOTFS_SIZE"])
     need = int(tree_bytes(rootfs) * 1.15) + (16 << 20)
     if need > rootfs_size:
-        raise SystemExit(f"mkimage: rootfs needs {need >> 20} MiB, board ROOTFS_SIZE is {rootfs_size >> 20} MiB")
+        raise SystemExit(f"mkimage: rootfs needs {need >> 20} MiB, "
+                         f"board ROOTFS_SIZE is {rootfs_size >> 20} MiB")
     mke2fs(bindir / "rootfs.ext4", "sipedge-root", rootfs_size, rootfs)
     mke2fs(bindir / "data.ext4", "sipedge-data", size_bytes(meta["DATA_SIZE"]))
 
@@ -229,7 +231,8 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     shutil.rmtree(emptyroot, ignore_errors=True)
     # The Debian kernel needs the initrd (Buildroot kernels have the drivers built in).
     disk = bindir / "sipedge.img"
-    run("mcopy", "-o", "-i", f"{disk}@@{size_bytes(meta['BOOT_OFFSET'])}", bindir / "initrd.img", "::initrd.img")
+    boot_part = f"{disk}@@{size_bytes(meta['BOOT_OFFSET'])}"
+    run("mcopy", "-o", "-i", boot_part, bindir / "initrd.img", "::initrd.img")
     (bindir / "boot.vfat").unlink()
     (bindir / "rootfs.ext4").unlink()
     (bindir / "data.ext4").unlink()

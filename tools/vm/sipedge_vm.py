@@ -268,10 +268,10 @@ class Guest:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(path)
                 break
-            except OSError:
+            except OSError as e:
                 s.close()
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise GuestError(f"cannot connect to {path}: " + self.qemu_stderr())
+                    raise GuestError(f"cannot connect to {path}: " + self.qemu_stderr()) from e
                 time.sleep(0.1)
         self._serial2_sock = s
         self.serial2 = SerialPort("serial2", self.workdir / f"{self.name}-serial2.log", s.sendall)

@@ -45,13 +45,17 @@ log = logging.getLogger("sipedge.modules")
 SECURITY_PURGE_S = 5.0
 
 
-def registrar_db_path(config) -> str:
-    """`[registrar] db_path`; relative to the config file's directory, or to the working
-    directory for the embedded default."""
+def registrar_db_path(config, environ=os.environ) -> str:
+    """`[registrar] db_path`; a relative path is relative to the config file's directory, or
+    for the embedded default to `$SIPEDGE_DATA_DIR` (the appliance's init sets `/data`) and
+    else the working directory (`make run`)."""
     p = Path(config.registrar.db_path)
-    if not p.is_absolute() and config.source and not config.source.startswith("<"):
-        p = Path(config.source).resolve().parent / p
-    return str(p)
+    if p.is_absolute() or not config.source:
+        return str(p)
+    if not config.source.startswith("<"):
+        return str(Path(config.source).resolve().parent / p)
+    base = environ.get("SIPEDGE_DATA_DIR")
+    return str(Path(base) / p) if base else str(p)
 
 
 @dataclass
