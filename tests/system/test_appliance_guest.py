@@ -227,11 +227,12 @@ def test_leds_via_uinput_and_lcd_via_i2c_stub(sipedge_image, boot_guest):
     write_boot(g, BASE + (f'\n[panel]\nstatus_led = "{inp}::numlock"\n'
                           f'error_led = "{inp}::capslock"\nlcd_bus = {m.group(1)}\n'))
     restart_supervisor(g)
+    # pages rotate every page_interval_s: wait for the state page to come round
     st = wait_status(g, lambda st: st["state"] == "RUNNING" and st["lcd"]
-                     and (st["lcd"]["bytes_sent"] or 0) > 0, timeout=300,
-                     what="RUNNING with LCD")
+                     and (st["lcd"]["bytes_sent"] or 0) > 0
+                     and (st["lcd"]["lines"] or [""])[0].startswith("sipedge OK"), timeout=300,
+                     what="RUNNING with the LCD showing 'sipedge OK'")
     assert st["leds"]["status"] == ["on", 0, 0]
-    assert st["lcd"]["lines"][0].startswith("sipedge OK")
     _rc, events = g.shell("cat /tmp/led-events")
     assert "LED 0 1" in events  # numlock (status) lit through /sys/class/leds brightness
 

@@ -125,8 +125,9 @@ class FakeProcess:
     instances: list[FakeProcess] = []
 
     def __init__(self, argv: Sequence[str], *, dies_on_term: bool = True,
-                 fail_start: bool = False) -> None:
+                 fail_start: bool = False, cwd: str | None = None) -> None:
         self.argv = list(argv)
+        self.cwd = cwd
         self.signals: list[str] = []
         self.dies_on_term = dies_on_term
         self.fail_start = fail_start

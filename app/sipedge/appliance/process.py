@@ -31,9 +31,11 @@ def _die_with_parent() -> None:
 class ProxyProcess:
     """One run of the proxy. `wait()` returns the exit status (negative: killed by signal)."""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> None:
         self.argv = list(argv)
         self.env = env
+        self.cwd = cwd
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -47,7 +49,7 @@ class ProxyProcess:
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=self.env,
-            preexec_fn=_die_with_parent)
+            cwd=self.cwd, preexec_fn=_die_with_parent)
         log.info("proxy started pid=%d argv=%s", self._proc.pid, " ".join(self.argv))
 
     async def wait(self) -> int:

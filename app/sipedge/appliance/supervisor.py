@@ -72,7 +72,8 @@ class Supervisor:
                  probe_factory: Callable[[ConfigChoice], HealthProbe] = default_probe,
                  process_factory: Callable[[Sequence[str]], ProxyProcess] = ProxyProcess,
                  clock: Callable[[], float] = time.monotonic,
-                 choice: ConfigChoice | None = None) -> None:
+                 choice: ConfigChoice | None = None,
+                 proxy_cwd: str | None = None) -> None:
         self.config_source = config_source
         self.watchdog = watchdog
         self.leds = leds
@@ -86,6 +87,9 @@ class Supervisor:
         self._hotplug_task: asyncio.Task[None] | None = None
         self.probe_factory = probe_factory
         self.process_factory = process_factory
+        # The rootfs is read-only: relative paths the proxy writes to (e.g. the default
+        # config's data files) must land on the data partition.
+        self.proxy_cwd = proxy_cwd
         self.clock = clock
         self.choice = choice if choice is not None else config_source.select()
         self.policy = build_policy(self.choice)
@@ -352,7 +356,8 @@ class Supervisor:
         self.policy.on_spawned(now)
         self.spawned_at = now
         self._next_probe = now + min(1.0, self.choice.config.supervisor.health_interval_s)
-        proc = self.process_factory(self._argv())
+        proc = (self.process_factory(self._argv(), cwd=self.proxy_cwd) if self.proxy_cwd
+                else self.process_factory(self._argv()))
         try:
             await proc.start()
         except OSError as exc:

@@ -119,7 +119,9 @@ async def serve(args: argparse.Namespace) -> int:
     hw = build_hardware(args, choice)
     from .hotplug import MediaConfigOffer
 
-    sup = Supervisor(source, media=MediaConfigOffer(source.check_text), choice=choice, **hw)
+    proxy_cwd = str(args.data_dir) if args.data_dir.is_dir() else None
+    sup = Supervisor(source, media=MediaConfigOffer(source.check_text), choice=choice,
+                     proxy_cwd=proxy_cwd, **hw)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, sup.request, "stop")
     loop.add_signal_handler(signal.SIGINT, sup.request, "stop")

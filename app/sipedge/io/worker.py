@@ -79,6 +79,22 @@ def route_table(config: Config) -> RouteTable:
     return RouteTable(rules, default)
 
 
+def local_ips() -> set[str]:
+    """Every address of this host (for wildcard listeners); loopback at least."""
+    ips = {"127.0.0.1", "::1"}
+    try:
+        from pyroute2 import IPRoute  # optional: present on the appliance
+
+        with IPRoute() as ipr:
+            for a in ipr.get_addr():
+                ip = a.get_attr("IFA_ADDRESS")
+                if ip:
+                    ips.add(ip)
+    except Exception:  # noqa: BLE001 - best effort; loopback is always known
+        log.debug("cannot list local addresses", exc_info=True)
+    return ips
+
+
 def udp_socket(family: int, address: str, port: int, buffer_bytes: int) -> socket.socket:
     """A SO_REUSEPORT UDP socket with large kernel buffers: a burst must queue, not drop,
     while the worker is busy (Kamailio grows its buffers the same way)."""
@@ -170,8 +186,14 @@ class Worker:
                     lambda i=la.index, p=lp.proto: StreamConnection(self, i, p), lp.address,
                     lp.port, family=fam, reuse_port=True, backlog=512, **tls)
                 self.tcp_servers.append(srv)
-            if lp.address in ("0.0.0.0", "::"):
-                self._learn_wildcard_addresses(la)
+        wildcard = [la for la in self.locals if la.ip in ("0.0.0.0", "::")]
+        if wildcard:
+            # netlink query in a thread: pyroute2 must not share (or block) this loop
+            ips = await loop.run_in_executor(None, local_ips)
+            for la in wildcard:
+                for ip in ips:
+                    if _family(ip) == _family(la.ip):
+                        self.core.add_local(ip, la.port)
         self.handoff = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.handoff.bind(handoff_address(self.run_id, self.index))
         self.handoff.setblocking(False)
@@ -214,21 +236,6 @@ class Worker:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _learn_wildcard_addresses(self, la: LocalAddress) -> None:
-        """A wildcard listener answers on every local address: learn them for is_myself."""
-        ips = {"127.0.0.1", "::1"}
-        try:
-            from pyroute2 import IPRoute  # optional: present on the appliance
-
-            with IPRoute() as ipr:
-                for a in ipr.get_addr():
-                    ips.add(a.get_attr("IFA_ADDRESS"))
-        except Exception:  # noqa: BLE001 - best effort; loopback is always known
-            pass
-        for ip in ips:
-            if ip and _family(ip) == _family(la.ip):
-                self.core.add_local(ip, la.port)
 
     def reload_script(self) -> None:
         if not self.script_path:

@@ -28,7 +28,7 @@ def main() -> int:
     logf = os.environ.get("FAKE_PROXY_LOG")
     if logf:
         with open(logf, "a") as f:
-            f.write(f"{os.getpid()} {' '.join(argv)}\n")
+            f.write(f"{os.getpid()} cwd={os.getcwd()} {' '.join(argv)}\n")
     if mode == "crash":
         return 3
     cfg = {}

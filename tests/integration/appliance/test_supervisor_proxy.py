@@ -116,6 +116,7 @@ def test_healthy_proxy_then_clean_stop(sup_factory):
     errs = rpc_call(str(s.run / "supervisor.sock"), "config.errors")
     assert errs["errors"] == [] and errs["source"] == "boot"
     assert (s.data / "config" / "last-good.toml").read_text() == s.boot.read_text()
+    assert f"cwd={s.data} " in s.proxy_starts()[0]  # relative paths land on the data partition
     rc, out = s.stop()
     assert rc == 0, out
     assert not pid_alive(pid)
