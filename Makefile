@@ -29,6 +29,10 @@ test-deps: venv
 	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
 	  $(APT_GET) update && $(APT_GET) install --no-install-recommends $$missing; fi
 	$(VPY) -m pip install -q -r tests/requirements.txt
+	@# MicroPython under Node runs the panel tests (app/sipedge/panel is MicroPython code)
+	@if command -v npm >/dev/null && [ ! -d .cache/micropython/node_modules/@micropython/micropython-webassembly-pyscript ]; then \
+	  npm install --prefix .cache/micropython --no-save --no-audit --no-fund --no-package-lock \
+	    @micropython/micropython-webassembly-pyscript@1.27.0; fi
 
 test: test-deps
 	$(VPY) -m pytest -c tests/pytest.ini tests $(PYTEST_ARGS)

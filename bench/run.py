@@ -25,8 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import proc  # noqa: E402
-from benchlib.modes import MODES  # noqa: E402
-from benchlib.sipp import Uas, run_uac, sipp_binary  # noqa: E402
+from benchlib.modes import ALIASES, MODES, write_users_csv  # noqa: E402
+from benchlib.sipp import Uas, UasGroup, run_uac, sipp_binary  # noqa: E402
 from benchlib.targets import Kamailio, Relay, Sipedge, TargetError  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -34,7 +34,10 @@ HOST = "127.0.0.1"
 # shared machine bind those, and SIPp's SO_REUSEADDR lets two processes share a UDP port.
 # Each proxy has its own SIPp callee, so no callee state carries over from one proxy to the next.
 PORT_OFFSETS = {"uac": 40, "sipedge": 10, "relay": 15, "kamailio": 30,
-                "uas-kamailio": 20, "uas-relay": 21, "uas-sipedge": 22}
+                "uas-kamailio": 20, "uas-relay": 21, "uas-sipedge": 22,
+                # the dispatcher modes' 3 callees per proxy
+                "uas-kamailio-1": 60, "uas-kamailio-2": 61, "uas-kamailio-3": 62,
+                "uas-sipedge-1": 63, "uas-sipedge-2": 64, "uas-sipedge-3": 65}
 PORTS = {}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_TARGETS = ("kamailio", "relay", "sipedge")
@@ -50,11 +53,14 @@ def parse_args(argv):
     ap.add_argument("--only", action="append", choices=ALL_TARGETS,
                     help="measure only this proxy (repeatable); default all")
     ap.add_argument("--mode", default="stateless",
-                    help=f"comma list of modes: {', '.join(MODES)}; default stateless")
+                    help=f"comma list of modes: {', '.join(MODES)} "
+                         f"(registration = registration; dispatcher = dispatcher-rr,dispatcher-hash); "
+                         f"default stateless")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 worker, 1 repetition, short runs (< 1 minute)")
     ap.add_argument("--reps", type=int, help="repetitions of every measurement (default 3)")
-    ap.add_argument("--rates", default="500,2000", help="fixed call rates for CPU per call")
+    ap.add_argument("--rates", default="",
+                    help="fixed call rates for CPU per call (default 500,2000; registration 200,500)")
     ap.add_argument("--calls", type=int,
                     help="calls per fixed-rate measurement (default: 10 s worth, 5000..10000)")
     ap.add_argument("--no-max-rate", action="store_true", help="skip the maximum rate search")
@@ -76,12 +82,19 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     a.workers = [int(x) for x in a.workers.split(",") if x]
     a.rates = [int(x) for x in a.rates.split(",") if x]
-    a.modes = [MODES[m] for m in a.mode.split(",") if m]
+    names = []
+    for m in a.mode.split(","):
+        for n in ALIASES.get(m, [m] if m else []):
+            if n not in MODES:
+                ap.error(f"unknown mode {n!r}: one of {', '.join(MODES)}")
+            if n not in names:
+                names.append(n)
+    a.modes = [MODES[n] for n in names]
     a.targets = a.only or list(ALL_TARGETS)
     base = a.port_base
     if not base:
         for base in range(25060, 26060, 100):  # bounded: 10 candidates
-            if not any(proc.udp_sockets_on(base + off) for off in [*PORT_OFFSETS.values(), *range(40, 60)]):
+            if not any(proc.udp_sockets_on(base + off) for off in [*PORT_OFFSETS.values(), *range(40, 66)]):
                 break
     PORTS.update({k: base + v for k, v in PORT_OFFSETS.items()})
     if a.quick:
@@ -97,12 +110,27 @@ def parse_args(argv):
     return a
 
 
-def calls_for(rate, args):
+def calls_for(rate, args, mode=None):
     if args.calls:
         return args.calls
     if args.quick:
         return max(500, min(2000, rate))  # ~1 s per measurement
+    if mode is not None and mode.unit != "call":
+        return max(1000, min(10000, rate * 10))  # 10 s worth at the lower registration rates
     return max(5000, min(10000, rate * 10))
+
+
+def rates_for(mode, args):
+    return args.rates or list(mode.rates) or [500, 2000]
+
+
+def uac_extra(mode, workdir):
+    """Extra SIPp caller arguments of a mode: the registration users, one injection file
+    per caller (run_uac puts the caller's index where {i} is), so no two callers
+    register the same user at the same time."""
+    if not mode.subscribers:
+        return ()
+    return ("-inf", os.path.join(workdir, "users-{i}.csv"))
 
 
 def log(msg):
@@ -115,6 +143,8 @@ class Bench:
         self.runs = []
         self.failures = []
         self.profiles = []
+        self.skipped = []
+        self.mode_dir = workdir
 
     # -- one measurement ------------------------------------------------------
     def measure(self, mode, target, uas, workers, transport, rate, calls, kind, rep):
@@ -127,22 +157,25 @@ class Bench:
             if kind == "warmup":
                 return run
             intruder = intruder or self.foreign_sockets(target, uas)
-            died = uas.popen is None or uas.popen.poll() is not None
+            died = uas.died()
             if not (died or intruder):
                 break
-            why = (f"callee SIPp exited ({uas.popen.returncode if uas.popen else '?'}) "
-                   if died else "") + (intruder or "")
+            why = (died + " " if died else "") + (intruder or "")
             run["disturbed"] = why.strip()
             log(f"  ! {kind} run of {target.name} at {rate}/s disturbed: {why.strip()}"
                 + ("; repeating it" if attempt == 1 else ""))
         return run
 
     def foreign_sockets(self, target, uas):
-        n_uas, n_t = proc.udp_sockets_on(uas.port), proc.udp_sockets_on(target.port)
+        n_t = proc.udp_sockets_on(target.port)
         want = target.expected_sockets(target.workers)
-        if n_uas > 1 or n_t > want:
-            return (f"port {uas.port} has {n_uas} sockets, port {target.port} has {n_t} "
-                    f"(expected 1 and {want}): another process shares them")
+        for port in uas.ports:
+            n_uas = proc.udp_sockets_on(port)
+            if n_uas > 1:
+                return (f"port {port} has {n_uas} sockets (expected 1): another process shares it")
+        if n_t > want:
+            return (f"port {target.port} has {n_t} sockets (expected {want}): "
+                    f"another process shares it")
         return ""
 
     def _measure(self, mode, target, uas, workers, transport, rate, calls, kind, rep):
@@ -152,16 +185,19 @@ class Bench:
         pids = target.pids()
         cpu0 = proc.tree_cpu(pids)
         uas0 = uas.cpu_ticks()
+        each0 = uas.cpu_ticks_each() if hasattr(uas, "cpu_ticks_each") else []
         drops0 = proc.udp_drops()
         busy0 = proc.machine_busy_ticks()
         port_drops0 = proc.udp_drops_by_port()
         tag = f"{mode.name}-w{workers}-{target.name}-{kind}-{rate}-r{rep}"
         callers = 1 if transport == "u1" else int(transport.split("x")[1])
         res = run_uac(mode.uac_scenario, HOST, target.port, rate, calls, self.workdir, tag,
-                      callers=callers, local_port=PORTS["uac"])
+                      callers=callers, local_port=PORTS["uac"],
+                      extra=uac_extra(mode, self.mode_dir))
         pids_after = target.pids()
         cpu1 = proc.tree_cpu(set(pids) | set(pids_after))
         uas1 = uas.cpu_ticks()
+        each1 = uas.cpu_ticks_each() if hasattr(uas, "cpu_ticks_each") else []
         mem = proc.tree_memory(pids_after)
         proxy_cpu = proc.cpu_delta_seconds(cpu0, cpu1)
         span = res.sipp_elapsed_s or res.wall_s
@@ -183,13 +219,18 @@ class Bench:
             "setup_ms": res.setup_ms, "uac_log": res.log,
         }
         run["ok"] = res.complete and res.achieved_rate >= 0.9 * rate
+        if len(each1) > 1 and None not in each0 + each1:
+            # several callees (dispatcher): how the work spread over them, as shares of
+            # their CPU time (SIPp spends about the same per call on each)
+            d = [b - a for a, b in zip(each0, each1)]
+            run["callee_cpu_share"] = [round(x / sum(d), 2) if sum(d) else None for x in d]
         run["udp_drops"] = proc.udp_drops() - drops0
         # what everything else on the machine used meanwhile: the noise in this run
         busy = (proc.machine_busy_ticks() - busy0) / proc.CLK_TCK
         ours = proxy_cpu + res.cpu_s + (uas_cpu or 0)
         run["other_cores"] = round(max(0.0, busy - ours) / res.wall_s, 3) if res.wall_s else None
         port_drops1 = proc.udp_drops_by_port()
-        for who, ports in (("proxy", [target.port]), ("callee", [uas.port]),
+        for who, ports in (("proxy", [target.port]), ("callee", uas.ports),
                            ("caller", range(PORTS["uac"], PORTS["uac"] + callers))):
             run[f"drops_{who}"] = sum(port_drops1.get(p, 0) - port_drops0.get(p, 0) for p in ports)
         self.runs.append(run)
@@ -209,7 +250,7 @@ class Bench:
     def max_rate(self, mode, target, uas, workers, transport, rep):
         a = self.args
         lo, hi, hi_run, lo_run = 0, None, None, None
-        rate = a.search_start
+        rate = mode.search_start or a.search_start
         stop = "trial budget used up"
         for _ in range(a.max_trials):  # bounded search
             calls = int(rate * a.trial_s)
@@ -231,8 +272,9 @@ class Bench:
                     nxt = a.max_rate_cap if rate < a.max_rate_cap else None
                     stop = "search cap reached"
             else:
-                nxt = (lo + hi) // 2 // 100 * 100
-                if hi - lo <= max(100, hi // 10) or nxt <= lo:
+                step = 100 if hi > 1000 else 10  # registration rates are in the hundreds
+                nxt = (lo + hi) // 2 // step * step
+                if hi - lo <= max(step, hi // 10) or nxt <= lo:
                     nxt = None
             if nxt is None:
                 break
@@ -250,7 +292,7 @@ class Bench:
         if not pyspy:
             log("  --profile: py-spy not found (pip install py-spy into .venv)")
             return
-        calls = calls_for(rate, self.args)
+        calls = calls_for(rate, self.args, mode)
         procs = []
         for pid in target.pids():
             out = os.path.join(self.workdir, f"pyspy-{mode.name}-w{workers}-{pid}")
@@ -285,12 +327,32 @@ class Bench:
             if not t.supports(mode, workers, transport):
                 log(f"skip {name} at {workers} worker(s) with SIPp -t {transport}")
                 continue
+            why = t.unsupported(mode)
+            if why:
+                log(f"skip {name} in mode {mode.name}: {why}")
+                self.skipped.append(f"{mode.name}: {name} not measured: {why}")
+                continue
             targets.append(t)
         if not targets:
             return [], []
         wdir = os.path.join(self.workdir, f"{mode.name}-w{workers}")
         os.makedirs(wdir, exist_ok=True)
-        uases = {t.name: Uas(mode.uas_scenario, HOST, PORTS["uas-" + t.name], wdir) for t in targets}
+        self.mode_dir = wdir
+        if mode.subscribers:
+            for i in range(callers):  # disjoint slices of the users, one file per caller
+                write_users_csv(os.path.join(wdir, f"users-{i}.csv"), mode.subscribers,
+                                part=i, parts=callers)
+        rates = rates_for(mode, a)
+        warm_rate = min(500, min(rates))
+
+        def callees(name):
+            if mode.uas_count == 0:
+                return UasGroup([])
+            if mode.uas_count == 1:
+                return Uas(mode.uas_scenario, HOST, PORTS["uas-" + name], wdir)
+            return UasGroup([Uas(mode.uas_scenario, HOST, PORTS[f"uas-{name}-{i}"], wdir)
+                             for i in range(1, mode.uas_count + 1)])
+        uases = {t.name: callees(t.name) for t in targets}
         info = {}
         results = []
         try:
@@ -308,7 +370,7 @@ class Bench:
                 # first a trickle (a proxy that is still importing must not drop the
                 # first datagrams), then a short run at a fixed-rate level
                 self.measure(mode, t, uas, workers, transport, 20, 20, "warmup", 0)
-                warm = self.measure(mode, t, uas, workers, transport, 500, a.warm_calls, "warmup", 0)
+                warm = self.measure(mode, t, uas, workers, transport, warm_rate, a.warm_calls, "warmup", 0)
                 if warm["failed"]:
                     log(f"  warm-up of {t.name}: {warm['failed']} of {warm['calls']} calls failed "
                         f"(proxy socket drops {warm['drops_proxy']})")
@@ -324,20 +386,21 @@ class Bench:
                 live.append(t)
             for rep in range(1, a.reps + 1):
                 order = live[rep % len(live):] + live[:rep % len(live)] if live else []
-                for rate in a.rates:
+                for rate in rates:
                     for t in order:
                         if not t.alive():
                             continue
                         r = self.measure(mode, t, uases[t.name], workers, transport, rate,
-                                         calls_for(rate, a), "fixed", rep)
+                                         calls_for(rate, a, mode), "fixed", rep)
                         log(f"rep {rep} {mode.name} w{workers} {t.name:8s} @{rate:5d}/s: "
                             f"{r['us_per_call'] if r['us_per_call'] is not None else '-':>7} us/call, "
                             f"{r['successful']}/{r['calls']} ok, failed {r['failed']}, drops {r['udp_drops']}, "
-                            f"proxy {r['proxy_cores']} cores, SIPp uac {r['uac_cores']} uas {r['uas_cores']}")
+                            f"proxy {r['proxy_cores']} cores, SIPp uac {r['uac_cores']} uas {r['uas_cores']}"
+                            + (f", callee shares {r['callee_cpu_share']}" if r.get("callee_cpu_share") else ""))
             if a.profile:
                 for t in live:
                     if t.name == "sipedge" and t.alive():
-                        self.profile(mode, t, uases[t.name], workers, transport, max(a.rates))
+                        self.profile(mode, t, uases[t.name], workers, transport, max(rates))
             if not a.no_max_rate:
                 for rep in range(1, a.reps + 1):
                     order = live[rep % len(live):] + live[:rep % len(live)] if live else []
@@ -358,11 +421,12 @@ class Bench:
 
 def make_target(name, a):
     nxt = (HOST, PORTS["uas-" + name])
+    hops = [(HOST, PORTS[f"uas-{name}-{i}"]) for i in (1, 2, 3) if f"uas-{name}-{i}" in PORTS]
     if name == "kamailio":
-        return Kamailio(HOST, PORTS["kamailio"], nxt)
+        return Kamailio(HOST, PORTS["kamailio"], nxt, hops)
     if name == "relay":
         return Relay(HOST, PORTS["relay"], nxt)
-    return Sipedge(HOST, PORTS["sipedge"], nxt, a.sipedge_bin)
+    return Sipedge(HOST, PORTS["sipedge"], nxt, a.sipedge_bin, hops)
 
 
 def limiter(run, workers):
@@ -387,6 +451,10 @@ def limiter(run, workers):
     if p + c + s >= 0.85 * (os.cpu_count() or 2):
         return f"all {os.cpu_count()} cores busy"
     if run.get("failed") == 0 and run.get("achieved_rate", 0) < 0.9 * run.get("rate", 0):
+        if (run.get("setup_ms") or 0) >= 100:
+            # requests queue in the proxy's socket buffer: SIPp's open calls pile up
+            # (answers take 100 ms or more), so SIPp cannot start new ones at the rate
+            return "proxy answered too slowly (requests queued)"
         return "SIPp did not reach the rate"
     return "losses below saturation"
 
@@ -403,7 +471,8 @@ SHORT_LIMIT = {"proxy fell behind (its socket overflowed)": "proxy",
                "SIPp callee fell behind (its socket overflowed)": "SIPp uas",
                "SIPp caller fell behind (its socket overflowed)": "SIPp uac",
                "proxy CPU": "proxy CPU", "SIPp caller CPU": "uac CPU", "SIPp callee CPU": "uas CPU",
-               "SIPp did not reach the rate": "SIPp rate", "losses below saturation": "losses",
+               "SIPp did not reach the rate": "SIPp rate",
+               "proxy answered too slowly (requests queued)": "proxy queue", "losses below saturation": "losses",
                "search cap reached": "cap", "trial budget used up": "budget"}
 
 
@@ -467,8 +536,12 @@ def print_table(summary, reps):
     for (mode, workers, transport), rows in groups.items():
         names = [n for n in ALL_TARGETS if n in rows]
         cols = names + (["sipedge/kam"] if "sipedge" in rows and "kamailio" in rows else [])
+        unit = MODES[mode].unit if mode in MODES else "call"
+        per = "reg" if unit == "registration" else "call"
         print(f"mode {mode}, {workers} worker(s) = Kamailio children, SIPp callers {transport}; "
               f"medians of {reps} run(s)")
+        if unit != "call":
+            print(f"  (one SIPp 'call' is one {unit}; rates are {unit}s/s)")
         print(f"{'':34s}" + "".join(f"{c:>12s}" for c in cols))
 
         def line(label, getter, spec, lower_better=True):
@@ -483,9 +556,9 @@ def print_table(summary, reps):
             def cpu(r, rate=rate):
                 x = r["rates"].get(rate)
                 return x and x["us_per_call"]
-            line(f"CPU per call @{rate}/s (us)", cpu, ".1f")
+            line(f"CPU per {per} @{rate}/s (us)", cpu, ".1f")
         if any("max_rate" in r for r in rows.values()):
-            line("max sustained rate (calls/s)", lambda r: r.get("max_rate"), ".0f")
+            line(f"max sustained rate ({per}s/s)", lambda r: r.get("max_rate"), ".0f")
             def short(limit):
                 head = limit.split(";")[0]
                 return SHORT_LIMIT.get(head, head[:10]) + ("*" if ";" in limit else "")
@@ -528,7 +601,7 @@ def main(argv=None):
         return 2
     for name, port in PORTS.items():
         if proc.udp_sockets_on(port) and (name == "uac" or name in args.targets
-                                          or name[4:] in args.targets):
+                                          or name.split("-")[1] in args.targets):
             print(f"UDP port 127.0.0.1:{port} ({name}) is in use; stop whatever holds it", file=sys.stderr)
             return 2
     workdir = tempfile.mkdtemp(prefix="sipedge-bench-")
@@ -547,13 +620,15 @@ def main(argv=None):
         log("interrupted; reporting what was measured")
     summary = summarize(bench.runs, maxes, meta)
     print_table(summary, args.reps)
+    for note in bench.skipped:
+        print("  ! " + note)
     log(f"total time {time.monotonic() - t0:.0f} s")
     if args.json:
         doc = {"meta": {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "host": platform.node(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
                         "args": {k: v for k, v in vars(args).items() if k != "modes"},
                         "modes": [m.name for m in args.modes], "workdir": workdir,
-                        "groups": meta, "profiles": bench.profiles},
+                        "groups": meta, "profiles": bench.profiles, "skipped": bench.skipped},
                "summary": summary, "max_rate": maxes, "runs": bench.runs,
                "failures": bench.failures}
         with open(args.json, "w") as f:

@@ -21,7 +21,8 @@ from . import __version__
 from .config import Config, ConfigError, load_file, load_text
 from .errors import ScriptError
 from .io.rpc import RpcError, RpcServer
-from .io.modules import Ksr, ask_workers, registrar_db_path
+from .io.modules import (Ksr, ask_workers, load_dispatcher_table, make_enum_lookup,
+                         registrar_db_path)
 from .io.worker import STATS_SLOT_BYTES, resolve_script_path
 from .modules.auth import rpc as auth_rpc
 from .modules.registrar import rpc as reg_rpc
@@ -63,6 +64,8 @@ class Proxy:
         self.modules = tuple(config.core.modules)
         self.store: AsyncStore | None = None  # the registrar database (main process side)
         self._secrets: dict[str, str] = {}  # handed to the workers on stdin, never logged
+        self.dispatcher_guard = None  # dispatcher.reload rate limit (main process)
+        self.enum_lookup = None  # enum.lookup RPC runs here, on its own resolver
 
     # -- modules (the main process's share: database, secrets, purge, RPC) ----------
 
@@ -80,6 +83,15 @@ class Proxy:
                 assert self.store is not None
                 secret = await self.store.run(Store.get_or_create_secret, "auth.nonce")
             self._secrets["auth"] = secret.hex()
+        if "dispatcher" in self.modules:
+            # parsed here once so that a bad list file stops the start with file:line
+            # errors (DispatcherListError / ValueError); each worker reads it again
+            table = load_dispatcher_table(self.config)
+            from .modules.dispatcher.rpc import ReloadGuard
+
+            self.dispatcher_guard = ReloadGuard(self.config.dispatcher.reload_min_interval_s)
+            log.info("dispatcher destinations=%d sets=%d source=%s", len(table),
+                     len(table.sets), table.source)
 
     async def stop_modules(self) -> None:
         if self.store is not None:
@@ -134,7 +146,90 @@ class Proxy:
                                 "subscriber.rm": subscriber_rm})
         if "security" in self.modules:
             methods.update({"sec.blocked": self.sec_blocked, "sec.unblock": self.sec_unblock})
+        if "dispatcher" in self.modules:
+            methods.update({"dispatcher.list": self.dispatcher_list,
+                            "dispatcher.set_state": self.dispatcher_set_state,
+                            "dispatcher.reload": self.dispatcher_reload})
+        if "enum" in self.modules:
+            methods["enum.lookup"] = self.enum_lookup_rpc
+        if "http_client" in self.modules:
+            methods["http_client.stats"] = self.http_client_stats
         return methods
+
+    async def dispatcher_list(self, params: dict) -> dict:
+        """Worker 0's table and states; counters summed over the workers (each worker
+        selects, relays and probes on its own). `worker_states` shows a destination whose
+        state differs between workers."""
+        lists = await self._ask_workers("dispatcher.list", {})
+        if not lists:
+            raise ValueError("no worker answered")
+        out = lists[0]
+        summed = ("selected", "relays_failed", "active_calls", "probes_sent", "probes_ok",
+                  "probes_failed")
+        rows = {(s["set"], d["uri"]): d for s in out["sets"] for d in s["destinations"]}
+        for row in rows.values():
+            row["worker_states"] = [row["state"]]
+        for other in lists[1:]:
+            for s in other["sets"]:
+                for d in s["destinations"]:
+                    row = rows.get((s["set"], d["uri"]))
+                    if row is None:
+                        continue
+                    for k in summed:
+                        if isinstance(d.get(k), int) and isinstance(row.get(k), int):
+                            row[k] += d[k]
+                    row["worker_states"].append(d["state"])
+        for row in rows.values():
+            if len(set(row["worker_states"])) == 1:
+                del row["worker_states"]
+        out["workers"] = len(lists)
+        return out
+
+    async def dispatcher_set_state(self, params: dict) -> dict:
+        p = {"set": _arg(params, "set"), "uri": _arg(params, "uri", 1),
+             "state": _arg(params, "state", 2)}
+        results = await self._ask_workers("dispatcher.set_state", p)
+        if not results:
+            raise ValueError("no worker answered")
+        return results[0]
+
+    async def dispatcher_reload(self, params: dict) -> dict:
+        """Parse the list file here (errors with file:line, the workers keep their table),
+        then every worker switches to it."""
+        from .modules.dispatcher.core import DispatcherError
+        from .modules.dispatcher.table import DispatcherListError
+
+        now = time.monotonic()
+        assert self.dispatcher_guard is not None
+        try:
+            self.dispatcher_guard.check(now)
+            table = load_dispatcher_table(self.config)
+        except DispatcherListError as exc:
+            raise RpcError(-32000, "dispatcher.reload refused: " +
+                           "; ".join(str(e) for e in exc.errors)) from None
+        except (DispatcherError, ValueError) as exc:  # too soon; a (set, URI) given twice
+            raise RpcError(-32000, str(exc)) from None
+        self.dispatcher_guard.last = now
+        results = await self._ask_workers("dispatcher.reload", {})
+        if not results:
+            raise ValueError("no worker answered")
+        return {**results[0], "workers": len(results), "source": table.source}
+
+    async def enum_lookup_rpc(self, params: dict) -> dict:
+        from .modules.enum.rpc import enum_lookup
+
+        if self.enum_lookup is None:
+            self.enum_lookup = make_enum_lookup(self.config)
+        return await enum_lookup(self.enum_lookup, params)
+
+    async def http_client_stats(self, params: dict) -> dict:
+        total: Counter[str] = Counter()
+        results = await self._ask_workers("http_client.stats", {})
+        for r in results:
+            total.update(r)
+        return {**{k: total.get(k, 0) for k in ("requests", "connections_opened",
+                                                 "idle_connections")},
+                "workers": len(results)}
 
     async def _ask_workers(self, method: str, params: dict) -> list:
         replies = await ask_workers(self.run_id, self.nworkers, method, params)
@@ -384,6 +479,11 @@ async def serve(config: Config) -> int:
         await proxy.start_modules()
     except StoreError as exc:
         log.error("cannot start: registrar database: %s", exc)
+        return 2
+    except (ConfigError, ValueError) as exc:  # the dispatcher list (DispatcherListError)
+        errors = getattr(exc, "errors", None) or [exc]
+        for e in errors:
+            log.error("cannot start: dispatcher: %s", e)
         return 2
     proxy.start_workers()
     rpc = RpcServer(config.core.ctl_socket, proxy.rpc_methods())

@@ -21,9 +21,20 @@ class Mode:
     configs: dict                # proxy name -> config template path
     messages_per_call: int       # SIP messages the proxy forwards per call
     sipedge_files: tuple = ()    # extra templates rendered next to sipedge's config
+    kamailio_files: tuple = ()   # extra templates rendered next to Kamailio's config
+    uas_count: int = 1           # SIPp callees per proxy: 0 (REGISTER), 1, or 3 (dispatcher)
+    values: tuple = ()           # extra (PLACEHOLDER, value) pairs for every template
+    subscribers: int = 0         # users preloaded into the proxy's database (registration)
+    rates: tuple = ()            # default fixed rates when --rates is not given
+    search_start: int = 0        # first rate of the maximum-rate search (0: run.py's default)
+    sipedge_modules: tuple = ()  # sipedge [core] modules the mode needs (checked before start)
+    unit: str = "call"           # what one SIPp "call" is here (call, registration)
 
     def config_template(self, proxy):
         return self.configs.get(proxy)
+
+    def files(self, proxy):
+        return {"sipedge": self.sipedge_files, "kamailio": self.kamailio_files}.get(proxy, ())
 
 
 def _path(*parts):
@@ -58,6 +69,58 @@ MODES = {
     ),
 }
 
+# Registration (RFC 7502 terms): REGISTER -> 401 -> REGISTER with digest credentials -> 200,
+# the binding written to SQLite.  One SIPp "call" is one registration (4 messages).  The
+# users come from a SIPp injection file the bench writes (users.csv), and the same users
+# are preloaded into each proxy's subscriber table before it starts.
+_REG = dict(
+    uac_scenario=_path("scenarios", "registration", "uac.xml"),
+    uas_scenario=None,
+    uas_count=0,
+    messages_per_call=4,
+    subscribers=2000,
+    rates=(200, 500),
+    search_start=500,
+    unit="registration",
+)
+for _name, _sync, _dbmode, _what in (
+        ("registration", "full", 1,
+         "REGISTER with MD5 digest auth, bindings in SQLite: sipedge db_synchronous=full "
+         "vs Kamailio auth_db + usrloc db_mode=1 (write-through) on db_sqlite"),
+        ("registration-normal", "normal", 0,
+         "the same REGISTERs: sipedge db_synchronous=normal vs Kamailio usrloc db_mode=0 "
+         "(its default: bindings in memory only; subscribers still read from SQLite)")):
+    MODES[_name] = Mode(
+        name=_name, description=_what,
+        configs={"kamailio": _path("configs", "kamailio-registration.cfg"),
+                 "sipedge": _path("configs", "sipedge-registration.toml")},
+        values=(("DB_SYNCHRONOUS", _sync), ("USRLOC_DB_MODE", _dbmode)),
+        sipedge_modules=("registrar", "auth"),
+        **_REG)
+
+# Dispatcher: the stateful calls of "stateful", spread by the proxy over 3 SIPp callees
+# (one destination set), round-robin or hash over the Call-ID.  No health probing on
+# either side (the SIPp callees do not answer OPTIONS).
+for _name, _ds_alg, _alg in (("dispatcher-rr", 4, "round_robin"),
+                             ("dispatcher-hash", 0, "hash_callid")):
+    MODES[_name] = Mode(
+        name=_name,
+        description=f"stateful calls dispatched over 3 SIPp callees with {_alg} "
+                    f"(sipedge dispatcher module / Kamailio dispatcher alg {_ds_alg})",
+        uac_scenario=_path("scenarios", "stateless", "uac.xml"),
+        uas_scenario=_path("scenarios", "stateless", "uas.xml"),
+        uas_count=3,
+        configs={"kamailio": _path("configs", "kamailio-dispatcher.cfg"),
+                 "sipedge": _path("configs", "sipedge-dispatcher.toml")},
+        kamailio_files=(_path("configs", "kamailio-dispatcher.list"),),
+        sipedge_files=(_path("configs", "sipedge-dispatcher-route.py"),),
+        values=(("DS_ALG", _ds_alg), ("ALG", _alg)),
+        messages_per_call=6,
+        sipedge_modules=("dispatcher",),
+    )
+# "registration" and "dispatcher" as shorthands for --mode
+ALIASES = {"registration": ["registration"], "dispatcher": ["dispatcher-rr", "dispatcher-hash"]}
+
 
 def render(template_path, values):
     """Replace @KEY@ placeholders; fail loudly on one left over."""
@@ -69,3 +132,21 @@ def render(template_path, values):
     if leftover:
         raise ValueError(f"{template_path}: unfilled placeholders {leftover}")
     return text
+
+
+def users(n):
+    """The registration mode's subscribers: (username, password), the same for every proxy
+    and for SIPp's injection file."""
+    return [(f"u{i:06d}", f"pw{i:06d}x") for i in range(n)]
+
+
+def write_users_csv(path, n, part=0, parts=1):
+    """SIPp injection file, one registration a line: [field0] the user, [field1] SIPp's
+    authentication keyword with the user's credentials (SIPp does not expand [field1]
+    inside [authentication password=...], but it evaluates a keyword held in a field).
+    part/parts: every parts-th user from the part-th (disjoint files for several callers)."""
+    with open(path, "w") as f:
+        f.write("SEQUENTIAL\n")
+        for u, pw in users(n)[part::parts]:
+            f.write(f"{u};[authentication username={u} password={pw}]\n")
+    return path

@@ -88,6 +88,16 @@ class Uas:
     def cpu_ticks(self):
         return proc.cpu_ticks(self.popen.pid) if self.popen else None
 
+    @property
+    def ports(self):
+        return [self.port]
+
+    def died(self):
+        """'' while running, else a note for the run record."""
+        if self.popen is not None and self.popen.poll() is None:
+            return ""
+        return f"callee SIPp on {self.port} exited ({self.popen.returncode if self.popen else '?'})"
+
     def stop(self):
         if self.popen and self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -97,6 +107,41 @@ class Uas:
                 self.popen.kill()
                 self.popen.wait(5)
         self.popen = None
+
+
+class UasGroup:
+    """Several callees behind one proxy (the dispatcher's destinations), or none (REGISTER:
+    the proxy answers itself), with the interface of one Uas."""
+
+    def __init__(self, members):
+        self.members = list(members)
+        self.log = " ".join(u.log for u in self.members) or "-"
+
+    @property
+    def ports(self):
+        return [u.port for u in self.members]
+
+    def start(self):
+        for u in self.members:
+            u.start()
+
+    def ensure(self):
+        for u in self.members:
+            u.ensure()
+
+    def cpu_ticks(self):
+        ticks = self.cpu_ticks_each()
+        return None if any(t is None for t in ticks) else sum(ticks)
+
+    def cpu_ticks_each(self):
+        return [u.cpu_ticks() for u in self.members]
+
+    def died(self):
+        return "; ".join(filter(None, (u.died() for u in self.members)))
+
+    def stop(self):
+        for u in self.members:
+            u.stop()
 
 
 @dataclass
@@ -129,7 +174,7 @@ class UacResult:
 
 
 def run_uac(scenario, target_host, target_port, rate, calls, workdir, tag,
-            callers=1, local_port=5061, recv_timeout_ms=5000, on_start=None):
+            callers=1, local_port=5061, recv_timeout_ms=5000, on_start=None, extra=()):
     """Place `calls` calls at `rate` calls/s through target; bounded in count and time.
 
     callers > 1 runs that many SIPp callers side by side, each with one socket
@@ -155,7 +200,8 @@ def run_uac(scenario, target_host, target_port, rate, calls, workdir, tag,
                        "-nostdin", "-nr", "-buff_size", str(4 << 20),
                        "-recv_timeout", str(recv_timeout_ms), "-timeout", f"{int(budget_s)}s",
                        "-trace_stat", "-stf", stat_file, "-fd", "3600",
-                       "-trace_err", "-error_file", f"{base}-{i}-errors.log"]
+                       "-trace_err", "-error_file", f"{base}-{i}-errors.log",
+                       *(x.replace("{i}", str(i)) for x in extra)]
                 out.write((" ".join(cmd) + "\n").encode())
                 out.flush()
                 p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,

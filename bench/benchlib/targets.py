@@ -3,6 +3,7 @@ as a child of the bench, so every process of it (main, workers, timers) is
 found below one pid, and stops it again.
 """
 import glob
+import hashlib
 import os
 import shutil
 import signal
@@ -11,7 +12,9 @@ import sys
 import time
 
 from . import proc
-from .modes import render
+from .modes import render, users
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TargetError(RuntimeError):
@@ -23,8 +26,9 @@ class Target:
     max_workers = None       # None: any number
     single_caller_only = False  # True: cannot serve several SIPp callers
 
-    def __init__(self, host, port, next_hop):
+    def __init__(self, host, port, next_hop, next_hops=None):
         self.host, self.port, self.next_hop = host, port, next_hop
+        self.next_hops = list(next_hops or [next_hop])  # the dispatcher's destinations
         self.popen = None
         self.workers = 1
         self.log = None
@@ -41,13 +45,38 @@ class Target:
     def expected_sockets(self, workers):
         return 1
 
+    def unsupported(self, mode):
+        """None if this proxy can run the mode, else why not (printed when skipped)."""
+        return None
+
     # -- common -----------------------------------------------------------
+    def values(self, mode, workdir, workers):
+        """Placeholders for the config templates of this proxy."""
+        v = {"WORKERS": workers, "CHILDREN": workers, "WORKDIR": workdir, "HOST": self.host,
+             "PORT": self.port, "NEXT_HOST": self.next_hop[0], "NEXT_PORT": self.next_hop[1],
+             "REPO": os.path.dirname(HERE)}
+        for i, (h, p) in enumerate(self.next_hops, 1):
+            v[f"NEXT_HOST_{i}"], v[f"NEXT_PORT_{i}"] = h, p
+        v.update(dict(mode.values))
+        return v
+
+    def render_files(self, mode, workdir, values):
+        """Extra templates of the mode, next to the config: 'sipedge-stateful-route.py'
+        becomes 'route.py', 'kamailio-dispatcher.list' becomes 'dispatcher.list'."""
+        for template in mode.files(self.name):
+            name = os.path.basename(template).split("-", 1)[1]
+            name = name.rsplit("-", 1)[-1]
+            with open(os.path.join(workdir, name), "w") as f:
+                f.write(render(template, values))
+
     def supports(self, mode, workers, transport):
         if self.max_workers is not None and workers > self.max_workers:
             return False
         if self.single_caller_only and transport != "u1":
             return False
-        return self.name == "relay" or mode.config_template(self.name) is not None
+        if self.name == "relay":  # configless: only where the mode lists it
+            return "relay" in mode.configs
+        return mode.config_template(self.name) is not None
 
     def start(self, mode, workdir, workers, timeout=30):
         self.workdir, self.workers = workdir, workers
@@ -114,13 +143,21 @@ class Kamailio(Target):
             return "kamailio modules not found under /usr/lib/*/kamailio/modules"
         return None
 
+    def unsupported(self, mode):
+        if mode.subscribers and not os.path.exists(os.path.join(self.module_path() or "", "db_sqlite.so")):
+            return "db_sqlite.so missing (Debian package kamailio-sqlite-modules)"
+        return None
+
     def command(self, mode, workdir, workers):
         cfg = os.path.join(workdir, "kamailio.cfg")
+        values = self.values(mode, workdir, workers)
+        values["MODPATH"] = self.module_path()
+        values["DB_PATH"] = os.path.join(workdir, "kamailio.sqlite")
+        if mode.subscribers:
+            make_kamailio_db(values["DB_PATH"], mode.subscribers)
         with open(cfg, "w") as f:
-            f.write(render(mode.config_template("kamailio"), {
-                "CHILDREN": workers, "HOST": self.host, "PORT": self.port,
-                "MODPATH": self.module_path(),
-                "NEXT_HOST": self.next_hop[0], "NEXT_PORT": self.next_hop[1]}))
+            f.write(render(mode.config_template("kamailio"), values))
+        self.render_files(mode, workdir, values)
         # f_malloc, 256 MB shared and 16 MB private memory: Kamailio at its best.
         # -DD keeps the main process in the foreground (children are forked),
         # -E logs to stderr, -Y/-P keep runtime files in the work dir.
@@ -131,8 +168,8 @@ class Kamailio(Target):
 class Sipedge(Target):
     name = "sipedge"
 
-    def __init__(self, host, port, next_hop, binary):
-        super().__init__(host, port, next_hop)
+    def __init__(self, host, port, next_hop, binary, next_hops=None):
+        super().__init__(host, port, next_hop, next_hops)
         self.bin = binary
 
     def available(self):
@@ -143,17 +180,55 @@ class Sipedge(Target):
     def expected_sockets(self, workers):
         return workers  # one SO_REUSEPORT socket per worker
 
+    def unsupported(self, mode):
+        """The modules the mode needs must be loadable by this sipedge (asked of the venv's
+        python, so the bench itself need not import sipedge)."""
+        if not mode.sipedge_modules:
+            return None
+        py = os.path.join(os.path.dirname(self.bin), "python")
+        try:
+            out = subprocess.run(
+                [py, "-c", "from sipedge.io.modules import RUNTIMES; print(' '.join(RUNTIMES))"],
+                capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"cannot ask {py} for sipedge's modules: {e}"
+        have = set(out.stdout.split())
+        missing = [m for m in mode.sipedge_modules if m not in have]
+        if missing:
+            return (f"sipedge cannot load the module(s) {', '.join(missing)} yet "
+                    f"(not in sipedge.io.modules.RUNTIMES: {' '.join(sorted(have)) or out.stderr.strip()[-200:]})")
+        return None
+
     def command(self, mode, workdir, workers):
         cfg = os.path.join(workdir, "sipedge.toml")
-        values = {"WORKERS": workers, "WORKDIR": workdir, "HOST": self.host, "PORT": self.port,
-                  "NEXT_HOST": self.next_hop[0], "NEXT_PORT": self.next_hop[1]}
+        values = self.values(mode, workdir, workers)
+        values["DB_PATH"] = os.path.join(workdir, "location.sqlite")
+        if mode.subscribers:
+            self.preload(values["DB_PATH"], mode.subscribers)
         with open(cfg, "w") as f:
             f.write(render(mode.config_template("sipedge"), values))
-        for template in mode.sipedge_files:
-            name = os.path.basename(template).replace("sipedge-stateful-", "")
-            with open(os.path.join(workdir, name), "w") as f:
-                f.write(render(template, values))
+        self.render_files(mode, workdir, values)
         return [self.bin, "--config", cfg]
+
+    def preload(self, db_path, n):
+        """Subscribers straight into the registrar database with sipedge's own Store, before
+        sipedge starts (synchronous=normal for the load: about 1 s for 2000 users, where
+        `sipedgectl subscriber.add` costs a process start and an RPC per user)."""
+        py = os.path.join(os.path.dirname(self.bin), "python")
+        code = (
+            "import sys, hashlib\n"
+            "from sipedge.modules.registrar.store import Store\n"
+            "s = Store(sys.argv[1], synchronous='normal')\n"
+            "for line in sys.stdin:\n"
+            "    u, pw = line.split()\n"
+            "    s.add_subscriber(u, 'localhost', "
+            "ha1_md5=hashlib.md5(f'{u}:localhost:{pw}'.encode()).hexdigest())\n"
+            "s.close()\n")
+        data = "".join(f"{u} {pw}\n" for u, pw in users(n))
+        p = subprocess.run([py, "-c", code, db_path], input=data, capture_output=True,
+                           text=True, timeout=300)
+        if p.returncode:
+            raise TargetError(f"sipedge: preloading {n} subscribers failed: {p.stderr[-500:]}")
 
 
 class Relay(Target):
@@ -167,3 +242,22 @@ class Relay(Target):
         return [sys.executable, os.path.join(here, "relay.py"),
                 "--listen", f"{self.host}:{self.port}",
                 "--callee", f"{self.next_hop[0]}:{self.next_hop[1]}"]
+
+
+def make_kamailio_db(path, n):
+    """A fresh SQLite database for Kamailio's auth_db and usrloc: the schema from
+    configs/kamailio-sqlite-schema.sql, WAL (a property of the file, so Kamailio's
+    connections use it too), and n subscribers with their MD5 HA1 for realm localhost."""
+    import sqlite3
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+    db = sqlite3.connect(path)
+    with open(os.path.join(HERE, "configs", "kamailio-sqlite-schema.sql")) as f:
+        db.executescript(f.read())
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executemany("INSERT INTO subscriber (username, domain, ha1) VALUES (?, 'localhost', ?)",
+                   [(u, hashlib.md5(f"{u}:localhost:{pw}".encode()).hexdigest())
+                    for u, pw in users(n)])
+    db.commit()
+    db.close()

@@ -199,3 +199,35 @@ def test_registrar_db_path_resolution(tmp_path):
     cfg = load_text('[registrar]\ndb_path = "db/x.sqlite"\n', str(tmp_path / "c.toml"))
     assert registrar_db_path(cfg, {}) == str(tmp_path / "db" / "x.sqlite")
     assert registrar_db_path(load_text(""), {}) == "/data/sipedge/location.sqlite"
+
+
+def test_dispatcher_enum_http_client_runtimes_start_and_stop(tmp_path):
+    from sipedge.io.modules import dispatcher_list_path
+
+    (tmp_path / "ds.list").write_text("1 sip:127.0.0.1:5071 0\n")
+    config = load_text('[core]\nmodules = ["dispatcher", "enum", "http_client"]\n'
+                       '[dispatcher]\nlist_file = "ds.list"\n'
+                       '[[dispatcher.destination]]\nset = 2\nuri = "sip:127.0.0.1:5072"\n',
+                       str(tmp_path / "c.toml"))
+    assert dispatcher_list_path(config) == str(tmp_path / "ds.list")
+
+    async def main():
+        mods = WorkerModules(ModuleEnv(config, 0))
+        await mods.start()
+        try:
+            assert mods.ksr.modules == ["dispatcher", "enum", "http_client"]
+            msg = _req("INVITE sip:bob@localhost SIP/2.0")
+            sel = mods.ksr.dispatcher.select(msg, 1, "round_robin")
+            assert str(msg.dst_uri) == "sip:127.0.0.1:5071"
+            assert msg.vars["dispatcher.selection"] is sel
+            assert len(mods.relay_failed_hooks) == 1
+            mods.relay_failed_hooks[0](msg.vars, 503)
+            rows = mods.worker_rpc()["dispatcher.list"]({})["sets"]
+            assert [d["relays_failed"] for s in rows for d in s["destinations"]] == [1, 0]
+            assert mods.worker_rpc()["http_client.stats"]({})["requests"] == 0
+            bad = await mods.ksr.enum.lookup("not a number")
+            assert not bad and bad.reason == "not a number"
+        finally:
+            await mods.stop()
+
+    asyncio.run(main())

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO, TIMEOUT_MULTIPLIER, record
+from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
 

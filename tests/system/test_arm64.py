@@ -4,7 +4,7 @@ the arm64 root filesystem under qemu-user takes minutes.
 """
 import pytest
 
-from conftest import TIMEOUT_MULTIPLIER, proxy_rss_kib, record, sip_options, wait_sip_ready
+from guest_helpers import TIMEOUT_MULTIPLIER, proxy_rss_kib, record, sip_options, wait_sip_ready
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(1800)]
 

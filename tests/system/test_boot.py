@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, proxy_rss_kib, record, sip_options, wait_sip_ready
+from guest_helpers import REPO, proxy_rss_kib, record, sip_options, wait_sip_ready
 
 sys.path.insert(0, str(REPO / "tests/unit"))
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeou
 @pytest.fixture(scope="module")
 def guest(sipedge_image, tmp_path_factory):
     from sipedge_vm import Guest
-    from conftest import TIMEOUT_MULTIPLIER
+    from guest_helpers import TIMEOUT_MULTIPLIER
 
     g = Guest(sipedge_image, tmp_path_factory.mktemp("guest"), name="default",
               timeout_s=600 * TIMEOUT_MULTIPLIER)

@@ -312,7 +312,8 @@ def _check_semantics(config: Config, v: _Validator) -> None:
 
 
 # modules [core] modules may name, and the modules each needs loaded too
-LOADABLE_MODULES = {"security": (), "registrar": (), "auth": ("registrar",)}
+LOADABLE_MODULES = {"security": (), "registrar": (), "auth": ("registrar",), "dispatcher": (),
+                    "enum": (), "http_client": ()}
 
 
 def _check_modules(config: Config, v: _Validator) -> None:
@@ -367,6 +368,57 @@ def _check_modules(config: Config, v: _Validator) -> None:
         for i, alg in enumerate(auth.algorithms):
             if alg not in ALGORITHMS:
                 v.error(f"auth.algorithms[{i}]", f"must be one of {', '.join(ALGORITHMS)}")
+    _check_dispatcher_enum(config, v)
+
+
+def _check_dispatcher_enum(config: Config, v: _Validator) -> None:
+    """[dispatcher] destinations and probe settings, [enum] servers. The list file is not
+    read here (no I/O while parsing): the main process parses it at start and on
+    dispatcher.reload, with file:line errors."""
+    import ipaddress
+
+    disp = getattr(config, "dispatcher", None)
+    if disp is not None:
+        try:
+            disp.settings()
+        except ValueError as exc:
+            text = str(exc)
+            key = "probe_ok_codes" if "code pattern" in text else \
+                "probe_timeout_s" if "probe_timeout_s" in text else "probe_interval_s"
+            v.error(f"dispatcher.{key}", text)
+        try:
+            dests = disp.config_destinations()
+        except ValueError as exc:
+            where, _, reason = str(exc).partition(": ")
+            v.error(f"dispatcher.{where}", reason)
+        else:
+            seen: dict = {}
+            for i, d in enumerate(dests):
+                if d.key in seen:
+                    v.error(f"dispatcher.destination[{i}].uri",
+                            f"duplicate of destination[{seen[d.key]}] in set {d.set_id}")
+                seen.setdefault(d.key, i)
+        if disp.probe_address:
+            try:
+                ipaddress.ip_address(disp.probe_address)
+            except ValueError:
+                v.error("dispatcher.probe_address", "expected an IP address")
+        try:
+            from ..sip.uri import parse_uri
+            from ..errors import RemoteProtocolError
+
+            parse_uri(disp.probe_from)
+        except RemoteProtocolError as exc:
+            v.error("dispatcher.probe_from", f"not a SIP URI: {exc.reason}")
+    enum = getattr(config, "enum", None)
+    if enum is not None:
+        for i, server in enumerate(enum.servers):
+            if split_server(server) is None:
+                v.error(f"enum.servers[{i}]", "expected ip, ip:port or [ipv6]:port")
+        if not enum.suffix.strip(". "):
+            v.error("enum.suffix", "must name a domain (e.g. e164.arpa.)")
+        if not enum.services:
+            v.error("enum.services", "name at least one service")
 
 
 def _check_dns_tls(config: Config, v: _Validator) -> None:

@@ -26,8 +26,9 @@ class CoreParams:
                                    reloadable=False)
     modules: list[str] = option(default_factory=list,
                                 doc="feature modules to load, like Kamailio's loadmodule: "
-                                "`security`, `registrar`, `auth` (auth needs registrar); each "
-                                "is configured in its own section", reloadable=False)
+                                "`security`, `registrar`, `auth` (auth needs registrar), "
+                                "`dispatcher`, `enum`, `http_client`; each is configured in "
+                                "its own section", reloadable=False)
 
 
 @section("listen", array=True)
@@ -163,4 +164,6 @@ class TmParams:
 
 # Modules whose import registers further sections.
 SECTION_MODULES = ("sipedge.appliance.params", "sipedge.modules.auth.params",
-                   "sipedge.modules.registrar.params", "sipedge.modules.security.params")
+                   "sipedge.modules.registrar.params", "sipedge.modules.security.params",
+                   "sipedge.modules.dispatcher.params", "sipedge.modules.enum.params",
+                   "sipedge.modules.http_client.params")

@@ -8,7 +8,9 @@ enum, http_client) plug in the same way:
 - `async start(env)` / `async stop()`,
 - `timers`: `(interval_s, coroutine function)` pairs the worker runs periodically,
 - `worker_rpc`: methods the main process fans out to every worker (per-worker state),
-- `facade`: what the routing script sees as `ksr.<name>`.
+- `facade`: what the routing script sees as `ksr.<name>`,
+- optionally `on_relay_failed(vars, status)`: called by the tm driver before a failure route
+  runs when the round ended with 408 or 5xx (the dispatcher counts a failed relay).
 
 The L1 packages (`sipedge.modules.<name>`) stay pure; this L3 glue adds the clocks
 (wall-clock seconds for persisted state and nonces, monotonic seconds for the per-worker
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from ..errors import EdgeError
 from ..modules import ReplySpec
 from ..modules.auth import api as auth_api
 from ..modules.auth.core import Auth
@@ -68,6 +71,7 @@ class ModuleEnv:
     send: Callable[[str, bytes, str, int], None] | None = None  # (proto, data, ip, port)
     sent_by: Callable[[str], str] | None = None  # proto -> our Via sent-by
     runtimes: dict[str, Any] = field(default_factory=dict)  # started so far, by name
+    resolver: Any = None  # the worker's DnsResolver (io/dns.py), for dispatcher and enum
 
 
 # -- security ----------------------------------------------------------------------------
@@ -278,8 +282,193 @@ class AuthRuntime:
         return None
 
 
+# -- dispatcher -----------------------------------------------------------------------------
+
+
+def dispatcher_list_path(config) -> str | None:
+    """`[dispatcher] list_file`, relative to the config file's directory (else to the
+    working directory); None when not set."""
+    name = config.dispatcher.list_file
+    if not name:
+        return None
+    p = Path(name)
+    if p.is_absolute() or not config.source or config.source.startswith("<"):
+        return str(p)
+    return str(Path(config.source).resolve().parent / p)
+
+
+def load_dispatcher_table(config):
+    """The config destinations plus the list file's. Raises DispatcherListError (every bad
+    line as `file:line: column: reason`), or ValueError for a (set, URI) given twice."""
+    from ..errors import ConfigIssue
+    from ..modules.dispatcher.params import build_config_table
+    from ..modules.dispatcher.table import DispatcherListError, parse_list
+
+    path = dispatcher_list_path(config)
+    list_table = None
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DispatcherListError([ConfigIssue(path, 0, "(file)", str(exc))]) from None
+        list_table = parse_list(text, path)
+    return build_config_table(config.dispatcher, list_table)
+
+
+def probe_local_ip(config) -> str:
+    """`probe_address`, else the first UDP listener's address (a wildcard listener: the
+    loopback of its family)."""
+    if config.dispatcher.probe_address:
+        return config.dispatcher.probe_address
+    for lp in config.listen:
+        if lp.proto == "udp":
+            if lp.address == "0.0.0.0":
+                return "127.0.0.1"
+            if lp.address == "::":
+                return "::1"
+            return lp.address
+    return "127.0.0.1"
+
+
+class DispatcherRuntime:
+    """One Dispatcher per worker. Every worker probes its destinations itself (its own UDP
+    socket): simple, and a worker's health view never depends on another process. The cost
+    is one probe per destination and interval *per worker*; relay failures and
+    `mark_inactive()` stay in the worker that saw them. `dispatcher.set_state` and
+    `dispatcher.reload` are fanned out to every worker."""
+
+    name = "dispatcher"
+    depends: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.disp = None
+        self.prober = None
+        self.facade = None
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+
+    async def start(self, env: ModuleEnv) -> None:
+        from ..modules.dispatcher import rpc as ds_rpc
+        from ..modules.dispatcher.aio import Prober
+        from ..modules.dispatcher.api import DispatcherApi
+        from ..modules.dispatcher.core import Dispatcher
+
+        p = env.config.dispatcher
+        clock = time.monotonic
+        self.disp = Dispatcher(load_dispatcher_table(env.config), p.settings(), clock())
+        self.prober = Prober(self.disp, local_ip=probe_local_ip(env.config),
+                             method=p.probe_method, from_uri=p.probe_from,
+                             resolve=self._resolver(env.resolver), clock=clock)
+        await self.prober.start()
+        self.facade = DispatcherApi(self.disp, clock)
+        self.worker_rpc = ds_rpc.methods(self.disp, lambda: load_dispatcher_table(env.config),
+                                         clock, after_change=self.prober.poke)
+
+    @staticmethod
+    def _resolver(resolver):
+        """Destinations with a host name are resolved through the worker's DnsResolver
+        (RFC 3263 over UDP); numeric ones need no DNS."""
+        if resolver is None:
+            return None
+        from ..sip.proxy import NextHop
+
+        async def resolve(dest):
+            uri = dest.uri
+            hop = NextHop(uri, uri.host_bare, uri.port or 5060, "udp")
+            target = await resolver.next_target(resolver.resolution(hop))
+            return (target.ip, target.port) if target is not None else None
+
+        return resolve
+
+    def on_relay_failed(self, tvars: dict, status: int) -> None:
+        """The tm driver: the round relayed to the current selection ended with 408/5xx."""
+        from ..modules.dispatcher.api import VAR
+
+        sel = tvars.get(VAR)
+        dest = sel.current if sel is not None else None
+        if dest is not None and self.disp is not None:
+            self.disp.relay_failed(dest, time.monotonic())
+            if self.prober is not None:
+                self.prober.poke()  # an inactive destination is probed from now on
+
+    async def stop(self) -> None:
+        if self.prober is not None:
+            await self.prober.close()
+
+
+# -- enum -------------------------------------------------------------------------------------
+
+
+class EnumRuntime:
+    """ENUM lookups through the worker's DnsResolver and its cache (`[enum] servers` /
+    `timeout_s` give ENUM a resolver of its own, still with the worker's cache)."""
+
+    name = "enum"
+    depends: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.lookup = None
+        self.facade = None
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+
+    async def start(self, env: ModuleEnv) -> None:
+        self.lookup = make_enum_lookup(env.config, env.resolver)
+        from ..modules.enum.api import EnumApi
+
+        self.facade = EnumApi(self.lookup)
+        self.worker_rpc = {"enum.stats": lambda p: {"lookups": self.lookup.lookups}}
+
+    async def stop(self) -> None:
+        return None
+
+
+def make_enum_lookup(config, resolver=None):
+    """An EnumLookup on `resolver` (a DnsResolver; a new one from [dns] when None), with
+    [enum] servers / timeout_s overriding [dns]."""
+    from ..modules.enum.aio import EnumLookup, make_asker
+
+    p = config.enum
+    asker = resolver
+    if asker is None or p.servers or p.timeout_s:
+        asker = make_asker(config.dns, list(p.servers) or None, p.timeout_s or None)
+    cache = resolver.cache if resolver is not None else asker.cache
+    return EnumLookup(asker, suffix=p.suffix, services=tuple(p.services),
+                      non_digits=p.non_digits, max_depth=p.max_depth, cache=cache)
+
+
+# -- http_client ------------------------------------------------------------------------------
+
+
+class HttpClientRuntime:
+    """One keep-alive HTTP client per worker, closed at stop."""
+
+    name = "http_client"
+    depends: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.client = None
+        self.facade = None
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+
+    async def start(self, env: ModuleEnv) -> None:
+        from ..modules.http_client import rpc as http_rpc
+        from ..modules.http_client.api import HttpClientApi
+        from ..modules.http_client.client import HttpClient
+
+        self.client = HttpClient(**env.config.http_client.client_kwargs())
+        self.facade = HttpClientApi(self.client)
+        self.worker_rpc = http_rpc.methods(self.client)
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
 RUNTIMES: dict[str, type] = {"security": SecurityRuntime, "registrar": RegistrarRuntime,
-                             "auth": AuthRuntime}
+                             "auth": AuthRuntime, "dispatcher": DispatcherRuntime,
+                             "enum": EnumRuntime, "http_client": HttpClientRuntime}
 
 
 def load_order(names) -> list[str]:
@@ -334,6 +523,8 @@ class WorkerModules:
         self.runtimes: dict[str, Any] = {}
         self.ksr = Ksr()
         self.security: SecurityRuntime | None = None
+        # tm driver: (vars, status) callbacks for a round that ended with 408/5xx
+        self.relay_failed_hooks: list[Callable[[dict, int], None]] = []
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -344,6 +535,8 @@ class WorkerModules:
             self.env.runtimes[name] = rt
         self.ksr = Ksr({n: rt.facade for n, rt in self.runtimes.items()})
         self.security = self.runtimes.get("security")
+        self.relay_failed_hooks = [rt.on_relay_failed for rt in self.runtimes.values()
+                                   if hasattr(rt, "on_relay_failed")]
         loop = asyncio.get_running_loop()
         for rt in self.runtimes.values():
             for interval, fn in rt.timers:
@@ -401,7 +594,7 @@ def handle_control(methods: dict[str, Callable[[dict], Any]], payload: bytes) ->
         return json.dumps({"id": rid, "error": f"no such method {req.get('method')!r}"}).encode()
     try:
         return json.dumps({"id": rid, "result": fn(req.get("params") or {})}).encode()
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, EdgeError) as exc:
         return json.dumps({"id": rid, "error": f"{type(exc).__name__}: {exc}"}).encode()
 
 

@@ -91,6 +91,7 @@ class TmDriver:
         self.w.stats["tm_created"] += 1
         if ctx._tm is not None:
             rctx.routes.update(ctx._tm.routes)
+            rctx.user = ctx._tm.vars  # msg.vars travels with the transaction
         if isinstance(action, TReply):
             self.proxy.reply(rctx, action.status, action.reason, action.headers, action.body,
                              action.content_type, now)
@@ -285,6 +286,14 @@ class TmDriver:
         fmsg = RequestMsg(copy_request(ctx.request), ctx.src, self.w.core)
         best = ctx.best
         st = fmsg.tm
+        st.vars = ctx.user  # the same dict as the request route's msg.vars
+        if best is not None and ctx.user and not ctx.canceled and (
+                best.status == 408 or best.status >= 500):
+            for hook in self.w.modules.relay_failed_hooks:  # dispatcher: count the failure
+                try:
+                    hook(ctx.user, best.status)
+                except Exception:  # noqa: BLE001 - a module hook must not stop the proxy
+                    log.exception("call_id=%s relay-failed hook", ctx.request.call_id)
         if best is not None:
             st.reply = ReplyMsg(best, ctx.src)
         st.canceled = ctx.canceled

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..config import Config, load_text
+from ..config import Config, ConfigError, load_text
 from ..errors import RemoteProtocolError, ScriptError, TransportError
 from ..script.api import Drop, Forward, Relay, Reply, ReplyMsg, RequestMsg, RouteTable, TReply
 from ..script.loader import Script, load_script
@@ -158,7 +158,8 @@ class Worker:
         self.listener_names = [f"{la.proto}:{la.ip}:{la.port}" for la in self.locals]
         self.modules = WorkerModules(ModuleEnv(config, index, dict(secrets or {}),
                                                send=self._module_send,
-                                               sent_by=self._sent_by))
+                                               sent_by=self._sent_by,
+                                               resolver=self.resolver))
         self.control: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -722,7 +723,7 @@ def main(argv: list[str] | None = None) -> None:
         profiler.enable()
     try:
         _run_loop(worker.run())
-    except (ScriptError, TransportError, StoreError) as exc:
+    except (ScriptError, TransportError, StoreError, ConfigError) as exc:
         log.error("worker=%d cannot start: %s", args.index, exc)
         sys.exit(2)
     except OSError as exc:

@@ -74,7 +74,7 @@ class TmState:
     stateless scripts pay nothing). Read by io/tm_driver.py."""
 
     __slots__ = ("routes", "branches", "branch_opts", "main_path", "reply", "canceled",
-                 "branch_index")
+                 "branch_index", "vars")
 
     def __init__(self) -> None:
         self.routes: dict[str, str | None] = {}  # failure / reply / branch -> function name
@@ -84,6 +84,7 @@ class TmState:
         self.reply: "ReplyMsg | None" = None  # failure route: the winning reply
         self.canceled = False  # failure route: the caller CANCELled
         self.branch_index: int | None = None  # branch route: which branch
+        self.vars: dict = {}  # per-transaction variables (RequestMsg.vars)
 
 
 def _route_name(name: str) -> str:
@@ -336,6 +337,13 @@ class RequestMsg(_MessageView):
         if self._tm is None:
             self._tm = TmState()
         return self._tm
+
+    @property
+    def vars(self) -> dict:
+        """Per-transaction variables: a dict the script (and modules such as the dispatcher,
+        under "dispatcher.selection") fills in request_route; the failure route of the same
+        transaction gets the same dict (Kamailio's $avp / $xavp for this use)."""
+        return self.tm.vars
 
     def t_relay(self, uri: str | None = None) -> Relay:
         """Relay statefully: to `uri`, else to the destination URI, Route or R-URI; plus every

@@ -55,3 +55,36 @@ def test_auth_secret_and_algorithms():
     assert out[1].startswith("auth.algorithms[1]: must be one of MD5")
     assert errors("[auth]\nalgorithms = []\n") == ["auth.algorithms: name at least one algorithm"]
     load_text('[auth]\nsecret = "0123456789abcdef"\nalgorithms = ["SHA-256", "MD5"]\n')
+
+
+def test_dispatcher_enum_http_client_are_loadable_modules():
+    c = load_text('[core]\nmodules = ["dispatcher", "enum", "http_client"]\n'
+                  '[[dispatcher.destination]]\nset = 1\nuri = "sip:10.0.0.1:5060"\nweight = 5\n')
+    assert c.core.modules == ["dispatcher", "enum", "http_client"]
+    assert c.dispatcher.destination[0].weight == 5
+    assert c.enum.suffix == "e164.arpa." and c.http_client.verify_tls is True
+
+
+def test_dispatcher_semantic_checks_name_the_path():
+    out = errors('[dispatcher]\nprobe_ok_codes = ["2xx", "abc"]\nprobe_address = "eth0"\n'
+                 'probe_from = "not a uri"\n'
+                 '[[dispatcher.destination]]\nset = 1\nuri = "sip:10.0.0.1"\n'
+                 '[[dispatcher.destination]]\nset = 1\nuri = "mailto:x@y"\n')
+    assert any(e.startswith("dispatcher.probe_ok_codes: reply code pattern 'abc'") for e in out)
+    assert "dispatcher.destination[1].uri: must be a sip: or sips: URI" in out
+    assert "dispatcher.probe_address: expected an IP address" in out
+    assert any(e.startswith("dispatcher.probe_from: not a SIP URI") for e in out)
+    out = errors('[dispatcher]\nprobe_interval_s = 1\nprobe_timeout_s = 2\n'
+                 '[[dispatcher.destination]]\nset = 1\nuri = "sip:10.0.0.1"\n'
+                 '[[dispatcher.destination]]\nset = 1\nuri = "sip:10.0.0.1"\n')
+    assert out == ["dispatcher.probe_timeout_s: probe_timeout_s must not exceed "
+                   "probe_interval_s",
+                   "dispatcher.destination[1].uri: duplicate of destination[0] in set 1"]
+
+
+def test_enum_servers_go_through_split_server():
+    out = errors('[enum]\nservers = ["127.0.0.1:5353", "ns.example", "[::1]:53"]\n'
+                 'suffix = "."\nservices = []\n')
+    assert out == ["enum.servers[1]: expected ip, ip:port or [ipv6]:port",
+                   "enum.suffix: must name a domain (e.g. e164.arpa.)",
+                   "enum.services: name at least one service"]

@@ -75,3 +75,11 @@ def test_stateless_api_unchanged_and_pays_nothing():
     assert isinstance(a, Forward)
     assert m._tm is None and "_tm" not in vars(m)  # no transaction state was created
     assert isinstance(TmState(), TmState)
+
+
+def test_vars_is_one_dict_per_transaction_state():
+    m = RequestMsg(msg(), SRC, CORE)
+    assert m._tm is None  # nothing until used
+    m.vars["dispatcher.selection"] = 1
+    assert m.tm.vars == {"dispatcher.selection": 1} and m.vars is m.tm.vars
+    assert RequestMsg(msg(), SRC, CORE).vars == {}

@@ -13,11 +13,12 @@
             if msg.reply_status == 408:
                 ksr.dispatcher.mark_inactive(msg)
             if ksr.dispatcher.next_destination(msg):
+                msg.t_on_failure("failover")
                 msg.t_relay()
 
 The selection travels with the transaction in the message's per-transaction variables
-(`msg.vars`, see the module README for the hook); without that hook it only lives as long as
-the `msg` object of the request route.
+(`msg.vars`, carried into the failure route by io/tm_driver.py); a message object without
+`vars` gets a dict of its own, which lives only as long as that object.
 """
 
 from __future__ import annotations

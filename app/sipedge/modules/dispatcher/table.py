@@ -155,7 +155,7 @@ def make_destination(set_id: int, uri: str, flags: int = 0, priority: int = 0,
     w, d = 1, ""
     for k, v in pairs:
         if k == "weight":
-            if not v.isdigit() or not 0 <= int(v) <= MAX_WEIGHT:
+            if not (v.isascii() and v.isdigit()) or not 0 <= int(v) <= MAX_WEIGHT:
                 raise ValueError(f"attrs: weight must be 0..{MAX_WEIGHT}, got {v!r}")
             w = int(v)
         elif k == "duid":
@@ -196,7 +196,7 @@ def parse_list(text: str, source: str = "<dispatcher list>") -> DispatcherTable:
                 ints.append(0)
                 continue
             value = cols[idx]
-            if not (value.lstrip("-").isdigit() and len(value) <= 10):
+            if not (value.isascii() and value.lstrip("-").isdigit() and len(value) <= 10):
                 issues.append(ConfigIssue(source, lineno, name, f"expected an integer, got "
                                           f"{value!r}"))
                 bad = True

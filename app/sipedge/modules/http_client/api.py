@@ -4,7 +4,7 @@ request, other messages keep flowing.
     async def request_route(msg):                       # the seed's example
         try:
             r = await ksr.http_client.http_get(f"http://10.0.0.5/lookup?user={msg.ruri_user}")
-        except HttpError as exc:                        # timeout, refused, too large, ...
+        except ksr.http_client.HttpError as exc:        # timeout, refused, too large, ...
             msg.reply(503, "Lookup Failed")
             return
         msg.reply(200, ksr.http_client.reason_phrase(r.text))
@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import re
 
-from .client import HttpClient
-from .h1 import Response
+from .client import HttpClient, HttpConnectError, HttpTimeout
+from .h1 import HttpError, HttpProtocolError, HttpTooLarge, Response
 
 
 class HttpClientApi:
+    # the failures, reachable from a script as `ksr.http_client.HttpError` etc.
+    HttpError = HttpError
+    HttpTimeout = HttpTimeout
+    HttpConnectError = HttpConnectError
+    HttpProtocolError = HttpProtocolError
+    HttpTooLarge = HttpTooLarge
+
     def __init__(self, client: HttpClient) -> None:
         self._client = client
 

@@ -62,9 +62,14 @@ def test_params_errors_have_paths_and_lines(section_module):
         load_text("[dispatcher]\nprobe_mod = 'all'\n")
 
 
-def test_section_is_not_registered_outside_the_fixture():
+def test_sections_are_registered_by_the_loader():
+    from sipedge.config import loader, sections
     from sipedge.config.schema import SECTIONS
-    assert "dispatcher" not in SECTIONS
+
+    loader._ensure_sections()
+    for name in ("dispatcher", "enum", "http_client"):
+        assert f"sipedge.modules.{name}.params" in sections.SECTION_MODULES
+        assert name in SECTIONS
 
 
 class Clock:
