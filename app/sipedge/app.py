@@ -157,13 +157,15 @@ class Proxy:
         return methods
 
     async def dispatcher_list(self, params: dict) -> dict:
-        """Worker 0's table and states; counters summed over the workers (each worker
-        selects, relays and probes on its own). `worker_states` shows a destination whose
-        state differs between workers."""
-        lists = await self._ask_workers("dispatcher.list", {})
+        """The table and states of the lowest-numbered worker that answered (worker 0);
+        counters summed over the workers (each selects, relays and probes on its own).
+        `worker_states` shows a destination whose state differs between workers."""
+        lists = sorted(await self._ask_workers("dispatcher.list", {}),
+                       key=lambda r: r.get("worker", 0))
         if not lists:
             raise ValueError("no worker answered")
         out = lists[0]
+        out.pop("worker", None)
         summed = ("selected", "relays_failed", "active_calls", "probes_sent", "probes_ok",
                   "probes_failed")
         rows = {(s["set"], d["uri"]): d for s in out["sets"] for d in s["destinations"]}
@@ -458,6 +460,15 @@ def config_check(path: str) -> dict:
         config = load_file(path)
     except ConfigError as exc:
         return {"valid": False, "errors": [str(e) for e in exc.errors]}
+    if "dispatcher" in config.core.modules:
+        from .modules.dispatcher.table import DispatcherListError
+
+        try:
+            load_dispatcher_table(config)
+        except DispatcherListError as exc:
+            return {"valid": False, "errors": [str(e) for e in exc.errors]}
+        except ValueError as exc:
+            return {"valid": False, "errors": [f"{config.source}: dispatcher.list_file: {exc}"]}
     script = resolve_script_path(config)
     if script:
         try:

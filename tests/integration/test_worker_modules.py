@@ -231,3 +231,15 @@ def test_dispatcher_enum_http_client_runtimes_start_and_stop(tmp_path):
             await mods.stop()
 
     asyncio.run(main())
+
+
+def test_config_check_reads_the_dispatcher_list(tmp_path):
+    from sipedge.app import config_check
+
+    (tmp_path / "c.toml").write_text('[core]\nmodules = ["dispatcher"]\n'
+                                     '[dispatcher]\nlist_file = "ds.list"\n')
+    (tmp_path / "ds.list").write_text("1 sip:127.0.0.1:5071\n1 sips:\n")
+    out = config_check(str(tmp_path / "c.toml"))
+    assert not out["valid"] and out["errors"][0].startswith(f"{tmp_path / 'ds.list'}:2: uri:")
+    (tmp_path / "ds.list").write_text("1 sip:127.0.0.1:5071\n")
+    assert config_check(str(tmp_path / "c.toml")) == {"valid": True, "errors": []}

@@ -6,6 +6,8 @@ route runs.
 
 - REGISTER for our domain: digest auth (401), then the bindings are saved.
 - Requests inside a dialog follow the Route set Record-Route gave them.
+- Contacts of requests and replies from UAs behind NAT are rewritten to the address they
+  came from (REGISTER keeps its Contact: the registrar stores the received address).
 - Other requests from or to our domains: the caller authenticates (407), then the callee's
   registered contacts are looked up (404 unknown user, 480 not registered) and the request
   is relayed statefully, forking in parallel when the callee has several contacts.
@@ -13,6 +15,8 @@ route runs.
 
 
 async def request_route(msg):
+    if msg.method != "REGISTER" and msg.nat_detected():
+        msg.fix_nated_contact()  # in-dialog requests must find a UA behind NAT
     if msg.in_dialog:
         if msg.loose_routed or not msg.is_myself():
             return msg.t_relay()  # BYE, re-INVITE, 2xx ACK: along the Route set
@@ -42,3 +46,8 @@ async def request_route(msg):
     if reply is not None:
         return msg.t_reply(*reply)
     return msg.t_relay()
+
+
+def reply_route(msg):
+    if msg.nat_detected():
+        msg.fix_nated_contact()  # the caller's ACK/BYE must reach a callee behind NAT

@@ -316,16 +316,14 @@ def load_dispatcher_table(config):
 
 
 def probe_local_ip(config) -> str:
-    """`probe_address`, else the first UDP listener's address (a wildcard listener: the
-    loopback of its family)."""
+    """`probe_address`, else the first UDP listener's address. A wildcard listener gives a
+    wildcard probe socket: the kernel picks the source address per destination, and the
+    Via's sent-by `0.0.0.0` makes the UAS answer to the packet's source (RFC 3261 18.2.2
+    `received`); set `probe_address` to have a real address in the Via."""
     if config.dispatcher.probe_address:
         return config.dispatcher.probe_address
     for lp in config.listen:
         if lp.proto == "udp":
-            if lp.address == "0.0.0.0":
-                return "127.0.0.1"
-            if lp.address == "::":
-                return "::1"
             return lp.address
     return "127.0.0.1"
 
@@ -363,6 +361,8 @@ class DispatcherRuntime:
         self.facade = DispatcherApi(self.disp, clock)
         self.worker_rpc = ds_rpc.methods(self.disp, lambda: load_dispatcher_table(env.config),
                                          clock, after_change=self.prober.poke)
+        listing = self.worker_rpc["dispatcher.list"]
+        self.worker_rpc["dispatcher.list"] = lambda p: {**listing(p), "worker": env.index}
 
     @staticmethod
     def _resolver(resolver):
@@ -417,7 +417,6 @@ class EnumRuntime:
         from ..modules.enum.api import EnumApi
 
         self.facade = EnumApi(self.lookup)
-        self.worker_rpc = {"enum.stats": lambda p: {"lookups": self.lookup.lookups}}
 
     async def stop(self) -> None:
         return None

@@ -205,6 +205,24 @@ class _MessageView:
         """Remove every line of a header; returns how many were removed."""
         return self._msg.remove(name)
 
+    def nat_detected(self) -> list[str]:
+        """Why the sender looks NATed (like Kamailio's nat_uac_test): `via_address`,
+        `via_port` (requests), `contact_private`, `contact_address`; empty when it does not."""
+        from ..modules.registrar.nat import nat_reasons
+
+        reasons = nat_reasons(self._msg, self.src_ip, self.src_port, self.proto)
+        if not self._msg.is_request:  # the top Via of a reply is ours: only Contact counts
+            reasons = [r for r in reasons if r.startswith("contact")]
+        return reasons
+
+    def fix_nated_contact(self) -> bool:
+        """Point the first Contact at the address the message came from, so that requests
+        inside the dialog reach a UA behind NAT (Kamailio's fix_nated_contact). Returns
+        whether the Contact changed."""
+        from ..modules.registrar.nat import fix_contact
+
+        return fix_contact(self._msg, self.src_ip, self.src_port)
+
     def drop(self, why: str = "") -> Drop:
         action = Drop(why)
         self.actions.append(action)
