@@ -238,7 +238,21 @@ class Bench:
             self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
                                  f"(SIPp caller log {res.log}, callee log {uas.log}, proxy log {target.log})")
         time.sleep(self.args.pause_s)  # let the last calls and queued datagrams drain
+        if not run["ok"]:
+            run["drain_s"] = self.drain(target)
         return run
+
+    def drain(self, target, limit_s=20.0):
+        """After a run the proxy could not keep up with, wait (bounded) until it is idle:
+        requests still queued in its socket buffer (SIPp gave up on them) would otherwise
+        be served during the next run and lower its rate."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit_s:  # bounded
+            c0 = proc.tree_cpu(target.pids())
+            time.sleep(0.25)
+            if proc.cpu_delta_seconds(c0, proc.tree_cpu(target.pids())) < 0.25 * 0.05:
+                break
+        return round(time.monotonic() - t0, 2)
 
     def idle_cpu(self, target):
         pids = target.pids()

@@ -157,15 +157,18 @@ class Proxy:
         return methods
 
     async def dispatcher_list(self, params: dict) -> dict:
-        """The table and states of the lowest-numbered worker that answered (worker 0);
-        counters summed over the workers (each selects, relays and probes on its own).
-        `worker_states` shows a destination whose state differs between workers."""
+        """The table and states of the lowest-numbered worker that answered (worker 0, the
+        one that probes and owns health); counters summed over the workers (each selects on
+        its own). `worker_states` shows a destination whose state differs between workers
+        (for up to a second after a change)."""
         lists = sorted(await self._ask_workers("dispatcher.list", {}),
                        key=lambda r: r.get("worker", 0))
         if not lists:
             raise ValueError("no worker answered")
+        probing = [r.get("worker") for r in lists if r.pop("probing", False)]
         out = lists[0]
         out.pop("worker", None)
+        out["probing_workers"] = probing
         summed = ("selected", "relays_failed", "active_calls", "probes_sent", "probes_ok",
                   "probes_failed")
         rows = {(s["set"], d["uri"]): d for s in out["sets"] for d in s["destinations"]}

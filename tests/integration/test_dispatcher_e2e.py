@@ -196,7 +196,7 @@ def test_sipedgectl_dispatcher_list_set_state_reload(bed):
     p = subprocess.run(ctl + ["--json", "dispatcher.list"], capture_output=True, timeout=20)
     assert p.returncode == 0, p.stderr
     listing = json.loads(p.stdout)
-    assert listing["workers"] == 2
+    assert listing["workers"] == 2 and listing["probing_workers"] == [0]
     rows = {d["uri"]: d for s in listing["sets"] if s["set"] == 1 for d in s["destinations"]}
     assert set(rows) == {u.uri for u in lab.uas}
     for row in rows.values():

@@ -243,3 +243,58 @@ def test_config_check_reads_the_dispatcher_list(tmp_path):
     assert not out["valid"] and out["errors"][0].startswith(f"{tmp_path / 'ds.list'}:2: uri:")
     (tmp_path / "ds.list").write_text("1 sip:127.0.0.1:5071\n")
     assert config_check(str(tmp_path / "c.toml")) == {"valid": True, "errors": []}
+
+
+def test_dispatcher_worker0_probes_and_the_others_mirror_it(tmp_path):
+    from sipedge.io.modules import notification
+
+    config = load_text('[core]\nmodules = ["dispatcher"]\n[dispatcher]\ninactive_after = 2\n'
+                       'probe_mode = "flagged"\n'
+                       '[[dispatcher.destination]]\nset = 1\nuri = "sip:127.0.0.1:5071"\n'
+                       '[[dispatcher.destination]]\nset = 1\nuri = "sip:127.0.0.1:5072"\n',
+                       str(tmp_path / "c.toml"))
+    workers: list[WorkerModules] = []
+
+    def notify(index, method, params):  # the control socket, without the socket
+        handle_control(workers[index].worker_rpc(), notification(method, params))
+
+    async def main():
+        for i in range(2):
+            workers.append(WorkerModules(ModuleEnv(config, i, nworkers=2, notify=notify)))
+        for w in workers:
+            await w.start()
+        try:
+            w0, w1 = (w.runtimes["dispatcher"] for w in workers)
+            assert w0.probing and not w1.probing
+            msg = _req("INVITE sip:bob@localhost SIP/2.0")
+            workers[1].ksr.dispatcher.select(msg, 1, "priority")
+            dest = workers[1].ksr.dispatcher.current(msg)
+            for _ in range(2):  # worker 1's failed relays count at worker 0 ...
+                workers[1].relay_failed_hooks[0](msg.vars, 503)
+            assert w0.disp.health_of(w0.disp.destination(1, str(dest.uri))).relays_failed == 2
+            # ... whose state change reaches worker 1 at once
+            assert w1.disp.health_of(dest).state.value == "inactive"
+            sel = workers[1].ksr.dispatcher.select(_req("INVITE sip:x@localhost SIP/2.0"), 1,
+                                                   "priority")
+            assert sel.current.uri != dest.uri
+            # a full sync brings a worker that missed something back in line
+            w1.disp.mirror_state(1, str(dest.uri), "active", 0.0)
+            await w0._push_all()
+            assert w1.disp.health_of(dest).state.value == "inactive"
+        finally:
+            for w in workers:
+                await w.stop()
+
+    asyncio.run(main())
+
+
+def test_control_never_answers_replies_or_notifications():
+    from sipedge.io.modules import notification
+
+    seen = []
+    methods = {"note": lambda p: seen.append(p)}
+    assert handle_control(methods, b'{"id": null, "error": "bad request"}') is None
+    assert handle_control(methods, b'{"id": "1", "result": 3}') is None
+    assert handle_control(methods, notification("note", {"a": 1})) is None
+    assert handle_control(methods, notification("unknown", {})) is None
+    assert seen == [{"a": 1}]

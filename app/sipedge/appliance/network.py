@@ -20,11 +20,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .netservices import UDHCPC_SCRIPT, ServiceRunner, service_specs
 from .params import NetworkParams
 from .sdconfig import atomic_write
 
@@ -65,6 +71,7 @@ class NetState:
     links: dict[str, LinkSpec] = field(default_factory=dict)
     addresses: set[tuple[str, str]] = field(default_factory=set)  # (ifname, "addr/prefix")
     routes: set[RouteSpec] = field(default_factory=set)
+    dhcp: set[str] = field(default_factory=set)  # interfaces whose IPv4 the DHCP client owns
 
 
 # Operations, in the order they must run
@@ -142,9 +149,13 @@ def validate(params: NetworkParams) -> list[str]:
         names.add(itf.name)
         for a in itf.addresses:
             try:
-                _norm_cidr(a)
+                v4 = ipaddress.ip_interface(a).version == 4
             except ValueError:
                 problems.append(f"network.interface[{i}].addresses: bad address {a!r}")
+                continue
+            if itf.dhcp and v4:
+                problems.append(f"network.interface[{i}].addresses: {a!r}: IPv4 comes from "
+                                "DHCP on this interface (dhcp = true)")
     for i, v in enumerate(params.vlan):
         if v.link not in names:
             problems.append(f"network.vlan[{i}].link: {v.link!r} is not a configured interface")
@@ -168,6 +179,9 @@ def validate(params: NetworkParams) -> list[str]:
             ipaddress.ip_address(s)
         except ValueError:
             problems.append(f"network.dns_servers: bad address {s!r}")
+    for s in params.ntp_servers:
+        if not s or s.startswith("-") or any(c.isspace() for c in s):
+            problems.append(f"network.ntp_servers: bad server {s!r}")
     return problems
 
 
@@ -176,6 +190,8 @@ def desired_state(params: NetworkParams) -> NetState:
     for itf in params.interface:
         st.links[itf.name] = LinkSpec(itf.name, itf.up, itf.mtu)
         st.addresses |= {(itf.name, _norm_cidr(a)) for a in itf.addresses}
+        if itf.dhcp:
+            st.dhcp.add(itf.name)
     for v in params.vlan:
         st.links[v.name] = LinkSpec(v.name, v.up, None, v.link, v.id)
         st.addresses |= {(v.name, _norm_cidr(a)) for a in v.addresses}
@@ -224,6 +240,8 @@ def plan(desired: NetState, current: NetState) -> list[Op]:
             ops.append(SetLink(name, up, mtu))
     # addresses on the interfaces we manage
     for ifname, cidr in sorted(current.addresses - desired.addresses):
+        if ifname in desired.dhcp and ipaddress.ip_interface(cidr).version == 4:
+            continue  # the lease's address belongs to the DHCP client
         if ifname in desired.links and not _link_local(cidr):
             ops.append(DeleteAddress(ifname, cidr))
     for ifname, cidr in sorted(desired.addresses - current.addresses):
@@ -454,6 +472,11 @@ class NetlinkWatcher:
                     while True:
                         await ready.wait()
                         ready.clear()
+                        # The reader callback can set `ready` once more after get() already
+                        # took the datagram (it was queued in the same loop pass); get() with
+                        # nothing to read would block the whole event loop, so look first.
+                        if not select.select([fd], [], [], 0)[0]:
+                            continue
                         for ev in link_events(self.ipr.get(), self.names):
                             yield ev
                 finally:
@@ -469,8 +492,11 @@ def configure(params: NetworkParams, net: NetlinkNetwork) -> list[str]:
 
 
 def write_resolv_conf(path: str | Path, servers: Iterable[str]) -> bool:
-    """Write resolv.conf atomically if it differs. Returns True when it changed."""
-    path = Path(path)
+    """Write resolv.conf atomically if it differs. Returns True when it changed.
+
+    A symlink is followed (the image's read-only /etc/resolv.conf points to /run/resolv.conf),
+    so the temporary file and the rename happen in the writable directory."""
+    path = Path(path).resolve()
     text = "# written by sipedge-supervisor from [network] dns_servers\n" + "".join(
         f"nameserver {s}\n" for s in servers)
     try:
@@ -479,6 +505,18 @@ def write_resolv_conf(path: str | Path, servers: Iterable[str]) -> bool:
     except OSError:
         pass
     atomic_write(path, text.encode())
+    return True
+
+
+def write_hostname_file(path: str | Path, name: str) -> bool:
+    """Write `name` atomically to `path` (a runtime copy, e.g. /run/hostname) if it differs."""
+    path = Path(path).resolve()
+    try:
+        if path.read_text() == name + "\n":
+            return False
+    except OSError:
+        pass
+    atomic_write(path, (name + "\n").encode())
     return True
 
 
@@ -491,12 +529,52 @@ def set_hostname(name: str, proc: str | Path = "/proc") -> bool:
     return True
 
 
-class NetworkManager:
-    """What the supervisor uses: apply `[network]` (off the event loop) and track addresses."""
+def stop_boot_dhcp(names: Iterable[str], run_dir: str | Path = "/run",
+                   proc: str | Path = "/proc") -> list[int]:
+    """Stop the udhcpc the init script started on `names` (pid files `run_dir/udhcpc.NAME.pid`),
+    so the supervisor alone decides what runs there. Returns the pids signalled."""
+    done = []
+    for name in names:
+        pidfile = Path(run_dir) / f"udhcpc.{name}.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = (Path(proc) / str(pid) / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"udhcpc" in cmdline:  # not a recycled pid
+            try:
+                os.kill(pid, signal.SIGTERM)
+                done.append(pid)
+                log.info("stopped the boot-time DHCP client ifname=%s pid=%d", name, pid)
+            except ProcessLookupError:
+                pass
+        pidfile.unlink(missing_ok=True)
+    return done
 
-    def __init__(self, netns: str | None = None, proc: str | Path = "/proc") -> None:
+
+def busybox_applets(busybox: str) -> set[str]:
+    try:
+        out = subprocess.run([busybox, "--list"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return set(out.stdout.split())
+
+
+class NetworkManager:
+    """What the supervisor uses: apply `[network]` (off the event loop), run the helpers it
+    asks for (udhcpc, ntpd) and track addresses."""
+
+    def __init__(self, netns: str | None = None, proc: str | Path = "/proc",
+                 run_dir: str | Path = "/run", services: ServiceRunner | None = None,
+                 busybox: str | None = None, applets: set[str] | None = None,
+                 udhcpc_script: str = UDHCPC_SCRIPT) -> None:
         self.netns = netns
         self.proc = Path(proc)
+        self.run_dir = Path(run_dir)
+        self.services = services if services is not None else ServiceRunner()
+        self.busybox = busybox or shutil.which("busybox") or "busybox"
+        self.applets = applets  # None: ask `busybox --list` when first needed
+        self.udhcpc_script = udhcpc_script
         self.addresses: dict[str, set[str]] = {}
 
     def _apply_sync(self, params: NetworkParams) -> list[str]:
@@ -504,11 +582,14 @@ class NetworkManager:
             problems = configure(params, net) if params.manage else []
             snap = net.snapshot()
         if params.manage:
+            stop_boot_dhcp([i.name for i in params.interface], self.run_dir, self.proc)
             try:
                 if params.dns_servers:
                     write_resolv_conf(params.resolv_conf, params.dns_servers)
                 if params.hostname:
                     set_hostname(params.hostname, self.proc)
+                    if params.hostname_file:
+                        write_hostname_file(params.hostname_file, params.hostname)
             except OSError as exc:
                 problems.append(f"network: {exc}")
         self.addresses = {}
@@ -517,7 +598,22 @@ class NetworkManager:
         return problems
 
     async def apply(self, params: NetworkParams) -> list[str]:
-        return await asyncio.to_thread(self._apply_sync, params)
+        problems = await asyncio.to_thread(self._apply_sync, params)
+        if validate(params):  # an invalid section changes nothing, helpers included
+            return problems
+        specs = service_specs(params, self.busybox, self.udhcpc_script)
+        if "ntpd" in specs:
+            if self.applets is None:
+                self.applets = await asyncio.to_thread(busybox_applets, self.busybox)
+            if "ntpd" not in self.applets:
+                problems.append(f"network.ntp_servers: {self.busybox} has no ntpd applet")
+                del specs["ntpd"]
+        await self.services.update(specs)
+        return problems + list(self.services.problems.values())
+
+    async def close(self) -> None:
+        """Stop the helpers (supervisor shutdown)."""
+        await self.services.close()
 
     def _track(self, ev: AddressChanged) -> None:
         ip = ipaddress.ip_interface(ev.cidr).ip

@@ -92,6 +92,8 @@ class InterfaceParams:
 
     name: str = option(doc="kernel interface name, e.g. eth0", required=True)
     up: bool = option(True, "administrative link state")
+    dhcp: bool = option(False, "IPv4 from DHCP: the supervisor runs and watches BusyBox "
+                        "`udhcpc` on this interface (then `addresses` may hold IPv6 only)")
     addresses: list[str] = option(default_factory=list, doc="addresses with prefix length, "
                                   "e.g. 192.0.2.10/24 or 2001:db8::10/64")
     mtu: int | None = option(None, "MTU (unset: leave as is)", min=68, max=65535)
@@ -126,8 +128,15 @@ class NetworkParams:
     manage: bool = option(False, "apply this section at start and on reload; off leaves the "
                           "network to the OS")
     hostname: str = option("", "host name (empty: leave as is)")
-    dns_servers: list[str] = option(default_factory=list, doc="resolvers written to resolv.conf")
-    resolv_conf: str = option("/etc/resolv.conf", "where the DNS servers are written")
+    hostname_file: str = option("/run/hostname", "where the host name is also written (the "
+                                "root file system is read-only; empty: nowhere)")
+    dns_servers: list[str] = option(default_factory=list, doc="resolvers written to resolv.conf "
+                                    "(then DHCP leases do not overwrite it)")
+    resolv_conf: str = option("/etc/resolv.conf", "where the DNS servers are written (a symlink "
+                              "is followed: the image links it to /run/resolv.conf)")
+    ntp_servers: list[str] = option(default_factory=list, doc="NTP servers (names or "
+                                    "addresses): the supervisor runs and watches BusyBox "
+                                    "`ntpd -n -p SERVER ...` (empty: no ntpd)")
     interface: list[InterfaceParams] = option(default_factory=list, doc="interfaces "
                                               "(`[[network.interface]]`)")
     vlan: list[VlanParams] = option(default_factory=list, doc="VLANs (`[[network.vlan]]`)")

@@ -144,6 +144,8 @@ class Supervisor:
                 "loop_lag_ms": self.last_report.loop_lag_ms},
             "marked_good": self.marked_good,
             "network_problems": list(self.network_problems),
+            "network_services": (self.network.services.status()
+                                 if getattr(self.network, "services", None) is not None else {}),
             "media_config": None if self.media is None or self.media.offer is None else {
                 "device": self.media.offer.devnode, "valid": self.media.offer.valid,
                 "errors": list(self.media.offer.issues)},
@@ -462,6 +464,11 @@ class Supervisor:
                 task.cancel()
         if self.proc is not None and self.proc.running:
             self.proc.kill()
+        if self.network is not None and hasattr(self.network, "close"):
+            try:
+                await self.network.close()
+            except Exception:  # noqa: BLE001  (shutdown goes on)
+                log.exception("stopping the network helpers failed")
         if self.watchdog is not None:
             clean = self.policy.state is State.STOPPED
             self.watchdog.close(disarm=clean)

@@ -1,8 +1,8 @@
 """Feature modules inside a worker process: their lifecycle and the script's `ksr` namespace.
 
 `[core] modules` names the modules to load (like Kamailio's `loadmodule`). For each one this
-file has a runtime class with the same small shape, so that further modules (dispatcher,
-enum, http_client) plug in the same way:
+file has a runtime class with the same small shape (security, registrar, auth, dispatcher,
+enum, http_client):
 
 - `name`, `depends` (loaded first, their runtime is passed in),
 - `async start(env)` / `async stop()`,
@@ -72,6 +72,9 @@ class ModuleEnv:
     sent_by: Callable[[str], str] | None = None  # proto -> our Via sent-by
     runtimes: dict[str, Any] = field(default_factory=dict)  # started so far, by name
     resolver: Any = None  # the worker's DnsResolver (io/dns.py), for dispatcher and enum
+    nworkers: int = 1
+    # one-way request to another worker's control socket: (worker index, method, params)
+    notify: Callable[[int, str, dict], None] | None = None
 
 
 # -- security ----------------------------------------------------------------------------
@@ -328,12 +331,40 @@ def probe_local_ip(config) -> str:
     return "127.0.0.1"
 
 
+DISPATCHER_SYNC_S = 1.0
+
+
+class _ReportingDispatcher:
+    """A non-probing worker's Dispatcher as the script API sees it: failed relays and
+    `mark_inactive()` go to worker 0, which owns health; `mark_inactive()` also applies here
+    at once so this worker stops selecting the destination."""
+
+    def __init__(self, disp, report: Callable[[str, Any], None]) -> None:
+        self._d = disp
+        self._report = report
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._d, name)
+
+    def relay_failed(self, dest, now: float) -> None:
+        self._report("relay_failed", dest)
+
+    def mark_inactive(self, dest, now: float, reason: str = "marked") -> None:
+        self._d.mark_inactive(dest, now, reason)
+        self._d.events()  # nobody else reads this worker's events
+        self._report("mark_inactive", dest)
+
+
 class DispatcherRuntime:
-    """One Dispatcher per worker. Every worker probes its destinations itself (its own UDP
-    socket): simple, and a worker's health view never depends on another process. The cost
-    is one probe per destination and interval *per worker*; relay failures and
-    `mark_inactive()` stay in the worker that saw them. `dispatcher.set_state` and
-    `dispatcher.reload` are fanned out to every worker."""
+    """One Dispatcher per worker (selection cursors, counters); worker 0 alone probes.
+
+    Worker 0 runs the Prober (its own UDP socket) and owns health: it sends every state
+    change at once, and all states every DISPATCHER_SYNC_S (a restarted worker catches up),
+    to the other workers as one-way `dispatcher.sync` requests on their control sockets.
+    The other workers mirror those states (`Dispatcher.mirror_state`) and report their
+    failed relays and `mark_inactive()` to worker 0 (`dispatcher.report`), so
+    `inactive_after` counts failures box-wide. `dispatcher.set_state` and
+    `dispatcher.reload` are fanned out to every worker by the main process."""
 
     name = "dispatcher"
     depends: tuple[str, ...] = ()
@@ -344,6 +375,11 @@ class DispatcherRuntime:
         self.facade = None
         self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+        self._env: ModuleEnv | None = None
+
+    @property
+    def probing(self) -> bool:
+        return self.prober is not None
 
     async def start(self, env: ModuleEnv) -> None:
         from ..modules.dispatcher import rpc as ds_rpc
@@ -351,18 +387,31 @@ class DispatcherRuntime:
         from ..modules.dispatcher.api import DispatcherApi
         from ..modules.dispatcher.core import Dispatcher
 
+        self._env = env
         p = env.config.dispatcher
         clock = time.monotonic
-        self.disp = Dispatcher(load_dispatcher_table(env.config), p.settings(), clock())
-        self.prober = Prober(self.disp, local_ip=probe_local_ip(env.config),
-                             method=p.probe_method, from_uri=p.probe_from,
-                             resolve=self._resolver(env.resolver), clock=clock)
-        await self.prober.start()
-        self.facade = DispatcherApi(self.disp, clock)
-        self.worker_rpc = ds_rpc.methods(self.disp, lambda: load_dispatcher_table(env.config),
-                                         clock, after_change=self.prober.poke)
+        self.disp = disp = Dispatcher(load_dispatcher_table(env.config), p.settings(), clock())
+        shared = env.nworkers > 1 and env.notify is not None
+        if env.index == 0 or not shared:
+            self.prober = Prober(disp, local_ip=probe_local_ip(env.config),
+                                 method=p.probe_method, from_uri=p.probe_from,
+                                 resolve=self._resolver(env.resolver), clock=clock,
+                                 on_event=self._changed if shared else None)
+            await self.prober.start()
+            after_change = self.prober.poke
+            self.facade = DispatcherApi(disp, clock)
+            if shared:
+                self.timers.append((DISPATCHER_SYNC_S, self._push_all))
+        else:
+            after_change = disp.events  # drain: set_state queues events nobody else reads
+            self.facade = DispatcherApi(_ReportingDispatcher(disp, self._report), clock)
+        self.worker_rpc = ds_rpc.methods(disp, lambda: load_dispatcher_table(env.config),
+                                         clock, after_change=after_change)
         listing = self.worker_rpc["dispatcher.list"]
-        self.worker_rpc["dispatcher.list"] = lambda p: {**listing(p), "worker": env.index}
+        self.worker_rpc["dispatcher.list"] = lambda q: {**listing(q), "worker": env.index,
+                                                        "probing": self.probing}
+        self.worker_rpc["dispatcher.sync"] = self._on_sync
+        self.worker_rpc["dispatcher.report"] = self._on_report
 
     @staticmethod
     def _resolver(resolver):
@@ -380,16 +429,71 @@ class DispatcherRuntime:
 
         return resolve
 
+    # -- worker 0: health owner --------------------------------------------------------
+
+    def _broadcast(self, states: list) -> None:
+        env = self._env
+        assert env is not None and env.notify is not None
+        for i in range(env.nworkers):
+            if i != env.index:
+                env.notify(i, "dispatcher.sync", {"states": states})
+
+    def _changed(self, ev) -> None:
+        self._broadcast([[ev.set_id, ev.uri, ev.new.value]])
+
+    async def _push_all(self) -> None:
+        assert self.disp is not None
+        states = [[d.set_id, str(d.uri), self.disp.health_of(d).state.value]
+                  for d in self.disp.table.destinations()]
+        for i in range(0, len(states), 200):  # datagrams well under the 64 KiB read size
+            self._broadcast(states[i:i + 200])
+
+    def _on_report(self, params: dict) -> None:
+        """From another worker: a failed relay or mark_inactive() of one destination."""
+        from ..modules.dispatcher.core import DispatcherError
+
+        if self.disp is None or self.prober is None:
+            return None
+        try:
+            dest = self.disp.destination(int(params["set"]), str(params["uri"]))
+        except DispatcherError:
+            return None  # the tables differ for a moment around a reload
+        if params.get("kind") == "mark_inactive":
+            self.disp.mark_inactive(dest, time.monotonic())
+        else:
+            self.disp.relay_failed(dest, time.monotonic())
+        self.prober.poke()  # drains the events: the change goes out at once
+        return None
+
+    # -- other workers: mirrors ---------------------------------------------------------
+
+    def _on_sync(self, params: dict) -> int:
+        assert self.disp is not None
+        if self.probing:
+            return 0
+        now = time.monotonic()
+        return sum(self.disp.mirror_state(int(set_id), str(uri), str(state), now)
+                   for set_id, uri, state in params.get("states", ()))
+
+    def _report(self, kind: str, dest) -> None:
+        env = self._env
+        if env is not None and env.notify is not None:
+            env.notify(0, "dispatcher.report", {"kind": kind, "set": dest.set_id,
+                                                "uri": str(dest.uri)})
+
     def on_relay_failed(self, tvars: dict, status: int) -> None:
         """The tm driver: the round relayed to the current selection ended with 408/5xx."""
         from ..modules.dispatcher.api import VAR
 
         sel = tvars.get(VAR)
         dest = sel.current if sel is not None else None
-        if dest is not None and self.disp is not None:
-            self.disp.relay_failed(dest, time.monotonic())
-            if self.prober is not None:
-                self.prober.poke()  # an inactive destination is probed from now on
+        if dest is None or self.disp is None:
+            return
+        if self.prober is None:
+            self._report("relay_failed", dest)
+            return
+        self.disp.relay_failed(dest, time.monotonic())
+        self.prober.poke()  # an inactive destination is probed from now on
 
     async def stop(self) -> None:
         if self.prober is not None:
@@ -581,14 +685,31 @@ def control_address(run_id: str, index: int) -> bytes:
     return f"\0sipedge-{run_id}-w{index}-ctl".encode()
 
 
-def handle_control(methods: dict[str, Callable[[dict], Any]], payload: bytes) -> bytes:
-    """One request datagram `{"id", "method", "params"}` -> one reply datagram."""
+def notification(method: str, params: dict) -> bytes:
+    """A one-way control request (handle_control sends no reply)."""
+    return json.dumps({"notify": True, "method": method, "params": params}).encode()
+
+
+def handle_control(methods: dict[str, Callable[[dict], Any]], payload: bytes) -> bytes | None:
+    """One request datagram `{"id", "method", "params"}` -> one reply datagram. A one-way
+    request (`"notify": true`, from another worker) gets no reply (None)."""
     try:
         req = json.loads(payload)
         rid = req.get("id")
     except (ValueError, AttributeError) as exc:
         return json.dumps({"id": None, "error": f"bad request: {exc}"}).encode()
+    if not isinstance(req, dict) or "method" not in req:
+        return None  # a reply (or garbage) that reached this socket: never answer it
     fn = methods.get(req.get("method"))
+    if req.get("notify") is True:
+        if fn is None:
+            log.debug("control notification for unknown method %r", req.get("method"))
+            return None
+        try:
+            fn(req.get("params") or {})
+        except (ValueError, KeyError, TypeError, EdgeError) as exc:
+            log.info("control notification %s failed: %s", req.get("method"), exc)
+        return None
     if fn is None:
         return json.dumps({"id": rid, "error": f"no such method {req.get('method')!r}"}).encode()
     try:

@@ -29,7 +29,8 @@ from ..sip.uri import parse_uri
 from .dns import PENDING, DnsResolver
 from ..modules.registrar.store import StoreError
 from ..modules.security.api import reply_for as sec_reply_for
-from .modules import ModuleEnv, WorkerModules, control_address, handle_control
+from .modules import (ModuleEnv, WorkerModules, control_address, handle_control,
+                      notification)
 from .tls import client_context, server_context
 from ..sip.stateful import is_stateful_branch
 from .tm_driver import TmDriver
@@ -159,7 +160,8 @@ class Worker:
         self.modules = WorkerModules(ModuleEnv(config, index, dict(secrets or {}),
                                                send=self._module_send,
                                                sent_by=self._sent_by,
-                                               resolver=self.resolver))
+                                               resolver=self.resolver, nworkers=nworkers,
+                                               notify=self._notify_worker))
         self.control: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -327,10 +329,22 @@ class Worker:
             except BlockingIOError:
                 return
             reply = handle_control(self.modules.worker_rpc(), payload)
+            if reply is None:
+                continue  # a one-way request from another worker
             try:
                 self.control.sendto(reply, addr)
             except OSError as exc:
                 log.info("worker=%d control reply failed: %s", self.index, exc)
+
+    def _notify_worker(self, index: int, method: str, params: dict) -> None:
+        """A one-way request to another worker's control socket (module state sync)."""
+        if self.control is None:
+            return
+        try:
+            self.control.sendto(notification(method, params),
+                                control_address(self.run_id, index))
+        except OSError as exc:  # not up yet / restarting: the next sync catches up
+            log.debug("worker=%d notify worker=%d failed: %s", self.index, index, exc)
 
     def _module_send(self, proto: str, data: bytes, ip: str, port: int) -> None:
         out = self._pick_listener(proto, ip, None)

@@ -5,6 +5,7 @@ import itertools
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from sipedge.appliance.params import InterfaceParams, NetworkParams, RouteParams
 
 pytestmark = pytest.mark.needs_root
 _seq = itertools.count()
+REPO = Path(__file__).resolve().parents[3]
 
 
 def ip(*args, check=True):
@@ -118,3 +120,75 @@ def test_vlan(netns):
         snap = net.snapshot()
         assert snap.links["va.100"].vlan_id == 100 and snap.links["va.100"].vlan_parent == "va"
         assert plan(desired_state(c), snap) == []
+
+
+async def test_dhcp_client_supervised(netns, tmp_path):
+    """The supervisor's udhcpc (real BusyBox) gets a lease from a udhcpd on the veth peer,
+    is restarted when killed and stopped when the interface is no longer DHCP."""
+    from sipedge.appliance.netservices import (ServicePolicy, ServiceRunner, ServiceSpec,
+                                               spawn_helper)
+    from sipedge.appliance.network import NetworkManager
+
+    busybox = shutil.which("busybox")
+    if busybox is None or subprocess.run([busybox, "udhcpd", "--help"],
+                                         capture_output=True).returncode > 1:
+        pytest.skip("needs BusyBox with udhcpc and udhcpd")
+    conf = tmp_path / "udhcpd.conf"
+    conf.write_text(f"interface vb\nstart 198.18.9.100\nend 198.18.9.110\n"
+                    f"lease_file {tmp_path}/leases\npidfile {tmp_path}/udhcpd.pid\n"
+                    "option subnet 255.255.255.0\n")
+
+    def in_netns(spec):
+        return spawn_helper(ServiceSpec(spec.name, ("ip", "netns", "exec", netns, *spec.argv),
+                                        spec.env))
+
+    script = str(REPO / "rootfs/usr/libexec/sipedge/udhcpc-event")
+    nm = NetworkManager(netns, run_dir=tmp_path, busybox=busybox, applets=set(),
+                        udhcpc_script=script,
+                        services=ServiceRunner(in_netns, ServicePolicy(restart_delay_s=0.2)))
+    # dns_servers: the event script then leaves resolv.conf alone (never the host's)
+    dhcp = NetworkParams(manage=True, dns_servers=["198.18.9.53"],
+                         resolv_conf=str(tmp_path / "resolv.conf"),
+                         interface=[InterfaceParams(name="va", dhcp=True),
+                                    InterfaceParams(name="vb", addresses=["198.18.9.1/24"])])
+    ip("-n", netns, "addr", "add", "198.18.9.1/24", "dev", "vb")  # udhcpd needs its address
+    ip("-n", netns, "link", "set", "vb", "up")
+    server = subprocess.Popen(["ip", "netns", "exec", netns, busybox, "udhcpd", "-f", str(conf)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def leased():
+        while "inet 198.18.9.10" not in ip("-n", netns, "-4", "addr", "show", "dev", "va").stdout:
+            await asyncio.sleep(0.1)
+
+    try:
+        assert await nm.apply(dhcp) == []
+        first = nm.services.status()["udhcpc:va"]["pid"]
+        await asyncio.wait_for(leased(), 20)
+        assert (tmp_path / "resolv.conf").read_text().endswith("nameserver 198.18.9.53\n")
+        assert await nm.apply(dhcp) == []  # idempotent: same client, lease kept
+        assert nm.services.status()["udhcpc:va"]["pid"] == first
+        assert await asyncio.to_thread(_plan_empty, netns, dhcp)
+
+        os.kill(first, 9)  # dies: restarted
+        for _ in range(100):
+            if nm.services.status().get("udhcpc:va", {}).get("pid", first) != first:
+                break
+            await asyncio.sleep(0.1)
+        second = nm.services.status()["udhcpc:va"]["pid"]
+        assert second != first
+
+        static = NetworkParams(manage=True, interface=[
+            InterfaceParams(name="va", addresses=["198.18.9.2/24"]),
+            InterfaceParams(name="vb", addresses=["198.18.9.1/24"])])
+        assert await nm.apply(static) == []
+        assert nm.services.status() == {}
+        assert not os.path.exists(f"/proc/{second}")  # the DHCP client was stopped (and reaped)
+    finally:
+        await nm.close()
+        server.terminate()
+        server.wait(10)
+
+
+def _plan_empty(netns, params):
+    with NetlinkNetwork(netns) as net:
+        return plan(desired_state(params), net.snapshot()) == []

@@ -283,6 +283,23 @@ class Dispatcher:
             self._start_probe_chain(dest.key, now)  # probe at once, then every interval
         return self.health[dest.key].state
 
+    def mirror_state(self, set_id: int, uri: str, state: str | State, now: float) -> bool:
+        """Take the state another dispatcher decided (a worker that does not probe follows
+        the one that does). No probe is scheduled and no event queued. Returns whether the
+        state changed; an unknown destination or state is ignored (tables may differ for a
+        moment around a reload)."""
+        try:
+            target = state if isinstance(state, State) else State(str(state).lower())
+            dest = self.destination(set_id, uri)
+        except (ValueError, DispatcherError):
+            return False
+        h = self.health[dest.key]
+        if h.state is target:
+            return False
+        h.apply(ADMIN_INPUT[target], now, inactive_after=self.settings.inactive_after,
+                active_after=self.settings.active_after)
+        return True
+
     def call_started(self, dest: Destination) -> None:
         """least_calls bookkeeping: the TU saw a call to `dest` start (e.g. 200 to INVITE)."""
         h = self.health.get(dest.key)

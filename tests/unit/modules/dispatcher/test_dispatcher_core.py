@@ -322,3 +322,17 @@ def test_destination_lookup_accepts_equivalent_spelling():
     assert d.destination(1, " sip:10.0.0.1:5060") is d.destination(1, "sip:10.0.0.1:5060")
     with pytest.raises(DispatcherError):
         d.destination(1, "not a uri")
+
+
+def test_mirror_state_follows_another_dispatcher_without_probing_or_events():
+    d = make()
+    first = next(iter(d.table.destinations()))
+    uri = str(first.uri)
+    timers_before = len(d._timers)
+    assert d.mirror_state(first.set_id, uri, "inactive", 5.0) is True
+    assert d.health_of(first).state is State.INACTIVE
+    assert d.mirror_state(first.set_id, uri, "inactive", 5.5) is False  # no change
+    assert d.events() == [] and len(d._timers) == timers_before
+    assert d.mirror_state(first.set_id, uri, State.ACTIVE, 6.0) is True
+    assert d.mirror_state(99, "sip:nowhere", "active", 6.0) is False  # unknown: ignored
+    assert d.mirror_state(first.set_id, uri, "sleepy", 6.0) is False

@@ -1,0 +1,260 @@
+"""Helper daemons the `[network]` section asks for: a DHCP client per DHCP interface, ntpd.
+
+Split like the rest of the appliance code:
+
+- `service_specs(params)` is pure: the config -> the helpers that should run, each with its
+  full command line (BusyBox `udhcpc -f ...` per `dhcp = true` interface, `ntpd -n -p ...`).
+- `ServicePolicy` is sans-IO: given the wanted helpers, process starts and exits and the
+  clock, it says what to start and stop and when to restart a helper that died (delay doubles
+  per quick exit up to `max_delay_s`; a run of `threshold_s` resets it). A helper is started
+  once, restarted while it is wanted, restarted when its command line changes and stopped when
+  it is no longer wanted.
+- `ServiceRunner` carries the actions out with asyncio; the process boundary is `spawn`
+  (tests pass a fake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .params import NetworkParams
+from .process import _die_with_parent
+
+log = logging.getLogger("sipedge.appliance.netservices")
+
+UDHCPC_SCRIPT = "/usr/libexec/sipedge/udhcpc-event"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # "udhcpc:eth0", "ntpd"
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def service_specs(params: NetworkParams, busybox: str = "busybox",
+                  script: str = UDHCPC_SCRIPT) -> dict[str, ServiceSpec]:
+    """The helpers `params` asks for (none unless `manage`)."""
+    out: dict[str, ServiceSpec] = {}
+    if not params.manage:
+        return out
+    # With configured resolvers a lease must not replace resolv.conf (the event script checks).
+    env = (("SIPEDGE_KEEP_RESOLV", "1"),) if params.dns_servers else ()
+    for itf in params.interface:
+        if not itf.dhcp:
+            continue
+        argv = [busybox, "udhcpc", "-f", "-S", "-i", itf.name, "-s", script]
+        if params.hostname:
+            argv += ["-x", f"hostname:{params.hostname}"]
+        out[f"udhcpc:{itf.name}"] = ServiceSpec(f"udhcpc:{itf.name}", tuple(argv), env)
+    if params.ntp_servers:
+        argv = [busybox, "ntpd", "-n"]
+        for server in params.ntp_servers:
+            argv += ["-p", server]
+        out["ntpd"] = ServiceSpec("ntpd", tuple(argv))
+    return out
+
+
+# ------------------------------------------------------------------ sans-IO policy
+
+
+@dataclass(frozen=True)
+class Start:
+    spec: ServiceSpec
+
+
+@dataclass(frozen=True)
+class Stop:
+    name: str
+
+
+class ServicePolicy:
+    """Which helpers run and when a dead one is restarted. Pure: the caller passes `now`."""
+
+    def __init__(self, restart_delay_s: float = 1.0, max_delay_s: float = 60.0,
+                 threshold_s: float = 30.0) -> None:
+        self.restart_delay_s = restart_delay_s
+        self.max_delay_s = max(max_delay_s, restart_delay_s)
+        self.threshold_s = threshold_s
+        self.wanted: dict[str, ServiceSpec] = {}
+        self.running: dict[str, tuple[ServiceSpec, float]] = {}  # name -> (spec, started)
+        self.restart_at: dict[str, float] = {}
+        self.quick_exits: dict[str, int] = {}
+        self.restarts: dict[str, int] = {}
+
+    def set_wanted(self, specs: Mapping[str, ServiceSpec], now: float) -> list[Start | Stop]:
+        """New wanted set: stops first (gone or changed), then starts."""
+        actions: list[Start | Stop] = []
+        for name, (spec, _t) in sorted(self.running.items()):
+            if specs.get(name) != spec:
+                actions.append(Stop(name))
+                del self.running[name]
+        for name in list(self.restart_at):
+            if specs.get(name) != self.wanted.get(name):
+                del self.restart_at[name]
+        for name in [n for n in self.quick_exits if specs.get(n) != self.wanted.get(n)]:
+            del self.quick_exits[name]
+        self.wanted = dict(specs)
+        for name, spec in sorted(self.wanted.items()):
+            if name not in self.running and name not in self.restart_at:
+                actions.append(Start(spec))
+                self.running[name] = (spec, now)
+        return actions
+
+    def on_exit(self, name: str, now: float) -> None:
+        """A helper ended by itself (not by a Stop): schedule its restart if still wanted."""
+        entry = self.running.pop(name, None)
+        if entry is None or name not in self.wanted:
+            return
+        spec, started = entry
+        if now - started < self.threshold_s:
+            self.quick_exits[name] = self.quick_exits.get(name, 0) + 1
+        else:
+            self.quick_exits[name] = 0
+        n = self.quick_exits[name]
+        delay = min(self.restart_delay_s * 2 ** max(n - 1, 0), self.max_delay_s)
+        self.restart_at[name] = now + delay
+
+    def next_timer(self) -> float | None:
+        return min(self.restart_at.values(), default=None)
+
+    def on_timer(self, now: float) -> list[Start | Stop]:
+        actions: list[Start | Stop] = []
+        for name, at in sorted(self.restart_at.items()):
+            if at <= now and name in self.wanted:
+                del self.restart_at[name]
+                spec = self.wanted[name]
+                self.running[name] = (spec, now)
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                actions.append(Start(spec))
+        return actions
+
+
+# ------------------------------------------------------------------ process boundary
+
+
+class HelperProcess(Protocol):
+    pid: int
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+async def spawn_helper(spec: ServiceSpec) -> HelperProcess:
+    """Start a helper in its own session, stdio on /dev/null except stderr (the log), and
+    SIGTERM when the supervisor dies."""
+    env = dict(os.environ, **dict(spec.env)) if spec.env else None
+    return await asyncio.create_subprocess_exec(
+        *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        start_new_session=True, env=env, preexec_fn=_die_with_parent)
+
+
+class ServiceRunner:
+    """Carries out `ServicePolicy` decisions: `update(specs)` and `close()`."""
+
+    def __init__(self, spawn: Callable[[ServiceSpec], Awaitable[HelperProcess]] = spawn_helper,
+                 policy: ServicePolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic, term_timeout_s: float = 5.0) -> None:
+        self.spawn = spawn
+        self.policy = policy or ServicePolicy()
+        self.clock = clock
+        self.term_timeout_s = term_timeout_s
+        self.procs: dict[str, HelperProcess] = {}
+        self.problems: dict[str, str] = {}
+        self._waiters: dict[str, asyncio.Task[None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def update(self, specs: Mapping[str, ServiceSpec]) -> None:
+        async with self._lock:
+            await self._do(self.policy.set_wanted(specs, self.clock()))
+            self._arm()
+
+    async def close(self) -> None:
+        await self.update({})
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def status(self) -> dict[str, Any]:
+        return {name: {"pid": p.pid, "argv": list(self.policy.running[name][0].argv),
+                       "restarts": self.policy.restarts.get(name, 0)}
+                for name, p in sorted(self.procs.items()) if name in self.policy.running}
+
+    async def _do(self, actions: list[Start | Stop]) -> None:
+        for act in actions:
+            if isinstance(act, Stop):
+                await self._stop(act.name)
+            else:
+                await self._start(act.spec)
+
+    async def _start(self, spec: ServiceSpec) -> None:
+        try:
+            proc = await self.spawn(spec)
+        except OSError as exc:
+            self.problems[spec.name] = f"{spec.name}: cannot start {spec.argv[0]}: {exc}"
+            log.error("helper start failed name=%s error=%s", spec.name, exc)
+            self.policy.on_exit(spec.name, self.clock())
+            return
+        self.problems.pop(spec.name, None)
+        self.procs[spec.name] = proc
+        log.info("helper started name=%s pid=%s argv=%s", spec.name, proc.pid,
+                 " ".join(spec.argv))
+        self._waiters[spec.name] = asyncio.ensure_future(self._wait(spec.name, proc))
+
+    async def _wait(self, name: str, proc: HelperProcess) -> None:
+        rc = await proc.wait()
+        async with self._lock:
+            if self.procs.get(name) is not proc:
+                return  # stopped by us
+            del self.procs[name]
+            self._waiters.pop(name, None)
+            log.warning("helper exited name=%s pid=%s rc=%s", name, proc.pid, rc)
+            self.policy.on_exit(name, self.clock())
+            self._arm()
+
+    async def _stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        waiter = self._waiters.pop(name, None)
+        if proc is None:
+            return
+        log.info("helper stopping name=%s pid=%s", name, proc.pid)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(asyncio.shield(proc.wait()), self.term_timeout_s)
+        except ProcessLookupError:
+            pass
+        except asyncio.TimeoutError:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+        if waiter is not None:
+            waiter.cancel()  # it would wait for the lock we hold; the exit was ours anyway
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        at = self.policy.next_timer()
+        if at is not None:
+            delay = max(0.0, at - self.clock())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer_task = asyncio.ensure_future(self._on_timer())
+
+    async def _on_timer(self) -> None:
+        async with self._lock:
+            self._timer = None
+            await self._do(self.policy.on_timer(self.clock()))
+            self._arm()

@@ -1,0 +1,149 @@
+"""`[network]` applied by the supervisor in the QEMU guest, on the guest's real kernel.
+
+- An 802.1Q sub-interface of the guest NIC (the host kernel may lack 802.1Q; Debian's guest
+  kernel has 8021q.ko, kept by tools/image/modules.keep) gets its static address, and applying
+  the section again changes nothing.
+- `dhcp = true` on the main NIC: the supervisor's own udhcpc gets the address from QEMU's
+  user-mode DHCP (slirp answers inside the VM); `ntp_servers` run a supervised ntpd with those
+  servers on its command line.
+
+Addresses: the VLAN and the NTP server use 198.51.100.0/24 (RFC 5737), which exists only inside
+the guest; NTP is only checked as a running process with its arguments, never for an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from guest_helpers import REPO, TIMEOUT_MULTIPLIER
+
+pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
+
+BASE = (REPO / "board/common/sipedge.toml").read_text() + "\n[supervisor]\nstart_timeout_s = 300\n"
+VLAN_ADDR = "198.51.100.1/24"
+NTP_SERVER = "198.51.100.123"
+
+# Run inside the guest: plan [network] of the running config against the kernel again.
+REPLAN = r'''
+import sys
+from sipedge.config.loader import load_file
+from sipedge.appliance.network import NetlinkNetwork, configure, desired_state, plan
+params = load_file("/boot/sipedge.toml").network
+with NetlinkNetwork() as net:
+    print("PLAN", plan(desired_state(params), net.snapshot()))
+    print("PROBLEMS", configure(params, net))
+'''
+
+
+def status(g, cond=lambda st: True, timeout: float = 120) -> dict:
+    """supervisor.status once `cond` holds (the RPC may time out while a TCG guest is busy)."""
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    st: dict = {}
+    while time.monotonic() < deadline:
+        rc, out = g.shell("sipedgectl --json supervisor.status", timeout=60)
+        if rc == 0 and "{" in out:
+            st = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
+            if cond(st):
+                return st
+        time.sleep(1)
+    raise AssertionError(f"supervisor status never matched; last: {st or out}")
+
+
+def wait_for(g, cmd: str, pattern: str, timeout: float = 120) -> str:
+    """Run `cmd` in the guest shell until its output matches `pattern`; return the output."""
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    out = ""
+    while time.monotonic() < deadline:
+        _rc, out = g.shell(cmd, timeout=60)
+        if re.search(pattern, out):
+            return out
+        time.sleep(1)
+    raise AssertionError(f"{cmd!r} never matched {pattern!r}; last output:\n{out}")
+
+
+def cmdlines(g, word: str) -> list[str]:
+    script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
+              f"case \"$c\" in *{word}*) echo \"CMD=$c\";; esac; done")
+    _rc, out = g.shell(script)
+    return [ln.split("CMD=", 1)[1].strip() for ln in out.splitlines() if "CMD=" in ln
+            and "case" not in ln]
+
+
+def boot_with_network(sipedge_image, boot_guest, network: str, name: str):
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": BASE + network,
+                                              "replan.py": REPLAN}, name=name)
+    g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
+    return g
+
+
+def check_vlan_and_idempotence(g) -> None:
+    out = wait_for(g, "ip -d addr show dev eth0.100", re.escape(VLAN_ADDR), timeout=300)
+    assert "vlan protocol 802.1Q id 100" in out, out
+    assert "eth0.100@eth0" in out, out
+    _rc, before = g.shell("cat /sys/class/net/eth0.100/ifindex")
+    rc, out = g.shell("python3 /boot/replan.py", timeout=120)
+    assert rc == 0, out
+    assert "PLAN []" in out and "PROBLEMS []" in out, out
+    _rc, after = g.shell("cat /sys/class/net/eth0.100/ifindex")
+    assert before.strip() == after.strip()  # not recreated
+
+
+def test_vlan_on_guest_nic(sipedge_image, boot_guest):
+    net = ("\n[network]\nmanage = true\n\n[[network.interface]]\nname = \"eth0\"\n"
+           "addresses = [\"10.0.2.15/24\"]\n\n"
+           f"[[network.vlan]]\nname = \"eth0.100\"\nlink = \"eth0\"\nid = 100\n"
+           f"addresses = [\"{VLAN_ADDR}\"]\n")
+    g = boot_with_network(sipedge_image, boot_guest, net, "vlan")
+    check_vlan_and_idempotence(g)
+
+
+def test_dhcp_ntp_hostname_from_config(sipedge_image, boot_guest):
+    net = ("\n[network]\nmanage = true\nhostname = \"edge-guest\"\n"
+           f"ntp_servers = [\"{NTP_SERVER}\"]\n\n"
+           "[[network.interface]]\nname = \"eth0\"\ndhcp = true\n\n"
+           f"[[network.vlan]]\nname = \"eth0.100\"\nlink = \"eth0\"\nid = 100\n"
+           f"addresses = [\"{VLAN_ADDR}\"]\n")
+    g = boot_with_network(sipedge_image, boot_guest, net, "dhcp")
+    check_vlan_and_idempotence(g)  # the lease on eth0 is not planned away either
+
+    # the supervisor's udhcpc (foreground, supervised) replaced the init script's one
+    ours = ("udhcpc -f -S -i eth0 -s /usr/libexec/sipedge/udhcpc-event "
+            "-x hostname:edge-guest")
+    deadline = time.monotonic() + 120 * TIMEOUT_MULTIPLIER
+    while time.monotonic() < deadline:
+        clients = cmdlines(g, "udhcpc")
+        if len(clients) == 1 and ours in clients[0]:
+            break
+        time.sleep(1)
+    assert len(clients) == 1 and ours in clients[0], clients
+    wait_for(g, "ip -4 addr show dev eth0", r"inet 10\.0\.2\.15/24")
+    st = status(g, lambda st: "udhcpc:eth0" in st["network_services"])
+    first = st["network_services"]["udhcpc:eth0"]["pid"]
+
+    # it dies and the lease is gone: restarted, and slirp's DHCP answers the new client
+    g.shell(f"kill -KILL {first}; ip -4 addr flush dev eth0", check=True)
+    st = status(g, lambda st: st["network_services"].get("udhcpc:eth0", {}).get(
+        "pid", first) != first)
+    assert st["network_services"]["udhcpc:eth0"]["restarts"] >= 1, st
+    wait_for(g, "ip -4 addr show dev eth0", r"inet 10\.0\.2\.15/24")
+    _rc, log = g.shell("logread 2>/dev/null | grep -i 'udhcpc.*lease' | tail -n 3")
+    assert "10.0.2.15" in log, log
+
+    # host name: kernel and the runtime copy (the rootfs is read-only)
+    _rc, out = g.shell("cat /proc/sys/kernel/hostname /run/hostname")
+    assert out.split()[-2:] == ["edge-guest", "edge-guest"], out
+
+    # ntpd with the configured server, as a supervised process (no answer expected: the
+    # server address lives on the guest-only VLAN subnet)
+    rc, _ = g.shell("busybox --list | grep -qx ntpd")
+    if rc != 0:
+        assert any("no ntpd applet" in p for p in st["network_problems"]), st
+        pytest.skip("the image's BusyBox (Debian busybox-static) has no ntpd applet; the "
+                    "supervisor reports it (VLAN, DHCP and host name were checked)")
+    procs = wait_for(g, "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline; echo; done",
+                     rf"ntpd -n -p {re.escape(NTP_SERVER)}")
+    assert status(g)["network_services"]["ntpd"]["argv"][-2:] == ["-p", NTP_SERVER], procs
