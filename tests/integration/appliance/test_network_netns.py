@@ -192,3 +192,41 @@ async def test_dhcp_client_supervised(netns, tmp_path):
 def _plan_empty(netns, params):
     with NetlinkNetwork(netns) as net:
         return plan(desired_state(params), net.snapshot()) == []
+
+
+@pytest.mark.timeout(60)
+async def test_sync_watcher_never_blocks_the_loop(netns, monkeypatch):
+    """pyroute2 0.7 (Debian 12) path: a burst of address changes must not leave the reader
+    in a blocking recv() (a spurious wake-up once froze the supervisor)."""
+    import pyroute2
+
+    monkeypatch.delattr(pyroute2, "AsyncIPRoute", raising=False)
+    ip("-n", netns, "link", "set", "va", "up")
+    beats = 0
+
+    async def beat():
+        nonlocal beats
+        while True:
+            await asyncio.sleep(0.05)
+            beats += 1
+
+    async with NetlinkWatcher(netns) as watcher:
+        assert not watcher._async
+
+        async def drain():
+            async for _ev in watcher.events():
+                pass
+
+        tasks = [asyncio.ensure_future(beat()), asyncio.ensure_future(drain())]
+        try:
+            for i in range(20):
+                await asyncio.to_thread(subprocess.run, (
+                    f"ip -n {netns} addr add 198.18.{i}.1/24 dev va && "
+                    f"ip -n {netns} addr add 198.18.{i}.2/24 dev va && "
+                    f"ip -n {netns} -4 addr flush dev va"), shell=True, check=True)
+            before = beats
+            await asyncio.sleep(1)
+            assert beats - before >= 5  # the loop kept running
+        finally:
+            for t in tasks:
+                t.cancel()
