@@ -40,7 +40,8 @@ class ListenParams:
                        choices=("udp", "tcp", "tls"), reloadable=False)
     address: str = option("127.0.0.1", "IPv4 or IPv6 address to bind; `0.0.0.0` / `::` "
                          "bind every address of that family (an IPv6 listener never takes "
-                         "IPv4: add an IPv4 listener too)", reloadable=False)
+                         "IPv4: add an IPv4 listener too); an address the box does not have "
+                         "yet (DHCP, a VLAN) is bound as soon as it appears", reloadable=False)
     port: int = option(5060, "port to bind", min=1, max=65535, reloadable=False)
     advertise: str = option("", "address[:port] written into Via / Record-Route instead of the "
                             "bound one (NAT), like Kamailio's `listen ... advertise`")

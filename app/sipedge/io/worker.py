@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import mmap
@@ -39,6 +40,7 @@ from .transport import StreamConnection, UdpListener
 log = logging.getLogger("sipedge.worker")
 
 STATS_SLOT_BYTES = 16384
+LISTENER_RETRY_S = 1.0
 HEARTBEAT_S = 0.5
 
 
@@ -175,20 +177,15 @@ class Worker:
             self.tls_server = server_context(self.config.tls)
             self.tls_client = client_context(self.config.tls)
         for la, lp in zip(self.locals, self.config.listen):
-            fam = _family(lp.address)
-            if lp.proto == "udp":
-                sock = udp_socket(fam, lp.address, lp.port, self.config.core.udp_buffer_bytes)
-                _, proto = await loop.create_datagram_endpoint(
-                    lambda i=la.index: UdpListener(self, i), sock=sock)
-                self.udp[la.index] = proto
-            else:
-                tls = {"ssl": self.tls_server,
-                       "ssl_handshake_timeout": self.config.tls.handshake_timeout_s
-                       } if lp.proto == "tls" else {}
-                srv = await loop.create_server(
-                    lambda i=la.index, p=lp.proto: StreamConnection(self, i, p), lp.address,
-                    lp.port, family=fam, reuse_port=True, backlog=512, **tls)
-                self.tcp_servers.append(srv)
+            try:
+                await self._open_listener(la, lp)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise
+                # the address is not configured yet (DHCP, a VLAN coming up): bind when it is
+                log.warning("worker=%d listener %s:%s:%d waits for its address", self.index,
+                            lp.proto, lp.address, lp.port)
+                self._spawn(self._open_when_available(la, lp))
         wildcard = [la for la in self.locals if la.ip in ("0.0.0.0", "::")]
         if wildcard:
             # netlink query in a thread: pyroute2 must not share (or block) this loop
@@ -210,6 +207,39 @@ class Worker:
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
         self._spawn(self._heartbeat())
         self._spawn(self._sweep_connections())
+
+    async def _open_listener(self, la: LocalAddress, lp) -> None:
+        loop = asyncio.get_running_loop()
+        fam = _family(lp.address)
+        if lp.proto == "udp":
+            sock = udp_socket(fam, lp.address, lp.port, self.config.core.udp_buffer_bytes)
+            _, proto = await loop.create_datagram_endpoint(
+                lambda i=la.index: UdpListener(self, i), sock=sock)
+            self.udp[la.index] = proto
+        else:
+            tls = {"ssl": self.tls_server,
+                   "ssl_handshake_timeout": self.config.tls.handshake_timeout_s
+                   } if lp.proto == "tls" else {}
+            srv = await loop.create_server(
+                lambda i=la.index, p=lp.proto: StreamConnection(self, i, p), lp.address,
+                lp.port, family=fam, reuse_port=True, backlog=512, **tls)
+            self.tcp_servers.append(srv)
+
+    async def _open_when_available(self, la: LocalAddress, lp) -> None:
+        """Retry binding a listener whose address does not exist yet, once a second."""
+        while True:
+            await asyncio.sleep(LISTENER_RETRY_S)
+            try:
+                await self._open_listener(la, lp)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    continue
+                log.error("worker=%d listener %s:%s:%d cannot bind: %s", self.index,
+                          lp.proto, lp.address, lp.port, exc)
+                return
+            log.info("worker=%d listener %s:%s:%d started: its address appeared", self.index,
+                     lp.proto, lp.address, lp.port)
+            return
 
     async def run(self) -> None:
         await self.start()
