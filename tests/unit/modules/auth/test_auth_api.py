@@ -155,7 +155,7 @@ def test_subscriber_rpc_never_stores_the_password(tmp_path):
     s.close()
 
 
-def test_params_load_from_toml(module_sections):
+def test_params_load_from_toml():
     cfg = load_text('[auth]\nrealm = "example.com"\nalgorithms = ["MD5"]\n'
                     'nonce_expires_s = 60\nwrong_password_status = 403\n')
     assert cfg.auth == AuthParams(realm="example.com", algorithms=["MD5"], nonce_expires_s=60,

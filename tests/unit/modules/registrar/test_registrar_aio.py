@@ -158,7 +158,7 @@ def test_rpc_and_purge(tmp_path):
     assert purged == 1 and removed == 1 and left == {"aors": {}, "count": 0}
 
 
-def test_params_load_from_toml(module_sections):
+def test_params_load_from_toml():
     cfg = load_text('[registrar]\ndb_path = "/tmp/x.sqlite"\nmin_expires_s = 30\n'
                     'path_mode = "lazy"\n')
     assert cfg.registrar == RegistrarParams(db_path="/tmp/x.sqlite", min_expires_s=30,

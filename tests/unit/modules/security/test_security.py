@@ -142,7 +142,7 @@ def test_flood_detection_off_still_honours_auth_blocks():
     assert sec.check_request("192.0.2.1", L, None, 2.0).reason == "blocked"
 
 
-def test_params_load_from_toml(module_sections):
+def test_params_load_from_toml():
     cfg = load_text('[security]\nflood_max_requests = 100\nuser_agent_deny = ["evil"]\n'
                     '[[security.acl]]\nlistener = "udp:0.0.0.0:5060"\nallow = ["10.0.0.0/8"]\n')
     assert cfg.security.flood_max_requests == 100
