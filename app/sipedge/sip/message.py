@@ -367,7 +367,10 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
             raise RemoteProtocolError("Header without colon")
         if len(found) > MAX_HEADERS:
             raise RemoteProtocolError("Too many headers")
+        if len(rest) > MAX_LINE and max(map(len, rest.split("\n"))) > MAX_LINE:
+            raise RemoteProtocolError("Header line too long")
         cache = _key_cache
+        append = headers.append
         for name, value in found:
             key = cache.get(name)
             if key is None:
@@ -375,9 +378,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
                 key = _key(name)
                 if not _TOKEN.fullmatch(key):
                     raise RemoteProtocolError("Bad header name")
-            if len(value) > MAX_LINE:
-                raise RemoteProtocolError("Header line too long")
-            headers.append([key, name, value.strip()])
+            append([key, name, value.strip()])
 
     msg: Request | Response
     if first[:4].upper() == "SIP/":
