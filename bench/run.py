@@ -339,7 +339,10 @@ class Bench:
                 log(f"skip {name}: {why}")
                 continue
             if not t.supports(mode, workers, transport):
-                log(f"skip {name} at {workers} worker(s) with SIPp -t {transport}")
+                if mode.config_template(name) is None and name not in mode.configs:
+                    log(f"skip {name}: not part of mode {mode.name}")
+                else:
+                    log(f"skip {name} at {workers} worker(s) with SIPp -t {transport}")
                 continue
             why = t.unsupported(mode)
             if why:
