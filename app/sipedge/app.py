@@ -20,9 +20,14 @@ from collections import Counter
 from . import __version__
 from .config import Config, ConfigError, load_file, load_text
 from .errors import ScriptError
+from .io.modules import (
+    Ksr,
+    ask_workers,
+    load_dispatcher_table,
+    make_enum_lookup,
+    registrar_db_path,
+)
 from .io.rpc import RpcError, RpcServer
-from .io.modules import (Ksr, ask_workers, load_dispatcher_table, make_enum_lookup,
-                         registrar_db_path)
 from .io.worker import STATS_SLOT_BYTES, resolve_script_path
 from .modules.auth import rpc as auth_rpc
 from .modules.registrar import rpc as reg_rpc

@@ -19,9 +19,26 @@ from ..errors import EdgeError
 from ..panel import leds as panel_leds
 from ..panel import pages as panel_pages
 from ..panel import status as panel_status
-from .health import CombinedProbe, CoreHealthProbe, RpcCallError, SipOptionsProbe, rpc_request
-from .policy import (Action, GiveUp, HealthLimits, Idle, Kill, RespawnPolicy, Restart, Spawn,
-                     State, SupervisorPolicy, Terminate)
+from .health import (
+    CombinedProbe,
+    CoreHealthProbe,
+    RpcCallError,
+    SipOptionsProbe,
+    rpc_request,
+)
+from .policy import (
+    Action,
+    GiveUp,
+    HealthLimits,
+    Idle,
+    Kill,
+    RespawnPolicy,
+    Restart,
+    Spawn,
+    State,
+    SupervisorPolicy,
+    Terminate,
+)
 from .ports import Display, HealthProbe, HealthReport, StatusLeds, UpdateAgent, Watchdog
 from .process import ProxyProcess
 from .sdconfig import BootConfigManager, ConfigChoice

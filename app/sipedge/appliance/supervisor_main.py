@@ -15,7 +15,6 @@ import asyncio
 import getpass
 import json
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -87,9 +86,9 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     if shutil.which("rauc"):
         hw["update_agent"] = RaucCli()
     try:
-        from .network import NetworkManager
-
         import pyroute2  # noqa: F401  (optional: the appliance extra)
+
+        from .network import NetworkManager
         hw["network"] = NetworkManager()
     except ImportError:
         if cfg.network.manage:

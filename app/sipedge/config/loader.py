@@ -287,8 +287,10 @@ def load_text(text: str, source: str = "<config>") -> Config:
 
 def _check_semantics(config: Config, v: _Validator) -> None:
     """Cross-field checks that a type cannot express."""
-    from ..sip.uri import parse_uri  # local: config must not depend on sip at import time
     from ..errors import RemoteProtocolError
+    from ..sip.uri import (
+        parse_uri,  # local: config must not depend on sip at import time
+    )
 
     seen = set()
     for i, listener in enumerate(config.listen):
@@ -404,8 +406,8 @@ def _check_dispatcher_enum(config: Config, v: _Validator) -> None:
             except ValueError:
                 v.error("dispatcher.probe_address", "expected an IP address")
         try:
-            from ..sip.uri import parse_uri
             from ..errors import RemoteProtocolError
+            from ..sip.uri import parse_uri
 
             parse_uri(disp.probe_from)
         except RemoteProtocolError as exc:

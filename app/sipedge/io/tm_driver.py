@@ -28,8 +28,16 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from ..script.api import Drop, Forward, Relay, ReplyMsg, RequestMsg, TReply
 from ..sip.message import Request, Response
 from ..sip.proxy import Source
-from ..sip.stateful import (Branch, BranchTarget, Peer, ResponseContext, StatefulProxy,
-                            TmParams, Transmit, copy_request)
+from ..sip.stateful import (
+    Branch,
+    BranchTarget,
+    Peer,
+    ResponseContext,
+    StatefulProxy,
+    TmParams,
+    Transmit,
+    copy_request,
+)
 from ..sip.transaction import TimerValues
 from ..sip.uri import URI
 

@@ -21,19 +21,33 @@ from pathlib import Path
 
 from ..config import Config, ConfigError, load_text
 from ..errors import RemoteProtocolError, ScriptError, TransportError
-from ..script.api import Drop, Forward, Relay, Reply, ReplyMsg, RequestMsg, RouteTable, TReply
-from ..script.loader import Script, load_script
-from ..sip.message import Request, Response, parse_message
-from ..resolve import Resolution, Target, literal_target
-from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
-from ..sip.uri import parse_uri
-from .dns import PENDING, DnsResolver
 from ..modules.registrar.store import StoreError
 from ..modules.security.api import reply_for as sec_reply_for
-from .modules import (ModuleEnv, WorkerModules, control_address, handle_control,
-                      notification)
-from .tls import client_context, server_context
+from ..resolve import Resolution, Target, literal_target
+from ..script.api import (
+    Drop,
+    Forward,
+    Relay,
+    Reply,
+    ReplyMsg,
+    RequestMsg,
+    RouteTable,
+    TReply,
+)
+from ..script.loader import Script, load_script
+from ..sip.message import Request, Response, parse_message
+from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
 from ..sip.stateful import is_stateful_branch
+from ..sip.uri import parse_uri
+from .dns import PENDING, DnsResolver
+from .modules import (
+    ModuleEnv,
+    WorkerModules,
+    control_address,
+    handle_control,
+    notification,
+)
+from .tls import client_context, server_context
 from .tm_driver import TmDriver
 from .transport import StreamConnection, UdpListener
 

@@ -27,9 +27,21 @@ from ..errors import LocalProtocolError
 from .headers.via import MAGIC_COOKIE
 from .message import Request, Response
 from .proxy import LocalAddress, ProxyCore, Source
-from .transaction import (AckReceived, ClientTransaction, Kind, ResponseReceived, ServerTransaction,
-                          State, TimerValues, TransactionTerminated, TransactionTimedOut,
-                          TransportFailed, build_cancel, response_key, server_key)
+from .transaction import (
+    AckReceived,
+    ClientTransaction,
+    Kind,
+    ResponseReceived,
+    ServerTransaction,
+    State,
+    TimerValues,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+    build_cancel,
+    response_key,
+    server_key,
+)
 
 
 @dataclass(frozen=True, slots=True)

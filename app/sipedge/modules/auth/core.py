@@ -7,8 +7,15 @@ from typing import Protocol
 from ...errors import RemoteProtocolError
 from ...sip.message import Request
 from .. import ReplySpec
-from .digest import (AuthResult, DigestAuth, Ha1Lookup, Verdict, base_algorithm,
-                     parse_credentials, parse_digest)
+from .digest import (
+    AuthResult,
+    DigestAuth,
+    Ha1Lookup,
+    Verdict,
+    base_algorithm,
+    parse_credentials,
+    parse_digest,
+)
 from .params import AuthParams
 
 

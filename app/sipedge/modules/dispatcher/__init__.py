@@ -4,8 +4,15 @@ The core (`core.Dispatcher`) is sans-IO; `aio.Prober` drives probing over asynci
 README.md. The config section lives in `params`; `MODULE` imports it on first access only.
 """
 
-from .core import (DestinationStateChanged, Dispatcher, DispatcherError, MessageFields,
-                   Selection, SendProbe, Settings)
+from .core import (
+    DestinationStateChanged,
+    Dispatcher,
+    DispatcherError,
+    MessageFields,
+    Selection,
+    SendProbe,
+    Settings,
+)
 from .health import State
 from .table import Destination, DispatcherListError, DispatcherTable, parse_list
 

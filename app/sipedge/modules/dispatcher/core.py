@@ -26,8 +26,15 @@ from dataclasses import dataclass, field
 
 from ...errors import EdgeError, RemoteProtocolError
 from ...sip.uri import parse_uri
-from .algorithms import (HASH_FIELDS, SmoothWeights, algorithm_name, hash_key, order_by_hash,
-                         order_least_calls, order_round_robin)
+from .algorithms import (
+    HASH_FIELDS,
+    SmoothWeights,
+    algorithm_name,
+    hash_key,
+    order_by_hash,
+    order_least_calls,
+    order_round_robin,
+)
 from .health import ADMIN_INPUT, Health, Input, State, initial_state
 from .table import Destination, DispatcherTable
 

@@ -4,8 +4,17 @@
 Importing this package does not register the `[enum]` config section (`params` does).
 """
 
-from .core import (DnsFailure, EnumNumberError, EnumResolution, EnumResult, Found, Naptr,
-                   NotFound, enum_domain, normalize_number)
+from .core import (
+    DnsFailure,
+    EnumNumberError,
+    EnumResolution,
+    EnumResult,
+    Found,
+    Naptr,
+    NotFound,
+    enum_domain,
+    normalize_number,
+)
 
 
 def __getattr__(attr: str):

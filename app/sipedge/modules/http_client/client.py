@@ -22,8 +22,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .h1 import (HttpError, HttpProtocolError, HttpTooLarge, Response, ResponseParser,
-                 build_request)
+from .h1 import (
+    HttpError,
+    HttpProtocolError,
+    HttpTooLarge,
+    Response,
+    ResponseParser,
+    build_request,
+)
 
 __all__ = ["HttpClient", "HttpConnectError", "HttpError", "HttpProtocolError", "HttpTimeout",
            "HttpTooLarge", "Response"]

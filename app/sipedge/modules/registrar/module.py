@@ -7,8 +7,16 @@ from ...sip.message import Request
 from ...sip.uri import parse_uri
 from .. import ReplySpec
 from .aio import AsyncStore
-from .core import (RegisterRequest, Source, Target, aor_of, apply_register, lookup,
-                   lookup_reply, parse_register)
+from .core import (
+    RegisterRequest,
+    Source,
+    Target,
+    aor_of,
+    apply_register,
+    lookup,
+    lookup_reply,
+    parse_register,
+)
 from .params import RegistrarParams
 
 

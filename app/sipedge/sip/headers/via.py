@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, replace
 
 from ...errors import RemoteProtocolError
-from ..grammar import format_params, get_param, is_digits, is_token, parse_params, set_param
+from ..grammar import (
+    format_params,
+    get_param,
+    is_digits,
+    is_token,
+    parse_params,
+    set_param,
+)
 from ..uri import DEFAULT_PORTS, HOSTNAME_PATTERN, is_host
 
 MAGIC_COOKIE = "z9hG4bK"
