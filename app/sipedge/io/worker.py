@@ -415,6 +415,20 @@ class Worker:
         if len(data) > self.max_message:
             self.stats["drops"] += 1
             return
+        if datagram and not handed and data[:8] == b"SIP/2.0 " and (
+                self.script is None or self.script.reply_route is None):
+            try:
+                route = self.core.splice_response(data)
+            except RemoteProtocolError:
+                route = None  # the full path below answers for it
+            if route is not None:
+                cls = chr(data[8])
+                self.stats[f"rcv_rpl_{cls}xx"] += 1
+                self.stats[f"fwd_rpl_{cls}xx"] += 1
+                listener = self._pick_listener("udp", route.ip, None)
+                self._send("udp", route.data, route.ip, route.port,
+                           listener.index if listener else src.listener)
+                return
         try:
             msg = parse_message(data, datagram=datagram)
         except RemoteProtocolError as exc:

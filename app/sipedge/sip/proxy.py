@@ -15,6 +15,7 @@ and for a response, `core.route_response(msg)`.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from ..errors import RemoteProtocolError
@@ -26,6 +27,8 @@ from .uri import DEFAULT_PORTS, URI, format_host
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, REFER, PRACK, UPDATE, PUBLISH"
 SUPPORTED_SCHEMES = ("sip", "sips", "tel")
+# a Via header line (full or compact name) at the start of a line, value without the CRLF
+_VIA_LINE = re.compile(rb"(?<=\n)(?:via|v)[ \t]*:[ \t]*([^\r\n]*)\r?\n", re.I)
 _LOOP_KEYS = frozenset({"from", "to", "proxy-require", "proxy-authorization", "route"})
 
 
@@ -312,6 +315,46 @@ class ProxyCore:
         nxt = msg.via
         ip, port = nxt.response_target()
         return ResponseRoute(msg.to_bytes(), nxt.transport.lower(), ip, port, nxt)
+
+    def splice_response(self, data: bytes) -> ResponseRoute | None:
+        """Fast path for forwarding a reply statelessly: cut our Via out of the bytes
+        without building a Message (most of a stateless proxy's traffic is replies).
+
+        None when the reply is not the simple case (our Via not first, folded or quoted Via
+        values, a transaction branch, no Via after ours, a stream transport next): the
+        caller then takes the full path, which also validates the whole message.
+        """
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head_end = end + 2
+        m1 = _VIA_LINE.search(data, 0, head_end)
+        if m1 is None or data[m1.end():m1.end() + 1] in (b" ", b"\t") or b'"' in m1.group(1):
+            return None
+        value = m1.group(1)
+        first, comma, rest = value.partition(b",")
+        via = parse_via(first.decode("utf-8", "surrogateescape").strip())
+        if not self.is_own_via(via):
+            return None
+        branch = via.branch or ""
+        if branch[7:].partition("x")[2][:1] == "t":
+            return None  # a transaction's reply: the transaction layer handles it
+        if comma:
+            rest = rest.strip()
+            nxt = rest.partition(b",")[0]
+            out = data[:m1.start(1)] + rest + data[m1.end(1):]
+        else:
+            m2 = _VIA_LINE.search(data, m1.end(), head_end)
+            if m2 is None or data[m2.end():m2.end() + 1] in (b" ", b"\t") \
+                    or b'"' in m2.group(1):
+                return None
+            nxt = m2.group(1).partition(b",")[0]
+            out = data[:m1.start()] + data[m1.end():]
+        nxt_via = parse_via(nxt.decode("utf-8", "surrogateescape").strip())
+        if nxt_via.transport != "UDP":
+            return None
+        ip, port = nxt_via.response_target()
+        return ResponseRoute(out, "udp", ip, port, nxt_via)
 
     @staticmethod
     def worker_of_branch(branch: str | None) -> int | None:
