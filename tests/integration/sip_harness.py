@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,9 @@ import pytest
 
 from sipedge.io.rpc import RpcError, rpc_call
 
+sys.path.insert(0, str(Path(__file__).parents[2] / "tools" / "lab"))
+from labkit import free_port as _lab_free_port  # noqa: E402 - one helper for tests and the lab
+
 SCENARIOS = Path(__file__).parent / "scenarios"
 HAVE_SIPP = shutil.which("sipp") is not None
 
@@ -26,19 +28,8 @@ needs_sipp = pytest.mark.skipif(not HAVE_SIPP, reason="SIPp (Debian sip-tester) 
 
 
 def free_port(proto: str = "udp", host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on `host`."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(fam, socket.SOCK_DGRAM) as u:
-            u.bind((host, 0))
-            port = u.getsockname()[1]
-            try:
-                with socket.socket(fam, socket.SOCK_STREAM) as t:
-                    t.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
+    """A port free for both UDP and TCP on `host` (`proto` is accepted for readability)."""
+    return _lab_free_port(host)
 
 
 class SipEdge:
