@@ -4,6 +4,7 @@ The core (`core.Dispatcher`) is sans-IO; `aio.Prober` drives probing over asynci
 README.md. The config section lives in `params`; `MODULE` imports it on first access only.
 """
 
+from .. import ModuleSpec
 from .core import (
     DestinationStateChanged,
     Dispatcher,
@@ -14,22 +15,12 @@ from .core import (
     Settings,
 )
 from .health import State
+from .params import DispatcherParams
+from .rpc import RPC
 from .table import Destination, DispatcherListError, DispatcherTable, parse_list
 
-
-def __getattr__(attr: str):
-    """`MODULE` (a ModuleSpec) is built on first access: it imports `params`, which registers
-    the `[dispatcher]` config section, and plain imports of this package must not do that."""
-    if attr == "MODULE":
-        from .. import ModuleSpec
-        from .params import DispatcherParams
-        from .rpc import RPC
-
-        spec = ModuleSpec(name="dispatcher", params=DispatcherParams, depends=("tm",), rpc=RPC,
-                          script_api="sipedge.modules.dispatcher.api")
-        globals()["MODULE"] = spec
-        return spec
-    raise AttributeError(attr)
+MODULE = ModuleSpec(name="dispatcher", params=DispatcherParams, depends=("tm",), rpc=RPC,
+                    script_api="sipedge.modules.dispatcher.api")
 
 
 __all__ = ["Destination", "DestinationStateChanged", "Dispatcher", "DispatcherError",

@@ -4,6 +4,7 @@
 Importing this package does not register the `[enum]` config section (`params` does).
 """
 
+from .. import ModuleSpec
 from .core import (
     DnsFailure,
     EnumNumberError,
@@ -15,21 +16,11 @@ from .core import (
     enum_domain,
     normalize_number,
 )
+from .params import EnumParams
+from .rpc import RPC
 
-
-def __getattr__(attr: str):
-    """`MODULE` (a ModuleSpec) is built on first access: it imports `params`, which registers
-    the `[enum]` config section, and plain imports of this package must not do that."""
-    if attr == "MODULE":
-        from .. import ModuleSpec
-        from .params import EnumParams
-        from .rpc import RPC
-
-        spec = ModuleSpec(name="enum", params=EnumParams, depends=("dns",), rpc=RPC,
-                          script_api="sipedge.modules.enum.api")
-        globals()["MODULE"] = spec
-        return spec
-    raise AttributeError(attr)
+MODULE = ModuleSpec(name="enum", params=EnumParams, depends=("dns",), rpc=RPC,
+                    script_api="sipedge.modules.enum.api")
 
 
 __all__ = ["DnsFailure", "EnumNumberError", "EnumResolution", "EnumResult", "Found",
