@@ -29,6 +29,11 @@ test-deps: venv
 	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
 	  $(APT_GET) update && $(APT_GET) install --no-install-recommends $$missing; fi
 	$(VPY) -m pip install -q -r tests/requirements.txt
+	@# chronyd serves NTP to the QEMU guests: unpacked from Debian's package, not installed (no
+	@# clock daemon on the host, no change to its time); its libraries are in tests/apt-packages.txt
+	@if [ ! -x .cache/chrony/usr/sbin/chronyd ]; then mkdir -p .cache/chrony/deb && \
+	  (cd .cache/chrony/deb && { apt-get -q download chrony || { $(APT_GET) update && apt-get -q download chrony; }; }) && \
+	  dpkg-deb -x .cache/chrony/deb/chrony_*.deb .cache/chrony; fi
 	@# MicroPython under Node runs the panel tests (app/sipedge/panel is MicroPython code)
 	@if command -v npm >/dev/null && [ ! -d .cache/micropython/node_modules/@micropython/micropython-webassembly-pyscript ]; then \
 	  npm install --prefix .cache/micropython --no-save --no-audit --no-fund --no-package-lock \

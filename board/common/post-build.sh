@@ -11,3 +11,4 @@ mkdir -p "$target/boot" "$target/data"
 ln -sfn ../run/resolv.conf "$target/etc/resolv.conf"
 # BusyBox init reads /etc/inittab from the overlay; nothing else may start services.
 rm -f "$target/etc/init.d/S40network" # Buildroot's ifupdown script; S20network does DHCP
+rm -f "$target/etc/init.d/S49chrony"  # the supervisor runs chronyd from [network] ntp_servers

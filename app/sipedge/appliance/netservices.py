@@ -1,9 +1,12 @@
-"""Helper daemons the `[network]` section asks for: a DHCP client per DHCP interface, ntpd.
+"""Helper daemons the `[network]` section asks for: a DHCP client per DHCP interface, an NTP
+daemon.
 
 Split like the rest of the appliance code:
 
 - `service_specs(params)` is pure: the config -> the helpers that should run, each with its
-  full command line (BusyBox `udhcpc -f ...` per `dhcp = true` interface, `ntpd -n -p ...`).
+  full command line and the files it needs (BusyBox `udhcpc -f ...` per `dhcp = true`
+  interface; for NTP chrony's `chronyd -d -f CONF` with a generated CONF where chronyd is
+  installed, else BusyBox `ntpd -n -p ...`).
 - `ServicePolicy` is sans-IO: given the wanted helpers, process starts and exits and the
   clock, it says what to start and stop and when to restart a helper that died (delay doubles
   per quick exit up to `max_delay_s`; a run of `threshold_s` resets it). A helper is started
@@ -22,14 +25,17 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from .params import NetworkParams
+from .sdconfig import atomic_write
 from .process import _die_with_parent
 
 log = logging.getLogger("sipedge.appliance.netservices")
 
 UDHCPC_SCRIPT = "/usr/libexec/sipedge/udhcpc-event"
+CHRONY_CONF = "/run/sipedge/chrony.conf"
 
 
 @dataclass(frozen=True)
@@ -37,11 +43,47 @@ class ServiceSpec:
     name: str  # "udhcpc:eth0", "ntpd"
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, str], ...] = ()  # (path, text) written before each start
+
+
+def split_ntp_server(server: str) -> tuple[str, int | None]:
+    """ "host", "host:port", "[v6]:port" or a bare IPv6 address -> (host, port or None).
+
+    Raises ValueError for an empty host or a bad port."""
+    host, port = server, None
+    if server.startswith("["):
+        end = server.find("]")
+        if end < 0 or server[end + 1:end + 2] not in ("", ":"):
+            raise ValueError("bad bracketed address")
+        host = server[1:end]
+        if server[end + 1:]:
+            port = server[end + 2:]
+    elif server.count(":") == 1:
+        host, port = server.split(":")
+    if not host or (port is not None and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError("want HOST, HOST:PORT or [IPv6]:PORT")
+    return host, None if port is None else int(port)
+
+
+def chrony_conf(servers: list[str], pidfile: str) -> str:
+    """chronyd's configuration for `servers`: poll them, step the clock whenever it is more
+    than a second off (boards without an RTC boot in 1970, and a box may stay offline for
+    days), keep the RTC in sync where there is one, no command socket (nothing else to talk
+    to chronyd)."""
+    lines = ["# written by sipedge-supervisor from [network] ntp_servers; do not edit"]
+    for server in servers:
+        host, port = split_ntp_server(server)
+        lines.append(f"server {host} iburst" + (f" port {port}" if port else ""))
+    lines += ["makestep 1.0 -1", "rtcsync", "cmdport 0", "bindcmdaddress /",
+              f"pidfile {pidfile}", ""]
+    return "\n".join(lines)
 
 
 def service_specs(params: NetworkParams, busybox: str = "busybox",
-                  script: str = UDHCPC_SCRIPT) -> dict[str, ServiceSpec]:
-    """The helpers `params` asks for (none unless `manage`)."""
+                  script: str = UDHCPC_SCRIPT, chronyd: str | None = None,
+                  chrony_conf_path: str = CHRONY_CONF) -> dict[str, ServiceSpec]:
+    """The helpers `params` asks for (none unless `manage`). NTP runs `chronyd` when its path
+    is given, else BusyBox ntpd."""
     out: dict[str, ServiceSpec] = {}
     if not params.manage:
         return out
@@ -54,7 +96,12 @@ def service_specs(params: NetworkParams, busybox: str = "busybox",
         if params.hostname:
             argv += ["-x", f"hostname:{params.hostname}"]
         out[f"udhcpc:{itf.name}"] = ServiceSpec(f"udhcpc:{itf.name}", tuple(argv), env)
-    if params.ntp_servers:
+    if params.ntp_servers and chronyd:
+        pidfile = os.path.join(os.path.dirname(chrony_conf_path), "chronyd.pid")
+        conf = chrony_conf(params.ntp_servers, pidfile)
+        out["ntpd"] = ServiceSpec("ntpd", (chronyd, "-d", "-f", chrony_conf_path),
+                                  files=((chrony_conf_path, conf),))
+    elif params.ntp_servers:
         argv = [busybox, "ntpd", "-n"]
         for server in params.ntp_servers:
             argv += ["-p", server]
@@ -198,6 +245,9 @@ class ServiceRunner:
 
     async def _start(self, spec: ServiceSpec) -> None:
         try:
+            for path, text in spec.files:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(Path(path), text.encode())
             proc = await self.spawn(spec)
         except OSError as exc:
             self.problems[spec.name] = f"{spec.name}: cannot start {spec.argv[0]}: {exc}"

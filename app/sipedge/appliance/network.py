@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .netservices import UDHCPC_SCRIPT, ServiceRunner, service_specs
+from .netservices import (CHRONY_CONF, UDHCPC_SCRIPT, ServiceRunner, service_specs,
+                          split_ntp_server)
 from .params import NetworkParams
 from .sdconfig import atomic_write
 
@@ -180,7 +181,11 @@ def validate(params: NetworkParams) -> list[str]:
         except ValueError:
             problems.append(f"network.dns_servers: bad address {s!r}")
     for s in params.ntp_servers:
-        if not s or s.startswith("-") or any(c.isspace() for c in s):
+        try:
+            if s.startswith("-") or any(c.isspace() for c in s):
+                raise ValueError
+            split_ntp_server(s)
+        except ValueError:
             problems.append(f"network.ntp_servers: bad server {s!r}")
     return problems
 
@@ -560,6 +565,12 @@ def busybox_applets(busybox: str) -> set[str]:
     return set(out.stdout.split())
 
 
+def find_chronyd() -> str:
+    """chronyd's path ("" if not installed); init's PATH may lack the sbin directories."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which("chronyd", path=path) or ""
+
+
 class NetworkManager:
     """What the supervisor uses: apply `[network]` (off the event loop), run the helpers it
     asks for (udhcpc, ntpd) and track addresses."""
@@ -567,7 +578,8 @@ class NetworkManager:
     def __init__(self, netns: str | None = None, proc: str | Path = "/proc",
                  run_dir: str | Path = "/run", services: ServiceRunner | None = None,
                  busybox: str | None = None, applets: set[str] | None = None,
-                 udhcpc_script: str = UDHCPC_SCRIPT) -> None:
+                 udhcpc_script: str = UDHCPC_SCRIPT, chronyd: str | None = None,
+                 chrony_conf: str = CHRONY_CONF) -> None:
         self.netns = netns
         self.proc = Path(proc)
         self.run_dir = Path(run_dir)
@@ -575,6 +587,9 @@ class NetworkManager:
         self.busybox = busybox or shutil.which("busybox") or "busybox"
         self.applets = applets  # None: ask `busybox --list` when first needed
         self.udhcpc_script = udhcpc_script
+        # NTP: chrony where installed (both images ship it), else BusyBox ntpd; "" forces BusyBox
+        self.chronyd = chronyd if chronyd is not None else find_chronyd()
+        self.chrony_conf = chrony_conf
         self.addresses: dict[str, set[str]] = {}
 
     def _apply_sync(self, params: NetworkParams) -> list[str]:
@@ -601,12 +616,14 @@ class NetworkManager:
         problems = await asyncio.to_thread(self._apply_sync, params)
         if validate(params):  # an invalid section changes nothing, helpers included
             return problems
-        specs = service_specs(params, self.busybox, self.udhcpc_script)
-        if "ntpd" in specs:
+        specs = service_specs(params, self.busybox, self.udhcpc_script, self.chronyd or None,
+                              self.chrony_conf)
+        if "ntpd" in specs and not self.chronyd:
             if self.applets is None:
                 self.applets = await asyncio.to_thread(busybox_applets, self.busybox)
             if "ntpd" not in self.applets:
-                problems.append(f"network.ntp_servers: {self.busybox} has no ntpd applet")
+                problems.append(f"network.ntp_servers: no chronyd, and {self.busybox} has no "
+                                "ntpd applet")
                 del specs["ntpd"]
         await self.services.update(specs)
         return problems + list(self.services.problems.values())

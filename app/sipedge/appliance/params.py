@@ -134,9 +134,11 @@ class NetworkParams:
                                     "(then DHCP leases do not overwrite it)")
     resolv_conf: str = option("/etc/resolv.conf", "where the DNS servers are written (a symlink "
                               "is followed: the image links it to /run/resolv.conf)")
-    ntp_servers: list[str] = option(default_factory=list, doc="NTP servers (names or "
-                                    "addresses): the supervisor runs and watches BusyBox "
-                                    "`ntpd -n -p SERVER ...` (empty: no ntpd)")
+    ntp_servers: list[str] = option(default_factory=list, doc="NTP servers: `HOST`, "
+                                    "`HOST:PORT` or `[IPv6]:PORT`; the supervisor runs and "
+                                    "watches chronyd (BusyBox `ntpd` where chrony is not "
+                                    "installed), stepping the clock when it is off by over "
+                                    "1 s (empty: no NTP)")
     interface: list[InterfaceParams] = option(default_factory=list, doc="interfaces "
                                               "(`[[network.interface]]`)")
     vlan: list[VlanParams] = option(default_factory=list, doc="VLANs (`[[network.vlan]]`)")

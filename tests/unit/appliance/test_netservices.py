@@ -5,8 +5,10 @@ import asyncio
 import os
 import signal
 
+import pytest
+
 from sipedge.appliance.netservices import (ServicePolicy, ServiceRunner, ServiceSpec, Start,
-                                           Stop, service_specs)
+                                           Stop, service_specs, split_ntp_server)
 from sipedge.appliance.network import (NetworkManager, desired_state, plan, stop_boot_dhcp,
                                        validate, write_hostname_file, write_resolv_conf)
 from sipedge.appliance.network import DeleteAddress, LinkSpec, NetState
@@ -35,6 +37,51 @@ def test_command_lines():
         "ntpd": ServiceSpec("ntpd", ("/bin/busybox", "ntpd", "-n", "-p", "198.51.100.123",
                                      "-p", "ntp.example.net")),
     }
+
+
+def test_chrony_when_installed():
+    specs = service_specs(params(ntp_servers=["198.51.100.123", "ntp.example.net:1123",
+                                              "[2001:db8::123]:123", "2001:db8::7b"]),
+                          chronyd="/usr/sbin/chronyd", chrony_conf_path="/run/x/chrony.conf")
+    spec = specs["ntpd"]
+    assert spec.argv == ("/usr/sbin/chronyd", "-d", "-f", "/run/x/chrony.conf")
+    ((path, conf),) = spec.files
+    assert path == "/run/x/chrony.conf"
+    lines = conf.splitlines()
+    assert lines[1:5] == ["server 198.51.100.123 iburst", "server ntp.example.net iburst port 1123",
+                          "server 2001:db8::123 iburst port 123", "server 2001:db8::7b iburst"]
+    assert "makestep 1.0 -1" in lines and "cmdport 0" in lines
+    assert "pidfile /run/x/chronyd.pid" in lines
+    # a changed server list is a changed spec: the runner restarts chronyd with the new file
+    other = service_specs(params(ntp_servers=["198.51.100.124"]), chronyd="/usr/sbin/chronyd")
+    assert other["ntpd"] != service_specs(params(), chronyd="/usr/sbin/chronyd")["ntpd"]
+
+
+def test_ntp_server_syntax():
+    assert split_ntp_server("ntp.example.net") == ("ntp.example.net", None)
+    assert split_ntp_server("192.0.2.1:1123") == ("192.0.2.1", 1123)
+    assert split_ntp_server("[2001:db8::1]") == ("2001:db8::1", None)
+    assert split_ntp_server("[2001:db8::1]:123") == ("2001:db8::1", 123)
+    assert split_ntp_server("2001:db8::1") == ("2001:db8::1", None)
+    for bad in ("", ":123", "host:0", "host:99999", "host:x", "[2001:db8::1", "[::1]x"):
+        with pytest.raises(ValueError):
+            split_ntp_server(bad)
+
+
+async def test_runner_writes_the_files_before_starting(tmp_path):
+    conf = tmp_path / "sub" / "chrony.conf"
+    seen = []
+    spawn = FakeSpawn()
+
+    async def spawn_and_read(spec):
+        seen.append(conf.read_text())
+        return await spawn(spec)
+
+    runner = ServiceRunner(spawn_and_read)
+    await runner.update({"ntpd": ServiceSpec("ntpd", ("chronyd",),
+                                             files=((str(conf), "server a iburst\n"),))})
+    await runner.close()
+    assert seen == ["server a iburst\n"]
 
 
 def test_hostname_and_static_dns_reach_udhcpc():
@@ -198,10 +245,11 @@ async def test_runner_reports_a_missing_program():
 
 async def test_network_manager_runs_helpers_from_the_config(tmp_path, monkeypatch):
     spawn = FakeSpawn()
-    nm = NetworkManager(services=ServiceRunner(spawn), busybox="bb", applets={"udhcpc"})
+    nm = NetworkManager(services=ServiceRunner(spawn), busybox="bb", applets={"udhcpc"},
+                        chronyd="")
     monkeypatch.setattr(nm, "_apply_sync", lambda p: [])
     problems = await nm.apply(params())
-    assert problems == ["network.ntp_servers: bb has no ntpd applet"]
+    assert problems == ["network.ntp_servers: no chronyd, and bb has no ntpd applet"]
     assert spawn.argvs() == [("bb", "udhcpc", "-f", "-S", "-i", "eth0", "-s", SCRIPT)]
     nm.applets = {"udhcpc", "ntpd"}
     assert await nm.apply(params()) == []
@@ -209,6 +257,17 @@ async def test_network_manager_runs_helpers_from_the_config(tmp_path, monkeypatc
                                 "-p", "ntp.example.net")
     assert await nm.apply(params(manage=False)) == []  # unmanaged: helpers stop
     assert all(p.done.done() for p in spawn.procs)
+    await nm.close()
+
+
+async def test_network_manager_prefers_chrony(tmp_path, monkeypatch):
+    spawn = FakeSpawn()
+    nm = NetworkManager(services=ServiceRunner(spawn), busybox="bb", applets={"udhcpc"},
+                        chronyd="/usr/sbin/chronyd", chrony_conf=str(tmp_path / "c.conf"))
+    monkeypatch.setattr(nm, "_apply_sync", lambda p: [])
+    assert await nm.apply(params(interface=[])) == []  # no ntpd applet needed
+    assert spawn.argvs()[0] == ("/usr/sbin/chronyd", "-d", "-f", str(tmp_path / "c.conf"))
+    assert "server ntp.example.net iburst" in (tmp_path / "c.conf").read_text()
     await nm.close()
 
 
