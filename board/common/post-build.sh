@@ -3,7 +3,13 @@
 # (arg 1 = TARGET_DIR), tools/image/mkimage.py runs it on the offline Debian rootfs.
 # Anything generated in the root filesystem belongs here, not in rootfs/ (static overlay).
 set -eu
-target=${1:?usage: post-build.sh TARGET_DIR}
+target=${1:?usage: post-build.sh TARGET_DIR [BOARD_DIR]}
+boarddir=${2:-}
+
+# Board facts the supervisor reads at run time (LED names).
+if [ -n "$boarddir" ]; then
+	install -D -m 0644 "$boarddir/meta" "$target/usr/share/sipedge/board"
+fi
 
 # Mount points: FAT boot partition (read-only) and the data partition.
 mkdir -p "$target/boot" "$target/data"

@@ -99,3 +99,30 @@ def test_debian_kernel_has_the_options_the_app_needs(sipedge_image):
     opts = dict(re.findall(r"^CONFIG_(\w+)=(\S+)$", config, re.M))
     missing = [o for o in (*REQUIRED_KERNEL, "I6300ESB_WDT") if opts.get(o) not in ("y", "m")]
     assert not missing
+
+
+def test_panel_leds_named_by_board_data(guest):
+    """With no `[panel]` LED names the supervisor takes them from the board data
+    (/usr/share/sipedge/board, from board/qemu-x86_64/meta: the emulated PS/2 keyboard's
+    LEDs) and lights the status LED once the proxy is healthy."""
+    import json
+
+    from guest_helpers import TIMEOUT_MULTIPLIER
+
+    _rc, board = guest.shell("grep _LED= /usr/share/sipedge/board", check=True)
+    assert 'STATUS_LED="input*::numlock"' in board, board
+    deadline = time.monotonic() + 300 * TIMEOUT_MULTIPLIER
+    st: dict = {}
+    while time.monotonic() < deadline:
+        rc, out = guest.shell("sipedgectl --json supervisor.status", timeout=60)
+        if rc == 0 and "{" in out:
+            st = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
+            if st.get("state") == "RUNNING" and st.get("leds", {}).get("status"):
+                break
+        time.sleep(2)
+    names = st.get("led_names", {})
+    assert re.fullmatch(r"input\d+::numlock", names.get("status", "")), st
+    assert re.fullmatch(r"input\d+::capslock", names.get("error", "")), st
+    _rc, out = guest.shell(f"cat /sys/class/leds/{names['status']}/brightness "
+                           f"/sys/class/leds/{names['error']}/brightness", check=True)
+    assert out.split()[-2:] == ["1", "0"], out  # healthy: status lit, error dark

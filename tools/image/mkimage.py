@@ -183,7 +183,7 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     run("cp", "-a", base, rootfs)
     copy_overlay(REPO / "rootfs", rootfs)
     busybox_links(rootfs)
-    run(REPO / "board/common/post-build.sh", rootfs)
+    run(REPO / "board/common/post-build.sh", rootfs, REPO / "board" / board)
     install_app(rootfs)
 
     kernel_name = meta["KERNEL_IMAGE"]

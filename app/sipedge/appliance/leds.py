@@ -8,6 +8,7 @@ the LED offers it, so the kernel blinks without our help; otherwise the LED is s
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -62,12 +63,64 @@ class SysfsLed:
         _write(self.dir / "brightness", str(level))
 
 
+def resolve_led(sysfs: str | Path, spec: str) -> str:
+    """The LED class name `spec` stands for: comma-separated candidates, each a name or a
+    glob (`input*::numlock`); the first candidate with a match wins, the lowest name among its
+    matches. Nothing present: the first candidate as written (reported missing by the caller,
+    used if it appears later)."""
+    base = Path(sysfs) / "class" / "leds"
+    candidates = [c.strip() for c in spec.split(",") if c.strip()]
+    for cand in candidates:
+        if any(ch in cand for ch in "*?["):
+            found = sorted((p.name for p in base.glob(cand)), key=_natural)
+            if found:
+                return found[0]
+        elif (base / cand).is_dir():
+            return cand
+    return candidates[0] if candidates else ""
+
+
+def _natural(name: str) -> tuple:
+    """input2 before input10."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def read_board_data(path: str | Path) -> dict[str, str]:
+    """The board's facts (`board/<board>/meta`, installed as /usr/share/sipedge/board):
+    KEY=VALUE lines, `#` comments, values optionally quoted. A missing file is no facts."""
+    out: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip().strip('"')
+    return out
+
+
+def led_names(panel_status: str, panel_error: str, board: Mapping[str, str]) -> dict[str, str]:
+    """LED roles -> specs: the config's `[panel]` names, else the board's STATUS_LED /
+    ERROR_LED; "none" in the config turns a board LED off."""
+    out = {}
+    for role, configured, key in (("status", panel_status, "STATUS_LED"),
+                                  ("error", panel_error, "ERROR_LED")):
+        spec = configured or board.get(key, "")
+        out[role] = "" if spec == "none" else spec
+    return out
+
+
 class SysfsLeds:
-    """`StatusLeds` port: LED roles ("status", "error") mapped to LED class names (board data)."""
+    """`StatusLeds` port: LED roles ("status", "error") mapped to LED class names or specs
+    (`resolve_led`), from the config or the board data."""
 
     def __init__(self, names: Mapping[str, str], sysfs: str | Path = "/sys") -> None:
         self.sysfs = Path(sysfs)
-        self.leds = {role: SysfsLed(self.sysfs, name) for role, name in names.items() if name}
+        self.leds = {role: SysfsLed(self.sysfs, resolve_led(self.sysfs, spec))
+                     for role, spec in names.items() if spec}
+        self.names = {role: led.name for role, led in self.leds.items()}
         for role, led in self.leds.items():
             if not led.present:
                 log.warning("LED missing role=%s name=%s dir=%s", role, led.name, led.dir)

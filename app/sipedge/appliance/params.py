@@ -60,8 +60,11 @@ class WatchdogParams:
 class PanelParams:
     """Front panel: status LEDs (sysfs LED class) and an HD44780 LCD behind a PCF8574."""
 
-    status_led: str = option("", "LED class name for the status LED (empty: none)")
-    error_led: str = option("", "LED class name for the error LED (empty: none)")
+    status_led: str = option("", "LED class name of the status LED; a glob such as "
+                             "`input*::numlock` or comma-separated candidates also work "
+                             "(empty: the board's STATUS_LED; `none`: no LED)")
+    error_led: str = option("", "LED class name of the error LED, as `status_led` "
+                            "(empty: the board's ERROR_LED; `none`: no LED)")
     lcd_bus: int = option(-1, "I2C bus number of the LCD backpack (-1: no LCD)", min=-1, max=255)
     lcd_address: int = option(0x27, "I2C address of the PCF8574", min=0x03, max=0x77)
     lcd_cols: int = option(16, "LCD columns", choices=(8, 16, 20, 24, 40))

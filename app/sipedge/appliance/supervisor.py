@@ -150,6 +150,7 @@ class Supervisor:
                 "lines": self._lcd_shown,
                 "bytes_sent": getattr(self.display, "bytes_sent", None)},
             "leds": dict(self._led_state),
+            "led_names": dict(getattr(self.leds, "names", {})),
             "watchdog": {"armed": self.watchdog is not None and
                          bool(getattr(self.watchdog, "is_open", True)),
                          "pets": self.pets,

@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default="/data", type=Path,
                    help="writable data partition (last-known-good copy)")
     p.add_argument("--sysfs", default="/sys", type=Path, help="sysfs root (tests)")
+    p.add_argument("--board-data", default="/usr/share/sipedge/board", type=Path,
+                   help="the board's facts (LED names); installed from board/<board>/meta")
     p.add_argument("--dev", default="/dev", type=Path, help="/dev root (tests)")
     p.add_argument("--simulate", action="store_true",
                    help="use recording fakes instead of the watchdog, LEDs and LCD")
@@ -57,7 +59,7 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     """Real adapters (or fakes with --simulate); a missing device is logged, never fatal."""
     from . import fakes
     from .lcd import I2cLcd, open_bus
-    from .leds import SysfsLeds
+    from .leds import SysfsLeds, led_names, read_board_data
     from .update import RaucCli
     from .watchdog import HardwareError, HardwareWatchdog
 
@@ -73,7 +75,8 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
         # Opened (armed) by Supervisor.run(), right before its loop starts petting.
         hw["watchdog"] = HardwareWatchdog(_under(args.dev, cfg.watchdog.device),
                                           cfg.watchdog.timeout_s)
-    names = {"status": cfg.panel.status_led, "error": cfg.panel.error_led}
+    names = led_names(cfg.panel.status_led, cfg.panel.error_led,
+                      read_board_data(args.board_data))
     if any(names.values()):
         hw["leds"] = SysfsLeds(names, args.sysfs)
     if cfg.panel.lcd_bus >= 0:

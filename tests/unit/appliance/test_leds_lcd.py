@@ -1,14 +1,17 @@
 """LED class adapter on a fake sysfs tree; LCD adapter on a recording SMBus."""
 
 import errno
+from pathlib import Path
 
 import pytest
 
 from sipedge.appliance.fakes import FakeSmBus
 from sipedge.appliance.lcd import I2cLcd, RawI2cBus, open_bus
-from sipedge.appliance.leds import SysfsLeds
+from sipedge.appliance.leds import SysfsLeds, led_names, read_board_data, resolve_led
 from sipedge.appliance.watchdog import HardwareError
 from sipedge.panel import hd44780
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def make_led(sysfs, name, triggers="[none] timer heartbeat", max_brightness="255"):
@@ -44,6 +47,27 @@ def test_missing_leds_are_skipped(tmp_path, caplog):
     leds.set("error", "on")
     leds.set("other", "on")
     assert "LED missing role=status name=nope" in caplog.text
+
+
+def test_led_names_from_board_data_globs_and_candidates(tmp_path):
+    for name in ("input10::numlock", "input2::numlock", "input2::capslock", "PWR"):
+        make_led(tmp_path, name)
+    assert resolve_led(tmp_path, "input*::numlock") == "input2::numlock"  # natural order
+    assert resolve_led(tmp_path, "ACT,led0") == "ACT"  # none present: first as written
+    assert resolve_led(tmp_path, "led1, PWR") == "PWR"
+    assert resolve_led(tmp_path, "input*::scrolllock,PWR") == "PWR"
+    board_file = REPO / "board/qemu-x86_64/meta"  # the real board data
+    board = read_board_data(board_file)
+    assert board["STATUS_LED"] == "input*::numlock" and board["BOARD_ID"] == "qemu-x86_64"
+    assert read_board_data(tmp_path / "missing") == {}
+    # the config wins; "none" switches a board LED off
+    assert led_names("", "", board) == {"status": "input*::numlock",
+                                        "error": "input*::capslock"}
+    assert led_names("my:led", "none", board) == {"status": "my:led", "error": ""}
+    leds = SysfsLeds(led_names("", "", board), tmp_path)
+    assert leds.names == {"status": "input2::numlock", "error": "input2::capslock"}
+    leds.set("error", "on")
+    assert (tmp_path / "class/leds/input2::capslock/brightness").read_text() == "255"
 
 
 def test_write_failure_is_a_hardware_error(tmp_path):
