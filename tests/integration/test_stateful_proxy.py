@@ -27,7 +27,7 @@ def request_route(msg):
         msg.t_relay()  # BYE statefully; ACK and unmatched CANCEL go statelessly
         return
     msg.t_on_reply("mark_reply")
-    if MODE == "failover":
+    if MODE in ("failover", "tcpdown"):
         msg.t_on_failure("next_destination")
     elif MODE == "timeout":
         msg.t_on_failure("saw_timeout")
@@ -54,7 +54,7 @@ def per_branch(msg):
 
 
 def next_destination(msg):
-    if msg.t_check_status("404") and not msg.t_is_canceled():
+    if msg.t_check_status("404|503") and not msg.t_is_canceled():
         msg.log.info("failover after %d", msg.reply_status)
         msg.set_dst_uri(UAS2)
         msg.t_relay()
@@ -217,6 +217,27 @@ def test_failover_with_caller_over_tcp(sipedge_factory, sipp, tmp_path):
     assert rc == 0, log + edge.log()
     stats = wait_idle(edge)
     assert stats["total"]["ist"] == 10 and stats["total"]["ict"] == 20
+
+
+@needs_sipp
+def test_tcp_connect_refused_is_a_503_for_the_failure_route_at_once(sipedge_factory, sipp,
+                                                                   tmp_path):
+    """The first destination is TCP on a port where nothing listens: the refused connect
+    ends that branch with a 503 (RFC 3261 16.9) and the failure route relays to the second
+    UAS right away, not after fr_timeout_s (30 s here)."""
+    closed = free_port()  # nothing listens on it (TCP)
+    uas2, uac = free_port(), free_port()
+    edge, port = start(sipedge_factory, tmp_path, "tcpdown",
+                       f"sip:127.0.0.1:{closed};transport=tcp", uas2, fr=30.0, tcp=True)
+    sipp.uas("uas_rr.xml", uas2)
+    t0 = time.monotonic()
+    rc, log = sipp.uac("stateful/uac_call.xml", f"127.0.0.1:{port}", uac, calls=10, rate=20)
+    elapsed = time.monotonic() - t0
+    assert rc == 0, log + edge.log()
+    assert elapsed < 10, elapsed
+    assert edge.log().count("failover after 503") == 10, edge.log()
+    stats = wait_idle(edge)
+    assert stats["total"]["ict"] == 20  # the refused branch and the one that worked
 
 
 @needs_sipp

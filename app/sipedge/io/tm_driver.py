@@ -20,6 +20,7 @@ the worker hands every reply to a transaction branch over to its owner.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -379,10 +380,19 @@ class TmDriver:
             if conn is not None and not conn.closed:
                 conn.send(tx.data)
                 return
-        if peer.server_name is not None:
-            self.w._send(peer.proto, tx.data, peer.ip, peer.port, peer.listener, peer.server_name)
-        else:
-            self.w._send(peer.proto, tx.data, peer.ip, peer.port, peer.listener)
+        on_error = None if tx.key is None else partial(self._transport_error, tx.key)
+        self.w._send(peer.proto, tx.data, peer.ip, peer.port, peer.listener, peer.server_name,
+                     on_error)
+
+    def _transport_error(self, key: object) -> None:
+        """A branch's request could not be sent (connect refused, TLS handshake failed):
+        the branch gets its 503 now (failure route, next DNS target)."""
+        try:
+            self.proxy.transport_error(key, self._now())
+        except Exception:  # noqa: BLE001 - callback boundary, like the per-message one
+            self.w.stats["internal_errors"] += 1
+            log.exception("transport error handling failed")
+        self._flush()
 
 
 _PENDING = object()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ..sip.message import content_length_of_head, find_head_end
@@ -56,6 +57,7 @@ class StreamConnection(asyncio.Protocol):
         self.buf = bytearray()
         self.last_activity = time.monotonic()
         self.pending: list[bytes] = []
+        self.on_connect_failed: list[Callable[[], None]] = []  # senders of `pending`
         self.connected = asyncio.get_event_loop().create_future()
         self.closed = False
         self.server_name: str | None = None  # outbound TLS: the name the server proved
@@ -67,6 +69,7 @@ class StreamConnection(asyncio.Protocol):
         for data in self.pending:
             self.transport.write(data)
         self.pending.clear()
+        self.on_connect_failed.clear()
         if not self.connected.done():
             self.connected.set_result(True)
         self.sink.on_connection_made(self)
@@ -77,12 +80,27 @@ class StreamConnection(asyncio.Protocol):
             self.connected.set_result(False)
         self.sink.on_connection_lost(self)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, on_error: Callable[[], None] | None = None) -> None:
+        """Write `data`, or queue it until connected. `on_error` is called (soon, never from
+        inside this call) if the data cannot go out: connection closing, connect failed."""
         self.last_activity = time.monotonic()
-        if self.transport is None:
+        if self.transport is None and not self.closed:
             self.pending.append(data)
-        elif not self.transport.is_closing():
+            if on_error is not None:
+                self.on_connect_failed.append(on_error)
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+        elif on_error is not None:
+            asyncio.get_running_loop().call_soon(on_error)
+
+    def connect_failed(self) -> None:
+        """The outbound connection never came up: what was queued is lost; tell its senders."""
+        self.closed = True
+        self.pending.clear()
+        loop = asyncio.get_running_loop()
+        for cb in self.on_connect_failed:
+            loop.call_soon(cb)
+        self.on_connect_failed.clear()
 
     def close(self) -> None:
         if self.transport is not None:

@@ -17,6 +17,7 @@ import struct
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config, ConfigError, load_text
@@ -691,7 +692,10 @@ class Worker:
     # -- output ------------------------------------------------------------------------
 
     def _send(self, proto: str, data: bytes, ip: str, port: int, listener: int,
-              server_name: str | None = None) -> None:
+              server_name: str | None = None,
+              on_error: Callable[[], None] | None = None) -> None:
+        """Send, logging failures; `on_error` (if given) is also called soon after a failure,
+        including a TCP/TLS connect that fails later."""
         try:
             if proto == "udp":
                 udp = self.udp.get(listener) or next(
@@ -701,27 +705,30 @@ class Worker:
                     raise TransportError(f"no UDP listener for {ip}")
                 udp.sendto(data, (ip, port))
             else:
-                self._stream_send(data, ip, port, listener, proto, server_name)
+                self._stream_send(data, ip, port, listener, proto, server_name, on_error)
         except (OSError, TransportError) as exc:
             self.stats["send_errors"] += 1
             log.info("send to %s:%s:%d failed: %s", proto, ip, port, exc)
+            if on_error is not None:
+                asyncio.get_running_loop().call_soon(on_error)
 
     def _stream_send(self, data: bytes, ip: str, port: int, listener: int, proto: str = "tcp",
-                     server_name: str | None = None) -> None:
+                     server_name: str | None = None,
+                     on_error: Callable[[], None] | None = None) -> None:
         """Reuse the connection to (proto, ip, port), else open one. An outbound TLS
         connection is reused only for the name its certificate was checked against."""
         key = (proto, ip, port)
         conn = self.conns_by_peer.get(key)
         if conn is not None and not conn.closed and (
                 server_name is None or conn.server_name in (None, server_name)):
-            conn.send(data)
+            conn.send(data, on_error)
             return
         if proto == "tls" and self.tls_client is None:
             raise TransportError("no tls listener, so no TLS configuration")
         conn = StreamConnection(self, listener, proto)
         conn.peer = (ip, port)
         conn.server_name = (server_name or ip) if proto == "tls" else None
-        conn.send(data)  # queued until connected
+        conn.send(data, on_error)  # queued until connected
         self.conns_by_peer[key] = conn
         self._spawn(self._connect(conn, ip, port))
 
@@ -738,6 +745,7 @@ class Worker:
             log.info("connect to %s:%s:%d failed: %s", conn.proto, ip, port, exc)
             if self.conns_by_peer.get(key) is conn:
                 del self.conns_by_peer[key]
+            conn.connect_failed()
 
 
 def _run_loop(coro) -> None:

@@ -60,6 +60,7 @@ class Peer:
 class Transmit:
     peer: Peer
     data: bytes
+    key: object = None  # the client transaction sending it: for `transport_error()`
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,6 +479,17 @@ class StatefulProxy:
         self._drain(ct, now)
         return True
 
+    def transport_error(self, key: object, now: float) -> None:
+        """The transport could not deliver what the client transaction `key` sent (TCP or
+        TLS connect failed, no route). The transaction ends and its branch behaves as if it
+        received a 503 (RFC 3261 16.9), so a failure route or the next RFC 3263 target runs
+        now rather than after the final-response timer."""
+        ct = self.client.get(key)
+        if ct is None or ct.terminated:
+            return
+        ct.transport_error(now)
+        self._drain(ct, now)
+
     # -- events of the transactions ----------------------------------------------------
 
     def _drain(self, txn: ServerTransaction | ClientTransaction, now: float) -> None:
@@ -485,8 +497,9 @@ class StatefulProxy:
         if data:
             peer = self._peer_of(txn)
             if peer is not None:
+                key = txn.key if isinstance(txn, ClientTransaction) else None
                 for d in data:
-                    self._out.append(Transmit(peer, d))
+                    self._out.append(Transmit(peer, d, key))
         while True:
             ev = txn.next_event()
             if ev is None:

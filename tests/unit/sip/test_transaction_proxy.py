@@ -372,3 +372,41 @@ def test_503_or_silence_fails_over_through_the_hook_rfc3263():
     n.run_until(2.5)  # the second server stays silent: fr_timeout, and nothing is left
     assert tried == [(6001, 503), (6002, 408)]
     assert statuses(n.sent()) == [408]  # best of 503 and 408: the lower class
+
+
+def test_transport_error_is_a_503_now_rfc3261_16_9():
+    """The driver reports that a branch's request could not be sent (TCP connect refused):
+    the branch ends with a local 503 at once, the failure route runs, and no retransmission
+    or fr timer of that branch is left."""
+    n = Net(fr_timeout=30.0)
+    tcp = Peer("tcp", "127.0.0.1", 6003, 0)
+
+    def failover(ctx, now):
+        n.tm.relay(ctx, [BranchTarget(copy_request(ctx.request), UAS2, LOCAL)], now)
+        return True
+
+    n.hooks.on_fail = failover
+    ctx = n.relay(invite(), [tcp])
+    (tx,) = [t for t in n.tm.data_to_send() if t.peer == tcp]
+    assert tx.key is not None
+    n.tm.transport_error(tx.key, 0.05)
+    assert n.hooks.failures == [503]
+    (b0, b1) = ctx.branches
+    assert b0.local and b0.status == 503
+    (inv2,) = requests_to(n.sent(), 6002)
+    n.tm.transport_error(tx.key, 0.06)  # a second report of the same failure: nothing
+    assert n.hooks.failures == [503]
+    n.tm.receive_response(answer(inv2.to_bytes(), 200), 0.2)
+    assert statuses(n.sent()) == [200]
+    n.run_until(100)
+    assert requests_to(n.sent(), 6003) == []
+    assert n.idle()
+
+
+def test_transport_error_of_the_only_branch_answers_503_upstream_as_500():
+    n = Net()
+    n.relay(invite(method="MESSAGE"), [Peer("tcp", "127.0.0.1", 6003, 0)])
+    (tx,) = n.tm.data_to_send()
+    n.tm.transport_error(tx.key, 0.01)
+    # no failure hook action: the best reply goes upstream; a 503 becomes 500 (16.7 step 6)
+    assert statuses(n.sent()) == [500]
