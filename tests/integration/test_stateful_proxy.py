@@ -284,6 +284,71 @@ def test_cancel_while_ringing_487_and_no_transaction_left(sipedge_factory, sipp,
     assert uas.poll() is None, uas_out.read_text(errors="replace")
 
 
+def _udp(port: int = 0) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))
+    s.settimeout(0.2)
+    return s
+
+
+def _wait_for(socks, pattern: bytes, timeout: float = 5.0) -> tuple[socket.socket, bytes]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for s in socks:
+            try:
+                data = s.recv(65535)
+            except socket.timeout:
+                continue
+            if data.startswith(pattern):
+                return s, data
+    raise AssertionError(f"no {pattern!r} within {timeout} s")
+
+
+@needs_sipp
+def test_cancel_from_another_source_port_reaches_the_invite_worker(sipedge_factory, sipp,
+                                                                     tmp_path):
+    """A UA sends each CANCEL from a fresh socket (another source port than its INVITE), so
+    with 4 workers the kernel usually delivers it to a worker that does not own the INVITE:
+    the CANCEL is passed round the workers, the owner answers 200, CANCELs downstream and
+    the caller gets 487. Eight calls: without the hand-off about 3 in 4 would get 481."""
+    uas1 = free_port()
+    edge, port = start(sipedge_factory, tmp_path, "plain", uas1, 9, workers=4)
+    uas = sipp.uas("stateful/uas_ring_cancel.xml", uas1)
+    proxy = ("127.0.0.1", port)
+    for i in range(8):
+        a = _udp()
+        b = _udp()
+        try:
+            pa = a.getsockname()[1]
+            via = f"SIP/2.0/UDP 127.0.0.1:{pa};branch=z9hG4bKport{i}x{pa};rport"
+            common = (f"From: <sip:a@127.0.0.1:{pa}>;tag=f{i}\r\nTo: <sip:b@127.0.0.1>\r\n"
+                      f"Call-ID: cancel-port-{i}-{pa}@127.0.0.1\r\n")
+            a.sendto((f"INVITE sip:b@127.0.0.1:{uas1} SIP/2.0\r\nVia: {via}\r\n"
+                      "Max-Forwards: 70\r\n" + common + "CSeq: 1 INVITE\r\n"
+                      f"Contact: <sip:a@127.0.0.1:{pa}>\r\nContent-Length: 0\r\n\r\n").encode(),
+                     proxy)
+            _wait_for([a], b"SIP/2.0 180")
+            b.sendto((f"CANCEL sip:b@127.0.0.1:{uas1} SIP/2.0\r\nVia: {via}\r\n"
+                      "Max-Forwards: 70\r\n" + common + "CSeq: 1 CANCEL\r\n"
+                      "Content-Length: 0\r\n\r\n").encode(), proxy)
+            _sock, ok = _wait_for([a, b], b"SIP/2.0 200")
+            assert b"CSeq: 1 CANCEL" in ok, ok
+            _sock, final = _wait_for([a], b"SIP/2.0 487")
+            to = next(ln for ln in final.decode().split("\r\n") if ln.startswith("To:"))
+            a.sendto((f"ACK sip:b@127.0.0.1:{uas1} SIP/2.0\r\nVia: {via}\r\n"
+                      "Max-Forwards: 70\r\n"
+                      + common.replace("To: <sip:b@127.0.0.1>", to) + "CSeq: 1 ACK\r\n"
+                      "Content-Length: 0\r\n\r\n").encode(), proxy)
+        finally:
+            a.close()
+            b.close()
+    stats = wait_idle(edge)
+    assert stats["total"]["ist"] == 8 and stats["total"]["nist"] == 8  # INVITEs and CANCELs
+    assert stats["total"]["nict"] == 8  # every CANCEL went downstream once
+    time.sleep(0.3)
+    assert uas.poll() is None, (sipp.workdir / f"sipp-uas-{uas1}.out").read_text(errors="replace")
+
+
 @needs_sipp
 @pytest.mark.parametrize("workers", [2])
 def test_parallel_fork_first_200_wins_other_branch_cancelled(sipedge_factory, sipp, tmp_path,

@@ -37,7 +37,7 @@ class FakeWorker:
     def _pick_listener(self, proto, ip, src):
         return LA
 
-    def _send(self, proto, data, ip, port, listener, server_name=None):
+    def _send(self, proto, data, ip, port, listener, server_name=None, on_error=None):
         self.sent.append((data, ip, port))
 
     def _spawn(self, coro):

@@ -361,9 +361,10 @@ class Worker:
             except BlockingIOError:
                 return
             hdr_len = struct.unpack_from("!H", payload)[0]
-            proto, ip, port, listener = json.loads(payload[2:2 + hdr_len])
+            proto, ip, port, listener, *rest = json.loads(payload[2:2 + hdr_len])
             self.stats["handoff_in"] += 1
-            self.handle(payload[2 + hdr_len:], Source(proto, ip, port, listener), handed=True)
+            self.handle(payload[2 + hdr_len:], Source(proto, ip, port, listener), handed=True,
+                        ring=rest[0] if rest else 0)
 
     def _on_control(self) -> None:
         """A request from the main process (sec.blocked, sec.unblock, ...): answer it."""
@@ -399,8 +400,9 @@ class Worker:
         la = next((la for la in self.locals if la.proto == proto), self.locals[0])
         return la.sent_by()
 
-    def _hand_off(self, worker: int, data: bytes, src: Source) -> None:
-        hdr = json.dumps([src.proto, src.ip, src.port, src.listener]).encode()
+    def _hand_off(self, worker: int, data: bytes, src: Source, ring: int = 0) -> None:
+        fields = [src.proto, src.ip, src.port, src.listener] + ([ring] if ring else [])
+        hdr = json.dumps(fields).encode()
         try:
             assert self.handoff is not None
             self.handoff.sendto(struct.pack("!H", len(hdr)) + hdr + data,
@@ -411,8 +413,9 @@ class Worker:
             log.warning("hand-off to worker=%d failed: %s", worker, exc)
 
     def handle(self, data: bytes, src: Source, *, datagram: bool = True,
-               handed: bool = False) -> None:
-        """Per-message boundary: nothing a message does may stop the worker."""
+               handed: bool = False, ring: int = 0) -> None:
+        """Per-message boundary: nothing a message does may stop the worker. `ring`: how
+        many workers a CANCEL has already been offered to (`_offer_cancel`)."""
         if len(data) > self.max_message:
             self.stats["drops"] += 1
             return
@@ -438,8 +441,9 @@ class Worker:
             return
         try:
             if isinstance(msg, Request):
-                self.stats[f"rcv_req_{msg.method}"] += 1
-                self.handle_request(msg, src)
+                if not ring:
+                    self.stats[f"rcv_req_{msg.method}"] += 1
+                self.handle_request(msg, src, data, ring)
             else:
                 self.stats[f"rcv_rpl_{msg.status // 100}xx"] += 1
                 self.handle_response(msg, src, data, handed)
@@ -486,7 +490,8 @@ class Worker:
 
     # -- requests ----------------------------------------------------------------------
 
-    def handle_request(self, msg: Request, src: Source) -> None:
+    def handle_request(self, msg: Request, src: Source, data: bytes = b"",
+                       ring: int = 0) -> None:
         # edge security before anything else: ACL, scanner User-Agents, blocked, flood
         sec = self.modules.security
         if sec is not None:
@@ -500,6 +505,8 @@ class Worker:
                 return
         # transactions: retransmissions, hop-by-hop ACK, CANCEL of a relayed INVITE
         if self.tm.proxy.server and self.tm.match_request(msg, src):
+            return
+        if msg.method == "CANCEL" and data and self._offer_cancel(data, src, ring):
             return
         if src.proto != "udp":
             # remember the connection in the Via so replies find it (like force_rport)
@@ -639,6 +646,18 @@ class Worker:
         return LocalAddress(la.index, la.proto, la.ip, la.port, src_ip, la.adv_port)
 
     # -- responses ---------------------------------------------------------------------
+
+    def _offer_cancel(self, data: bytes, src: Source, ring: int) -> bool:
+        """A CANCEL whose INVITE transaction is not in this worker. The kernel spreads
+        datagrams over the workers by source address and port, so a UA that sends its CANCEL
+        from another port than its INVITE reaches another worker: the CANCEL goes round the
+        other workers once (each tries to match it) and the last one routes it like any
+        unmatched CANCEL (script; stateless forwarding). UDP only: a stream's CANCEL comes on
+        the INVITE's connection, which one worker owns."""
+        if self.nworkers < 2 or src.proto != "udp" or ring >= self.nworkers - 1:
+            return False
+        self._hand_off((self.index + 1) % self.nworkers, data, src, ring + 1)
+        return True
 
     def handle_response(self, msg: Response, src: Source, data: bytes, handed: bool) -> None:
         if not handed and self.nworkers > 1:
