@@ -1,9 +1,11 @@
-"""Helper daemons the `[network]` section asks for: a DHCP client per DHCP interface, ntpd.
+"""Helper daemons the `[network]` section asks for: a DHCP client per DHCP interface or VLAN,
+ntpd.
 
 Split like the rest of the appliance code:
 
 - `service_specs(params)` is pure: the config -> the helpers that should run, each with its
-  full command line (BusyBox `udhcpc -f ...` per `dhcp = true` interface, `ntpd -n -p ...`).
+  full command line (BusyBox `udhcpc -f ...` per `dhcp = true` interface or VLAN, `ntpd -n -p
+  ...`).
 - `ServicePolicy` is sans-IO: given the wanted helpers, process starts and exits and the
   clock, it says what to start and stop and when to restart a helper that died (delay doubles
   per quick exit up to `max_delay_s`; a run of `threshold_s` resets it). A helper is started
@@ -20,7 +22,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,20 +42,26 @@ class ServiceSpec:
 
 
 def service_specs(params: NetworkParams, busybox: str = "busybox",
-                  script: str = UDHCPC_SCRIPT) -> dict[str, ServiceSpec]:
-    """The helpers `params` asks for (none unless `manage`)."""
+                  script: str = UDHCPC_SCRIPT,
+                  links: Collection[str] | None = None) -> dict[str, ServiceSpec]:
+    """The helpers `params` asks for (none unless `manage`).
+
+    `links` names the interfaces that exist after the network was applied (None: unknown). A
+    DHCP VLAN not among them (its parent is missing) gets no client yet: the apply that creates
+    the VLAN starts it, instead of a client that exits and waits out its restart delay. A
+    physical interface gets its client either way (a NIC can appear without an apply)."""
     out: dict[str, ServiceSpec] = {}
     if not params.manage:
         return out
     # With configured resolvers a lease must not replace resolv.conf (the event script checks).
     env = (("SIPEDGE_KEEP_RESOLV", "1"),) if params.dns_servers else ()
-    for itf in params.interface:
-        if not itf.dhcp:
-            continue
-        argv = [busybox, "udhcpc", "-f", "-S", "-i", itf.name, "-s", script]
+    dhcp = [itf.name for itf in params.interface if itf.dhcp]
+    dhcp += [v.name for v in params.vlan if v.dhcp and (links is None or v.name in links)]
+    for name in dhcp:
+        argv = [busybox, "udhcpc", "-f", "-S", "-i", name, "-s", script]
         if params.hostname:
             argv += ["-x", f"hostname:{params.hostname}"]
-        out[f"udhcpc:{itf.name}"] = ServiceSpec(f"udhcpc:{itf.name}", tuple(argv), env)
+        out[f"udhcpc:{name}"] = ServiceSpec(f"udhcpc:{name}", tuple(argv), env)
     if params.ntp_servers:
         argv = [busybox, "ntpd", "-n"]
         for server in params.ntp_servers:
