@@ -3,7 +3,9 @@ test directories have a conftest.py, and `from conftest import` picks whichever 
 first)."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import sys
 import time
@@ -89,3 +91,37 @@ def proxy_rss_kib(guest: Guest) -> dict[str, int]:
         if len(parts) == 2 and parts[0].isdigit() and "python3" in parts[1]:
             rss[parts[1].strip()] = int(parts[0])
     return rss
+
+
+def status(g, cond=lambda st: True, timeout: float = 120) -> dict:
+    """supervisor.status once `cond` holds (the RPC may time out while a TCG guest is busy)."""
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    st: dict = {}
+    while time.monotonic() < deadline:
+        rc, out = g.shell("sipedgectl --json supervisor.status", timeout=60)
+        if rc == 0 and "{" in out:
+            st = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
+            if cond(st):
+                return st
+        time.sleep(1)
+    raise AssertionError(f"supervisor status never matched; last: {st or out}")
+
+
+def wait_for(g, cmd: str, pattern: str, timeout: float = 120) -> str:
+    """Run `cmd` in the guest shell until its output matches `pattern`; return the output."""
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    out = ""
+    while time.monotonic() < deadline:
+        _rc, out = g.shell(cmd, timeout=60)
+        if re.search(pattern, out):
+            return out
+        time.sleep(1)
+    raise AssertionError(f"{cmd!r} never matched {pattern!r}; last output:\n{out}")
+
+
+def cmdlines(g, word: str) -> list[str]:
+    script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
+              f"case \"$c\" in *{word}*) echo \"CMD=$c\";; esac; done")
+    _rc, out = g.shell(script)
+    return [ln.split("CMD=", 1)[1].strip() for ln in out.splitlines() if "CMD=" in ln
+            and "case" not in ln]

@@ -153,12 +153,21 @@ class MediaConfigOffer:
         return self.offer
 
 
+def default_source(udevd_control: str | Path = "/run/udev/control") -> str:
+    """The monitor source: "udev" where udevd runs (events as it passes them on, with
+    file-system properties), else "kernel": raw uevents, enough for network devices but not
+    for media (the QEMU image has no udevd; a "udev" monitor would hear nothing there)."""
+    return "udev" if Path(udevd_control).exists() else "kernel"
+
+
 class UdevMonitor:
     """pyudev netlink monitor for `net` and `block`, as an async event source."""
 
-    def __init__(self, source: str = "udev") -> None:
+    def __init__(self, source: str | None = None) -> None:
         import pyudev
 
+        source = source or default_source()
+        log.info("hotplug source=%s", source)
         self.context = pyudev.Context()
         self.monitor = pyudev.Monitor.from_netlink(self.context, source=source)
         self.monitor.filter_by("net")

@@ -1,12 +1,12 @@
-"""Helper daemons the `[network]` section asks for: a DHCP client per DHCP interface, an NTP
-daemon.
+"""Helper daemons the `[network]` section asks for: a DHCP client per DHCP interface or VLAN,
+an NTP daemon.
 
 Split like the rest of the appliance code:
 
 - `service_specs(params)` is pure: the config -> the helpers that should run, each with its
   full command line and the files it needs (BusyBox `udhcpc -f ...` per `dhcp = true`
-  interface; for NTP chrony's `chronyd -d -f CONF` with a generated CONF where chronyd is
-  installed, else BusyBox `ntpd -n -p ...`).
+  interface or VLAN; for NTP chrony's `chronyd -d -f CONF` with a generated CONF where
+  chronyd is installed, else BusyBox `ntpd -n -p ...`).
 - `ServicePolicy` is sans-IO: given the wanted helpers, process starts and exits and the
   clock, it says what to start and stop and when to restart a helper that died (delay doubles
   per quick exit up to `max_delay_s`; a run of `threshold_s` resets it). A helper is started
@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,21 +81,27 @@ def chrony_conf(servers: list[str], pidfile: str) -> str:
 
 def service_specs(params: NetworkParams, busybox: str = "busybox",
                   script: str = UDHCPC_SCRIPT, chronyd: str | None = None,
-                  chrony_conf_path: str = CHRONY_CONF) -> dict[str, ServiceSpec]:
+                  chrony_conf_path: str = CHRONY_CONF,
+                  links: Collection[str] | None = None) -> dict[str, ServiceSpec]:
     """The helpers `params` asks for (none unless `manage`). NTP runs `chronyd` when its path
-    is given, else BusyBox ntpd."""
+    is given, else BusyBox ntpd.
+
+    `links` names the interfaces that exist after the network was applied (None: unknown). A
+    DHCP VLAN not among them (its parent is missing) gets no client yet: the apply that creates
+    the VLAN starts it, instead of a client that exits and waits out its restart delay. A
+    physical interface gets its client either way (a NIC can appear without an apply)."""
     out: dict[str, ServiceSpec] = {}
     if not params.manage:
         return out
     # With configured resolvers a lease must not replace resolv.conf (the event script checks).
     env = (("SIPEDGE_KEEP_RESOLV", "1"),) if params.dns_servers else ()
-    for itf in params.interface:
-        if not itf.dhcp:
-            continue
-        argv = [busybox, "udhcpc", "-f", "-S", "-i", itf.name, "-s", script]
+    dhcp = [itf.name for itf in params.interface if itf.dhcp]
+    dhcp += [v.name for v in params.vlan if v.dhcp and (links is None or v.name in links)]
+    for name in dhcp:
+        argv = [busybox, "udhcpc", "-f", "-S", "-i", name, "-s", script]
         if params.hostname:
             argv += ["-x", f"hostname:{params.hostname}"]
-        out[f"udhcpc:{itf.name}"] = ServiceSpec(f"udhcpc:{itf.name}", tuple(argv), env)
+        out[f"udhcpc:{name}"] = ServiceSpec(f"udhcpc:{name}", tuple(argv), env)
     if params.ntp_servers and chronyd:
         pidfile = os.path.join(os.path.dirname(chrony_conf_path), "chronyd.pid")
         conf = chrony_conf(params.ntp_servers, pidfile)

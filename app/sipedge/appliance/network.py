@@ -142,30 +142,34 @@ def _norm_route(dst: str, gateway: str, dev: str, metric: int) -> RouteSpec:
     return RouteSpec(net.compressed, gw, dev, metric)
 
 
+def _address_problems(where: str, addresses: Iterable[str], dhcp: bool) -> list[str]:
+    """Malformed addresses, and IPv4 ones where DHCP owns IPv4 (`where`: the config key)."""
+    problems = []
+    for a in addresses:
+        try:
+            v4 = ipaddress.ip_interface(a).version == 4
+        except ValueError:
+            problems.append(f"{where}: bad address {a!r}")
+            continue
+        if dhcp and v4:
+            problems.append(f"{where}: {a!r}: IPv4 comes from DHCP on this interface "
+                            "(dhcp = true)")
+    return problems
+
+
 def validate(params: NetworkParams) -> list[str]:
     """Problems a type cannot express: malformed addresses, VLANs on unknown parents, ..."""
     problems = []
     names = set()
     for i, itf in enumerate(params.interface):
         names.add(itf.name)
-        for a in itf.addresses:
-            try:
-                v4 = ipaddress.ip_interface(a).version == 4
-            except ValueError:
-                problems.append(f"network.interface[{i}].addresses: bad address {a!r}")
-                continue
-            if itf.dhcp and v4:
-                problems.append(f"network.interface[{i}].addresses: {a!r}: IPv4 comes from "
-                                "DHCP on this interface (dhcp = true)")
+        problems += _address_problems(f"network.interface[{i}].addresses", itf.addresses,
+                                      itf.dhcp)
     for i, v in enumerate(params.vlan):
         if v.link not in names:
             problems.append(f"network.vlan[{i}].link: {v.link!r} is not a configured interface")
         names.add(v.name)
-        for a in v.addresses:
-            try:
-                _norm_cidr(a)
-            except ValueError:
-                problems.append(f"network.vlan[{i}].addresses: bad address {a!r}")
+        problems += _address_problems(f"network.vlan[{i}].addresses", v.addresses, v.dhcp)
     for i, r in enumerate(params.route):
         try:
             _norm_route(r.dst, r.gateway, r.dev, r.metric)
@@ -198,8 +202,10 @@ def desired_state(params: NetworkParams) -> NetState:
         if itf.dhcp:
             st.dhcp.add(itf.name)
     for v in params.vlan:
-        st.links[v.name] = LinkSpec(v.name, v.up, None, v.link, v.id)
+        st.links[v.name] = LinkSpec(v.name, v.up, v.mtu, v.link, v.id)
         st.addresses |= {(v.name, _norm_cidr(a)) for a in v.addresses}
+        if v.dhcp:
+            st.dhcp.add(v.name)
     st.routes = {_norm_route(r.dst, r.gateway, r.dev, r.metric) for r in params.route}
     return st
 
@@ -591,11 +597,13 @@ class NetworkManager:
         self.chronyd = chronyd if chronyd is not None else find_chronyd()
         self.chrony_conf = chrony_conf
         self.addresses: dict[str, set[str]] = {}
+        self.links: set[str] | None = None  # interface names after the last apply
 
     def _apply_sync(self, params: NetworkParams) -> list[str]:
         with NetlinkNetwork(self.netns) as net:
             problems = configure(params, net) if params.manage else []
             snap = net.snapshot()
+        self.links = set(snap.links)
         if params.manage:
             stop_boot_dhcp([i.name for i in params.interface], self.run_dir, self.proc)
             try:
@@ -616,8 +624,9 @@ class NetworkManager:
         problems = await asyncio.to_thread(self._apply_sync, params)
         if validate(params):  # an invalid section changes nothing, helpers included
             return problems
+        # after the netlink work: a DHCP VLAN gets its client once it exists
         specs = service_specs(params, self.busybox, self.udhcpc_script, self.chronyd or None,
-                              self.chrony_conf)
+                              self.chrony_conf, links=self.links)
         if "ntpd" in specs and not self.chronyd:
             if self.applets is None:
                 self.applets = await asyncio.to_thread(busybox_applets, self.busybox)

@@ -110,7 +110,12 @@ class VlanParams:
     link: str = option(doc="parent interface", required=True)
     id: int = option(doc="VLAN id", required=True, min=1, max=4094)
     up: bool = option(True, "administrative link state")
+    dhcp: bool = option(False, "IPv4 from DHCP: the supervisor runs and watches BusyBox "
+                        "`udhcpc` on this VLAN once it exists (then `addresses` may hold IPv6 "
+                        "only)")
     addresses: list[str] = option(default_factory=list, doc="addresses with prefix length")
+    mtu: int | None = option(None, "MTU, at most the parent's (unset: leave as is)", min=68,
+                             max=65535)
 
 
 @dataclass(frozen=True)

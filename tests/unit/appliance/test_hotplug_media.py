@@ -4,7 +4,8 @@ import shutil
 import subprocess
 
 from sipedge.appliance.hotplug import (MediaConfigOffer, MediaInserted, MediaRemoved,
-                                       MediaScanner, NetDeviceAdded, NetDeviceRemoved, classify)
+                                       MediaScanner, NetDeviceAdded, NetDeviceRemoved, classify,
+                                       default_source)
 from sipedge.appliance.sdconfig import BootConfigManager
 
 
@@ -89,3 +90,9 @@ def test_offer_valid_invalid_removed(tmp_path):
     assert got.issues[0].startswith("/dev/sda1:sipedge.toml:2: watchdog.timeout_s")
     assert not src.boot_path.exists()  # an offer never writes anything
     assert offer.handle(NetDeviceAdded("eth1")) is None
+
+
+def test_kernel_uevents_without_udevd(tmp_path):
+    assert default_source(tmp_path / "control") == "kernel"  # no udevd: nothing on "udev"
+    (tmp_path / "control").touch()
+    assert default_source(tmp_path / "control") == "udev"

@@ -12,7 +12,7 @@ from sipedge.appliance.netservices import (ServicePolicy, ServiceRunner, Service
 from sipedge.appliance.network import (NetworkManager, desired_state, plan, stop_boot_dhcp,
                                        validate, write_hostname_file, write_resolv_conf)
 from sipedge.appliance.network import DeleteAddress, LinkSpec, NetState
-from sipedge.appliance.params import InterfaceParams, NetworkParams
+from sipedge.appliance.params import InterfaceParams, NetworkParams, VlanParams
 
 SCRIPT = "/usr/libexec/sipedge/udhcpc-event"
 
@@ -94,6 +94,55 @@ def test_hostname_and_static_dns_reach_udhcpc():
 def test_no_helpers_unless_managed():
     assert service_specs(params(manage=False)) == {}
     assert service_specs(params(interface=[], ntp_servers=[])) == {}
+
+
+def vlan_params(**kw):
+    """eth1 (static) carries VLAN 42 whose IPv4 comes from DHCP."""
+    return params(vlan=[VlanParams(name="eth1.42", link="eth1", id=42, dhcp=True,
+                                   addresses=["2001:db8:42::1/64"], mtu=1400)],
+                  ntp_servers=[], **kw)
+
+
+def test_dhcp_vlan_gets_a_client_once_it_exists():
+    udhcpc = ("bb", "udhcpc", "-f", "-S", "-i", "eth1.42", "-s", SCRIPT)
+    want = {"udhcpc:eth0": ServiceSpec("udhcpc:eth0", ("bb", "udhcpc", "-f", "-S", "-i",
+                                                       "eth0", "-s", SCRIPT)),
+            "udhcpc:eth1.42": ServiceSpec("udhcpc:eth1.42", udhcpc)}
+    assert service_specs(vlan_params(), busybox="bb") == want  # links unknown
+    assert service_specs(vlan_params(), busybox="bb", links={"eth0", "eth1", "eth1.42"}) == want
+    # parent missing, so the VLAN could not be made: no client yet (the eth0 one runs anyway)
+    assert list(service_specs(vlan_params(), busybox="bb", links={"eth0"})) == ["udhcpc:eth0"]
+    specs = service_specs(vlan_params(hostname="edge-1", dns_servers=["192.0.2.53"]))
+    assert specs["udhcpc:eth1.42"].argv[-2:] == ("-x", "hostname:edge-1")
+    assert specs["udhcpc:eth1.42"].env == (("SIPEDGE_KEEP_RESOLV", "1"),)
+    assert service_specs(vlan_params(manage=False)) == {}
+
+
+def test_dhcp_vlan_state_and_plan():
+    d = desired_state(vlan_params())
+    assert d.dhcp == {"eth0", "eth1.42"}
+    assert d.links["eth1.42"] == LinkSpec("eth1.42", True, 1400, "eth1", 42)
+    current = NetState(links={"eth0": LinkSpec("eth0", True, 1500),
+                              "eth1": LinkSpec("eth1", True, 1500),
+                              "eth1.42": LinkSpec("eth1.42", True, 1400, "eth1", 42)},
+                       addresses={("eth1", "192.0.2.1/24"), ("eth1.42", "198.51.100.20/24"),
+                                  ("eth1.42", "2001:db8:42::1/64"),
+                                  ("eth1.42", "2001:db8:43::9/64")})
+    # the lease on the VLAN stays; a stray IPv6 address goes
+    assert plan(d, current) == [DeleteAddress("eth1.42", "2001:db8:43::9/64")]
+
+
+def test_dhcp_vlan_validation():
+    assert validate(vlan_params()) == []
+    bad = params(vlan=[VlanParams(name="eth1.42", link="eth1", id=42, dhcp=True,
+                                  addresses=["198.51.100.5/24", "2001:db8::5/64", "x"])])
+    assert validate(bad) == [
+        ("network.vlan[0].addresses: '198.51.100.5/24': IPv4 comes from DHCP on this "
+         "interface (dhcp = true)"),
+        "network.vlan[0].addresses: bad address 'x'"]
+    static = params(vlan=[VlanParams(name="eth1.42", link="eth1", id=42,
+                                     addresses=["198.51.100.5/24"])])
+    assert validate(static) == []
 
 
 def test_validation():
@@ -268,6 +317,27 @@ async def test_network_manager_prefers_chrony(tmp_path, monkeypatch):
     assert await nm.apply(params(interface=[])) == []  # no ntpd applet needed
     assert spawn.argvs()[0] == ("/usr/sbin/chronyd", "-d", "-f", str(tmp_path / "c.conf"))
     assert "server ntp.example.net iburst" in (tmp_path / "c.conf").read_text()
+    await nm.close()
+
+
+async def test_network_manager_starts_a_vlan_client_after_the_vlan_exists(monkeypatch):
+    spawn = FakeSpawn()
+    nm = NetworkManager(services=ServiceRunner(spawn), busybox="bb", applets={"udhcpc"},
+                        chronyd="")
+    kernel = {"eth0"}  # eth1 not plugged in yet: the VLAN on it cannot be made
+
+    def apply_sync(p):
+        nm.links = set(kernel)
+        return [] if "eth1" in kernel else ["interface eth1 does not exist"]
+
+    monkeypatch.setattr(nm, "_apply_sync", apply_sync)
+    assert await nm.apply(vlan_params()) == ["interface eth1 does not exist"]
+    assert [a[5] for a in spawn.argvs()] == ["eth0"]
+    kernel |= {"eth1", "eth1.42"}  # plugged in; this apply created the VLAN
+    assert await nm.apply(vlan_params()) == []
+    assert [a[5] for a in spawn.argvs()] == ["eth0", "eth1.42"]
+    assert await nm.apply(vlan_params()) == []  # again: nothing new
+    assert len(spawn.procs) == 2
     await nm.close()
 
 

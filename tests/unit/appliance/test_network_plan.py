@@ -86,6 +86,15 @@ def test_missing_interface_is_reported_and_skipped():
     assert AddVlan("eth0.100", "eth0", 100) in ops
 
 
+def test_vlan_mtu_is_set_after_the_vlan_is_made():
+    p = params(vlan=[VlanParams(name="eth0.100", link="eth0", id=100, mtu=1300)], route=[])
+    ops = plan(desired_state(p), current_bare())
+    assert ops[1:3] == [AddVlan("eth0.100", "eth0", 100), SetLink("eth0.100", True, 1300)]
+    cur = NetState(links={"eth0": LinkSpec("eth0", True, 1400),
+                          "eth0.100": LinkSpec("eth0.100", True, 1500, "eth0", 100)})
+    assert plan(desired_state(p), cur)[0] == SetLink("eth0.100", None, 1300)
+
+
 def test_validate():
     bad = params(interface=[InterfaceParams(name="eth0", addresses=["300.1.1.1/24"])],
                  vlan=[VlanParams(name="v", link="eth9", id=5)],
