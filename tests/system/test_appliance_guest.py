@@ -2,6 +2,9 @@
 
 - i6300esb: a hung proxy is recovered without a reset; a hung supervisor resets the VM
   (time from hang to reset is recorded).
+- i6300esb: a proxy that hangs again after every restart ends in FAILED and a reset after
+  `[watchdog] hang_limit` hangs (time from the first hang to the reset is recorded); with the
+  boot-loop guard record already at `max_resets` the same hangs leave it FAILED, still petted.
 - Config fallback: broken boot file -> embedded default with errors; fixed -> it runs and
   becomes last-known-good; broken again -> last-known-good keeps SIP up.
 - Management console on the second serial port: login, status, `config set`, `apply`.
@@ -19,6 +22,7 @@ import uuid
 import pytest
 
 from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record
+from sipedge_vm import GuestError
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
 
@@ -103,21 +107,29 @@ def write_boot(g, text: str) -> None:
     g.shell("sync; mount -o remount,ro /boot", check=True)
 
 
-def test_watchdog_hung_proxy_recovered_hung_supervisor_resets(sipedge_image, boot_guest):
-    cfg = BASE + ("health_interval_s = 1\nhealth_timeout_s = 8\nterm_timeout_s = 2\n"
-                  "respawn_timeout_s = 1\n\n[watchdog]\ntimeout_s = 5\npet_interval_s = 1\n")
-    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": cfg},
-                   extra_args=["-device", "i6300esb"], name="wdt")
-    wait_running(g)
+def wait_armed(g, restart: bool = False) -> dict:
+    """Load the i6300esb driver if needed; RUNNING with the watchdog open and petted.
+    `restart` restarts the supervisor in any case (e.g. to read a new reset record)."""
     rc, out = g.shell("[ -e /dev/watchdog ] || modprobe i6300esb")
     if rc != 0 and "Unknown symbol" in out:
         pytest.skip("the image lacks the watchdog core module "
                     "(drivers/watchdog/watchdog.ko in tools/image/modules.keep): " + out)
     g.shell("ls /dev/watchdog", check=True)
-    if not wait_status(g, lambda st: True)["watchdog"]["armed"]:
+    if restart or not wait_status(g, lambda st: True)["watchdog"]["armed"]:
         restart_supervisor(g)  # started before the driver was loaded
-    st = wait_status(g, lambda st: st["watchdog"]["armed"] and st["watchdog"]["pets"] >= 2
-                     and st["state"] == "RUNNING", what="armed and RUNNING")
+    return wait_status(g, lambda st: st["watchdog"]["armed"] and st["watchdog"]["pets"] >= 2
+                       and st["state"] == "RUNNING", timeout=300, what="armed and RUNNING")
+
+
+WDT_CFG = BASE + ("health_interval_s = 1\nhealth_timeout_s = 8\nterm_timeout_s = 2\n"
+                  "respawn_timeout_s = 1\n\n[watchdog]\ntimeout_s = 5\npet_interval_s = 1\n")
+
+
+def test_watchdog_hung_proxy_recovered_hung_supervisor_resets(sipedge_image, boot_guest):
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": WDT_CFG},
+                   extra_args=["-device", "i6300esb"], name="wdt")
+    wait_running(g)
+    st = wait_armed(g)
     wd = ctl(g, "watchdog.status")
     assert wd["timeout_s"] == 5
 
@@ -142,6 +154,89 @@ def test_watchdog_hung_proxy_recovered_hung_supervisor_resets(sipedge_image, boo
            f"{hang_to_reset:.1f} s (timeout_s=5, petted every 1 s)")
     print(f"hang to reset: {hang_to_reset:.1f} s")
     assert 3 <= hang_to_reset <= 60
+
+
+RESET_RECORD = "/data/supervisor/watchdog-reset.json"
+
+
+def hang_every_proxy(g, hangs: int, stop_times: list[float]) -> dict:
+    """SIGSTOP the running proxy, then each restarted one as soon as it is RUNNING again,
+    `hangs` times in all (host monotonic time of each SIGSTOP appended to `stop_times`);
+    returns the last status seen (the QEMU may be gone afterwards)."""
+    st = wait_status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
+    stopped: list[int] = []
+    for n in range(hangs):
+        if n:
+            st = wait_status(g, lambda st: st["state"] == "RUNNING"
+                             and st["pid"] not in (None, *stopped), timeout=300,
+                             what=f"RUNNING with proxy #{n + 1}")
+            assert st["hangs"] == n, st
+        pid = st["pid"]
+        g.shell(f"kill -STOP {pid}", check=True)
+        stopped.append(pid)
+        stop_times.append(time.monotonic())
+    return st
+
+
+def test_watchdog_proxy_hanging_after_every_restart_resets(sipedge_image, boot_guest):
+    """hang_limit = 2: the second hang in a row is FAILED and the i6300esb resets the VM;
+    first with the guard record at max_resets (no reset, FAILED), then without it."""
+    cfg = WDT_CFG + "hang_limit = 2\nmax_resets = 1\n"
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": cfg},
+                   extra_args=["-device", "i6300esb"], name="wdt-hang")
+    wait_running(g)
+
+    # 1. boot-loop guard: a record from another boot at max_resets -> FAILED, no reset
+    record_json = json.dumps({"resets": 1, "reason": "test: earlier hangs",
+                              "boot_id": "00000000-0000-0000-0000-000000000000",
+                              "time": 1.0})
+    g.shell(f"mkdir -p /data/supervisor && echo '{record_json}' > {RESET_RECORD}", check=True)
+    st = wait_armed(g, restart=True)
+    wd = ctl(g, "watchdog.status")
+    assert wd["previous_reset"] == ("previous boot ended in a watchdog reset: "
+                                    "test: earlier hangs")
+    assert wd["resets_allowed"] is False and wd["resets_in_a_row"] == 1
+    hang_every_proxy(g, 2, [])
+    st = wait_status(g, lambda st: st["state"] == "FAILED", timeout=120, what="FAILED")
+    assert "hung 2 times" in st["problem"] and "suppressed" in st["problem"], st
+    pets = st["watchdog"]["pets"]
+    time.sleep(3 * 5)  # three watchdog timeouts
+    st = ctl(g, "supervisor.status")
+    assert g.proc.poll() is None, "VM reset although max_resets was reached"
+    assert st["state"] == "FAILED" and st["panel"] == "failed"
+    assert st["watchdog"]["petting"] and st["watchdog"]["pets"] > pets
+    assert st["watchdog"]["reset_suppressed"].startswith("proxy hung 2 times")
+
+    # 2. without the record: the same hangs end in a hardware reset
+    g.shell(f"rm -f {RESET_RECORD}", check=True)
+    st = wait_armed(g, restart=True)
+    assert st["watchdog"]["resets_allowed"] is True and st["watchdog"]["previous_reset"] is None
+    t0: list[float] = []
+    hang_every_proxy(g, 2, t0)
+    # Best effort: the record is written when the keep-alive stops, a few seconds before the
+    # reset; read it if the shell still answers (the next boot cannot: the disk is a snapshot).
+    seen = ""
+    deadline = time.monotonic() + 120 * TIMEOUT_MULTIPLIER
+    while not seen and g.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            _rc, out = g.shell(f"cat {RESET_RECORD} 2>/dev/null", timeout=10)
+        except GuestError:
+            break
+        seen = out if '"resets": 1' in out else ""
+        time.sleep(0.5)
+    g.wait_exit(300 * TIMEOUT_MULTIPLIER)
+    t_reset = time.monotonic()
+    hang_to_reset = t_reset - t0[0]
+    if seen:
+        assert "proxy hung 2 times in a row" in seen, seen
+    record("reset record read before the reset", "yes" if seen else "no (reset came first)")
+    record("proxy hanging after every restart to hardware reset amd64 (i6300esb)",
+           f"{hang_to_reset:.1f} s from the first hang, {t_reset - t0[-1]:.1f} s from the "
+           "second (hang_limit=2, health_timeout_s=8, term_timeout_s=2, timeout_s=5, "
+           "pet_interval_s=1; the first figure includes one proxy start)")
+    print(f"first hang to reset: {hang_to_reset:.1f} s, last hang to reset: "
+          f"{t_reset - t0[-1]:.1f} s")
+    assert 10 <= hang_to_reset <= 400 * TIMEOUT_MULTIPLIER
 
 
 def test_config_fallback_and_errors(sipedge_image, boot_guest):

@@ -397,6 +397,12 @@ class ConsoleSession:
                  f"version:  {st.get('version')}"]
         if st.get("problem"):
             lines.append(f"problem:  {st['problem']}")
+        wd = st["watchdog"]
+        if wd.get("previous_reset"):
+            lines.append(f"watchdog: {wd['previous_reset']}")
+        if wd.get("reset_suppressed"):
+            lines.append("watchdog: reset suppressed, max_resets reached: "
+                         f"{wd['reset_suppressed']}")
         return "\n".join(lines)
 
     def _config_set(self, key: str, value: str) -> str:

@@ -53,6 +53,17 @@ class WatchdogParams:
     pet_interval_s: float = option(5.0, "keep-alive interval while healthy", min=0.1, max=300)
     reset_on_failed: bool = option(False, "stop petting once the proxy is FAILED (crash loop), "
                                    "so the box resets; default keeps running and shows FAILED")
+    hang_limit: int = option(3, "hang recoveries (kills for the start or health timeout) in a "
+                             "row, without `[supervisor] respawn_threshold_s` of health in "
+                             "between, after which the proxy is FAILED and petting stops, so "
+                             "the box resets (0: never, keep restarting)", min=0, max=1000)
+    max_resets: int = option(3, "boot-loop guard: once this many deliberate watchdog resets "
+                             "happened in a row (recorded on the data partition), the "
+                             "supervisor no longer lets the watchdog fire; it stays FAILED and "
+                             "keeps petting (0: no limit)", min=0, max=1000)
+    reset_record_clear_s: float = option(600.0, "healthy time after which the record of "
+                                         "earlier watchdog resets is cleared (the guard's "
+                                         "count starts again)", min=0.1)
 
 
 @section("panel")

@@ -11,11 +11,26 @@ supervised proxy live in this file.
                        STOPPING (TERM, KILL after term_timeout) <-----'
     exit -> respawn policy -> BACKOFF --delay--> STARTING
                            -> FAILED (too many quick crashes; no loop)
+         -> hang count     -> FAILED (`hang_limit` hangs in a row: watchdog reset)
     request_stop -> STOPPING -> STOPPED
 
 Respawn follows procd: an exit after less than `threshold_s` of runtime is a quick crash; more
 than `retry` quick crashes in a row give up (FAILED). An exit after a long run resets the count.
 The restart delay starts at `timeout_s` and doubles per quick crash, capped at `max_delay_s`.
+
+Hangs are counted on their own: an exit that follows a kill for the start or health timeout is
+a hang recovery. `hang_limit` of them in a row, with no stable period (healthy for
+`threshold_s`) in between, mean restarting does not help: FAILED, and the keep-alive stops so
+the hardware watchdog resets the box. A crash loop (voluntary exits) is different: it is
+usually the config or the software, a reset would not change it and the box must stay
+reachable on its console, so FAILED keeps petting unless `reset_on_failed`. A proxy that keeps
+hanging may be caught in kernel or driver state (a wedged NIC, a stuck socket) that a reset
+clears.
+
+Every deliberate reset (hang limit, an unkillable proxy, `reset_on_failed`) is suppressed while
+`allow_resets(False)` holds: the driver says so when earlier boots already ended in too many
+watchdog resets (boot-loop guard; the record lives on the data partition, not here). Then the
+proxy stays FAILED (or stuck in STOPPING) and the watchdog is petted.
 """
 
 from __future__ import annotations
@@ -119,13 +134,15 @@ class HealthLimits:
     max_loop_lag_ms: float = 500.0
     term_timeout_s: float = 10.0
     reset_on_failed: bool = False
+    hang_limit: int = 3  # hangs in a row before FAILED + watchdog reset; 0: never
 
 
 class SupervisorPolicy:
     """The proxy's lifecycle as a state machine driven by the supervisor loop.
 
     Inputs: `start`, `on_spawned`, `on_health`, `on_timer`, `on_exit`, `request_stop`,
-    `request_restart`. Outputs: actions, `get_timer()`, `should_pet(now)` and `status(now)`.
+    `request_restart`, `allow_resets`. Outputs: actions, `get_timer()`, `should_pet(now)`,
+    `wants_reset(now)` and `status(now)`.
     """
 
     def __init__(self, respawn: RespawnPolicy, limits: HealthLimits) -> None:
@@ -143,6 +160,10 @@ class SupervisorPolicy:
         self.last_problem = ""
         self._stop_requested = False
         self._planned_restart = False
+        self.hangs = 0  # hang recoveries in a row (kills for the start/health timeout)
+        self.failed_by_hang = False
+        self.resets_allowed = True
+        self._hang_kill = False  # the current STOPPING is a hang recovery
 
     # -------------------------------------------------------------- inputs
 
@@ -151,6 +172,7 @@ class SupervisorPolicy:
             raise LocalProtocolError(f"start in state {self.state.value}")
         self._stop_requested = False
         self.respawn.reset()
+        self._reset_hangs()
         self.state = State.STARTING
         self.started_at = now
         return Spawn()
@@ -177,6 +199,8 @@ class SupervisorPolicy:
                 self.healthy_since = now
             self.state = State.RUNNING
             self.last_problem = ""
+            if self.hangs and now - self.healthy_since >= self.respawn.threshold_s:
+                self.hangs = 0  # stable again: earlier hangs no longer count
         else:
             self.last_problem = detail or "probe failed"
             if self.state is State.RUNNING:
@@ -189,12 +213,12 @@ class SupervisorPolicy:
         if st is State.STARTING and self.started_at is not None:
             if now - self.started_at > self.limits.start_timeout_s:
                 return self._terminate(now, f"not healthy {self.limits.start_timeout_s:g}s "
-                                       "after start")
+                                       "after start", hang=True)
         elif st in (State.RUNNING, State.DEGRADED):
             ref = self.last_ok if self.last_ok is not None else self.started_at
             if ref is not None and now - ref > self.limits.health_timeout_s:
                 return self._terminate(now, f"no healthy probe for {now - ref:.1f}s "
-                                       f"({self.last_problem or 'no answer'})")
+                                       f"({self.last_problem or 'no answer'})", hang=True)
         elif st is State.STOPPING:
             if self.killed_at is None and self.kill_at is not None and now >= self.kill_at:
                 self.killed_at = now
@@ -214,6 +238,7 @@ class SupervisorPolicy:
         self.last_exit = {"returncode": returncode, "runtime_s": round(runtime, 3)}
         self.healthy_since = None
         self.kill_at = self.killed_at = None
+        hang, self._hang_kill = self._hang_kill, False
         if self._stop_requested:
             self.state = State.STOPPED
             return Idle()
@@ -223,7 +248,18 @@ class SupervisorPolicy:
             self.started_at = now
             self.restarts += 1
             return Spawn()
-        action = self.respawn.on_exit(runtime, now)
+        hang_problem = self.last_problem
+        action = self.respawn.on_exit(runtime, now)  # a hang is a crash too (crash count)
+        if hang:
+            self.hangs += 1
+            limit = self.limits.hang_limit
+            if limit and self.hangs >= limit:
+                reason = (f"proxy hung {self.hangs} times in a row, restarting does not help "
+                          f"(last: {hang_problem})")
+                if not self.resets_allowed:
+                    reason += "; watchdog reset suppressed: max_resets reached"
+                self.failed_by_hang = True
+                action = GiveUp(reason)
         if isinstance(action, GiveUp):
             self.state = State.FAILED
             self.last_problem = action.reason
@@ -250,12 +286,18 @@ class SupervisorPolicy:
             return self._terminate(now, reason)
         if self.state in (State.BACKOFF, State.FAILED):
             self.respawn.reset()
+            self._reset_hangs()
             self.restart_at = None
             self.state = State.STARTING
             self.started_at = now
             self.restarts += 1
             return Spawn()
         return Idle()
+
+    def allow_resets(self, allowed: bool) -> None:
+        """Boot-loop guard from the driver: False suppresses every deliberate watchdog reset
+        (the proxy stays FAILED, or stuck in STOPPING, and the watchdog is petted)."""
+        self.resets_allowed = allowed
 
     # -------------------------------------------------------------- outputs
 
@@ -281,13 +323,21 @@ class SupervisorPolicy:
         if st in (State.RUNNING, State.DEGRADED):
             ref = self.last_ok if self.last_ok is not None else self.started_at
             return ref is None or now - ref <= lim.health_timeout_s
-        if st is State.STOPPING:
-            if self.killed_at is not None:
-                return now - self.killed_at <= KILL_GRACE_S
-            return True
-        if st is State.FAILED:
-            return not lim.reset_on_failed
-        return True  # BACKOFF, STOPPED
+        if self.wants_reset(now) is not None:
+            return not self.resets_allowed
+        return True  # STOPPING, BACKOFF, FAILED (crash loop), STOPPED
+
+    def wants_reset(self, now: float) -> str | None:
+        """Why only a hardware reset can help now (the keep-alive is withheld unless
+        `allow_resets(False)`), or None. Transient gaps (a health timeout before `on_timer`
+        has run) are not reported here."""
+        if self.state is State.FAILED and (self.failed_by_hang or self.limits.reset_on_failed):
+            return self.last_problem
+        if (self.state is State.STOPPING and self.killed_at is not None
+                and now - self.killed_at > KILL_GRACE_S):
+            return (f"proxy did not exit {KILL_GRACE_S:g}s after SIGKILL (stuck in the kernel; "
+                    f"stopped for: {self.last_problem or 'stop'})")
+        return None
 
     def healthy_for(self, now: float) -> float:
         return 0.0 if self.healthy_since is None else now - self.healthy_since
@@ -297,6 +347,7 @@ class SupervisorPolicy:
             "state": self.state.value,
             "restarts": self.restarts,
             "crashes": self.respawn.crashes,
+            "hangs": self.hangs,
             "healthy_for_s": round(self.healthy_for(now), 3),
             "last_exit": self.last_exit,
             "problem": self.last_problem,
@@ -306,7 +357,12 @@ class SupervisorPolicy:
 
     # -------------------------------------------------------------- internals
 
-    def _terminate(self, now: float, reason: str) -> Terminate:
+    def _reset_hangs(self) -> None:
+        self.hangs = 0
+        self.failed_by_hang = False
+
+    def _terminate(self, now: float, reason: str, hang: bool = False) -> Terminate:
+        self._hang_kill = hang
         self.state = State.STOPPING
         self.kill_at = now + self.limits.term_timeout_s
         self.killed_at = None

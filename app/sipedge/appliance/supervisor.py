@@ -41,6 +41,7 @@ from .policy import (
 )
 from .ports import Display, HealthProbe, HealthReport, StatusLeds, UpdateAgent, Watchdog
 from .process import ProxyProcess
+from .resetguard import ResetHistory, ResetRecord, ResetRecordStore
 from .sdconfig import BootConfigManager, ConfigChoice
 
 log = logging.getLogger("sipedge.appliance.supervisor")
@@ -74,7 +75,8 @@ def _limits(choice: ConfigChoice) -> HealthLimits:
     p = choice.config.supervisor
     return HealthLimits(start_timeout_s=p.start_timeout_s, health_timeout_s=p.health_timeout_s,
                         max_loop_lag_ms=p.max_loop_lag_ms, term_timeout_s=p.term_timeout_s,
-                        reset_on_failed=choice.config.watchdog.reset_on_failed)
+                        reset_on_failed=choice.config.watchdog.reset_on_failed,
+                        hang_limit=choice.config.watchdog.hang_limit)
 
 
 class Supervisor:
@@ -90,7 +92,9 @@ class Supervisor:
                  process_factory: Callable[[Sequence[str]], ProxyProcess] = ProxyProcess,
                  clock: Callable[[], float] = time.monotonic,
                  choice: ConfigChoice | None = None,
-                 proxy_cwd: str | None = None) -> None:
+                 proxy_cwd: str | None = None,
+                 reset_store: ResetRecordStore | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.config_source = config_source
         self.watchdog = watchdog
         self.leds = leds
@@ -126,6 +130,18 @@ class Supervisor:
         self._lcd_shown: list[str] | None = None
         self.started_at = clock()
         self._lcd_started = self.started_at
+        # Boot-loop guard (resetguard.py): the record sits next to last-known-good.
+        if reset_store is None and getattr(config_source, "data_dir", None) is not None:
+            reset_store = ResetRecordStore(config_source.data_dir)
+        self.reset_store = reset_store
+        self.wall_clock = wall_clock
+        self.reset_history = (reset_store.history() if reset_store is not None
+                              else ResetHistory())
+        self._reset_recorded = False
+        if self.reset_history.previous_reason is not None:
+            log.error("previous boot ended in a watchdog reset: %s (resets in a row=%d)",
+                      self.reset_history.previous_reason, self.reset_history.resets)
+        self._apply_reset_guard()
 
     # ---------------------------------------------------------------- control (any thread-free
     # caller on the loop: signal handlers, RPC, console)
@@ -151,10 +167,7 @@ class Supervisor:
                 "bytes_sent": getattr(self.display, "bytes_sent", None)},
             "leds": dict(self._led_state),
             "led_names": dict(getattr(self.leds, "names", {})),
-            "watchdog": {"armed": self.watchdog is not None and
-                         bool(getattr(self.watchdog, "is_open", True)),
-                         "pets": self.pets,
-                         "petting": self.policy.should_pet(now)},
+            "watchdog": self._watchdog_status(now),
             "health": None if self.last_report is None else {
                 "ok": self.last_report.ok, "detail": self.last_report.detail,
                 "workers_alive": self.last_report.workers_alive,
@@ -170,6 +183,24 @@ class Supervisor:
             "version": __version__,
         })
         return st
+
+    def _watchdog_status(self, now: float) -> dict[str, Any]:
+        hist = self.reset_history
+        wants = self.policy.wants_reset(now)
+        return {
+            "armed": self.watchdog is not None and bool(getattr(self.watchdog, "is_open", True)),
+            "pets": self.pets,
+            "petting": self.policy.should_pet(now),
+            "previous_reset": (None if hist.previous_reason is None else
+                               f"previous boot ended in a watchdog reset: "
+                               f"{hist.previous_reason}"),
+            "resets_in_a_row": hist.resets,
+            "max_resets": self.choice.config.watchdog.max_resets,
+            "resets_allowed": self.policy.resets_allowed,
+            "reset_pending": wants if wants is not None and self.policy.resets_allowed else None,
+            "reset_suppressed": (wants if wants is not None and not self.policy.resets_allowed
+                                 else None),
+        }
 
     def config_errors(self) -> dict[str, Any]:
         return self.choice.as_dict()
@@ -226,6 +257,7 @@ class Supervisor:
                 self._maybe_pet(now)
                 self._maybe_probe(now)
                 self._maybe_mark_good(now)
+                self._maybe_clear_resets(now)
                 self._update_panel(now)
                 if self.policy.state is State.STOPPED:
                     break
@@ -284,6 +316,7 @@ class Supervisor:
         old = self.choice
         self.choice = self.config_source.select()
         self.policy.limits = _limits(self.choice)
+        self._apply_reset_guard()  # max_resets may have changed
         p = self.choice.config.supervisor
         r = self.policy.respawn
         r.threshold_s, r.timeout_s, r.retry = (p.respawn_threshold_s, p.respawn_timeout_s,
@@ -412,6 +445,9 @@ class Supervisor:
             return
         self._next_pet = now + self.choice.config.watchdog.pet_interval_s
         if not self.policy.should_pet(now):
+            reason = self.policy.wants_reset(now)
+            if reason is not None:
+                self._record_reset(reason)
             log.error("not petting the watchdog: proxy unrecoverable state=%s problem=%s",
                       self.policy.state.value, self.policy.last_problem)
             return
@@ -420,6 +456,53 @@ class Supervisor:
             self.pets += 1
         except EdgeError as exc:  # HardwareError: nothing better to do than report it
             log.error("watchdog keep-alive failed: %s", exc)
+
+    # ---------------------------------------------------------------- boot-loop guard
+
+    def _apply_reset_guard(self) -> None:
+        max_resets = self.choice.config.watchdog.max_resets
+        allowed = self.reset_history.resets_allowed(max_resets)
+        if not allowed and self.policy.resets_allowed:
+            log.error("watchdog resets suppressed: %d deliberate resets in a row "
+                      "(max_resets=%d); a proxy beyond recovery stays FAILED",
+                      self.reset_history.resets, max_resets)
+        self.policy.allow_resets(allowed)
+
+    def _record_reset(self, reason: str) -> None:
+        """Write the guard record once, before the watchdog is left to fire."""
+        if self._reset_recorded:
+            return
+        self._reset_recorded = True
+        resets = self.reset_history.resets + 1
+        log.error("letting the hardware watchdog reset the box: %s (reset %d in a row, "
+                  "max_resets=%d)", reason, resets, self.choice.config.watchdog.max_resets)
+        if self.reset_store is None:
+            return
+        record = ResetRecord(resets, reason, self.reset_store.boot_id(), self.wall_clock())
+        try:
+            self.reset_store.save(record)
+        except OSError as exc:  # the reset must happen anyway; the guard just cannot count it
+            log.error("cannot write the watchdog reset record file=%s error=%s",
+                      self.reset_store.path, exc)
+
+    def _maybe_clear_resets(self, now: float) -> None:
+        if not (self.reset_history.present or self._reset_recorded):
+            return
+        after = self.choice.config.watchdog.reset_record_clear_s
+        if self.policy.state is not State.RUNNING or self.policy.healthy_for(now) < after:
+            return
+        if self.reset_store is not None:
+            try:
+                self.reset_store.clear()
+            except OSError as exc:  # cleared in memory all the same: this boot is healthy
+                log.error("cannot clear the watchdog reset record file=%s error=%s",
+                          self.reset_store.path, exc)
+        log.info("proxy healthy for %.0fs: watchdog reset record cleared", after)
+        hist = self.reset_history
+        self.reset_history = ResetHistory(previous_reason=hist.previous_reason,
+                                          previous_time=hist.previous_time)
+        self._reset_recorded = False
+        self._apply_reset_guard()
 
     def _maybe_mark_good(self, now: float) -> None:
         after = self.choice.config.supervisor.mark_good_after_s
@@ -447,6 +530,10 @@ class Supervisor:
         if self.network is not None:
             info["addresses"] = self.network.address_lines()
         info["alarms"] = list(self.network_problems)
+        if self.reset_history.present and self.reset_history.previous_reason is not None:
+            info["alarms"].append("prev. WDT reset")
+        if not self.policy.resets_allowed:
+            info["alarms"].append("WDT resets off")
         offer = None if self.media is None else self.media.offer
         if offer is not None:
             info["alarms"].append("USB config " + ("ready: import" if offer.valid else "INVALID"))

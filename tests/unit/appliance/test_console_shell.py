@@ -112,12 +112,14 @@ class Backend:
         self.src = BootConfigManager(tmp_path / "boot" / "sipedge.toml", tmp_path / "data")
         self.src.boot_path.write_text(BOOT)
         self.calls = []
+        self.wd_extra = {}
 
     def status(self):
         return {"state": "RUNNING", "panel": "healthy", "pid": 99, "restarts": 0, "crashes": 0,
                 "config": {"source": "boot", "path": "/boot/sipedge.toml", "errors": 0},
                 "health": {"ok": True, "loop_lag_ms": 1.0},
-                "watchdog": {"armed": True, "pets": 7}, "version": "0.1.0", "problem": ""}
+                "watchdog": {"armed": True, "pets": 7, **self.wd_extra}, "version": "0.1.0",
+                "problem": ""}
 
     def boot_text(self):
         return self.src.boot_text()
@@ -190,7 +192,13 @@ def test_disabled_without_password(tmp_path):
 def test_status_help_logs_ctl(session):
     s, b = session
     login(s)
-    assert "state:    RUNNING (panel healthy)" in say(s, "status")
+    out = say(s, "status")
+    assert "state:    RUNNING (panel healthy)" in out and "previous boot" not in out
+    b.wd_extra = {"previous_reset": "previous boot ended in a watchdog reset: hung",
+                  "reset_suppressed": "proxy hung 3 times in a row"}
+    out = say(s, "status")
+    assert "watchdog: previous boot ended in a watchdog reset: hung" in out
+    assert "watchdog: reset suppressed, max_resets reached: proxy hung 3 times" in out
     assert "config set KEY VALUE" in say(s, "help")
     assert say(s, "logs 2").startswith("logs 2\r\nline 0\r\nline 1\r\n")
     say(s, "ctl stats verbose=true name=x y")

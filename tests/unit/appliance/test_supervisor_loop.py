@@ -45,7 +45,7 @@ async def until(cond, timeout=5.0):
 
 
 class Harness:
-    def __init__(self, tmp_path, text=None, mark_good=0, process=None):
+    def __init__(self, tmp_path, text=None, mark_good=0, process=None, **sup_kw):
         (tmp_path / "boot").mkdir(exist_ok=True)
         self.boot = tmp_path / "boot" / "sipedge.toml"
         if text is None:
@@ -62,7 +62,7 @@ class Harness:
         self.ota = FakeUpdateAgent()
         self.sup = Supervisor(self.source, watchdog=self.wd, leds=self.leds, display=self.lcd,
                               update_agent=self.ota, probe_factory=lambda choice: self.probe,
-                              process_factory=self._proc)
+                              process_factory=self._proc, **sup_kw)
 
     def _proc(self, argv):
         p = FakeProcess(argv, **self.process_kw)
@@ -306,3 +306,98 @@ async def test_watchdog_opened_late_and_petted_at_once_or_skipped_if_missing(tmp
     await until(lambda: h2.state() is State.RUNNING)
     assert h2.sup.status()["watchdog"]["armed"] is False
     assert await h2.stop() == 0
+
+
+# ------------------------------------------------------------------ repeated hangs, boot-loop guard
+
+HANGS = BASE.replace("[watchdog]\n", "[watchdog]\nhang_limit = 2\nmax_resets = {max_resets}\n"
+                     "reset_record_clear_s = 0.3\n")
+UNHEALTHY = HealthReport(False, "core.health: timed out")
+
+
+def guard_store(tmp_path, record=None):
+    from sipedge.appliance.resetguard import ResetRecordStore
+
+    (tmp_path / "boot_id").write_text("boot-B\n")
+    store = ResetRecordStore(tmp_path / "data", tmp_path / "boot_id")
+    if record is not None:
+        store.save(record)
+    return store
+
+
+async def test_repeated_hangs_record_the_reset_and_stop_petting(tmp_path):
+    store = guard_store(tmp_path)
+    h = await Harness(tmp_path, text=HANGS.format(mark_good=0, max_resets=3),
+                      reset_store=store, wall_clock=lambda: 1764000000.0).start()
+    await until(lambda: h.state() is State.RUNNING)
+    h.probe.report = UNHEALTHY  # every proxy hangs: killed, restarted, hangs again
+    await until(lambda: h.state() is State.FAILED)
+    assert len(h.procs) == 2 and h.sup.status()["hangs"] == 2
+    await until(lambda: store.load() is not None)  # at the first keep-alive left out
+    rec = store.load()
+    assert rec is not None and rec.resets == 1 and rec.boot_id == "boot-B"
+    assert rec.reason.startswith("proxy hung 2 times in a row") and rec.time == 1764000000.0
+    wd = h.sup.rpc_methods()["watchdog.status"]({})
+    assert not wd["petting"] and wd["reset_pending"] == rec.reason
+    pets = h.wd.pets
+    await asyncio.sleep(0.5)  # five pet intervals: none may happen (bounded negative check)
+    assert h.wd.pets == pets
+    assert h.leds.current["error"] == ("on", 0, 0)
+    await h.stop()
+
+
+async def test_guard_at_max_resets_stays_failed_and_keeps_petting(tmp_path):
+    from sipedge.appliance.resetguard import ResetRecord
+
+    earlier = ResetRecord(1, "proxy hung 2 times in a row", "boot-A", 1.0)
+    store = guard_store(tmp_path, earlier)
+    h = await Harness(tmp_path, text=HANGS.format(mark_good=0, max_resets=1),
+                      reset_store=store).start()
+    st = h.sup.status()["watchdog"]
+    assert st["previous_reset"] == ("previous boot ended in a watchdog reset: "
+                                    "proxy hung 2 times in a row")
+    assert st["resets_allowed"] is False and st["resets_in_a_row"] == 1
+    assert "prev. WDT reset" in h.sup.panel_info()["alarms"]
+    assert "WDT resets off" in h.sup.panel_info()["alarms"]
+    await until(lambda: h.state() is State.RUNNING)
+    h.probe.report = UNHEALTHY
+    await until(lambda: h.state() is State.FAILED)
+    st = h.sup.status()
+    assert st["problem"].endswith("watchdog reset suppressed: max_resets reached")
+    assert st["watchdog"]["reset_suppressed"] == st["problem"]
+    assert st["watchdog"]["petting"] and st["watchdog"]["reset_pending"] is None
+    pets = h.wd.pets
+    await until(lambda: h.wd.pets > pets + 2)  # FAILED, but the box stays up
+    assert store.load() == earlier  # nothing new recorded
+    await h.stop()
+
+
+async def test_guard_record_cleared_after_a_healthy_period(tmp_path):
+    from sipedge.appliance.resetguard import ResetRecord
+
+    store = guard_store(tmp_path, ResetRecord(1, "proxy hung 2 times in a row", "boot-A", 1.0))
+    h = await Harness(tmp_path, text=HANGS.format(mark_good=0, max_resets=1),
+                      reset_store=store).start()
+    assert h.sup.policy.resets_allowed is False
+    await until(lambda: h.state() is State.RUNNING)
+    await until(lambda: not store.path.exists())  # healthy for reset_record_clear_s
+    st = h.sup.status()["watchdog"]
+    assert st["resets_allowed"] is True and st["resets_in_a_row"] == 0
+    assert st["previous_reset"].startswith("previous boot ended in a watchdog reset")
+    assert "prev. WDT reset" not in h.sup.panel_info()["alarms"]
+    assert "WDT resets off" not in h.sup.panel_info()["alarms"]
+    await h.stop()
+
+
+async def test_guard_record_of_this_boot_is_not_counted(tmp_path):
+    from sipedge.appliance.resetguard import ResetRecord
+
+    store = guard_store(tmp_path, ResetRecord(1, "proxy hung 2 times", "boot-B", 1.0))
+    h = Harness(tmp_path, text=HANGS.format(mark_good=0, max_resets=1), reset_store=store)
+    st = h.sup.status()["watchdog"]
+    assert st["resets_allowed"] is True and st["previous_reset"] is None
+
+
+def test_guard_record_lives_in_the_data_dir_by_default(tmp_path):
+    h = Harness(tmp_path)
+    assert h.sup.reset_store.path == tmp_path / "data" / "supervisor" / "watchdog-reset.json"
