@@ -125,6 +125,9 @@ def test_defconfig_paths_exist(defconfig):
     board_dir = expand(values["BR2_ROOTFS_POST_SCRIPT_ARGS"])[0]
     assert (board_dir / "meta").exists() and (board_dir / "genimage.cfg").exists()
     assert values.get("BR2_INIT_BUSYBOX") == "y", "rootfs/etc/inittab is written for BusyBox init"
+    # python-pyudev (selected by the sipedge package) depends on BR2_PACKAGE_HAS_UDEV
+    assert values.get("BR2_ROOTFS_DEVICE_CREATION_DYNAMIC_EUDEV") == "y", \
+        "/dev management must be eudev: the sipedge package depends on udev"
 
 
 @pytest.mark.parametrize("defconfig", DEFCONFIGS, ids=lambda p: p.name)

@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 QEMU_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
@@ -228,6 +229,7 @@ class Guest:
             "-device", "virtio-rng-pci",
             "-serial", "stdio",
             "-chardev", f"socket,id=serial2,path={s2},server=on,wait=off",
+            "-qmp", f"unix:{self.workdir / f'{self.name}-qmp.sock'},server=on,wait=off",
         ]
         if self.image.arch == "amd64":
             cmd += ["-serial", "chardev:serial2"]
@@ -290,6 +292,31 @@ class Guest:
 
     def host_port(self, proto: str, guest_port: int) -> int:
         return self.ports[(proto, guest_port)]
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """Run one QMP command on the running QEMU (hot-plug a USB stick: `blockdev-add`,
+        `device_add`, `device_del`) and return its result; asynchronous events are skipped."""
+        path = str(self.workdir / f"{self.name}-qmp.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(path)
+            f = s.makefile("rwb")
+            json.loads(f.readline())  # greeting
+            result: Any = None
+            for cmd, args in (("qmp_capabilities", {}), (command, arguments)):
+                f.write(json.dumps({"execute": cmd, "arguments": args}).encode() + b"\n")
+                f.flush()
+                while True:
+                    line = f.readline()
+                    if not line:
+                        raise GuestError(f"QMP {cmd}: connection closed")
+                    msg = json.loads(line)
+                    if "error" in msg:
+                        raise GuestError(f"QMP {cmd}: {msg['error']}")
+                    if "return" in msg:
+                        result = msg["return"]
+                        break
+            return result
 
     def wait_exit(self, timeout: float) -> int:
         try:

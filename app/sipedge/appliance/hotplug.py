@@ -124,13 +124,49 @@ class MediaConfig:
         return not self.issues
 
 
+def boot_disk(mounts: str | Path = "/proc/mounts", sysfs: str | Path = "/sys",
+              mountpoints: Sequence[str] = ("/boot", "/")) -> str | None:
+    """Kernel name of the disk the box runs from ("mmcblk0", "vda"): the disk holding the
+    partition mounted at /boot (else /). Its partitions are not removable media, even on an
+    SD card. None when it cannot be told (e.g. root on /dev/root)."""
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return None
+    devices = {f[1]: f[0] for f in (ln.split() for ln in lines) if len(f) > 2}
+    for mp in mountpoints:
+        dev = devices.get(mp, "")
+        if not dev.startswith("/dev/"):
+            continue
+        entry = Path(sysfs) / "class" / "block" / Path(dev).name
+        try:
+            real = entry.resolve(strict=True)
+        except OSError:
+            continue
+        return real.parent.name if (real / "partition").exists() else real.name
+    return None
+
+
+def on_disk(devnode: str, disk: str | None) -> bool:
+    """Whether `devnode` is `disk` or one of its partitions (sda1, mmcblk0p2, nvme0n1p1)."""
+    if not disk:
+        return False
+    name = Path(devnode).name
+    if name == disk or not name.startswith(disk):
+        return False
+    rest = name[len(disk):]
+    return rest.isdigit() if not disk[-1].isdigit() else (rest[:1] == "p" and rest[1:].isdigit())
+
+
 class MediaConfigOffer:
-    """Keeps the current offer from removable media; never writes anything itself."""
+    """Keeps the current offer from removable media; never writes anything itself. The disk
+    the box runs from (`ignore_disk`, see `boot_disk`) is never looked at."""
 
     def __init__(self, check_text: Callable[[str, str], list[Any]],
-                 scanner: MediaScanner | None = None) -> None:
+                 scanner: MediaScanner | None = None, ignore_disk: str | None = None) -> None:
         self.check_text = check_text
         self.scanner = scanner or MediaScanner()
+        self.ignore_disk = ignore_disk
         self.offer: MediaConfig | None = None
 
     def handle(self, event: HotplugEvent) -> MediaConfig | None:
@@ -139,6 +175,9 @@ class MediaConfigOffer:
                 self.offer = None
             return None
         if not isinstance(event, MediaInserted):
+            return None
+        if Path(event.devnode).name == self.ignore_disk or on_disk(event.devnode,
+                                                                    self.ignore_disk):
             return None
         text = self.scanner.read_config(event.devnode, event.fstype)
         if text is None:

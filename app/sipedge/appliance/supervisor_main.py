@@ -119,11 +119,11 @@ async def serve(args: argparse.Namespace) -> int:
     source = BootConfigManager(args.boot_config, args.data_dir)
     choice = source.select()
     hw = build_hardware(args, choice)
-    from .hotplug import MediaConfigOffer
+    from .hotplug import MediaConfigOffer, boot_disk
 
     proxy_cwd = str(args.data_dir) if args.data_dir.is_dir() else None
-    sup = Supervisor(source, media=MediaConfigOffer(source.check_text), choice=choice,
-                     proxy_cwd=proxy_cwd, **hw)
+    media = MediaConfigOffer(source.check_text, ignore_disk=boot_disk(sysfs=args.sysfs))
+    sup = Supervisor(source, media=media, choice=choice, proxy_cwd=proxy_cwd, **hw)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, sup.request, "stop")
     loop.add_signal_handler(signal.SIGINT, sup.request, "stop")

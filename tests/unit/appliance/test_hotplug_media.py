@@ -4,8 +4,8 @@ import shutil
 import subprocess
 
 from sipedge.appliance.hotplug import (MediaConfigOffer, MediaInserted, MediaRemoved,
-                                       MediaScanner, NetDeviceAdded, NetDeviceRemoved, classify,
-                                       default_source)
+                                       MediaScanner, NetDeviceAdded, NetDeviceRemoved, boot_disk,
+                                       classify, default_source, on_disk)
 from sipedge.appliance.sdconfig import BootConfigManager
 
 
@@ -96,3 +96,38 @@ def test_kernel_uevents_without_udevd(tmp_path):
     assert default_source(tmp_path / "control") == "kernel"  # no udevd: nothing on "udev"
     (tmp_path / "control").touch()
     assert default_source(tmp_path / "control") == "udev"
+
+
+def test_the_disk_the_box_runs_from_is_not_media(tmp_path):
+    # fake sysfs: /sys/class/block/<name> links into /sys/devices/.../<disk>[/<part>]
+    devices = tmp_path / "sys/devices/platform/mmc/block/mmcblk0"
+    (devices / "mmcblk0p1").mkdir(parents=True)
+    (devices / "mmcblk0p1/partition").write_text("1\n")
+    blk = tmp_path / "sys/class/block"
+    blk.mkdir(parents=True)
+    (blk / "mmcblk0").symlink_to(devices)
+    (blk / "mmcblk0p1").symlink_to(devices / "mmcblk0p1")
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/root / ext4 ro 0 0\n/dev/mmcblk0p1 /boot vfat ro 0 0\n")
+    assert boot_disk(mounts, tmp_path / "sys") == "mmcblk0"
+    mounts.write_text("/dev/mmcblk0 /boot vfat ro 0 0\n")  # a whole-disk file system
+    assert boot_disk(mounts, tmp_path / "sys") == "mmcblk0"
+    mounts.write_text("/dev/root / ext4 ro 0 0\n")
+    assert boot_disk(mounts, tmp_path / "sys") is None
+    assert boot_disk(tmp_path / "missing", tmp_path / "sys") is None
+
+    assert on_disk("/dev/mmcblk0p1", "mmcblk0") and on_disk("/dev/sda2", "sda")
+    assert on_disk("/dev/nvme0n1p3", "nvme0n1")
+    assert not on_disk("/dev/mmcblk1p1", "mmcblk0") and not on_disk("/dev/sdab1", "sda")
+    assert not on_disk("/dev/sda1", None)
+
+    (tmp_path / "boot").mkdir()
+    src = BootConfigManager(tmp_path / "boot" / "sipedge.toml", tmp_path / "data")
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "sipedge.toml").write_text("[watchdog]\ntimeout_s = 30\n")
+    mount = FakeMount(card)
+    offer = MediaConfigOffer(src.check_text, MediaScanner(mount, tmp_path), ignore_disk="mmcblk0")
+    assert offer.handle(MediaInserted("/dev/mmcblk0p1", "vfat")) is None
+    assert mount.calls == []  # not even mounted
+    assert offer.handle(MediaInserted("/dev/mmcblk1p1", "vfat")).valid  # a second SD slot
