@@ -126,3 +126,11 @@ def test_panel_leds_named_by_board_data(guest):
     _rc, out = guest.shell(f"cat /sys/class/leds/{names['status']}/brightness "
                            f"/sys/class/leds/{names['error']}/brightness", check=True)
     assert out.split()[-2:] == ["1", "0"], out  # healthy: status lit, error dark
+
+
+def test_nics_keep_kernel_names_under_udev(guest):
+    """udev runs (hotplug of media), but does not rename NICs: [network] says eth0."""
+    _rc, out = guest.shell("ip -o link show | cut -d: -f2; pidof systemd-udevd udevd")
+    names = {w.strip() for w in out.split()}
+    assert "eth0" in names, out
+    assert not any(n.startswith(("ens", "enp")) for n in names), out
