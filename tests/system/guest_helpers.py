@@ -119,9 +119,14 @@ def wait_for(g, cmd: str, pattern: str, timeout: float = 120) -> str:
     raise AssertionError(f"{cmd!r} never matched {pattern!r}; last output:\n{out}")
 
 
-def cmdlines(g, word: str) -> list[str]:
+def processes(g, word: str) -> list[tuple[int, str]]:
+    """(pid, command line) of the guest processes whose command line contains `word`."""
     script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
-              f"case \"$c\" in *{word}*) echo \"CMD=$c\";; esac; done")
+              f"case \"$c\" in *\"{word}\"*) echo \"PID=${{p#/proc/}} CMD=$c\";; esac; done")
     _rc, out = g.shell(script)
-    return [ln.split("CMD=", 1)[1].strip() for ln in out.splitlines() if "CMD=" in ln
-            and "case" not in ln]
+    return [(int(m.group(1)), m.group(2).strip())
+            for m in re.finditer(r"^PID=(\d+) CMD=(.*)$", out, re.M)]
+
+
+def cmdlines(g, word: str) -> list[str]:
+    return [cmd for _pid, cmd in processes(g, word)]

@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record
+from guest_helpers import REPO, TIMEOUT_MULTIPLIER, processes, record
 from sipedge_vm import GuestError
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
@@ -73,10 +73,7 @@ def wait_status(g, cond, timeout: float = 120, what: str = "") -> dict:
 
 
 def pids(g, pattern: str) -> list[int]:
-    script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
-              f"case \"$c\" in *\"{pattern}\"*) echo PID=${{p#/proc/}};; esac; done")
-    _rc, out = g.shell(script)
-    return [int(x) for x in re.findall(r"PID=(\d+)", out)]
+    return [pid for pid, _cmd in processes(g, pattern)]
 
 
 def restart_supervisor(g) -> None:
