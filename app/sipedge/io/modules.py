@@ -151,14 +151,7 @@ class RegistrarFacade:
         targets, reply = await reg_api.lookup(self._reg, msg, time.time())
         if reply is not None or not targets:
             return reply or ReplySpec(480, "Temporarily Unavailable")
-        first = targets[0]
-        msg.set_ruri(first.uri)
-        if first.dst_uri:
-            msg.set_dst_uri(first.dst_uri)
-        if first.path:
-            msg.tm.main_path = tuple(first.path)
-        for t in targets[1:]:
-            msg.append_branch(t.uri, dst_uri=t.dst_uri or None, path=t.path, socket=t.socket)
+        reg_api.apply_targets(msg, targets)
         return None
 
     async def registered(self, aor: str) -> bool:

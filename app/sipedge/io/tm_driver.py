@@ -130,7 +130,8 @@ class TmDriver:
             for i, ruri in enumerate(smsg._tm.branches):
                 req = copy_request(base)
                 req.uri = ruri
-                dst, path = opts[i] if i < len(opts) else (None, ())
+                dst, path, sock = opts[i] if i < len(opts) else (None, (), None)
+                req.send_socket = sock
                 for route in reversed(path):
                     req.add_top("Route", route)
                 wanted.append((req, dst))
@@ -187,7 +188,7 @@ class TmDriver:
 
     def _target(self, rctx: ResponseContext, req: Request, found, res=None) -> BranchTarget | None:
         ip, port, proto = found.ip, found.port, found.transport
-        out = self.w._pick_listener(proto, ip, rctx.src)
+        out = self.w._pick_listener(proto, ip, rctx.src, req.send_socket)
         if out is None:
             log.warning("call_id=%s no %s listener for %s", req.call_id, proto, ip)
             return None

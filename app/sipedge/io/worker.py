@@ -607,7 +607,7 @@ class Worker:
 
     def _send_request(self, msg: Request, src: Source | None, target: Target) -> None:
         proto = target.transport
-        out = self._pick_listener(proto, target.ip, src)
+        out = self._pick_listener(proto, target.ip, src, msg.send_socket)
         if out is None:
             log.warning("call_id=%s no %s listener for %s", msg.call_id, proto, target.ip)
             if src is not None and msg.method != "ACK":
@@ -617,8 +617,18 @@ class Worker:
         self.stats[f"fwd_req_{msg.method}"] += 1
         self._send(proto, data, target.ip, target.port, out.index, target.server_name)
 
-    def _pick_listener(self, proto: str, ip: str, src: Source | None) -> LocalAddress | None:
+    def _pick_listener(self, proto: str, ip: str, src: Source | None,
+                       prefer: str | None = None) -> LocalAddress | None:
+        """The listener to send from: `prefer` (a forced send socket) when it fits the
+        transport and address family, else the one the request came in on, else the first
+        that fits."""
         fam = _family(ip)
+        if prefer is not None:
+            for i, name in enumerate(self.listener_names):
+                la = self.locals[i]
+                if name == prefer and la.proto == proto and _family(la.ip) == fam:
+                    return self._concrete(la, ip)
+            log.info("send socket %s does not fit %s to %s: choosing another", prefer, proto, ip)
         if src is not None:
             la = self.locals[src.listener]
             if la.proto == proto and _family(la.ip) == fam:

@@ -79,7 +79,8 @@ class TmState:
     def __init__(self) -> None:
         self.routes: dict[str, str | None] = {}  # failure / reply / branch -> function name
         self.branches: list[URI] = []  # append_branch(): extra R-URIs
-        self.branch_opts: list[tuple[URI | None, tuple[str, ...]]] = []  # (dst URI, Path)
+        # (dst URI, Path, send socket) per appended branch
+        self.branch_opts: list[tuple[URI | None, tuple[str, ...], str | None]] = []
         self.main_path: tuple[str, ...] = ()  # Route values for the main branch only
         self.reply: "ReplyMsg | None" = None  # failure route: the winning reply
         self.canceled = False  # failure route: the caller CANCELled
@@ -314,6 +315,23 @@ class RequestMsg(_MessageView):
         """Send to this URI without changing the Request-URI (Kamailio's $du)."""
         self.dst_uri = _parse_target(uri)
 
+    def force_send_socket(self, socket: str) -> None:
+        """Send the request from this listener, named as in `msg.listener`
+        ("udp:192.0.2.1:5060"; Kamailio's force_send_socket). The registrar's lookup does this
+        for a contact, so requests reach a UA behind NAT from the socket it registered
+        through. A listener that does not exist or does not fit the next hop's transport is
+        ignored (logged) and the usual choice is made."""
+        proto, sep1, rest = socket.partition(":")
+        host, sep2, port = rest.rpartition(":")
+        if not (sep1 and sep2 and host and port.isdigit()):
+            raise ValueError(f"force_send_socket: want proto:address:port, got {socket!r}")
+        self._msg.send_socket = f"{proto.lower()}:{host}:{port}"
+
+    @property
+    def send_socket(self) -> str | None:
+        """The listener forced by `force_send_socket()`, or None."""
+        return self._msg.send_socket
+
     def is_myself(self, uri: str | None = None) -> bool:
         """Is the URI (default: the Request-URI) this proxy: one of its listeners (host and
         port), or one of its configured domains."""
@@ -377,11 +395,11 @@ class RequestMsg(_MessageView):
                       path: tuple[str, ...] | list[str] = (), socket: str | None = None) -> None:
         """Add a branch for parallel forking: a copy of the request with this R-URI (default:
         the current R-URI), sent to `dst_uri` if given and through the `path` Route values
-        (a registered Path). t_relay() sends all branches at once. `socket` is accepted for
-        the registrar's targets; the listener is chosen by transport."""
+        (a registered Path), from listener `socket` (as `force_send_socket()`) if given.
+        t_relay() sends all branches at once."""
         self.tm.branches.append(_parse_target(uri) if uri else self._msg.uri)
         self.tm.branch_opts.append((_parse_target(dst_uri) if dst_uri else None,
-                                    tuple(path)))
+                                    tuple(path), socket or None))
 
     def t_on_failure(self, name: str) -> None:
         """Run script function `name(msg)` when every branch ended without a 2xx."""

@@ -239,7 +239,7 @@ class Message:
 
 
 class Request(Message):
-    __slots__ = ("method", "_uri_text", "_uri", "version", "loose_routed")
+    __slots__ = ("method", "_uri_text", "_uri", "version", "loose_routed", "send_socket")
 
     is_request = True
 
@@ -249,6 +249,7 @@ class Request(Message):
         self.method = method
         self.version = version
         self.loose_routed = False  # set when the proxy removed its own Route entry
+        self.send_socket: str | None = None  # listener to send from ("udp:192.0.2.1:5060")
         if isinstance(uri, URI):
             self._uri = uri
             self._uri_text = str(uri)

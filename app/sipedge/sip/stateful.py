@@ -192,8 +192,10 @@ def is_stateful_branch(branch: str | None) -> bool:
 
 def copy_request(req: Request) -> Request:
     """A deep enough copy: own header list, own entries; values are immutable strings."""
-    return Request(req.method, req.uri_text, [[h[0], h[1], h[2]] for h in req.headers],
-                   req.body, req.version)
+    out = Request(req.method, req.uri_text, [[h[0], h[1], h[2]] for h in req.headers],
+                  req.body, req.version)
+    out.send_socket = req.send_socket
+    return out
 
 
 def _copy_response(resp: Response) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from sipedge.sip.message import Request, parse_message
 
 
@@ -32,12 +34,17 @@ class FakeMsg:
         self.listener = listener
         self.branches: list[tuple] = []
         self.dst_uri = None
+        self.send_socket = None
+        self.tm = SimpleNamespace(main_path=())
 
     def set_ruri(self, uri: str) -> None:
         self.raw.uri = uri
 
     def set_dst_uri(self, uri: str) -> None:
         self.dst_uri = uri
+
+    def force_send_socket(self, socket: str) -> None:
+        self.send_socket = socket
 
     def append_branch(self, uri, **kw) -> None:
         self.branches.append((uri, kw))

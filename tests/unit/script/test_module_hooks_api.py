@@ -52,8 +52,21 @@ def test_append_branch_keeps_destination_and_path():
                     path=["<sip:edge.example;lr>"], socket="udp:127.0.0.1:5060")
     m.append_branch("sip:bob@10.0.0.3")
     assert [str(u) for u in m.tm.branches] == ["sip:bob@10.0.0.2:5062", "sip:bob@10.0.0.3"]
-    (dst1, path1), (dst2, path2) = m.tm.branch_opts
+    (dst1, path1, sock1), (dst2, path2, sock2) = m.tm.branch_opts
     assert str(dst1) == "sip:198.51.100.7:40000" and path1 == ("<sip:edge.example;lr>",)
-    assert dst2 is None and path2 == ()
+    assert sock1 == "udp:127.0.0.1:5060"
+    assert dst2 is None and path2 == () and sock2 is None
     with pytest.raises(ValueError):
         m.append_branch("sip:ok@x", dst_uri="not a uri")
+
+
+def test_force_send_socket():
+    m = RequestMsg(msg(), SRC, CORE)
+    assert m.send_socket is None
+    m.force_send_socket("UDP:127.0.0.1:5080")
+    assert m.send_socket == "udp:127.0.0.1:5080" and m.raw.send_socket == m.send_socket
+    m.force_send_socket("udp:::1:5080")  # IPv6 listeners are named like this too
+    assert m.send_socket == "udp:::1:5080"
+    for bad in ("udp:127.0.0.1", "127.0.0.1:5080", "udp:127.0.0.1:x"):
+        with pytest.raises(ValueError):
+            m.force_send_socket(bad)

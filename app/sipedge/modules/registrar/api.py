@@ -33,15 +33,18 @@ async def lookup(reg: Registrar, msg, now: float) -> tuple[list[Target], ReplySp
 
 
 def apply_targets(msg, targets: list[Target]) -> None:
-    """First target: new R-URI, dst URI (NAT) and Path as Route; every further target is an
-    extra branch for parallel forking (needs the branch API: `msg.append_branch(uri,
-    dst_uri=, path=, socket=)`)."""
+    """First target: new R-URI, dst URI (NAT), its Path as the Route of the main branch
+    (`msg.tm.main_path`: the other branches must not inherit it) and the socket the contact
+    registered through; every further target is an extra branch for parallel forking
+    (`msg.append_branch(uri, dst_uri=, path=, socket=)`)."""
     first, rest = targets[0], targets[1:]
     msg.set_ruri(first.uri)
     if first.dst_uri:
         msg.set_dst_uri(first.dst_uri)
-    for route in reversed(first.path):
-        msg.raw.add_top("Route", route)
+    if first.path:
+        msg.tm.main_path = tuple(first.path)
+    if first.socket:
+        msg.force_send_socket(first.socket)  # a NAT pinhole only opens for that socket
     for t in rest:
         msg.append_branch(t.uri, dst_uri=t.dst_uri or None, path=t.path, socket=t.socket)
 

@@ -90,6 +90,7 @@ def test_save_lookup_registered(registrar):
         api.apply_targets(msg, targets)
         assert msg.raw.uri_text == "sip:alice@10.0.0.7:5062"
         assert msg.dst_uri == "sip:203.0.113.9:31000"
+        assert msg.send_socket == "udp:127.0.0.1:5060"  # the socket it registered through
         # 480 for a known user without bindings, 404 for an unknown one
         bob = FakeMsg(request("INVITE", "sip:bob@example.com", to="<sip:bob@example.com>"))
         assert (await api.lookup(reg, bob, NOW))[1].status == 480
@@ -126,7 +127,8 @@ def test_parallel_fork_branches(registrar):
         targets, _ = await api.lookup(reg, msg, NOW)
         api.apply_targets(msg, targets)
         assert msg.raw.uri_text == "sip:alice@192.0.2.10:5060"
-        assert msg.raw.get_all("route") == ["<sip:edge.example.net;lr>"]
+        assert msg.tm.main_path == ("<sip:edge.example.net;lr>",)  # the main branch only
+        assert msg.raw.get_all("route") == []
         assert msg.branches == [("sip:alice@192.0.2.11:5060",
                                  {"dst_uri": None, "path": ("<sip:edge.example.net;lr>",),
                                   "socket": "udp:127.0.0.1:5060"})]
