@@ -1,4 +1,4 @@
-"""The registrar sends to a contact from the socket it registered through.
+"""The registrar sends to a contact from the socket it registered through, and along its Path.
 
 Two UDP listeners on 127.0.0.1. A UA registers through the second; a caller sends an INVITE
 through the first. The INVITE must reach the UA from the second listener's port: a NAT
@@ -24,6 +24,8 @@ async def request_route(msg):
     reply = await ksr.registrar.lookup(msg)  # noqa: F821
     if reply is not None:
         return msg.t_reply(*reply)
+    if msg.has_hf("X-Stateless"):
+        return msg.forward()
     return msg.t_relay()
 '''
 
@@ -105,3 +107,27 @@ def test_invite_leaves_from_the_socket_the_contact_registered_through(edge, via)
     finally:
         ua.close()
         caller.close()
+
+
+@pytest.mark.parametrize("stateless", [False, True], ids=["t_relay", "forward"])
+def test_registered_path_is_the_route_of_the_request(edge, stateless):
+    """A contact registered through an edge proxy (Path, RFC 3327) is reached through that
+    proxy: the request goes to the Path URI with it as Route, statefully or not."""
+    ua, caller, outbound = _udp(), _udp(), _udp()
+    try:
+        opx = outbound.getsockname()[1]
+        ua.sendto(_request("REGISTER", "sip:localhost", ua, "alice", "sip:alice@localhost",
+                           f"Expires: 60\r\nSupported: path\r\nPath: <sip:127.0.0.1:{opx};lr>\r\n"),
+                  ("127.0.0.1", edge.ports[0]))
+        _recv(ua, b"SIP/2.0 200")
+        extra = "X-Stateless: yes\r\n" if stateless else ""
+        caller.sendto(_request("INVITE", "sip:alice@localhost", caller, "bob",
+                               "sip:alice@localhost", extra), ("127.0.0.1", edge.ports[0]))
+        invite, _addr = _recv(outbound, b"INVITE ")
+        head = invite.split(b"\r\n\r\n", 1)[0].decode()
+        ua_port = ua.getsockname()[1]
+        assert head.startswith(f"INVITE sip:alice@127.0.0.1:{ua_port} SIP/2.0"), head
+        assert f"Route: <sip:127.0.0.1:{opx};lr>" in head, head
+    finally:
+        for s in (ua, caller, outbound):
+            s.close()

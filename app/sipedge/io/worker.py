@@ -575,6 +575,9 @@ class Worker:
                                                  action.headers, action.body,
                                                  action.content_type), src)
         elif isinstance(action, Forward):
+            if ctx._tm is not None:  # a registered Path (lookup) applies to forward() too
+                for route in reversed(ctx._tm.main_path):
+                    msg.add_top("Route", route)
             self.forward(msg, src, action)
 
     def forward(self, msg: Request, src: Source | None, action: Forward) -> None:
