@@ -385,7 +385,13 @@ def test_loss_retransmissions_absorbed_calls_complete(sipedge_factory, sipp, tmp
     edge, port = start(sipedge_factory, tmp_path, "loss", down.port, 9, t1=100)
     up = LossyRelay(port)
     try:
-        sipp.uas(with_t1(tmp_path, "uas_rr.xml", 100), uas1)
+        # the UAS stays in the call for 4 s after its 200 for the BYE: when that 200 is lost,
+        # our BYE retransmissions (every T1..T2 for 64*T1 = 6.4 s) must still find the call
+        # (SIPp answers a retransmission with its last reply only while the call exists)
+        uas = Path(with_t1(tmp_path, "uas_rr.xml", 100))
+        uas.write_text(uas.read_text().replace('<timewait milliseconds="500"/>',
+                                               '<timewait milliseconds="4000"/>'))
+        sipp.uas(str(uas), uas1)
         rc, log = sipp.uac(with_t1(tmp_path, "stateful/uac_call.xml", 100),
                            f"127.0.0.1:{up.port}", uac, calls=20, rate=10)
         assert rc == 0, f"{log}\n{edge.log()}\nlost up: {up.lost}\nlost down: {down.lost}"
