@@ -494,7 +494,7 @@ class Worker:
                        ring: int = 0) -> None:
         # edge security before anything else: ACL, scanner User-Agents, blocked, flood
         sec = self.modules.security
-        if sec is not None:
+        if sec is not None and not ring:  # a CANCEL passed round was screened where it came in
             decision = sec.screen(src.ip, self.listener_names[src.listener],
                                   msg.get("user-agent"))
             if not decision.accepted:
@@ -658,8 +658,6 @@ class Worker:
             self.core.add_local(src_ip, la.adv_port)
         return LocalAddress(la.index, la.proto, la.ip, la.port, src_ip, la.adv_port)
 
-    # -- responses ---------------------------------------------------------------------
-
     def _offer_cancel(self, data: bytes, src: Source, ring: int) -> bool:
         """A CANCEL whose INVITE transaction is not in this worker. The kernel spreads
         datagrams over the workers by source address and port, so a UA that sends its CANCEL
@@ -671,6 +669,8 @@ class Worker:
             return False
         self._hand_off((self.index + 1) % self.nworkers, data, src, ring + 1)
         return True
+
+    # -- responses ---------------------------------------------------------------------
 
     def handle_response(self, msg: Response, src: Source, data: bytes, handed: bool) -> None:
         if not handed and self.nworkers > 1:
