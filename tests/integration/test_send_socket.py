@@ -12,7 +12,6 @@ import socket
 import uuid
 
 import pytest
-
 from sip_harness import SipEdge, free_port, make_config
 
 SCRIPT = '''

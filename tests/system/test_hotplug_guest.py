@@ -15,7 +15,6 @@ import subprocess
 import time
 
 import pytest
-
 from guest_helpers import REPO, TIMEOUT_MULTIPLIER, cmdlines, record, status
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]

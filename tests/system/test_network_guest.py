@@ -24,7 +24,6 @@ import subprocess
 import time
 
 import pytest
-
 from guest_helpers import REPO, TIMEOUT_MULTIPLIER, cmdlines, record, status, wait_for
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
@@ -153,7 +152,7 @@ def ntp_query(host: str, port: int, timeout: float = 1.0) -> float | None:
         s.sendto(b"\x23" + bytes(47), (host, port))  # LI 0, version 4, mode 3 (client)
         try:
             data, _ = s.recvfrom(512)
-        except (socket.timeout, ConnectionRefusedError):
+        except (TimeoutError, ConnectionRefusedError):
             return None
     secs, frac = struct.unpack("!II", data[40:48])
     return secs - 2208988800 + frac / 2**32

@@ -19,7 +19,6 @@ import re
 import time
 
 import pytest
-
 from guest_helpers import REPO, TIMEOUT_MULTIPLIER, cmdlines, record, status, wait_for
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .params import NetworkParams
-from .sdconfig import atomic_write
 from .process import _die_with_parent
+from .sdconfig import atomic_write
 
 log = logging.getLogger("sipedge.appliance.netservices")
 
@@ -288,7 +288,7 @@ class ServiceRunner:
             await asyncio.wait_for(asyncio.shield(proc.wait()), self.term_timeout_s)
         except ProcessLookupError:
             pass
-        except asyncio.TimeoutError:
+        except TimeoutError:
             try:
                 proc.send_signal(signal.SIGKILL)
             except ProcessLookupError:

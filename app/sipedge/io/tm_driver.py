@@ -20,9 +20,9 @@ the worker hands every reply to a transaction branch over to its owner.
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 import logging
 import secrets
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..errors import LocalProtocolError, RemoteProtocolError

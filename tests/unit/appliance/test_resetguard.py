@@ -4,9 +4,13 @@ import json
 import os
 
 import pytest
-
-from sipedge.appliance.resetguard import (RECORD_PATH, ResetHistory, ResetRecord,
-                                          ResetRecordStore, history)
+from sipedge.appliance.resetguard import (
+    RECORD_PATH,
+    ResetHistory,
+    ResetRecord,
+    ResetRecordStore,
+    history,
+)
 
 BOOT_A = "5d1c6b8e-0000-4000-8000-00000000000a"
 BOOT_B = "5d1c6b8e-0000-4000-8000-00000000000b"
