@@ -34,7 +34,7 @@ class FakeWorker:
                                             reply_route=None, path="route.py")
         self.tm = TmDriver(self)
 
-    def _pick_listener(self, proto, ip, src):
+    def _pick_listener(self, proto, ip, src, prefer=None):
         return LA
 
     def _send(self, proto, data, ip, port, listener, server_name=None, on_error=None):
