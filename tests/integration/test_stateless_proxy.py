@@ -246,3 +246,39 @@ def test_script_reload_while_calls_flow(sipedge_factory, sipp, tmp_path):
     assert result["rc"] == 0, result["log"]
     assert edge.rpc("core.health")["script_error"] is not None
     assert "routing script refused" in edge.log_path.read_text()
+
+
+def test_stateless_cancel_carries_the_invite_branch_with_several_workers(sipedge_factory):
+    """Stateless forwarding with 4 workers: a CANCEL from the INVITE's own socket matches no
+    transaction, goes round the workers and is forwarded by the worker that forwarded the
+    INVITE, so it carries the same branch (RFC 3261 16.11: otherwise the UAS answers 481).
+    Five calls, each from a fresh socket (so from a different worker)."""
+    port = free_port()
+    uas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    uas.bind(("127.0.0.1", 0))
+    uas.settimeout(3)
+    sipedge_factory([("udp", "127.0.0.1", port)], workers=4,
+                    extra=f'[routing]\ndefault_destination = "sip:127.0.0.1:{uas.getsockname()[1]}"\n')
+    try:
+        for i in range(5):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
+                ua.bind(("127.0.0.1", 0))
+                via = f"SIP/2.0/UDP 127.0.0.1:{ua.getsockname()[1]};rport;branch=z9hG4bKsl{i}"
+                common = (f"From: <sip:alice@127.0.0.1>;tag=a{i}\r\nTo: <sip:bob@127.0.0.1>\r\n"
+                          f"Call-ID: stateless-cancel-{i}-{time.monotonic_ns()}@127.0.0.1\r\n"
+                          "Max-Forwards: 70\r\n")
+                for method in ("INVITE", "CANCEL"):
+                    ua.sendto((f"{method} sip:bob@127.0.0.1 SIP/2.0\r\nVia: {via}\r\n{common}"
+                               f"CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n").encode(),
+                              ("127.0.0.1", port))
+                got = {}
+                for _ in range(10):  # bounded
+                    data = uas.recv(65535)
+                    method = data.split(b" ", 1)[0].decode()
+                    top = next(ln for ln in data.decode().split("\r\n") if ln.startswith("Via:"))
+                    got[method] = top.split("branch=", 1)[1].split(";", 1)[0]
+                    if len(got) == 2:
+                        break
+                assert got["INVITE"] == got["CANCEL"], got
+    finally:
+        uas.close()

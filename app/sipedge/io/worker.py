@@ -662,10 +662,13 @@ class Worker:
         """A CANCEL whose INVITE transaction is not in this worker. The kernel spreads
         datagrams over the workers by source address and port, so a UA that sends its CANCEL
         from another port than its INVITE reaches another worker: the CANCEL goes round the
-        other workers once (each tries to match it) and the last one routes it like any
-        unmatched CANCEL (script; stateless forwarding). UDP only: a stream's CANCEL comes on
-        the INVITE's connection, which one worker owns."""
-        if self.nworkers < 2 or src.proto != "udp" or ring >= self.nworkers - 1:
+        other workers once (each tries to match it). If none has the transaction it comes
+        back to the worker that received it, which routes it like any unmatched CANCEL
+        (script; stateless forwarding): for a CANCEL from the INVITE's own socket that is the
+        worker that forwarded the INVITE, so a stateless CANCEL gets the INVITE's branch
+        (16.11; the branch names the worker). UDP only: a stream's CANCEL comes on the
+        INVITE's connection, which one worker owns."""
+        if self.nworkers < 2 or src.proto != "udp" or ring >= self.nworkers:
             return False
         self._hand_off((self.index + 1) % self.nworkers, data, src, ring + 1)
         return True
