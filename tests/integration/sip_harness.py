@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,25 @@ needs_sipp = pytest.mark.skipif(not HAVE_SIPP, reason="SIPp (Debian sip-tester) 
 def free_port(proto: str = "udp", host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP on `host` (`proto` is accepted for readability)."""
     return _lab_free_port(host)
+
+
+def udp_socket(timeout: float) -> socket.socket:
+    """A UDP socket on 127.0.0.1 (kernel-chosen port) for a test's own UA."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(timeout)
+    return s
+
+
+def reply_to(request: bytes, status: str, to_tag: str) -> bytes:
+    """What a simple UAS answers to a raw request: `status` ("486 Busy Here") with the
+    request's Via, From, Call-ID and CSeq, and its To with `to_tag`."""
+    head = request.split(b"\r\n\r\n", 1)[0].decode(errors="replace").split("\r\n")
+    keep = [h for h in head[1:] if h.split(":", 1)[0].strip().lower()
+            in ("via", "from", "call-id", "cseq")]
+    to = next((h for h in head[1:] if h.lower().startswith("to:")), "To: <sip:x@y>")
+    return ("\r\n".join([f"SIP/2.0 {status}", *keep, f"{to};tag={to_tag}",
+                          "Content-Length: 0"]) + "\r\n\r\n").encode()
 
 
 class SipEdge:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sip_harness import SipEdge, free_port, make_config, needs_sipp
+from sip_harness import SipEdge, free_port, make_config, needs_sipp, reply_to
 from sipcall import call
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "tools" / "lab"))
@@ -74,12 +74,7 @@ class Answer503:
             if head[0].startswith(("SIP/2.0", "ACK ")):
                 continue
             self.invites += head[0].startswith("INVITE ")
-            keep = [h for h in head[1:] if h.split(":", 1)[0].strip().lower()
-                    in ("via", "from", "call-id", "cseq")]
-            to = next((h for h in head[1:] if h.lower().startswith("to:")), "To: <sip:x@y>")
-            reply = "\r\n".join(["SIP/2.0 503 Service Unavailable", *keep, to + ";tag=busy",
-                                 "Content-Length: 0"]) + "\r\n\r\n"
-            self.sock.sendto(reply.encode(), addr)
+            self.sock.sendto(reply_to(data, "503 Service Unavailable", "busy"), addr)
 
     def close(self) -> None:
         self._stop.set()

@@ -12,7 +12,7 @@ import socket
 import uuid
 
 import pytest
-from sip_harness import SipEdge, free_port, make_config
+from sip_harness import SipEdge, free_port, make_config, reply_to, udp_socket
 
 SCRIPT = '''
 async def request_route(msg):
@@ -47,13 +47,6 @@ def edge(tmp_path):
     proxy.stop()
 
 
-def _udp() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(5)
-    return s
-
-
 def _request(method: str, ruri: str, sock: socket.socket, user: str, to: str,
              extra: str = "") -> bytes:
     port = sock.getsockname()[1]
@@ -75,18 +68,10 @@ def _recv(sock: socket.socket, start: bytes) -> tuple[bytes, tuple]:
     raise AssertionError(f"no {start!r}")
 
 
-def _reply(request: bytes, status: str) -> bytes:
-    head = request.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-    keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq")]
-    to = next(h for h in head[1:] if h.lower().startswith("to:"))
-    return ("\r\n".join([f"SIP/2.0 {status}", *keep, to + ";tag=callee", "Content-Length: 0"])
-            + "\r\n\r\n").encode()
-
-
 @pytest.mark.parametrize("via", [0, 1], ids=["first-listener", "second-listener"])
 def test_invite_leaves_from_the_socket_the_contact_registered_through(edge, via):
     registered_on = edge.ports[via]
-    ua, caller = _udp(), _udp()
+    ua, caller = udp_socket(5), udp_socket(5)
     try:
         ua.sendto(_request("REGISTER", "sip:localhost", ua, "alice", "sip:alice@localhost",
                            "Expires: 60\r\n"), ("127.0.0.1", registered_on))
@@ -100,7 +85,7 @@ def test_invite_leaves_from_the_socket_the_contact_registered_through(edge, via)
                       ("127.0.0.1", edge.ports[0]))  # always in through the first listener
         invite, addr = _recv(ua, b"INVITE ")
         assert addr == ("127.0.0.1", registered_on), (addr, edge.ports)
-        ua.sendto(_reply(invite, "486 Busy Here"), addr)
+        ua.sendto(reply_to(invite, "486 Busy Here", "callee"), addr)
         busy, _ = _recv(caller, b"SIP/2.0 486")
         assert b"CSeq: 1 INVITE" in busy
     finally:
@@ -112,7 +97,7 @@ def test_invite_leaves_from_the_socket_the_contact_registered_through(edge, via)
 def test_registered_path_is_the_route_of_the_request(edge, stateless):
     """A contact registered through an edge proxy (Path, RFC 3327) is reached through that
     proxy: the request goes to the Path URI with it as Route, statefully or not."""
-    ua, caller, outbound = _udp(), _udp(), _udp()
+    ua, caller, outbound = udp_socket(5), udp_socket(5), udp_socket(5)
     try:
         opx = outbound.getsockname()[1]
         ua.sendto(_request("REGISTER", "sip:localhost", ua, "alice", "sip:alice@localhost",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dns_harness import Bind9, needs_named
-from sip_harness import SCENARIOS, free_port, needs_sipp
+from sip_harness import SCENARIOS, free_port, needs_sipp, udp_socket
 
 SCRIPT = '''
 UAS1 = "{uas1_uri}"
@@ -284,13 +284,6 @@ def test_cancel_while_ringing_487_and_no_transaction_left(sipedge_factory, sipp,
     assert uas.poll() is None, uas_out.read_text(errors="replace")
 
 
-def _udp(port: int = 0) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", port))
-    s.settimeout(0.2)
-    return s
-
-
 def _wait_for(socks, pattern: bytes, timeout: float = 5.0) -> tuple[socket.socket, bytes]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -316,8 +309,8 @@ def test_cancel_from_another_source_port_reaches_the_invite_worker(sipedge_facto
     uas = sipp.uas("stateful/uas_ring_cancel.xml", uas1)
     proxy = ("127.0.0.1", port)
     for i in range(8):
-        a = _udp()
-        b = _udp()
+        a = udp_socket(0.2)
+        b = udp_socket(0.2)
         try:
             pa = a.getsockname()[1]
             via = f"SIP/2.0/UDP 127.0.0.1:{pa};branch=z9hG4bKport{i}x{pa};rport"

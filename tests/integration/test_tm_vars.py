@@ -15,6 +15,8 @@ from sipedge.script.api import RequestMsg
 from sipedge.sip.message import parse_message
 from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
 
+from sip_harness import reply_to
+
 LA = LocalAddress(0, "udp", "127.0.0.1", 5060, "127.0.0.1", 5060)
 SRC = Source("udp", "127.0.0.1", 5999, 0)
 
@@ -52,15 +54,6 @@ def _invite() -> bytes:
             b"Content-Length: 0\r\n\r\n")
 
 
-def _answer(request: bytes, status: str) -> bytes:
-    head = request.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-    keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in
-            ("via", "from", "call-id", "cseq")]
-    to = next(h for h in head[1:] if h.lower().startswith("to:"))
-    return ("\r\n".join([f"SIP/2.0 {status}", *keep, to + ";tag=b1", "Content-Length: 0"])
-            + "\r\n\r\n").encode()
-
-
 def test_vars_reach_the_failure_route_and_the_relay_failed_hooks():
     seen = []
 
@@ -79,7 +72,7 @@ def test_vars_reach_the_failure_route_and_the_relay_failed_hooks():
         w.tm.execute(ctx.actions[0], ctx, req, SRC)
         out = [s for s in w.sent if s[2] == 5071]
         assert len(out) == 1
-        w.tm.receive_response(parse_message(_answer(out[0][0], "503 Service Unavailable")))
+        w.tm.receive_response(parse_message(reply_to(out[0][0], "503 Service Unavailable", "b1")))
         assert seen == [({"dispatcher.selection": "sel"}, 503)]
         assert w.hook_calls and w.hook_calls[0][1] == 503
         assert ctx.vars["round"] == 2  # one dict for the whole transaction
@@ -101,7 +94,7 @@ def test_no_hook_for_a_4xx_and_no_vars_no_cost():
         ctx.t_relay("sip:127.0.0.1:5071")
         w.tm.execute(ctx.actions[0], ctx, req, SRC)
         out = [s for s in w.sent if s[2] == 5071]
-        w.tm.receive_response(parse_message(_answer(out[0][0], "486 Busy Here")))
+        w.tm.receive_response(parse_message(reply_to(out[0][0], "486 Busy Here", "b1")))
         assert seen == [{}] and w.hook_calls == []
         w.tm.close()
 
