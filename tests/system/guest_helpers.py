@@ -93,8 +93,9 @@ def proxy_rss_kib(guest: Guest) -> dict[str, int]:
     return rss
 
 
-def status(g, cond=lambda st: True, timeout: float = 120) -> dict:
-    """supervisor.status once `cond` holds (the RPC may time out while a TCG guest is busy)."""
+def status(g, cond=lambda st: True, timeout: float = 120, what: str = "") -> dict:
+    """supervisor.status once `cond` holds (the RPC may time out while a TCG guest is busy);
+    `what` names the awaited state in the failure message."""
     deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
     st: dict = {}
     while time.monotonic() < deadline:
@@ -104,7 +105,8 @@ def status(g, cond=lambda st: True, timeout: float = 120) -> dict:
             if cond(st):
                 return st
         time.sleep(1)
-    raise AssertionError(f"supervisor status never matched; last: {st or out}")
+    raise AssertionError(f"supervisor status never became {what or 'as expected'}; "
+                         f"last: {st or out}")
 
 
 def wait_for(g, cmd: str, pattern: str, timeout: float = 120) -> str:

@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from guest_helpers import REPO, TIMEOUT_MULTIPLIER, processes, record
+from guest_helpers import REPO, TIMEOUT_MULTIPLIER, processes, record, status
 from sipedge_vm import GuestError
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
@@ -58,20 +58,6 @@ def ctl(g, method: str, *params: str, timeout: float = 30) -> dict:
     return json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
 
 
-def wait_status(g, cond, timeout: float = 120, what: str = "") -> dict:
-    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
-    st: dict = {}
-    while time.monotonic() < deadline:
-        try:
-            st = ctl(g, "supervisor.status")
-        except AssertionError:
-            st = {}
-        if st and cond(st):
-            return st
-        time.sleep(1)
-    raise AssertionError(f"supervisor status never became {what}: {st}")
-
-
 def pids(g, pattern: str) -> list[int]:
     return [pid for pid, _cmd in processes(g, pattern)]
 
@@ -93,7 +79,7 @@ def restart_supervisor(g) -> None:
 def wait_running(g, timeout: float = 300) -> dict:
     """Boot until the supervisor reports the proxy RUNNING (its own heartbeat + OPTIONS)."""
     g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
-    return wait_status(g, lambda st: st["state"] == "RUNNING", timeout, "RUNNING")
+    return status(g, lambda st: st["state"] == "RUNNING", timeout, "RUNNING")
 
 
 def write_boot(g, text: str) -> None:
@@ -112,9 +98,9 @@ def wait_armed(g, restart: bool = False) -> dict:
         pytest.skip("the image lacks the watchdog core module "
                     "(drivers/watchdog/watchdog.ko in tools/image/modules.keep): " + out)
     g.shell("ls /dev/watchdog", check=True)
-    if restart or not wait_status(g, lambda st: True)["watchdog"]["armed"]:
+    if restart or not status(g, lambda st: True)["watchdog"]["armed"]:
         restart_supervisor(g)  # started before the driver was loaded
-    return wait_status(g, lambda st: st["watchdog"]["armed"] and st["watchdog"]["pets"] >= 2
+    return status(g, lambda st: st["watchdog"]["armed"] and st["watchdog"]["pets"] >= 2
                        and st["state"] == "RUNNING", timeout=300, what="armed and RUNNING")
 
 
@@ -134,7 +120,7 @@ def test_watchdog_hung_proxy_recovered_hung_supervisor_resets(sipedge_image, boo
     proxy = st["pid"]
     t0 = time.monotonic()
     g.shell(f"kill -STOP {proxy}", check=True)
-    st = wait_status(g, lambda st: st["state"] == "RUNNING" and st["pid"] not in (None, proxy),
+    st = status(g, lambda st: st["state"] == "RUNNING" and st["pid"] not in (None, proxy),
                      what="RUNNING with a new proxy")
     record("hung proxy to restarted proxy amd64", f"{time.monotonic() - t0:.1f} s "
            "(health_timeout_s=8, term_timeout_s=2)")
@@ -160,11 +146,11 @@ def hang_every_proxy(g, hangs: int, stop_times: list[float]) -> dict:
     """SIGSTOP the running proxy, then each restarted one as soon as it is RUNNING again,
     `hangs` times in all (host monotonic time of each SIGSTOP appended to `stop_times`);
     returns the last status seen (the QEMU may be gone afterwards)."""
-    st = wait_status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
+    st = status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
     stopped: list[int] = []
     for n in range(hangs):
         if n:
-            st = wait_status(g, lambda st: st["state"] == "RUNNING"
+            st = status(g, lambda st: st["state"] == "RUNNING"
                              and st["pid"] not in (None, *stopped), timeout=300,
                              what=f"RUNNING with proxy #{n + 1}")
             assert st["hangs"] == n, st
@@ -194,7 +180,7 @@ def test_watchdog_proxy_hanging_after_every_restart_resets(sipedge_image, boot_g
                                     "test: earlier hangs")
     assert wd["resets_allowed"] is False and wd["resets_in_a_row"] == 1
     hang_every_proxy(g, 2, [])
-    st = wait_status(g, lambda st: st["state"] == "FAILED", timeout=120, what="FAILED")
+    st = status(g, lambda st: st["state"] == "FAILED", timeout=120, what="FAILED")
     assert "hung 2 times" in st["problem"] and "suppressed" in st["problem"], st
     pets = st["watchdog"]["pets"]
     time.sleep(3 * 5)  # three watchdog timeouts
@@ -240,7 +226,7 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
     broken = BASE.replace("workers = 1", "workers = 0")
     g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg")
     g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
-    st = wait_status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
+    st = status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
     assert st["config"]["source"] == "default" and st["panel"] == "config_error"
     errs = ctl(g, "config.errors")
     assert len(errs["errors"]) == 1
@@ -249,14 +235,14 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
 
     write_boot(g, BASE)
     ctl(g, "supervisor.reload")
-    st = wait_status(g, lambda st: st["config"]["source"] == "boot" and st["panel"] == "healthy",
+    st = status(g, lambda st: st["config"]["source"] == "boot" and st["panel"] == "healthy",
                      timeout=300, what="boot config healthy")
     rc, _ = g.shell("cmp /data/config/last-good.toml /boot/sipedge.toml")
     assert rc == 0  # byte-exact copy
 
     write_boot(g, broken)
     ctl(g, "supervisor.reload")
-    st = wait_status(g, lambda st: st["config"]["source"] == "last-known-good"
+    st = status(g, lambda st: st["config"]["source"] == "last-known-good"
                      and st["state"] == "RUNNING", timeout=300, what="last-known-good RUNNING")
     assert st["panel"] == "config_error"
     assert ctl(g, "config.errors")["errors"][0].startswith("/boot/sipedge.toml:")
@@ -285,7 +271,7 @@ def test_console_on_second_serial_port(sipedge_image, boot_guest):
     con.write(b"apply\r")
     con.expect(rb"applying", timeout=30)
     # applied: the proxy was restarted for the new file (planned, not a crash) and runs again
-    st = wait_status(g, lambda st: st["restarts"] > before["restarts"] and
+    st = status(g, lambda st: st["restarts"] > before["restarts"] and
                      st["state"] == "RUNNING", timeout=300, what="restarted with the new config")
     assert st["crashes"] == 0
     _rc, toml = g.shell("cat /boot/sipedge.toml")
@@ -320,7 +306,7 @@ def test_leds_via_uinput_and_lcd_via_i2c_stub(sipedge_image, boot_guest):
                           f'error_led = "{inp}::capslock"\nlcd_bus = {m.group(1)}\n'))
     restart_supervisor(g)
     # pages rotate every page_interval_s: wait for the state page to come round
-    st = wait_status(g, lambda st: st["state"] == "RUNNING" and st["lcd"]
+    st = status(g, lambda st: st["state"] == "RUNNING" and st["lcd"]
                      and (st["lcd"]["bytes_sent"] or 0) > 0
                      and (st["lcd"]["lines"] or [""])[0].startswith("sipedge OK"), timeout=300,
                      what="RUNNING with the LCD showing 'sipedge OK'")

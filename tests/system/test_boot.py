@@ -105,21 +105,12 @@ def test_panel_leds_named_by_board_data(guest):
     """With no `[panel]` LED names the supervisor takes them from the board data
     (/usr/share/sipedge/board, from board/qemu-x86_64/meta: the emulated PS/2 keyboard's
     LEDs) and lights the status LED once the proxy is healthy."""
-    import json
-
-    from guest_helpers import TIMEOUT_MULTIPLIER
+    from guest_helpers import status
 
     _rc, board = guest.shell("grep _LED= /usr/share/sipedge/board", check=True)
     assert 'STATUS_LED="input*::numlock"' in board, board
-    deadline = time.monotonic() + 300 * TIMEOUT_MULTIPLIER
-    st: dict = {}
-    while time.monotonic() < deadline:
-        rc, out = guest.shell("sipedgectl --json supervisor.status", timeout=60)
-        if rc == 0 and "{" in out:
-            st = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
-            if st.get("state") == "RUNNING" and st.get("leds", {}).get("status"):
-                break
-        time.sleep(2)
+    st = status(guest, lambda st: st.get("state") == "RUNNING"
+                and st.get("leds", {}).get("status"), timeout=300)
     names = st.get("led_names", {})
     assert re.fullmatch(r"input\d+::numlock", names.get("status", "")), st
     assert re.fullmatch(r"input\d+::capslock", names.get("error", "")), st
