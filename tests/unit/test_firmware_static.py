@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sipedge.appliance.leds import read_board_data  # what the supervisor reads on the box
+
 REPO = Path(__file__).resolve().parents[2]
 FW = REPO / "firmware"
 BOARD = REPO / "board"
@@ -46,15 +48,6 @@ def known_symbols() -> dict[str, str]:
         for m in re.finditer(r"^\s*(?:menu)?config\s+(BR2_PACKAGE_\w+)", cfg.read_text(), re.M):
             known[m.group(1)] = "active"
     return known
-
-
-def read_meta(path: Path) -> dict[str, str]:
-    meta = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            meta[key.strip()] = value.strip().strip('"')
-    return meta
 
 
 def fragment_options(paths) -> dict[str, str]:
@@ -163,14 +156,14 @@ def test_kernel_fragments_have_what_the_app_needs(defconfig):
     opts = fragment_options(fragments)
     missing = [o for o in REQUIRED_KERNEL if opts.get(o) not in ("y", "m")]
     assert not missing, f"{defconfig.name}: fragments lack {missing}"
-    meta = read_meta(expand(values["BR2_ROOTFS_POST_SCRIPT_ARGS"])[0] / "meta")
+    meta = read_board_data(expand(values["BR2_ROOTFS_POST_SCRIPT_ARGS"])[0] / "meta")
     driver = WATCHDOG_DRIVERS[meta["WATCHDOG_DEVICE"]]
     assert opts.get(driver) in ("y", "m"), f"watchdog driver CONFIG_{driver} missing"
 
 
 @pytest.mark.parametrize("board", sorted(p.parent for p in BOARD.glob("*/meta")), ids=lambda p: p.name)
 def test_board_meta_and_layout(board):
-    meta = read_meta(board / "meta")
+    meta = read_board_data(board / "meta")
     assert not [k for k in META_KEYS if k not in meta]
     assert meta["BOARD_ID"] == board.name
     assert re.fullmatch(r"0x[0-9a-f]{8}", meta["DISK_SIGNATURE"])
@@ -185,7 +178,7 @@ def test_board_meta_and_layout(board):
 
 
 def test_disk_signatures_are_unique():
-    sigs = [read_meta(m)["DISK_SIGNATURE"] for m in BOARD.glob("*/meta")]
+    sigs = [read_board_data(m)["DISK_SIGNATURE"] for m in BOARD.glob("*/meta")]
     assert len(sigs) == len(set(sigs))
 
 
