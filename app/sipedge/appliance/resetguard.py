@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sdconfig import atomic_write
+from .sdconfig import atomic_write, fsync_dir
 
 log = logging.getLogger("sipedge.appliance.resetguard")
 
@@ -133,10 +132,4 @@ class ResetRecordStore:
             self.path.unlink()
         except FileNotFoundError:
             return
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        except OSError:  # as in sdconfig.atomic_write: some file systems refuse it
-            pass
-        finally:
-            os.close(dfd)
+        fsync_dir(self.path.parent)
