@@ -195,7 +195,8 @@ class MediaConfigOffer:
 def default_source(udevd_control: str | Path = "/run/udev/control") -> str:
     """The monitor source: "udev" where udevd runs (events as it passes them on, with
     file-system properties), else "kernel": raw uevents, enough for network devices but not
-    for media (the QEMU image has no udevd; a "udev" monitor would hear nothing there)."""
+    for media (both images run udevd from S10udev; without it a "udev" monitor would hear
+    nothing)."""
     return "udev" if Path(udevd_control).exists() else "kernel"
 
 
