@@ -315,7 +315,7 @@ def _check_semantics(config: Config, v: _Validator) -> None:
 
 # modules [core] modules may name, and the modules each needs loaded too
 LOADABLE_MODULES = {"security": (), "registrar": (), "auth": ("registrar",), "dispatcher": (),
-                    "enum": (), "http_client": ()}
+                    "enum": (), "http_client": (), "uac": ()}
 
 
 def _check_modules(config: Config, v: _Validator) -> None:

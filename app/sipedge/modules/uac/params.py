@@ -66,9 +66,6 @@ class UacParams:
                                 max=86400)
     forbidden_retry_s: float = option(1800.0, "retry delay after 403/404 (wrong account: "
                                       "do not hammer)", min=10, max=86400)
-    request_timeout_s: float = option(32.0, "an originated request without a final reply "
-                                      "ends with a local 408 (Timer B/F: 64*T1 when 32)",
-                                      min=1, max=300)
     cseq_map_size: int = option(65536, "dialogs whose CSeq shift (after uac_auth) is "
                                 "remembered per worker", min=16, max=10000000)
     cseq_map_idle_s: float = option(7200.0, "a CSeq shift unused this long is forgotten",
