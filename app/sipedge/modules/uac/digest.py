@@ -188,32 +188,35 @@ def authorization(ch: Challenge, secret: Secret, *, method: str, uri: str, cnonc
 
 class ChallengeMemory:
     """The "one retry per challenge" rule for one request (one transaction or one
-    registration): a challenge whose nonce we answered already means the credentials were
-    refused, unless it says stale=true, which is honoured once per realm."""
+    registration): once we answered a realm, a further challenge from it means the
+    credentials were refused (RFC 7616 3.3: a server that rejects them challenges again,
+    with a new nonce or the same) and goes upstream, unless it says stale=true: the nonce
+    merely expired, which is honoured once per realm."""
 
     __slots__ = ("answered", "stale_retries", "nc")
 
     def __init__(self) -> None:
-        self.answered: set[tuple[str, str]] = set()  # (realm, nonce)
+        self.answered: set[str] = set()  # realms
         self.stale_retries: set[str] = set()  # realms
         self.nc: dict[str, int] = {}  # nonce -> last nonce-count used
 
     def may_answer(self, ch: Challenge) -> bool:
-        if (ch.realm, ch.nonce) not in self.answered:
-            if ch.stale:
-                if ch.realm in self.stale_retries:
-                    return False
-                self.stale_retries.add(ch.realm)
+        if ch.realm not in self.answered:
+            return True
+        if ch.stale and ch.realm not in self.stale_retries:
+            self.stale_retries.add(ch.realm)
             return True
         return False
 
     def next_nc(self, nonce: str) -> int:
         n = self.nc.get(nonce, 0) + 1
+        if len(self.nc) > 16:
+            self.nc.clear()
         self.nc[nonce] = n
         return n
 
     def answered_now(self, ch: Challenge) -> None:
-        self.answered.add((ch.realm, ch.nonce))
+        self.answered.add(ch.realm)
 
 
 __all__ = ["ALGORITHMS", "Challenge", "ChallengeError", "ChallengeMemory", "Secret",

