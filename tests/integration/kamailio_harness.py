@@ -5,9 +5,10 @@ module (kamcmd). Started per test with a generated config, stopped and restarted
 Routing of the upstream:
 - REGISTER: www_authorize (401), then save("location"); `min_expires` makes the 423 test.
 - requests inside a dialog: loose_route + t_relay.
-- INVITE/MESSAGE/OPTIONS to user `www*`: www_authorize (401 variant); otherwise
-  proxy_authorize (407); then, if the R-URI user is registered here, lookup("location")
-  (calls towards our outbound registration), else t_relay to the R-URI.
+- a request to a user registered here (our outbound registration): lookup("location")
+  and relayed without auth (the carrier calling the box);
+- other requests to user `www*`: www_authorize (401 variant); otherwise proxy_authorize
+  (407); then t_relay to the R-URI.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ modparam("ctl", "binrpc", "unix:{ctl}")
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "min_expires", {min_expires})
 modparam("registrar", "max_expires", 3600)
+modparam("registrar", "min_expires_mode", 1)
 modparam("auth_db", "db_url", "sqlite:///{db}")
 modparam("auth_db", "calculate_ha1", yes)
 modparam("auth_db", "password_column", "password")
@@ -78,6 +80,7 @@ request_route {{
             www_challenge("{realm}", "1");
             exit;
         }}
+        xlog("L_INFO", "KAM-REGISTER-AUTHED $tu cseq=$cs expires=$hdr(Expires)\n");
         if (!save("location")) sl_reply_error();
         exit;
     }}
@@ -88,6 +91,14 @@ request_route {{
         exit;
     }}
     if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
+    if (registered("location")) {{
+        # a call from the carrier side to a registered box: no auth
+        if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
+        xlog("L_INFO", "KAM-TO-REGISTERED $rm $ru\n");
+        record_route();
+        t_relay();
+        exit;
+    }}
     if ($rU =~ "^www") {{
         if (!www_authorize("{realm}", "subscriber")) {{ www_challenge("{realm}", "1"); exit; }}
     }} else if (!is_method("ACK")) {{
@@ -96,9 +107,6 @@ request_route {{
     consume_credentials();
     xlog("L_INFO", "KAM-AUTHED $rm $ru cseq=$cs user=$au\n");
     record_route();
-    if (registered("location")) {{
-        if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
-    }}
     t_relay();
 }}
 """

@@ -5,7 +5,9 @@ originated by the routing script (issue 18). Timers are short; every wait is bou
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +138,134 @@ def test_wrong_password_goes_upstream_and_the_call_fails_cleanly(lab, sipp, tmp_
         stats = edge.rpc("tm.stats")
     assert stats["active_total"] == 0
     assert "Wr0ngPass" not in edge.log()
+
+
+REG_SCRIPT = '''
+from sipedge.script import ksr
+
+
+def request_route(msg):
+    if msg.in_dialog or msg.method in ("ACK", "CANCEL"):
+        msg.t_relay()
+        return
+    reg = ksr.uac.reg_lookup(msg)
+    if reg is not None:
+        msg.log.info("call for registration %s", reg)
+        msg.append_hf("X-Registration", reg)
+        msg.set_ruri("sip:local@127.0.0.1:{uas}")
+        msg.t_relay()
+        return
+    msg.reply(404, "No Such Registration")
+'''
+
+
+def registration(kam_port: int, expires: int) -> str:
+    return f"""
+[[uac.registration]]
+id = "trunk1"
+username = "box1"
+domain = "{REALM}"
+trunk = "carrier"
+proxy = "sip:127.0.0.1:{kam_port}"
+expires = {expires}
+"""
+
+
+def wait_for(pred, timeout: float, what: str, diag=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n{diag()}")
+
+
+def reg_row(edge) -> dict:
+    rows = edge.rpc("uac.reg_list")["registrations"]
+    return next(r for r in rows if r["id"] == "trunk1")
+
+
+def test_outbound_registration_refresh_outage_and_inbound_call(lab, sipp):
+    kam = lab.kamailio(min_expires=5)
+    port = free_port()
+    uas = free_port()
+    edge = lab.sipedge(port, REG_SCRIPT.format(uas=uas),
+                       uac_section(extra="") + registration(kam.port, 10), workers=2)
+    diag = lambda: edge.log() + kam.log()  # noqa: E731
+    wait_for(lambda: reg_row(edge)["state"] == "registered", 10, "registered", diag)
+    dump = kam.ul_dump()
+    assert f"sip:trunk1@127.0.0.1:{port}" in dump, dump
+    row = reg_row(edge)
+    assert row["granted_s"] == 10 and "password" not in str(edge.rpc("uac.reg_list"))
+    # refreshed before expiry: 80 % of 10 s
+    wait_for(lambda: len(kam.lines("KAM-REGISTER-AUTHED")) >= 2, 12, "a refresh", diag)
+    assert reg_row(edge)["state"] == "registered"
+
+    # an inbound call from the carrier to our registered contact: reg_lookup -> local UAS
+    callee = sipp.uas("uac/callee_plain.xml", uas, ["-m", "1"])
+    rc, out = sipp.uac("uac/caller.xml", f"127.0.0.1:{kam.port}", free_port(), 1, rate=1,
+                       extra=["-s", "box1"], timeout=20)
+    assert rc == 0, out + diag()
+    callee.wait(10)
+    assert "call for registration trunk1" in edge.log()
+
+    # the registrar goes away: backoff (1 s, 2 s, 2 s ...), never a tight loop
+    kam.stop()
+    wait_for(lambda: reg_row(edge)["state"] == "failed", 20, "failed", diag)
+    sent_before = reg_row(edge)["registers_sent"]
+    time.sleep(3)
+    sent = reg_row(edge)["registers_sent"] - sent_before
+    assert sent <= 3, reg_row(edge)
+    # ... and comes back: registered again (its location table is new)
+    kam.start()
+    wait_for(lambda: reg_row(edge)["state"] == "registered", 15, "registered again", diag)
+    assert f"sip:trunk1@127.0.0.1:{port}" in kam.ul_dump()
+    assert "s3cret" not in edge.log()
+
+
+def test_423_interval_too_brief_then_min_expires(lab):
+    kam = lab.kamailio(min_expires=30)
+    port = free_port()
+    edge = lab.sipedge(port, REG_SCRIPT.format(uas=free_port()),
+                       uac_section() + registration(kam.port, 10))
+    wait_for(lambda: reg_row(edge)["state"] == "registered", 10, "registered",
+             lambda: edge.log() + kam.log())
+    row = reg_row(edge)
+    assert row["requested_s"] == 30 and row["granted_s"] == 30
+    assert f"sip:trunk1@127.0.0.1:{port}" in kam.ul_dump()
+    # RPC: disable removes the binding, enable registers again, refresh sends at once
+    edge.rpc("uac.reg_disable", {"id": "trunk1"})
+    wait_for(lambda: "trunk1" not in kam.ul_dump(), 5, "un-registered")
+    edge.rpc("uac.reg_enable", ["trunk1"])
+    wait_for(lambda: reg_row(edge)["state"] == "registered", 10, "registered again")
+    n = reg_row(edge)["registers_sent"]
+    edge.rpc("uac.reg_refresh", ["trunk1"])
+    wait_for(lambda: reg_row(edge)["registers_sent"] > n, 5, "refreshed")
+
+
+EMERGENCY = Path(__file__).parents[2] / "app" / "sipedge" / "examples" / "emergency_route.py"
+
+
+def test_emergency_call_routed_and_message_to_operator_through_407(lab, sipp):
+    kam = lab.kamailio()
+    uas, op, port = free_port(), free_port(), free_port()
+    text = EMERGENCY.read_text()
+    text = re.sub(r'UPSTREAM = ".*"', f'UPSTREAM = "sip:127.0.0.1:{kam.port}"', text)
+    text = re.sub(r'OPERATOR_URI = ".*"', f'OPERATOR_URI = "sip:operator@127.0.0.1:{op}"',
+                  text)
+    text = re.sub(r'LOCAL_GATEWAY = ".*"', f'LOCAL_GATEWAY = "127.0.0.1:{uas}"', text)
+    edge = lab.sipedge(port, text, uac_section(), workers=2)
+    operator = sipp.uas("uac/operator.xml", op, ["-m", "1"])
+    callee = sipp.uas("uac/callee.xml", uas, ["-m", "1"])
+    rc, out = sipp.uac("uac/caller.xml", f"127.0.0.1:{port}", free_port(), 1, rate=1,
+                       extra=["-s", "112"], timeout=20)
+    assert rc == 0, out + edge.log() + kam.log()
+    callee.wait(10)
+    operator.wait(10)
+    assert operator.returncode == 0, edge.log() + kam.log()
+    assert callee.returncode == 0, edge.log()
+    authed = [ln for ln in kam.lines("KAM-AUTHED") if "MESSAGE" in ln]
+    assert len(authed) == 1 and "user=box1" in authed[0], kam.log()
+    wait_for(lambda: "operator notified: 200" in edge.log(), 5, "uac_reply event route",
+             edge.log)

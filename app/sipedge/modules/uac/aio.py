@@ -50,6 +50,7 @@ from .registration import (
 
 log = logging.getLogger("sipedge.modules.uac")
 
+START_DELAY_S = 0.5  # first REGISTERs: once the worker's listeners are open
 MAX_CHALLENGES = 3  # answered per request at most (one per realm and hop)
 
 
@@ -452,6 +453,7 @@ class UacRuntime:
 
     async def _run_registrations(self) -> None:
         assert self._wake is not None
+        await asyncio.sleep(START_DELAY_S)  # the worker opens its listeners after the modules
         while True:
             now = time.monotonic()
             for reg in list(self.regs.values()):
