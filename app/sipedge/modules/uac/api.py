@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .core import Answer, answer, strip_credentials
 from .digest import ChallengeMemory, Secret

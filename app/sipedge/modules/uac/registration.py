@@ -40,18 +40,18 @@ class RegInput(enum.Enum):
     DISABLE = "disable"
 
 
-S, I = RegState, RegInput
+S, In = RegState, RegInput
 # (state, input) -> next state; anything else is a LocalProtocolError (a bug of the glue)
 _TABLE: dict[tuple[RegState, RegInput], RegState] = {
-    (S.WAITING, I.DUE): S.REGISTERING,
-    (S.REGISTERED, I.DUE): S.REGISTERING,
-    (S.FAILED, I.DUE): S.REGISTERING,
-    (S.REGISTERING, I.OK): S.REGISTERED,
-    (S.REGISTERING, I.TOO_BRIEF): S.REGISTERING,
-    (S.REGISTERING, I.FAILED): S.FAILED,
-    (S.DISABLED, I.ENABLE): S.WAITING,
-    **{(s, I.ENABLE): s for s in (S.WAITING, S.REGISTERING, S.REGISTERED, S.FAILED)},
-    **{(s, I.DISABLE): S.DISABLED for s in RegState},
+    (S.WAITING, In.DUE): S.REGISTERING,
+    (S.REGISTERED, In.DUE): S.REGISTERING,
+    (S.FAILED, In.DUE): S.REGISTERING,
+    (S.REGISTERING, In.OK): S.REGISTERED,
+    (S.REGISTERING, In.TOO_BRIEF): S.REGISTERING,
+    (S.REGISTERING, In.FAILED): S.FAILED,
+    (S.DISABLED, In.ENABLE): S.WAITING,
+    **{(s, In.ENABLE): s for s in (S.WAITING, S.REGISTERING, S.REGISTERED, S.FAILED)},
+    **{(s, In.DISABLE): S.DISABLED for s in RegState},
 }
 
 
@@ -115,7 +115,7 @@ class Registration:
         self.registers_sent = 0
         self._unregister = False
         if not row.disabled:
-            self._go(I.ENABLE, now)
+            self._go(In.ENABLE, now)
             self.next_at = now
 
     # -- the table ------------------------------------------------------------------
@@ -145,7 +145,7 @@ class Registration:
         if self.next_at is None or now < self.next_at or \
                 self.state in (RegState.DISABLED, RegState.REGISTERING):
             return None
-        self._go(I.DUE, now)
+        self._go(In.DUE, now)
         self.next_at = None
         self.cseq += 1
         self.registers_sent += 1
@@ -169,7 +169,7 @@ class Registration:
                 granted = self.expires if granted is None else 0
             if granted <= 0:
                 return self._fail("registrar granted no lifetime to our contact", now)
-            self._go(I.OK, now)
+            self._go(In.OK, now)
             self.failures = 0
             self.last_error = ""
             self.granted = granted
@@ -179,7 +179,7 @@ class Registration:
         if status == 423:
             if min_expires is None or not self.expires < min_expires <= 604800:
                 return self._fail("423 without a usable Min-Expires", now)
-            self._go(I.TOO_BRIEF, now)
+            self._go(In.TOO_BRIEF, now)
             self.expires = min_expires
             self.cseq += 1
             self.registers_sent += 1
@@ -194,7 +194,7 @@ class Registration:
             self._fail(reason, now)
 
     def _fail(self, reason: str, now: float, delay: float | None = None) -> None:
-        self._go(I.FAILED, now)
+        self._go(In.FAILED, now)
         self.failures += 1
         self.last_error = reason
         if delay is None:
@@ -209,14 +209,14 @@ class Registration:
 
     def enable(self, now: float) -> None:
         if self.state is RegState.DISABLED:
-            self._go(I.ENABLE, now)
+            self._go(In.ENABLE, now)
             self.next_at = now
             self._unregister = False
 
     def disable(self, now: float) -> None:
         """Stop; a live binding is removed with Expires: 0 (sent by the next `due`)."""
         was = self.state
-        self._go(I.DISABLE, now)
+        self._go(In.DISABLE, now)
         if was is RegState.REGISTERED:
             self._unregister = True
             self.next_at = now
