@@ -29,7 +29,8 @@ MODULES = next((p for p in ("/usr/lib/x86_64-linux-gnu/kamailio/modules",
                             "/usr/lib/aarch64-linux-gnu/kamailio/modules",
                             "/usr/lib/kamailio/modules") if Path(p).is_dir()), "")
 HAVE_KAMAILIO = (Path(KAMAILIO).exists() and bool(MODULES)
-                 and Path(MODULES, "db_sqlite.so").exists() and Path(MODULES, "auth_db.so").exists())
+                 and Path(MODULES, "db_sqlite.so").exists()
+                 and Path(MODULES, "auth_db.so").exists())
 
 needs_kamailio = pytest.mark.skipif(not HAVE_KAMAILIO,
                                     reason="kamailio + kamailio-sqlite-modules not installed")

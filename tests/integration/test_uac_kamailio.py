@@ -269,3 +269,56 @@ def test_emergency_call_routed_and_message_to_operator_through_407(lab, sipp):
     assert len(authed) == 1 and "user=box1" in authed[0], kam.log()
     wait_for(lambda: "operator notified: 200" in edge.log(), 5, "uac_reply event route",
              edge.log)
+
+
+ASYNC_SCRIPT = '''
+from sipedge.script import ksr
+
+KAM = "sip:127.0.0.1:{kam}"
+OPERATOR = "sip:operator@127.0.0.1:{op}"
+HOLE = "sip:nobody@127.0.0.1:{hole}"
+
+
+async def request_route(msg):
+    if msg.get_hf("X-Target") == "operator":
+        r = await ksr.uac.send_request("MESSAGE", OPERATOR, "sip:sipp@127.0.0.1", OPERATOR,
+                                       headers={{"Content-Type": "text/plain"}},
+                                       body="Emergency call to 112 from sipp",
+                                       outbound_proxy=KAM, auth="carrier")
+    else:
+        r = await ksr.uac.send_request("OPTIONS", HOLE, auth=False)
+    msg.reply(200, f"uac {{r.status}} local={{r.local}}")
+'''
+
+
+def ask(port: int, target: str, timeout: float) -> str:
+    from sip_harness import udp_socket
+
+    s = udp_socket(timeout)
+    me = s.getsockname()[1]
+    s.sendto((f"OPTIONS sip:edge@127.0.0.1:{port} SIP/2.0\r\n"
+              f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-t-{target}\r\n"
+              f"From: <sip:t@127.0.0.1>;tag=t1\r\nTo: <sip:edge@127.0.0.1>\r\n"
+              f"Call-ID: ask-{target}\r\nCSeq: 1 OPTIONS\r\nX-Target: {target}\r\n"
+              "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+    try:
+        return s.recv(4096).decode().split("\r\n")[0]
+    finally:
+        s.close()
+
+
+def test_send_request_awaited_407_answered_and_timeout(lab, sipp):
+    kam = lab.kamailio()
+    op, port = free_port(), free_port()
+    hole = free_port()  # nothing listens: retransmissions, then Timer F's local 408
+    edge = lab.sipedge(port, ASYNC_SCRIPT.format(kam=kam.port, op=op, hole=hole),
+                       uac_section())
+    operator = sipp.uas("uac/operator.xml", op, ["-m", "1"])
+    assert ask(port, "operator", 10) == "SIP/2.0 200 uac 200 local=False", edge.log()
+    operator.wait(10)
+    assert operator.returncode == 0
+    assert len([ln for ln in kam.lines("KAM-AUTHED") if "MESSAGE" in ln]) == 1
+    # 64 * T1 (100 ms) = 6.4 s without an answer
+    assert ask(port, "hole", 12) == "SIP/2.0 200 uac 408 local=True", edge.log()
+    stats = edge.rpc("uac.stats")
+    assert stats["challenges_answered"] == 1 and stats["timeouts"] == 1
