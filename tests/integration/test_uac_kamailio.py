@@ -322,3 +322,15 @@ def test_send_request_awaited_407_answered_and_timeout(lab, sipp):
     assert ask(port, "hole", 12) == "SIP/2.0 200 uac 408 local=True", edge.log()
     stats = edge.rpc("uac.stats")
     assert stats["challenges_answered"] == 1 and stats["timeouts"] == 1
+
+
+def test_cancel_of_an_authenticated_invite_carries_the_raised_cseq(lab, sipp):
+    kam = lab.kamailio()
+    uas, port = free_port(), free_port()
+    edge = lab.sipedge(port, CALL_SCRIPT.format(kam=kam.port, uas=uas), uac_section())
+    callee = sipp.uas("uac/callee_ring_cancel.xml", uas, ["-m", "1"])
+    rc, out = sipp.uac("uac/caller_cancel.xml", f"127.0.0.1:{port}", free_port(), 1, rate=1,
+                       extra=["-s", "112"], timeout=20)
+    assert rc == 0, out + edge.log() + kam.log()  # 180, 200 CANCEL, 487: all CSeq 1
+    callee.wait(10)
+    assert callee.returncode == 0, edge.log() + kam.log()  # CANCEL 2, ACK 2
