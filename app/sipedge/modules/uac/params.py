@@ -70,3 +70,54 @@ class UacParams:
                                 "remembered per worker", min=16, max=10000000)
     cseq_map_idle_s: float = option(7200.0, "a CSeq shift unused this long is forgotten",
                                     min=60, max=604800)
+
+
+def check(p: UacParams) -> list[tuple[str, str]]:
+    """Cross-field rules of [uac] as (dotted path, reason) pairs; no I/O (the list file is
+    read at start and on uac.reg_reload)."""
+    import re
+
+    from ...errors import RemoteProtocolError
+    from ...sip.uri import parse_uri
+
+    out: list[tuple[str, str]] = []
+
+    def uri(path: str, value: str) -> None:
+        if value:
+            try:
+                parse_uri(value)
+            except RemoteProtocolError as exc:
+                out.append((path, f"not a SIP URI: {exc.reason}"))
+
+    names: dict[str, int] = {}
+    for i, t in enumerate(p.trunk):
+        where = f"uac.trunk[{i}]"
+        if t.name in names:
+            out.append((f"{where}.name", f"duplicate of trunk[{names[t.name]}]"))
+        names.setdefault(t.name, i)
+        if bool(t.password) == bool(t.ha1):
+            out.append((f"{where}.password", "give a password or an ha1 (one of them)"))
+        if t.ha1 and not re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{64}", t.ha1):
+            out.append((f"{where}.ha1", "expected 32 (MD5) or 64 (SHA-256) hex digits"))
+        uri(f"{where}.outbound_proxy", t.outbound_proxy)
+    ids: dict[str, int] = {}
+    for i, r in enumerate(p.registration):
+        where = f"uac.registration[{i}]"
+        if r.id in ids:
+            out.append((f"{where}.id", f"duplicate of registration[{ids[r.id]}]"))
+        ids.setdefault(r.id, i)
+        if not re.fullmatch(r"[A-Za-z0-9\-_.!~*'()]+", r.id):
+            out.append((f"{where}.id", "must be usable as a SIP user part (letters, digits, "
+                        "-_.!~*'())"))
+        if r.trunk and r.trunk not in names:
+            out.append((f"{where}.trunk", f"no [[uac.trunk]] named {r.trunk!r}"))
+        if r.password and r.ha1:
+            out.append((f"{where}.password", "give a password or an ha1, not both"))
+        if r.ha1 and not re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{64}", r.ha1):
+            out.append((f"{where}.ha1", "expected 32 (MD5) or 64 (SHA-256) hex digits"))
+        uri(f"{where}.proxy", r.proxy)
+        uri(f"{where}.domain", f"sip:{r.username}@{r.domain}")
+    uri("uac.from_uri", p.from_uri)
+    if p.retry_max_s < p.retry_min_s:
+        out.append(("uac.retry_max_s", "must be at least retry_min_s"))
+    return out

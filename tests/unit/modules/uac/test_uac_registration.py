@@ -129,3 +129,21 @@ t3 u d - - - 5 0
     assert errors == ["reg.list:4: id 't1' given twice",
                       "reg.list:5: want 3 to 8 columns, got 1",
                       "reg.list:6: expires must be 10..604800 and flags 0 or 1"]
+
+
+def test_config_checks_trunks_and_registrations():
+    from sipedge.config import ConfigError, load_text
+
+    ok = load_text('[core]\nmodules = ["uac"]\n[[uac.trunk]]\nname = "c"\nrealm = "r"\n'
+                   'username = "u"\npassword = "p"\n[[uac.registration]]\nid = "r1"\n'
+                   'username = "u"\ndomain = "carrier.test"\ntrunk = "c"\n', "t.toml")
+    assert ok.uac.registration[0].trunk == "c"
+    bad = ('[core]\nmodules = ["uac"]\n[[uac.trunk]]\nname = "c"\nrealm = "r"\n'
+           'username = "u"\nha1 = "xyz"\n[[uac.registration]]\nid = "r 1"\nusername = "u"\n'
+           'domain = "carrier.test"\ntrunk = "nope"\nproxy = "not a uri"\n')
+    with pytest.raises(ConfigError) as err:
+        load_text(bad, "t.toml")
+    text = str(err.value)
+    for path in ("uac.trunk[0].ha1", "uac.registration[0].id", "uac.registration[0].trunk",
+                 "uac.registration[0].proxy"):
+        assert path in text, text
