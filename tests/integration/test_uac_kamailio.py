@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dns_harness import Bind9, needs_named
 from kamailio_harness import REALM, Kamailio, needs_kamailio
 from sip_harness import SipEdge, free_port, make_config, needs_sipp
 
@@ -334,3 +335,30 @@ def test_cancel_of_an_authenticated_invite_carries_the_raised_cseq(lab, sipp):
     assert rc == 0, out + edge.log() + kam.log()  # 180, 200 CANCEL, 487: all CSeq 1
     callee.wait(10)
     assert callee.returncode == 0, edge.log() + kam.log()  # CANCEL 2, ACK 2
+
+
+@needs_named
+def test_registration_fails_over_to_the_next_srv_target(lab, tmp_path):
+    kam = lab.kamailio(min_expires=5)
+    dead = free_port()  # the preferred SRV target: nothing answers there
+    bind_dir = tmp_path / "bind"
+    bind_dir.mkdir()
+    records = (f"_sip._udp 300 IN SRV 10 0 {dead} dead\n"
+               f"_sip._udp 300 IN SRV 20 0 {kam.port} kam\n"
+               "dead 300 IN A 127.0.0.1\nkam 300 IN A 127.0.0.1\n")
+    bind = Bind9(bind_dir, "127.0.0.1", free_port(), REALM, records).start()
+    try:
+        port = free_port()
+        reg = (f'\n[[uac.registration]]\nid = "trunk1"\nusername = "box1"\n'
+               f'domain = "{REALM}"\ntrunk = "carrier"\nexpires = 60\n')
+        dns = f'\n[dns]\nservers = ["127.0.0.1:{bind.port}"]\ntimeout_s = 0.5\n'
+        edge = lab.sipedge(port, REG_SCRIPT.format(uas=free_port()),
+                           uac_section() + reg + dns)
+        # Timer F on the dead target (64 * 100 ms), then the second SRV target
+        wait_for(lambda: reg_row(edge)["state"] == "registered", 20, "registered",
+                 lambda: edge.log() + kam.log() + bind.output())
+        assert ("_sip._udp.carrier.test", "SRV") in bind.queries()
+        assert "trying the next server of carrier.test" in edge.log()
+        assert f"sip:trunk1@127.0.0.1:{port}" in kam.ul_dump()
+    finally:
+        bind.stop()
