@@ -362,3 +362,43 @@ def test_registration_fails_over_to_the_next_srv_target(lab, tmp_path):
         assert f"sip:trunk1@127.0.0.1:{port}" in kam.ul_dump()
     finally:
         bind.stop()
+
+
+def test_reg_reload_touches_only_changed_rows(lab, tmp_path):
+    kam = lab.kamailio(min_expires=5)
+    proxy = f"sip:127.0.0.1:{kam.port}"
+    listing = tmp_path / "registrations.list"
+
+    def write(rows: list[str]) -> None:
+        listing.write_text("# id username domain auth_username password proxy expires flags\n"
+                           + "".join(f"{r}\n" for r in rows))
+
+    a = f"regA box1 {REALM} - s3cret {proxy} 600 0"
+    b = f"regB box1 {REALM} - s3cret {proxy} 600 0"
+    c = f"regC box1 {REALM} - s3cret {proxy} 600 0"
+    write([a, b, c])
+    port = free_port()
+    edge = lab.sipedge(port, REG_SCRIPT.format(uas=free_port()),
+                       uac_section(extra=f'reg_list_file = "{listing}"'))
+
+    def rows() -> dict:
+        return {r["id"]: r for r in edge.rpc("uac.reg_list")["registrations"]}
+
+    wait_for(lambda: all(r["state"] == "registered" for r in rows().values()), 10,
+             "all registered", lambda: edge.log() + kam.log())
+    sent_a = rows()["regA"]["registers_sent"]
+    write([a, b.replace(" 600 ", " 900 "), f"regD box1 {REALM} - s3cret {proxy} 600 0"])
+    result = edge.rpc("uac.reg_reload")
+    assert (result["added"], result["removed"], result["changed"], result["unchanged"]) == \
+        (["regD"], ["regC"], ["regB"], 1)
+    wait_for(lambda: set(rows()) == {"regA", "regB", "regD"} and all(
+        r["state"] == "registered" for r in rows().values()), 10, "after reload")
+    wait_for(lambda: "sip:regC@" not in kam.ul_dump(), 5, "regC removed at the registrar")
+    assert rows()["regA"]["registers_sent"] == sent_a  # untouched
+    assert rows()["regB"]["requested_s"] == 900
+    # a broken file is refused with file:line, the rows stay
+    listing.write_text("regE only-two\n")
+    with pytest.raises(Exception, match="registrations.list:1"):
+        edge.rpc("uac.reg_reload")
+    assert set(rows()) == {"regA", "regB", "regD"}
+    assert "s3cret" not in str(edge.rpc("uac.reg_list")) and "s3cret" not in edge.log()

@@ -598,10 +598,15 @@ class UacRuntime:
                 del self.regs[rid]
                 removed.append(rid)
             elif new[rid] != reg.row:
-                if reg.state.value == "registered":
-                    reg.disable(now)
+                row = new[rid]
+                same_binding = (row.username, row.domain, row.proxy, row.trunk) == \
+                    (reg.row.username, reg.row.domain, reg.row.proxy, reg.row.trunk)
+                if reg.state.value == "registered" and not same_binding:
+                    reg.disable(now)  # the old binding goes; the new one is another AOR
                     self._removing(reg)
-                self.regs[rid] = Registration(new[rid], self.timing, now)
+                fresh = Registration(row, self.timing, now)
+                fresh.cseq = reg.cseq + 1  # same Call-ID: keep counting up (RFC 3261 10.2.4)
+                self.regs[rid] = fresh
                 changed.append(rid)
         for rid, row in new.items():
             if rid not in self.regs:
