@@ -270,7 +270,8 @@ def new_request(method: str, ruri: str, from_: str, to: str, *, call_id: str | N
     """A request we originate (8.1.1), Via added when sent. Raises ValueError for a bad
     URI or header."""
     method = method.upper()
-    if not method.isalpha() or method in ("ACK", "CANCEL"):
+    if not method.isalpha() or method in ("ACK", "CANCEL", "INVITE"):
+        # INVITE would need a dialog (2xx ACK, BYE): not what uac_req_send is for
         raise ValueError(f"cannot originate {method!r}")
     try:
         uri = parse_uri(ruri)

@@ -35,6 +35,7 @@ log = logging.getLogger("sipedge.modules.uac")
 
 VAR_MEMORY = "uac.memory"  # msg.vars: the challenges answered for this transaction
 VAR_SHIFT = "uac.shift"  # msg.vars: how many times this transaction's CSeq went up
+VAR_BASE = "uac.base"  # msg.vars: the dialog's CSeq shift before this transaction
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,16 @@ class UacApi:
         for name, value in ans.headers:
             req.add(name, value)
         from_tag = req.from_.tag
-        delta = rt.cseq.delta(req.call_id, from_tag)
-        caller = req.cseq.seq - (delta if req.to.tag is not None else 0)
+        # the dialog's shift before this transaction (in-dialog requests were shifted by it
+        # before the routing script ran)
+        base = tvars.get(VAR_BASE)
+        if base is None:
+            base = tvars[VAR_BASE] = (rt.cseq.delta(req.call_id, from_tag)
+                                      if req.to.tag is not None else 0)
+        caller = req.cseq.seq - base
         req.set("CSeq", f"{ans.cseq} {req.method}")
         tvars[VAR_SHIFT] = shift + 1
-        rt.cseq.bumped(req.call_id, from_tag, caller, time.monotonic())
+        rt.cseq.shifted(req.call_id, from_tag, caller, ans.cseq, base, time.monotonic())
         msg.log.debug("uac_auth: answered realm=%s, CSeq %d -> %d", ",".join(ans.realms),
                       upstream, ans.cseq)
         return True

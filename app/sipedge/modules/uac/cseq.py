@@ -16,8 +16,10 @@ Requests from the callee keep their own numbering (the callee's CSeq space is un
 the CANCEL and non-2xx ACK of the INVITE never need it: the proxy builds those hop by hop
 from the branch's own request.
 
-Entries are bounded (`max_entries`, oldest dropped first) and forgotten after `idle_s`
-without traffic.
+A final failure reply to the authenticated request itself puts the shift back to what it
+was before (none for an initial INVITE): a caller that then tries again on its own, with
+the same Call-ID, is not shifted. Entries are bounded (`max_entries`, oldest dropped
+first) and forgotten after `idle_s` without traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Shift:
     first: int  # the caller's CSeq of the request that was authenticated
     delta: int  # how much higher the callee side counts
     seen: float  # last use (monotonic seconds)
+    base: int = 0  # the delta before the authentication in progress
+    last: int = 0  # upstream CSeq of that authenticated request (0: settled)
 
 
 def _set_cseq(msg, seq: int) -> None:
@@ -46,21 +50,23 @@ class CSeqMap:
     def __len__(self) -> int:
         return len(self._map)
 
+    def shifted(self, call_id: str, from_tag: str | None, caller_cseq: int,
+                upstream_cseq: int, base: int, now: float) -> None:
+        """The caller's request `caller_cseq` goes upstream as `upstream_cseq` (a challenge
+        answered); `base` is the dialog's shift before this transaction."""
+        key = (call_id, from_tag or "")
+        old = self._map.get(key)
+        first = min(old.first, caller_cseq) if old is not None else caller_cseq
+        self._map[key] = Shift(first, upstream_cseq - caller_cseq, now, base, upstream_cseq)
+        self._map.move_to_end(key)
+        while len(self._map) > self.max_entries:
+            self._map.popitem(last=False)
+
     def bumped(self, call_id: str, from_tag: str | None, caller_cseq: int, now: float,
                by: int = 1) -> None:
-        """The request with the caller's CSeq `caller_cseq` goes upstream `by` higher than
-        before (one more challenge answered)."""
-        key = (call_id, from_tag or "")
-        sh = self._map.get(key)
-        if sh is None:
-            self._map[key] = Shift(caller_cseq, by, now)
-            while len(self._map) > self.max_entries:
-                self._map.popitem(last=False)
-        else:
-            sh.delta += by
-            sh.first = min(sh.first, caller_cseq)
-            sh.seen = now
-            self._map.move_to_end(key)
+        """Shorthand: the shift of the dialog grows by `by` for `caller_cseq`."""
+        d = self.delta(call_id, from_tag)
+        self.shifted(call_id, from_tag, caller_cseq, caller_cseq + d + by, d, now)
 
     def delta(self, call_id: str, from_tag: str | None) -> int:
         sh = self._map.get((call_id, from_tag or ""))
@@ -95,6 +101,15 @@ class CSeqMap:
             return False
         sh.seen = now
         _set_cseq(resp, seq - sh.delta)
+        if resp.status >= 300 and sh.last and seq == sh.last:
+            # the authenticated request failed (or is challenged again, and a new answer
+            # sets the shift anew): the dialog was not set up with this CSeq
+            if sh.base:
+                sh.delta, sh.last = sh.base, 0
+            else:
+                del self._map[key]
+        elif resp.status >= 200 and seq == sh.last:
+            sh.last = 0  # settled: this shift is the dialog's from now on
         return True
 
     def purge(self, now: float) -> int:

@@ -125,3 +125,21 @@ def test_cseq_map_second_challenge_and_bounds():
     m.bumped("c3", "x", 5, now=0.0)
     assert len(m) == 2 and m.delta("cid", "ft") == 0  # oldest dropped
     assert m.purge(100.0) == 2 and len(m) == 0
+
+
+def test_failed_authenticated_request_puts_the_shift_back():
+    m = CSeqMap()
+    m.shifted("cid", "ft", 1, 2, 0, now=0.0)  # INVITE 1 went up as 2
+    again = resp(407, "INVITE", 2)  # refused: goes to the caller as 1
+    assert m.fix_response(again, 1.0) and again.cseq.seq == 1
+    assert len(m) == 0  # the caller's own retry (CSeq 2) is not shifted
+    own = resp(200, "INVITE", 2)
+    assert not m.fix_response(own, 2.0) and own.cseq.seq == 2
+    # a re-INVITE inside a dialog shifted by 1, challenged and refused: back to 1
+    m.shifted("cid", "ft", 1, 2, 0, now=3.0)
+    assert m.fix_response(resp(200, "INVITE", 2), 3.0)  # settled
+    m.shifted("cid", "ft", 5, 7, 1, now=4.0)  # re-INVITE 5 (sent as 6) answered as 7
+    assert m.delta("cid", "ft") == 2
+    refused = resp(407, "INVITE", 7)
+    assert m.fix_response(refused, 5.0) and refused.cseq.seq == 5
+    assert m.delta("cid", "ft") == 1
