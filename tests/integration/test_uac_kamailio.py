@@ -405,3 +405,48 @@ def test_reg_reload_touches_only_changed_rows(lab, tmp_path):
         edge.rpc("uac.reg_reload")
     assert set(rows()) == {"regA", "regB", "regD"}
     assert "s3cret" not in str(edge.rpc("uac.reg_list")) and "s3cret" not in edge.log()
+
+
+def test_registrar_answering_garbage_gets_backoff_not_a_loop(lab, tmp_path):
+    """A 'registrar' on 127.0.0.1 that answers every datagram with garbage, then with a 500:
+    the registration fails and retries with growing delays (retry_min_s 1, retry_max_s 2)."""
+    import socket
+    import threading
+
+    from sip_harness import reply_to
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                data, addr = sock.recvfrom(65535)
+            except OSError:
+                continue
+            got.append(data)
+            sock.sendto(b"SIP/2.0 999 \x00\xff garbage\r\n\r\n", addr)
+            sock.sendto(reply_to(data, "500 Broken", "x"), addr)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        port = free_port()
+        reg = (f'\n[[uac.registration]]\nid = "trunk1"\nusername = "box1"\n'
+               f'domain = "{REALM}"\ntrunk = "carrier"\n'
+               f'proxy = "sip:127.0.0.1:{sock.getsockname()[1]}"\nexpires = 60\n')
+        edge = lab.sipedge(port, REG_SCRIPT.format(uas=free_port()), uac_section() + reg)
+        wait_for(lambda: reg_row(edge)["state"] == "failed", 10, "failed", edge.log)
+        time.sleep(4)
+        row = reg_row(edge)
+        # ~0.5 s start delay, then attempts at 0, 1, 3, 5 s: a handful, not hundreds
+        assert 2 <= len(got) <= 6, (len(got), row)
+        assert row["last_status"] == 500 and row["failures"] >= 2
+        assert edge.rpc("core.health")["workers_alive"] == 1
+    finally:
+        stop.set()
+        t.join(2)
+        sock.close()
