@@ -108,6 +108,9 @@ def call(lab, sipp, service: str, password: str = "s3cret", workers: int = 1,
     return kam, edge, callee, rc, out
 
 
+# qop=auth-int is checked against the RFC formula in the unit tests only: Kamailio 5.6's
+# auth_check_response() never computes H(entity-body) (it passes an unset buffer), so it
+# refuses every correct auth-int answer
 @pytest.mark.parametrize("service,algorithm", [("112", "MD5"), ("www112", "MD5"),
                                                ("112", "SHA-256")],
                          ids=["407-md5", "401-md5", "407-sha256"])
