@@ -371,6 +371,9 @@ class UacRuntime:
         from .api import UacApi
 
         self._env = env
+        # one Call-ID per registration and boot cycle (RFC 3261 10.2): a restarted box does
+        # not reuse an old Call-ID with a CSeq starting again at 1
+        self._boot = secrets.token_hex(4)
         if getattr(env, "script_function", None) is not None:
             self.script_function = env.script_function
         p = env.config.uac
@@ -496,8 +499,8 @@ class UacRuntime:
         secret, proxy = self._reg_secret(row)
         try:
             req = new_request("REGISTER", f"sip:{row.domain}", row.aor, row.aor,
-                              call_id=f"reg-{row.id}-{env.index}@sipedge",
-                              from_tag=f"r{abs(hash(row.id)) % 10**8}", cseq=todo.cseq,
+                              call_id=f"reg-{row.id}-{self._boot}@sipedge",
+                              from_tag=f"r{self._boot}", cseq=todo.cseq,
                               contact=f"<{contact}>;expires={todo.expires}",
                               headers=[("Expires", str(todo.expires))])
             dest = parse_uri(proxy) if proxy else None
