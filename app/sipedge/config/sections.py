@@ -27,8 +27,8 @@ class CoreParams:
     modules: list[str] = option(default_factory=list,
                                 doc="feature modules to load, like Kamailio's loadmodule: "
                                 "`security`, `registrar`, `auth` (auth needs registrar), "
-                                "`dispatcher`, `enum`, `http_client`, `uac`; each is configured in "
-                                "its own section", reloadable=False)
+                                "`dispatcher`, `enum`, `http_client`, `uac`; each is "
+                                "configured in its own section", reloadable=False)
 
 
 @section("listen", array=True)
