@@ -145,6 +145,8 @@ def test_wrong_password_goes_upstream_and_the_call_fails_cleanly(lab, sipp, tmp_
         stats = edge.rpc("tm.stats")
     assert stats["active_total"] == 0
     assert "Wr0ngPass" not in edge.log()
+    uac = edge.rpc("uac.stats")
+    assert uac["challenges_answered"] == 1 and uac["challenges_not_answered"] == 1
 
 
 REG_SCRIPT = '''
@@ -328,7 +330,7 @@ def test_send_request_awaited_407_answered_and_timeout(lab, sipp):
     # 64 * T1 (100 ms) = 6.4 s without an answer
     assert ask(port, "hole", 12) == "SIP/2.0 200 uac 408 local=True", edge.log()
     stats = edge.rpc("uac.stats")
-    assert stats["challenges_answered"] == 1 and stats["timeouts"] == 1
+    assert stats["challenges_answered"] == 1 and stats["timeouts"] == 1 and stats["sent"] >= 3
 
 
 def test_cancel_of_an_authenticated_invite_carries_the_raised_cseq(lab, sipp):

@@ -90,7 +90,8 @@ class UacClient:
         self.creds = creds
         self.user_agent = user_agent
         self._pending: dict[object, _Pending] = {}
-        self.stats = {"sent": 0, "challenges_answered": 0, "timeouts": 0}
+        self.stats = {"sent": 0, "challenges_answered": 0, "challenges_not_answered": 0,
+                      "timeouts": 0}
         self._warned: set[tuple[str, str]] = set()
 
     # -- replies from the worker ------------------------------------------------------------
@@ -141,6 +142,7 @@ class UacClient:
         return await self._send_resolved(req, dest or req.uri)
 
     def _warn_once(self, realm: str, reason: str, call_id: str) -> None:
+        self.stats["challenges_not_answered"] += 1
         key = (realm, reason.split(":")[0])
         if key in self._warned:
             log.debug("call_id=%s challenge not answered realm=%s: %s", call_id, realm, reason)

@@ -106,6 +106,8 @@ class UacApi:
         req.set("CSeq", f"{ans.cseq} {req.method}")
         tvars[VAR_SHIFT] = shift + 1
         rt.cseq.shifted(req.call_id, from_tag, caller, ans.cseq, base, time.monotonic())
+        if rt.client is not None:
+            rt.client.stats["challenges_answered"] += 1
         msg.log.debug("uac_auth: answered realm=%s, CSeq %d -> %d", ",".join(ans.realms),
                       upstream, ans.cseq)
         return True
