@@ -497,7 +497,6 @@ class UacRuntime:
         assert self.client is not None
         row = reg.row
         contact = self._our_contact(row)
-        env = self._env
         secret, proxy = self._reg_secret(row)
         try:
             req = new_request("REGISTER", f"sip:{row.domain}", row.aor, row.aor,
