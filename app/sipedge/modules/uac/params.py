@@ -64,8 +64,9 @@ class UacParams:
                                 "(doubles each time)", min=0.5, max=3600)
     retry_max_s: float = option(300.0, "longest retry delay after failures", min=1,
                                 max=86400)
-    forbidden_retry_s: float = option(1800.0, "retry delay after 403/404 (wrong account: "
-                                      "do not hammer)", min=10, max=86400)
+    forbidden_retry_s: float = option(1800.0, "retry delay after 403/404 or a challenge "
+                                      "left unanswered (wrong account or password: do not "
+                                      "hammer)", min=10, max=86400)
     cseq_map_size: int = option(65536, "dialogs whose CSeq shift (after uac_auth) is "
                                 "remembered per worker", min=16, max=10000000)
     cseq_map_idle_s: float = option(7200.0, "a CSeq shift unused this long is forgotten",

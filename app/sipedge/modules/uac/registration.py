@@ -11,7 +11,8 @@ digest challenge), and feeds the final reply with `on_reply()` or a local failur
     any --disable--> DISABLED (a REGISTERED one first sends Expires: 0)
 
 Retries never loop tightly: after a failure the delay doubles from `retry_min_s` to
-`retry_max_s`; 403/404 (a wrong account) wait `forbidden_retry_s`; a registrar that answers
+`retry_max_s`; 401/407 left after our answer (wrong password) and 403/404 (a wrong
+account) wait `forbidden_retry_s`; a registrar that answers
 garbage counts as a failure.
 """
 
@@ -184,8 +185,10 @@ class Registration:
             self.cseq += 1
             self.registers_sent += 1
             return SendRegister(self.row.id, self.expires, self.cseq)
-        if status in (403, 404):
-            return self._fail(f"{status}: account refused", now, self.timing.forbidden_retry_s)
+        if status in (401, 403, 404, 407):
+            # refused credentials (a challenge left after ours) or account: do not hammer
+            reason = "credentials refused" if status in (401, 407) else "account refused"
+            return self._fail(f"{status}: {reason}", now, self.timing.forbidden_retry_s)
         return self._fail(f"{status}", now)
 
     def on_failed(self, reason: str, now: float) -> None:

@@ -62,6 +62,10 @@ def test_failures_back_off_exponentially_and_forbidden_waits_long():
     assert reg.get_timer() - now == 900 and reg.last_error.startswith("403")
     now = reg.get_timer()
     reg.due(now)
+    reg.on_reply(401, None, None, now)  # our answer was refused: a wrong password
+    assert reg.get_timer() - now == 900 and "credentials refused" in reg.last_error
+    now = reg.get_timer()
+    reg.due(now)
     reg.on_failed("408 Request Timeout (local)", now)  # no answer at all
     assert reg.state is RegState.FAILED and reg.get_timer() > now
 
