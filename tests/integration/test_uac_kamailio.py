@@ -455,3 +455,17 @@ def test_registrar_answering_garbage_gets_backoff_not_a_loop(lab, tmp_path):
         stop.set()
         t.join(2)
         sock.close()
+
+
+def test_registration_with_a_wrong_password_does_not_hammer(lab):
+    kam = lab.kamailio()
+    port = free_port()
+    edge = lab.sipedge(port, REG_SCRIPT.format(uas=free_port()),
+                       uac_section("Wr0ngPass") + registration(kam.port, 60))
+    wait_for(lambda: reg_row(edge)["state"] == "failed", 10, "failed", edge.log)
+    time.sleep(2)
+    row = reg_row(edge)
+    assert row["last_status"] == 401 and "credentials refused" in row["last_error"]
+    assert row["next_action_in_s"] > 5  # forbidden_retry_s = 10
+    assert len(kam.lines("KAM-REQ REGISTER")) == 2  # the first try and our one answer
+    assert "Wr0ngPass" not in edge.log() and "Wr0ngPass" not in str(edge.rpc("uac.reg_list"))
