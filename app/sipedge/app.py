@@ -159,6 +159,10 @@ class Proxy:
             methods["enum.lookup"] = self.enum_lookup_rpc
         if "http_client" in self.modules:
             methods["http_client.stats"] = self.http_client_stats
+        if "uac" in self.modules:
+            from .modules.uac.rpc import main_methods
+
+            methods.update(main_methods(self._ask_workers))
         return methods
 
     async def dispatcher_list(self, params: dict) -> dict:

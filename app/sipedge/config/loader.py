@@ -315,7 +315,7 @@ def _check_semantics(config: Config, v: _Validator) -> None:
 
 # modules [core] modules may name, and the modules each needs loaded too
 LOADABLE_MODULES = {"security": (), "registrar": (), "auth": ("registrar",), "dispatcher": (),
-                    "enum": (), "http_client": ()}
+                    "enum": (), "http_client": (), "uac": ()}
 
 
 def _check_modules(config: Config, v: _Validator) -> None:
@@ -371,6 +371,12 @@ def _check_modules(config: Config, v: _Validator) -> None:
             if alg not in ALGORITHMS:
                 v.error(f"auth.algorithms[{i}]", f"must be one of {', '.join(ALGORITHMS)}")
     _check_dispatcher_enum(config, v)
+    uac = getattr(config, "uac", None)
+    if uac is not None:
+        from ..modules.uac.params import check as check_uac
+
+        for where, reason in check_uac(uac):
+            v.error(where, reason)
 
 
 def _check_dispatcher_enum(config: Config, v: _Validator) -> None:

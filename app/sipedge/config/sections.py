@@ -27,8 +27,8 @@ class CoreParams:
     modules: list[str] = option(default_factory=list,
                                 doc="feature modules to load, like Kamailio's loadmodule: "
                                 "`security`, `registrar`, `auth` (auth needs registrar), "
-                                "`dispatcher`, `enum`, `http_client`; each is configured in "
-                                "its own section", reloadable=False)
+                                "`dispatcher`, `enum`, `http_client`, `uac`; each is "
+                                "configured in its own section", reloadable=False)
 
 
 @section("listen", array=True)
@@ -167,4 +167,4 @@ class TmParams:
 SECTION_MODULES = ("sipedge.appliance.params", "sipedge.modules.auth.params",
                    "sipedge.modules.registrar.params", "sipedge.modules.security.params",
                    "sipedge.modules.dispatcher.params", "sipedge.modules.enum.params",
-                   "sipedge.modules.http_client.params")
+                   "sipedge.modules.http_client.params", "sipedge.modules.uac.params")

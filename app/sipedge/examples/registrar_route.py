@@ -13,6 +13,8 @@ route runs.
   is relayed statefully, forking in parallel when the callee has several contacts.
 """
 
+from sipedge.script import ksr
+
 
 async def request_route(msg):
     if msg.method != "REGISTER" and msg.nat_detected():
@@ -30,19 +32,19 @@ async def request_route(msg):
     if msg.method == "REGISTER":
         if not msg.is_myself():
             return msg.reply(403, "Domain Not Served")
-        out = await ksr.auth.check(msg)  # noqa: F821 - ksr is injected by the worker
+        out = await ksr.auth.check(msg)
         if not out.ok:
             return msg.t_reply(*out.reply)
-        ksr.auth.consume_credentials(msg)  # noqa: F821
-        return msg.t_reply(*await ksr.registrar.save(msg, auth_user=out.verdict.username))  # noqa: F821
-    if ksr.auth.needs_auth(msg):  # noqa: F821 - method to authenticate, caller in our domain
-        out = await ksr.auth.check(msg)  # noqa: F821
+        ksr.auth.consume_credentials(msg)
+        return msg.t_reply(*await ksr.registrar.save(msg, auth_user=out.verdict.username))
+    if ksr.auth.needs_auth(msg):
+        out = await ksr.auth.check(msg)
         if not out.ok:
             return msg.t_reply(*out.reply)
-        ksr.auth.consume_credentials(msg)  # noqa: F821
+        ksr.auth.consume_credentials(msg)
     if not msg.is_myself():
         return msg.reply(403, "Relaying Denied")
-    reply = await ksr.registrar.lookup(msg)  # noqa: F821
+    reply = await ksr.registrar.lookup(msg)
     if reply is not None:
         return msg.t_reply(*reply)
     return msg.t_relay()

@@ -41,6 +41,7 @@ from ..modules.registrar.nat import KeepaliveSchedule, PingTarget, options_ping
 from ..modules.security import api as sec_api
 from ..modules.security import rpc as sec_rpc
 from ..modules.security.core import Decision, Security
+from ..modules.uac.aio import UacRuntime
 from ..sip.uri import parse_uri
 
 log = logging.getLogger("sipedge.modules")
@@ -75,6 +76,7 @@ class ModuleEnv:
     nworkers: int = 1
     # one-way request to another worker's control socket: (worker index, method, params)
     notify: Callable[[int, str, dict], None] | None = None
+    script_function: Callable[[str], Any] | None = None  # name -> function of the script
 
 
 # -- security ----------------------------------------------------------------------------
@@ -564,7 +566,8 @@ class HttpClientRuntime:
 
 RUNTIMES: dict[str, type] = {"security": SecurityRuntime, "registrar": RegistrarRuntime,
                              "auth": AuthRuntime, "dispatcher": DispatcherRuntime,
-                             "enum": EnumRuntime, "http_client": HttpClientRuntime}
+                             "enum": EnumRuntime, "http_client": HttpClientRuntime,
+                             "uac": UacRuntime}
 
 
 def load_order(names) -> list[str]:
@@ -621,6 +624,9 @@ class WorkerModules:
         self.security: SecurityRuntime | None = None
         # tm driver: (vars, status) callbacks for a round that ended with 408/5xx
         self.relay_failed_hooks: list[Callable[[dict, int], None]] = []
+        # worker: on_request(req) before the script, on_response(resp) -> consumed
+        self.request_hooks: list[Callable[[Any], None]] = []
+        self.response_hooks: list[Callable[[Any], bool]] = []
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -630,9 +636,16 @@ class WorkerModules:
             self.runtimes[name] = rt
             self.env.runtimes[name] = rt
         self.ksr = Ksr({n: rt.facade for n, rt in self.runtimes.items()})
+        from ..script.ksr import bind
+
+        bind(self.ksr)  # `from sipedge.script import ksr` in scripts
         self.security = self.runtimes.get("security")
         self.relay_failed_hooks = [rt.on_relay_failed for rt in self.runtimes.values()
                                    if hasattr(rt, "on_relay_failed")]
+        self.request_hooks = [rt.on_request for rt in self.runtimes.values()
+                              if hasattr(rt, "on_request")]
+        self.response_hooks = [rt.on_response for rt in self.runtimes.values()
+                               if hasattr(rt, "on_response")]
         loop = asyncio.get_running_loop()
         for rt in self.runtimes.values():
             for interval, fn in rt.timers:

@@ -324,8 +324,14 @@ class TmDriver:
             return False
         for k, v in st.routes.items():
             ctx.routes[k] = v
+        caller_cseq = ctx.request.get("cseq")
         ctx.request = fmsg.raw
         self._relay(ctx, fmsg, action, now)
+        if fmsg.raw.get("cseq") != caller_cseq and caller_cseq is not None:
+            # uac_auth raised the CSeq of the branches; our own replies to the caller (408,
+            # 487) must carry the caller's (the branches copied the request already)
+            ctx.request = copy_request(fmsg.raw)
+            ctx.request.set("CSeq", caller_cseq)
         return True
 
     # -- plumbing ------------------------------------------------------------------------

@@ -178,7 +178,8 @@ class Worker:
                                                send=self._module_send,
                                                sent_by=self._sent_by,
                                                resolver=self.resolver, nworkers=nworkers,
-                                               notify=self._notify_worker))
+                                               notify=self._notify_worker,
+                                               script_function=self._script_function))
         self.control: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -392,6 +393,11 @@ class Worker:
         except OSError as exc:  # not up yet / restarting: the next sync catches up
             log.debug("worker=%d notify worker=%d failed: %s", self.index, index, exc)
 
+    def _script_function(self, name: str):
+        """A function of the current routing script by name (module event routes)."""
+        fn = self.script.module.__dict__.get(name) if self.script is not None else None
+        return fn if callable(fn) else None
+
     def _module_send(self, proto: str, data: bytes, ip: str, port: int) -> None:
         out = self._pick_listener(proto, ip, None)
         self._send(proto, data, ip, port, out.index if out else 0)
@@ -419,7 +425,8 @@ class Worker:
         if len(data) > self.max_message:
             self.stats["drops"] += 1
             return
-        if datagram and not handed and data[:8] == b"SIP/2.0 " and (
+        if datagram and not handed and data[:8] == b"SIP/2.0 " and \
+                not self.modules.response_hooks and (
                 self.script is None or self.script.reply_route is None):
             try:
                 route = self.core.splice_response(data)
@@ -508,6 +515,8 @@ class Worker:
             return
         if msg.method == "CANCEL" and data and self._offer_cancel(data, src, ring):
             return
+        for hook in self.modules.request_hooks:  # uac: CSeq shift of authenticated dialogs
+            hook(msg)
         if src.proto != "udp":
             # remember the connection in the Via so replies find it (like force_rport)
             v = msg.via
@@ -685,6 +694,9 @@ class Worker:
                         or is_stateful_branch(msg.via.branch):
                     self._hand_off(owner, data, src)
                     return
+        for hook in self.modules.response_hooks:  # uac: our own requests, CSeq shift
+            if hook(msg):
+                return
         if self.tm.proxy.client and self.tm.receive_response(msg):
             return  # a reply of a client transaction (io/tm_driver.py)
         script = self.script
