@@ -284,7 +284,8 @@ class Renderer:
                         elif not literal:
                             cur_line_expr = (tfile, tline)
                 out.append(chunk)
-        except jinja2.TemplateError as exc:
+        except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError,
+                AttributeError) as exc:  # the template's own expressions failed
             r.errors.append(f"{host.name}: {self._template_location(exc)}: "
                             f"{mask(str(exc), r.secrets)}")
             return r
@@ -319,7 +320,7 @@ class Renderer:
         except ValueError:
             return filename
 
-    def _template_location(self, exc: jinja2.TemplateError) -> str:
+    def _template_location(self, exc: Exception) -> str:
         if isinstance(exc, jinja2.TemplateSyntaxError):
             return f"{self._short(exc.filename or str(self.template_path))}:{exc.lineno}"
         where = None
@@ -781,6 +782,29 @@ class SerialLink:
                 self.buf += data
                 self.transcript += data
 
+    def settle(self, patterns: list[bytes], timeout: float, quiet: float = 0.8) -> bytes:
+        """Read until the line has been quiet for `quiet` s and the input ends with one of
+        the prompts; returns (and consumes) everything read."""
+        deadline = time.monotonic() + timeout
+        rxs = [re.compile(p) for p in patterns]
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProvisionError(f"{self.spec}: no console prompt in {timeout:.0f} s")
+            r, _w, _x = select.select([self._read_fd], [], [], min(left, quiet))
+            if r:
+                try:
+                    data = self.sock.recv(4096) if self.sock else os.read(self.fd, 4096)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if not data and self.sock:
+                    raise ProvisionError(f"{self.spec}: connection closed")
+                self.buf += data
+                self.transcript += data
+            elif any(rx.search(self.buf) for rx in rxs):
+                text, self.buf = self.buf, b""
+                return text
+
     def close(self) -> None:
         if self.sock:
             self.sock.close()
@@ -789,7 +813,7 @@ class SerialLink:
 
 
 PROMPT = rb"sipedge> $"
-PASSWORD = rb"password: $"
+PROMPTS = [PROMPT, rb"password: $", rb"locked for \d+s\s*$", rb"console disabled[^\n]*\s*$"]
 
 
 class Pusher:
@@ -809,27 +833,27 @@ class Pusher:
         self.out(mask(text, self.secrets))
 
     def login(self) -> None:
-        self.link.write(b"\x15\r")  # Ctrl-U and Enter: a clean line at any prompt
-        deadline = time.monotonic() + self.timeout
-        while True:
-            i, text = self.link.expect([PASSWORD, PROMPT, rb"locked for (\d+)s", rb"console disabled"],
-                                       max(1.0, deadline - time.monotonic()))
-            if i == 1:
-                return
-            if i == 2:
-                raise ProvisionError(f"{self.link.spec}: console locked after failed logins: "
-                                     + text.decode(errors="replace").strip().splitlines()[-1])
-            if i == 3:
-                raise ProvisionError(f"{self.link.spec}: console disabled on the box "
-                                     "([management] password_hash is empty)")
-            if b"login incorrect" in text:
-                raise ProvisionError(f"{self.link.spec}: login incorrect")
-            self.link.write(self.password.encode() + b"\r")
-            i, text = self.link.expect([PROMPT, PASSWORD, rb"locked for \d+s"], self.timeout)
-            if i == 0:
-                return
-            raise ProvisionError(f"{self.link.spec}: login refused: "
-                                 + text.decode(errors="replace").strip().splitlines()[-1])
+        """From whatever state the console is in (login prompt, shell, a question, a file
+        transfer): Ctrl-U and Enter, wait for the line to settle, then answer its prompt."""
+        self.link.write(b"\x15\r")
+        text = self.link.settle(PROMPTS, self.timeout)
+        if re.search(PROMPT, text):
+            return
+        locked = re.search(rb"locked for (\d+)s\s*$", text)
+        if locked:
+            raise ProvisionError(f"{self.link.spec}: console locked after failed logins "
+                                 f"({locked.group(1).decode()} s left)")
+        if re.search(rb"console disabled[^\n]*\s*$", text):
+            raise ProvisionError(f"{self.link.spec}: console disabled on the box "
+                                 "([management] password_hash is empty)")
+        self.link.write(self.password.encode() + b"\r")
+        text = self.link.settle(PROMPTS, self.timeout)
+        if re.search(PROMPT, text):
+            return
+        if b"login incorrect" in text:
+            raise ProvisionError(f"{self.link.spec}: login incorrect")
+        raise ProvisionError(f"{self.link.spec}: login refused: "
+                             + text.decode(errors="replace").strip().splitlines()[-1])
 
     def command(self, line: str, timeout: float | None = None) -> str:
         self.link.write(line.encode() + b"\r")

@@ -319,7 +319,7 @@ class ConsoleSession:
         stored = self.password_hash()
         if not stored:
             return self._login_prompt(now)
-        if self.guard.locked(now):
+        if self.guard.locked(now) or not password:  # Enter to wake the line is no attempt
             return self._login_prompt(now)
         ok = verify_password(password, stored)
         self.guard.record(ok, now)

@@ -80,3 +80,11 @@ def test_import_refuses_invalid_damaged_or_cancelled(session):  # noqa: F811
     assert "cancelled" in say(s, "") and s.editor.echo
     assert "usage: config import - SIZE SHA256" in say(s, "config import - x y")
     assert "unknown command" not in say(s, "status")  # back in the shell
+
+
+def test_empty_password_line_only_prompts_again(session):  # noqa: F811
+    s, _ = session
+    for _ in range(5):  # pressing Enter to wake a serial line never locks the console
+        assert say(s, "").endswith("password: ")
+    assert s.guard.failures == 0
+    login(s)
