@@ -25,9 +25,8 @@ TOOL = REPO / "tools/provision/provision"
 EXAMPLES = REPO / "tools/provision/examples"
 sys.path.insert(0, str(REPO / "tools/provision"))
 
-import sipedge_provision as sp  # noqa: E402
-
-from sipedge.config.loader import load_file, load_text  # noqa: E402
+import sipedge_provision as sp
+from sipedge.config.loader import load_file, load_text
 
 HOSTS = ["edge-fra-1", "edge-ber-1", "reg-fra-1"]
 SECRETS = ["fra-Tr0nk-s3cret", "ber-Tr0nk-s3cret", "nonce-hmac-key-reg-fra-1-0123456789"]

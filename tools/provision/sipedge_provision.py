@@ -49,13 +49,13 @@ except ImportError as _exc:  # host dependencies: docs/provisioning.md
     sys.exit(f"provision: needs {_exc.name} (Debian: apt install python3-jinja2 python3-tomlkit "
              "python3-yaml mtools; pip: jinja2 tomlkit pyyaml)")
 
-from sipedge.config import loader as config_loader  # noqa: E402
-from sipedge.errors import ConfigError  # noqa: E402
+from sipedge.config import loader as config_loader
+from sipedge.errors import ConfigError
 
 STATE_FILE = ".provision.json"
 MASK = "***"
 SECRET_NAME = re.compile(r"(^|_)(password|passwd|passphrase|secret|token|psk|key|ha1)(_|$)",
-                         re.I)
+                         re.IGNORECASE)
 
 
 class ProvisionError(Exception):
@@ -904,7 +904,7 @@ class Pusher:
 def _clean(text: bytes, echo: str) -> str:
     s = text.decode("utf-8", "replace").replace("\r", "")
     s = re.sub(r"\x08+ *\x08*", "", s)
-    s = s[:-len("sipedge> ")] if s.endswith("sipedge> ") else s
+    s = s.removesuffix("sipedge> ")
     s = s.strip("\n")
     if echo and s.startswith(echo):
         s = s[len(echo):].lstrip("\n")

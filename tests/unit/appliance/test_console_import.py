@@ -5,9 +5,7 @@ import base64
 import hashlib
 
 import pytest
-
 from sipedge.appliance.console import EditError, FileReceiver
-
 from test_console_shell import BOOT, login, say, session  # noqa: F401 - fixture
 
 
