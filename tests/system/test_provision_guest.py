@@ -13,10 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
+import threading
 import time
+import tty
 import uuid
 
 import pytest
@@ -83,6 +86,36 @@ def options_reply(port: int, ruri: str, timeout: float = 2.0) -> str:
         return ""
 
 
+def pty_bridge(port) -> tuple[str, threading.Event]:
+    """A pty whose other end is the guest's serial port (the harness keeps its connection and
+    transcript): returns the tty path and an event that stops the bridge."""
+    master, slave = os.openpty()
+    tty.setraw(slave)  # a cable does not echo
+    stop = threading.Event()
+    pos = len(port.text().encode())  # SerialPort keeps everything; forward only what is new
+
+    def guest_to_pty() -> None:
+        nonlocal pos
+        while not stop.is_set():
+            with port._cond:  # the harness's buffer (tools/vm/sipedge_vm.py SerialPort)
+                if len(port._buf) <= pos:
+                    port._cond.wait(0.2)
+                data = bytes(port._buf[pos:])
+                pos += len(data)
+            if data:
+                os.write(master, data)
+
+    def pty_to_guest() -> None:
+        while not stop.is_set():
+            r, _w, _x = select.select([master], [], [], 0.2)
+            if r:
+                port.write(os.read(master, 4096))
+
+    for fn in (guest_to_pty, pty_to_guest):
+        threading.Thread(target=fn, daemon=True).start()
+    return os.ttyname(slave), stop
+
+
 def provision(work, *args, env=None) -> subprocess.CompletedProcess:
     p = subprocess.run([sys.executable, str(TOOL), "-i", str(work / "inventory.toml"), *args],
                        capture_output=True, text=True, timeout=300, env=env)
@@ -120,13 +153,16 @@ def test_image_boots_with_host_config_then_push_changes_it(sipedge_image, boot_g
     assert reply.startswith("SIP/2.0 200") and "sipedge lab-a" in reply, reply
     wait_for(g, "cat /proc/sys/kernel/hostname", r"^lab-a\s*$")
 
-    # push lab-b's config over the management console: the harness lets go of the socket
-    g._serial2_sock.close()
-    sock = tmp_path / "prov-serial2.sock"
+    # push lab-b's config over the management console, through a pty joined to the guest's
+    # second serial port (the tool opens a tty, as it opens /dev/ttyUSB0 in the field)
+    tty_path, stop = pty_bridge(g.serial2)
     env = {**os.environ, "SIPEDGE_CONSOLE_PASSWORD": "lab-tech"}
     t0 = time.monotonic()
-    p = provision(work, "push", "--host", "lab-b", "--serial", f"unix:{sock}", "--yes",
-                  "--timeout", str(120 * TIMEOUT_MULTIPLIER), env=env)
+    try:
+        p = provision(work, "push", "--host", "lab-b", "--serial", tty_path, "--yes",
+                      "--timeout", str(120 * TIMEOUT_MULTIPLIER), env=env)
+    finally:
+        stop.set()
     assert p.returncode == 0, p.stdout + p.stderr
     record("provision push: login, transfer, diff, write, apply", f"{time.monotonic() - t0:.0f} s")
     assert f"-port = {PORT_A}" in p.stdout and f"+port = {PORT_B}" in p.stdout

@@ -23,7 +23,6 @@ import os
 import re
 import select
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -713,27 +712,21 @@ def existing_card_config(target: Path) -> bytes | None:
 
 
 class SerialLink:
-    """A tty (raw, baud rate set) or a QEMU chardev socket (`unix:PATH`); bounded reads."""
+    """A serial tty (raw mode, baud rate set) with bounded reads and writes."""
 
     def __init__(self, spec: str, baud: int = 115200) -> None:
         self.spec = spec
-        self.sock: socket.socket | None = None
-        self.fd: int | None = None
-        if spec.startswith("unix:"):
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(spec[5:])
-            self.sock.setblocking(False)
-            self._read_fd = self.sock.fileno()
-        else:
+        try:
             self.fd = os.open(spec, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-            if os.isatty(self.fd):
-                tty.setraw(self.fd)
-                attrs = termios.tcgetattr(self.fd)
-                speed = getattr(termios, f"B{baud}", termios.B115200)
-                attrs[4] = attrs[5] = speed
-                termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
-                termios.tcflush(self.fd, termios.TCIFLUSH)
-            self._read_fd = self.fd
+        except OSError as exc:
+            raise ProvisionError(f"{spec}: {exc.strerror}") from None
+        if os.isatty(self.fd):
+            tty.setraw(self.fd)
+            attrs = termios.tcgetattr(self.fd)
+            speed = getattr(termios, f"B{baud}", termios.B115200)
+            attrs[4] = attrs[5] = speed
+            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+            termios.tcflush(self.fd, termios.TCIFLUSH)
         self.buf = b""
         self.transcript = bytearray()
 
@@ -743,11 +736,11 @@ class SerialLink:
         while view:
             if time.monotonic() > deadline:
                 raise ProvisionError(f"{self.spec}: write timed out")
-            _r, w, _x = select.select([], [self._read_fd], [], 1.0)
+            _r, w, _x = select.select([], [self.fd], [], 1.0)
             if not w:
                 continue
             try:
-                n = self.sock.send(view) if self.sock else os.write(self.fd, view)
+                n = os.write(self.fd, view)
             except BlockingIOError:
                 continue
             view = view[n:]
@@ -771,14 +764,12 @@ class SerialLink:
             if left <= 0:
                 raise ProvisionError(f"{self.spec}: no answer in {timeout:.0f} s "
                                      f"(waiting for {' or '.join(p.decode() for p in patterns)})")
-            r, _w, _x = select.select([self._read_fd], [], [], min(left, 0.5))
+            r, _w, _x = select.select([self.fd], [], [], min(left, 0.5))
             if r:
                 try:
-                    data = self.sock.recv(4096) if self.sock else os.read(self.fd, 4096)
+                    data = os.read(self.fd, 4096)
                 except (BlockingIOError, InterruptedError):
                     continue
-                if not data and self.sock:
-                    raise ProvisionError(f"{self.spec}: connection closed")
                 self.buf += data
                 self.transcript += data
 
@@ -790,15 +781,14 @@ class SerialLink:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProvisionError(f"{self.spec}: no console prompt in {timeout:.0f} s")
-            r, _w, _x = select.select([self._read_fd], [], [], min(left, quiet))
+                raise ProvisionError(f"{self.spec}: no console prompt in {timeout:.0f} s "
+                                     f"(last input: {bytes(self.buf[-120:])!r})")
+            r, _w, _x = select.select([self.fd], [], [], min(left, quiet))
             if r:
                 try:
-                    data = self.sock.recv(4096) if self.sock else os.read(self.fd, 4096)
+                    data = os.read(self.fd, 4096)
                 except (BlockingIOError, InterruptedError):
                     continue
-                if not data and self.sock:
-                    raise ProvisionError(f"{self.spec}: connection closed")
                 self.buf += data
                 self.transcript += data
             elif any(rx.search(self.buf) for rx in rxs):
@@ -806,10 +796,7 @@ class SerialLink:
                 return text
 
     def close(self) -> None:
-        if self.sock:
-            self.sock.close()
-        if self.fd is not None:
-            os.close(self.fd)
+        os.close(self.fd)
 
 
 PROMPT = rb"sipedge> $"
@@ -875,7 +862,7 @@ class Pusher:
             self.link.expect([rb"\r\n"], self.timeout)  # one CRLF per line: paced, no overrun
         self.link.write(b".\r")
         i, text = self.link.expect([rb"write it\? \[y/N\] $", PROMPT], self.timeout)
-        body = _clean(text, "")
+        body = _clean(text, "").removesuffix("write it? [y/N] ").rstrip()
         if i == 1:
             if "no change" in body:
                 self._say("box: no change (the box already has this file)")
