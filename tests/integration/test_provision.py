@@ -320,7 +320,8 @@ def test_push_over_a_serial_console(work, tmp_path):
     from sipedge.appliance.console import ConsoleSession, SerialConsole
 
     assert run(work, "render").returncode == 0
-    old = rendered(work, "edge-fra-1").read_text().replace("port = 5060", "port = 5070")
+    old = rendered(work, "edge-fra-1").read_text().replace("port = 5060", "port = 5070") \
+        .replace("fra-Tr0nk-s3cret", "OLD-trunk-pw-9")  # the box's secret, unknown here
     backend = Backend(tmp_path, old)
     pw_hash = hash_password("field-tech", iterations=1000)
     session = ConsoleSession(backend, lambda: pw_hash, LoginGuard(3, 60))
@@ -340,7 +341,8 @@ def test_push_over_a_serial_console(work, tmp_path):
         assert "edge-fra-1: applied" in p.stdout
         assert backend.boot_text() == rendered(work, "edge-fra-1").read_text()
         assert backend.applied == 1
-        for secret in ("fra-Tr0nk-s3cret", "field-tech", "pbkdf2_sha256$"):
+        assert "-attrs = ***" in p.stdout and "+attrs = ***" in p.stdout
+        for secret in ("fra-Tr0nk-s3cret", "OLD-trunk-pw-9", "field-tech", "pbkdf2_sha256$"):
             assert secret not in p.stdout + p.stderr
         p = subprocess.run(cmd + ["--yes"], capture_output=True, text=True, timeout=120, env=env)
         assert p.returncode == 0 and "edge-fra-1: unchanged" in p.stdout, p.stdout + p.stderr

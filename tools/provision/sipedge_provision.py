@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -365,6 +366,55 @@ def _schema_secret_paths(config: Any) -> set[str]:
     return {path for path, value in _schema_config_items(config) if value not in ("", None)}
 
 
+@functools.cache
+def _schema_secret_leaves() -> frozenset[str]:
+    """Names of the config keys the schema marks secret (password_hash, secret, ...)."""
+    from sipedge.config.schema import SECTIONS
+
+    config_loader._ensure_sections()
+    leaves: set[str] = set()
+
+    def walk(cls: type) -> None:
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("secret"):
+                leaves.add(f.name)
+            for arg in getattr(f.type, "__args__", ()) if not isinstance(f.type, str) else ():
+                if dataclasses.is_dataclass(arg):
+                    walk(arg)
+
+    for cls, _array in SECTIONS.values():
+        walk(cls)
+    return frozenset(leaves)
+
+
+def secret_key(path: str) -> bool:
+    """Whether a dotted config path names a secret by its key alone (for values whose secret
+    is not known here, e.g. the old value in a diff)."""
+    leaf = re.sub(r"\[\d+\]$", "", path.rsplit(".", 1)[-1])
+    return leaf in _schema_secret_leaves() or bool(SECRET_NAME.search(leaf))
+
+
+INLINE_SECRET = re.compile(r"(?i)\b((?:\w*_)?(?:password|passwd|secret|token|psk|key|ha1))=([^;,&\s\"']+)")
+
+
+def mask_toml_lines(lines: Iterable[str], secrets: Iterable[str],
+                    secret_keys: Iterable[str] = ()) -> list[str]:
+    """Lines of TOML (or of a unified diff of TOML): known secrets, the value of every key that
+    names a secret (or is in `secret_keys`: keys that held a secret in the new render), and
+    `password=...` style attributes inside values become ***."""
+    keys = set(secret_keys)
+    out = []
+    for line in lines:
+        m = re.match(r"^([-+ ]?\s*)([A-Za-z0-9_.\"-]+)(\s*=\s*)(.*)$", line)
+        if m and m.group(4).strip():
+            key = m.group(2).replace('"', "")
+            if secret_key(key) or key.rsplit(".", 1)[-1] in keys:
+                line = f"{m.group(1)}{m.group(2)}{m.group(3)}{MASK}"
+        line = INLINE_SECRET.sub(lambda mm: f"{mm.group(1)}={MASK}", line)
+        out.append(mask(line, secrets))
+    return out
+
+
 def flatten(data: Any, path: str = "") -> dict[str, str]:
     """Dotted paths (`listen[1].port`, the loader's notation) -> TOML literal of the value."""
     out: dict[str, str] = {}
@@ -465,7 +515,9 @@ def diff_configs(old_text: str | None, r: Render, old_secret_paths: Iterable[str
     hidden = set(r.secret_paths) | set(old_secret_paths)
 
     def show(path: str, value: str) -> str:
-        return MASK if path in hidden else mask(value, r.secrets)
+        if path in hidden or secret_key(path):
+            return MASK
+        return mask(INLINE_SECRET.sub(lambda m: f"{m.group(1)}={MASK}", value), r.secrets)
 
     lines = []
     for path in list(old) + [p for p in new if p not in old]:
@@ -481,8 +533,9 @@ def diff_configs(old_text: str | None, r: Render, old_secret_paths: Iterable[str
     return lines
 
 
-def current_render(inventory: dict[str, Host], renderer: Renderer, host: str) -> tuple[Path, str]:
-    """The last render of `host`, checked against the inventory and template as they are now."""
+def current_render(inventory: dict[str, Host], renderer: Renderer, host: str) -> Render:
+    """The last render of `host`, checked against the inventory and template as they are now
+    (a stale file is refused: what was reviewed is what is shipped)."""
     if host not in inventory:
         raise ProvisionError(f"no host {host!r} in the inventory")
     path = renderer.output_path(host)
@@ -496,7 +549,7 @@ def current_render(inventory: dict[str, Host], renderer: Renderer, host: str) ->
         raise ProvisionError(f"{path} is older than the inventory or template "
                              f"(`provision diff --limit {host}` shows what changed); "
                              "run `provision render` first")
-    return path, text
+    return r
 
 
 # ---------------------------------------------------------------------------- images, cards
@@ -809,10 +862,12 @@ class Pusher:
     `confirm(diff_lines) -> bool` decides after the box showed its diff (masked here)."""
 
     def __init__(self, link: SerialLink, password: str, secrets: set[str],
-                 out: Callable[[str], None], timeout: float = 60.0) -> None:
+                 out: Callable[[str], None], timeout: float = 60.0,
+                 secret_paths: Iterable[str] = ()) -> None:
         self.link = link
         self.password = password
         self.secrets = set(secrets) | _secret_strings(password)
+        self.secret_keys = {re.sub(r"\[\d+\]$", "", p.rsplit(".", 1)[-1]) for p in secret_paths}
         self.out = out
         self.timeout = timeout
 
@@ -869,7 +924,8 @@ class Pusher:
                 self.link.write(b"logout\r")
                 return "unchanged"
             raise ProvisionError("the box did not take the file:\n" + mask(body, self.secrets))
-        diff = [mask(line, self.secrets) for line in body.splitlines() if line.strip()]
+        diff = mask_toml_lines([line for line in body.splitlines() if line.strip()],
+                               self.secrets, self.secret_keys)
         if not confirm(diff):
             self.link.write(b"n\r")
             self.link.expect([PROMPT], self.timeout)
