@@ -926,7 +926,13 @@ class Pusher:
             raise ProvisionError("the box did not take the file:\n" + mask(body, self.secrets))
         diff = mask_toml_lines([line for line in body.splitlines() if line.strip()],
                                self.secrets, self.secret_keys)
-        if not confirm(diff):
+        try:
+            ok = confirm(diff)
+        except BaseException:  # refused or interrupted: leave the box at its prompt, logged out
+            self.link.write(b"n\r")
+            self.link.write(b"logout\r")
+            raise
+        if not ok:
             self.link.write(b"n\r")
             self.link.expect([PROMPT], self.timeout)
             self.link.write(b"logout\r")

@@ -40,7 +40,8 @@ commands:
   config check              validate the boot config file now
   config set KEY VALUE      change one setting (validated, diff, confirm, atomic write)
   config import             take the sipedge.toml found on a USB stick / SD card
-  config import - SIZE SHA256  take a whole file sent here as base64 lines ending with '.'
+  config import - SIZE SHA256
+                            take a whole file sent here as base64 lines, then '.'
   apply                     re-read the config and restart the proxy if it changed
   reload routes             reload the routing script / table
   ctl METHOD [k=v ...]      any sipedgectl RPC method
