@@ -352,3 +352,21 @@ def test_push_over_a_serial_console(work, tmp_path):
     finally:
         console.stop()
         stop.set()
+
+
+def test_template_line_through_macro_include_and_loop(tmp_path):
+    """Errors point at the template line that produced the value, also inside an included
+    template, a macro call or a loop."""
+    (tmp_path / "inventory.yaml").write_text("all:\n  hosts:\n    a:\n      ports: [5060, 70000]\n")
+    (tmp_path / "listen.j2").write_text('# included\n{% for p in ports %}\n[[listen]]\n'
+                                        'proto = "udp"\nport = {{ p }}\n{% endfor %}\n')
+    (tmp_path / "sipedge.toml.j2").write_text(
+        '{% macro kv(k, v) %}{{ k }} = {{ v | toml }}{% endmacro %}\n[core]\n'
+        '{{ kv("workers", 70) }}\n\n{% include "listen.j2" %}\n')
+    renderer = sp.Renderer(tmp_path / "sipedge.toml.j2", tmp_path / "out")
+    r = renderer.render(sp.load_inventory(tmp_path / "inventory.yaml")["a"])
+    assert len(r.errors) == 2, r.errors
+    assert "sipedge.toml:2: core.workers: must be <= 64 (template " in r.errors[0]
+    assert "sipedge.toml.j2:3)" in r.errors[0]
+    assert "listen[1].port: must be <= 65535" in r.errors[1] and "listen.j2:5)" in r.errors[1]
+    assert not (tmp_path / "out").exists()

@@ -211,6 +211,40 @@ class Render:
         return not self.errors
 
 
+def _innermost_frame(gen: Any) -> Any:
+    """The frame that produced the last chunk: follow `yield from` (blocks) down."""
+    while getattr(gen, "gi_yieldfrom", None) is not None and hasattr(gen.gi_yieldfrom, "gi_frame"):
+        gen = gen.gi_yieldfrom
+    return gen.gi_frame
+
+
+class _TrackedTemplate(jinja2.Template):
+    """Records, for every chunk of output, the template frame that produced it, also through
+    `{% include %}` (which loops over the included template's generator)."""
+
+    @classmethod
+    def _from_namespace(cls, environment, namespace, globals):  # noqa: A002 - Jinja's name
+        t = super()._from_namespace(environment, namespace, globals)
+        render = t.root_render_func
+
+        def root(context):
+            where = environment.provision_where  # [sequence number, frame]
+            gen = render(context)
+            while True:
+                before = where[0]
+                try:
+                    chunk = next(gen)
+                except StopIteration:
+                    return
+                if where[0] == before:  # no included template claimed this chunk
+                    where[0] += 1
+                    where[1] = _innermost_frame(gen)
+                yield chunk
+
+        t.root_render_func = root
+        return t
+
+
 class Renderer:
     def __init__(self, template: str | os.PathLike, output_dir: str | os.PathLike) -> None:
         self.template_path = Path(template)
@@ -221,6 +255,8 @@ class Renderer:
             loader=jinja2.FileSystemLoader(str(self.template_path.parent)),
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
             keep_trailing_newline=True, autoescape=False)
+        self.env.template_class = _TrackedTemplate
+        self.env.provision_where = [0, None]
         self.env.filters["toml"] = toml_value
         self._raw: dict[str, tuple[str, list[str]]] = {}  # filename -> (source, code lines)
         try:
@@ -244,11 +280,7 @@ class Renderer:
         """(text, template file, template line, is_literal) for each piece of output."""
         gen = self.template.root_render_func(self.template.new_context(variables))
         for chunk in gen:
-            inner = gen
-            while getattr(inner, "gi_yieldfrom", None) is not None and \
-                    hasattr(inner.gi_yieldfrom, "gi_frame"):
-                inner = inner.gi_yieldfrom
-            frame = inner.gi_frame
+            frame = self.env.provision_where[1]
             tmpl = frame.f_globals.get("__jinja_template__") if frame else None
             if tmpl is None:
                 yield chunk, str(self.template_path), 0, False
