@@ -138,6 +138,12 @@ def test_diff_against_last_render(work):
     assert '  + network.vlan[1].name = "eth0.300"' in p.stdout
     # diff never writes
     assert 'port = 5080' in rendered(work, "edge-ber-1").read_text()
+    # a host taken out of the inventory is reported, its last render kept
+    text = inv.read_text()
+    (work / "fewer.toml").write_text(text[:text.index("[all.children.core.vars]")])
+    p = run(work, "diff", inventory="fewer.toml")
+    assert "reg-fra-1: no longer in the inventory" in p.stdout and p.returncode == 1
+    assert rendered(work, "reg-fra-1").exists()
     # image/card/push refuse a stale render
     p = run(work, "image", "--host", "edge-ber-1", "--image", str(work / "nothing.img"))
     assert p.returncode == 1 and "older than the inventory or template" in p.stderr
@@ -370,3 +376,28 @@ def test_template_line_through_macro_include_and_loop(tmp_path):
     assert "sipedge.toml.j2:3)" in r.errors[0]
     assert "listen[1].port: must be <= 65535" in r.errors[1] and "listen.j2:5)" in r.errors[1]
     assert not (tmp_path / "out").exists()
+
+
+def test_inventory_precedence_groups_and_errors(tmp_path):
+    inv = tmp_path / "inv.toml"
+    inv.write_text('[all.vars]\nport = 1\nrole = "x"\n'
+                   '[all.children.a.vars]\nport = 2\n'
+                   '[all.children.a.children.a1.vars]\nport = 3\n'
+                   '[all.children.a.children.a1.hosts.h1]\n'
+                   '[all.children.b.vars]\nport = 9\nsecret_vars = ["role"]\nrole = "y"\n'
+                   '[all.children.b.hosts.h2]\nport = 4\n'
+                   '[all.children.z.vars]\nport = 5\n[all.children.z.hosts.h1]\n')
+    hosts = sp.load_inventory(inv)
+    assert list(hosts) == ["h1", "h2"]
+    # all < a (depth 1) < z (depth 1, later name) < a1 (depth 2) < host
+    assert hosts["h1"].vars["port"] == 3 and hosts["h1"].groups == ["a", "a1", "z"]
+    assert hosts["h2"].vars["port"] == 4 and hosts["h2"].vars["hostname"] == "h2"
+    assert hosts["h1"].vars["groups"]["a"] == ["h1"]
+    assert "y" in hosts["h2"].secrets and "x" not in hosts["h1"].secrets  # secret_vars
+    for text, message in [('[all.children.g]\nhost = {}\n', "unknown key(s) host"),
+                          ('[all.hosts."bad name"]\n', "host 'bad name'"),
+                          ("[all.vars]\n", "no hosts"),
+                          ("[all\n", "inv.toml")]:
+        inv.write_text(text)
+        with pytest.raises(sp.ProvisionError, match=re.escape(message)):
+            sp.load_inventory(inv)

@@ -98,10 +98,12 @@ def load_inventory(path: str | os.PathLike) -> dict[str, Host]:
     """Hosts of an Ansible-style inventory, in file order, with merged variables."""
     path = Path(path)
     data = _read_data(path)
-    root = data["all"] if set(data) == {"all"} else {
-        "vars": (data.get("all") or {}).get("vars", {}),
-        "hosts": (data.get("all") or {}).get("hosts", {}),
-        "children": {k: v for k, v in data.items() if k != "all"}}
+    top = data.get("all") or {}
+    if not isinstance(top, dict):
+        raise ProvisionError(f"{path}: all: expected a table")
+    # groups may also sit at the top level, next to (or instead of) all.children
+    root = {**top, "children": {**(top.get("children") or {}),
+                                **{k: v for k, v in data.items() if k != "all"}}}
     order: list[str] = []
     layers: dict[str, list[tuple[int, str, dict]]] = {}  # host -> [(depth, group, vars)]
     groups: dict[str, set[str]] = {}
