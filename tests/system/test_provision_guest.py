@@ -25,7 +25,7 @@ import uuid
 import pytest
 from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record, wait_for, wait_sip_ready
 
-pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(1200)]
 
 TOOL = REPO / "tools/provision/provision"
 
