@@ -38,8 +38,8 @@ need_fat_tools = pytest.mark.skipif(
 
 @pytest.fixture
 def work(tmp_path):
-    for f in EXAMPLES.iterdir():
-        shutil.copy(f, tmp_path / f.name)
+    for name in ("inventory.toml", "inventory.yaml", "sipedge.toml.j2"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
     return tmp_path
 
 
