@@ -340,11 +340,12 @@ class Renderer:
                     where = f" (template {self._short(tfile)}:{tline})"
                 msg = f"{host.name}: {issue}{where}"
                 if 1 <= issue.line <= len(lines):
-                    msg += f"\n    {issue.line} | {lines[issue.line - 1]}"
+                    excerpt = mask_toml_lines([lines[issue.line - 1]], r.secrets)[0]
+                    msg += f"\n    {issue.line} | {excerpt}"
                 r.errors.append(mask(msg, r.secrets))
             return r
         r.secrets |= _schema_secrets(config)
-        r.secret_paths = {p for p, v in flatten(tomlkit.parse(r.text).unwrap()).items()
+        r.secret_paths = {p for p, v in flatten(tomllib.loads(r.text)).items()
                           if mask(v, r.secrets) != v} | _schema_secret_paths(config)
         return r
 
@@ -543,9 +544,12 @@ def diff_configs(old_text: str | None, r: Render, old_secret_paths: Iterable[str
         return ["(never rendered: the whole file is new)"]
     try:
         old = flatten(tomlkit.parse(old_text).unwrap())
-    except tomlkit.exceptions.ParseError as exc:
-        return [f"(last render is not TOML: {exc})"]
-    new = flatten(tomlkit.parse(r.text).unwrap())
+    except tomlkit.exceptions.TOMLKitError as exc:
+        return [f"(the old file is not TOML: {exc})"]
+    try:
+        new = flatten(tomlkit.parse(r.text).unwrap())
+    except tomlkit.exceptions.TOMLKitError:  # tomllib (the loader) took it: compare with that
+        new = flatten(tomllib.loads(r.text))
     hidden = set(r.secret_paths) | set(old_secret_paths)
 
     def show(path: str, value: str) -> str:
