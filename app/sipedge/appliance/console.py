@@ -40,6 +40,8 @@ commands:
   config check              validate the boot config file now
   config set KEY VALUE      change one setting (validated, diff, confirm, atomic write)
   config import             take the sipedge.toml found on a USB stick / SD card
+  config import - SIZE SHA256
+                            take a whole file sent here as base64 lines, then '.'
   apply                     re-read the config and restart the proxy if it changed
   reload routes             reload the routing script / table
   ctl METHOD [k=v ...]      any sipedgectl RPC method
@@ -248,6 +250,7 @@ class ConsoleSession:
         self.logged_in = False
         self.closed = False
         self._pending: tuple[str, Callable[[], str]] | None = None  # (expected answer, action)
+        self._receiver: FileReceiver | None = None  # `config import -` in progress
         self.last_input = 0.0
 
     def greeting(self, now: float) -> bytes:
@@ -268,6 +271,7 @@ class ConsoleSession:
         if self.logged_in and now - self.last_input > self.idle_logout_s:
             self.logged_in = False
             self._pending = None
+            self._receiver = None
             self.editor.reset()
             return ("\r\nidle timeout, logged out\r\n" + self._login_prompt(now)).encode()
         return b""
@@ -287,11 +291,14 @@ class ConsoleSession:
     def _logout(self, now: float) -> str:
         self.logged_in = False
         self._pending = None
+        self._receiver = None
         return "logged out\r\n" + self._login_prompt(now)
 
     def _line(self, line: str, now: float) -> str:
         if not self.logged_in:
             return self._login(line, now)
+        if self._receiver is not None:
+            return self._receive_line(line)
         if self._pending is not None:
             answer, action = self._pending
             self._pending = None
@@ -305,7 +312,7 @@ class ConsoleSession:
             text = f"error: {exc}"
         if text == "\x00logout":
             return self._logout(now)
-        if self._pending is not None:  # a question: the answer goes on the same line
+        if self._pending is not None or self._receiver is not None:  # a question / file data
             return text.replace("\r\n", "\n").replace("\n", "\r\n")
         return self._crlf(text) + PROMPT
 
@@ -313,7 +320,7 @@ class ConsoleSession:
         stored = self.password_hash()
         if not stored:
             return self._login_prompt(now)
-        if self.guard.locked(now):
+        if self.guard.locked(now) or not password:  # Enter to wake the line is no attempt
             return self._login_prompt(now)
         ok = verify_password(password, stored)
         self.guard.record(ok, now)
@@ -362,6 +369,8 @@ class ConsoleSession:
             return "\n".join(issues) if issues else "config OK"
         if cmd == "config" and len(args) >= 3 and args[0] == "set":
             return self._config_set(args[1], " ".join(args[2:]))
+        if cmd == "config" and args[:2] == ["import", "-"]:
+            return self._config_receive(args[2:])
         if cmd == "config" and args == ["import"]:
             return self._config_import()
         if cmd == "apply":
@@ -447,6 +456,48 @@ class ConsoleSession:
 
         return "\n".join(diff) + "\n" + self._confirm("write it?", "y", write)
 
+    def _config_receive(self, args: list[str]) -> str:
+        """`config import - SIZE SHA256`: the file follows as base64 lines (echo off, kept out
+        of the history), then a line `.`; an empty line or Ctrl-C cancels. Used by
+        `tools/provision push`; a person can paste `base64 sipedge.toml` output too."""
+        if len(args) != 2 or not args[0].isdigit() or not re.fullmatch(r"[0-9a-fA-F]{64}", args[1]):
+            return "usage: config import - SIZE SHA256 (size in bytes, sha256 in hex)"
+        if int(args[0]) > FileReceiver.MAX_BYTES:
+            return f"error: a config file is at most {FileReceiver.MAX_BYTES} bytes"
+        self._receiver = FileReceiver(int(args[0]), args[1].lower())
+        self.editor.echo = False
+        return "send the file as base64 lines, then a line with '.' (empty line cancels)\n"
+
+    def _receive_line(self, line: str) -> str:
+        receiver = self._receiver
+        assert receiver is not None
+        try:
+            data = receiver.feed(line.strip())
+        except EditError as exc:
+            self._receiver = None
+            self.editor.echo = True
+            return self._crlf(f"not imported: {exc}") + PROMPT
+        if data is None:
+            return ""  # more lines to come; the editor's CRLF acknowledges this one
+        self._receiver = None
+        self.editor.echo = True
+        text = data.decode("utf-8")
+        old = self.backend.boot_text()
+        if text == old:
+            return self._crlf("no change") + PROMPT
+        issues = self.backend.check_text(text)
+        if issues:
+            return self._crlf("not imported, the file is invalid:\n" + "\n".join(issues)) + PROMPT
+        diff = difflib.unified_diff(old.splitlines(), text.splitlines(), "sipedge.toml (now)",
+                                    "sipedge.toml (received)", lineterm="", n=1)
+
+        def write() -> str:
+            self.backend.write_boot(text)
+            return "written; type 'apply' to use it"
+
+        question = self._confirm("write it?", "y", write)
+        return self._crlf("\n".join(diff)) + question
+
     def _do_reboot(self) -> str:
         self.backend.reboot()
         return "rebooting"
@@ -454,6 +505,48 @@ class ConsoleSession:
     def _do_factory_reset(self) -> str:
         self.backend.factory_reset()
         return "factory default written; applying"
+
+
+class FileReceiver:
+    """Collects base64 lines until `.`; checks the announced size and sha256 and UTF-8.
+    `feed(line)` returns None while more is expected, the bytes when complete, or raises
+    EditError (cancelled, bad base64, too long, wrong size or checksum)."""
+
+    MAX_BYTES = 1 << 20
+
+    def __init__(self, size: int, sha256: str) -> None:
+        self.size = size
+        self.sha256 = sha256
+        self.parts: list[bytes] = []
+        self.received = 0
+
+    def feed(self, line: str) -> bytes | None:
+        import base64
+        import binascii
+        import hashlib
+
+        if not line:
+            raise EditError("cancelled")
+        if line != ".":
+            try:
+                chunk = base64.b64decode(line, validate=True)
+            except (binascii.Error, ValueError):
+                raise EditError(f"line {len(self.parts) + 1} is not base64") from None
+            self.received += len(chunk)
+            if self.received > self.size:
+                raise EditError(f"more than the announced {self.size} bytes")
+            self.parts.append(chunk)
+            return None
+        data = b"".join(self.parts)
+        if len(data) != self.size:
+            raise EditError(f"received {len(data)} bytes, announced {self.size}")
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise EditError("sha256 does not match: the transfer was damaged")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EditError(f"not UTF-8 text (byte {exc.start})") from None
+        return data
 
 
 def _params(args: list[str]) -> dict[str, Any]:
