@@ -468,6 +468,17 @@ class Worker:
 
     def _answer_malformed(self, data: bytes, src: Source, exc: RemoteProtocolError,
                           msg: Request | None = None) -> None:
+        """Answer a bad request (400, or the error's status hint); never raises: the
+        request may be broken in more ways than the one that brought us here."""
+        try:
+            self._reply_malformed(data, src, exc, msg)
+        except RemoteProtocolError as again:
+            self.stats["drops"] += 1
+            log.info("bad request from %s:%d: %s (unanswerable: %s)", src.ip, src.port,
+                     exc.reason, again.reason)
+
+    def _reply_malformed(self, data: bytes, src: Source, exc: RemoteProtocolError,
+                         msg: Request | None) -> None:
         req = msg if msg is not None else salvage_request(data)
         if req is not None and msg is None:
             try:
@@ -484,8 +495,12 @@ class Worker:
         try:
             resp.via  # noqa: B018 - must parse to be routable
         except RemoteProtocolError:
-            self.stats["drops"] += 1
-            return
+            # a Via list with empty elements (", ,"): answer to what is there
+            for h in resp.headers:
+                if h[0] == "via":
+                    h[2] = ", ".join(v for v in (p.strip() for p in h[2].split(",")) if v)
+            resp._invalidate("via")
+            resp.via  # noqa: B018 - still unparsable: RemoteProtocolError, a drop
         self.send_reply(resp, src)
 
     # -- requests ----------------------------------------------------------------------

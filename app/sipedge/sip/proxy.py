@@ -153,6 +153,8 @@ class ProxyCore:
         if uri.scheme not in SUPPORTED_SCHEMES:
             return self.make_reply(msg, 416, "Unsupported URI Scheme")
         cseq = msg.cseq
+        msg.from_  # noqa: B018 - a broken From/To is a 400 here, before any script reads it
+        msg.to  # noqa: B018
         if cseq.method != msg.method and msg.method != "ACK" or (
                 msg.method == "ACK" and cseq.method not in ("ACK", "INVITE")):
             raise RemoteProtocolError("CSeq method does not match")
@@ -395,18 +397,22 @@ class ProxyCore:
 
     def to_tag(self, req: Request) -> str:
         """Deterministic To tag so that a retransmitted request gets the same reply."""
-        via = req.get("via") or ""
+        # the raw top Via line: it may hold list elements that do not parse (a 400's reply)
+        via = next((h[2] for h in req.headers if h[0] == "via"), "")
         return hashlib.blake2s(f"{req.call_id}|{via}".encode("utf-8", "surrogateescape"),
                                key=self.secret, digest_size=8).hexdigest()
 
 
 def salvage_request(data: bytes) -> Request | None:
-    """Best effort for answering a malformed request with 400: the request line and the
-    headers a reply needs, parsed leniently. None when no reply can be built."""
+    """Best effort for answering a malformed request with 400 (or 505 for another SIP
+    version): the request line and the headers a reply needs, parsed leniently (the first of
+    a duplicated header, Via list elements that are empty left out). None when no reply can
+    be built."""
     text = data[:65536].decode("utf-8", "replace")
     lines = text.replace("\r\n", "\n").split("\n")
     first = lines[0].split(" ")
-    if len(first) != 3 or first[2] != "SIP/2.0" or first[0] == "ACK" or not first[0].isalpha():
+    if len(first) != 3 or not _SIP_VERSION.fullmatch(first[2]) or first[0] == "ACK" \
+            or not first[0].isalpha():
         return None
     req = Request(first[0], first[1])
     wanted = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
@@ -417,7 +423,13 @@ def salvage_request(data: bytes) -> Request | None:
         name, colon, value = line.partition(":")
         canon = wanted.get(name.strip().lower())
         if colon and canon:
-            req.add(canon, value.strip())
+            value = value.strip()
+            if canon == "Via":
+                value = ", ".join(v for v in (p.strip() for p in value.split(",")) if v)
+                if value:
+                    req.add(canon, value)
+            elif not req.has(canon):
+                req.add(canon, value)
     for need in ("Via", "From", "To", "Call-ID", "CSeq"):
         if not req.has(need):
             return None
@@ -426,3 +438,6 @@ def salvage_request(data: bytes) -> Request | None:
     except RemoteProtocolError:
         return None
     return req
+
+
+_SIP_VERSION = re.compile(r"SIP/[0-9]{1,3}\.[0-9]{1,3}", re.I)
