@@ -98,6 +98,7 @@ class ProxyCore:
         self.domains = {d.lower() for d in domains}
         self._hosts = set()
         self._hostports: set[tuple[str, int]] = set()
+        self._sockets: set[tuple[str, int, str]] = set()  # (host, port, transport)
         self._sent_by = set()
         for la in locals_:
             for h in {la.host, la.ip}:
@@ -105,13 +106,20 @@ class ProxyCore:
                 self._hosts.add(h)
             self._hostports.add((la.host.lower().strip("[]"), la.adv_port))
             self._hostports.add((la.ip.lower().strip("[]"), la.port))
+            self._sockets.add((la.host.lower().strip("[]"), la.adv_port, la.proto))
+            self._sockets.add((la.ip.lower().strip("[]"), la.port, la.proto))
             self._sent_by.add(la.sent_by().lower())
+        self._protos = {la.proto for la in locals_}
 
     def add_local(self, ip: str, port: int) -> None:
         """Learn another address of ours (wildcard listeners, source address selection)."""
         h = ip.lower().strip("[]")
         self._hosts.add(h)
         self._hostports.add((h, port))
+        for proto in self._protos:
+            if (h, port, proto) not in self._sockets and any(
+                    la.proto == proto and la.adv_port == port for la in self.locals):
+                self._sockets.add((h, port, proto))
         self._sent_by.add(f"{format_host(h)}:{port}")
 
     # -- identity ----------------------------------------------------------------------
@@ -127,6 +135,22 @@ class ProxyCore:
         if not uri.is_sip:
             return False
         return self.is_local_hostport(uri.host, uri.port, uri.transport)
+
+    def is_self(self, uri: URI) -> bool:
+        """Kamailio's `uri == myself`: one of our listening sockets (host, port and, when
+        the URI names one, transport; no port means the scheme's default) or a configured
+        domain (an alias, any port)."""
+        if not uri.is_sip:
+            return False
+        host = uri.host_bare
+        if host in self.domains:
+            return True
+        named = uri.param("transport")
+        proto = named.lower() if named else ("tls" if uri.scheme == "sips" else None)
+        port = uri.port or DEFAULT_PORTS.get(proto or "udp", 5060)
+        if proto is None:
+            return (host, port) in self._hostports
+        return (host, port, proto) in self._sockets
 
     def is_domain(self, uri: URI) -> bool:
         """Host is one of the configured domains."""
@@ -164,7 +188,7 @@ class ProxyCore:
             if not is_digits(mf, 9):
                 raise RemoteProtocolError("Bad Max-Forwards")
             if int(mf) == 0 and msg.method != "ACK":
-                if msg.method == "OPTIONS" and self.is_our_domain(uri) and uri.user is None:
+                if msg.method == "OPTIONS" and uri.user is None and self.is_self(uri):
                     return self.options_reply(msg)
                 return self.make_reply(msg, 483, "Too Many Hops")
 
@@ -249,7 +273,7 @@ class ProxyCore:
         if msg.method != "OPTIONS" or msg.has("route"):
             return False
         uri = msg.uri
-        return uri.user is None and self.is_our_domain(uri)
+        return uri.user is None and self.is_self(uri)
 
     def options_reply(self, msg: Request) -> Response:
         return self.make_reply(msg, 200, "OK", [
