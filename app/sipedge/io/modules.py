@@ -26,6 +26,7 @@ import os
 import secrets as _secrets
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -44,6 +45,7 @@ from ..modules.security.core import Decision, Security
 from ..sip.uri import parse_uri
 
 log = logging.getLogger("sipedge.modules")
+sec_log = logging.getLogger("sipedge.modules.security")
 
 SECURITY_PURGE_S = 5.0
 
@@ -124,6 +126,22 @@ class SecurityRuntime:
     def screen(self, src_ip: str, listener: str, user_agent: str | None) -> Decision:
         assert self.sec is not None
         return self.sec.check_request(src_ip, listener, user_agent, time.monotonic())
+
+    def report_blocks(self, stats: Counter, worker: int) -> None:
+        """Log each block and unblock once (source, reason, duration) and count them."""
+        if self.sec is None or not self.sec.blocklist.events:
+            return
+        for ev in self.sec.blocklist.drain():
+            b = ev.block
+            if ev.kind == "blocked":
+                stats["sec_blocks"] += 1
+                sec_log.warning("worker=%d blocked src=%s reason=%s duration_s=%.0f",
+                            worker, b.ip, b.reason,
+                            b.until - (b.since if b.since is not None else time.monotonic()))
+            else:
+                stats["sec_unblocks"] += 1
+                sec_log.info("worker=%d unblocked src=%s reason=%s cause=%s", worker,
+                         b.ip, b.reason, ev.cause)
 
     async def stop(self) -> None:
         return None

@@ -36,6 +36,7 @@ from ..script.api import (
     TReply,
 )
 from ..script.loader import Script, load_script
+from ..sip.grammar import stat_method
 from ..sip.message import Request, Response, parse_message
 from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
 from ..sip.stateful import is_stateful_branch
@@ -57,6 +58,7 @@ log = logging.getLogger("sipedge.worker")
 STATS_SLOT_BYTES = 16384
 LISTENER_RETRY_S = 1.0
 HEARTBEAT_S = 0.5
+SRC_IP_CACHE_ENTRIES = 1024  # source address per destination, oldest forgotten first
 
 
 def handoff_address(run_id: str, index: int) -> bytes:
@@ -300,6 +302,8 @@ class Worker:
             t0 = loop.time()
             await asyncio.sleep(HEARTBEAT_S)
             self.lag_ms = max(0.0, (loop.time() - t0 - HEARTBEAT_S) * 1000)
+            if self.modules.security is not None:  # blocks by auth failures, ends of blocks
+                self.modules.security.report_blocks(self.stats, self.index)
             self.write_stats()
 
     def write_stats(self) -> None:
@@ -442,7 +446,7 @@ class Worker:
         try:
             if isinstance(msg, Request):
                 if not ring:
-                    self.stats[f"rcv_req_{msg.method}"] += 1
+                    self.stats["rcv_req_" + stat_method(msg.method)] += 1
                 self.handle_request(msg, src, data, ring)
             else:
                 self.stats[f"rcv_rpl_{msg.status // 100}xx"] += 1
@@ -514,6 +518,7 @@ class Worker:
                                   msg.get("user-agent"))
             if not decision.accepted:
                 self.stats[f"sec_{decision.reason}"] += 1
+                sec.report_blocks(self.stats, self.index)
                 spec = sec_reply_for(decision)  # 503 when flood_action = "503", else silence
                 if spec is not None and msg.method != "ACK":
                     self.send_reply(self.core.make_reply(msg, *spec), src)
@@ -632,7 +637,7 @@ class Worker:
                 self.send_reply(self.core.make_reply(msg, 503, "No Listener For Transport"), src)
             return
         data = self.core.finalize_request(msg, src, out)
-        self.stats[f"fwd_req_{msg.method}"] += 1
+        self.stats["fwd_req_" + stat_method(msg.method)] += 1
         self._send(proto, data, target.ip, target.port, out.index, target.server_name)
 
     def _pick_listener(self, proto: str, ip: str, src: Source | None,
@@ -669,6 +674,8 @@ class Worker:
                     src_ip = s.getsockname()[0]
                 except OSError:
                     src_ip = "127.0.0.1" if _family(dest_ip) == socket.AF_INET else "::1"
+            if len(self.src_ip_cache) >= SRC_IP_CACHE_ENTRIES:  # R-URI hosts are peer input
+                self.src_ip_cache.pop(next(iter(self.src_ip_cache)))
             self.src_ip_cache[dest_ip] = src_ip
             self.core.add_local(src_ip, la.adv_port)
         return LocalAddress(la.index, la.proto, la.ip, la.port, src_ip, la.adv_port)
