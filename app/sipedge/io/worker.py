@@ -505,6 +505,8 @@ class Worker:
                     h[2] = ", ".join(v for v in (p.strip() for p in h[2].split(",")) if v)
             resp._invalidate("via")
             resp.via  # noqa: B018 - still unparsable: RemoteProtocolError, a drop
+        if msg is not None:  # the error may have come before check_request stamped it
+            self.core.stamp_via(resp, src)  # type: ignore[arg-type] - same header rules
         self.send_reply(resp, src)
 
     # -- requests ----------------------------------------------------------------------

@@ -241,7 +241,8 @@ class Message:
 
 
 class Request(Message):
-    __slots__ = ("method", "_uri_text", "_uri", "version", "loose_routed", "send_socket")
+    __slots__ = ("method", "_uri_text", "_uri", "version", "loose_routed", "send_socket",
+                 "record_route")
 
     is_request = True
 
@@ -252,6 +253,7 @@ class Request(Message):
         self.version = version
         self.loose_routed = False  # set when the proxy removed its own Route entry
         self.send_socket: str | None = None  # listener to send from ("udp:192.0.2.1:5060")
+        self.record_route: bool | None = None  # the script's record_route(); None: [proxy]
         if isinstance(uri, URI):
             self._uri = uri
             self._uri_text = str(uri)

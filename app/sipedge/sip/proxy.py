@@ -312,8 +312,11 @@ class ProxyCore:
             msg.add("Max-Forwards", str(self.max_forwards), first=True)
         elif mf != "0":
             msg.set("Max-Forwards", str(int(mf) - 1))
-        if (self.record_route and src is not None and msg.method not in ("REGISTER", "ACK", "CANCEL")
-                and msg.to.tag is None):
+        rr = msg.record_route
+        if rr is None:  # the [proxy] setting: initial requests that can start a dialog
+            rr = self.record_route and msg.method not in ("REGISTER", "ACK", "CANCEL") \
+                and msg.to.tag is None
+        if rr and src is not None:
             inbound = self.locals[src.listener]
             if inbound.proto != out.proto or inbound.host != out.host or inbound.adv_port != out.adv_port:
                 msg.add_top("Record-Route", f"<{inbound.uri()}>")

@@ -228,3 +228,24 @@ def test_salvage_answers_other_versions_and_keeps_first_duplicate():
                         b"Via: SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKabc, ,")
     s = salvage_request(holes)
     assert s.get_all("via") == ["SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKabc"]
+
+
+@pytest.mark.parametrize("config_rr, script_rr, method, to, want", [
+    (False, None, "INVITE", "<sip:bob@example.org>", 0),
+    (False, True, "INVITE", "<sip:bob@example.org>", 1),  # record_route() in the script
+    (False, True, "SUBSCRIBE", "<sip:bob@example.org>", 1),
+    (True, None, "INVITE", "<sip:bob@example.org>", 1),
+    (True, False, "INVITE", "<sip:bob@example.org>", 0),  # record_route(False)
+    (True, None, "INVITE", "<sip:bob@example.org>;tag=t", 0),  # in-dialog: not by config
+    (False, True, "INVITE", "<sip:bob@example.org>;tag=t", 1),  # the script asked
+])
+def test_record_route_per_request_from_the_script(config_rr, script_rr, method, to, want):
+    from sipedge.script.api import RequestMsg
+
+    c = core(record_route=config_rr)
+    m = req(method, to=to)
+    c.check_request(m, SRC)
+    if script_rr is not None:
+        RequestMsg(m, SRC, c).record_route(script_rr)
+    out = parse_message(c.finalize_request(m, SRC, UDP))
+    assert len(out.get_all("record-route")) == want
