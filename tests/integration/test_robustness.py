@@ -20,7 +20,8 @@ def request_route(msg):
 '''
 
 
-def _edge(tmp_path, extra: str = "", modules: str = "", script: bool = True) -> tuple[SipEdge, int]:
+def _edge(tmp_path, extra: str = "", modules: str = "", script: bool = True,
+          core: str = "") -> tuple[SipEdge, int]:
     port = free_port()
     ctl = str(tmp_path / "sipedge.ctl")
     if script:
@@ -29,6 +30,8 @@ def _edge(tmp_path, extra: str = "", modules: str = "", script: bool = True) -> 
     cfg = make_config(ctl, [("udp", "127.0.0.1", port), ("tcp", "127.0.0.1", port)], 1, extra)
     if modules:
         cfg = cfg.replace("[core]\n", f"[core]\nmodules = {modules}\n", 1)
+    if core:
+        cfg = cfg.replace("[core]\n", f"[core]\n{core}", 1)
     edge = SipEdge(tmp_path, cfg).start(1)
     return edge, port
 
@@ -159,3 +162,130 @@ def test_flood_block_is_logged_once_counted_and_listed(edge_factory):
     assert edge.log_path.read_text().count("unblocked src=127.0.0.1 reason=flood") == 1
     st = edge.settled_stats()
     assert st["sec_blocks"] == 1 and st["sec_unblocks"] == 1 and st["sec_blocked"] >= 30
+
+
+# ------------------------------------------------------------------ TCP/TLS and RPC bounds
+
+def _tcp(port: int, src: str = "127.0.0.1", rcvbuf: int | None = None) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.bind((src, 0))
+    s.settimeout(5)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def _tcp_options(s: socket.socket, port: int) -> tuple[int, str] | None:
+    """Send an OPTIONS to the proxy itself over `s`; its status, None when closed."""
+    data = _req("OPTIONS", f"sip:127.0.0.1:{port};transport=tcp",
+                via="SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK{n}")
+    try:
+        s.sendall(data)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+    except OSError:
+        return None
+    return status(buf)
+
+
+def _closed(s: socket.socket, timeout: float = 5.0) -> bool:
+    s.settimeout(timeout)
+    try:
+        return s.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_tcp_connections_bounded_per_source_and_in_total(edge_factory):
+    edge, port = edge_factory(core="tcp_max_connections = 16\ntcp_max_connections_per_source = 4\n")
+    flood = [_tcp(port) for _ in range(10)]  # one source opens 10
+    time.sleep(0.5)
+    assert all(_closed(s, 2) for s in flood[:6])  # the oldest six were closed
+    assert all(_tcp_options(s, port) == (200, "OK") for s in flood[6:])
+    others = [_tcp(port, f"127.0.0.{2 + i // 4}") for i in range(16)]  # 4 each from 4 more
+    time.sleep(0.5)
+    # 20 opened in all: past 16 the least recently active ones were closed
+    alive = [s for s in flood[6:] + others if _tcp_options(s, port) == (200, "OK")]
+    assert len(alive) <= 16 and len(alive) >= 12
+    st = edge.settled_stats()
+    assert st["tcp_limit_per_source"] == 6 and st["tcp_limit_total"] >= 4
+    for s in flood + others:
+        s.close()
+
+
+def test_tcp_slow_sender_huge_content_length_and_non_reader(edge_factory):
+    edge, port = edge_factory(core="tcp_read_timeout_s = 1.0\ntcp_max_send_buffer_bytes = 65536\n")
+    slow = _tcp(port)
+    head = _req("OPTIONS", f"sip:127.0.0.1:{port}")
+    t0 = time.monotonic()
+    closed = False
+    for b in head[:40]:  # one byte every 0.2 s: never a whole message within 1 s
+        try:
+            slow.send(bytes([b]))
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.2)
+        fast = _tcp(port)  # meanwhile others are served
+        assert _tcp_options(fast, port) == (200, "OK")
+        fast.close()
+    assert closed or _closed(slow, 3)
+    assert time.monotonic() - t0 < 12
+    # a Content-Length past max_message_bytes is refused at once, not buffered
+    big = _tcp(port)
+    big.sendall(_req("MESSAGE", "sip:bob@example.com").replace(b"Content-Length: 0",
+                                                             b"Content-Length: 999999999"))
+    reply = big.recv(65536)
+    assert status(reply) == (513, "Message Too Large") and _closed(big)
+    # a client that sends but never reads: closed when 64 KiB of replies are queued for it
+    deaf = _tcp(port, rcvbuf=4096)
+    fat = "SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK{n};x=" + "a" * 7000
+    sent = 0
+    try:
+        for _ in range(2000):
+            deaf.sendall(_req("OPTIONS", f"sip:127.0.0.1:{port}", via=fat))
+            sent += 1
+    except OSError:
+        pass
+    deadline = time.monotonic() + 20
+    while edge.settled_stats(1).get("tcp_send_overflow", 0) < 1:
+        assert time.monotonic() < deadline, (sent, edge.log())
+    deaf.close()
+    ok = _tcp(port)
+    assert _tcp_options(ok, port) == (200, "OK")
+    ok.close()
+    st = edge.settled_stats()
+    assert st["tcp_slow_closed"] >= 1
+
+
+def test_rpc_socket_survives_clients_that_never_read(edge_factory):
+    from sipedge.io import rpc as rpc_mod
+
+    edge, port = edge_factory()
+    deaf = []
+    for _ in range(rpc_mod.MAX_CLIENTS + 8):  # more clients than allowed, none reads
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(edge.ctl)
+        deaf.append(s)
+    req = b'{"jsonrpc":"2.0","id":1,"method":"core.methods"}\n'
+    s = deaf[-1]
+    s.settimeout(0.2)
+    try:
+        for _ in range(20000):
+            s.send(req * 50)
+    except OSError:
+        pass
+    assert edge.rpc("core.health")["workers_alive"] == 1  # others are still served
+    time.sleep(rpc_mod.WRITE_TIMEOUT_S + 1)
+    assert edge.rpc("core.version")["version"]
+    assert sum(_closed(x, 0.5) for x in deaf[:8]) == 8  # the oldest were disconnected
+    for x in deaf:
+        x.close()

@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,7 +155,9 @@ class Worker:
                               secret=run_id.encode(), server=config.core.server_header)
         self.udp: dict[int, UdpListener] = {}
         self.tcp_servers: list[asyncio.AbstractServer] = []
-        self.conns: dict[int, StreamConnection] = {}
+        # least recently active first: the one closed when a limit is reached ([core] tcp_*)
+        self.conns: OrderedDict[int, StreamConnection] = OrderedDict()
+        self.conns_per_ip: Counter[str] = Counter()  # inbound connections per source
         self.conns_by_peer: dict[tuple[str, str, int], StreamConnection] = {}  # (proto, ip, port)
         self.stats: Counter[str] = Counter()
         self.script: Script | None = None
@@ -321,13 +323,20 @@ class Worker:
 
     async def _sweep_connections(self) -> None:
         idle = self.config.proxy.tcp_idle_timeout_s
+        read_timeout = self.config.core.tcp_read_timeout_s
         while True:
-            await asyncio.sleep(min(5.0, idle / 2))
+            await asyncio.sleep(min(5.0, idle / 2, read_timeout / 2))
             now = time.monotonic()
             for conn in list(self.conns.values()):
                 if now - conn.last_activity > idle:
                     log.debug("closing idle connection peer=%s:%d", *conn.peer)
                     conn.close()
+                elif conn.buf and conn.msg_started is not None \
+                        and now - conn.msg_started > read_timeout:
+                    self.stats["tcp_slow_closed"] += 1
+                    log.info("closing connection peer=%s:%d: message incomplete after %.0fs",
+                             *conn.peer, read_timeout)
+                    conn.abort()
 
     # -- input -------------------------------------------------------------------------
 
@@ -339,20 +348,57 @@ class Worker:
         self.handle(data, src)
 
     def on_stream_message(self, data: bytes, conn: StreamConnection) -> None:
+        if conn.id in self.conns:
+            self.conns.move_to_end(conn.id)
         src = Source(conn.proto, conn.peer[0], conn.peer[1], conn.listener, conn.id)
         self.handle(data, src, datagram=False)
 
     def on_stream_error(self, reason: str, data: bytes, conn: StreamConnection) -> None:
         src = Source(conn.proto, conn.peer[0], conn.peer[1], conn.listener, conn.id)
         self.stats["parse_errors"] += 1
-        self._answer_malformed(data, src, RemoteProtocolError(reason))
+        self._answer_malformed(data, src, RemoteProtocolError(
+            reason, 513 if reason == "Message Too Large" else 400))
 
     def on_connection_made(self, conn: StreamConnection) -> None:
+        """Bounded per source and in total ([core] tcp_max_connections*): past a limit the
+        least recently active connection (of that source, or of all) is closed."""
+        core = self.config.core
+        conn.max_message = self.max_message
+        conn.max_send_buffer = core.tcp_max_send_buffer_bytes
+        if not conn.outbound:
+            ip = conn.peer[0]
+            if self.conns_per_ip[ip] >= core.tcp_max_connections_per_source:
+                oldest = next((c for c in self.conns.values()
+                               if c.peer[0] == ip and not c.outbound), None)
+                if oldest is not None:
+                    self._shed_connection(oldest, "per_source")
+            self.conns_per_ip[ip] += 1
+        while len(self.conns) >= core.tcp_max_connections:
+            self._shed_connection(next(iter(self.conns.values())), "total")
         self.conns[conn.id] = conn
         self.conns_by_peer[(conn.proto, *conn.peer)] = conn
 
+    def on_stream_overflow(self, conn: StreamConnection) -> None:
+        self.stats["tcp_send_overflow"] += 1
+        log.info("closing connection peer=%s:%d: it does not read (send buffer over %d bytes)",
+                 *conn.peer, conn.max_send_buffer)
+
+    def _shed_connection(self, conn: StreamConnection, limit: str) -> None:
+        self.stats[f"tcp_limit_{limit}"] += 1
+        log.info("closing connection peer=%s:%d: tcp connection limit (%s) reached",
+                 *conn.peer, limit)
+        self._forget_connection(conn)
+        conn.abort()
+
+    def _forget_connection(self, conn: StreamConnection) -> None:
+        if self.conns.pop(conn.id, None) is not None and not conn.outbound:
+            ip = conn.peer[0]
+            self.conns_per_ip[ip] -= 1
+            if self.conns_per_ip[ip] <= 0:
+                del self.conns_per_ip[ip]
+
     def on_connection_lost(self, conn: StreamConnection) -> None:
-        self.conns.pop(conn.id, None)
+        self._forget_connection(conn)
         key = (conn.proto, *conn.peer)
         if self.conns_by_peer.get(key) is conn:
             del self.conns_by_peer[key]
@@ -785,6 +831,7 @@ class Worker:
         if proto == "tls" and self.tls_client is None:
             raise TransportError("no tls listener, so no TLS configuration")
         conn = StreamConnection(self, listener, proto)
+        conn.outbound = True
         conn.peer = (ip, port)
         conn.server_name = (server_name or ip) if proto == "tls" else None
         conn.send(data, on_error)  # queued until connected
