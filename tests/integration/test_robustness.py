@@ -21,11 +21,11 @@ def request_route(msg):
 
 
 def _edge(tmp_path, extra: str = "", modules: str = "", script: bool = True,
-          core: str = "") -> tuple[SipEdge, int]:
+          core: str = "", route: str = "") -> tuple[SipEdge, int]:
     port = free_port()
     ctl = str(tmp_path / "sipedge.ctl")
     if script:
-        (tmp_path / "route.py").write_text(ROUTE)
+        (tmp_path / "route.py").write_text(route or ROUTE)
         extra = f'[routing]\nscript = "{tmp_path / "route.py"}"\n' + extra
     cfg = make_config(ctl, [("udp", "127.0.0.1", port), ("tcp", "127.0.0.1", port)], 1, extra)
     if modules:
@@ -289,3 +289,57 @@ def test_rpc_socket_survives_clients_that_never_read(edge_factory):
     assert sum(_closed(x, 0.5) for x in deaf[:8]) == 8  # the oldest were disconnected
     for x in deaf:
         x.close()
+
+
+# ------------------------------------------------------------------ overload shedding
+
+SLOW_ROUTE = '''
+import time
+
+
+def request_route(msg):
+    if msg.method == "INVITE" and msg.to_tag is None:
+        time.sleep(0.02)  # an expensive route: the worker falls behind a burst
+        msg.reply(298, "Accepted")
+        return
+    msg.reply(200, "In Dialog OK")
+'''
+
+
+def test_overload_sheds_new_requests_and_keeps_dialogs(edge_factory):
+    edge, port = edge_factory(core="overload_backlog_bytes = 20000\noverload_retry_after_s = 9\n",
+                              route=SLOW_ROUTE)
+    sent_new, sent_dialog = 0, 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.settimeout(3)
+        via = "SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK{n}" % s.getsockname()[1]
+        for i in range(300):
+            if i % 5 == 4:
+                s.sendto(_req("BYE", to="<sip:bob@example.com>;tag=dlg", via=via), ("127.0.0.1", port))
+                sent_dialog += 1
+            else:
+                s.sendto(_req(via=via), ("127.0.0.1", port))
+                sent_new += 1
+        replies: list[bytes] = []
+        try:
+            while len(replies) < 300:
+                replies.append(s.recv(65535))
+        except socket.timeout:
+            pass
+        codes = [status(r)[0] for r in replies]
+        shed = [r for r in replies if status(r)[0] == 503]
+        assert len(shed) >= sent_new // 2, codes
+        assert all(b"Retry-After: 9" in r and b"CSeq: 1 INVITE" in r for r in shed)
+        assert codes.count(200) == sent_dialog  # every in-dialog request went on
+        assert codes.count(298) + len(shed) == sent_new
+        # the ACK of a 503 is absorbed, and the proxy is back to normal at once
+        tag = shed[0].split(b";tag=")[-1].split(b"\r\n")[0].decode()
+        s.sendto(_req("ACK", to=f"<sip:bob@example.com>;tag={tag}", via=via), ("127.0.0.1", port))
+        s.sendto(_req(via=via), ("127.0.0.1", port))
+        assert status(s.recv(65535)) == (298, "Accepted")
+    st = edge.settled_stats()
+    assert st["overload_503"] == len(shed) and st["overload_episodes"] >= 1
+    assert st["overload_acks_absorbed"] == 1
+    assert "overloaded:" in edge.log_path.read_text()

@@ -39,6 +39,15 @@ class CoreParams:
     tcp_max_send_buffer_bytes: int = option(1048576, "data queued for a TCP/TLS peer that "
                                             "does not read; past it the connection is "
                                             "closed", min=65536, max=67108864)
+    overload_backlog_bytes: int = option(262144, "overload shedding: when more than this "
+                                         "is queued unread on a worker's UDP sockets (kernel "
+                                         "accounting, about 1.3 KB per small datagram), new "
+                                         "initial requests get 503 + Retry-After until the "
+                                         "backlog is under a quarter of it; replies, ACK, "
+                                         "CANCEL and in-dialog requests always go on "
+                                         "(0: off)", min=0, max=67108864)
+    overload_retry_after_s: int = option(5, "Retry-After of the overload 503", min=1,
+                                         max=3600)
     modules: list[str] = option(default_factory=list,
                                 doc="feature modules to load, like Kamailio's loadmodule: "
                                 "`security`, `registrar`, `auth` (auth needs registrar), "

@@ -38,6 +38,7 @@ from ..script.api import (
 from ..script.loader import Script, load_script
 from ..sip.grammar import stat_method
 from ..sip.message import Request, Response, parse_message
+from ..sip.overload import Overload, is_new_work, is_shed_ack, shed_reply
 from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
 from ..sip.stateful import is_stateful_branch
 from ..sip.uri import parse_uri
@@ -58,6 +59,9 @@ log = logging.getLogger("sipedge.worker")
 STATS_SLOT_BYTES = 16384
 LISTENER_RETRY_S = 1.0
 HEARTBEAT_S = 0.5
+SO_MEMINFO = 55  # Linux: getsockopt gives sk_meminfo, [0] = bytes queued for reading
+SHED_ACK_S = 32.0  # ACKs of our overload 503s are absorbed this long after the last one
+BACKLOG_CHECK_EVERY = 32  # datagrams between two looks at the receive backlog
 SRC_IP_CACHE_ENTRIES = 1024  # source address per destination, oldest forgotten first
 
 
@@ -154,6 +158,11 @@ class Worker:
                               max_forwards=config.proxy.max_forwards, worker=index,
                               secret=run_id.encode(), server=config.core.server_header)
         self.udp: dict[int, UdpListener] = {}
+        self.udp_socks: list[socket.socket] = []  # for the backlog (overload shedding)
+        self.overload = Overload(config.core.overload_backlog_bytes)
+        self._datagrams = 0
+        self._absorb_acks = False
+        self._last_shed = 0.0
         self.tcp_servers: list[asyncio.AbstractServer] = []
         # least recently active first: the one closed when a limit is reached ([core] tcp_*)
         self.conns: OrderedDict[int, StreamConnection] = OrderedDict()
@@ -235,6 +244,7 @@ class Worker:
             _, proto = await loop.create_datagram_endpoint(
                 lambda i=la.index: UdpListener(self, i), sock=sock)
             self.udp[la.index] = proto
+            self.udp_socks.append(sock)
         else:
             tls = {"ssl": self.tls_server,
                    "ssl_handshake_timeout": self.config.tls.handshake_timeout_s
@@ -304,6 +314,9 @@ class Worker:
             t0 = loop.time()
             await asyncio.sleep(HEARTBEAT_S)
             self.lag_ms = max(0.0, (loop.time() - t0 - HEARTBEAT_S) * 1000)
+            self.check_backlog()  # also when traffic has stopped
+            if self._absorb_acks and time.monotonic() - self._last_shed > SHED_ACK_S:
+                self._absorb_acks = False
             if self.modules.security is not None:  # blocks by auth failures, ends of blocks
                 self.modules.security.report_blocks(self.stats, self.index)
             self.write_stats()
@@ -344,8 +357,59 @@ class Worker:
         if len(data) <= 4 and not data.strip():
             self.stats["keepalives"] += 1
             return  # CRLF keep-alive over UDP
+        self._datagrams += 1
+        if not self._datagrams % BACKLOG_CHECK_EVERY:
+            self.check_backlog()
+        if (self.overload.active or self._absorb_acks) and self._shed(data, addr, listener):
+            return
         src = Source("udp", addr[0], addr[1], listener)
         self.handle(data, src)
+
+    # -- overload shedding (sip/overload.py) ------------------------------------------
+
+    def check_backlog(self) -> None:
+        """Read how much is queued unread on our UDP sockets; switch shedding on or off."""
+        if self.overload.high_bytes <= 0 or not self.udp_socks:
+            return
+        backlog = 0
+        try:
+            for sock in self.udp_socks:
+                backlog += struct.unpack_from(
+                    "I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0]
+        except OSError as exc:  # not Linux: no shedding
+            log.warning("worker=%d overload shedding off: no SO_MEMINFO (%s)", self.index, exc)
+            self.overload.high_bytes = 0
+            return
+        if self.overload.update(backlog):
+            if self.overload.active:
+                self.stats["overload_episodes"] += 1
+                log.warning("worker=%d overloaded: %d bytes queued, new requests get 503",
+                            self.index, backlog)
+            else:
+                log.info("worker=%d overload over: %d bytes queued", self.index, backlog)
+
+    def _shed(self, data: bytes, addr: tuple, listener: int) -> bool:
+        """Under overload, answer a new initial request 503 from its raw bytes; absorb the
+        ACKs of those 503s. True when the datagram was dealt with here."""
+        if self.overload.active and is_new_work(data):
+            self.check_backlog()  # one syscall: back to normal as soon as the queue is short
+            if not self.overload.active:
+                return False
+            reply = shed_reply(data, self.config.core.overload_retry_after_s,
+                               self.run_id.encode(), self.config.core.server_header)
+            if reply is None:
+                return False  # the full path answers it
+            self.stats["overload_503"] += 1
+            self._absorb_acks = True
+            self._last_shed = time.monotonic()
+            udp = self.udp.get(listener)
+            if udp is not None:
+                udp.sendto(reply, addr)
+            return True
+        if data[:4] == b"ACK " and is_shed_ack(data):
+            self.stats["overload_acks_absorbed"] += 1
+            return True
+        return False
 
     def on_stream_message(self, data: bytes, conn: StreamConnection) -> None:
         if conn.id in self.conns:
