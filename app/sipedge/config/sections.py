@@ -39,9 +39,10 @@ class CoreParams:
     tcp_max_send_buffer_bytes: int = option(1048576, "data queued for a TCP/TLS peer that "
                                             "does not read; past it the connection is "
                                             "closed", min=65536, max=67108864)
-    overload_backlog_bytes: int = option(262144, "overload shedding: when more than this "
+    overload_backlog_bytes: int = option(1048576, "overload shedding: when more than this "
                                          "is queued unread on a worker's UDP sockets (kernel "
-                                         "accounting, about 1.3 KB per small datagram), new "
+                                         "accounting, about 1.3 KB per small datagram: 1 MiB "
+                                         "is some 800 messages, 40-100 ms of work), new "
                                          "initial requests get 503 + Retry-After until the "
                                          "backlog is under a quarter of it; replies, ACK, "
                                          "CANCEL and in-dialog requests always go on "
