@@ -343,3 +343,53 @@ def test_overload_sheds_new_requests_and_keeps_dialogs(edge_factory):
     assert st["overload_503"] == len(shed) and st["overload_episodes"] >= 1
     assert st["overload_acks_absorbed"] == 1
     assert "overloaded:" in edge.log_path.read_text()
+
+
+# ------------------------------------------------------------------ registrar storage, subscribers
+
+REG_ROUTE = '''
+async def request_route(msg):
+    if msg.method == "REGISTER":
+        return msg.reply(*await ksr.registrar.save(msg))  # noqa: F821 - no auth: a test
+    msg.reply(500, "Not Here")
+'''
+
+
+def _register(port: int, user: str) -> tuple[int, str]:
+    data = _req("REGISTER", "sip:localhost", from_=f"<sip:{user}@localhost>;tag=r1",
+                to=f"<sip:{user}@localhost>",
+                extra=f"Contact: <sip:{user}@127.0.0.1:5999>;expires=600\r\n".encode())
+    return status(exchange(port, data))
+
+
+@pytest.mark.parametrize("storage", ["memory", "write-back"])
+def test_registrar_storage_in_ram_and_subscribers_from_the_config(tmp_path, storage):
+    """Bindings live in a RAM file shared by both workers (memory: never in the database;
+    write-back: saved at a clean stop); the config's subscribers are in the database."""
+    import sqlite3
+
+    port = free_port()
+    ram = tmp_path / "ram" / "location.sqlite"
+    ram.parent.mkdir()
+    (tmp_path / "route.py").write_text(REG_ROUTE)
+    extra = (f'[proxy]\ndomains = ["localhost"]\n[routing]\nscript = "{tmp_path / "route.py"}"\n'
+             f'[registrar]\ndb_path = "db/location.sqlite"\nstorage = "{storage}"\n'
+             f'ram_path = "{ram}"\nnat_keepalive_interval_s = 0\n'
+             '[[registrar.subscriber]]\nusername = "alice"\ndomain = "localhost"\n'
+             f'ha1_md5 = "{"ab" * 16}"\n')
+    cfg = make_config(str(tmp_path / "sipedge.ctl"), [("udp", "127.0.0.1", port)], 2, extra)
+    cfg = cfg.replace("[core]\n", '[core]\nmodules = ["registrar", "auth"]\n', 1)
+    edge = SipEdge(tmp_path, cfg).start(2)
+    try:
+        assert [s["username"] for s in edge.rpc("subscriber.list")] == ["alice"]
+        for _ in range(6):  # from several sockets: both workers save
+            assert _register(port, "alice")[0] == 200
+        assert _register(port, "mallory")[0] == 404  # not a subscriber
+        assert list(edge.rpc("ul.dump")["aors"]) == ["alice@localhost"]
+    finally:
+        assert edge.stop() == 0, edge.log()
+    assert not edge.log_problems(), edge.log()
+    db = sqlite3.connect(tmp_path / "db" / "location.sqlite")
+    saved = db.execute("SELECT aor FROM location").fetchall()
+    assert saved == ([] if storage == "memory" else [("alice@localhost",)])
+    assert db.execute("SELECT username FROM subscriber").fetchall() == [("alice",)]

@@ -20,11 +20,13 @@ security tables) and the event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import secrets as _secrets
 import socket
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,6 +63,19 @@ def registrar_db_path(config, environ=os.environ) -> str:
         return str(Path(config.source).resolve().parent / p)
     base = environ.get("SIPEDGE_DATA_DIR")
     return str(Path(base) / p) if base else str(p)
+
+
+def registrar_ram_path(p, db_path: str) -> str | None:
+    """The RAM file of the location table for `[registrar] storage` memory / write-back
+    (None for db): `ram_path`, else /dev/shm (the temp dir without it), named after the
+    database so two instances never share one."""
+    if p.storage == "db":
+        return None
+    if p.ram_path:
+        return p.ram_path
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    digest = hashlib.sha256(os.path.abspath(db_path).encode()).hexdigest()[:12]
+    return os.path.join(base, f"sipedge-location-{os.getuid()}-{digest}.sqlite")
 
 
 @dataclass
@@ -192,8 +207,9 @@ class RegistrarRuntime:
     async def start(self, env: ModuleEnv) -> None:
         p = env.config.registrar
         self._env = env
-        self.store = await AsyncStore.open(registrar_db_path(env.config),
-                                           synchronous=p.db_synchronous)
+        db_path = registrar_db_path(env.config)
+        self.store = await AsyncStore.open(db_path, synchronous=p.db_synchronous,
+                                           location_path=registrar_ram_path(p, db_path))
         self.reg = Registrar(p, self.store, tuple(env.config.proxy.domains))
         self.facade = RegistrarFacade(self.reg)
         if p.nat_keepalive_interval_s > 0 and env.index == 0 and env.send is not None:
