@@ -534,6 +534,7 @@ class Worker:
             self.stats["drops"] += 1
             return
         if datagram and not handed and data[:8] == b"SIP/2.0 " and (
+                b"1" <= data[8:9] <= b"6") and (  # one stats key per class, never a byte
                 self.script is None or self.script.reply_route is None):
             try:
                 route = self.core.splice_response(data)
