@@ -85,7 +85,7 @@ def test_odd_but_valid_requests_reach_the_script(edge_factory):
     addr_spec = _req(to="sip:bob@example.com ;tag = 42a", from_="sip:alice@example.org ; tag=1")
     assert status(exchange(port, addr_spec)) == (298, "Routed 42a")
     nul = _req(from_='"Al\\\x00i\\\x07c\\\x7fe" <sip:alice@example.org>;tag=1')
-    reply = exchange(port, nul.replace(b"\x00", b"\x00"))
+    reply = exchange(port, nul)
     assert status(reply) == (298, "Routed -")
     assert b'"Al\\\x00i\\\x07c\\\x7fe"' in reply  # the From comes back as it was written
 
@@ -103,7 +103,8 @@ def test_duplicated_single_value_headers_get_400(edge_factory, dup):
 
 def test_broken_requests_are_answered_not_raised(edge_factory):
     edge, port = edge_factory()
-    holes = _req(via="SIP/2.0/UDP 127.0.0.1:5999;rport;branch=z9hG4bK{n}, , SIP/2.0/UDP 127.0.0.1:5998")
+    holes = _req(via="SIP/2.0/UDP 127.0.0.1:5999;rport;branch=z9hG4bK{n}, , "
+                     "SIP/2.0/UDP 127.0.0.1:5998")
     assert status(exchange(port, holes)) == (400, "Empty list element")
     for from_ in ('"Alice <sip:alice@example.org>;tag=1', "Alice <sip:alice@example.org;tag=1"):
         code, reason = status(exchange(port, _req(from_=from_)))
@@ -132,9 +133,7 @@ def test_random_method_names_do_not_grow_statistics(edge_factory):
     edge, port = edge_factory()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for i in range(300):
-            m = f"XM{i}"
-            s.sendto(_req(m).replace(b"CSeq: 1 " + m.encode(), b"CSeq: 1 " + m.encode()),
-                     ("127.0.0.1", port))
+            s.sendto(_req(f"XM{i}"), ("127.0.0.1", port))
     assert status(exchange(port, _req())) == (298, "Routed -")
     total = edge.settled_stats()
     assert total["requests_in"].get("other", 0) >= 250
@@ -317,7 +316,8 @@ def test_overload_sheds_new_requests_and_keeps_dialogs(edge_factory):
         via = "SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK{n}" % s.getsockname()[1]
         for i in range(300):
             if i % 5 == 4:
-                s.sendto(_req("BYE", to="<sip:bob@example.com>;tag=dlg", via=via), ("127.0.0.1", port))
+                s.sendto(_req("BYE", to="<sip:bob@example.com>;tag=dlg", via=via),
+                         ("127.0.0.1", port))
                 sent_dialog += 1
             else:
                 s.sendto(_req(via=via), ("127.0.0.1", port))

@@ -157,7 +157,8 @@ class Store:
         return [_binding(r) for r in rows]
 
     def nat_bindings(self, now: float) -> list[Binding]:
-        rows = self._db.execute(self._select + " WHERE nat = 1 AND expires_at > ?", (now,)).fetchall()
+        rows = self._db.execute(self._select + " WHERE nat = 1 AND expires_at > ?",
+                                (now,)).fetchall()
         return [_binding(r) for r in rows]
 
     def update_aor(self, aor: str,
