@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import proc  # noqa: E402
+from benchlib import icount, proc  # noqa: E402
 from benchlib.modes import ALIASES, MODES, write_users_csv  # noqa: E402
 from benchlib.sipp import Uas, UasGroup, run_uac, sipp_binary  # noqa: E402
 from benchlib.targets import Kamailio, Relay, Sipedge, TargetError  # noqa: E402
@@ -85,6 +85,14 @@ def parse_args(argv):
     ap.add_argument("--profile", action="store_true",
                     help="also record a py-spy profile of sipedge at the highest fixed rate "
                          "(needs py-spy in the venv or on PATH)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead of CPU seconds: instructions per call and per forwarded message "
+                         "under callgrind (1 worker, low rate; immune to machine noise)")
+    ap.add_argument("--icount-calls", type=int, default=60,
+                    help="calls counted per proxy with --instructions (default 60)")
+    ap.add_argument("--icount-rate", type=float, default=2,
+                    help="call rate with --instructions (default 2/s: callgrind runs sipedge ~50-100x "
+                         "slower; a proxy that falls behind retransmits and fails calls)")
     a = ap.parse_args(argv)
     a.workers = [int(x) for x in a.workers.split(",") if x]
     a.overload = [1.5, 2.0] if a.overload == "on" else [float(x) for x in a.overload.split(",") if x]
@@ -673,6 +681,76 @@ def print_table(summary, reps):
     print(REFERENCE)
 
 
+def instruction_counts(args, workdir):
+    """--instructions: every proxy under callgrind, 1 worker, a low fixed rate; instructions
+    per call and per forwarded message, net of the idle rate (see benchlib/icount.py)."""
+    rows = []
+    rate, calls = args.icount_rate, args.icount_calls
+    for mode in args.modes:
+        for name in args.targets:
+            t = make_target(name, args)
+            why = t.available() or icount.available()
+            if not why and not t.supports(mode, 1, "u1"):
+                why = f"not part of mode {mode.name}"
+            why = why or t.unsupported(mode)
+            if why:
+                log(f"skip {name}: {why}")
+                continue
+            tdir = os.path.join(workdir, f"icount-{mode.name}-{name}")
+            os.makedirs(tdir, exist_ok=True)
+            uas = (Uas(mode.uas_scenario, HOST, PORTS["uas-" + name], tdir) if mode.uas_count == 1
+                   else UasGroup([Uas(mode.uas_scenario, HOST, PORTS[f"uas-{name}-{i}"], tdir)
+                                  for i in range(1, mode.uas_count + 1)]))
+            extra = uac_extra(mode, tdir)
+            if mode.subscribers:
+                write_users_csv(os.path.join(tdir, "users-0.csv"), mode.subscribers, part=0, parts=1)
+            t.prefix = icount.wrapper(tdir)
+            try:
+                uas.start()
+                t0 = time.monotonic()
+                t.start(mode, tdir, 1, timeout=600)  # interpreters start ~50x slower
+                log(f"{name}: up under callgrind in {time.monotonic() - t0:.0f} s")
+                run_uac(mode.uac_scenario, HOST, t.port, 5, 20, tdir, f"{name}-warm",
+                        local_port=PORTS["uac"], recv_timeout_ms=30000, extra=extra)
+                icount.dump(t.pids(), tdir)  # thrown away: zeroes the counters
+                window = calls / rate
+                t0 = time.monotonic()
+                time.sleep(window)
+                idle_ir, _ = icount.dump(t.pids(), tdir)
+                idle_s = time.monotonic() - t0
+                t0 = time.monotonic()
+                res = run_uac(mode.uac_scenario, HOST, t.port, rate, calls, tdir, f"{name}-count",
+                              local_port=PORTS["uac"], recv_timeout_ms=30000, extra=extra)
+                load_ir, files = icount.dump(t.pids(), tdir)
+                load_s = time.monotonic() - t0
+            except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as e:
+                log(f"FAILED {name} under callgrind: {e}")
+                continue
+            finally:
+                t.stop(timeout=60)
+                uas.stop()
+            per = icount.per_call(load_ir, load_s, idle_ir, idle_s, res.successful)
+            rows.append({"mode": mode.name, "target": name, "calls": calls,
+                         "successful": res.successful, "failed": res.failed,
+                         "processes": files, "load_ir": load_ir, "load_s": round(load_s, 2),
+                         "idle_ir": idle_ir, "idle_s": round(idle_s, 2),
+                         "ir_per_call": per and round(per),
+                         "ir_per_msg": per and round(per / mode.messages_per_call)})
+            log(f"{mode.name} {name}: {rows[-1]['ir_per_call']} instructions per call "
+                f"({res.successful}/{calls} calls ok, {files} process dump(s))")
+    print()
+    print("=" * 78)
+    print("instructions (callgrind Ir), 1 worker = 1 Kamailio child, net of idle")
+    print(f"{'mode':14s}{'proxy':10s}{'per call':>14s}{'per message':>14s}{'x kamailio':>12s}{'calls ok':>10s}")
+    for r in rows:
+        kam = next((k for k in rows if k["mode"] == r["mode"] and k["target"] == "kamailio"), None)
+        x = ratio(r["ir_per_call"], kam and kam["ir_per_call"])
+        print(f"{r['mode']:14s}{r['target']:10s}{fmt(r['ir_per_call'], ',d'):>14s}"
+              f"{fmt(r['ir_per_msg'], ',d'):>14s}{fmt(x, '.2f'):>12s}"
+              f"{r['successful']:>6d}/{r['calls']}")
+    return rows
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -690,6 +768,17 @@ def main(argv=None):
             return 2
     workdir = tempfile.mkdtemp(prefix="sipedge-bench-")
     log(f"work dir (logs, configs, SIPp statistics): {workdir}")
+    if args.instructions:
+        rows = instruction_counts(args, workdir)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"instructions": rows}, f, indent=1)
+        ok = bool(rows) and all(r["failed"] == 0 for r in rows)
+        if ok and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"kept {workdir}")
+        return 0 if ok else 1
     bench = Bench(args, workdir)
     maxes, meta = [], []
     t0 = time.monotonic()

@@ -33,6 +33,7 @@ class Target:
         self.workers = 1
         self.log = None
         self.workdir = None
+        self.prefix = []  # a command prefix, e.g. valgrind for the instruction counts
 
     # -- to implement ---------------------------------------------------
     def available(self):
@@ -83,7 +84,7 @@ class Target:
         os.makedirs(workdir, exist_ok=True)
         if proc.udp_sockets_on(self.port):
             raise TargetError(f"{self.name}: UDP port {self.port} is already in use")
-        cmd = self.command(mode, workdir, workers)
+        cmd = self.prefix + self.command(mode, workdir, workers)
         self.log = os.path.join(workdir, f"{self.name}.log")
         with open(self.log, "ab") as out:
             out.write(f"# {' '.join(cmd)}\n".encode())

@@ -65,6 +65,8 @@ def test_calls_through_record_routing_proxy(sipedge_factory, sipp, workers):
     assert stats["requests_out"]["BYE"] == 200
     assert stats["requests_out"]["ACK"] == 200
     assert stats["parse_errors"] == 0
+    # uvloop is a dependency; each worker says which loop it runs
+    assert edge.log_path.read_text().count("event loop: uvloop") == workers
 
 
 @needs_sipp
