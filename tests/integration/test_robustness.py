@@ -393,3 +393,40 @@ def test_registrar_storage_in_ram_and_subscribers_from_the_config(tmp_path, stor
     saved = db.execute("SELECT aor FROM location").fetchall()
     assert saved == ([] if storage == "memory" else [("alice@localhost",)])
     assert db.execute("SELECT username FROM subscriber").fetchall() == [("alice",)]
+
+
+def test_tls_connections_bounded_per_source(tmp_path):
+    """The same bounds hold for TLS: a TLS connection counts once its handshake is done."""
+    import ssl
+
+    from tls_certs import TestCA
+
+    ca = TestCA(tmp_path)
+    cert = ca.issue("proxy", "127.0.0.1", ips=("127.0.0.1",))
+    port = free_port()
+    cfg = make_config(str(tmp_path / "sipedge.ctl"), [("tls", "127.0.0.1", port)], 1,
+                      f'[tls]\ncertificate = "{cert.cert}"\nprivate_key = "{cert.key}"\n')
+    cfg = cfg.replace("[core]\n", "[core]\ntcp_max_connections_per_source = 3\n", 1)
+    edge = SipEdge(tmp_path, cfg).start(1)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conns = []
+    try:
+        for _ in range(6):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            conns.append(ctx.wrap_socket(raw))
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert all(_closed(s, 2) for s in conns[:3])
+        opt = _req("OPTIONS", f"sip:127.0.0.1:{port};transport=tls",
+                   via="SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK{n}")
+        for s in conns[3:]:
+            s.sendall(opt)
+            assert s.recv(65536).startswith(b"SIP/2.0 200 ")
+        assert edge.settled_stats()["tcp_limit_per_source"] == 3
+    finally:
+        for s in conns:
+            s.close()
+        assert edge.stop() == 0, edge.log()
+    assert not edge.log_problems(), edge.log()
