@@ -66,6 +66,9 @@ class RegistrarParams:
                             choices=("strict", "lazy", "off"))
     require_subscriber: bool = option(True, "only users in the subscriber table may register "
                                       "(404 for others); lookups of unknown users give 404")
+    max_aors: int = option(100000, "with require_subscriber off: AORs the location table "
+                           "may hold; a REGISTER for a new AOR beyond it gets 503 (Retry-After "
+                           "60)", min=1, max=100000000)
     purge_interval_s: float = option(60.0, "how often expired bindings are deleted", min=1,
                                      max=3600)
     nat_keepalive_interval_s: float = option(25.0, "interval of keepalive pings (OPTIONS over "

@@ -17,6 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .. import ReplySpec
 from .core import Binding, RegisterOutcome
 
 SCHEMA_VERSION = 1
@@ -161,12 +162,21 @@ class Store:
                                 (now,)).fetchall()
         return [_binding(r) for r in rows]
 
-    def update_aor(self, aor: str,
-                   compute: Callable[[list[Binding]], RegisterOutcome]) -> RegisterOutcome:
+    def update_aor(self, aor: str, compute: Callable[[list[Binding]], RegisterOutcome],
+                   max_aors: int | None = None) -> RegisterOutcome:
         """Read the AOR's bindings, let `compute` decide, write its changes: one transaction.
-        Nothing is written unless the outcome is a 200."""
+        Nothing is written unless the outcome is a 200. With `max_aors`, a new AOR is
+        refused (503) once the table holds that many (registration without subscribers:
+        the AORs are outsiders' choice)."""
         with self._transaction():
-            outcome = compute(self.bindings(aor))
+            existing = self.bindings(aor)
+            outcome = compute(existing)
+            if outcome.ok and max_aors is not None and not existing and outcome.upserts:
+                count = self._db.execute(f"SELECT COUNT(DISTINCT aor) FROM {self._loc}"
+                                         ).fetchone()[0]
+                if count >= max_aors:
+                    return RegisterOutcome(ReplySpec(503, "Location Table Full",
+                                                     (("Retry-After", "60"),)))
             if outcome.ok:
                 self._write(aor, outcome.upserts, outcome.deletes)
         return outcome

@@ -273,3 +273,22 @@ def test_config_subscribers_validated_at_load():
                   '[[registrar.subscriber]]\nusername = "alice"\ndomain = "example.com"\n')
     text = str(info.value)
     assert "registrar.subscriber[0]" in text and "registrar.subscriber[1]" in text
+
+
+def test_new_aors_beyond_max_aors_are_refused(tmp_path):
+    """Without subscribers an outsider picks the AORs: their number is bounded."""
+    s = Store(tmp_path / "location.sqlite")
+
+    def reg(user, max_aors=3, cseq=1):
+        r = parse_register(request(to=f"<sip:{user}@example.com>", cseq=cseq,
+                                   contacts=[f"<sip:{user}@192.0.2.1>"]), P,
+                           Source("192.0.2.1", 5060))
+        return s.update_aor(r.aor, lambda existing: apply_register(r, existing, P, NOW),
+                            max_aors)
+
+    assert all(reg(f"u{i}").ok for i in range(3))
+    full = reg("u3")
+    assert (full.reply.status, full.reply.reason) == (503, "Location Table Full")
+    assert reg("u1", cseq=2).ok  # a refresh of a known AOR still works
+    assert s.aor_count(NOW) == 3
+    assert reg("u3", None).ok  # no bound given: the subscriber table bounds the AORs
