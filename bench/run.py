@@ -76,6 +76,12 @@ def parse_args(argv):
     ap.add_argument("--sipedge-bin", default=os.path.join(REPO, ".venv", "bin", "sipedge"))
     ap.add_argument("--json", metavar="FILE", help="write all runs and the summary as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory with logs")
+    ap.add_argument("--overload", default="",
+                    help="after the maximum rate search, offer these multiples of the measured "
+                         "maximum (e.g. 1.5,2) and report goodput, 503s sent and recovery time "
+                         "(issue 14; with --quick: 1.5,2 when given as 'on')")
+    ap.add_argument("--overload-s", type=float, default=10.0,
+                    help="duration of each overload run in seconds (default 10)")
     ap.add_argument("--profile", action="store_true",
                     help="also record a py-spy profile of sipedge at the highest fixed rate "
                          "(needs py-spy in the venv or on PATH)")
@@ -89,6 +95,9 @@ def parse_args(argv):
                          "slower; a proxy that falls behind retransmits and fails calls)")
     a = ap.parse_args(argv)
     a.workers = [int(x) for x in a.workers.split(",") if x]
+    a.overload = [1.5, 2.0] if a.overload == "on" else [float(x) for x in a.overload.split(",") if x]
+    if a.overload and a.no_max_rate:
+        ap.error("--overload needs the maximum rate search (drop --no-max-rate)")
     a.rates = [int(x) for x in a.rates.split(",") if x]
     names = []
     for m in a.mode.split(","):
@@ -152,6 +161,7 @@ class Bench:
         self.failures = []
         self.profiles = []
         self.skipped = []
+        self.overloads = []
         self.mode_dir = workdir
 
     # -- one measurement ------------------------------------------------------
@@ -245,6 +255,8 @@ class Bench:
         if not res.complete and kind in ("fixed", "profiled"):  # probes are meant to fail
             self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
                                  f"(SIPp caller log {res.log}, callee log {uas.log}, proxy log {target.log})")
+        if kind == "overload":  # the caller measures the recovery itself
+            return run
         time.sleep(self.args.pause_s)  # let the last calls and queued datagrams drain
         if not run["ok"]:
             run["drain_s"] = self.drain(target)
@@ -307,6 +319,56 @@ class Bench:
                 "at_limit": {k: (hi_run or lo_run or {}).get(k) for k in
                              ("rate", "achieved_rate", "failed", "retransmissions",
                               "proxy_cores", "uac_cores", "uas_cores")}}
+
+    # -- overload (issue 14) ----------------------------------------------------------------
+    def overload(self, mode, target, uas, workers, transport, rep, max_rate, factor):
+        """Offer `factor` x the measured maximum for --overload-s seconds. Goodput: calls
+        completed per second of the run (as a share of the maximum). 503s: what sipedge
+        says it shed (its `overload_503` counter). Recovery: from the end of the run until
+        the proxy is idle again (its queue drained), then a run at half the maximum must
+        complete without a failure."""
+        a = self.args
+        rate = int(max_rate * factor)
+        shed0 = self.proxy_counter(target, "overload_503")
+        r = self.measure(mode, target, uas, workers, transport, rate, int(rate * a.overload_s),
+                         "overload", rep)
+        t_end = time.monotonic()
+        self.drain(target)
+        recovery = time.monotonic() - t_end
+        after_rate = max(10, max_rate // 2)
+        after = self.measure(mode, target, uas, workers, transport, after_rate,
+                             int(after_rate * 3), "after-overload", rep)
+        shed1 = self.proxy_counter(target, "overload_503")
+        span = r["sipp_elapsed_s"] or r["wall_s"]
+        goodput = r["successful"] / span if span else 0.0
+        out = {"mode": mode.name, "workers": workers, "target": target.name, "rep": rep,
+               "max_rate": max_rate, "factor": factor, "offered_rate": rate,
+               "goodput_cps": round(goodput, 1),
+               "goodput_share": round(goodput / max_rate, 3) if max_rate else None,
+               "failed": r["failed"], "retransmissions": r["retransmissions"],
+               "proxy_drops": r["drops_proxy"],
+               "shed_503": (shed1 - shed0) if None not in (shed0, shed1) else None,
+               "recovery_s": round(recovery, 2),
+               "after_ok": after["failed"] == 0 and after["successful"] == after["calls"]}
+        log(f"  overload {target.name:8s} {factor}x = {rate}/s: goodput {goodput:.0f}/s "
+            f"({out['goodput_share']} of max {max_rate}), failed {r['failed']}, "
+            f"503 sent {out['shed_503']}, retrans {r['retransmissions']}, "
+            f"proxy drops {r['drops_proxy']}, recovery {out['recovery_s']} s, "
+            f"then {after_rate}/s {'all ok' if out['after_ok'] else 'NOT ok'}")
+        return out
+
+    def proxy_counter(self, target, name):
+        """A counter from sipedge's `stats` RPC (None for the other proxies)."""
+        if target.name != "sipedge":
+            return None
+        time.sleep(0.6)  # the workers publish their counters twice a second
+        try:
+            from sipedge.io.rpc import RpcError, rpc_call
+            total = rpc_call(os.path.join(target.workdir, "ctl.sock"), "stats", None,
+                             timeout=5)["total"]
+        except (ImportError, OSError, KeyError, RpcError):
+            return None
+        return total.get(name, 0)
 
     # -- optional profile -----------------------------------------------------------------
     def profile(self, mode, target, uas, workers, transport, rate):
@@ -433,6 +495,11 @@ class Bench:
                         if t.alive():
                             log(f"rep {rep} {mode.name} w{workers} {t.name}: max rate search")
                             results.append(self.max_rate(mode, t, uases[t.name], workers, transport, rep))
+                            if a.overload and results[-1]["max_rate"]:
+                                for factor in a.overload:
+                                    self.overloads.append(self.overload(
+                                        mode, t, uases[t.name], workers, transport, rep,
+                                        results[-1]["max_rate"], factor))
             for t in live:
                 if not t.alive():
                     self.failures.append(f"{t.name} died during the run; see {t.log}")
@@ -728,6 +795,15 @@ def main(argv=None):
     print_table(summary, args.reps)
     for note in bench.skipped:
         print("  ! " + note)
+    if bench.overloads:
+        print("\noverload (offered a multiple of the measured maximum; goodput = completed "
+              "calls/s)")
+        for o in bench.overloads:
+            print(f"  {o['mode']} w{o['workers']} {o['target']:8s} {o['factor']}x "
+                  f"({o['offered_rate']}/s): goodput {o['goodput_cps']}/s = "
+                  f"{o['goodput_share']} of max {o['max_rate']}, 503 sent {o['shed_503']}, "
+                  f"failed {o['failed']}, retrans {o['retransmissions']}, "
+                  f"recovery {o['recovery_s']} s, after: {'ok' if o['after_ok'] else 'NOT ok'}")
     log(f"total time {time.monotonic() - t0:.0f} s")
     if args.json:
         doc = {"meta": {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -736,6 +812,7 @@ def main(argv=None):
                         "modes": [m.name for m in args.modes], "workdir": workdir,
                         "groups": meta, "profiles": bench.profiles, "skipped": bench.skipped},
                "summary": summary, "max_rate": maxes, "runs": bench.runs,
+               "overload": bench.overloads,
                "failures": bench.failures}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1, default=str)

@@ -26,6 +26,7 @@ from .io.modules import (
     load_dispatcher_table,
     make_enum_lookup,
     registrar_db_path,
+    registrar_ram_path,
 )
 from .io.rpc import RpcError, RpcServer
 from .io.worker import STATS_SLOT_BYTES, resolve_script_path
@@ -80,8 +81,10 @@ class Proxy:
         if "registrar" in self.modules:
             p = self.config.registrar
             path = registrar_db_path(self.config)
-            self.store = await AsyncStore.open(path, synchronous=p.db_synchronous)
+            self.store = await AsyncStore.open(path, synchronous=p.db_synchronous,
+                                               location_path=registrar_ram_path(p, path))
             log.info("registrar database open path=%s", path)
+            await self._registrar_storage_start(p)
         if "auth" in self.modules:
             secret = self.config.auth.secret.encode()
             if not secret:
@@ -98,24 +101,53 @@ class Proxy:
             log.info("dispatcher destinations=%d sets=%d source=%s", len(table),
                      len(table.sets), table.source)
 
+    async def _registrar_storage_start(self, p) -> None:
+        """Subscribers declared in the config file into the database; with write-back
+        storage, the saved bindings into RAM (once per RAM file: a restarted proxy keeps
+        what RAM has). Before the workers start."""
+        assert self.store is not None
+        if p.storage == "write-back":
+            n = await self.store.run(Store.load_location, time.time())
+            log.info("registrar storage=write-back bindings loaded into RAM count=%d", n)
+        if p.subscriber:
+            written, removed = await self.store.run(Store.sync_subscribers, [
+                (s.username, s.domain, s.ha1_md5, s.ha1_sha256) for s in p.subscriber])
+            log.info("registrar subscribers from the config file synced=%d removed=%d",
+                     written, removed)
+
     async def stop_modules(self) -> None:
         if self.store is not None:
+            if self.config.registrar.storage == "write-back":
+                n = await self.store.run(Store.flush_location, time.time())
+                log.info("registrar storage=write-back bindings saved at stop count=%d", n)
             await self.store.close()
             self.store = None
 
     async def purge_bindings(self) -> None:
-        """Delete expired bindings every [registrar] purge_interval_s."""
+        """Delete expired bindings every [registrar] purge_interval_s; with write-back
+        storage, save the RAM bindings every write_back_interval_s."""
         if self.store is None:
             return
+        p = self.config.registrar
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time() + p.purge_interval_s
+        next_flush = loop.time() + p.write_back_interval_s if p.storage == "write-back" \
+            else float("inf")
         while not self._stopping:
-            await asyncio.sleep(self.config.registrar.purge_interval_s)
+            await asyncio.sleep(max(0.0, min(next_purge, next_flush) - loop.time()))
+            now = loop.time()
             try:
-                n = await self.store.purge_expired(time.time())
+                if now >= next_flush:
+                    next_flush = now + p.write_back_interval_s
+                    n = await self.store.run(Store.flush_location, time.time())
+                    log.debug("registrar write-back saved bindings count=%d", n)
+                if now >= next_purge:
+                    next_purge = now + p.purge_interval_s
+                    n = await self.store.purge_expired(time.time())
+                    if n:
+                        log.info("registrar purged expired bindings count=%d", n)
             except StoreError as exc:
-                log.warning("registrar purge failed: %s", exc)
-                continue
-            if n:
-                log.info("registrar purged expired bindings count=%d", n)
+                log.warning("registrar purge or write-back failed: %s", exc)
 
     def module_rpc(self) -> dict:
         methods: dict = {}

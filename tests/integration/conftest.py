@@ -28,6 +28,8 @@ def sipedge_factory(tmp_path):
     for edge in started:
         rc = edge.stop()
         assert rc == 0, f"sipedge exited rc={rc}:\n{edge.log()}"
+        problems = edge.log_problems()  # issue 14: no exception may escape a handler
+        assert not problems, f"exception in the proxy log: {problems[:5]}\n{edge.log()}"
 
 
 @pytest.fixture

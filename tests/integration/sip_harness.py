@@ -23,6 +23,10 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "tools" / "lab"))
 from labkit import free_port as _lab_free_port  # noqa: E402 - one helper for tests and the lab
 
 SCENARIOS = Path(__file__).parent / "scenarios"
+# an exception that escaped its handler: asyncio's "Unhandled exception" / "Exception in
+# callback", any traceback, or the per-message boundary's internal error
+LOG_PROBLEMS = ("Traceback (most recent call last)", "Unhandled exception",
+                "Exception in callback", "internal error handling message")
 HAVE_SIPP = shutil.which("sipp") is not None
 
 needs_sipp = pytest.mark.skipif(not HAVE_SIPP, reason="SIPp (Debian sip-tester) not installed")
@@ -103,6 +107,16 @@ class SipEdge:
             return self.log_path.read_text(errors="replace")[-8000:]
         except OSError:
             return ""
+
+    def log_problems(self) -> list[str]:
+        """Log lines that show an exception escaped a handler: a test failure wherever it
+        happens (issue 14: the per-message boundary must hold for any input)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines()
+                if any(bad in line for bad in LOG_PROBLEMS)]
 
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

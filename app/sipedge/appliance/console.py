@@ -406,6 +406,12 @@ class ConsoleSession:
                  f"version:  {st.get('version')}"]
         if st.get("problem"):
             lines.append(f"problem:  {st['problem']}")
+        security = getattr(self.backend, "security", None)
+        sec = security() if security is not None else None
+        if sec:
+            lines.append(f"security: {sec['blocked_now']} sources blocked now "
+                         f"({', '.join(sec['sample']) or '-'}), {sec['blocks_total']} blocks "
+                         f"and {sec['unblocks_total']} unblocks since start")
         wd = st["watchdog"]
         if wd.get("previous_reset"):
             lines.append(f"watchdog: {wd['previous_reset']}")

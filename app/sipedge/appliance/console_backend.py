@@ -63,6 +63,21 @@ class SupervisorBackend:
 
         return rpc_call(self.sup.choice.config.core.ctl_socket, method, params or None)
 
+    def security(self) -> dict[str, Any] | None:
+        """Flood-defence blocks for the status page (None: the proxy or its security module
+        is not there)."""
+        from ..io.rpc import RpcError, rpc_call
+
+        ctl = self.sup.choice.config.core.ctl_socket
+        try:
+            blocked = rpc_call(ctl, "sec.blocked", None, timeout=2)
+            total = rpc_call(ctl, "stats", None, timeout=2).get("total", {})
+        except (RpcError, OSError, ValueError, AttributeError):
+            return None
+        return {"blocked_now": len(blocked), "sample": [b["ip"] for b in blocked[:3]],
+                "blocks_total": total.get("sec_blocks", 0),
+                "unblocks_total": total.get("sec_unblocks", 0)}
+
     def logs(self, n: int) -> list[str]:
         return self.ring.tail(n) if self.ring is not None else []
 

@@ -359,6 +359,18 @@ def _check_modules(config: Config, v: _Validator) -> None:
             v.error("registrar.default_expires_s",
                     f"must lie between min_expires_s ({reg.min_expires_s}) and max_expires_s "
                     f"({reg.max_expires_s})")
+        from ..modules.registrar.store import _check_subscriber
+
+        seen_subs: dict = {}
+        for i, sub in enumerate(reg.subscriber):
+            try:
+                _check_subscriber(sub.username, sub.domain, sub.ha1_md5, sub.ha1_sha256)
+            except ValueError as exc:
+                v.error(f"registrar.subscriber[{i}]", str(exc))
+            key = (sub.username, sub.domain.lower())
+            if key in seen_subs:
+                v.error(f"registrar.subscriber[{i}]", f"duplicate of subscriber[{seen_subs[key]}]")
+            seen_subs.setdefault(key, i)
     auth = getattr(config, "auth", None)
     if auth is not None:
         from ..modules.auth.digest import ALGORITHMS

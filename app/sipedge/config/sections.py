@@ -24,6 +24,31 @@ class CoreParams:
                                    "(SO_RCVBUF/SO_SNDBUF; as root it may exceed "
                                    "net.core.rmem_max)", min=65536, max=67108864,
                                    reloadable=False)
+    tcp_max_connections: int = option(2048, "TCP/TLS connections per worker, in and out; "
+                                      "past it the least recently active one is closed "
+                                      "(each costs a socket and up to max_message_bytes of "
+                                      "buffer)", min=16, max=1000000)
+    tcp_max_connections_per_source: int = option(32, "TCP/TLS connections from one address "
+                                                 "per worker; past it that source's least "
+                                                 "recently active one is closed", min=1,
+                                                 max=1000000)
+    tcp_read_timeout_s: float = option(10.0, "a message started on a TCP/TLS connection "
+                                       "must arrive whole within this time, or the "
+                                       "connection is closed (slow senders)", min=0.5,
+                                       max=600)
+    tcp_max_send_buffer_bytes: int = option(1048576, "data queued for a TCP/TLS peer that "
+                                            "does not read; past it the connection is "
+                                            "closed", min=65536, max=67108864)
+    overload_backlog_bytes: int = option(1048576, "overload shedding: when more than this "
+                                         "is queued unread on a worker's UDP sockets (kernel "
+                                         "accounting, about 1.3 KB per small datagram: 1 MiB "
+                                         "is some 800 messages, 40-100 ms of work), new "
+                                         "initial requests get 503 + Retry-After until the "
+                                         "backlog is under a quarter of it; replies, ACK, "
+                                         "CANCEL and in-dialog requests always go on "
+                                         "(0: off)", min=0, max=67108864)
+    overload_retry_after_s: int = option(5, "Retry-After of the overload 503", min=1,
+                                         max=3600)
     modules: list[str] = option(default_factory=list,
                                 doc="feature modules to load, like Kamailio's loadmodule: "
                                 "`security`, `registrar`, `auth` (auth needs registrar), "

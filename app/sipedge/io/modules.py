@@ -20,12 +20,15 @@ security tables) and the event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import secrets as _secrets
 import socket
+import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -45,6 +48,7 @@ from ..modules.uac.aio import UacRuntime
 from ..sip.uri import parse_uri
 
 log = logging.getLogger("sipedge.modules")
+sec_log = logging.getLogger("sipedge.modules.security")
 
 SECURITY_PURGE_S = 5.0
 
@@ -60,6 +64,19 @@ def registrar_db_path(config, environ=os.environ) -> str:
         return str(Path(config.source).resolve().parent / p)
     base = environ.get("SIPEDGE_DATA_DIR")
     return str(Path(base) / p) if base else str(p)
+
+
+def registrar_ram_path(p, db_path: str) -> str | None:
+    """The RAM file of the location table for `[registrar] storage` memory / write-back
+    (None for db): `ram_path`, else /dev/shm (the temp dir without it), named after the
+    database so two instances never share one."""
+    if p.storage == "db":
+        return None
+    if p.ram_path:
+        return p.ram_path
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    digest = hashlib.sha256(os.path.abspath(db_path).encode()).hexdigest()[:12]
+    return os.path.join(base, f"sipedge-location-{os.getuid()}-{digest}.sqlite")
 
 
 @dataclass
@@ -127,6 +144,22 @@ class SecurityRuntime:
         assert self.sec is not None
         return self.sec.check_request(src_ip, listener, user_agent, time.monotonic())
 
+    def report_blocks(self, stats: Counter, worker: int) -> None:
+        """Log each block and unblock once (source, reason, duration) and count them."""
+        if self.sec is None or not self.sec.blocklist.events:
+            return
+        for ev in self.sec.blocklist.drain():
+            b = ev.block
+            if ev.kind == "blocked":
+                stats["sec_blocks"] += 1
+                sec_log.warning("worker=%d blocked src=%s reason=%s duration_s=%.0f",
+                            worker, b.ip, b.reason,
+                            b.until - (b.since if b.since is not None else time.monotonic()))
+            else:
+                stats["sec_unblocks"] += 1
+                sec_log.info("worker=%d unblocked src=%s reason=%s cause=%s", worker,
+                         b.ip, b.reason, ev.cause)
+
     async def stop(self) -> None:
         return None
 
@@ -176,8 +209,9 @@ class RegistrarRuntime:
     async def start(self, env: ModuleEnv) -> None:
         p = env.config.registrar
         self._env = env
-        self.store = await AsyncStore.open(registrar_db_path(env.config),
-                                           synchronous=p.db_synchronous)
+        db_path = registrar_db_path(env.config)
+        self.store = await AsyncStore.open(db_path, synchronous=p.db_synchronous,
+                                           location_path=registrar_ram_path(p, db_path))
         self.reg = Registrar(p, self.store, tuple(env.config.proxy.domains))
         self.facade = RegistrarFacade(self.reg)
         if p.nat_keepalive_interval_s > 0 and env.index == 0 and env.send is not None:

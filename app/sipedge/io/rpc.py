@@ -20,6 +20,11 @@ log = logging.getLogger("sipedge.rpc")
 
 Method = Callable[[dict[str, Any]], Any | Awaitable[Any]]
 MAX_REQUEST_BYTES = 1 << 20
+# Bounds of the control socket: a client that never reads its replies, never sends, or
+# many of them at once must not hold the proxy's memory or file descriptors.
+MAX_CLIENTS = 32  # past it the least recently active client is disconnected
+WRITE_TIMEOUT_S = 5.0  # a reply must be taken by the client within this time
+IDLE_TIMEOUT_S = 60.0  # a connected client must send its next request within this time
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -52,6 +57,7 @@ class RpcServer:
         self.path = str(path)
         self.methods = dict(methods)
         self._server: asyncio.AbstractServer | None = None
+        self._clients: dict[asyncio.StreamWriter, None] = {}  # least recently active first
         self.methods.setdefault("core.methods", lambda params: sorted(self.methods))
 
     async def start(self) -> None:
@@ -75,22 +81,40 @@ class RpcServer:
             pass
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients[writer] = None
+        while len(self._clients) > MAX_CLIENTS:
+            oldest = next(iter(self._clients))
+            log.info("rpc: more than %d clients, disconnecting the least recently active",
+                     MAX_CLIENTS)
+            self._clients.pop(oldest, None)
+            oldest.transport.abort()
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT_S)
                 except (ValueError, asyncio.LimitOverrunError):
                     writer.write(_error(None, INVALID_REQUEST, "request too large"))
+                    break
+                except asyncio.TimeoutError:
                     break
                 if not line:
                     break
                 if not line.strip():
                     continue
+                if writer in self._clients:  # most recently active last
+                    self._clients.pop(writer)
+                    self._clients[writer] = None
                 writer.write(await self.dispatch(line))
-                await writer.drain()
+                try:
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    log.info("rpc: client does not read its replies, disconnecting")
+                    writer.transport.abort()
+                    break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._clients.pop(writer, None)
             writer.close()
 
     async def dispatch(self, line: bytes) -> bytes:

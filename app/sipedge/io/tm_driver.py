@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..script.api import Drop, Forward, Relay, ReplyMsg, RequestMsg, TReply
+from ..sip.grammar import stat_method
 from ..sip.message import Request, Response
 from ..sip.proxy import Source
 from ..sip.stateful import (
@@ -183,7 +184,7 @@ class TmDriver:
                 self.proxy.reply(rctx, 503, "Next Hop Unresolvable", now=now)
             return
         for t in targets:
-            self.w.stats[f"fwd_req_{t.request.method}"] += 1
+            self.w.stats["fwd_req_" + stat_method(t.request.method)] += 1
         self.proxy.relay(rctx, targets, now)
 
     def _target(self, rctx: ResponseContext, req: Request, found, res=None) -> BranchTarget | None:

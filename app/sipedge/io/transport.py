@@ -12,6 +12,7 @@ from typing import Protocol
 from ..sip.message import content_length_of_head, find_head_end
 
 MAX_STREAM_BUFFER = 1 << 20
+MAX_SEND_BUFFER = 1 << 20
 _conn_ids = itertools.count(1)
 
 
@@ -21,6 +22,7 @@ class Sink(Protocol):
     def on_stream_error(self, reason: str, data: bytes, conn: "StreamConnection") -> None: ...
     def on_connection_made(self, conn: "StreamConnection") -> None: ...
     def on_connection_lost(self, conn: "StreamConnection") -> None: ...
+    def on_stream_overflow(self, conn: "StreamConnection") -> None: ...
 
 
 class UdpListener(asyncio.DatagramProtocol):
@@ -61,6 +63,10 @@ class StreamConnection(asyncio.Protocol):
         self.connected = asyncio.get_event_loop().create_future()
         self.closed = False
         self.server_name: str | None = None  # outbound TLS: the name the server proved
+        self.outbound = False  # we opened it (not counted against its peer's source limit)
+        self.msg_started: float | None = None  # first byte of an incomplete message
+        self.max_message = MAX_STREAM_BUFFER  # the worker sets [core] max_message_bytes
+        self.max_send_buffer = MAX_SEND_BUFFER
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -90,6 +96,10 @@ class StreamConnection(asyncio.Protocol):
                 self.on_connect_failed.append(on_error)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            if self.transport.get_write_buffer_size() > self.max_send_buffer:
+                # a peer that never reads must not hold our memory
+                self.sink.on_stream_overflow(self)
+                self.transport.abort()
         elif on_error is not None:
             asyncio.get_running_loop().call_soon(on_error)
 
@@ -106,8 +116,15 @@ class StreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping what is queued (a peer we give up on)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
+        now = self.last_activity = time.monotonic()
+        if not self.buf:
+            self.msg_started = now
         self.buf += data
         while self.buf and not self.closed:
             # keep-alives and stray CRLFs between messages (RFC 5626 3.5.1)
@@ -122,7 +139,7 @@ class StreamConnection(asyncio.Protocol):
                 continue
             head_end, body_start = find_head_end(self.buf)
             if head_end < 0:
-                if len(self.buf) > 65536:
+                if len(self.buf) > min(65536, self.max_message):
                     self._fail("Message Too Large")
                 return
             clen = content_length_of_head(bytes(self.buf[:head_end]))
@@ -130,13 +147,14 @@ class StreamConnection(asyncio.Protocol):
                 self._fail("Missing Content-Length" if clen is None else "Bad Content-Length")
                 return
             total = body_start + clen
-            if total > MAX_STREAM_BUFFER:
+            if total > self.max_message:  # refused at once, not after buffering it
                 self._fail("Message Too Large")
                 return
             if len(self.buf) < total:
                 return
             msg = bytes(self.buf[:total])
             del self.buf[:total]
+            self.msg_started = now if self.buf else None
             self.sink.on_stream_message(msg, self)
 
     def _fail(self, reason: str) -> None:

@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +36,9 @@ from ..script.api import (
     TReply,
 )
 from ..script.loader import Script, load_script
+from ..sip.grammar import stat_method
 from ..sip.message import Request, Response, parse_message
+from ..sip.overload import Overload, is_new_work, is_shed_ack, shed_reply
 from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
 from ..sip.stateful import is_stateful_branch
 from ..sip.uri import parse_uri
@@ -57,6 +59,10 @@ log = logging.getLogger("sipedge.worker")
 STATS_SLOT_BYTES = 16384
 LISTENER_RETRY_S = 1.0
 HEARTBEAT_S = 0.5
+SO_MEMINFO = 55  # Linux: getsockopt gives sk_meminfo, [0] = bytes queued for reading
+SHED_ACK_S = 32.0  # ACKs of our overload 503s are absorbed this long after the last one
+BACKLOG_CHECK_EVERY = 32  # datagrams between two looks at the receive backlog
+SRC_IP_CACHE_ENTRIES = 1024  # source address per destination, oldest forgotten first
 
 
 def handoff_address(run_id: str, index: int) -> bytes:
@@ -152,8 +158,15 @@ class Worker:
                               max_forwards=config.proxy.max_forwards, worker=index,
                               secret=run_id.encode(), server=config.core.server_header)
         self.udp: dict[int, UdpListener] = {}
+        self.udp_socks: list[socket.socket] = []  # for the backlog (overload shedding)
+        self.overload = Overload(config.core.overload_backlog_bytes)
+        self._datagrams = 0
+        self._absorb_acks = False
+        self._last_shed = 0.0
         self.tcp_servers: list[asyncio.AbstractServer] = []
-        self.conns: dict[int, StreamConnection] = {}
+        # least recently active first: the one closed when a limit is reached ([core] tcp_*)
+        self.conns: OrderedDict[int, StreamConnection] = OrderedDict()
+        self.conns_per_ip: Counter[str] = Counter()  # inbound connections per source
         self.conns_by_peer: dict[tuple[str, str, int], StreamConnection] = {}  # (proto, ip, port)
         self.stats: Counter[str] = Counter()
         self.script: Script | None = None
@@ -232,6 +245,7 @@ class Worker:
             _, proto = await loop.create_datagram_endpoint(
                 lambda i=la.index: UdpListener(self, i), sock=sock)
             self.udp[la.index] = proto
+            self.udp_socks.append(sock)
         else:
             tls = {"ssl": self.tls_server,
                    "ssl_handshake_timeout": self.config.tls.handshake_timeout_s
@@ -301,6 +315,11 @@ class Worker:
             t0 = loop.time()
             await asyncio.sleep(HEARTBEAT_S)
             self.lag_ms = max(0.0, (loop.time() - t0 - HEARTBEAT_S) * 1000)
+            self.check_backlog()  # also when traffic has stopped
+            if self._absorb_acks and time.monotonic() - self._last_shed > SHED_ACK_S:
+                self._absorb_acks = False
+            if self.modules.security is not None:  # blocks by auth failures, ends of blocks
+                self.modules.security.report_blocks(self.stats, self.index)
             self.write_stats()
 
     def write_stats(self) -> None:
@@ -318,13 +337,20 @@ class Worker:
 
     async def _sweep_connections(self) -> None:
         idle = self.config.proxy.tcp_idle_timeout_s
+        read_timeout = self.config.core.tcp_read_timeout_s
         while True:
-            await asyncio.sleep(min(5.0, idle / 2))
+            await asyncio.sleep(min(5.0, idle / 2, read_timeout / 2))
             now = time.monotonic()
             for conn in list(self.conns.values()):
                 if now - conn.last_activity > idle:
                     log.debug("closing idle connection peer=%s:%d", *conn.peer)
                     conn.close()
+                elif conn.buf and conn.msg_started is not None \
+                        and now - conn.msg_started > read_timeout:
+                    self.stats["tcp_slow_closed"] += 1
+                    log.info("closing connection peer=%s:%d: message incomplete after %.0fs",
+                             *conn.peer, read_timeout)
+                    conn.abort()
 
     # -- input -------------------------------------------------------------------------
 
@@ -332,24 +358,112 @@ class Worker:
         if len(data) <= 4 and not data.strip():
             self.stats["keepalives"] += 1
             return  # CRLF keep-alive over UDP
+        self._datagrams += 1
+        if not self._datagrams % BACKLOG_CHECK_EVERY:
+            self.check_backlog()
+        if (self.overload.active or self._absorb_acks) and self._shed(data, addr, listener):
+            return
         src = Source("udp", addr[0], addr[1], listener)
         self.handle(data, src)
 
+    # -- overload shedding (sip/overload.py) ------------------------------------------
+
+    def check_backlog(self) -> None:
+        """Read how much is queued unread on our UDP sockets; switch shedding on or off."""
+        if self.overload.high_bytes <= 0 or not self.udp_socks:
+            return
+        backlog = 0
+        try:
+            for sock in self.udp_socks:
+                backlog += struct.unpack_from(
+                    "I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0]
+        except OSError as exc:  # not Linux: no shedding
+            log.warning("worker=%d overload shedding off: no SO_MEMINFO (%s)", self.index, exc)
+            self.overload.high_bytes = 0
+            return
+        if self.overload.update(backlog):
+            if self.overload.active:
+                self.stats["overload_episodes"] += 1
+                log.warning("worker=%d overloaded: %d bytes queued, new requests get 503",
+                            self.index, backlog)
+            else:
+                log.info("worker=%d overload over: %d bytes queued", self.index, backlog)
+
+    def _shed(self, data: bytes, addr: tuple, listener: int) -> bool:
+        """Under overload, answer a new initial request 503 from its raw bytes; absorb the
+        ACKs of those 503s. True when the datagram was dealt with here."""
+        if self.overload.active and is_new_work(data):
+            self.check_backlog()  # one syscall: back to normal as soon as the queue is short
+            if not self.overload.active:
+                return False
+            reply = shed_reply(data, self.config.core.overload_retry_after_s,
+                               self.run_id.encode(), self.config.core.server_header)
+            if reply is None:
+                return False  # the full path answers it
+            self.stats["overload_503"] += 1
+            self._absorb_acks = True
+            self._last_shed = time.monotonic()
+            udp = self.udp.get(listener)
+            if udp is not None:
+                udp.sendto(reply, addr)
+            return True
+        if data[:4] == b"ACK " and is_shed_ack(data):
+            self.stats["overload_acks_absorbed"] += 1
+            return True
+        return False
+
     def on_stream_message(self, data: bytes, conn: StreamConnection) -> None:
+        if conn.id in self.conns:
+            self.conns.move_to_end(conn.id)
         src = Source(conn.proto, conn.peer[0], conn.peer[1], conn.listener, conn.id)
         self.handle(data, src, datagram=False)
 
     def on_stream_error(self, reason: str, data: bytes, conn: StreamConnection) -> None:
         src = Source(conn.proto, conn.peer[0], conn.peer[1], conn.listener, conn.id)
         self.stats["parse_errors"] += 1
-        self._answer_malformed(data, src, RemoteProtocolError(reason))
+        self._answer_malformed(data, src, RemoteProtocolError(
+            reason, 513 if reason == "Message Too Large" else 400))
 
     def on_connection_made(self, conn: StreamConnection) -> None:
+        """Bounded per source and in total ([core] tcp_max_connections*): past a limit the
+        least recently active connection (of that source, or of all) is closed."""
+        core = self.config.core
+        conn.max_message = self.max_message
+        conn.max_send_buffer = core.tcp_max_send_buffer_bytes
+        if not conn.outbound:
+            ip = conn.peer[0]
+            if self.conns_per_ip[ip] >= core.tcp_max_connections_per_source:
+                oldest = next((c for c in self.conns.values()
+                               if c.peer[0] == ip and not c.outbound), None)
+                if oldest is not None:
+                    self._shed_connection(oldest, "per_source")
+            self.conns_per_ip[ip] += 1
+        while len(self.conns) >= core.tcp_max_connections:
+            self._shed_connection(next(iter(self.conns.values())), "total")
         self.conns[conn.id] = conn
         self.conns_by_peer[(conn.proto, *conn.peer)] = conn
 
+    def on_stream_overflow(self, conn: StreamConnection) -> None:
+        self.stats["tcp_send_overflow"] += 1
+        log.info("closing connection peer=%s:%d: it does not read (send buffer over %d bytes)",
+                 *conn.peer, conn.max_send_buffer)
+
+    def _shed_connection(self, conn: StreamConnection, limit: str) -> None:
+        self.stats[f"tcp_limit_{limit}"] += 1
+        log.info("closing connection peer=%s:%d: tcp connection limit (%s) reached",
+                 *conn.peer, limit)
+        self._forget_connection(conn)
+        conn.abort()
+
+    def _forget_connection(self, conn: StreamConnection) -> None:
+        if self.conns.pop(conn.id, None) is not None and not conn.outbound:
+            ip = conn.peer[0]
+            self.conns_per_ip[ip] -= 1
+            if self.conns_per_ip[ip] <= 0:
+                del self.conns_per_ip[ip]
+
     def on_connection_lost(self, conn: StreamConnection) -> None:
-        self.conns.pop(conn.id, None)
+        self._forget_connection(conn)
         key = (conn.proto, *conn.peer)
         if self.conns_by_peer.get(key) is conn:
             del self.conns_by_peer[key]
@@ -425,8 +539,9 @@ class Worker:
         if len(data) > self.max_message:
             self.stats["drops"] += 1
             return
-        if datagram and not handed and data[:8] == b"SIP/2.0 " and \
-                not self.modules.response_hooks and (
+        if datagram and not handed and data[:8] == b"SIP/2.0 " and (
+                b"1" <= data[8:9] <= b"6") and (  # one stats key per class, never a byte
+                not self.modules.response_hooks) and (
                 self.script is None or self.script.reply_route is None):
             try:
                 route = self.core.splice_response(data)
@@ -449,7 +564,7 @@ class Worker:
         try:
             if isinstance(msg, Request):
                 if not ring:
-                    self.stats[f"rcv_req_{msg.method}"] += 1
+                    self.stats["rcv_req_" + stat_method(msg.method)] += 1
                 self.handle_request(msg, src, data, ring)
             else:
                 self.stats[f"rcv_rpl_{msg.status // 100}xx"] += 1
@@ -475,6 +590,17 @@ class Worker:
 
     def _answer_malformed(self, data: bytes, src: Source, exc: RemoteProtocolError,
                           msg: Request | None = None) -> None:
+        """Answer a bad request (400, or the error's status hint); never raises: the
+        request may be broken in more ways than the one that brought us here."""
+        try:
+            self._reply_malformed(data, src, exc, msg)
+        except RemoteProtocolError as again:
+            self.stats["drops"] += 1
+            log.info("bad request from %s:%d: %s (unanswerable: %s)", src.ip, src.port,
+                     exc.reason, again.reason)
+
+    def _reply_malformed(self, data: bytes, src: Source, exc: RemoteProtocolError,
+                         msg: Request | None) -> None:
         req = msg if msg is not None else salvage_request(data)
         if req is not None and msg is None:
             try:
@@ -491,8 +617,14 @@ class Worker:
         try:
             resp.via  # noqa: B018 - must parse to be routable
         except RemoteProtocolError:
-            self.stats["drops"] += 1
-            return
+            # a Via list with empty elements (", ,"): answer to what is there
+            for h in resp.headers:
+                if h[0] == "via":
+                    h[2] = ", ".join(v for v in (p.strip() for p in h[2].split(",")) if v)
+            resp._invalidate("via")
+            resp.via  # noqa: B018 - still unparsable: RemoteProtocolError, a drop
+        if msg is not None:  # the error may have come before check_request stamped it
+            self.core.stamp_via(resp, src)  # type: ignore[arg-type] - same header rules
         self.send_reply(resp, src)
 
     # -- requests ----------------------------------------------------------------------
@@ -506,6 +638,7 @@ class Worker:
                                   msg.get("user-agent"))
             if not decision.accepted:
                 self.stats[f"sec_{decision.reason}"] += 1
+                sec.report_blocks(self.stats, self.index)
                 spec = sec_reply_for(decision)  # 503 when flood_action = "503", else silence
                 if spec is not None and msg.method != "ACK":
                     self.send_reply(self.core.make_reply(msg, *spec), src)
@@ -626,7 +759,7 @@ class Worker:
                 self.send_reply(self.core.make_reply(msg, 503, "No Listener For Transport"), src)
             return
         data = self.core.finalize_request(msg, src, out)
-        self.stats[f"fwd_req_{msg.method}"] += 1
+        self.stats["fwd_req_" + stat_method(msg.method)] += 1
         self._send(proto, data, target.ip, target.port, out.index, target.server_name)
 
     def _pick_listener(self, proto: str, ip: str, src: Source | None,
@@ -663,6 +796,8 @@ class Worker:
                     src_ip = s.getsockname()[0]
                 except OSError:
                     src_ip = "127.0.0.1" if _family(dest_ip) == socket.AF_INET else "::1"
+            if len(self.src_ip_cache) >= SRC_IP_CACHE_ENTRIES:  # R-URI hosts are peer input
+                self.src_ip_cache.pop(next(iter(self.src_ip_cache)))
             self.src_ip_cache[dest_ip] = src_ip
             self.core.add_local(src_ip, la.adv_port)
         return LocalAddress(la.index, la.proto, la.ip, la.port, src_ip, la.adv_port)
@@ -773,6 +908,7 @@ class Worker:
         if proto == "tls" and self.tls_client is None:
             raise TransportError("no tls listener, so no TLS configuration")
         conn = StreamConnection(self, listener, proto)
+        conn.outbound = True
         conn.peer = (ip, port)
         conn.server_name = (server_name or ip) if proto == "tls" else None
         conn.send(data, on_error)  # queued until connected

@@ -332,6 +332,12 @@ class RequestMsg(_MessageView):
         """The listener forced by `force_send_socket()`, or None."""
         return self._msg.send_socket
 
+    def record_route(self, on: bool = True) -> None:
+        """Insert Record-Route for this request when it is relayed (Kamailio's
+        record_route()), whatever `[proxy] record_route` says; `on=False` leaves it out
+        for this request even when `[proxy] record_route` is on."""
+        self._msg.record_route = bool(on)
+
     def is_myself(self, uri: str | None = None) -> bool:
         """Is the URI (default: the Request-URI) this proxy: one of its listeners (host and
         port), or one of its configured domains."""

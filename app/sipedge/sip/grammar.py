@@ -34,6 +34,20 @@ MULTI_VALUE = frozenset({
 })
 
 
+# Methods counted by name in statistics; any other name a peer sends counts as `other`, so
+# a stream of random method names cannot grow the counters (RFC 3261, 3262, 3265, 3311,
+# 3428, 3515, 3903, 6086).
+KNOWN_METHODS = frozenset({
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+})
+
+
+def stat_method(method: str) -> str:
+    """The method's name for a statistics key: itself when known, else `other`."""
+    return method if method in KNOWN_METHODS else "other"
+
+
 def canonical_name(key: str) -> str:
     """`record-route` -> `Record-Route`, `call-id` -> `Call-ID`."""
     name = CANONICAL.get(key)

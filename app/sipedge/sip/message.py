@@ -30,6 +30,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 _DIGITS = re.compile(r"[0-9]{1,9}")
 _STATUS = re.compile(r"[1-9][0-9][0-9]")
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
+# headers a message carries at most once (RFC 3261 20; 8.2.2 / 16.3: a duplicate is a 400)
+_SINGLE = ("call-id", "from", "to", "cseq", "max-forwards")
 
 
 class Message:
@@ -239,7 +241,8 @@ class Message:
 
 
 class Request(Message):
-    __slots__ = ("method", "_uri_text", "_uri", "version", "loose_routed", "send_socket")
+    __slots__ = ("method", "_uri_text", "_uri", "version", "loose_routed", "send_socket",
+                 "record_route")
 
     is_request = True
 
@@ -250,6 +253,7 @@ class Request(Message):
         self.version = version
         self.loose_routed = False  # set when the proxy removed its own Route entry
         self.send_socket: str | None = None  # listener to send from ("udp:192.0.2.1:5060")
+        self.record_route: bool | None = None  # the script's record_route(); None: [proxy]
         if isinstance(uri, URI):
             self._uri = uri
             self._uri_text = str(uri)
@@ -349,7 +353,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
     if head_end > MAX_HEAD_BYTES:
         raise RemoteProtocolError("Message Too Large", 513)
     head = data[start:head_end].decode("utf-8", "surrogateescape").rstrip("\r")
-    if _CONTROL.search(head):
+    if _CONTROL.search(head) and not _controls_quoted(head):
         raise RemoteProtocolError("Control character in header")
     first, nl, rest = head.partition("\n")
     first = first.rstrip("\r")
@@ -401,10 +405,15 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
             raise RemoteProtocolError("Bad method")
         msg = Request(method, uri, headers)
 
-    present = {h[0] for h in headers}
+    keys = [h[0] for h in headers]
+    present = set(keys)
     for req in _REQUIRED:
         if req not in present:
             raise RemoteProtocolError(f"Missing {canonical_name(req)}")
+    if len(present) < len(keys):  # some header repeats: one that must not? (C-speed counts)
+        for single in _SINGLE:
+            if keys.count(single) > 1:
+                raise RemoteProtocolError(f"Duplicate {canonical_name(single)} header")
 
     body = data[body_start:]
     clen: int | None = None
@@ -428,6 +437,32 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
         raise RemoteProtocolError("Body shorter than Content-Length")
     msg.body = body
     return msg
+
+
+def _controls_quoted(head: str) -> bool:
+    """True when every control octet of `head` is the second half of a quoted-pair inside a
+    quoted string (RFC 3261 25.1: `quoted-pair = "\\" (%x00-09 / %x0B-0C / %x0E-7F)`), as in
+    a display name `"Al\\<NUL>ice"`. Only reached when the cheap search found a control octet."""
+    for line in head.split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not _CONTROL.search(line):
+            continue
+        quoted = False
+        i, n = 0, len(line)
+        while i < n:
+            ch = line[i]
+            if quoted and ch == "\\":
+                if i + 1 < n and line[i + 1] in "\r\n":
+                    return False
+                i += 2
+                continue
+            if ch == '"':
+                quoted = not quoted
+            elif _CONTROL.match(line, i):
+                return False
+            i += 1
+    return True
 
 
 def content_length_of_head(head: bytes) -> int | None:

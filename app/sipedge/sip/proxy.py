@@ -98,6 +98,7 @@ class ProxyCore:
         self.domains = {d.lower() for d in domains}
         self._hosts = set()
         self._hostports: set[tuple[str, int]] = set()
+        self._sockets: set[tuple[str, int, str]] = set()  # (host, port, transport)
         self._sent_by = set()
         for la in locals_:
             for h in {la.host, la.ip}:
@@ -105,13 +106,20 @@ class ProxyCore:
                 self._hosts.add(h)
             self._hostports.add((la.host.lower().strip("[]"), la.adv_port))
             self._hostports.add((la.ip.lower().strip("[]"), la.port))
+            self._sockets.add((la.host.lower().strip("[]"), la.adv_port, la.proto))
+            self._sockets.add((la.ip.lower().strip("[]"), la.port, la.proto))
             self._sent_by.add(la.sent_by().lower())
+        self._protos = {la.proto for la in locals_}
 
     def add_local(self, ip: str, port: int) -> None:
         """Learn another address of ours (wildcard listeners, source address selection)."""
         h = ip.lower().strip("[]")
         self._hosts.add(h)
         self._hostports.add((h, port))
+        for proto in self._protos:
+            if (h, port, proto) not in self._sockets and any(
+                    la.proto == proto and la.adv_port == port for la in self.locals):
+                self._sockets.add((h, port, proto))
         self._sent_by.add(f"{format_host(h)}:{port}")
 
     # -- identity ----------------------------------------------------------------------
@@ -127,6 +135,22 @@ class ProxyCore:
         if not uri.is_sip:
             return False
         return self.is_local_hostport(uri.host, uri.port, uri.transport)
+
+    def is_self(self, uri: URI) -> bool:
+        """Kamailio's `uri == myself`: one of our listening sockets (host, port and, when
+        the URI names one, transport; no port means the scheme's default) or a configured
+        domain (an alias, any port)."""
+        if not uri.is_sip:
+            return False
+        host = uri.host_bare
+        if host in self.domains:
+            return True
+        named = uri.param("transport")
+        proto = named.lower() if named else ("tls" if uri.scheme == "sips" else None)
+        port = uri.port or DEFAULT_PORTS.get(proto or "udp", 5060)
+        if proto is None:
+            return (host, port) in self._hostports
+        return (host, port, proto) in self._sockets
 
     def is_domain(self, uri: URI) -> bool:
         """Host is one of the configured domains."""
@@ -153,6 +177,8 @@ class ProxyCore:
         if uri.scheme not in SUPPORTED_SCHEMES:
             return self.make_reply(msg, 416, "Unsupported URI Scheme")
         cseq = msg.cseq
+        msg.from_  # noqa: B018 - a broken From/To is a 400 here, before any script reads it
+        msg.to  # noqa: B018
         if cseq.method != msg.method and msg.method != "ACK" or (
                 msg.method == "ACK" and cseq.method not in ("ACK", "INVITE")):
             raise RemoteProtocolError("CSeq method does not match")
@@ -162,7 +188,7 @@ class ProxyCore:
             if not is_digits(mf, 9):
                 raise RemoteProtocolError("Bad Max-Forwards")
             if int(mf) == 0 and msg.method != "ACK":
-                if msg.method == "OPTIONS" and self.is_our_domain(uri) and uri.user is None:
+                if msg.method == "OPTIONS" and uri.user is None and self.is_self(uri):
                     return self.options_reply(msg)
                 return self.make_reply(msg, 483, "Too Many Hops")
 
@@ -247,7 +273,7 @@ class ProxyCore:
         if msg.method != "OPTIONS" or msg.has("route"):
             return False
         uri = msg.uri
-        return uri.user is None and self.is_our_domain(uri)
+        return uri.user is None and self.is_self(uri)
 
     def options_reply(self, msg: Request) -> Response:
         return self.make_reply(msg, 200, "OK", [
@@ -286,8 +312,11 @@ class ProxyCore:
             msg.add("Max-Forwards", str(self.max_forwards), first=True)
         elif mf != "0":
             msg.set("Max-Forwards", str(int(mf) - 1))
-        if (self.record_route and src is not None and msg.method not in ("REGISTER", "ACK", "CANCEL")
-                and msg.to.tag is None):
+        rr = msg.record_route
+        if rr is None:  # the [proxy] setting: initial requests that can start a dialog
+            rr = self.record_route and msg.method not in ("REGISTER", "ACK", "CANCEL") \
+                and msg.to.tag is None
+        if rr and src is not None:
             inbound = self.locals[src.listener]
             if inbound.proto != out.proto or inbound.host != out.host or inbound.adv_port != out.adv_port:
                 msg.add_top("Record-Route", f"<{inbound.uri()}>")
@@ -395,18 +424,22 @@ class ProxyCore:
 
     def to_tag(self, req: Request) -> str:
         """Deterministic To tag so that a retransmitted request gets the same reply."""
-        via = req.get("via") or ""
+        # the raw top Via line: it may hold list elements that do not parse (a 400's reply)
+        via = next((h[2] for h in req.headers if h[0] == "via"), "")
         return hashlib.blake2s(f"{req.call_id}|{via}".encode("utf-8", "surrogateescape"),
                                key=self.secret, digest_size=8).hexdigest()
 
 
 def salvage_request(data: bytes) -> Request | None:
-    """Best effort for answering a malformed request with 400: the request line and the
-    headers a reply needs, parsed leniently. None when no reply can be built."""
+    """Best effort for answering a malformed request with 400 (or 505 for another SIP
+    version): the request line and the headers a reply needs, parsed leniently (the first of
+    a duplicated header, Via list elements that are empty left out). None when no reply can
+    be built."""
     text = data[:65536].decode("utf-8", "replace")
     lines = text.replace("\r\n", "\n").split("\n")
     first = lines[0].split(" ")
-    if len(first) != 3 or first[2] != "SIP/2.0" or first[0] == "ACK" or not first[0].isalpha():
+    if len(first) != 3 or not _SIP_VERSION.fullmatch(first[2]) or first[0] == "ACK" \
+            or not first[0].isalpha():
         return None
     req = Request(first[0], first[1])
     wanted = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
@@ -417,7 +450,13 @@ def salvage_request(data: bytes) -> Request | None:
         name, colon, value = line.partition(":")
         canon = wanted.get(name.strip().lower())
         if colon and canon:
-            req.add(canon, value.strip())
+            value = value.strip()
+            if canon == "Via":
+                value = ", ".join(v for v in (p.strip() for p in value.split(",")) if v)
+                if value:
+                    req.add(canon, value)
+            elif not req.has(canon):
+                req.add(canon, value)
     for need in ("Via", "From", "To", "Call-ID", "CSeq"):
         if not req.has(need):
             return None
@@ -426,3 +465,6 @@ def salvage_request(data: bytes) -> Request | None:
     except RemoteProtocolError:
         return None
     return req
+
+
+_SIP_VERSION = re.compile(r"SIP/[0-9]{1,3}\.[0-9]{1,3}", re.I)

@@ -195,6 +195,7 @@ def copy_request(req: Request) -> Request:
     out = Request(req.method, req.uri_text, [[h[0], h[1], h[2]] for h in req.headers],
                   req.body, req.version)
     out.send_socket = req.send_socket
+    out.record_route = req.record_route
     return out
 
 

@@ -284,3 +284,16 @@ def test_config_import_from_media(session):
     assert "written" in say(s, "y")
     assert b.src.boot_text() == new
     assert "no change" in say(s, "config import")
+
+
+def test_status_page_shows_flood_defence_blocks(session):
+    """Issue 14: blocked sources are visible on the console status page."""
+    s, b = session
+    b.security = lambda: {"blocked_now": 2, "sample": ["198.51.100.7", "198.51.100.8"],
+                          "blocks_total": 5, "unblocks_total": 3}
+    login(s)
+    out = say(s, "status")
+    assert ("security: 2 sources blocked now (198.51.100.7, 198.51.100.8), 5 blocks and "
+            "3 unblocks since start") in out
+    b.security = lambda: None  # no security module (or the proxy is down): no line
+    assert "security:" not in say(s, "status")

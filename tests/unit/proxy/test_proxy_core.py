@@ -165,3 +165,87 @@ def test_response_routed_by_second_via_and_foreign_via_discarded():
     assert parse_message(route.data).get_all("via")[0].startswith("SIP/2.0/UDP 198.51.100.1:5070")
     foreign = parse_message(route.data)
     assert c.route_response(foreign) is None
+
+
+# ------------------------------------------------------------------ issue 14: myself, early 400s
+
+@pytest.mark.parametrize("ruri, mine", [
+    ("sip:192.0.2.10", True),  # default port 5060: our UDP and TCP listener
+    ("sip:192.0.2.10:5060", True),
+    ("sip:192.0.2.10:5060;transport=tcp", True),
+    ("sip:192.0.2.10:5060;transport=tls", False),  # no TLS listener there
+    ("sip:192.0.2.10:5099", False),  # our address, another port: not us (Kamailio myself)
+    ("sip:192.0.2.10:5062", False),  # a port of ours, on another address
+    ("sip:203.0.113.7:15062", True),  # advertised address and port
+    ("sip:10.0.0.5:5062", True),  # bound address and port
+    ("sip:203.0.113.7", False),  # advertised address, default port
+    ("sips:192.0.2.10", False),  # 5061/tls: no such listener
+    ("sip:example.com:7777", True),  # a configured domain is an alias on any port
+])
+def test_options_shortcut_only_for_myself(ruri, mine):
+    c = core()
+    m = req("OPTIONS", ruri)
+    c.check_request(m, SRC)
+    assert c.is_options_to_self(m) is mine
+    m = req("OPTIONS", ruri, "Max-Forwards: 0\r\n")
+    assert c.check_request(m, SRC).status == (200 if mine else 483)
+
+
+@pytest.mark.parametrize("header, value", [
+    ("From", '"Alice <sip:alice@example.net>;tag=1'),  # unbalanced quote
+    ("From", "<sip:alice@example.net;tag=1"),  # no '>'
+    ("To", "Bob <sip:bob@example.org> junk"),
+    ("To", "sip:bob@exa mple.org"),
+])
+def test_malformed_from_to_is_a_400_before_routing(header, value):
+    raw = req().to_bytes().decode()
+    line = next(x for x in raw.split("\r\n") if x.startswith(header + ":"))
+    m = parse_message(raw.replace(line, f"{header}: {value}").encode())
+    with pytest.raises(RemoteProtocolError) as info:
+        core().check_request(m, SRC)
+    assert info.value.status_hint == 400 and info.value.reason
+
+
+def test_to_tag_and_reply_with_empty_via_list_elements():
+    c = core()
+    m = req(via="SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKabc, , SIP/2.0/UDP 192.0.2.2")
+    with pytest.raises(RemoteProtocolError):
+        c.check_request(m, SRC)
+    r = c.make_reply(m, 400, "Empty list element")  # must not raise
+    assert r.status == 400 and r.to.tag == c.to_tag(m)
+
+
+def test_salvage_answers_other_versions_and_keeps_first_duplicate():
+    from sipedge.sip.proxy import salvage_request
+
+    raw = req().to_bytes()
+    s = salvage_request(raw.replace(b"SIP/2.0\r\n", b"SIP/7.0\r\n", 1))
+    assert s is not None and s.method == "INVITE"
+    dup = raw.replace(b"Call-ID: c1@x\r\n", b"Call-ID: c1@x\r\nCall-ID: c2@x\r\n")
+    s = salvage_request(dup)
+    assert s.get_all("call-id") == ["c1@x"]
+    holes = raw.replace(b"Via: SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKabc",
+                        b"Via: SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKabc, ,")
+    s = salvage_request(holes)
+    assert s.get_all("via") == ["SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bKabc"]
+
+
+@pytest.mark.parametrize("config_rr, script_rr, method, to, want", [
+    (False, None, "INVITE", "<sip:bob@example.org>", 0),
+    (False, True, "INVITE", "<sip:bob@example.org>", 1),  # record_route() in the script
+    (False, True, "SUBSCRIBE", "<sip:bob@example.org>", 1),
+    (True, None, "INVITE", "<sip:bob@example.org>", 1),
+    (True, False, "INVITE", "<sip:bob@example.org>", 0),  # record_route(False)
+    (True, None, "INVITE", "<sip:bob@example.org>;tag=t", 0),  # in-dialog: not by config
+    (False, True, "INVITE", "<sip:bob@example.org>;tag=t", 1),  # the script asked
+])
+def test_record_route_per_request_from_the_script(config_rr, script_rr, method, to, want):
+    from sipedge.script.api import RequestMsg
+
+    c = core(record_route=config_rr)
+    m = req(method, to=to)
+    c.check_request(m, SRC)
+    if script_rr is not None:
+        RequestMsg(m, SRC, c).record_route(script_rr)
+    out = parse_message(c.finalize_request(m, SRC, UDP))
+    assert len(out.get_all("record-route")) == want

@@ -69,3 +69,11 @@ def test_names():
                         "l": "content-length", "c": "content-type", "k": "supported",
                         "s": "subject", "e": "content-encoding"}.items():
         assert COMPACT[short] == full
+
+
+def test_stat_method_names_known_methods_and_folds_the_rest():
+    from sipedge.sip.grammar import KNOWN_METHODS, stat_method
+
+    assert all(stat_method(m) == m for m in KNOWN_METHODS)
+    names = {stat_method(f"X{i}") for i in range(10000)} | {stat_method("invite")}
+    assert names == {"other"}

@@ -48,9 +48,9 @@ class AsyncStore:
 
     # -- the calls the registrar, auth and RPC make --------------------------------
 
-    async def update_aor(self, aor: str,
-                         compute: Callable[[list[Binding]], RegisterOutcome]) -> RegisterOutcome:
-        return await self.run(Store.update_aor, aor, compute)
+    async def update_aor(self, aor: str, compute: Callable[[list[Binding]], RegisterOutcome],
+                         max_aors: int | None = None) -> RegisterOutcome:
+        return await self.run(Store.update_aor, aor, compute, max_aors)
 
     async def live_bindings(self, aor: str, now: float) -> list[Binding]:
         return await self.run(Store.live_bindings, aor, now)

@@ -54,7 +54,9 @@ class Registrar:
         def compute(existing, reg: RegisterRequest = reg):
             return apply_register(reg, existing, params, now)
 
-        outcome = await self.store.update_aor(reg.aor, compute)
+        # without subscribers an outsider picks the AORs: their number is bounded
+        outcome = await self.store.update_aor(
+            reg.aor, compute, None if params.require_subscriber else params.max_aors)
         return outcome.reply
 
     async def lookup(self, aor: str, now: float) -> list[Target]:

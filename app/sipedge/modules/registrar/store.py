@@ -17,12 +17,13 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .. import ReplySpec
 from .core import Binding, RegisterOutcome
 
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS location (
+_LOCATION = """
+CREATE TABLE IF NOT EXISTS {db}.location (
     aor         TEXT    NOT NULL,
     contact_key TEXT    NOT NULL,
     contact     TEXT    NOT NULL,
@@ -42,7 +43,10 @@ CREATE TABLE IF NOT EXISTS location (
     updated     REAL    NOT NULL DEFAULT 0,
     PRIMARY KEY (aor, contact_key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS location_expires ON location (expires_at);
+CREATE INDEX IF NOT EXISTS {db}.location_expires ON location (expires_at);
+"""
+
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -56,11 +60,18 @@ CREATE TABLE IF NOT EXISTS subscriber (
 ) WITHOUT ROWID;
 """
 
+_LOC_META = """
+CREATE TABLE IF NOT EXISTS loc.loc_meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
 _COLUMNS = ("aor", "contact_key", "contact", "expires_at", "q", "call_id", "cseq", "path",
             "received", "transport", "socket", "nat", "user_agent", "instance", "reg_id",
             "params", "updated")
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM location"
-_UPSERT = ("INSERT OR REPLACE INTO location (" + ", ".join(_COLUMNS) + ") VALUES (" +
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM {loc}"
+_UPSERT = ("INSERT OR REPLACE INTO {loc} (" + ", ".join(_COLUMNS) + ") VALUES (" +
            ", ".join("?" * len(_COLUMNS)) + ")")
 
 
@@ -82,8 +93,12 @@ def _binding(r: tuple) -> Binding:
 
 
 class Store:
+    """`location_path`: keep the location table in that database instead (a file in RAM,
+    shared by the workers: `[registrar] storage` memory and write-back); subscribers and
+    secrets stay in `path`."""
+
     def __init__(self, path: str | Path, *, synchronous: str = "full",
-                 busy_timeout_s: float = 5.0) -> None:
+                 busy_timeout_s: float = 5.0, location_path: str | None = None) -> None:
         if synchronous not in ("full", "normal"):
             raise ValueError("synchronous must be full or normal")
         self.path = str(path)
@@ -91,17 +106,27 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # autocommit mode: transactions are explicit BEGIN ... COMMIT
         self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        self.separate_location = location_path is not None
+        db = "loc" if self.separate_location else "main"
+        self._loc = f"{db}.location"
+        self._select = _SELECT.format(loc=self._loc)
+        self._upsert = _UPSERT.format(loc=self._loc)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            if self.separate_location:
+                self._db.execute("ATTACH DATABASE ? AS loc", (location_path,))
+                self._db.execute("PRAGMA loc.journal_mode=WAL")
+                self._db.execute("PRAGMA loc.synchronous=OFF")  # RAM: nothing to sync
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: schema version {version} is newer than "
                                  f"{SCHEMA_VERSION}")
             # one script, one transaction: executescript() runs outside Python's own
             # transaction handling
-            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA +
-                                   f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            extra = _LOCATION.format(db="loc") + _LOC_META if self.separate_location else ""
+            self._db.executescript("BEGIN IMMEDIATE;" + _LOCATION.format(db="main") + _SCHEMA +
+                                   extra + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreError(f"{self.path}: {exc}") from exc
@@ -116,75 +141,127 @@ class Store:
 
     def bindings(self, aor: str) -> list[Binding]:
         """Every stored binding of the AOR, expired ones included."""
-        rows = self._db.execute(_SELECT + " WHERE aor = ?", (aor,)).fetchall()
+        rows = self._db.execute(self._select + " WHERE aor = ?", (aor,)).fetchall()
         return [_binding(r) for r in rows]
 
     def live_bindings(self, aor: str, now: float) -> list[Binding]:
-        rows = self._db.execute(_SELECT + " WHERE aor = ? AND expires_at > ?",
+        rows = self._db.execute(self._select + " WHERE aor = ? AND expires_at > ?",
                                 (aor, now)).fetchall()
         return [_binding(r) for r in rows]
 
     def all_bindings(self, now: float | None = None) -> list[Binding]:
         if now is None:
-            rows = self._db.execute(_SELECT + " ORDER BY aor, contact").fetchall()
+            rows = self._db.execute(self._select + " ORDER BY aor, contact").fetchall()
         else:
-            rows = self._db.execute(_SELECT + " WHERE expires_at > ? ORDER BY aor, contact",
+            rows = self._db.execute(self._select + " WHERE expires_at > ? ORDER BY aor, contact",
                                     (now,)).fetchall()
         return [_binding(r) for r in rows]
 
     def nat_bindings(self, now: float) -> list[Binding]:
-        rows = self._db.execute(_SELECT + " WHERE nat = 1 AND expires_at > ?", (now,)).fetchall()
+        rows = self._db.execute(self._select + " WHERE nat = 1 AND expires_at > ?",
+                                (now,)).fetchall()
         return [_binding(r) for r in rows]
 
-    def update_aor(self, aor: str,
-                   compute: Callable[[list[Binding]], RegisterOutcome]) -> RegisterOutcome:
+    def update_aor(self, aor: str, compute: Callable[[list[Binding]], RegisterOutcome],
+                   max_aors: int | None = None) -> RegisterOutcome:
         """Read the AOR's bindings, let `compute` decide, write its changes: one transaction.
-        Nothing is written unless the outcome is a 200."""
+        Nothing is written unless the outcome is a 200. With `max_aors`, a new AOR is
+        refused (503) once the table holds that many (registration without subscribers:
+        the AORs are outsiders' choice)."""
         with self._transaction():
-            outcome = compute(self.bindings(aor))
+            existing = self.bindings(aor)
+            outcome = compute(existing)
+            if outcome.ok and max_aors is not None and not existing and outcome.upserts:
+                count = self._db.execute(f"SELECT COUNT(DISTINCT aor) FROM {self._loc}"
+                                         ).fetchone()[0]
+                if count >= max_aors:
+                    return RegisterOutcome(ReplySpec(503, "Location Table Full",
+                                                     (("Retry-After", "60"),)))
             if outcome.ok:
                 self._write(aor, outcome.upserts, outcome.deletes)
         return outcome
 
     def _write(self, aor: str, upserts: Iterable[Binding], deletes: Iterable[str]) -> None:
-        self._db.executemany("DELETE FROM location WHERE aor = ? AND contact_key = ?",
+        self._db.executemany(f"DELETE FROM {self._loc} WHERE aor = ? AND contact_key = ?",
                              [(aor, k) for k in deletes])
-        self._db.executemany(_UPSERT, [_row(b) for b in upserts])
+        self._db.executemany(self._upsert, [_row(b) for b in upserts])
 
     def put_bindings(self, bindings: Iterable[Binding]) -> None:
         with self._transaction():
-            self._db.executemany(_UPSERT, [_row(b) for b in bindings])
+            self._db.executemany(self._upsert, [_row(b) for b in bindings])
 
     def delete_aor(self, aor: str) -> int:
         with self._transaction():
-            return self._db.execute("DELETE FROM location WHERE aor = ?", (aor,)).rowcount
+            return self._db.execute(f"DELETE FROM {self._loc} WHERE aor = ?", (aor,)).rowcount
 
     def delete_contact(self, aor: str, contact_key: str) -> int:
         with self._transaction():
-            return self._db.execute("DELETE FROM location WHERE aor = ? AND contact_key = ?",
+            return self._db.execute(f"DELETE FROM {self._loc} WHERE aor = ? AND contact_key = ?",
                                     (aor, contact_key)).rowcount
 
     def purge_expired(self, now: float) -> int:
         with self._transaction():
-            return self._db.execute("DELETE FROM location WHERE expires_at <= ?",
+            return self._db.execute(f"DELETE FROM {self._loc} WHERE expires_at <= ?",
                                     (now,)).rowcount
 
     def aor_count(self, now: float) -> int:
-        return self._db.execute("SELECT COUNT(DISTINCT aor) FROM location WHERE expires_at > ?",
+        return self._db.execute(f"SELECT COUNT(DISTINCT aor) FROM {self._loc} WHERE expires_at > ?",
                                 (now,)).fetchone()[0]
 
+    # -- storage modes (memory, write-back) ------------------------------------------
+
+    def load_location(self, now: float) -> int:
+        """Write-back start: copy the saved live bindings into the RAM table, once per RAM
+        database (the first worker to start does it; a restarted worker finds it done)."""
+        if not self.separate_location:
+            return 0
+        with self._transaction():
+            if self._db.execute("SELECT 1 FROM loc.loc_meta WHERE key = 'loaded'").fetchone():
+                return 0
+            n = self._db.execute("INSERT OR IGNORE INTO loc.location SELECT * FROM "
+                                 "main.location WHERE expires_at > ?", (now,)).rowcount
+            self._db.execute("INSERT INTO loc.loc_meta VALUES ('loaded', 1)")
+            return n
+
+    def flush_location(self, now: float) -> int:
+        """Write-back: replace the saved bindings by the RAM table's live ones (one
+        transaction: a power cut leaves the previous or the new set)."""
+        if not self.separate_location:
+            return 0
+        with self._transaction():
+            self._db.execute("DELETE FROM main.location")
+            return self._db.execute("INSERT INTO main.location SELECT * FROM loc.location "
+                                    "WHERE expires_at > ?", (now,)).rowcount
+
     # -- subscribers --------------------------------------------------------------
+
+    def sync_subscribers(self, entries: Iterable[tuple[str, str, str, str]]) -> tuple[int, int]:
+        """Make the subscribers declared in the config file (username, domain, ha1_md5,
+        ha1_sha256) present; remove those the config declared last time and no longer
+        does. Subscribers added by RPC are left alone. Returns (written, removed)."""
+        entries = list(entries)
+        for user, domain, md5, sha in entries:
+            _check_subscriber(user, domain, md5, sha)
+        with self._transaction():
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'config_subscribers'"
+                                   ).fetchone()
+            before = {tuple(x) for x in json.loads(row[0])} if row else set()
+            now = {(u, d.lower()) for u, d, _, _ in entries}
+            removed = 0
+            for user, domain in sorted(before - now):
+                removed += self._db.execute("DELETE FROM subscriber WHERE username = ? AND "
+                                            "domain = ?", (user, domain)).rowcount
+            self._db.executemany("INSERT OR REPLACE INTO subscriber VALUES (?, ?, ?, ?)",
+                                 [(u, d.lower(), m.lower(), h.lower())
+                                  for u, d, m, h in entries])
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('config_subscribers', ?)",
+                             (json.dumps(sorted(now)),))
+        return len(entries), removed
 
     def add_subscriber(self, username: str, domain: str, *, ha1_md5: str = "",
                        ha1_sha256: str = "") -> None:
         """Add or replace a subscriber (HA1 values only; passwords are never stored)."""
-        if not username or not domain:
-            raise ValueError("username and domain are required")
-        if not ha1_md5 and not ha1_sha256:
-            raise ValueError("at least one HA1 value is required")
-        for v, n in ((ha1_md5, 32), (ha1_sha256, 64)):
-            if v and (len(v) != n or any(c not in "0123456789abcdef" for c in v.lower())):
-                raise ValueError(f"HA1 must be {n} hex digits")
+        _check_subscriber(username, domain, ha1_md5, ha1_sha256)
         with self._transaction():
             self._db.execute("INSERT OR REPLACE INTO subscriber VALUES (?, ?, ?, ?)",
                              (username, domain.lower(), ha1_md5.lower(), ha1_sha256.lower()))
@@ -232,6 +309,16 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _check_subscriber(username: str, domain: str, ha1_md5: str, ha1_sha256: str) -> None:
+    if not username or not domain:
+        raise ValueError("username and domain are required")
+    if not ha1_md5 and not ha1_sha256:
+        raise ValueError("at least one HA1 value is required")
+    for v, n in ((ha1_md5, 32), (ha1_sha256, 64)):
+        if v and (len(v) != n or any(c not in "0123456789abcdef" for c in v.lower())):
+            raise ValueError(f"HA1 must be {n} hex digits")
 
 
 class _Tx:

@@ -65,9 +65,9 @@ class AuthFailures:
         n_user = self._by_user.add(user, now) if user else 0
         if n_src >= self._by_source.limit:
             self._by_source.clear(ip)
-            return self.blocklist.block(ip, now + self.block_s, "auth_failures")
+            return self.blocklist.block(ip, now + self.block_s, "auth_failures", now)
         if user and n_user >= self._by_user.limit:
-            return self.blocklist.block(ip, now + self.block_s, "user_failures")
+            return self.blocklist.block(ip, now + self.block_s, "user_failures", now)
         return None
 
     def succeeded(self, ip: str) -> None:

@@ -67,7 +67,7 @@ class FloodDetector:
         overlap = 1.0 - (now - c[0]) / w
         rate = c[1] + c[2] * max(0.0, overlap)
         if rate > self.max_requests:
-            self.blocked.block(ip, now + self.block_s, "flood")
+            self.blocked.block(ip, now + self.block_s, "flood", now)
             del self._counters[ip]
             return False
         return True

@@ -63,7 +63,8 @@ def parse_address(text: str) -> Address:
         raise RemoteProtocolError("Missing '<'")
     # addr-spec: parameters after the URI belong to the header, not the URI (RFC 3261 20.10)
     uri_text, semi, params = text.partition(";")
-    if " " in uri_text:
+    uri_text = uri_text.rstrip()  # LWS before the ';' of a header parameter is allowed
+    if " " in uri_text or "\t" in uri_text:
         raise RemoteProtocolError("Bad address")
     return Address(parse_uri(uri_text), None, parse_params(params) if semi else ())
 

@@ -85,16 +85,17 @@ def parse_via(text: str) -> Via:
     return _parse_via(text)
 
 
+# sent-protocol with SWS around each "/" (RFC 3261 25.1 SLASH = SWS "/" SWS; folded
+# whitespace was already turned into a space by the message parser), then LWS, then the rest
+_SENT_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/;]+)\s+(.*)", re.S)
+
+
 def _parse_via(text: str) -> Via:
-    proto, sp, rest = text.strip().partition(" ")
-    parts = proto.split("/")
-    if not sp or len(parts) != 3 or not all(parts):
-        # tolerate linear white space around the slashes: "SIP / 2.0 / UDP host"
-        compact = text.strip().replace(" / ", "/").replace(" /", "/").replace("/ ", "/")
-        proto, sp, rest = compact.partition(" ")
-        parts = proto.split("/")
-        if not sp or len(parts) != 3 or not all(parts):
-            raise RemoteProtocolError("Bad Via")
+    m = _SENT_PROTOCOL.fullmatch(text)
+    if m is None:
+        raise RemoteProtocolError("Bad Via")
+    parts = [m.group(1), m.group(2), m.group(3)]
+    rest = m.group(4)
     if not all(is_token(p) for p in parts):
         raise RemoteProtocolError("Bad Via")
     rest = rest.strip()

@@ -203,3 +203,92 @@ def test_shared_secret_is_created_once(tmp_path):
     a.close()
     b.close()
     assert Store(tmp_path / "l.sqlite").get_or_create_secret("auth.nonce") == s1
+
+
+# ------------------------------------------------------------------ issue 14: storage modes
+
+def test_memory_storage_keeps_bindings_in_the_ram_file_only(tmp_path):
+    db, ram = tmp_path / "location.sqlite", tmp_path / "shm" / "loc.sqlite"
+    ram.parent.mkdir()
+    s = Store(db, location_path=str(ram))
+    assert save(s, "alice", ["<sip:alice@192.0.2.1>"]).ok
+    other = Store(db, location_path=str(ram))  # another worker sees it
+    assert [b.contact for b in other.live_bindings("alice@example.com", NOW)] == [
+        "sip:alice@192.0.2.1"]
+    s.close()
+    other.close()
+    assert Store(db).all_bindings() == []  # nothing was written to the database
+    ram.unlink()  # a reboot: the RAM is gone, and so are the bindings
+    for extra in ("-wal", "-shm"):
+        Path(str(ram) + extra).unlink(missing_ok=True)
+    assert Store(db, location_path=str(ram)).all_bindings() == []
+
+
+def test_write_back_saves_on_flush_and_loads_once_after_a_reboot(tmp_path):
+    db, ram = tmp_path / "location.sqlite", tmp_path / "loc.sqlite"
+    s = Store(db, location_path=str(ram))
+    assert s.load_location(NOW) == 0
+    save(s, "alice", ["<sip:alice@192.0.2.1>"])
+    save(s, "bob", ["<sip:bob@192.0.2.2>"])
+    assert Store(db).all_bindings() == []  # not yet written back
+    assert s.flush_location(NOW) == 2
+    save(s, "carol", ["<sip:carol@192.0.2.3>"])  # after the last flush: lost in a power cut
+    s.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(ram) + suffix).unlink(missing_ok=True)
+    s2 = Store(db, location_path=str(ram))
+    assert s2.load_location(NOW) == 2
+    assert s2.load_location(NOW) == 0  # once per RAM database (the other workers)
+    assert sorted(b.aor for b in s2.all_bindings(NOW)) == ["alice@example.com",
+                                                            "bob@example.com"]
+    assert s2.load_location(NOW + 10**6) == 0
+
+
+def test_config_subscribers_are_synced_and_removed_when_dropped(tmp_path):
+    s = Store(tmp_path / "location.sqlite")
+    s.add_subscriber("rpcuser", "example.com", ha1_md5="a" * 32)
+    md5, sha = "0" * 32, "1" * 64
+    assert s.sync_subscribers([("alice", "Example.com", md5, ""), ("bob", "example.com", "", sha)]) == (2, 0)
+    assert s.get_ha1("alice", "example.com", "MD5") == md5
+    assert s.get_ha1("bob", "example.com", "SHA-256") == sha
+    assert s.sync_subscribers([("alice", "example.com", "2" * 32, "")]) == (1, 1)
+    assert s.get_ha1("alice", "example.com", "MD5") == "2" * 32
+    assert not s.subscriber_exists("bob", "example.com")
+    assert s.subscriber_exists("rpcuser", "example.com")  # not the config's: left alone
+    with pytest.raises(ValueError):
+        s.sync_subscribers([("eve", "example.com", "xyz", "")])
+    assert s.subscriber_exists("alice", "example.com")  # refused as a whole
+
+
+def test_config_subscribers_validated_at_load():
+    from sipedge.config.loader import load_text
+    from sipedge.errors import ConfigError
+
+    ok = load_text('[core]\nmodules = ["registrar"]\n[[registrar.subscriber]]\n'
+                   f'username = "alice"\ndomain = "example.com"\nha1_md5 = "{"a" * 32}"\n')
+    assert ok.registrar.subscriber[0].username == "alice"
+    with pytest.raises(ConfigError) as info:
+        load_text('[core]\nmodules = ["registrar"]\n[[registrar.subscriber]]\n'
+                  'username = "alice"\ndomain = "example.com"\nha1_md5 = "nothex"\n'
+                  '[[registrar.subscriber]]\nusername = "alice"\ndomain = "example.com"\n')
+    text = str(info.value)
+    assert "registrar.subscriber[0]" in text and "registrar.subscriber[1]" in text
+
+
+def test_new_aors_beyond_max_aors_are_refused(tmp_path):
+    """Without subscribers an outsider picks the AORs: their number is bounded."""
+    s = Store(tmp_path / "location.sqlite")
+
+    def reg(user, max_aors=3, cseq=1):
+        r = parse_register(request(to=f"<sip:{user}@example.com>", cseq=cseq,
+                                   contacts=[f"<sip:{user}@192.0.2.1>"]), P,
+                           Source("192.0.2.1", 5060))
+        return s.update_aor(r.aor, lambda existing: apply_register(r, existing, P, NOW),
+                            max_aors)
+
+    assert all(reg(f"u{i}").ok for i in range(3))
+    full = reg("u3")
+    assert (full.reply.status, full.reply.reason) == (503, "Location Table Full")
+    assert reg("u1", cseq=2).ok  # a refresh of a known AOR still works
+    assert s.aor_count(NOW) == 3
+    assert reg("u3", None).ok  # no bound given: the subscriber table bounds the AORs

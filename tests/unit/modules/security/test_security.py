@@ -151,3 +151,31 @@ def test_params_load_from_toml():
     with pytest.raises(ConfigError) as e:
         load_text('[security]\nflood_action = "reject"\n[[security.acl]]\nallow = []\n')
     assert "security.flood_action" in str(e.value) and "listener" in str(e.value)
+
+
+def test_each_block_and_unblock_is_reported_once():
+    """Issue 14: a block is an event (logged and counted once), not a silent table entry."""
+    from sipedge.modules.security.blocklist import Blocklist
+
+    fd = FloodDetector(window_s=1.0, max_requests=2, block_s=30.0)
+    bl = fd.blocked
+    for i in range(50):  # a long flood from one source: one block, not fifty
+        fd.hit("198.51.100.9", 100.0 + i * 0.01)
+    events = bl.drain()
+    assert [(e.kind, e.block.ip, e.block.reason) for e in events] == [
+        ("blocked", "198.51.100.9", "flood")]
+    assert events[0].block.until - events[0].block.since == pytest.approx(30.0)
+    assert bl.drain() == [] and bl.blocks_total == 1
+    assert not fd.hit("198.51.100.9", 120.0)  # still blocked: nothing new
+    assert bl.drain() == []
+    assert fd.hit("198.51.100.9", 131.0)  # expired: reported once, as such
+    assert [(e.kind, e.cause) for e in bl.drain()] == [("unblocked", "expired")]
+    small = Blocklist(max_entries=2)
+    for i in range(3):
+        small.block(f"192.0.2.{i}", 10.0 + i, "manual", 0.0)
+    small.unblock("192.0.2.2")
+    kinds = [(e.kind, e.block.ip, e.cause) for e in small.drain()]
+    assert kinds == [("blocked", "192.0.2.0", ""), ("blocked", "192.0.2.1", ""),
+                     ("blocked", "192.0.2.2", ""), ("unblocked", "192.0.2.0", "evicted"),
+                     ("unblocked", "192.0.2.2", "manual")]
+    assert (small.blocks_total, small.unblocks_total) == (3, 2)
