@@ -159,6 +159,10 @@ class Proxy:
             methods["enum.lookup"] = self.enum_lookup_rpc
         if "http_client" in self.modules:
             methods["http_client.stats"] = self.http_client_stats
+        if "diameter" in self.modules:
+            from .modules.diameter.runtime import main_rpc
+
+            methods.update(main_rpc(self._ask_workers))
         return methods
 
     async def dispatcher_list(self, params: dict) -> dict:

@@ -27,7 +27,8 @@ class CoreParams:
     modules: list[str] = option(default_factory=list,
                                 doc="feature modules to load, like Kamailio's loadmodule: "
                                 "`security`, `registrar`, `auth` (auth needs registrar), "
-                                "`dispatcher`, `enum`, `http_client`; each is configured in "
+                                "`dispatcher`, `enum`, `http_client`, `diameter`; each is "
+                                "configured in "
                                 "its own section", reloadable=False)
 
 
@@ -167,4 +168,5 @@ class TmParams:
 SECTION_MODULES = ("sipedge.appliance.params", "sipedge.modules.auth.params",
                    "sipedge.modules.registrar.params", "sipedge.modules.security.params",
                    "sipedge.modules.dispatcher.params", "sipedge.modules.enum.params",
-                   "sipedge.modules.http_client.params")
+                   "sipedge.modules.http_client.params",
+                   "sipedge.modules.diameter.params")

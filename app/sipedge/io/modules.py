@@ -34,6 +34,7 @@ from ..errors import EdgeError
 from ..modules import ReplySpec
 from ..modules.auth import api as auth_api
 from ..modules.auth.core import Auth
+from ..modules.diameter.runtime import DiameterRuntime
 from ..modules.registrar import api as reg_api
 from ..modules.registrar.aio import AsyncStore
 from ..modules.registrar.module import Registrar
@@ -564,7 +565,8 @@ class HttpClientRuntime:
 
 RUNTIMES: dict[str, type] = {"security": SecurityRuntime, "registrar": RegistrarRuntime,
                              "auth": AuthRuntime, "dispatcher": DispatcherRuntime,
-                             "enum": EnumRuntime, "http_client": HttpClientRuntime}
+                             "enum": EnumRuntime, "http_client": HttpClientRuntime,
+                             "diameter": DiameterRuntime}
 
 
 def load_order(names) -> list[str]:

@@ -1,0 +1,49 @@
+"""RPC commands over a `Node`: `diameter.peers`, `diameter.routes`, `diameter.stats`,
+`diameter.enable`, `diameter.disable` (plain functions; `now` is passed in)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .core import Node
+
+
+def peers(node: Node, now: float) -> dict[str, Any]:
+    """Every peer: state, watchdog, realm, common applications, last activity, pending."""
+    return {"identity": node.me.origin_host, "realm": node.me.origin_realm,
+            "peers": node.snapshot(now)}
+
+
+def routes(node: Node) -> dict[str, Any]:
+    return {"routes": node.routing.snapshot(node.peers),
+            "peer_realm_routes": node.routing.peer_realm_routes}
+
+
+def stats(node: Node) -> dict[str, Any]:
+    """Counters per command (rx/tx CER, UAR, ...) and per result code, pending requests."""
+    return node.stats_snapshot()
+
+
+def set_enabled(node: Node, params: dict[str, Any], enabled: bool, now: float) -> dict:
+    host = params.get("host") or (params.get("args") or [None])[0]
+    if not host:
+        raise KeyError("give host=<peer identity>")
+    p = node.set_enabled(str(host), enabled, now)
+    return {"host": p.name, "enabled": p.enabled, "state": p.state.value}
+
+
+def methods(node: Node, clock: Callable[[], float]) -> dict[str, Callable[[dict], Any]]:
+    return {
+        "diameter.peers": lambda params: peers(node, clock()),
+        "diameter.routes": lambda params: routes(node),
+        "diameter.stats": lambda params: stats(node),
+        "diameter.enable": lambda params: set_enabled(node, params, True, clock()),
+        "diameter.disable": lambda params: set_enabled(node, params, False, clock()),
+    }
+
+
+# documented names (sipedgectl lists them); the runtime binds them to the live node
+RPC: dict[str, Callable[..., Any]] = {
+    "diameter.peers": peers, "diameter.routes": routes, "diameter.stats": stats,
+    "diameter.enable": set_enabled, "diameter.disable": set_enabled,
+}

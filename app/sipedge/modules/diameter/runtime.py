@@ -1,0 +1,65 @@
+"""Worker glue of the diameter module: worker 0 runs the node (one Diameter identity per box);
+every worker's script gets `ksr.diameter` (in the others `request()` raises
+DiameterUnavailable). The main process answers the RPC commands by asking worker 0."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+from . import rpc as dia_rpc
+from .aio import DiameterService
+from .api import DiameterApi
+
+log = logging.getLogger("sipedge.modules.diameter")
+
+NODE_WORKER = 0
+
+
+class DiameterRuntime:
+    name = "diameter"
+    depends: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.service: DiameterService | None = None
+        self.facade: DiameterApi | None = None
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+
+    async def start(self, env) -> None:
+        p = env.config.diameter
+        if env.index != NODE_WORKER:
+            self.facade = DiameterApi(None, p.identity)
+            return
+        node = p.build_node(origin_state_id=int(time.time()) & 0xFFFFFFFF)
+        self.service = DiameterService(node, p.listeners())
+        await self.service.start()
+        self.facade = DiameterApi(self.service, p.identity)
+        clock = self.service.now
+        self.worker_rpc = {k: (lambda params, f=f: {"worker": env.index, **f(params)})
+                           for k, f in dia_rpc.methods(node, clock).items()}
+        log.info("diameter node %s (realm %s) in worker pid=%d", p.identity, p.realm,
+                 os.getpid())
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop(timeout=self.service.node.peers and max(
+                p.settings.dpr_timeout_s for p in self.service.node.peers.values()) or 1.0)
+
+
+def main_rpc(ask_workers: Callable[[str, dict], Awaitable[list]]) -> dict[str, Callable]:
+    """Main-process RPC: forwarded to the worker that runs the node."""
+
+    def forward(method: str):
+        async def call(params: dict) -> Any:
+            for r in await ask_workers(method, params):
+                if isinstance(r, dict) and r.get("worker") == NODE_WORKER:
+                    r.pop("worker", None)
+                    return r
+            raise ValueError("the diameter node (worker 0) did not answer")
+        return call
+
+    return {m: forward(m) for m in ("diameter.peers", "diameter.routes", "diameter.stats",
+                                    "diameter.enable", "diameter.disable")}
