@@ -173,6 +173,11 @@ class Node:
     def actions(self) -> list:
         self._collect()
         out, self._actions = self._actions, []
+        stats = self.stats
+        for a in out:
+            if type(a) is Send and len(a.data) >= HEADER_LEN:
+                d = a.data
+                stats[f"tx {dd.command_name(int.from_bytes(d[5:8], 'big'), bool(d[4] & 0x80))}"] += 1
         return out
 
     def events(self) -> list:
@@ -274,6 +279,7 @@ class Node:
             self.stats["decode_errors"] += 1
             self._decode_error(conn, c, raw, exc, now)
             return
+        self.stats[f"rx {dd.command_name(msg.code, msg.is_request)}"] += 1
         if c.peer is None:
             self._first_message(conn, c, msg, now)
             return
@@ -381,8 +387,6 @@ class Node:
                         self._events.append(ev)
 
     def _on_message(self, p: Peer, msg: Message, raw: bytes, now: float) -> None:
-        cmd = dd.command_name(msg.code, msg.is_request)
-        self.stats[f"rx {cmd}"] += 1
         if msg.is_request:
             self._on_request(p, msg, raw, now)
         else:
@@ -465,7 +469,6 @@ class Node:
             heapq.heappush(self._deadlines, (pe.deadline, self._seq, pe))
         per[hbh] = pe
         self.npending += 1
-        self.stats[f"tx {dd.command_name(msg.code, True)}"] += 1
         for a in target.actions():
             self._actions.append(a)
 
@@ -503,7 +506,6 @@ class Node:
                                               msg.code))
             return
         origin.send(set_hop_by_hop(raw, pe.msg.hop_by_hop))
-        self.stats[f"tx {dd.command_name(msg.code, False)}"] += 1
         for a in origin.actions():
             self._actions.append(a)
 
@@ -546,7 +548,6 @@ class Node:
         self._send_answer(p, ans)
 
     def _send_answer(self, p: Peer, ans: Message) -> None:
-        self.stats[f"tx {dd.command_name(ans.code, False)}"] += 1
         p.send(ans.encode())
         for a in p.actions():
             self._actions.append(a)
