@@ -22,7 +22,7 @@ import pytest
 
 from sip_harness import free_port
 from sipedge.diameter import dictionary as dd
-from sipedge.diameter.base import Identity
+from sipedge.diameter.base import Identity, VendorApp
 from sipedge.diameter.peer import PeerSettings
 from sipedge.modules.diameter.aio import DiameterService
 from sipedge.modules.diameter.core import Node, NodeSettings, PeerConfig
@@ -178,12 +178,13 @@ def fast(connect: bool, tw: float = 6.0, dpr: float = 2.0, reopen: int = 1) -> P
 
 
 def make_node(identity: str, realm: str, peers, apps=(CX,), relay=False, routes=(),
-              timeout=5.0, max_pending=100000, tw=6.0, dpr=2.0) -> Node:
+              timeout=5.0, max_pending=100000, tw=6.0, dpr=2.0, vendor_apps=()) -> Node:
     """peers: (identity, port or None) - with a port we connect."""
     auth = tuple(apps) + ((0xFFFFFFFF,) if relay else ())
     pcs = [PeerConfig(h, "127.0.0.1" if port else "", port or 3868,
                       settings=fast(bool(port), tw=tw, dpr=dpr)) for h, port in peers]
-    return Node(Identity(identity, realm, ("127.0.0.1",), auth_apps=auth), pcs,
+    return Node(Identity(identity, realm, ("127.0.0.1",), auth_apps=auth,
+                         vendor_apps=tuple(vendor_apps)), pcs,
                 RoutingTable(list(routes)),
                 NodeSettings(relay=relay, request_timeout_s=timeout, max_pending=max_pending))
 
@@ -237,6 +238,9 @@ def dra_process(tmp: Path, config: str) -> subprocess.Popen:
     return proc
 
 
-__all__ = ["CX", "RX", "Cdp", "FreeDiameter", "Route", "dra_process", "make_cert",
+CX_3GPP = (VendorApp(10415, auth=CX),)
+RX_3GPP = (VendorApp(10415, auth=RX),)
+
+__all__ = ["CX", "CX_3GPP", "RX", "RX_3GPP", "Cdp", "FreeDiameter", "Route", "dra_process", "make_cert",
            "make_node", "needs_cdp", "needs_freediameter", "port_of", "rss_kb", "start_side",
            "uar", "wait_for", "free_port"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 
 import pytest
 
 from diameter_harness import (
     CX,
-    RX,
+    CX_3GPP,
+    RX_3GPP,
     Cdp,
     FreeDiameter,
     free_port,
@@ -23,6 +25,7 @@ from diameter_harness import (
     wait_for,
 )
 from sipedge.diameter.peer import State
+from sipedge.modules.diameter.aio import DiameterService
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,20 +101,116 @@ def test_election_simultaneous_connects_one_survives(tmp_path, cert):
     async def body():
         fdport = free_port("tcp")
         ourport = free_port("tcp")
-        # both know each other's address and connect at once
+        # both know each other's address. Our listening socket exists but accepts nothing
+        # yet: freeDiameter connects (the kernel completes it), sends its CER and waits for
+        # the CEA; then we connect and send ours; then we start accepting. Each side sees
+        # the other's CER while waiting for its own CEA: the RFC 6733 5.6.4 election.
         node = make_node("zz.test", "test", [("fd1.srv", fdport)])
+        held = socket.socket()
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", ourport))
+        held.listen(8)
         fd = FreeDiameter(tmp_path, "fd1.srv", "srv", [("zz.test", ourport)], cert,
                           port=fdport)
         fd.start()
-        svc = await start_side(node, ourport)
+        await wait_for(lambda: "'STATE_WAITCEA'\t'zz.test'" in fd.log(), 10, "fd waits CEA")
+        svc = DiameterService(node, [])
+        await svc.start()
+        await wait_for(lambda: node.peers["fd1.srv"].state != State.WAIT_CONN_ACK, 5, "conn")
+        await asyncio.sleep(0.3)
+        await svc.add_listener(held)
         try:
             peer = node.peers["fd1.srv"]
             await wait_for(lambda: peer.usable and fd.is_open("zz.test"), 20, "open")
             await asyncio.sleep(2.5)  # let any second connection settle
             assert peer.usable and len(svc._transports) == 1
-            assert node.stats["rx DWA"] >= 0  # still serving
+            assert "Election LOST against peer 'zz.test'" in fd.log()
+            # both connections existed: each side sent a CER and got the other's
+            assert node.stats["rx CER"] == 1 and node.stats["tx CER"] == 1, node.stats
         finally:
             await svc.stop(timeout=3)
             fd.stop()
+
+    asyncio.run(body())
+
+
+# cdp resolves peer FQDNs with DNS (no address attribute): "localhost" is the one name that
+# resolves to 127.0.0.1 everywhere, so our node is called that in the cdp tests
+ME = "localhost"
+
+
+@needs_cdp
+def test_cdp_connects_cer_dwr_and_our_dpr_times_out(tmp_path):
+    async def body():
+        node = make_node(ME, "test", [("cdp.kam", None)], apps=(), vendor_apps=CX_3GPP,
+                         tw=1.0, dpr=1.0)
+        svc = await start_side(node)
+        cdp = Cdp(tmp_path, "cdp.kam", "kam", ME, port_of(svc)).start()
+        try:
+            peer = node.peers["cdp.kam"]
+            await wait_for(lambda: peer.usable, 20, "cdp open on our side")
+            assert peer.caps.product_name == "CDiameterPeer" and CX in peer.applications
+            await wait_for(lambda: node.stats["rx DWA"] >= 2, 10, "DWAs from cdp")
+            # cdp never answers a DPR with a DPA (kamailio#3092): we close after dpr_timeout
+            t0 = asyncio.get_running_loop().time()
+            await svc.stop(timeout=5)
+            assert peer.state == State.CLOSED
+            assert asyncio.get_running_loop().time() - t0 < 4
+            assert cdp.proc.poll() is None  # cdp itself survives
+        finally:
+            await svc.stop(timeout=1)
+            cdp.stop()
+
+    asyncio.run(body())
+
+
+@needs_cdp
+def test_we_connect_to_cdp_and_no_common_application_5010(tmp_path):
+    async def body():
+        cdport = free_port("tcp")
+        node = make_node(ME, "test", [("cdp.kam", cdport)], apps=(),
+                         vendor_apps=CX_3GPP)
+        cdp = Cdp(tmp_path, "cdp.kam", "kam", ME, free_port("tcp"), port=cdport).start()
+        svc = await start_side(node)
+        try:
+            peer = node.peers["cdp.kam"]
+            await wait_for(lambda: peer.usable, 20, "open towards cdp")
+            assert peer.state == State.I_OPEN
+            await svc.stop(timeout=3)
+        finally:
+            await svc.stop(timeout=1)
+        # now with only Rx on our side: cdp (Cx) and we share nothing
+        node2 = make_node(ME, "test", [("cdp.kam", cdport)], apps=(),
+                          vendor_apps=RX_3GPP)
+        svc2 = await start_side(node2)
+        try:
+            peer2 = node2.peers["cdp.kam"]
+            await wait_for(lambda: node2.stats["rx CEA"] >= 1, 20, "CEA from cdp")
+            await asyncio.sleep(0.5)
+            assert not peer2.usable and peer2.state in (State.CLOSED, State.WAIT_CONN_ACK)
+            assert not svc2._transports or all(t.is_closing() for t in svc2._transports.values())
+        finally:
+            await svc2.stop(timeout=1)
+            cdp.stop()
+
+    asyncio.run(body())
+
+
+@needs_cdp
+def test_cdp_cer_without_common_application_gets_5010_and_close(tmp_path):
+    async def body():
+        node = make_node(ME, "test", [("cdp.kam", None)], apps=(),
+                         vendor_apps=RX_3GPP)
+        svc = await start_side(node)
+        cdp = Cdp(tmp_path, "cdp.kam", "kam", ME, port_of(svc)).start()
+        try:
+            await wait_for(lambda: node.result_stats[5010] >= 1 or node.stats["tx CEA"] >= 1,
+                           20, "CER from cdp answered")
+            await asyncio.sleep(0.5)
+            assert node.stats["tx CEA"] >= 1 and not node.peers["cdp.kam"].usable
+            assert not [t for t in svc._transports.values() if not t.is_closing()]
+        finally:
+            await svc.stop(timeout=1)
+            cdp.stop()
 
     asyncio.run(body())

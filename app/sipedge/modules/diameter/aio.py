@@ -88,6 +88,13 @@ class DiameterService:
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def add_listener(self, sock: socket.socket) -> None:
+        """Serve on an already bound and listening socket (socket activation, tests)."""
+        assert self.loop is not None
+        srv = await self.loop.create_server(lambda: _Proto(self, None), sock=sock)
+        self._servers.append(srv)
+        self.bound.append(sock.getsockname()[:2])
+
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         for address, port, transport in self.listen:
