@@ -76,6 +76,8 @@ class ModuleEnv:
     nworkers: int = 1
     # one-way request to another worker's control socket: (worker index, method, params)
     notify: Callable[[int, str, dict], None] | None = None
+    # the worker's current routing script (a script.loader.Script or None), for event routes
+    script: Callable[[], Any] | None = None
 
 
 # -- security ----------------------------------------------------------------------------

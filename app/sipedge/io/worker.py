@@ -178,7 +178,8 @@ class Worker:
                                                send=self._module_send,
                                                sent_by=self._sent_by,
                                                resolver=self.resolver, nworkers=nworkers,
-                                               notify=self._notify_worker))
+                                               notify=self._notify_worker,
+                                               script=lambda: self.script))
         self.control: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------

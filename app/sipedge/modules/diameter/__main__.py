@@ -39,7 +39,7 @@ async def _run(args) -> int:
     if args.ctl:
         from ...io.rpc import RpcServer
 
-        rpc_server = RpcServer(args.ctl, dia_rpc.methods(node, svc.now))
+        rpc_server = RpcServer(args.ctl, dia_rpc.methods(node, svc.now, svc.pump))
         await rpc_server.start()
     if args.ready:
         with open(args.ready, "w") as f:

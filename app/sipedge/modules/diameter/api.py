@@ -4,7 +4,8 @@
                                         ("Public-Identity", "sip:alice@ims.test")],
                                         dest_realm="hss.ims.test", timeout=3)
     if answer.result_code == 2001: ...
-    ksr.diameter.relay_hook(fn)   # fn(req: RelayedRequest) for every request the DRA relays
+    def diameter_relay_route(req):   # in the routing script: called for every request the
+        req.add_avp("Session-Priority", 0)  # relay agent forwards (req: RelayedRequest)
 
 AVPs are given as (name, value) pairs (names from the dictionary; grouped AVPs take a list of
 pairs) or `Avp` objects. A Session-Id is generated when none is given.
@@ -21,6 +22,7 @@ from ...diameter import base
 from ...diameter import dictionary as dd
 from ...diameter.codec import Avp, Message
 from ...errors import EdgeError
+from .aio import DiameterError
 
 
 class DiameterUnavailable(EdgeError):
@@ -70,8 +72,12 @@ class RelayedRequest:
     def get(self, name: str, default: Any = None) -> Any:
         return dd.get(self.message.avps, name, default)
 
-    def add_avp(self, name: str, value: Any) -> None:
-        self.message.avps.append(dd.avp(name, value))
+    def add_avp(self, name: str | int, value: Any, vendor: int = 0) -> None:
+        """Append an AVP: a dictionary name, or a code with raw bytes (and a vendor id)."""
+        if isinstance(name, int):
+            self.message.avps.append(Avp(name, bytes(value), 0x40, vendor))
+        else:
+            self.message.avps.append(dd.avp(name, value))
 
     def reject(self, result_code: int) -> None:
         """Answer the request ourselves with this result code instead of relaying it."""
@@ -93,6 +99,8 @@ _sid = itertools.count(1)
 
 
 class DiameterApi:
+    DiameterError = DiameterError  # `except ksr.diameter.DiameterError` in scripts
+
     def __init__(self, service=None, origin_host: str = "") -> None:
         self._service = service
         self._origin = origin_host
@@ -122,8 +130,19 @@ class DiameterApi:
         if self._service is not None:
             self._service.node.request_hook = self._run_hook if fn is not None else None
 
+    def script_hook(self, lookup: Callable[[], Callable[[RelayedRequest], Any] | None]) -> None:
+        """Use whatever `lookup()` returns at each relayed request (the routing script's
+        `diameter_relay_route`); `relay_hook(fn)` set explicitly wins."""
+        self._lookup = lookup
+        if self._service is not None:
+            self._service.node.request_hook = self._run_hook
+
+    _lookup: Callable[[], Any] | None = None
+
     def _run_hook(self, msg: Message, from_peer: str) -> int | None:
+        fn = self._hook or (self._lookup() if self._lookup is not None else None)
+        if fn is None:
+            return None
         req = RelayedRequest(msg, from_peer)
-        assert self._hook is not None
-        self._hook(req)
+        fn(req)
         return req.reject_with

@@ -32,13 +32,24 @@ def set_enabled(node: Node, params: dict[str, Any], enabled: bool, now: float) -
     return {"host": p.name, "enabled": p.enabled, "state": p.state.value}
 
 
-def methods(node: Node, clock: Callable[[], float]) -> dict[str, Callable[[dict], Any]]:
+def methods(node: Node, clock: Callable[[], float],
+            after: Callable[[], None] = lambda: None) -> dict[str, Callable[[dict], Any]]:
+    """`after` runs once a command changed the node (the adapter sends what it queued)."""
+
+    def changing(enabled: bool) -> Callable[[dict], Any]:
+        def call(params: dict) -> dict:
+            try:
+                return set_enabled(node, params, enabled, clock())
+            finally:
+                after()
+        return call
+
     return {
         "diameter.peers": lambda params: peers(node, clock()),
         "diameter.routes": lambda params: routes(node),
         "diameter.stats": lambda params: stats(node),
-        "diameter.enable": lambda params: set_enabled(node, params, True, clock()),
-        "diameter.disable": lambda params: set_enabled(node, params, False, clock()),
+        "diameter.enable": changing(True),
+        "diameter.disable": changing(False),
     }
 
 

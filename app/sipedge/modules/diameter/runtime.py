@@ -37,9 +37,14 @@ class DiameterRuntime:
         self.service = DiameterService(node, p.listeners())
         await self.service.start()
         self.facade = DiameterApi(self.service, p.identity)
+        if env.script is not None:
+            # the script's `diameter_relay_route(req)`, looked up at each relayed request so a
+            # reloaded script takes effect at once (Kamailio-style event route)
+            self.facade.script_hook(lambda: getattr(getattr(env.script(), "module", None),
+                                                    "__dict__", {}).get("diameter_relay_route"))
         clock = self.service.now
         self.worker_rpc = {k: (lambda params, f=f: {"worker": env.index, **f(params)})
-                           for k, f in dia_rpc.methods(node, clock).items()}
+                           for k, f in dia_rpc.methods(node, clock, self.service.pump).items()}
         log.info("diameter node %s (realm %s) in worker pid=%d", p.identity, p.realm,
                  os.getpid())
 
