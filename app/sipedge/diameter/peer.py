@@ -96,6 +96,16 @@ TRANSITIONS: dict[tuple[State, str], State] = {
     (S.CLOSING, "Peer-Disc"): S.CLOSED,
     (S.CLOSING, "Rcv-DPR"): S.CLOSED,
 }
+
+
+def transition_table_markdown() -> str:
+    """The TRANSITIONS table as Markdown (docs/diameter.md embeds it; a test compares)."""
+    rows = ["| State | Event | Next state |", "|---|---|---|"]
+    for (state, event), new in TRANSITIONS.items():
+        rows.append(f"| {state.value} | {event} | {new.value} |")
+    return "\n".join(rows)
+
+
 # states in which a second connection of the same peer is refused (R-Reject)
 REJECT_STATES = {S.WAIT_RETURNS, S.R_OPEN, S.I_OPEN, S.CLOSING, S.WAIT_CONN_ACK_ELECT}
 OPEN = (S.R_OPEN, S.I_OPEN)

@@ -211,3 +211,12 @@ def test_malformed_request_gets_5014_and_connection_stays():
     ans = decode(net.sent[-1][2])
     assert base.result_code(ans) == 5014 and ans.hop_by_hop == 77 and ans.find(279)
     assert a.peers["b.two"].usable and b.peers["a.one"].usable
+
+
+def test_docs_table_matches_the_code():
+    from pathlib import Path
+
+    from sipedge.diameter.peer import transition_table_markdown
+
+    doc = (Path(__file__).parents[3] / "docs" / "diameter.md").read_text()
+    assert transition_table_markdown() in doc

@@ -16,21 +16,11 @@ from typing import Any
 
 from ...diameter.codec import Message
 from ...diameter.peer import Close, PeerStateChanged, PeerUnusable, PeerUsable, Send
-from ...errors import EdgeError
-from .core import AnswerDropped, ConnectTo, LocalAnswer, Node
+from .core import AnswerDropped, ConnectTo, DiameterError, LocalAnswer, Node
 
 log = logging.getLogger("sipedge.modules.diameter")
 
 IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
-
-
-class DiameterError(EdgeError):
-    """A request of ours failed: no route, timeout, too busy (`result_code`)."""
-
-    def __init__(self, result_code: int, reason: str) -> None:
-        super().__init__(f"{reason} (result {result_code})")
-        self.result_code = result_code
-        self.reason = reason
 
 
 class _Proto(asyncio.Protocol):

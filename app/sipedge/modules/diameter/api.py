@@ -22,7 +22,7 @@ from ...diameter import base
 from ...diameter import dictionary as dd
 from ...diameter.codec import Avp, Message
 from ...errors import EdgeError
-from .aio import DiameterError
+from .core import DiameterError
 
 
 class DiameterUnavailable(EdgeError):

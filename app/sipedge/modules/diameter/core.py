@@ -60,7 +60,18 @@ from ...diameter.peer import (
 )
 from .routing import RoutingTable
 
+from ...errors import EdgeError
+
 COMMAND_UNSUPPORTED = 3001
+
+
+class DiameterError(EdgeError):
+    """A request of ours failed: no route, no answer in time, too busy (`result_code`)."""
+
+    def __init__(self, result_code: int, reason: str) -> None:
+        super().__init__(f"{reason} (result {result_code})")
+        self.result_code = result_code
+        self.reason = reason
 
 
 @dataclass(frozen=True)
