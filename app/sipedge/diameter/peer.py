@@ -95,6 +95,10 @@ TRANSITIONS: dict[tuple[State, str], State] = {
     (S.CLOSING, "Timeout"): S.CLOSED,
     (S.CLOSING, "Peer-Disc"): S.CLOSED,
     (S.CLOSING, "Rcv-DPR"): S.CLOSED,
+    (S.WAIT_CONN_ACK, "Stop"): S.CLOSED,
+    (S.WAIT_I_CEA, "Stop"): S.CLOSED,
+    (S.WAIT_CONN_ACK_ELECT, "Stop"): S.CLOSED,
+    (S.WAIT_RETURNS, "Stop"): S.CLOSED,
 }
 
 
@@ -516,9 +520,7 @@ class Peer:
                 self._events.append(PeerUnusable(self.name, "disconnecting"))
                 self.watchdog = Watchdog.INITIAL
         elif self.state != S.CLOSED and self.state != S.CLOSING:
-            old = self.state
-            self.state = S.CLOSED
-            self._events.append(PeerStateChanged(self.name, old, S.CLOSED))
+            self._go("Stop")
             self._closed(now, "stopped")
             if disable:
                 self._timer = None

@@ -220,3 +220,29 @@ def test_docs_table_matches_the_code():
 
     doc = (Path(__file__).parents[3] / "docs" / "diameter.md").read_text()
     assert transition_table_markdown() in doc
+
+
+def test_unknown_peer_accepted_when_allowed_and_forgotten_after():
+    from sipedge.modules.diameter.core import NodeSettings
+
+    net = Net()
+    a = Node(ident("a.one"), [PeerConfig("b.two", "B", settings=fast(True))])
+    b = Node(ident("b.two"), [], settings=NodeSettings(accept_unknown_peers=True))
+    net.add("A", a)
+    net.add("B", b)
+    a.start(0)
+    net.run(0)
+    assert b.peers["a.one"].usable and b.peers["a.one"].dynamic
+    net.cut("A", 1)
+    assert "a.one" not in b.peers
+
+
+def test_stop_while_connecting_closes():
+    p = Peer("x.y", ident("a.b"), fast())
+    p.start(0)
+    p.connected(5, 0.1)
+    p.actions()
+    p.stop(0.2, disable=True)
+    assert p.state == State.CLOSED and [type(x).__name__ for x in p.actions()] == ["Close"]
+    p.handle_timer(100)
+    assert p.state == State.CLOSED and not p.actions()
