@@ -214,3 +214,69 @@ def test_cdp_cer_without_common_application_gets_5010_and_close(tmp_path):
             cdp.stop()
 
     asyncio.run(body())
+
+
+def test_garbage_from_peers_never_stops_the_node(tmp_path):
+    """Raw sockets against our node: non-CER first, unframeable bytes, a bad AVP length
+    (5014 + Failed-AVP), a bad message length (5015); the connection survives what can be
+    answered and the node keeps serving."""
+    from sipedge.diameter import base
+    from sipedge.diameter import dictionary as dd
+    from sipedge.diameter.base import Identity
+    from sipedge.diameter.codec import FLAG_P, FLAG_R, Framer, Message, decode
+
+    async def body():
+        node = make_node("dra.test", "test", [("raw.cli", None)], relay=True)
+        svc = await start_side(node)
+        port = port_of(svc)
+
+        async def conn():
+            return await asyncio.open_connection("127.0.0.1", port)
+
+        async def closed(reader):
+            return await asyncio.wait_for(reader.read(65536), 3) == b""
+
+        try:
+            # 1. not a CER first: closed
+            r, w = await conn()
+            w.write(Message(280, FLAG_R, 0, 1, 1, []).encode())
+            assert await closed(r)
+            # 2. unframeable: closed
+            r, w = await conn()
+            w.write(b"\x07" + b"\xff" * 40)
+            assert await closed(r)
+            # 3. open properly, then malformed requests are answered, not fatal
+            me = Identity("raw.cli", "cli", auth_apps=(CX,))
+            r, w = await conn()
+            w.write(base.request(257, 0, me, base.capabilities_avps(me, "127.0.0.1")[2:],
+                                 1, 1).encode())
+            f = Framer()
+
+            async def next_msg():
+                while True:
+                    got = f.feed(await asyncio.wait_for(r.read(65536), 3))
+                    if got:
+                        return decode(got[0])
+            assert base.result_code(await next_msg()) == 2001
+            good = Message(300, FLAG_R | FLAG_P, CX, 50, 51,
+                           [dd.avp("Session-Id", "raw;1"), dd.avp("Origin-Host", "raw.cli"),
+                            dd.avp("Origin-Realm", "cli"), dd.avp("Destination-Realm", "x")])
+            bad = bytearray(good.encode())
+            bad[25:28] = (999).to_bytes(3, "big")  # first AVP's length beyond the message
+            w.write(bytes(bad))
+            ans = await next_msg()
+            assert base.result_code(ans) == 5014 and ans.hop_by_hop == 50 and ans.find(279)
+            odd = bytearray(good.encode()) + b"\0\0"
+            odd[1:4] = len(odd).to_bytes(3, "big")  # length not a multiple of 4
+            w.write(bytes(odd))
+            ans = await next_msg()
+            assert base.result_code(ans) == 5015
+            w.write(good.encode())  # still served: unknown realm -> 3002
+            ans = await next_msg()
+            assert base.result_code(ans) == 3002 and ans.hop_by_hop == 50
+            assert node.peers["raw.cli"].usable
+            w.close()
+        finally:
+            await svc.stop(timeout=1)
+
+    asyncio.run(body())
