@@ -154,6 +154,26 @@ def test_failover_with_t_flag_when_server_dies(tmp_path, certdir):
     asyncio.run(body())
 
 
+def test_watchdog_suspect_fails_over_then_late_answer_is_dropped(tmp_path, certdir):
+    """fd1 is frozen, not killed: no DWA within Tw makes it SUSPECT and its pending request
+    moves to fd2 (T flag); when fd1 thaws, its late answer is dropped and it is used again."""
+    async def body():
+        async with Lab(tmp_path, certdir, tw=1.0) as lab:
+            lab.fd1.signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            ans = await lab.ask(user="frank")
+            assert dd.get(ans.avps, "Origin-Host") == "fd2.srv"
+            assert time.monotonic() - t0 < 4  # about two Tw
+            assert [f for f, _, _ in rcv_dumps(lab.fd2)] == ["RP-T"]
+            assert lab.dra.peers["fd1.srv"].watchdog.value in ("SUSPECT", "DOWN", "REOPEN")
+            lab.fd1.signal(signal.SIGCONT)
+            await wait_for(lambda: lab.dra.peers["fd1.srv"].usable, 15, "fd1 usable again")
+            ans = await lab.ask(user="gina")
+            assert dd.get(ans.avps, "Origin-Host") == "fd1.srv"
+
+    asyncio.run(body())
+
+
 def test_failover_uses_server_that_connected_after_first_routing(tmp_path, certdir):
     async def body():
         async with Lab(tmp_path, certdir, start_fd2=False) as lab:

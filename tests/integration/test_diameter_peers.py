@@ -85,9 +85,9 @@ def test_we_connect_and_answer_freediameter_dpr(tmp_path, cert):
             await wait_for(lambda: fd.proc.poll() is not None, 10, "freeDiameter exit")
             assert node.stats["tx DPA"] == 1
             log = fd.log()
-            assert re.search(r"Disconnect-Peer-Answer|'STATE_CLOSING'\s+-> 'STATE_CLOSED'",
-                             log), log[-3000:]
-            assert "Timeout" not in log.split("Disconnect-Peer-Request")[-1][:2000]
+            # the DPA reached freeDiameter's socket before we closed
+            assert re.search(r"RCV from 'dra.test':\n.*'Disconnect-Peer-Answer'", log), \
+                log[-3000:]
             assert peer.state == State.CLOSED
         finally:
             await svc.stop(timeout=1)
