@@ -157,6 +157,9 @@ def test_cdp_connects_cer_dwr_and_our_dpr_times_out(tmp_path):
             assert peer.state == State.CLOSED
             assert asyncio.get_running_loop().time() - t0 < 4
             assert cdp.proc.poll() is None  # cdp itself survives
+            log = cdp.log()  # cdp's own state machine (debug=3): open, our DWRs, our DPR
+            assert "Peer localhost State I_Open Event I_Rcv_DWR" in log
+            assert "Peer localhost State I_Open Event I_Rcv_DPR" in log
         finally:
             await svc.stop(timeout=1)
             cdp.stop()
@@ -176,7 +179,11 @@ def test_we_connect_to_cdp_and_no_common_application_5010(tmp_path):
             peer = node.peers["cdp.kam"]
             await wait_for(lambda: peer.usable, 20, "open towards cdp")
             assert peer.state == State.I_OPEN
+            await wait_for(lambda: "Peer localhost State Closed Event R_Conn_CER" in cdp.log(),
+                           5, "cdp took our CER")
             await svc.stop(timeout=3)
+            await wait_for(lambda: "State R_Open Event R_Rcv_DPR" in cdp.log(), 5,
+                           "cdp open (R side) and got our DPR")
         finally:
             await svc.stop(timeout=1)
         # now with only Rx on our side: cdp (Cx) and we share nothing
