@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "app"))
 
-from sipedge.diameter import base  # noqa: E402
-from sipedge.diameter import dictionary as dd  # noqa: E402
-from sipedge.diameter.base import Identity  # noqa: E402
-from sipedge.diameter.codec import FLAG_P, FLAG_R, Framer, Message, decode  # noqa: E402
+from sipedge.diameter import base
+from sipedge.diameter import dictionary as dd
+from sipedge.diameter.base import Identity
+from sipedge.diameter.codec import FLAG_P, FLAG_R, Framer, Message, decode
 
 CX = 16777216
 
@@ -117,7 +117,7 @@ async def main(args) -> dict:
             proto.free.clear()
             try:
                 await asyncio.wait_for(proto.free.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
     send_end = time.monotonic()
     deadline = send_end + args.drain
@@ -147,4 +147,4 @@ if __name__ == "__main__":
     ap.add_argument("--settle", type=float, default=0.5)
     ap.add_argument("--drain", type=float, default=5.0)
     a = ap.parse_args()
-    print(json.dumps(asyncio.run(main(a))), flush=True)  # noqa: T201 - the bench reads it
+    print(json.dumps(asyncio.run(main(a))), flush=True)

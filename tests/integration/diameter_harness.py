@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from sip_harness import free_port
 from sipedge.diameter import dictionary as dd
 from sipedge.diameter.base import Identity, VendorApp
@@ -241,6 +240,23 @@ def dra_process(tmp: Path, config: str) -> subprocess.Popen:
 CX_3GPP = (VendorApp(10415, auth=CX),)
 RX_3GPP = (VendorApp(10415, auth=RX),)
 
-__all__ = ["CX", "CX_3GPP", "RX", "RX_3GPP", "Cdp", "FreeDiameter", "Route", "dra_process", "make_cert",
-           "make_node", "needs_cdp", "needs_freediameter", "port_of", "rss_kb", "start_side",
-           "uar", "wait_for", "free_port"]
+__all__ = [
+    "CX",
+    "CX_3GPP",
+    "RX",
+    "RX_3GPP",
+    "Cdp",
+    "FreeDiameter",
+    "Route",
+    "dra_process",
+    "free_port",
+    "make_cert",
+    "make_node",
+    "needs_cdp",
+    "needs_freediameter",
+    "port_of",
+    "rss_kb",
+    "start_side",
+    "uar",
+    "wait_for",
+]

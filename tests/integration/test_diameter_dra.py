@@ -19,7 +19,6 @@ import signal
 import time
 
 import pytest
-
 from diameter_harness import (
     CX,
     FreeDiameter,

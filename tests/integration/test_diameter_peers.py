@@ -8,7 +8,6 @@ import re
 import socket
 
 import pytest
-
 from diameter_harness import (
     CX,
     CX_3GPP,
@@ -16,7 +15,6 @@ from diameter_harness import (
     Cdp,
     FreeDiameter,
     free_port,
-    make_cert,
     make_node,
     needs_cdp,
     needs_freediameter,

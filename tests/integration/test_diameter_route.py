@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from diameter_harness import (
     CX,
     FreeDiameter,

@@ -17,8 +17,8 @@ cannot be resynchronised: the connection must be closed.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 

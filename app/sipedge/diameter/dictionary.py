@@ -13,7 +13,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import AVP_M, Avp, DiameterDecodeError, INVALID_AVP_VALUE, LocalProtocolError
+from .codec import (
+    AVP_M,
+    INVALID_AVP_VALUE,
+    Avp,
+    DiameterDecodeError,
+    LocalProtocolError,
+)
 
 VENDOR_3GPP = 10415
 RELAY_APPLICATION = 0xFFFFFFFF

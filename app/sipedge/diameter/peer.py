@@ -20,12 +20,13 @@ connection re-established after a failure is REOPEN and is used for routing only
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from ..errors import LocalProtocolError
 from . import base
 from . import dictionary as d
+from .base import Capabilities, Identity
 from .codec import (
     FLAG_R,
     NO_COMMON_APPLICATION,
@@ -34,7 +35,6 @@ from .codec import (
     DiameterDecodeError,
     Message,
 )
-from .base import Capabilities, Identity
 
 
 class State(str, Enum):
@@ -499,9 +499,7 @@ class Peer:
         elif conn == self.r_conn:
             self.r_conn = None
             self._r_cer = None
-            if st == S.WAIT_RETURNS:
-                self._go("R-Peer-Disc")
-            elif st == S.WAIT_CONN_ACK_ELECT:
+            if st == S.WAIT_RETURNS or st == S.WAIT_CONN_ACK_ELECT:
                 self._go("R-Peer-Disc")
 
     def stop(self, now: float, cause: int = base.REBOOTING, disable: bool = False) -> None:

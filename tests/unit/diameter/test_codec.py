@@ -7,7 +7,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sipedge.diameter import dictionary as dd
 from sipedge.diameter.codec import (
     AVP_M,

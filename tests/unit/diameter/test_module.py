@@ -8,7 +8,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-
 from sipedge.config import loader
 from sipedge.diameter import dictionary as dd
 from sipedge.errors import ConfigError

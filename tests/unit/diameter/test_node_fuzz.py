@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sipedge.diameter import base
 from sipedge.diameter import dictionary as dd
 from sipedge.diameter.base import Identity

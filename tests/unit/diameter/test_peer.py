@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from sipedge.diameter import base
 from sipedge.diameter import dictionary as dd
 from sipedge.diameter.base import Identity, VendorApp
@@ -69,7 +68,7 @@ def test_no_common_application_5010_and_close():
 
 
 def test_non_cer_first_closes():
-    net, a, b = pair()
+    _net, a, b = pair()
     b.connection_made(99, None, 0)
     b.data_received(99, base.request(280, 0, a.me, [], 1, 1).encode(), 0)
     acts = b.actions()
@@ -78,12 +77,12 @@ def test_non_cer_first_closes():
 
 
 def test_unknown_peer_gets_3010():
-    net, a, b = pair()
+    _net, _a, b = pair()
     b.connection_made(99, None, 0)
     cer = base.request(257, 0, ident("x.evil"), base.capabilities_avps(ident("x.evil"),
                                                                       None)[2:], 1, 1)
     b.data_received(99, cer.encode(), 0)
-    sent, close = b.actions()
+    sent, _close = b.actions()
     assert base.result_code(decode(sent.data)) == 3010
 
 
@@ -115,7 +114,7 @@ def test_election_when_cer_crosses_before_connect_ack():
 
 
 def test_dwr_dwa_and_tw_jitter():
-    net, a, b = pair()
+    net, a, _b = pair()
     a.start(0)
     net.run(0)
     start = len(net.sent)
@@ -129,7 +128,7 @@ def test_dwr_dwa_and_tw_jitter():
 
 
 def test_suspect_down_reconnect_reopen_then_okay():
-    net, a, b = pair()
+    net, a, _b = pair()
     a.start(0)
     net.run(0)
     net.holes.add("B")  # B swallows everything: no DWA
@@ -163,7 +162,7 @@ def test_dpr_answered_with_dpa_before_close():
 
 
 def test_our_dpr_times_out_when_never_answered():
-    net, a, b = pair()
+    net, a, _b = pair()
     a.start(0)
     net.run(0)
     net.holes.add("B")
@@ -177,7 +176,7 @@ def test_our_dpr_times_out_when_never_answered():
 
 
 def test_disable_enable():
-    net, a, b = pair()
+    net, a, _b = pair()
     a.start(0)
     net.run(0)
     a.set_enabled("b.two", False, 1)

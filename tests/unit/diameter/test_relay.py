@@ -68,15 +68,15 @@ def answers(net, tok):
 
 
 def test_relay_route_record_hbh_rewrite_e2e_kept():
-    net, dra, cli, seen = build()
+    net, _dra, cli, seen = build()
     tok = ask(net, cli, 1)
     (ans,) = answers(net, tok)
     assert ans.result_code == 2001
-    host, req = seen[0]
+    _host, req = seen[0]
     assert dd.get_all(req.avps, "Route-Record") == ["c.cli"]
-    c_out = [decode(d) for f, t, d in net.sent if f == "C" and decode(d).code == 300][0]
-    d_out = [decode(d) for f, t, d in net.sent if f == "D" and decode(d).code == 300
-             and decode(d).is_request][0]
+    c_out = next(decode(d) for f, t, d in net.sent if f == "C" and decode(d).code == 300)
+    d_out = next(decode(d) for f, t, d in net.sent if f == "D" and decode(d).code == 300
+             and decode(d).is_request)
     assert c_out.end_to_end == d_out.end_to_end
     assert c_out.hop_by_hop != d_out.hop_by_hop
     assert ans.message.hop_by_hop == c_out.hop_by_hop
@@ -84,12 +84,12 @@ def test_relay_route_record_hbh_rewrite_e2e_kept():
 
 def test_equal_metrics_spread_lowest_wins():
     routes = [Route("srv", "s1.srv", 10), Route("srv", "s2.srv", 10)]
-    net, dra, cli, seen = build(routes)
+    net, _dra, cli, seen = build(routes)
     for i in range(6):
         ask(net, cli, 1 + i, user=f"u{i}")
     hosts = [h for h, _ in seen]
     assert hosts.count("s1.srv") == 3 and hosts.count("s2.srv") == 3
-    net2, dra2, cli2, seen2 = build([Route("srv", "s1.srv", 20), Route("srv", "s2.srv", 5)])
+    net2, _dra2, cli2, seen2 = build([Route("srv", "s1.srv", 20), Route("srv", "s2.srv", 5)])
     for i in range(4):
         ask(net2, cli2, 1 + i, user=f"u{i}")
     assert {h for h, _ in seen2} == {"s2.srv"}
@@ -111,7 +111,7 @@ def test_default_route_only_without_realm_route():
 
 def test_destination_host_override_and_dead_host_3002():
     routes = [Route("srv", "s1.srv", 1), Route("srv", "s2.srv", 50)]
-    net, dra, cli, seen = build(routes)
+    net, _dra, cli, seen = build(routes)
     ask(net, cli, 1, host="s2.srv")
     assert seen[-1][0] == "s2.srv"
     net.cut("S2", 2)
@@ -121,14 +121,14 @@ def test_destination_host_override_and_dead_host_3002():
 
 
 def test_unknown_realm_3002_at_once():
-    net, dra, cli, seen = build()
+    net, _dra, cli, seen = build()
     tok = ask(net, cli, 1, realm="nowhere")
     (ans,) = answers(net, tok)
     assert ans.result_code == 3002 and ans.message.is_error and not seen
 
 
 def test_loop_3005_with_e_bit_nothing_forwarded():
-    net, dra, cli, seen = build()
+    net, _dra, cli, seen = build()
     tok = cli.send_request(CX, 300, [dd.avp("Session-Id", "x"),
                                      dd.avp("Route-Record", "dra.mid")], 1, dest_realm="srv")
     net.run(1)
@@ -138,7 +138,7 @@ def test_loop_3005_with_e_bit_nothing_forwarded():
 
 def test_predictive_loop_avoidance():
     routes = [Route("srv", "s1.srv", 1), Route("srv", "s2.srv", 50)]
-    net, dra, cli, seen = build(routes)
+    net, _dra, cli, seen = build(routes)
     cli.send_request(CX, 300, [dd.avp("Session-Id", "x"), dd.avp("Route-Record", "s1.srv")],
                      1, dest_realm="srv")
     net.run(1)
@@ -168,7 +168,7 @@ def test_failover_with_t_flag_on_peer_loss():
     net.run(2)
     (ans,) = answers(net, tok)
     assert ans.result_code == 2001 and ans.peer == "dra.mid"
-    host, req = seen[-1]
+    host, _req = seen[-1]
     assert host == "s2.srv"
     t_flagged = [decode(d) for f, t, d in net.sent if t == "S2" and decode(d).code == 300]
     assert t_flagged[0].flags & FLAG_T
@@ -197,7 +197,7 @@ def test_failover_uses_peer_that_came_up_after_first_routing():
 
 def test_origin_gone_answer_dropped():
     routes = [Route("srv", "s1.srv", 1)]
-    net, dra, cli, seen = build(routes)
+    net, dra, cli, _seen = build(routes)
     _blackhole_s1(net)
     ask(net, cli, 1, user="blackhole")
     net.cut("C", 2)
@@ -218,7 +218,7 @@ def set_hbh(pe):
 
 
 def test_timeout_3002_and_table_empties():
-    net, dra, cli, seen = build([Route("srv", "s1.srv", 1)], timeout=5)
+    net, dra, cli, _seen = build([Route("srv", "s1.srv", 1)], timeout=5)
     _blackhole_s1(net)
     toks = [ask(net, cli, 1, user="blackhole") for _ in range(50)]
     assert dra.npending == 50
@@ -229,7 +229,7 @@ def test_timeout_3002_and_table_empties():
 
 
 def test_bounded_pending_table_3004():
-    net, dra, cli, seen = build([Route("srv", "s1.srv", 1)], max_pending=3)
+    net, _dra, cli, _seen = build([Route("srv", "s1.srv", 1)], max_pending=3)
     _blackhole_s1(net)
     toks = [ask(net, cli, 1, user="blackhole") for _ in range(5)]
     got = [answers(net, t) for t in toks]

@@ -25,11 +25,11 @@ async def _run(args) -> int:
     try:
         config = load_file(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201 - command-line error report
+        print(exc, file=sys.stderr)
         return 2
     p = config.diameter
     if not p.identity or not p.realm:
-        print(f"{args.config}: [diameter] identity and realm are required",  # noqa: T201
+        print(f"{args.config}: [diameter] identity and realm are required",
               file=sys.stderr)
         return 2
     node = p.build_node(origin_state_id=int(time.time()) & 0xFFFFFFFF)

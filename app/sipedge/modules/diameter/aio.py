@@ -131,7 +131,7 @@ class DiameterService:
     def _call(self, conn: int | None, fn, *args) -> None:
         try:
             fn(*args)
-        except Exception:  # noqa: BLE001 - per-connection boundary: log, drop the connection
+        except Exception:
             log.exception("diameter: internal error on conn=%s; closing it", conn)
             if conn is not None:
                 tr = self._transports.pop(conn, None)
@@ -139,7 +139,7 @@ class DiameterService:
                     tr.abort()
                 try:
                     self.node.connection_lost(conn, self.now(), "internal error")
-                except Exception:  # noqa: BLE001 - same boundary
+                except Exception:
                     log.exception("diameter: cleanup after the error failed")
         self.pump()
 
@@ -160,11 +160,10 @@ class DiameterService:
                     if tr is not None:
                         log.debug("conn=%d close: %s", a.conn, a.reason)
                         tr.close()  # writes what is queued (a DPA, a CEA 5010) first
-                elif isinstance(a, ConnectTo):
-                    if not self._closing:
-                        t = asyncio.ensure_future(self._connect(a))
-                        self._connecting.add(t)
-                        t.add_done_callback(self._connecting.discard)
+                elif isinstance(a, ConnectTo) and not self._closing:
+                    t = asyncio.ensure_future(self._connect(a))
+                    self._connecting.add(t)
+                    t.add_done_callback(self._connecting.discard)
             for ev in evs:
                 self._event(ev)
         self._arm()
@@ -218,7 +217,7 @@ class DiameterService:
             else:
                 await asyncio.wait_for(self.loop.create_connection(
                     lambda: _Proto(self, a.peer), a.address, a.port), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.info("peer=%s connect to %s:%d failed: %s", a.peer, a.address, a.port,
                      exc or "timeout")
             self._call(None, self.node.connect_failed, a.peer, self.now(), str(exc))

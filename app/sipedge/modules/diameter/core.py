@@ -22,8 +22,9 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ...diameter import base
 from ...diameter import dictionary as dd
@@ -58,9 +59,8 @@ from ...diameter.peer import (
     PeerUsable,
     Send,
 )
-from .routing import RoutingTable
-
 from ...errors import EdgeError
+from .routing import RoutingTable
 
 COMMAND_UNSUPPORTED = 3001
 
@@ -139,7 +139,7 @@ class Pending:
 
 
 class _Conn:
-    __slots__ = ("framer", "peer", "deadline", "local_ip", "outgoing")
+    __slots__ = ("deadline", "framer", "local_ip", "outgoing", "peer")
 
     def __init__(self, max_bytes: int, peer: str | None, deadline: float | None,
                  local_ip: str | None, outgoing: bool) -> None:
@@ -612,5 +612,15 @@ class Node:
                 "pending": self.npending, "connections": len(self.conns)}
 
 
-__all__ = ["AnswerDropped", "ConnectTo", "LocalAnswer", "Node", "NodeSettings", "PeerConfig",
-           "PeerStateChanged", "PeerUsable", "HEADER_LEN", "FLAG_T"]
+__all__ = [
+    "FLAG_T",
+    "HEADER_LEN",
+    "AnswerDropped",
+    "ConnectTo",
+    "LocalAnswer",
+    "Node",
+    "NodeSettings",
+    "PeerConfig",
+    "PeerStateChanged",
+    "PeerUsable",
+]
