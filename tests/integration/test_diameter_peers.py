@@ -285,3 +285,35 @@ def test_garbage_from_peers_never_stops_the_node(tmp_path):
             await svc.stop(timeout=1)
 
     asyncio.run(body())
+
+
+def _have_sctp() -> bool:
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _have_sctp(), reason="the kernel has no SCTP (modprobe sctp)")
+def test_two_nodes_over_sctp(tmp_path):
+    from sipedge.modules.diameter.core import PeerConfig
+
+    async def body():
+        port = free_port("tcp")
+        b = make_node("b.test", "test", [("a.test", None)])
+        bsvc = DiameterService(b, [("127.0.0.1", port, "sctp")])
+        await bsvc.start()
+        a = make_node("a.test", "test", [])
+        a.peer_configs["b.test"] = PeerConfig("b.test", "127.0.0.1", port, "sctp")
+        from sipedge.diameter.peer import Peer
+        a.peers["b.test"] = Peer("b.test", a.me, a.peer_configs["b.test"].settings)
+        asvc = await start_side(a)
+        try:
+            await wait_for(lambda: a.peers["b.test"].usable and b.peers["a.test"].usable, 10,
+                           "open over SCTP")
+        finally:
+            await asvc.stop(timeout=2)
+            await bsvc.stop(timeout=1)
+
+    asyncio.run(body())

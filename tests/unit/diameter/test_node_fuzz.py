@@ -67,3 +67,17 @@ def test_relay_of_unknown_avps_is_byte_identical():
     (send,) = [a for a in node.actions() if getattr(a, "conn", None) == 2]
     assert send.data[20:len(raw)] == raw[20:]
     assert send.data[16:20] == raw[16:20]  # end-to-end id
+
+
+def test_stats_keys_stay_bounded_under_made_up_codes():
+    node = _open_node()
+    for i in range(600):
+        m = Message(100000 + i, FLAG_R | FLAG_P, CX, i, i, [
+            dd.avp("Origin-Host", "c.cli"), dd.avp("Origin-Realm", "cli"),
+            dd.avp("Destination-Realm", "nowhere")])
+        node.data_received(1, m.encode(), 1.0)
+        a = Message(300, 0, CX, 999999 + i, i, [dd.avp("Result-Code", 10000 + i)])
+        node.data_received(2, a.encode(), 1.0)
+        node.actions()
+    assert len(node.stats) < 30 and len(node.result_stats) <= 257
+    assert node.stats["rx other-R"] == 600

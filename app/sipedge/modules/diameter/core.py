@@ -151,6 +151,27 @@ class _Conn:
 
 
 RequestHook = Callable[[Message, str], "int | None"]
+MAX_RESULT_KEYS = 256
+
+
+def _cmd(code: int, request: bool) -> str:
+    """Stats key of a command: its short name, or other-R/other-A (a peer cannot grow the
+    counters without bound with made-up command codes)."""
+    if code in dd.CMD_BY_CODE:
+        return dd.command_name(code, request)
+    return "other-R" if request else "other-A"
+
+
+class _ResultStats(Counter):
+    """Counter of result codes with a bounded number of distinct keys (the rest: "other")."""
+
+    def __missing__(self, key):
+        return 0
+
+    def __setitem__(self, key, value) -> None:
+        if key not in self and len(self) >= MAX_RESULT_KEYS:
+            key = "other"
+        super().__setitem__(key, value)
 
 
 class Node:
@@ -176,8 +197,9 @@ class Node:
         self.request_hook: RequestHook | None = None
         self.local_handler: Callable[[Message, str], Message | None] | None = None
         self.stats: Counter = Counter()
-        self.result_stats: Counter = Counter()
+        self.result_stats: Counter = _ResultStats()
         self.me_l = me.origin_host.lower()
+        self._now = 0.0  # the latest `now` seen (for work queued between inputs)
 
     # ------------------------------------------------------------------ outputs
 
@@ -188,7 +210,7 @@ class Node:
         for a in out:
             if type(a) is Send and len(a.data) >= HEADER_LEN:
                 d = a.data
-                stats[f"tx {dd.command_name(int.from_bytes(d[5:8], 'big'), bool(d[4] & 0x80))}"] += 1
+                stats["tx " + _cmd(int.from_bytes(d[5:8], "big"), bool(d[4] & 0x80))] += 1
         return out
 
     def events(self) -> list:
@@ -290,7 +312,7 @@ class Node:
             self.stats["decode_errors"] += 1
             self._decode_error(conn, c, raw, exc, now)
             return
-        self.stats[f"rx {dd.command_name(msg.code, msg.is_request)}"] += 1
+        self.stats["rx " + _cmd(msg.code, msg.is_request)] += 1
         if c.peer is None:
             self._first_message(conn, c, msg, now)
             return
@@ -371,6 +393,10 @@ class Node:
     # ------------------------------------------------------------------ peer events
 
     def _collect(self, now: float | None = None) -> None:
+        if now is None:
+            now = self._now
+        else:
+            self._now = now
         for p in list(self.peers.values()):
             while True:
                 acts, evs = p.actions(), p.events()
@@ -607,8 +633,9 @@ class Node:
 
     def stats_snapshot(self) -> dict[str, Any]:
         return {"counters": dict(sorted(self.stats.items())),
-                "result_codes": {str(k): v for k, v in sorted(self.result_stats.items(),
-                                                                key=lambda kv: kv[0] or 0)},
+                "result_codes": {str(k): v for k, v in sorted(
+                    self.result_stats.items(), key=lambda kv: (isinstance(kv[0], str),
+                                                               str(kv[0])))},
                 "pending": self.npending, "connections": len(self.conns)}
 
 
