@@ -37,7 +37,7 @@ def lab(tmp_path_factory):
     hss_port, dia_port, sip_port = free_port("tcp"), free_port("tcp"), free_port()
     fd = FreeDiameter(work, "hss1.hss.ims.test", "hss.ims.test", [("pcscf.ims.test", None)],
                       work, port=hss_port).start()
-    cfg = make_config(str(work / "edge.ctl"), [("udp", "127.0.0.1", sip_port)], workers=1,
+    cfg = make_config(str(work / "edge.ctl"), [("udp", "127.0.0.1", sip_port)], workers=2,
                       extra=f"""[routing]
 script = "route.py"
 [diameter]
@@ -63,7 +63,7 @@ peer = "hss1.hss.ims.test"
     edge = SipEdge(work, cfg, "edge")
     edge.sip_port, edge.dia_port, edge.fd = sip_port, dia_port, fd
     try:
-        edge.start(workers=1)
+        edge.start(workers=2)
         yield edge
     finally:
         edge.stop()
@@ -91,6 +91,20 @@ def test_register_sends_cx_uar_from_the_route(lab):
     stats = lab.rpc("diameter.stats")
     assert stats["counters"]["tx UAR"] >= 1 and stats["counters"]["rx UAA"] >= 1
     assert stats["result_codes"]["3002"] >= 1
+
+
+def test_every_worker_reaches_the_node(lab):
+    """Two workers: worker 1's script hands its requests to worker 0's node."""
+    _wait_open(lab)
+    before = lab.rpc("diameter.stats")["counters"].get("tx UAR", 0)
+    for i in range(12):
+        r = request(lab.sip_port, f"user{i}", "REGISTER")
+        assert (r.status, r.reason) == (403, "Diameter 3002 from hss1.hss.ims.test"), lab.log()
+    assert lab.rpc("diameter.stats")["counters"]["tx UAR"] - before == 12
+    import time
+    time.sleep(1.2)  # the workers publish their counters every 0.5 s
+    workers = lab.rpc("stats")["workers"]
+    assert all(st.get("rcv_req_REGISTER", 0) > 0 for st in workers.values()), workers
 
 
 def test_rpc_routes_disable_enable(lab):

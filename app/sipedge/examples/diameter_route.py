@@ -31,7 +31,7 @@ async def request_route(msg):
                           ("Auth-Session-State", 1)],
             dest_realm=HSS_REALM, timeout=3)
     except ksr.diameter.DiameterError as exc:  # noqa: F821
-        msg.reply(503, f"Diameter {exc.result_code}")
+        msg.reply(503, f"Diameter {exc.result_code}")  # exc.reason says why
         return
     msg.reply(200 if ans.result_code == 2001 else 403,
               f"Diameter {ans.result_code} from {ans.get('Origin-Host')}")

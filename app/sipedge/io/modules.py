@@ -78,6 +78,7 @@ class ModuleEnv:
     notify: Callable[[int, str, dict], None] | None = None
     # the worker's current routing script (a script.loader.Script or None), for event routes
     script: Callable[[], Any] | None = None
+    run_id: str = ""  # names the abstract sockets of this sipedge instance
 
 
 # -- security ----------------------------------------------------------------------------

@@ -179,7 +179,7 @@ class Worker:
                                                sent_by=self._sent_by,
                                                resolver=self.resolver, nworkers=nworkers,
                                                notify=self._notify_worker,
-                                               script=lambda: self.script))
+                                               script=lambda: self.script, run_id=run_id))
         self.control: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------

@@ -174,7 +174,7 @@ class DiameterService:
             if fut is not None and not fut.done():
                 if ev.message is None:
                     fut.set_exception(DiameterError(ev.result_code or 3002,
-                                                    "no answer from the network"))
+                                                    ev.reason or "no answer"))
                 else:
                     fut.set_result(ev.message)
         elif isinstance(ev, PeerStateChanged):

@@ -113,8 +113,7 @@ class DiameterApi:
         """Send a request and wait for the answer. Raises DiameterError (result_code 3002
         when there is no route or no answer within `timeout`)."""
         if self._service is None:
-            raise DiameterUnavailable("the diameter node runs in worker 0 only "
-                                      "(set [core] workers = 1 to use it from every route)")
+            raise DiameterUnavailable("the diameter node is not running in this process")
         items = make_avps(avps)
         if not any(a.code == 263 and not a.vendor for a in items):
             items.insert(0, dd.avp("Session-Id", f"{self._origin};{self._boot};{next(_sid)}"))
@@ -128,14 +127,14 @@ class DiameterApi:
     def relay_hook(self, fn: Callable[[RelayedRequest], Any] | None) -> None:
         """Call `fn(req)` for every request the relay agent forwards (None: no hook)."""
         self._hook = fn
-        if self._service is not None:
+        if self._service is not None and hasattr(self._service, "node"):
             self._service.node.request_hook = self._run_hook if fn is not None else None
 
     def script_hook(self, lookup: Callable[[], Callable[[RelayedRequest], Any] | None]) -> None:
         """Use whatever `lookup()` returns at each relayed request (the routing script's
         `diameter_relay_route`); `relay_hook(fn)` set explicitly wins."""
         self._lookup = lookup
-        if self._service is not None:
+        if self._service is not None and hasattr(self._service, "node"):
             self._service.node.request_hook = self._run_hook
 
     _lookup: Callable[[], Any] | None = None

@@ -112,6 +112,7 @@ class LocalAnswer:
     message: Message | None
     result_code: int | None
     peer: str | None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,7 +567,7 @@ class Node:
         pe.done = True
         self.result_stats[code] += 1
         if pe.token is not None:
-            self._events.append(LocalAnswer(pe.token, None, code, None))
+            self._events.append(LocalAnswer(pe.token, None, code, None, reason))
             return
         origin = self.peers.get(pe.origin or "")
         if origin is None or origin.conn != pe.origin_conn or origin.conn is None:
@@ -610,7 +611,7 @@ class Node:
         msg = Message(code, FLAG_R | (FLAG_P if proxiable else 0), app, 0, self._e2e,
                       head + rest)
         if self.npending >= self.settings.max_pending:
-            self._events.append(LocalAnswer(token, None, TOO_BUSY, None))
+            self._events.append(LocalAnswer(token, None, TOO_BUSY, None, "pending table full"))
             return token
         timeout = self.settings.request_timeout_s if timeout_s is None else timeout_s
         pe = Pending(msg, msg.encode(), None, None, {self.me_l}, dest_realm, dest_host,
