@@ -122,7 +122,7 @@ def test_relay_route_record_hbh_rewrite_loop_and_unknown_realm(tmp_path, certdir
             ans = await lab.ask(realm="nowhere.example")
             assert dd.get(ans.avps, "Result-Code") == 3002 and ans.is_error
             assert dd.get(ans.avps, "Origin-Host") == "dra.test"
-            assert time.monotonic() - t0 < 1.0
+            assert time.monotonic() - t0 < 2.0
             await asyncio.sleep(0.3)
             assert len(rcv_dumps(lab.fd1)) + len(rcv_dumps(lab.fd2)) == seen
             # the base protocol kept running alongside
@@ -162,7 +162,7 @@ def test_watchdog_suspect_fails_over_then_late_answer_is_dropped(tmp_path, certd
             t0 = time.monotonic()
             ans = await lab.ask(user="frank")
             assert dd.get(ans.avps, "Origin-Host") == "fd2.srv"
-            assert time.monotonic() - t0 < 4  # about two Tw
+            assert time.monotonic() - t0 < 6  # about two Tw (1 s each), with slack for CI
             assert [f for f, _, _ in rcv_dumps(lab.fd2)] == ["RP-T"]
             assert lab.dra.peers["fd1.srv"].watchdog.value in ("SUSPECT", "DOWN", "REOPEN")
             lab.fd1.signal(signal.SIGCONT)
