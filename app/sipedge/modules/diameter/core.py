@@ -462,6 +462,7 @@ class Node:
                          failed=[dd.avp("Destination-Realm", "")])
             return
         if self.request_hook is not None:
+            n = len(msg.avps)
             try:
                 reject = self.request_hook(msg, p.name)
             except Exception as exc:  # noqa: BLE001 - per-message boundary: a script bug
@@ -471,7 +472,8 @@ class Node:
             if reject:
                 self._answer(p, msg, int(reject), "rejected by the routing script")
                 return
-            raw = msg.encode()  # the hook may have changed AVPs (unknown ones stay verbatim)
+            if len(msg.avps) != n:
+                raw = msg.encode()  # AVPs added or removed (unknown ones stay verbatim)
         if self.npending >= self.settings.max_pending:
             self.stats["too_busy"] += 1
             self._answer(p, msg, TOO_BUSY, "pending table full")
