@@ -93,8 +93,8 @@ class FreeDiameter:
             self.proc.send_signal(sig)
 
     def kill(self) -> None:
+        """SIGKILL (no SIGCONT first: a frozen server must not answer while dying)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
 

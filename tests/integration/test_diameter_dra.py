@@ -106,12 +106,14 @@ def test_relay_route_record_hbh_rewrite_loop_and_unknown_realm(tmp_path, certdir
             # the answer is fd1's, relayed back to us with our own hop-by-hop id
             assert dd.get(ans.avps, "Origin-Host") == "fd1.srv"
             assert ans.hop_by_hop == hbh and ans.end_to_end == e2e
+            await wait_for(lambda: rcv_dumps(lab.fd1), 5, "fd1's dump of the request")
             dumps = rcv_dumps(lab.fd1)
             assert dumps, lab.fd1.log()[-4000:]
             flags, fd_hbh, fd_e2e = dumps[-1]
             assert int(fd_e2e, 16) == e2e and int(fd_hbh, 16) != hbh and "T" not in flags
-            assert re.search(r"'Route-Record'\(282\) l=\d+ f=-M val=\"client.cli\"",
-                             lab.fd1.log()), "Route-Record with the client's identity"
+            await wait_for(lambda: re.search(r"'Route-Record'\(282\) l=\d+ f=-M "
+                                             r"val=\"client.cli\"", lab.fd1.log()), 5,
+                           "Route-Record with the client's identity at fd1")
             seen = len(rcv_dumps(lab.fd1)) + len(rcv_dumps(lab.fd2))
             # a request already carrying our identity: 3005 from us, E bit, not forwarded
             ans = await lab.ask(extra=[dd.avp("Route-Record", "dra.test")])
@@ -145,6 +147,7 @@ def test_failover_with_t_flag_when_server_dies(tmp_path, certdir):
             latency = time.monotonic() - t_kill
             assert dd.get(ans.avps, "Origin-Host") == "fd2.srv"
             assert ans.hop_by_hop == hbh and ans.end_to_end == e2e
+            await wait_for(lambda: rcv_dumps(lab.fd2), 5, "fd2's dump of the request")
             flags = [f for f, _, e in rcv_dumps(lab.fd2) if int(e, 16) == e2e]
             assert flags == ["RP-T"], lab.fd2.log()[-3000:]
             assert lab.dra.stats["failovers"] == 1 and lab.dra.npending == 0
@@ -163,6 +166,7 @@ def test_watchdog_suspect_fails_over_then_late_answer_is_dropped(tmp_path, certd
             ans = await lab.ask(user="frank")
             assert dd.get(ans.avps, "Origin-Host") == "fd2.srv"
             assert time.monotonic() - t0 < 6  # about two Tw (1 s each), with slack for CI
+            await wait_for(lambda: rcv_dumps(lab.fd2), 5, "fd2's dump of the request")
             assert [f for f, _, _ in rcv_dumps(lab.fd2)] == ["RP-T"]
             assert lab.dra.peers["fd1.srv"].watchdog.value in ("SUSPECT", "DOWN", "REOPEN")
             lab.fd1.signal(signal.SIGCONT)
@@ -185,6 +189,7 @@ def test_failover_uses_server_that_connected_after_first_routing(tmp_path, certd
             lab.fd1.kill()
             ans = await task
             assert dd.get(ans.avps, "Origin-Host") == "fd2.srv"
+            await wait_for(lambda: rcv_dumps(lab.fd2), 5, "fd2's dump of the request")
             assert [f for f, _, _ in rcv_dumps(lab.fd2)] == ["RP-T"]
 
     asyncio.run(body())
