@@ -155,9 +155,10 @@ def test_cdp_connects_cer_dwr_and_our_dpr_times_out(tmp_path):
             assert peer.state == State.CLOSED
             assert asyncio.get_running_loop().time() - t0 < 4
             assert cdp.proc.poll() is None  # cdp itself survives
-            log = cdp.log()  # cdp's own state machine (debug=3): open, our DWRs, our DPR
-            assert "Peer localhost State I_Open Event I_Rcv_DWR" in log
-            assert "Peer localhost State I_Open Event I_Rcv_DPR" in log
+            # cdp's own state machine (debug=3): open, our DWRs, our DPR
+            await wait_for(lambda: "Peer localhost State I_Open Event I_Rcv_DWR" in cdp.log()
+                           and "Peer localhost State I_Open Event I_Rcv_DPR" in cdp.log(), 5,
+                           "cdp open, with our DWR and DPR")
         finally:
             await svc.stop(timeout=1)
             cdp.stop()
