@@ -188,13 +188,13 @@ def test_we_connect_to_cdp_and_no_common_application_5010(tmp_path):
         # now with only Rx on our side: cdp (Cx) and we share nothing
         node2 = make_node(ME, "test", [("cdp.kam", cdport)], apps=(),
                           vendor_apps=RX_3GPP)
+        node2.peers["cdp.kam"].settings.tc_s = 60  # no reconnect while we look
         svc2 = await start_side(node2)
         try:
             peer2 = node2.peers["cdp.kam"]
             await wait_for(lambda: node2.stats["rx CEA"] >= 1, 20, "CEA from cdp")
-            await asyncio.sleep(0.5)
-            assert not peer2.usable and peer2.state in (State.CLOSED, State.WAIT_CONN_ACK)
-            assert not svc2._transports or all(t.is_closing() for t in svc2._transports.values())
+            await wait_for(lambda: not svc2._transports, 3, "connection closed")
+            assert not peer2.usable and peer2.state == State.CLOSED and peer2.failures >= 1
         finally:
             await svc2.stop(timeout=1)
             cdp.stop()
@@ -210,11 +210,12 @@ def test_cdp_cer_without_common_application_gets_5010_and_close(tmp_path):
         svc = await start_side(node)
         cdp = Cdp(tmp_path, "cdp.kam", "kam", ME, port_of(svc)).start()
         try:
-            await wait_for(lambda: node.result_stats[5010] >= 1 or node.stats["tx CEA"] >= 1,
-                           20, "CER from cdp answered")
-            await asyncio.sleep(0.5)
-            assert node.stats["tx CEA"] >= 1 and not node.peers["cdp.kam"].usable
-            assert not [t for t in svc._transports.values() if not t.is_closing()]
+            await wait_for(lambda: node.stats["tx CEA"] >= 1, 20, "CER from cdp answered")
+            # cdp took our CEA (5010) and never opened; we closed the connection
+            await wait_for(lambda: "Event I_Rcv_CEA" in cdp.log(), 5, "cdp got the CEA")
+            assert not node.peers["cdp.kam"].usable
+            assert node.peers["cdp.kam"].state == State.CLOSED
+            assert "State I_Open" not in cdp.log()
         finally:
             await svc.stop(timeout=1)
             cdp.stop()
