@@ -9,8 +9,8 @@ an AVP length can never make the parser read past its slice, and grouped AVPs ne
 
 Errors: everything wrong in received bytes raises `DiameterDecodeError` (a
 `RemoteProtocolError`) carrying the result code to answer with (5015 invalid message length,
-5014 invalid AVP length, 3009 invalid header bits, 3008 invalid AVP bits, 5004 invalid AVP
-value) and, where the RFC asks for it, the Failed-AVP content. `FramingError` means the stream
+5014 invalid AVP length, 3008 invalid header bits, 3009 invalid AVP bits (an unknown AVP flag),
+5004 invalid AVP value) and, where the RFC asks for it, the Failed-AVP content. `FramingError` means the stream
 cannot be resynchronised: the connection must be closed.
 """
 
@@ -238,8 +238,9 @@ def decode(data: bytes | memoryview) -> Message:
     if length != len(data) or length % 4:
         raise DiameterDecodeError(f"message length field {length}, {len(data)} bytes received",
                                   INVALID_MESSAGE_LENGTH)
-    if flags & FLAGS_RESERVED or (flags & FLAG_R and flags & FLAG_E):
-        raise DiameterDecodeError("invalid header bits", INVALID_HDR_BITS)
+    # reserved header bits are ignored (RFC 6733 3); an error bit on a request is invalid
+    if flags & FLAG_R and flags & FLAG_E:
+        raise DiameterDecodeError("E bit set on a request", INVALID_HDR_BITS)
     avps = decode_avps(memoryview(data)[HEADER_LEN:], base=HEADER_LEN)
     return Message(code, flags, app, hbh, e2e, avps, version)
 

@@ -202,3 +202,16 @@ def test_mutated_messages_never_crash(avps, pos, junk):
                     pass
     except RemoteProtocolError:
         pass
+
+
+def test_header_bits():
+    m = Message(300, FLAG_R | 0x0F, 0, 1, 2, [dd.avp("Origin-Host", "x")])
+    assert decode(m.encode()).code == 300  # reserved bits: ignored
+    with pytest.raises(DiameterDecodeError) as exc:
+        decode(Message(300, FLAG_R | 0x20, 0, 1, 2, []).encode())
+    assert exc.value.result_code == 3008
+    bad = bytearray(Message(300, FLAG_R, 0, 1, 2, [dd.avp("Origin-Host", "x")]).encode())
+    bad[24] |= 0x01  # an AVP flag nobody defined
+    with pytest.raises(DiameterDecodeError) as exc:
+        decode(bytes(bad))
+    assert exc.value.result_code == 3009 and exc.value.failed_avp
