@@ -151,7 +151,7 @@ class RemoteService:
             reply = await asyncio.wait_for(fut, timeout + 1.0)
         except OSError as exc:
             raise DiameterError(3002, f"diameter node (worker 0) unreachable: {exc}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DiameterError(3002, "no reply from the diameter node (worker 0)") from None
         finally:
             self._futures.pop(rid, None)
