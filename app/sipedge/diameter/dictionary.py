@@ -137,7 +137,8 @@ _3GPP = [
     ("Record-Route", 646, OCTETS), ("Associated-Registered-Identities", 647, GROUPED),
     ("Multiple-Registration-Indication", 648, ENUM), ("Restoration-Info", 649, GROUPED),
     ("Session-Priority", 650, ENUM), ("Identity-with-Emergency-Registration", 651, GROUPED),
-    ("Priority", 652, U32),
+    ("Priviledged-Sender-Indication", 652, ENUM), ("LIA-Flags", 653, U32),
+    ("SAR-Flags", 655, U32),
     # Sh, TS 29.329
     ("User-Identity", 700, GROUPED), ("MSISDN", 701, OCTETS),
     ("Data-Reference", 703, ENUM), ("Service-Indication", 704, OCTETS),
@@ -223,8 +224,12 @@ AVPS: dict[str, AvpDef] = {}
 BY_CODE: dict[tuple[int, int], AvpDef] = {}
 for _name, _code, _type in _BASE:
     AVPS[_name] = BY_CODE[(_code, 0)] = AvpDef(_name, _code, _type, 0)
+# 3GPP AVPs whose M bit must not be set (TS 29.229 table 6.3.1: Supported-Features may have
+# it, the later Cx additions must not)
+_NOT_MANDATORY_3GPP = {628, 629, 630, 631, 632, 634, 635, *range(637, 656)}
 for _name, _code, _type in _3GPP:
-    AVPS[_name] = BY_CODE[(_code, VENDOR_3GPP)] = AvpDef(_name, _code, _type, VENDOR_3GPP)
+    AVPS[_name] = BY_CODE[(_code, VENDOR_3GPP)] = AvpDef(
+        _name, _code, _type, VENDOR_3GPP, _code not in _NOT_MANDATORY_3GPP)
 _LOWER = {k.lower(): v for k, v in AVPS.items()}
 CMD_BY_CODE = {c.code: c for c in COMMANDS}
 CMD_BY_SHORT = {s.upper(): (c, i == 0) for c in COMMANDS for i, s in enumerate(c.short)}
