@@ -756,7 +756,13 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    raw = sys.argv[1:] if argv is None else argv
+    if any(m == "diameter" for i, a in enumerate(raw) if a == "--mode" and i + 1 < len(raw)
+           for m in raw[i + 1].split(",")):
+        from benchlib import diameter  # the Diameter relay benchmark (bench/README.md)
+
+        return diameter.main(raw)
+    args = parse_args(raw)
     signal.signal(signal.SIGTERM, _interrupt)  # so the proxies and SIPp are stopped
     if not sipp_binary():
         print("sipp not found: install the Debian package sip-tester (make test-deps)", file=sys.stderr)

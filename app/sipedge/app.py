@@ -195,6 +195,10 @@ class Proxy:
             from .modules.uac.rpc import main_methods
 
             methods.update(main_methods(self._ask_workers))
+        if "diameter" in self.modules:
+            from .modules.diameter.runtime import main_rpc
+
+            methods.update(main_rpc(self._ask_workers))
         return methods
 
     async def dispatcher_list(self, params: dict) -> dict:

@@ -315,7 +315,7 @@ def _check_semantics(config: Config, v: _Validator) -> None:
 
 # modules [core] modules may name, and the modules each needs loaded too
 LOADABLE_MODULES = {"security": (), "registrar": (), "auth": ("registrar",), "dispatcher": (),
-                    "enum": (), "http_client": (), "uac": ()}
+                    "enum": (), "http_client": (), "uac": (), "diameter": ()}
 
 
 def _check_modules(config: Config, v: _Validator) -> None:
@@ -389,6 +389,11 @@ def _check_modules(config: Config, v: _Validator) -> None:
 
         for where, reason in check_uac(uac):
             v.error(where, reason)
+    dia = getattr(config, "diameter", None)
+    if dia is not None:  # [diameter]: its own checks (modules/diameter/params.py)
+        extra = dia.loaded_problems() if "diameter" in mods else []
+        for key, reason in dia.problems() + extra:
+            v.error(f"diameter.{key}", reason)
 
 
 def _check_dispatcher_enum(config: Config, v: _Validator) -> None:

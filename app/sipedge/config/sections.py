@@ -52,8 +52,8 @@ class CoreParams:
     modules: list[str] = option(default_factory=list,
                                 doc="feature modules to load, like Kamailio's loadmodule: "
                                 "`security`, `registrar`, `auth` (auth needs registrar), "
-                                "`dispatcher`, `enum`, `http_client`, `uac`; each is "
-                                "configured in its own section", reloadable=False)
+                                "`dispatcher`, `enum`, `http_client`, `uac`, `diameter`; each "
+                                "is configured in its own section", reloadable=False)
 
 
 @section("listen", array=True)
@@ -192,4 +192,5 @@ class TmParams:
 SECTION_MODULES = ("sipedge.appliance.params", "sipedge.modules.auth.params",
                    "sipedge.modules.registrar.params", "sipedge.modules.security.params",
                    "sipedge.modules.dispatcher.params", "sipedge.modules.enum.params",
-                   "sipedge.modules.http_client.params", "sipedge.modules.uac.params")
+                   "sipedge.modules.http_client.params", "sipedge.modules.uac.params",
+                   "sipedge.modules.diameter.params")

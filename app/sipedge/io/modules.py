@@ -37,6 +37,7 @@ from ..errors import EdgeError
 from ..modules import ReplySpec
 from ..modules.auth import api as auth_api
 from ..modules.auth.core import Auth
+from ..modules.diameter.runtime import DiameterRuntime
 from ..modules.registrar import api as reg_api
 from ..modules.registrar.aio import AsyncStore
 from ..modules.registrar.module import Registrar
@@ -94,6 +95,9 @@ class ModuleEnv:
     # one-way request to another worker's control socket: (worker index, method, params)
     notify: Callable[[int, str, dict], None] | None = None
     script_function: Callable[[str], Any] | None = None  # name -> function of the script
+    # the worker's current routing script (a script.loader.Script or None), for event routes
+    script: Callable[[], Any] | None = None
+    run_id: str = ""  # names the abstract sockets of this sipedge instance
 
 
 # -- security ----------------------------------------------------------------------------
@@ -601,7 +605,7 @@ class HttpClientRuntime:
 RUNTIMES: dict[str, type] = {"security": SecurityRuntime, "registrar": RegistrarRuntime,
                              "auth": AuthRuntime, "dispatcher": DispatcherRuntime,
                              "enum": EnumRuntime, "http_client": HttpClientRuntime,
-                             "uac": UacRuntime}
+                             "uac": UacRuntime, "diameter": DiameterRuntime}
 
 
 def load_order(names) -> list[str]:

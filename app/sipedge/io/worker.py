@@ -192,7 +192,8 @@ class Worker:
                                                sent_by=self._sent_by,
                                                resolver=self.resolver, nworkers=nworkers,
                                                notify=self._notify_worker,
-                                               script_function=self._script_function))
+                                               script_function=self._script_function,
+                                               script=lambda: self.script, run_id=run_id))
         self.control: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------

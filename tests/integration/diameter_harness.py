@@ -1,0 +1,262 @@
+"""Real Diameter peers on 127.0.0.1 for the diameter tests: freeDiameter (`freeDiameterd`,
+Debian freediameterd) and Kamailio's cdp module (Debian kamailio-ims-modules), plus helpers to
+run our own node in-process (`Side`) or as a process (`python -m sipedge.modules.diameter`).
+
+freeDiameter wants a TLS certificate in its config even when every peer uses plain TCP: one is
+generated per session with openssl. Every process is stopped at the end of its test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sip_harness import free_port
+from sipedge.diameter import dictionary as dd
+from sipedge.diameter.base import Identity, VendorApp
+from sipedge.diameter.peer import PeerSettings
+from sipedge.modules.diameter.aio import DiameterService
+from sipedge.modules.diameter.core import Node, NodeSettings, PeerConfig
+from sipedge.modules.diameter.routing import Route, RoutingTable
+
+FD_BIN = shutil.which("freeDiameterd")
+FD_EXT = Path("/usr/lib/freeDiameter")
+KAMAILIO = shutil.which("kamailio")
+CDP_SO = next(iter(Path("/usr/lib").glob("*/kamailio/modules/cdp.so")), None)
+
+needs_freediameter = pytest.mark.skipif(FD_BIN is None, reason="freeDiameterd (Debian "
+                                        "freediameterd) not installed")
+needs_cdp = pytest.mark.skipif(KAMAILIO is None or CDP_SO is None,
+                               reason="Kamailio cdp.so (Debian kamailio-ims-modules) missing")
+
+CX = 16777216
+RX = 16777236
+
+
+def make_cert(directory: Path, cn: str = "fd.test") -> tuple[Path, Path]:
+    """A self-signed certificate whose CN is the freeDiameter identity (it checks that)."""
+    key, cert = directory / f"{cn}.key", directory / f"{cn}.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "2", "-subj", f"/CN={cn}"],
+                       check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+class FreeDiameter:
+    """One freeDiameterd. `peers`: (identity, port or None) - with a port it connects too."""
+
+    def __init__(self, tmp: Path, identity: str, realm: str, peers, certdir: Path,
+                 port: int | None = None, tc: int = 2, tw: int = 6, dumps: bool = True) -> None:
+        self.tmp, self.identity, self.realm = tmp, identity, realm
+        cert = make_cert(certdir, identity)
+        self.port = port or free_port("tcp")
+        self.conf = tmp / f"{identity}.conf"
+        self.logfile = tmp / f"{identity}.log"
+        lines = [f'Identity = "{identity}";', f'Realm = "{realm}";', f"Port = {self.port};",
+                 f"SecPort = {free_port('tcp')};", "No_SCTP;", "No_IPv6;",
+                 'ListenOn = "127.0.0.1";', f"TcTimer = {tc};", f"TwTimer = {tw};",
+                 f'TLS_Cred = "{cert[0]}", "{cert[1]}";', f'TLS_CA = "{cert[0]}";']
+        if dumps:
+            lines.append(f'LoadExtension = "{FD_EXT}/dbg_msg_dumps.fdx" : "0x0080";')
+        for host, pport in peers:
+            to = f'ConnectTo = "127.0.0.1"; Port = {pport}; ' if pport else ""
+            lines.append(f'ConnectPeer = "{host}" {{ {to}No_TLS; }};')
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> FreeDiameter:
+        self.logf = open(self.logfile, "ab")
+        self.proc = subprocess.Popen([FD_BIN, "-c", str(self.conf), "-dd"], stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def is_open(self, peer: str) -> bool:
+        return re.search(rf"-> 'STATE_OPEN'\s+'{re.escape(peer)}'", self.log()) is not None \
+            and not re.search(rf"'STATE_OPEN'\s+-> '\w+'\s+'{re.escape(peer)}'",
+                              self.log().rsplit("-> 'STATE_OPEN'", 1)[-1])
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL (no SIGCONT first: a frozen server must not answer while dying)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.logf.close()
+        return self.proc.returncode
+
+
+class Cdp:
+    """Kamailio with the cdp module as a Diameter peer."""
+
+    def __init__(self, tmp: Path, identity: str, realm: str, peer: str, peer_port: int,
+                 apps=((CX, 10415),), port: int | None = None) -> None:
+        self.tmp = tmp
+        self.port = port or free_port("tcp")
+        self.sip_port = free_port("udp")
+        self.xml = tmp / "cdp.xml"
+        auths = "\n".join(f'  <Auth id="{a}" vendor="{v}"/>' for a, v in apps)
+        self.xml.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<DiameterPeer FQDN="{identity}" Realm="{realm}" Vendor_Id="10415" Product_Name="CDiameterPeer"
+  AcceptUnknownPeers="0" DropUnknownOnDisconnect="1" Tc="2" Workers="2" QueueLength="32"
+  TransactionTimeout="5" SessionsHashSize="128" DefaultAuthSessionTimeout="3600"
+  MaxAuthSessionTimeout="3600">
+  <Peer FQDN="{peer}" Realm="dra" port="{peer_port}"/>
+  <Acceptor port="{self.port}" bind="127.0.0.1"/>
+{auths}
+  <DefaultRoute FQDN="{peer}" metric="10"/>
+</DiameterPeer>
+""")
+        self.cfg = tmp / "kamailio.cfg"
+        mpath = CDP_SO.parent if CDP_SO else ""
+        self.cfg.write_text(f"""#!KAMAILIO
+debug=3
+log_stderror=yes
+children=1
+listen=udp:127.0.0.1:{self.sip_port}
+mpath="{mpath}"
+loadmodule "cdp.so"
+modparam("cdp", "config_file", "{self.xml}")
+modparam("cdp", "latency_threshold", 0)
+request_route {{ drop; }}
+""")
+        self.logfile = tmp / "cdp.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Cdp:
+        self.logf = open(self.logfile, "ab")
+        self.proc = subprocess.Popen([KAMAILIO, "-DD", "-E", "-f", str(self.cfg), "-w",
+                                      str(self.tmp)], stdout=self.logf, stderr=subprocess.STDOUT)
+        return self
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc:
+            self.logf.close()
+
+
+def fast(connect: bool, tw: float = 6.0, dpr: float = 2.0, reopen: int = 1) -> PeerSettings:
+    return PeerSettings(connect=connect, tc_s=1.0, tw_s=tw, cea_timeout_s=3.0,
+                        dpr_timeout_s=dpr, reopen_dwa=reopen)
+
+
+def make_node(identity: str, realm: str, peers, apps=(CX,), relay=False, routes=(),
+              timeout=5.0, max_pending=100000, tw=6.0, dpr=2.0, vendor_apps=()) -> Node:
+    """peers: (identity, port or None) - with a port we connect."""
+    auth = tuple(apps) + ((0xFFFFFFFF,) if relay else ())
+    pcs = [PeerConfig(h, "127.0.0.1" if port else "", port or 3868,
+                      settings=fast(bool(port), tw=tw, dpr=dpr)) for h, port in peers]
+    return Node(Identity(identity, realm, ("127.0.0.1",), auth_apps=auth,
+                         vendor_apps=tuple(vendor_apps)), pcs,
+                RoutingTable(list(routes)),
+                NodeSettings(relay=relay, request_timeout_s=timeout, max_pending=max_pending))
+
+
+async def start_side(node: Node, port: int | None = None) -> DiameterService:
+    svc = DiameterService(node, [("127.0.0.1", port or 0, "tcp")])
+    await svc.start()
+    return svc
+
+
+async def wait_for(cond, timeout: float, what: str = "condition", step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def uar(user: str = "alice") -> list:
+    return [dd.avp("Session-Id", f"client.cli;{user};{time.monotonic_ns()}"),
+            dd.avp("Auth-Session-State", 1), dd.avp("User-Name", f"{user}@ims.test"),
+            dd.avp("Public-Identity", f"sip:{user}@ims.test")]
+
+
+def port_of(svc: DiameterService) -> int:
+    return svc.bound[0][1]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def dra_process(tmp: Path, config: str) -> subprocess.Popen:
+    cfg = tmp / "dra.toml"
+    cfg.write_text(config)
+    ready = tmp / "dra.ready"
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "sipedge.modules.diameter", str(cfg),
+                             "--ready", str(ready), "--log-level", "warning"],
+                            stdout=open(tmp / "dra.log", "ab"), stderr=subprocess.STDOUT,
+                            env=env)
+    deadline = time.monotonic() + 20
+    while not ready.exists() or not ready.read_text().strip():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError("DRA did not start:\n" + (tmp / "dra.log").read_text())
+        time.sleep(0.05)
+    return proc
+
+
+CX_3GPP = (VendorApp(10415, auth=CX),)
+RX_3GPP = (VendorApp(10415, auth=RX),)
+
+__all__ = [
+    "CX",
+    "CX_3GPP",
+    "RX",
+    "RX_3GPP",
+    "Cdp",
+    "FreeDiameter",
+    "Route",
+    "dra_process",
+    "free_port",
+    "make_cert",
+    "make_node",
+    "needs_cdp",
+    "needs_freediameter",
+    "port_of",
+    "rss_kb",
+    "start_side",
+    "uar",
+    "wait_for",
+]
