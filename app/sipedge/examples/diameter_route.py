@@ -7,6 +7,8 @@ SIP: a REGISTER asks the HSS realm with a Cx User-Authorization-Request and answ
 Diameter result in the reason phrase; anything else gets 404.
 """
 
+from sipedge.script import ksr
+
 HSS_REALM = "hss.ims.test"
 
 
@@ -25,12 +27,12 @@ async def request_route(msg):
         return
     user = f"{msg.to_user}@{msg.to_host}"
     try:
-        ans = await ksr.diameter.request(  # noqa: F821 - ksr is injected by the worker
+        ans = await ksr.diameter.request(
             "cx", "UAR", [("User-Name", user), ("Public-Identity", f"sip:{user}"),
                           ("Visited-Network-Identifier", msg.to_host.encode()),
                           ("Auth-Session-State", 1)],
             dest_realm=HSS_REALM, timeout=3)
-    except ksr.diameter.DiameterError as exc:  # noqa: F821
+    except ksr.diameter.DiameterError as exc:
         msg.reply(503, f"Diameter {exc.result_code}")  # exc.reason says why
         return
     msg.reply(200 if ans.result_code == 2001 else 403,
