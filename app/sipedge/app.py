@@ -159,6 +159,9 @@ class Proxy:
             methods["enum.lookup"] = self.enum_lookup_rpc
         if "http_client" in self.modules:
             methods["http_client.stats"] = self.http_client_stats
+        if "ims_pcscf" in self.modules:  # one worker owns the SA sets (workers = 1)
+            for name in ("ipsec.list", "ipsec.crypto", "ipsec.selftest"):
+                methods[name] = lambda p, n=name: self._ask_first(n, p)
         return methods
 
     async def dispatcher_list(self, params: dict) -> dict:
@@ -240,6 +243,12 @@ class Proxy:
         return {**{k: total.get(k, 0) for k in ("requests", "connections_opened",
                                                  "idle_connections")},
                 "workers": len(results)}
+
+    async def _ask_first(self, method: str, params: dict):
+        results = await self._ask_workers(method, params)
+        if not results:
+            raise ValueError("no worker answered")
+        return results[0]
 
     async def _ask_workers(self, method: str, params: dict) -> list:
         replies = await ask_workers(self.run_id, self.nworkers, method, params)

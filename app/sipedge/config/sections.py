@@ -167,4 +167,5 @@ class TmParams:
 SECTION_MODULES = ("sipedge.appliance.params", "sipedge.modules.auth.params",
                    "sipedge.modules.registrar.params", "sipedge.modules.security.params",
                    "sipedge.modules.dispatcher.params", "sipedge.modules.enum.params",
-                   "sipedge.modules.http_client.params")
+                   "sipedge.modules.http_client.params",
+                   "sipedge.modules.ims_pcscf.params")

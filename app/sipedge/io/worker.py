@@ -44,6 +44,7 @@ from .dns import PENDING, DnsResolver
 from .modules import (
     ModuleEnv,
     WorkerModules,
+    module_listeners,
     control_address,
     handle_control,
     notification,
@@ -63,9 +64,9 @@ def handoff_address(run_id: str, index: int) -> bytes:
     return f"\0sipedge-{run_id}-w{index}".encode()
 
 
-def local_addresses(config: Config) -> list[LocalAddress]:
+def local_addresses(config: Config, listen: list | None = None) -> list[LocalAddress]:
     out = []
-    for i, lp in enumerate(config.listen):
+    for i, lp in enumerate(config.listen if listen is None else listen):
         host, port = lp.address, lp.port
         if lp.advertise:
             adv = lp.advertise
@@ -146,7 +147,8 @@ class Worker:
         self.config = config
         self.run_id = run_id
         self.stats_map = stats
-        self.locals = local_addresses(config)
+        self.listen = list(config.listen) + module_listeners(config)  # + protected ports
+        self.locals = local_addresses(config, self.listen)
         self.core = ProxyCore(self.locals, domains=tuple(config.proxy.domains),
                               record_route=config.proxy.record_route,
                               max_forwards=config.proxy.max_forwards, worker=index,
@@ -191,7 +193,7 @@ class Worker:
         if any(la.proto == "tls" for la in self.locals):  # TransportError: bad cert/key/CAs
             self.tls_server = server_context(self.config.tls)
             self.tls_client = client_context(self.config.tls)
-        for la, lp in zip(self.locals, self.config.listen):
+        for la, lp in zip(self.locals, self.listen):
             try:
                 await self._open_listener(la, lp)
             except OSError as exc:
