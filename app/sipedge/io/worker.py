@@ -148,11 +148,16 @@ class Worker:
         self.run_id = run_id
         self.stats_map = stats
         self.listen = list(config.listen) + module_listeners(config)  # + protected ports
+        # TCP connections opened from these listeners bind its port (ims_pcscf: SAs match
+        # the protected client port as source)
+        self.bind_source_ports = {lp.port for lp in self.listen[len(config.listen):]}
         self.locals = local_addresses(config, self.listen)
         self.core = ProxyCore(self.locals, domains=tuple(config.proxy.domains),
                               record_route=config.proxy.record_route,
                               max_forwards=config.proxy.max_forwards, worker=index,
                               secret=run_id.encode(), server=config.core.server_header)
+        if "ims_pcscf" in config.core.modules:
+            self.core.proxy_require_ok.add("sec-agree")
         self.udp: dict[int, UdpListener] = {}
         self.tcp_servers: list[asyncio.AbstractServer] = []
         self.conns: dict[int, StreamConnection] = {}
@@ -776,7 +781,18 @@ class Worker:
                "ssl_handshake_timeout": self.config.tls.handshake_timeout_s
                } if conn.proto == "tls" else {}
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: conn, ip, port, **tls), 10)
+            la = self.locals[conn.listener] if 0 <= conn.listener < len(self.locals) else None
+            if la is not None and la.port in self.bind_source_ports and conn.proto == "tcp":
+                sock = socket.socket(_family(ip), socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.setblocking(False)
+                sock.bind((la.ip, la.port))
+                await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), 10)
+                await loop.create_connection(lambda: conn, sock=sock)
+            else:
+                await asyncio.wait_for(loop.create_connection(lambda: conn, ip, port, **tls),
+                                       10)
         except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
             self.stats["send_errors"] += 1
             log.info("connect to %s:%s:%d failed: %s", conn.proto, ip, port, exc)

@@ -48,6 +48,8 @@ XFRM_MSG_UPDSA = 0x1A
 
 XFRM_MODE_TRANSPORT = 0
 XFRM_POLICY_ALLOW = 0
+XFRM_POLICY_BLOCK = 1
+BLOCK_PRIORITY = 0x7E5EC  # our catch-all "block plaintext" inbound policies carry this
 XFRM_OFFLOAD_IPV6 = 1
 XFRM_OFFLOAD_INBOUND = 2
 XFRM_INF = 0xFFFFFFFFFFFFFFFF
@@ -233,8 +235,8 @@ def _selector_fields(sel: Selector) -> dict:
         "sel_daddr": _addr(sel.dst), "sel_saddr": _addr(sel.src),
         "sel_dport": sel.dport, "sel_dport_mask": 0xFFFF if sel.dport else 0,
         "sel_sport": sel.sport, "sel_sport_mask": 0xFFFF if sel.sport else 0,
-        "sel_family": sel.family, "sel_prefixlen_d": sel.prefixlen,
-        "sel_prefixlen_s": sel.prefixlen, "sel_proto": sel.proto,
+        "sel_family": sel.family, "sel_prefixlen_d": sel.prefixlen_d,
+        "sel_prefixlen_s": sel.prefixlen_s, "sel_proto": sel.proto,
         "sel_ifindex": 0, "sel_user": 0,
     }
 
@@ -365,6 +367,8 @@ class KernelPolicy:
     reqid: int
     index: int
     hard_seconds: int
+    priority: int = 0
+    action: int = 0
 
 
 def parse_messages(data: bytes) -> list[nlmsg]:
@@ -393,8 +397,11 @@ def parse_messages(data: bytes) -> list[nlmsg]:
 
 def _sel_from(msg) -> Selector:
     fam = msg["sel_family"]
+    full = 128 if fam == 10 else 32
+    ps, pd = msg["sel_prefixlen_s"], msg["sel_prefixlen_d"]
     return Selector(_unaddr(msg["sel_saddr"], fam), _unaddr(msg["sel_daddr"], fam),
-                    msg["sel_sport"], msg["sel_dport"], msg["sel_proto"])
+                    msg["sel_sport"], msg["sel_dport"], msg["sel_proto"],
+                    None if ps == full else ps, None if pd == full else pd)
 
 
 def kernel_sa(msg) -> KernelSa:
@@ -411,7 +418,25 @@ def kernel_sa(msg) -> KernelSa:
 def kernel_policy(msg) -> KernelPolicy:
     tmpl = msg.get_attr("XFRMA_TMPL") or {}
     return KernelPolicy(_sel_from(msg), msg["dir"], tmpl.get("reqid", 0), msg["index"],
-                        msg["lft_hard_add_expires_seconds"])
+                        msg["lft_hard_add_expires_seconds"], msg["priority"], msg["action"])
+
+
+def block_policy_msg(dst: str, port: int, seq: int = 1) -> bytes:
+    """An inbound `action block` policy for any source to dst:port (UDP and TCP) at
+    BLOCK_PRIORITY: plaintext to a protected port is dropped by the kernel, while the per-UE
+    policies (priority 2080, which wins) let ESP-protected traffic through."""
+    fam = 10 if ":" in dst else 2
+    any_ip = "::" if fam == 10 else "0.0.0.0"
+    msg = xfrm_userpolicy_info()
+    msg.update(_selector_fields(Selector(any_ip, dst, 0, port, src_prefix=0)))
+    msg.update(_lifetime(0))
+    msg["lft_hard_add_expires_seconds"] = 0
+    msg.update({name: 0 for name, _ in _LIFETIME_CUR})
+    msg.update({"priority": BLOCK_PRIORITY, "index": 0, "dir": DIR_IN,
+                "action": XFRM_POLICY_BLOCK, "flags": 0, "share": 0})
+    msg["attrs"] = []
+    return _finish(msg, XFRM_MSG_NEWPOLICY,
+                   NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, seq)
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -548,13 +573,22 @@ class XfrmClient:
                     problems.append(str(exc))
         return problems
 
-    def cleanup(self, reqids: Iterable[int] | range) -> tuple[int, int]:
-        """Remove every SA and policy whose reqid is in `reqids` (ours); foreign ones stay.
+    def add_block(self, dst: str, port: int) -> None:
+        seq = self._next()
+        self._ack(block_policy_msg(dst, port, seq), seq, f"add block policy {dst}:{port}")
+
+    def cleanup(self, reqids: Iterable[int] | range,
+                block_ports: Iterable[int] = ()) -> tuple[int, int]:
+        """Remove every SA and policy whose reqid is in `reqids` (ours), and our block
+        policies (BLOCK_PRIORITY, action block) on `block_ports`; foreign ones stay.
         Returns (policies, SAs) removed."""
         rng = reqids
+        ports = set(block_ports)
         npol = nsa = 0
         for pol in self.policies():
-            if pol.reqid in rng:
+            ours_block = pol.priority == BLOCK_PRIORITY and pol.action == XFRM_POLICY_BLOCK \
+                and pol.selector.dport in ports
+            if pol.reqid in rng or ours_block:
                 try:
                     self.del_policy(pol.selector, pol.direction)
                     npol += 1

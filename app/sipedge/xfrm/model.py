@@ -40,14 +40,24 @@ class Selector:
     sport: int
     dport: int
     proto: int = 0
+    src_prefix: int | None = None  # None: the whole address (/32, /128)
+    dst_prefix: int | None = None
 
     @property
     def family(self) -> int:
-        return family_of(self.src)
+        return family_of(self.dst)
 
     @property
     def prefixlen(self) -> int:
         return 128 if self.family == 10 else 32
+
+    @property
+    def prefixlen_s(self) -> int:
+        return self.prefixlen if self.src_prefix is None else self.src_prefix
+
+    @property
+    def prefixlen_d(self) -> int:
+        return self.prefixlen if self.dst_prefix is None else self.dst_prefix
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def run(payload: Path, workdir: Path, args: list[str] | None = None, timeout: fl
     app = Path(__file__).resolve().parents[3] / "app"
     init.write_text(INIT.format(
         modules=MODULES_DIR, modprobe=MODPROBE, kmods=KMODS, cwd=workdir,
-        pythonpath=f"{app}:{Path(__file__).parent}", python=sys.executable, payload=payload,
+        pythonpath=f"{app}:{Path(__file__).parent}:{Path(__file__).parents[1]}", python=sys.executable, payload=payload,
         result=result, args=" ".join(args or []), log=log))
     init.chmod(0o755)
     cmd = [UML, f"mem={mem}", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",

@@ -152,7 +152,8 @@ class ImsPcscfRuntime:
         self.pc = PCSCF(settings)
         try:
             self.xfrm = XfrmClient()
-            removed = self.xfrm.cleanup(settings.reqid_range)
+            ports = self.pc.protected_ports()
+            removed = self.xfrm.cleanup(settings.reqid_range, ports)
             if any(removed):
                 log.warning("ims_pcscf start-up cleanup removed %d policies and %d SAs left "
                             "by an earlier run", *removed)
@@ -184,6 +185,11 @@ class ImsPcscfRuntime:
                 log.warning("ims_pcscf: suites the kernel refused: %s",
                             ", ".join(f"{a}/{e} ({r})" for (a, e), r in bad.items()))
             self.enabled = True
+            try:
+                for port in self.pc.protected_ports():  # plaintext to them: kernel drops it
+                    self.xfrm.add_block(p.address, port)
+            except (OSError, XfrmError) as exc:
+                log.error("ims_pcscf block policies for the protected ports: %s", exc)
         self.timers = [(p.expire_interval_s, self._expire)]
         self.worker_rpc = rpc.methods(self)
         log.info("ims_pcscf address=%s protected ports %d-%d sec-agree=%s", p.address,
@@ -194,6 +200,10 @@ class ImsPcscfRuntime:
         if self.xfrm is not None and self.pc is not None:
             for st in list(self.pc.sets):
                 self._run(self.pc._remove(st))
+            try:
+                self.xfrm.cleanup(self.pc.s.reqid_range, self.pc.protected_ports())
+            except Exception as exc:  # noqa: BLE001 - XfrmError or OSError; stopping anyway
+                log.error("ims_pcscf cleanup at stop: %s", exc)
             self.xfrm.close()
 
     async def _expire(self) -> None:
@@ -217,8 +227,10 @@ class ImsPcscfRuntime:
                 self.xfrm.update_lifetime(act.ue_set.sa_set, act.hard_seconds)
             else:
                 problems = self.xfrm.remove(act.ue_set.sa_set)
-                if problems:
+                if problems:  # the lease stays taken: those SPIs/ports are not reused
                     log.error("ims_pcscf remove %s: %s", act.ue_set.ue_ip, "; ".join(problems))
+                else:
+                    self.pc.removed(act.ue_set)
             return True
         except (XfrmError, OSError) as exc:
             log.error("ims_pcscf %s for %s failed: %s", act.kind, act.ue_set.ue_ip, exc)

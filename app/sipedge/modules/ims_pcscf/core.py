@@ -375,12 +375,18 @@ class PCSCF:
         return Outcome(actions=acts, ue_set=st)
 
     def _remove(self, st: UeSet) -> XfrmAction:
+        """Forget the set; its ports and SPIs stay leased until the runtime reports the
+        kernel objects gone (`removed`), so they are never handed out while the kernel
+        still has them."""
         st.state = "deleted"
-        self.alloc.release(st.lease)
         self.counters["sets_removed"] += 1
         if st in self.sets:
             self.sets.remove(st)
         return XfrmAction("remove", st)
+
+    def removed(self, st: UeSet) -> None:
+        """The kernel no longer has the set (deleted, or gone by its hard lifetime)."""
+        self.alloc.release(st.lease)
 
     def expire(self, now: float) -> list[XfrmAction]:
         """Sets past their registration (or pending) lifetime."""

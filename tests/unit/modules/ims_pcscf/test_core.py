@@ -150,6 +150,8 @@ def test_reregistration_x50_no_accumulation():
         inv = request("INVITE", "sip:bob@ims.test", call_id=f"inv{i}")
         out = p.on_request(inv, UE_IP, port_c, new.lease.port_ps, now + 2)
         assert [a.kind for a in out.actions] == ["remove"] and out.actions[0].ue_set is st
+        assert p.alloc.in_use == 2  # leased until the kernel objects are gone
+        p.removed(st)
         removed += 1
         st = new
         assert len(p.sets) == 1 and p.alloc.in_use == 1
@@ -176,7 +178,11 @@ def test_expiry_and_pending_lifetime():
     r1 = register(1, [sc()])
     p.on_request(r1, UE_IP, 5062, 5060, 0.0)
     p.on_reply(challenge(r1), 0.0)
-    assert p.expire(19.0) == [] and len(p.expire(20.0)) == 1 and p.alloc.in_use == 0
+    assert p.expire(19.0) == []
+    (act,) = p.expire(20.0)
+    assert p.alloc.in_use == 1 and p.sets == []
+    p.removed(act.ue_set)
+    assert p.alloc.in_use == 0
     st, _ = full_register(p, 100.0)
     assert p.expire(700.0) == [] and [a.ue_set for a in p.expire(701.0)] == [st]
 
