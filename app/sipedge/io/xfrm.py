@@ -623,6 +623,9 @@ def probe(client: XfrmClient, local_ip: str, algs: Iterable[tuple[str, str]],
             client.del_sa(local_ip, spi)
             out[(alg, ealg)] = "ok"
         except XfrmError as exc:
-            out[(alg, ealg)] = os.strerror(exc.errno)
+            hint = {errno.EPROTONOSUPPORT: "no ESP in the kernel",
+                    errno.ENOSYS: "algorithm not available",
+                    errno.ENOENT: "algorithm not available"}.get(exc.errno, "refused")
+            out[(alg, ealg)] = f"{hint} ({os.strerror(exc.errno)})"
         spi += 1
     return out

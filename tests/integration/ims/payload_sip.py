@@ -264,7 +264,7 @@ def _():
     blocks_left = len([p for p in xc.policies() if p.priority == BLOCK_PRIORITY])
     STATE.unlink(missing_ok=True)
     # restart: start-up cleanup of our leftovers, foreign ones stay
-    pcscf = SipEdge(WORK, PCSCF_CFG, "pcscf2").start(1)
+    pcscf = SipEdge(WORK, PCSCF_CFG, "pcscf").start(1)  # same ctl socket, log appended
     pols = xc.policies()
     foreign = [[s.dst, s.spi] for s in xc.sas() if s.reqid == 7]
     return {"ue": r.get("second"), "registered": n0, "right_after_kill": n1,
