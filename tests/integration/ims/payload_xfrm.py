@@ -196,6 +196,27 @@ def _():
                   {p.hard_seconds for p in xc.policies() if p.reqid == BASE})
 
 
+@step("offload_fallback")
+def _():
+    """`offload dev` on a NIC without ESP offload (veth): the kernel accepts the SA and
+    silently uses software; the dump then has no XFRMA_OFFLOAD_DEV, which ipsec.list
+    reports as `requested, not active`."""
+    import socket as _s
+    from dataclasses import replace
+
+    idx = _s.if_nametoindex("pc0")
+    o = Offer("hmac-sha-1-96", "aes-cbc", 0x3401, 0x3402, 8062, 8064)
+    ls = Lease(4, 5108, 5109, spi_ps=0x10041, spi_pc=0x10042)
+    s = build_sa_set(U4, P4, o, ls, CK, IK, BASE + 4, 60, offload_ifindex=idx)
+    xc.apply(s)
+    out_sas = [x for x in s.sas if x.offload_ifindex]
+    dumped = {(x.dst, x.spi): x for x in xc.sas()}
+    res = {"requested": len(out_sas),
+           "active": sum(1 for x in out_sas if dumped[(x.dst, x.spi)].offload_ifindex)}
+    xc.remove(s)
+    return res
+
+
 @step("cleanup")
 def _():
     removed = xc.cleanup(range(BASE, BASE + 16))

@@ -86,6 +86,10 @@ def test_update_lifetime(result):
     assert ok(result, "update_lifetime") == [900]
 
 
+def test_offload_requested_but_not_active_is_visible(result):
+    assert ok(result, "offload_fallback") == {"requested": 2, "active": 0}
+
+
 def test_cleanup_leaves_foreign_alone(result):
     r = ok(result, "cleanup")
     assert sorted(r["left_sas"]) == [["10.99.0.1", 0x20002, 8], ["10.99.0.9", 0x4242, 7]]
