@@ -33,9 +33,10 @@ def sh(cmd: str) -> str:
     return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True).stdout
 
 
-def ue(*args: str, timeout: float = 120) -> dict:
+def ue(*args: str, timeout: float = 120, state: Path = STATE, env: dict | None = None) -> dict:
     r = subprocess.run(["ip", "netns", "exec", "ue", sys.executable, str(HERE / "ue_sip.py"),
-                        str(STATE), *args], capture_output=True, text=True, timeout=timeout)
+                        str(state), *args], capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, **(env or {})))
     if r.returncode != 0:
         raise RuntimeError(f"ue {args} failed: {r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -81,8 +82,10 @@ def stat() -> dict:
 
 sh("ip netns add ue")
 sh("ip link add pc0 type veth peer name ue0 netns ue")
-sh(f"ip addr add {P4}/24 dev pc0; ip link set pc0 up")
-sh(f"ip -n ue addr add {U4}/24 dev ue0; ip -n ue link set ue0 up; ip -n ue link set lo up")
+sh(f"ip addr add {P4}/24 dev pc0; ip -6 addr add fd00:99::1/64 dev pc0 nodad; "
+   "ip link set pc0 up")
+sh(f"ip -n ue addr add {U4}/24 dev ue0; ip -n ue -6 addr add fd00:99::2/64 dev ue0 nodad; "
+   "ip -n ue link set ue0 up; ip -n ue link set lo up")
 # a foreign IPsec user on the box (reqid 7)
 sh(f"ip xfrm state add src {P4} dst 10.99.0.9 proto esp spi 0x4242 reqid 7 mode transport "
    "enc 'cbc(aes)' 0x000102030405060708090a0b0c0d0e0f auth-trunc 'hmac(sha1)' "
@@ -273,6 +276,38 @@ def _():
                                                  if p.priority == BLOCK_PRIORITY]),
             "foreign_sas": foreign,
             "foreign_policies": [p.reqid for p in pols if p.reqid == 7]}
+
+
+@step("ipv6")
+def _():
+    """A second P-CSCF on fd00:99::1 (its own slots and reqid range), UE on fd00:99::2."""
+    os.environ["PCSCF_CORE_SOCKET"] = "udp:127.0.0.1:5061"
+    cfg = make_config(
+        str(WORK / "pcscf6.ctl"), [("udp", "fd00:99::1", 5060), ("udp", "127.0.0.1", 5061)], 1,
+        f'[routing]\nscript = "{HERE / "pcscf_route.py"}"\n'
+        '[ims_pcscf]\naddress = "fd00:99::1"\nport_base = 5200\nslots = 2\n'
+        'reqid_base = 6291456\n').replace("[core]\n", '[core]\nmodules = ["ims_pcscf"]\n')
+    p6 = SipEdge(WORK, cfg, "pcscf6").start(1)
+    env = {"UE_IP": "fd00:99::2", "PCSCF_IP": "fd00:99::1"}
+    st6 = WORK / "ue6-state.json"
+    try:
+        reg = ue("register", state=st6, env=env)
+        sas6 = [s for s in xc.sas() if s.family == 10 and s.reqid in range(6291456, 6291458)]
+        pols6 = [p for p in xc.policies() if p.reqid in range(6291456, 6291458)]
+        before = spi_packets()
+        mo = ue("message", state=st6, env=env)
+        after = spi_packets()
+        s = reg.get("set") or {}
+        dereg = ue("deregister", state=st6, env=env)
+        time.sleep(0.5)
+        left = [s for s in xc.sas() if s.reqid in range(6291456, 6291458)]
+        return {"register": [reg.get("first"), reg.get("second")], "sas": len(sas6),
+                "policies": len(pols6), "message": mo.get("status"),
+                "delta_ps": after.get(s.get("spi_ps"), 0) - before.get(s.get("spi_ps"), 0),
+                "delta_uc": after.get(s.get("spi_uc"), 0) - before.get(s.get("spi_uc"), 0),
+                "dereg": dereg.get("status"), "left": len(left)}
+    finally:
+        p6.stop()
 
 
 @step("logs")

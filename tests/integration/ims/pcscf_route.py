@@ -3,8 +3,10 @@
 UE side: listener 10.99.0.1:5060 (and the protected ports the module opens); core side:
 127.0.0.1:5060 towards the S-CSCF at 127.0.0.1:5070."""
 
+import os
+
 SCSCF = "sip:127.0.0.1:5070"
-CORE_SOCKET = "udp:127.0.0.1:5060"
+CORE_SOCKET = os.environ.get("PCSCF_CORE_SOCKET", "udp:127.0.0.1:5060")
 
 
 def request_route(msg):

@@ -118,6 +118,13 @@ def test_kill9_sas_gone_by_hard_lifetime_and_restart_cleans_only_ours(result):
     assert r["foreign_sas"] == [["10.99.0.9", 0x4242]] and r["foreign_policies"] == [7]
 
 
+def test_ipv6_register_and_message_through_esp(result):
+    r = ok(result, "ipv6")
+    assert r["register"] == [401, 200] and (r["sas"], r["policies"]) == (4, 4)
+    assert r["message"] == 200 and r["delta_ps"] >= 1 and r["delta_uc"] >= 1
+    assert r["dereg"] == 200 and r["left"] == 0
+
+
 def test_no_kernel_refusals_in_log(result):
     r = ok(result, "logs")
     assert r["eexist"] == 0 and r["tracebacks"] == 0
