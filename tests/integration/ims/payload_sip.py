@@ -110,7 +110,8 @@ pcscf = SipEdge(WORK, PCSCF_CFG, "pcscf").start(1)
 def _():
     pols = xc.policies()
     blocks = [p for p in pols if p.priority == BLOCK_PRIORITY]
-    return {"block_policies": len(blocks), "crypto": pcscf.rpc("ipsec.crypto")}
+    return {"block_policies": len(blocks), "crypto": pcscf.rpc("ipsec.crypto"),
+            "selftest": pcscf.rpc("ipsec.selftest")}
 
 
 @step("register_udp")

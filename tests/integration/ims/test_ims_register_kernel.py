@@ -35,6 +35,8 @@ def test_start_up_probe_and_block_policies(result):
     assert r["block_policies"] == 8  # 4 slots x (ps, pc)
     assert set(r["crypto"]["probe"].values()) == {"ok"}
     assert r["crypto"]["algorithms"]["aes-cbc"]["driver"]
+    st = r["selftest"]["cbc(aes)"]  # through sipedgectl's path: main process -> worker
+    assert st["kernel_choice"]["mb_per_s"] > 0 and st["generic"]["mb_per_s"] > 0
 
 
 def test_register_installs_exactly_four_pairs_and_travels_through_esp(result):

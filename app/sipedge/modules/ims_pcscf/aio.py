@@ -131,9 +131,7 @@ class ImsPcscfRuntime:
         p = env.config.ims_pcscf
         if not p.address:
             raise RuntimeError("ims_pcscf: [ims_pcscf] address is required")
-        impls = parse_proc_crypto(read_proc_crypto())
-        accel = accelerated(impls, list(p.algs) + list(p.ealgs))
-        pref = p.preference(accel)
+        pref = p.preference()  # `accelerated` is filled in after the probe (below)
         offload_ifindex = 0
         if p.offload_dev:
             try:
@@ -164,6 +162,13 @@ class ImsPcscfRuntime:
                                    if sa.reqid not in settings.reqid_range}
         except (OSError, XfrmError) as exc:
             self.probe_result = {("*", "*"): f"XFRM unavailable: {exc}"}
+        # the probe instantiated the algorithms: /proc/crypto now names their drivers
+        from dataclasses import replace
+
+        impls = parse_proc_crypto(read_proc_crypto())
+        pref = replace(pref, accelerated=accelerated(impls, list(p.algs) + list(p.ealgs)))
+        self.pc.s = replace(self.pc.s, preference=pref)
+        settings = self.pc.s
         ok = [s for s, r in self.probe_result.items() if r == "ok"]
         if not ok:
             why = "; ".join(f"{a}/{e}: {r}" for (a, e), r in self.probe_result.items())
@@ -178,8 +183,6 @@ class ImsPcscfRuntime:
                 # keep only algorithms that work in at least one probed suite
                 algs = tuple(a for a in pref.algs if any(s[0] == a for s in ok))
                 ealgs = tuple(e for e in pref.ealgs if any(s[1] == e for s in ok))
-                from dataclasses import replace
-
                 self.pc.s = replace(settings, preference=replace(pref, algs=algs,
                                                                  ealgs=ealgs))
                 log.warning("ims_pcscf: suites the kernel refused: %s",
