@@ -7,12 +7,12 @@ import subprocess
 subprocess.run("modprobe -a virtio_crypto esp4 xfrm_user authenc echainiv seqiv cbc hmac "
                "sha1_generic md5 des_generic drbg jitterentropy_rng 2>&1; ip link set lo up",
                shell=True)
-from sipedge.io.xfrm import XfrmClient, probe  # noqa: E402
-from sipedge.modules.ims_pcscf.alloc import Lease  # noqa: E402
-from sipedge.modules.ims_pcscf.core import build_sa_set  # noqa: E402
-from sipedge.modules.ims_pcscf.crypto import classify_suites, parse_proc_crypto  # noqa: E402
-from sipedge.modules.ims_pcscf.secagree import Offer  # noqa: E402
-from sipedge.modules.ims_pcscf.selftest import selftest  # noqa: E402
+from sipedge.io.xfrm import XfrmClient, probe
+from sipedge.modules.ims_pcscf.alloc import Lease
+from sipedge.modules.ims_pcscf.core import build_sa_set
+from sipedge.modules.ims_pcscf.crypto import classify_suites, parse_proc_crypto
+from sipedge.modules.ims_pcscf.secagree import Offer
+from sipedge.modules.ims_pcscf.selftest import selftest
 
 out = {}
 xc = XfrmClient()

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from guest_helpers import TIMEOUT_MULTIPLIER, record
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]

@@ -24,14 +24,29 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
-from pyroute2.netlink import nla, nlmsg
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    nla,
+    nlmsg,
+)
 
-from ..xfrm.model import AUTH_ALGS, DIR_IN, ENC_ALGS, IPPROTO_ESP, PolicySpec, SaSet, SaSpec, \
-    Selector
+from ..xfrm.model import (
+    AUTH_ALGS,
+    DIR_IN,
+    ENC_ALGS,
+    IPPROTO_ESP,
+    PolicySpec,
+    SaSet,
+    SaSpec,
+    Selector,
+)
 
 NETLINK_XFRM = 6
 NLMSG_ERROR = 2

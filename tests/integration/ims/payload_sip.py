@@ -152,7 +152,7 @@ def _():
             if not data.startswith("SIP/2.0 1"):
                 final = data.split("\r\n", 1)[0]
                 break
-    except socket.timeout:
+    except TimeoutError:
         pass
     mt = json.loads(bg.communicate(timeout=10)[0].strip().splitlines()[-1])
     after = spi_packets()
@@ -217,7 +217,7 @@ def _():
             if not data.startswith("SIP/2.0 1"):
                 final = data.split("\r\n", 1)[0]
                 break
-    except socket.timeout:
+    except TimeoutError:
         pass
     try:
         mt = json.loads(bg.communicate(timeout=10)[0].strip().splitlines()[-1])

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict
 
 from sipedge.io.xfrm import XfrmClient, XfrmError, probe
 from sipedge.modules.ims_pcscf.alloc import Lease
@@ -152,7 +151,7 @@ def _():
     got = ue("plain", P4, str(offer4.port_c), str(lease4.port_ps))
     try:
         received = rx.recv(100).decode()
-    except socket.timeout:
+    except TimeoutError:
         received = None
     rx.close()
     after = xfrm_stat()
@@ -202,7 +201,6 @@ def _():
     silently uses software; the dump then has no XFRMA_OFFLOAD_DEV, which ipsec.list
     reports as `requested, not active`."""
     import socket as _s
-    from dataclasses import replace
 
     idx = _s.if_nametoindex("pc0")
     o = Offer("hmac-sha-1-96", "aes-cbc", 0x3401, 0x3402, 8062, 8064)

@@ -7,7 +7,7 @@ import secrets
 import sys
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from aka_double import keys_for  # noqa: E402
+from aka_double import keys_for
 
 
 def _expires(msg):

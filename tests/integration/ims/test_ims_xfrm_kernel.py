@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 import uml
 
 pytestmark = [pytest.mark.needs_root]

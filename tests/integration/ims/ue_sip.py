@@ -89,7 +89,7 @@ class Ue:
                 while time.monotonic() < end:
                     try:
                         raw, _ = s.recvfrom(65535)
-                    except socket.timeout:
+                    except TimeoutError:
                         return None
                     msg = parse_message(raw)
                     if msg.status >= 200 or not want_final:
@@ -110,7 +110,7 @@ class Ue:
             while time.monotonic() < end:
                 try:
                     chunk = s.recv(65535)
-                except socket.timeout:
+                except TimeoutError:
                     return None
                 if not chunk:
                     return None

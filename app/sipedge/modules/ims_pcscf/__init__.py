@@ -12,4 +12,4 @@ from .rpc import RPC
 MODULE = ModuleSpec(name="ims_pcscf", params=ImsPcscfParams, depends=("tm",), rpc=RPC,
                     script_api="sipedge.modules.ims_pcscf.aio")
 
-__all__ = ["PCSCF", "Settings", "build_sa_set", "MODULE"]
+__all__ = ["MODULE", "PCSCF", "Settings", "build_sa_set"]

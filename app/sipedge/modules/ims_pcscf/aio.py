@@ -14,7 +14,8 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ...modules import ReplySpec
 from .core import PCSCF, Outcome, Settings, UeSet, XfrmAction
@@ -65,7 +66,7 @@ class ImsPcscfApi:
             ksr.ims_pcscf.on_reply(reply)             # 401: keys out, SAs in; 200: active
     """
 
-    def __init__(self, rt: "ImsPcscfRuntime") -> None:
+    def __init__(self, rt: ImsPcscfRuntime) -> None:
         self._rt = rt
 
     @property

@@ -22,8 +22,15 @@ from ...sip.message import Request, Response
 from ...xfrm.model import DIR_IN, DIR_OUT, PolicySpec, SaSet, SaSpec, Selector
 from .alloc import Allocator, Lease
 from .keys import encryption_key, integrity_key
-from .secagree import (Offer, Preference, choose, format_mechanism, has_option_tag,
-                       parse_security_client, verify_matches)
+from .secagree import (
+    Offer,
+    Preference,
+    choose,
+    format_mechanism,
+    has_option_tag,
+    parse_security_client,
+    verify_matches,
+)
 from .wwwauth import ChallengeError, strip_keys
 
 SEC_HEADERS = ("security-client", "security-verify", "security-server")
@@ -429,5 +436,12 @@ def _mark_integrity(req: Request, value: str) -> None:
             h[2] = f'{h[2]}, integrity-protected="{value}"'
 
 
-__all__ = ["PCSCF", "Settings", "UeSet", "XfrmAction", "Outcome", "build_sa_set",
-           "has_option_tag"]
+__all__ = [
+    "PCSCF",
+    "Outcome",
+    "Settings",
+    "UeSet",
+    "XfrmAction",
+    "build_sa_set",
+    "has_option_tag",
+]

@@ -4,7 +4,8 @@ SA sets; `sipedgectl ipsec.list`)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .crypto import classify_suites, parse_proc_crypto
 

@@ -6,7 +6,6 @@ import asyncio
 import random
 
 import pytest
-
 from sipedge.modules.ims_pcscf.alloc import Allocator
 
 

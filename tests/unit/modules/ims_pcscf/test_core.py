@@ -6,7 +6,6 @@ from __future__ import annotations
 from sipedge.modules.ims_pcscf.core import PCSCF, Settings
 from sipedge.sip.message import Response, parse_message
 from sipedge.xfrm.model import DIR_IN, DIR_OUT
-
 from sipmsg import request
 
 UE_IP, P_IP = "192.0.2.20", "192.0.2.1"

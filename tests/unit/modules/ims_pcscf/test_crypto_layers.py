@@ -6,8 +6,11 @@ import ast
 from pathlib import Path
 
 import pytest
-
-from sipedge.modules.ims_pcscf.crypto import accelerated, classify_suites, parse_proc_crypto
+from sipedge.modules.ims_pcscf.crypto import (
+    accelerated,
+    classify_suites,
+    parse_proc_crypto,
+)
 
 PROC = """name         : cbc(aes)
 driver       : cbc(aes-generic)

@@ -10,7 +10,6 @@ from sipedge.modules.ims_pcscf.alloc import Lease
 from sipedge.modules.ims_pcscf.core import PCSCF, Settings, UeSet, build_sa_set
 from sipedge.modules.ims_pcscf.rpc import ipsec_crypto, ipsec_list
 from sipedge.modules.ims_pcscf.secagree import Offer
-
 from test_crypto_layers import PROC
 
 

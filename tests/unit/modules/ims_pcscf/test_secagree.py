@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sipedge.modules.ims_pcscf.secagree import (Offer, Preference, choose, format_mechanism,
-                                                parse_mechanism, parse_security_client,
-                                                split_mechanisms, verify_matches)
+from sipedge.modules.ims_pcscf.secagree import (
+    Offer,
+    Preference,
+    choose,
+    format_mechanism,
+    parse_mechanism,
+    parse_security_client,
+    split_mechanisms,
+    verify_matches,
+)
 
 UE = ("ipsec-3gpp; alg=hmac-sha-1-96; ealg=aes-cbc; spi-c=1111; spi-s=2222; "
       "port-c=5062; port-s=5064")

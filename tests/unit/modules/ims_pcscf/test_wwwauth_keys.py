@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from sipedge.modules.ims_pcscf.keys import encryption_key, integrity_key
 from sipedge.modules.ims_pcscf.wwwauth import ChallengeError, strip_keys
 

@@ -7,7 +7,6 @@ import socket
 import struct
 
 import pytest
-
 from sipedge.io import xfrm as x
 from sipedge.xfrm.model import DIR_IN, DIR_OUT, PolicySpec, SaSpec, Selector
 
