@@ -10,6 +10,7 @@ went out through the SAs.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -240,7 +241,17 @@ class ImsPcscfRuntime:
             log.error("ims_pcscf %s for %s failed: %s", act.kind, act.ue_set.ue_ip, exc)
             if act.kind == "install":
                 self.pc.install_failed(act.ue_set, resp, str(exc))
+                if getattr(exc, "errno", None) == errno.EEXIST:
+                    self._refresh_kernel_spis()  # someone else took an SPI since start
             return False
+
+    def _refresh_kernel_spis(self) -> None:
+        assert self.pc is not None and self.xfrm is not None
+        try:
+            ours = self.pc.s.reqid_range
+            self.pc.kernel_spis = {sa.spi for sa in self.xfrm.sas() if sa.reqid not in ours}
+        except OSError as exc:
+            log.error("ims_pcscf SA dump: %s", exc)
 
     # -- messages
     def on_request(self, msg) -> ReplySpec | None:
