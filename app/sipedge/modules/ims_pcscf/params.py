@@ -30,31 +30,41 @@ class ImsPcscfParams:
                              "start-up cleanup removes only SAs/policies in this range",
                              min=1, max=0x7FFFFFFF, reloadable=False)
     algs: list[str] = option(default_factory=lambda: ["hmac-sha-1-96", "hmac-md5-96"],
-                             doc="integrity algorithms we accept, best first")
+                             doc="integrity algorithms we accept, best first",
+                             reloadable=False)
     ealgs: list[str] = option(default_factory=lambda: ["aes-cbc", "des-ede3-cbc"],
                               doc="encryption algorithms we accept, best first (`null` only "
-                              "with allow_null)")
-    allow_null: bool = option(False, "accept ealg=null (integrity only)")
+                              "with allow_null)",
+                              reloadable=False)
+    allow_null: bool = option(False, "accept ealg=null (integrity only)", reloadable=False)
     prefer_accelerated: bool = option(False, "among the accepted suites, prefer one the "
                                       "kernel runs on a hardware engine or CPU crypto "
-                                      "instructions (see `sipedgectl ipsec.crypto`)")
+                                      "instructions (see `sipedgectl ipsec.crypto`)",
+                                      reloadable=False)
     require_sec_agree: bool = option(True, "answer 494 to an initial REGISTER without "
-                                     "Security-Client (false: let it through unprotected)")
+                                     "Security-Client (false: let it through unprotected)",
+                                     reloadable=False)
     pending_lifetime_s: int = option(60, "kernel hard lifetime of the SAs made at the 401, "
-                                     "until the protected REGISTER succeeds", min=5, max=3600)
+                                     "until the protected REGISTER succeeds", min=5, max=3600,
+                                     reloadable=False)
     lifetime_margin_s: int = option(30, "kernel hard lifetime = registration expiry + this",
-                                    min=1, max=3600)
+                                    min=1, max=3600,
+                                    reloadable=False)
     missing_keys_status: int = option(500, "status sent to the UE instead of a 401 that "
                                       "lacks ck or ik (or whose SAs the kernel refused)",
-                                      min=400, max=599)
+                                      min=400, max=599,
+                                      reloadable=False)
     on_no_esp: str = option("disable", "when the capability probe finds no ESP support: "
                             "`disable` sec-agree (REGISTERs pass unprotected) or `refuse` "
-                            "registrations with 503", choices=("disable", "refuse"))
+                            "registrations with 503", choices=("disable", "refuse"),
+                            reloadable=False)
     offload_dev: str = option("", "network interface for `offload dev` on outbound SAs "
                               "(NIC inline ESP); reported as `requested, not active` when the "
-                              "kernel fell back to software")
+                              "kernel fell back to software",
+                              reloadable=False)
     expire_interval_s: float = option(1.0, "how often expired SA sets are removed",
-                                      min=0.1, max=60)
+                                      min=0.1, max=60,
+                                      reloadable=False)
 
     def preference(self, accelerated: frozenset[str] = frozenset()) -> Preference:
         for a in self.algs:
