@@ -158,7 +158,8 @@ def _():
     after = spi_packets()
     delta = {k: after.get(s[k], 0) - before.get(s[k], 0)
              for k in ("spi_ps", "spi_uc", "spi_us", "spi_pc")}
-    return {"mo": mo, "mt": mt, "mt_final_at_core": final, "delta": delta}
+    return {"mo": mo, "mt": mt, "mt_final_at_core": final, "delta": delta,
+            "port_pc": s["port_pc"]}
 
 
 @step("plaintext")
@@ -230,6 +231,7 @@ def _():
     dereg = ue("deregister")
     time.sleep(0.5)
     return {"register": reg, "mo": mo, "mt": mt, "mt_final_at_core": final, "delta": delta,
+            "port_pc": s["port_pc"],
             "dereg": dereg, "after_dereg": [len(x) for x in ours()]}
 
 
@@ -315,7 +317,7 @@ def _():
 def _():
     text = (WORK / "pcscf.log").read_text(errors="replace")
     return {"eexist": text.count("File exists"), "tracebacks": text.count("Traceback"),
-            "tail": text[-3000:]}
+            "errors": [ln for ln in text.splitlines() if " ERROR " in ln][:20]}
 
 
 pcscf.stop()

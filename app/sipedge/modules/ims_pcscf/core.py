@@ -271,7 +271,7 @@ class PCSCF:
 
     def _retire_older(self, st: UeSet, now: float) -> list[XfrmAction]:
         acts = []
-        for other in self.sets:
+        for other in list(self.sets):
             if other is not st and other.ue_ip == st.ue_ip and other.state == "old" and \
                     other.created < st.created:
                 acts.append(self._remove(other))
@@ -365,12 +365,12 @@ class PCSCF:
         expires = _expires_of(resp)
         if expires == 0 or st.dereg:
             # de-REGISTER: this 200 still goes out through the SAs; remove afterwards
-            acts = [self._remove(o) for o in self.sets
+            acts = [self._remove(o) for o in list(self.sets)
                     if o.ue_ip == st.ue_ip and o.state != "deleted"]
             return Outcome(actions=acts, note="deregistered")
         acts = []
         if st.state == "pending":
-            for o in self.sets:
+            for o in list(self.sets):
                 if o is not st and o.ue_ip == st.ue_ip and o.state == "active":
                     o.state = "old"
                 elif o is not st and o.ue_ip == st.ue_ip and o.state == "pending":
