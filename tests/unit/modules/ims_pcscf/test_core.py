@@ -201,3 +201,19 @@ def test_unprotected_request_from_registered_ue_refused():
     full_register(p, 0.0)
     inv = request("INVITE", "sip:bob@ims.test")
     assert p.on_request(inv, UE_IP, 5062, 5060, 1.0).reply[0] == 403
+
+
+def test_other_pending_set_does_not_hide_the_active_one():
+    """A pending set of another AoR from the same UE address (a REGISTER that got its 401
+    but never came back) must not keep the previous active set from becoming old."""
+    p = pc()
+    first, _ = full_register(p, 0.0)
+    r = register(1, [sc(7000, 7001, 7002, 7004)], call_id="bob")
+    p.on_request(r, UE_IP, 7002, 5060, 1.0)
+    bob = p.on_reply(challenge(r), 1.0).ue_set
+    p.sets.remove(bob)
+    p.sets.insert(0, bob)  # first in the list: the case list mutation got wrong
+    new, _ = full_register(p, 2.0, cseq=10, spi_c=3000, spi_s=3001, port_c=6000,
+                           via=(first.offer.port_c, first.lease.port_ps),
+                           verify=_server(first))
+    assert first.state == "old" and bob.state == "deleted" and new.state == "active"
