@@ -89,7 +89,7 @@ def test_reregistration_x50_no_accumulation(result):
     assert r["firsts"] == [401] * 50 and r["seconds"] == [200] * 50, result["logs"]
     assert r["after_loop"] == [8, 8]  # newest + previous (kept until a request on the new)
     assert r["message"]["status"] == 200 and r["final"] == [4, 4] and r["sets"] == 1
-    assert r["counters"]["install_failures"] == 0
+    assert r["counters"]["install_failures"] == 0 and r["counters"]["exhausted"] == 0
 
 
 def test_deregister_200_leaves_protected_then_set_deleted(result):

@@ -282,6 +282,10 @@ class ImsPcscfRuntime:
         out = pc.on_reply(resp, time.monotonic())
         if out.note:
             log.info("ims_pcscf %d %s: %s", resp.status, resp.call_id, out.note)
+            if resp.status == 503:
+                log.warning("ims_pcscf %d of %d slots leased; sets: %s", pc.alloc.in_use,
+                            pc.s.slots, [(r["ue"], r["aor"], r["state"], r["port_ps"])
+                                         for r in pc.snapshot(time.monotonic())])
         for act in out.actions:
             if act.kind == "install":
                 self._run(act, resp)
@@ -291,8 +295,10 @@ class ImsPcscfRuntime:
                 self._run(act)
 
     def _later(self, act: XfrmAction) -> None:
+        """Run after the current message is done (a reply being relayed goes out first:
+        the worker sends it synchronously once the route returns)."""
         try:
-            asyncio.get_running_loop().call_later(0.05, self._run, act)
+            asyncio.get_running_loop().call_soon(self._run, act)
         except RuntimeError:
             self._run(act)
 
