@@ -199,6 +199,10 @@ class Proxy:
             from .modules.diameter.runtime import main_rpc
 
             methods.update(main_rpc(self._ask_workers))
+        if "ims_pcscf" in self.modules:  # one worker owns the SA sets (workers = 1)
+            for name in ("ipsec.list", "ipsec.crypto", "ipsec.selftest"):
+                methods[name] = lambda p, n=name: self._ask_first(n, p)
+            methods["ipsec.selftest"] = lambda p: self._ask_first("ipsec.selftest", p, 15.0)
         return methods
 
     async def dispatcher_list(self, params: dict) -> dict:
@@ -280,6 +284,16 @@ class Proxy:
         return {**{k: total.get(k, 0) for k in ("requests", "connections_opened",
                                                  "idle_connections")},
                 "workers": len(results)}
+
+    async def _ask_first(self, method: str, params: dict, timeout: float = 1.0):
+        """ims_pcscf runs in one worker (workers = 1): its answer, or its error."""
+        replies = await ask_workers(self.run_id, self.nworkers, method, params, timeout)
+        for r in replies:
+            if "error" in r:
+                raise ValueError(r["error"])
+        if not replies:
+            raise ValueError("no worker answered")
+        return replies[0]["result"]
 
     async def _ask_workers(self, method: str, params: dict) -> list:
         replies = await ask_workers(self.run_id, self.nworkers, method, params)

@@ -315,7 +315,8 @@ def _check_semantics(config: Config, v: _Validator) -> None:
 
 # modules [core] modules may name, and the modules each needs loaded too
 LOADABLE_MODULES = {"security": (), "registrar": (), "auth": ("registrar",), "dispatcher": (),
-                    "enum": (), "http_client": (), "uac": (), "diameter": ()}
+                    "enum": (), "http_client": (), "uac": (), "diameter": (),
+                    "ims_pcscf": ()}
 
 
 def _check_modules(config: Config, v: _Validator) -> None:
@@ -394,6 +395,36 @@ def _check_modules(config: Config, v: _Validator) -> None:
         extra = dia.loaded_problems() if "diameter" in mods else []
         for key, reason in dia.problems() + extra:
             v.error(f"diameter.{key}", reason)
+    _check_ims_pcscf(config, v)
+
+
+def _check_ims_pcscf(config: Config, v: _Validator) -> None:
+    """[ims_pcscf]: address when loaded, one worker (the SA sets live in one process),
+    algorithm lists, SPI range."""
+    import ipaddress
+
+    p = getattr(config, "ims_pcscf", None)
+    if p is None:
+        return
+    if "ims_pcscf" in config.core.modules:
+        if not p.address:
+            v.error("ims_pcscf.address", "required when ims_pcscf is loaded")
+        if config.core.workers != 1:
+            v.error("core.workers", "ims_pcscf keeps the UEs' SA sets in one process: set "
+                    "workers = 1")
+    if p.address:
+        try:
+            ipaddress.ip_address(p.address)
+        except ValueError:
+            v.error("ims_pcscf.address", "expected an IP address")
+    if p.spi_min >= p.spi_max:
+        v.error("ims_pcscf.spi_min", "must be below spi_max")
+    if p.port_base + 2 * p.slots - 1 > 65535:
+        v.error("ims_pcscf.slots", "port_base + 2*slots - 1 exceeds 65535")
+    try:
+        p.preference()
+    except ValueError as exc:
+        v.error("ims_pcscf", str(exc))
 
 
 def _check_dispatcher_enum(config: Config, v: _Validator) -> None:

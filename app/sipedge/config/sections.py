@@ -193,4 +193,4 @@ SECTION_MODULES = ("sipedge.appliance.params", "sipedge.modules.auth.params",
                    "sipedge.modules.registrar.params", "sipedge.modules.security.params",
                    "sipedge.modules.dispatcher.params", "sipedge.modules.enum.params",
                    "sipedge.modules.http_client.params", "sipedge.modules.uac.params",
-                   "sipedge.modules.diameter.params")
+                   "sipedge.modules.diameter.params", "sipedge.modules.ims_pcscf.params")

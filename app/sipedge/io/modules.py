@@ -608,6 +608,25 @@ RUNTIMES: dict[str, type] = {"security": SecurityRuntime, "registrar": Registrar
                              "uac": UacRuntime, "diameter": DiameterRuntime}
 
 
+def _ims_pcscf_runtime():
+    from ..modules.ims_pcscf.aio import ImsPcscfRuntime
+
+    return ImsPcscfRuntime()
+
+
+_ims_pcscf_runtime.depends = ()  # type: ignore[attr-defined]
+RUNTIMES["ims_pcscf"] = _ims_pcscf_runtime  # type: ignore[assignment]
+
+
+def module_listeners(config) -> list:
+    """Listeners a loaded module adds to [[listen]] (ims_pcscf: its protected ports)."""
+    if "ims_pcscf" in config.core.modules:
+        from ..modules.ims_pcscf.aio import protected_listeners
+
+        return protected_listeners(config)
+    return []
+
+
 def load_order(names) -> list[str]:
     """Dependencies first (the config check guarantees they are listed)."""
     out: list[str] = []

@@ -46,6 +46,7 @@ from .dns import PENDING, DnsResolver
 from .modules import (
     ModuleEnv,
     WorkerModules,
+    module_listeners,
     control_address,
     handle_control,
     notification,
@@ -69,9 +70,9 @@ def handoff_address(run_id: str, index: int) -> bytes:
     return f"\0sipedge-{run_id}-w{index}".encode()
 
 
-def local_addresses(config: Config) -> list[LocalAddress]:
+def local_addresses(config: Config, listen: list | None = None) -> list[LocalAddress]:
     out = []
-    for i, lp in enumerate(config.listen):
+    for i, lp in enumerate(config.listen if listen is None else listen):
         host, port = lp.address, lp.port
         if lp.advertise:
             adv = lp.advertise
@@ -152,11 +153,17 @@ class Worker:
         self.config = config
         self.run_id = run_id
         self.stats_map = stats
-        self.locals = local_addresses(config)
+        self.listen = list(config.listen) + module_listeners(config)  # + protected ports
+        # TCP connections opened from these listeners bind its port (ims_pcscf: SAs match
+        # the protected client port as source)
+        self.bind_source_ports = {lp.port for lp in self.listen[len(config.listen):]}
+        self.locals = local_addresses(config, self.listen)
         self.core = ProxyCore(self.locals, domains=tuple(config.proxy.domains),
                               record_route=config.proxy.record_route,
                               max_forwards=config.proxy.max_forwards, worker=index,
                               secret=run_id.encode(), server=config.core.server_header)
+        if "ims_pcscf" in config.core.modules:
+            self.core.proxy_require_ok.add("sec-agree")
         self.udp: dict[int, UdpListener] = {}
         self.udp_socks: list[socket.socket] = []  # for the backlog (overload shedding)
         self.overload = Overload(config.core.overload_backlog_bytes)
@@ -206,7 +213,7 @@ class Worker:
         if any(la.proto == "tls" for la in self.locals):  # TransportError: bad cert/key/CAs
             self.tls_server = server_context(self.config.tls)
             self.tls_client = client_context(self.config.tls)
-        for la, lp in zip(self.locals, self.config.listen):
+        for la, lp in zip(self.locals, self.listen):
             try:
                 await self._open_listener(la, lp)
             except OSError as exc:
@@ -923,7 +930,18 @@ class Worker:
                "ssl_handshake_timeout": self.config.tls.handshake_timeout_s
                } if conn.proto == "tls" else {}
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: conn, ip, port, **tls), 10)
+            la = self.locals[conn.listener] if 0 <= conn.listener < len(self.locals) else None
+            if la is not None and la.port in self.bind_source_ports and conn.proto == "tcp":
+                sock = socket.socket(_family(ip), socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.setblocking(False)
+                sock.bind((la.ip, la.port))
+                await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), 10)
+                await loop.create_connection(lambda: conn, sock=sock)
+            else:
+                await asyncio.wait_for(loop.create_connection(lambda: conn, ip, port, **tls),
+                                       10)
         except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
             self.stats["send_errors"] += 1
             log.info("connect to %s:%s:%d failed: %s", conn.proto, ip, port, exc)

@@ -95,6 +95,8 @@ class ProxyCore:
         self.worker = worker
         self.secret = secret or b"sipedge"
         self.server = server
+        # Proxy-Require option tags a loaded module handles (ims_pcscf: sec-agree)
+        self.proxy_require_ok: set[str] = set()
         self.domains = {d.lower() for d in domains}
         self._hosts = set()
         self._hostports: set[tuple[str, int]] = set()
@@ -193,7 +195,8 @@ class ProxyCore:
                 return self.make_reply(msg, 483, "Too Many Hops")
 
         if msg.method not in ("ACK", "CANCEL"):
-            preq = msg.get_all("proxy-require")
+            preq = [t for t in msg.get_all("proxy-require")
+                    if t.strip().lower() not in self.proxy_require_ok]
             if preq:
                 return self.make_reply(msg, 420, "Bad Extension",
                                        [("Unsupported", ", ".join(preq))])

@@ -1,0 +1,310 @@
+"""Runtime glue of ims_pcscf inside a worker (L3): the XFRM client, the capability probe and
+start-up cleanup, the expiry timer, the protected listeners, and `ksr.ims_pcscf`.
+
+Kernel requests are synchronous netlink round trips on a local socket (8 for a set, well
+under a millisecond each); they run inside the route so that the SAs exist before the 401
+leaves, and removal after a de-REGISTER's 200 runs on the next loop turn, after the 200
+went out through the SAs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...modules import ReplySpec
+from .core import PCSCF, Outcome, Settings, UeSet, XfrmAction
+from .crypto import accelerated, parse_proc_crypto
+
+log = logging.getLogger("sipedge.ims_pcscf")
+
+
+def protected_listeners(config) -> list:
+    """UDP and TCP listeners on every protected port (the worker opens them like [[listen]]
+    entries)."""
+    from ...config.sections import ListenParams
+
+    p = config.ims_pcscf
+    if not p.address:
+        return []
+    out = []
+    for port in range(p.port_base, p.port_base + 2 * p.slots):
+        for proto in ("udp", "tcp"):
+            out.append(ListenParams(proto=proto, address=p.address, port=port))
+    return out
+
+
+def read_proc_crypto(path: str = "/proc/crypto") -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _port_of(listener: str) -> int:
+    try:
+        return int(listener.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+class ImsPcscfApi:
+    """`ksr.ims_pcscf` in the routing script.
+
+        def request_route(msg):
+            reply = ksr.ims_pcscf.on_request(msg)     # every request from the UE side
+            if reply: return msg.t_reply(*reply)
+            msg.t_on_reply("from_core"); return msg.t_relay("sip:icscf...")
+
+        def from_core(reply):
+            ksr.ims_pcscf.on_reply(reply)             # 401: keys out, SAs in; 200: active
+    """
+
+    def __init__(self, rt: ImsPcscfRuntime) -> None:
+        self._rt = rt
+
+    @property
+    def enabled(self) -> bool:
+        """False when the capability probe disabled sec-agree."""
+        return self._rt.enabled
+
+    def on_request(self, msg) -> ReplySpec | None:
+        """A request from a UE: sec-agree checks and header clean-up. Returns the reply to
+        send instead of relaying (494, 403, 503), or None to go on."""
+        return self._rt.on_request(msg)
+
+    def on_reply(self, msg) -> None:
+        """A reply from the core side to a UE's request (call it in the reply route of the
+        REGISTER transaction)."""
+        self._rt.on_reply(msg)
+
+    def is_protected(self, msg) -> bool:
+        """The request arrived on one of our protected ports through an SA set."""
+        return self._rt.pc is not None and self._rt.pc.is_protected_port(_port_of(msg.listener))
+
+    def route_to_ue(self, msg, ue_ip: str | None = None) -> bool:
+        """For a request towards a registered UE (after registrar lookup): send it to the
+        UE's protected server port from our protected client port of its active set
+        (same transport as the R-URI asks for). False when the UE has no active set."""
+        pc = self._rt.pc
+        if pc is None:
+            return False
+        ip = ue_ip or msg.ruri_host.strip("[]")
+        st = pc.active_set(ip)
+        if st is None:
+            return False
+        proto = "tcp" if "transport=tcp" in msg.ruri.lower() else "udp"
+        host = f"[{ip}]" if ":" in ip else ip
+        us = pc.s.pcscf_ip
+        ushost = f"[{us}]" if ":" in us else us
+        msg.set_dst_uri(f"sip:{host}:{st.offer.port_s}" + (";transport=tcp" if proto == "tcp"
+                                                           else ""))
+        msg.force_send_socket(f"{proto}:{ushost}:{st.lease.port_pc}")
+        return True
+
+
+class ImsPcscfRuntime:
+    name = "ims_pcscf"
+    depends: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.pc: PCSCF | None = None
+        self.xfrm = None
+        self.enabled = False
+        self.refuse = False
+        self.probe_result: dict = {}
+        self.facade = ImsPcscfApi(self)
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
+        self.offload_requested = ""
+
+    # -- lifecycle
+    async def start(self, env) -> None:
+        from ...io.xfrm import XfrmClient, XfrmError, probe
+        from . import rpc
+
+        p = env.config.ims_pcscf
+        if not p.address:
+            raise RuntimeError("ims_pcscf: [ims_pcscf] address is required")
+        pref = p.preference()  # `accelerated` is filled in after the probe (below)
+        offload_ifindex = 0
+        if p.offload_dev:
+            try:
+                offload_ifindex = socket.if_nametoindex(p.offload_dev)
+                self.offload_requested = p.offload_dev
+            except OSError:
+                log.error("ims_pcscf offload_dev %s: no such interface (offload off)",
+                          p.offload_dev)
+        settings = Settings(pcscf_ip=p.address, preference=pref, spi_min=p.spi_min,
+                            spi_max=p.spi_max, port_base=p.port_base, slots=p.slots,
+                            reqid_base=p.reqid_base, pending_lifetime_s=p.pending_lifetime_s,
+                            lifetime_margin_s=p.lifetime_margin_s,
+                            require_sec_agree=p.require_sec_agree,
+                            missing_keys_status=p.missing_keys_status,
+                            offload_ifindex=offload_ifindex)
+        self.pc = PCSCF(settings)
+        try:
+            self.xfrm = XfrmClient()
+            ports = self.pc.protected_ports()
+            removed = self.xfrm.cleanup(settings.reqid_range, ports)
+            if any(removed):
+                log.warning("ims_pcscf start-up cleanup removed %d policies and %d SAs left "
+                            "by an earlier run", *removed)
+            suites = [(a, e) for e in pref.ealgs + (("null",) if pref.allow_null else ())
+                      for a in pref.algs]
+            self.probe_result = probe(self.xfrm, p.address, suites, settings.reqid_base)
+            self.pc.kernel_spis = {sa.spi for sa in self.xfrm.sas()
+                                   if sa.reqid not in settings.reqid_range}
+        except (OSError, XfrmError) as exc:
+            self.probe_result = {("*", "*"): f"XFRM unavailable: {exc}"}
+        # the probe instantiated the algorithms: /proc/crypto now names their drivers
+        from dataclasses import replace
+
+        impls = parse_proc_crypto(read_proc_crypto())
+        pref = replace(pref, accelerated=accelerated(impls, list(p.algs) + list(p.ealgs)))
+        self.pc.s = replace(self.pc.s, preference=pref)
+        settings = self.pc.s
+        ok = [s for s, r in self.probe_result.items() if r == "ok"]
+        if not ok:
+            why = "; ".join(f"{a}/{e}: {r}" for (a, e), r in self.probe_result.items())
+            if p.on_no_esp == "refuse":
+                self.refuse = True
+                log.error("ims_pcscf: no usable ESP suite (%s): REGISTERs get 503", why)
+            else:
+                log.error("ims_pcscf: no usable ESP suite (%s): sec-agree disabled", why)
+        else:
+            bad = {s: r for s, r in self.probe_result.items() if r != "ok"}
+            if bad:
+                # keep only algorithms that work in at least one probed suite
+                algs = tuple(a for a in pref.algs if any(s[0] == a for s in ok))
+                ealgs = tuple(e for e in pref.ealgs if any(s[1] == e for s in ok))
+                self.pc.s = replace(settings, preference=replace(pref, algs=algs,
+                                                                 ealgs=ealgs))
+                log.warning("ims_pcscf: suites the kernel refused: %s",
+                            ", ".join(f"{a}/{e} ({r})" for (a, e), r in bad.items()))
+            self.enabled = True
+            try:
+                for port in self.pc.protected_ports():  # plaintext to them: kernel drops it
+                    self.xfrm.add_block(p.address, port)
+            except (OSError, XfrmError) as exc:
+                log.error("ims_pcscf block policies for the protected ports: %s", exc)
+        self.timers = [(p.expire_interval_s, self._expire)]
+        self.worker_rpc = rpc.methods(self)
+        log.info("ims_pcscf address=%s protected ports %d-%d sec-agree=%s", p.address,
+                 p.port_base, p.port_base + 2 * p.slots - 1,
+                 "on" if self.enabled else ("refuse" if self.refuse else "off"))
+
+    async def stop(self) -> None:
+        if self.xfrm is not None and self.pc is not None:
+            for st in list(self.pc.sets):
+                self._run(self.pc._remove(st))
+            try:
+                self.xfrm.cleanup(self.pc.s.reqid_range, self.pc.protected_ports())
+            except Exception as exc:  # noqa: BLE001 - XfrmError or OSError; stopping anyway
+                log.error("ims_pcscf cleanup at stop: %s", exc)
+            self.xfrm.close()
+
+    async def _expire(self) -> None:
+        if self.pc is None:
+            return
+        for act in self.pc.expire(time.monotonic()):
+            self._run(act)
+
+    # -- kernel actions
+    def _run(self, act: XfrmAction, resp=None) -> bool:
+        from ...io.xfrm import XfrmError
+
+        assert self.pc is not None
+        if self.xfrm is None:
+            return False
+        try:
+            if act.kind == "install":
+                self.xfrm.apply(act.ue_set.sa_set)
+                self.pc.installed(act.ue_set)
+            elif act.kind == "update":
+                self.xfrm.update_lifetime(act.ue_set.sa_set, act.hard_seconds)
+            else:
+                problems = self.xfrm.remove(act.ue_set.sa_set)
+                if problems:  # the lease stays taken: those SPIs/ports are not reused
+                    log.error("ims_pcscf remove %s: %s", act.ue_set.ue_ip, "; ".join(problems))
+                else:
+                    self.pc.removed(act.ue_set)
+            return True
+        except (XfrmError, OSError) as exc:
+            log.error("ims_pcscf %s for %s failed: %s", act.kind, act.ue_set.ue_ip, exc)
+            if act.kind == "install":
+                self.pc.install_failed(act.ue_set, resp, str(exc))
+                if getattr(exc, "errno", None) == errno.EEXIST:
+                    self._refresh_kernel_spis()  # someone else took an SPI since start
+            return False
+
+    def _refresh_kernel_spis(self) -> None:
+        assert self.pc is not None and self.xfrm is not None
+        try:
+            ours = self.pc.s.reqid_range
+            self.pc.kernel_spis = {sa.spi for sa in self.xfrm.sas() if sa.reqid not in ours}
+        except OSError as exc:
+            log.error("ims_pcscf SA dump: %s", exc)
+
+    # -- messages
+    def on_request(self, msg) -> ReplySpec | None:
+        pc = self.pc
+        if pc is None:
+            return None
+        local_port = _port_of(msg.listener)
+        if not self.enabled:
+            if self.refuse and msg.method == "REGISTER":
+                return ReplySpec(503, "Service Unavailable", (("Retry-After", "60"),))
+            return None
+        out: Outcome = pc.on_request(msg.raw, msg.src_ip, msg.src_port, local_port,
+                                     time.monotonic())
+        if out.note:
+            log.info("ims_pcscf %s %s from %s:%d: %s", msg.method,
+                     "refused" if out.reply else "", msg.src_ip, msg.src_port, out.note)
+        for act in out.actions:
+            self._later(act)
+        if out.reply is not None:
+            return ReplySpec(*out.reply)
+        return None
+
+    def on_reply(self, msg) -> None:
+        pc = self.pc
+        if pc is None or not self.enabled:
+            return
+        resp = msg.raw
+        out = pc.on_reply(resp, time.monotonic())
+        if out.note:
+            log.info("ims_pcscf %d %s: %s", resp.status, resp.call_id, out.note)
+            if resp.status == 503:
+                log.warning("ims_pcscf %d of %d slots leased; sets: %s", pc.alloc.in_use,
+                            pc.s.slots, [(r["ue"], r["aor"], r["state"], r["port_ps"])
+                                         for r in pc.snapshot(time.monotonic())])
+        for act in out.actions:
+            if act.kind == "install":
+                self._run(act, resp)
+            elif act.kind == "remove":
+                self._later(act)  # after this reply went out through the SAs
+            else:
+                self._run(act)
+
+    def _later(self, act: XfrmAction) -> None:
+        """Run after the current message is done (a reply being relayed goes out first:
+        the worker sends it synchronously once the route returns)."""
+        try:
+            asyncio.get_running_loop().call_soon(self._run, act)
+        except RuntimeError:
+            self._run(act)
+
+    # -- reporting
+    def sets(self) -> list[UeSet]:
+        return list(self.pc.sets) if self.pc else []
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,242 @@
+"""Runs inside UML (see uml.py): the XFRM adapter against a real kernel with ESP.
+
+Topology (exists only inside UML): the init netns is the P-CSCF (10.99.0.1, fd00:99::1 on
+`pc0`), netns `ue` is the UE (10.99.0.2, fd00:99::2 on `ue0`), joined by a veth pair.
+The UE side installs the mirror of the P-CSCF's set with the same adapter (run through
+`ip netns exec ue python ue_side.py`). Results go to the JSON file named by argv[1].
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import traceback
+
+from sipedge.io.xfrm import XfrmClient, XfrmError, probe
+from sipedge.modules.ims_pcscf.alloc import Lease
+from sipedge.modules.ims_pcscf.core import build_sa_set
+from sipedge.modules.ims_pcscf.secagree import Offer
+from ue_side import UE_SIDE, counters, flows_tcp, flows_udp, set_to_json
+
+RESULT = sys.argv[1]
+out: dict = {}
+P4, U4, P6, U6 = "10.99.0.1", "10.99.0.2", "fd00:99::1", "fd00:99::2"
+BASE = 0x5E0000
+CK = bytes.fromhex("00112233445566778899aabbccddeeff")
+IK = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+
+
+def sh(cmd: str) -> str:
+    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True).stdout
+
+
+def ue(*args: str, timeout: float = 30) -> dict:
+    r = subprocess.run(["ip", "netns", "exec", "ue", sys.executable, UE_SIDE, *args],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"ue_side {args[0]} failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout)
+
+
+def xfrm_stat() -> dict:
+    return {k: int(v) for k, v in (ln.split() for ln in open("/proc/net/xfrm_stat"))}
+
+
+def step(name):
+    def deco(fn):
+        try:
+            out[name] = fn()
+        except Exception:  # noqa: BLE001 - record and go on with the other steps
+            out[name] = {"error": traceback.format_exc()}
+        return fn
+    return deco
+
+
+sh("ip netns add ue")
+sh("ip link add pc0 type veth peer name ue0 netns ue")
+sh(f"ip addr add {P4}/24 dev pc0; ip -6 addr add {P6}/64 dev pc0 nodad; ip link set pc0 up")
+sh(f"ip -n ue addr add {U4}/24 dev ue0; ip -n ue -6 addr add {U6}/64 dev ue0 nodad; "
+   "ip -n ue link set ue0 up; ip -n ue link set lo up")
+time.sleep(0.5)
+xc = XfrmClient()
+
+
+@step("probe")
+def _():
+    return {f"{a}/{e}": r for (a, e), r in probe(xc, P4, [
+        ("hmac-sha-1-96", "aes-cbc"), ("hmac-md5-96", "des-ede3-cbc"),
+        ("hmac-sha-1-96", "null")], BASE).items()}
+
+
+# a foreign SA and policy (another IPsec user on the box): reqid 7
+sh(f"ip xfrm state add src {P4} dst 10.99.0.9 proto esp spi 0x4242 reqid 7 mode transport "
+   "enc 'cbc(aes)' 0x000102030405060708090a0b0c0d0e0f auth-trunc 'hmac(sha1)' "
+   "0x000102030405060708090a0b0c0d0e0f10111213 96")
+sh(f"ip xfrm policy add src {P4} dst 10.99.0.9 dir out tmpl src {P4} dst 10.99.0.9 "
+   "proto esp reqid 7 mode transport")
+# a foreign SA holding (P4, spi 0x20002): our allocator must never pick it; here it makes the
+# rollback case collide on purpose
+sh(f"ip xfrm state add src 10.99.0.9 dst {P4} proto esp spi 0x20002 reqid 8 mode transport "
+   "enc 'cbc(aes)' 0x000102030405060708090a0b0c0d0e0f auth-trunc 'hmac(sha1)' "
+   "0x000102030405060708090a0b0c0d0e0f10111213 96")
+
+offer4 = Offer("hmac-sha-1-96", "aes-cbc", spi_c=0x3001, spi_s=0x3002, port_c=5062,
+               port_s=5064)
+lease4 = Lease(0, 5100, 5101, spi_ps=0x10001, spi_pc=0x10002)
+set4 = build_sa_set(U4, P4, offer4, lease4, CK, IK, BASE, 120)
+
+
+def ours():
+    sas = [s for s in xc.sas() if s.reqid in range(BASE, BASE + 16)]
+    pols = [p for p in xc.policies() if p.reqid in range(BASE, BASE + 16)]
+    return sas, pols
+
+
+@step("install")
+def _():
+    xc.apply(set4)
+    sas, pols = ours()
+    return {"sas": [[s.src, s.dst, s.spi, s.auth, s.enc, s.hard_seconds] for s in sas],
+            "policies": [[p.selector.src, p.selector.sport, p.selector.dst, p.selector.dport,
+                          p.selector.proto, p.direction, p.hard_seconds] for p in pols]}
+
+
+@step("rollback")
+def _():
+    bad = build_sa_set(U4, P4, Offer("hmac-md5-96", "aes-cbc", 0x3101, 0x3102, 6062, 6064),
+                       Lease(1, 5102, 5103, spi_ps=0x10011, spi_pc=0x20002), CK, IK,
+                       BASE + 1, 120)
+    try:
+        xc.apply(bad)
+        err = None
+    except XfrmError as exc:
+        err = [exc.errno, str(exc)]
+    sas, pols = ours()
+    return {"error": err, "ours_after": [len(sas), len(pols)],
+            "set1_spis": sorted(s.spi for s in sas)}
+
+
+ue("install", json.dumps(set_to_json(set4)))
+
+
+@step("flows_udp")
+def _():
+    before = counters(xc)
+    res = flows_udp(P4, U4, lease4, offer4)
+    after = counters(xc)
+    return {"flows": res, "delta": {hex(k): after.get(k, 0) - before.get(k, 0)
+                                    for k in after}}
+
+
+@step("flows_tcp")
+def _():
+    before = counters(xc)
+    res = flows_tcp(P4, U4, lease4, offer4)
+    after = counters(xc)
+    return {"flows": res, "delta": {hex(k): after.get(k, 0) - before.get(k, 0)
+                                    for k in after}}
+
+
+@step("plaintext_dropped")
+def _():
+    # the UE drops its outbound policy for port_uc -> port_ps and sends in clear
+    import socket
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind((P4, lease4.port_ps))
+    rx.settimeout(1.0)
+    before = xfrm_stat()
+    got = ue("plain", P4, str(offer4.port_c), str(lease4.port_ps))
+    try:
+        received = rx.recv(100).decode()
+    except TimeoutError:
+        received = None
+    rx.close()
+    after = xfrm_stat()
+    return {"ue": got, "received": received, "stat_delta": {k: after[k] - before.get(k, 0) for k in after
+                                      if after[k] != before.get(k, 0)}}
+
+
+@step("ipv6")
+def _():
+    o6 = Offer("hmac-md5-96", "des-ede3-cbc", 0x3201, 0x3202, 5062, 5064)
+    l6 = Lease(2, 5104, 5105, spi_ps=0x10021, spi_pc=0x10022)
+    s6 = build_sa_set(U6, P6, o6, l6, CK, IK, BASE + 2, 120)
+    xc.apply(s6)
+    ue("install", json.dumps(set_to_json(s6)))
+    before = counters(xc)
+    res = flows_udp(P6, U6, l6, o6)
+    after = counters(xc)
+    sas = [s for s in xc.sas() if s.family == 10 and s.reqid == BASE + 2]
+    return {"flows": res, "sas": len(sas),
+            "delta": {hex(k): after.get(k, 0) - before.get(k, 0) for k in after}}
+
+
+@step("hard_lifetime")
+def _():
+    o = Offer("hmac-sha-1-96", "aes-cbc", 0x3301, 0x3302, 7062, 7064)
+    ls = Lease(3, 5106, 5107, spi_ps=0x10031, spi_pc=0x10032)
+    s = build_sa_set(U4, P4, o, ls, CK, IK, BASE + 3, 3)
+    xc.apply(s)
+    n0 = [x for x in xc.sas() if x.reqid == BASE + 3]
+    p0 = [x for x in xc.policies() if x.reqid == BASE + 3]
+    time.sleep(5)
+    n1 = [x for x in xc.sas() if x.reqid == BASE + 3]
+    p1 = [x for x in xc.policies() if x.reqid == BASE + 3]
+    return {"before": [len(n0), len(p0)], "after": [len(n1), len(p1)]}
+
+
+@step("update_lifetime")
+def _():
+    xc.update_lifetime(set4, 900)
+    return sorted({s.hard_seconds for s in xc.sas() if s.reqid == BASE} |
+                  {p.hard_seconds for p in xc.policies() if p.reqid == BASE})
+
+
+@step("offload_fallback")
+def _():
+    """`offload dev` on a NIC without ESP offload (veth): the kernel accepts the SA and
+    silently uses software; the dump then has no XFRMA_OFFLOAD_DEV, which ipsec.list
+    reports as `requested, not active`."""
+    import socket as _s
+
+    idx = _s.if_nametoindex("pc0")
+    o = Offer("hmac-sha-1-96", "aes-cbc", 0x3401, 0x3402, 8062, 8064)
+    ls = Lease(4, 5108, 5109, spi_ps=0x10041, spi_pc=0x10042)
+    s = build_sa_set(U4, P4, o, ls, CK, IK, BASE + 4, 60, offload_ifindex=idx)
+    xc.apply(s)
+    out_sas = [x for x in s.sas if x.offload_ifindex]
+    dumped = {(x.dst, x.spi): x for x in xc.sas()}
+    res = {"requested": len(out_sas),
+           "active": sum(1 for x in out_sas if dumped[(x.dst, x.spi)].offload_ifindex)}
+    xc.remove(s)
+    return res
+
+
+@step("cleanup")
+def _():
+    removed = xc.cleanup(range(BASE, BASE + 16))
+    sas = [[s.dst, s.spi, s.reqid] for s in xc.sas()]
+    pols = [[p.selector.dst, p.reqid] for p in xc.policies()]
+    return {"removed": list(removed), "left_sas": sas, "left_policies": pols}
+
+
+@step("proc_crypto")
+def _():
+    from sipedge.modules.ims_pcscf.crypto import classify_suites, parse_proc_crypto
+
+    impls = parse_proc_crypto(open("/proc/crypto").read())
+    return classify_suites(impls, ["aes-cbc", "des-ede3-cbc", "hmac-sha-1-96", "hmac-md5-96"])
+
+
+@step("selftest")
+def _():
+    from sipedge.modules.ims_pcscf.selftest import selftest
+
+    return selftest(0.1)
+
+
+with open(RESULT, "w") as f:
+    json.dump(out, f, indent=1, default=str)
