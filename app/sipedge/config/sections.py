@@ -52,7 +52,7 @@ class CoreParams:
     modules: list[str] = option(default_factory=list,
                                 doc="feature modules to load, like Kamailio's loadmodule: "
                                 "`security`, `registrar`, `auth` (auth needs registrar), "
-                                "`dispatcher`, `enum`, `http_client`, `uac`, `diameter`; each "
+                                "`dispatcher`, `enum`, `http_client`, `uac`, `diameter`, `ims_pcscf`; each "
                                 "is configured in its own section", reloadable=False)
 
 
