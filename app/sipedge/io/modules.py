@@ -95,8 +95,6 @@ class ModuleEnv:
     # one-way request to another worker's control socket: (worker index, method, params)
     notify: Callable[[int, str, dict], None] | None = None
     script_function: Callable[[str], Any] | None = None  # name -> function of the script
-    # the worker's current routing script (a script.loader.Script or None), for event routes
-    script: Callable[[], Any] | None = None
     run_id: str = ""  # names the abstract sockets of this sipedge instance
 
 

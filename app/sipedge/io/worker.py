@@ -200,7 +200,7 @@ class Worker:
                                                resolver=self.resolver, nworkers=nworkers,
                                                notify=self._notify_worker,
                                                script_function=self._script_function,
-                                               script=lambda: self.script, run_id=run_id))
+                                               run_id=run_id))
         self.control: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------

@@ -53,11 +53,10 @@ class DiameterRuntime:
         if env.run_id:
             self.endpoint = await serve_node(self.service, env.run_id)
         self.facade = DiameterApi(self.service, p.identity)
-        if env.script is not None:
+        if env.script_function is not None:
             # the script's `diameter_relay_route(req)`, looked up at each relayed request so a
             # reloaded script takes effect at once (Kamailio-style event route)
-            self.facade.script_hook(lambda: getattr(getattr(env.script(), "module", None),
-                                                    "__dict__", {}).get("diameter_relay_route"))
+            self.facade.script_hook(lambda: env.script_function("diameter_relay_route"))
         clock = self.service.now
         self.worker_rpc = {k: (lambda params, f=f: {"worker": env.index, **f(params)})
                            for k, f in dia_rpc.methods(node, clock, self.service.pump).items()}
