@@ -83,6 +83,8 @@ def resolve_script_path(config: Config) -> str | None:
     script = config.routing.script
     if not script:
         return None
+    if script.startswith("sipedge:"):  # a script shipped with the package (examples/...)
+        return str(Path(__file__).resolve().parents[1] / script.removeprefix("sipedge:"))
     p = Path(script)
     if not p.is_absolute() and config.source and not config.source.startswith("<"):
         p = Path(config.source).resolve().parent / p

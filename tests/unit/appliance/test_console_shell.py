@@ -3,8 +3,7 @@
 import pytest
 
 from sipedge.appliance.auth import LoginGuard, hash_password, is_valid_hash, verify_password
-from sipedge.appliance.console import (ConsoleSession, EditError, LineEditor, hide_secrets,
-                                       set_key, toml_literal)
+from sipedge.appliance.console import ConsoleSession, LineEditor, hide_secrets
 from sipedge.appliance.sdconfig import BootConfigManager
 
 HASH = hash_password("s3cret", iterations=1000, salt=b"0123456789abcdef")
@@ -47,29 +46,6 @@ def test_login_guard_locks_out_and_expires():
 
 
 # ------------------------------------------------------------------ TOML editing
-
-def test_set_key_replaces_inserts_and_appends():
-    t = set_key(BOOT, "watchdog.timeout_s", "30")
-    assert "timeout_s = 30\n" in t and "timeout_s = 15" not in t
-    assert t.startswith("# my box\n[core]\nworkers = 2  # two\n")  # the rest as written
-    t = set_key(BOOT, "core.log_level", '"debug"')
-    assert 'workers = 2  # two\nlog_level = "debug"\n\n[watchdog]' in t
-    t = set_key(BOOT, "supervisor.respawn_retry", "3")
-    assert t.endswith('"\n\n[supervisor]\nrespawn_retry = 3\n')
-    assert set_key("", "a.b", "1") == "\n[a]\nb = 1\n"
-    with pytest.raises(EditError):
-        set_key(BOOT, "workers", "1")
-    with pytest.raises(EditError):
-        set_key(BOOT, "listen[0].port", "1")
-
-
-def test_toml_literal():
-    assert toml_literal("42") == "42"
-    assert toml_literal("true") == "true"
-    assert toml_literal('["a", "b"]') == '["a", "b"]'
-    assert toml_literal("/dev/ttyS1") == '"/dev/ttyS1"'
-    assert toml_literal('say "hi"') == '"say \\"hi\\""'
-
 
 def test_hide_secrets():
     assert HASH not in hide_secrets(BOOT) and 'password_hash = "<hidden>"' in hide_secrets(BOOT)

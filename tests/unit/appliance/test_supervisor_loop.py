@@ -45,13 +45,16 @@ async def until(cond, timeout=5.0):
 
 
 class Harness:
-    def __init__(self, tmp_path, text=None, mark_good=0, process=None, **sup_kw):
+    def __init__(self, tmp_path, text=None, mark_good=0, process=None, proven=True, **sup_kw):
         (tmp_path / "boot").mkdir(exist_ok=True)
         self.boot = tmp_path / "boot" / "sipedge.toml"
         if text is None:
             text = BASE.format(mark_good=mark_good)
         if text:
             self.boot.write_text(text)
+        if text and proven:  # the file already proved itself on an earlier boot
+            (tmp_path / "data" / "config").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / "config" / "last-good.toml").write_text(text)
         self.source = BootConfigManager(self.boot, tmp_path / "data")
         self.procs = []
         self.process_kw = process or {}
@@ -121,7 +124,7 @@ async def test_crash_loop_ends_in_failed_and_operator_restart(tmp_path):
     assert h.lcd.screens[-1][0].startswith("sipedge FAILED")
     pets = h.wd.pets
     await until(lambda: h.wd.pets > pets + 1)  # FAILED keeps the box up by default
-    assert h.sup.status()["problem"].startswith("3 crashes")
+    assert h.sup.status()["problem"].startswith("proxy exited with status 1 (3 crashes")
     h.sup.rpc_methods()["supervisor.restart"]({})
     await until(lambda: len(h.procs) == 4)
     await h.stop()
@@ -142,7 +145,7 @@ async def test_hung_proxy_is_killed_and_restarted(tmp_path):
 
 async def test_config_error_shows_on_panel_and_rpc(tmp_path):
     h = Harness(tmp_path)
-    h.source.select()  # make the current file last-known-good
+    h.source.promote(h.source.select())  # make the current file last-known-good
     h.boot.write_text(h.boot.read_text() + "\n[watchdog]\n")  # duplicate table: syntax error
     h.sup = Supervisor(h.source, watchdog=h.wd, leds=h.leds, display=h.lcd,
                        probe_factory=lambda c: h.probe, process_factory=h._proc)
