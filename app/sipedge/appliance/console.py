@@ -41,6 +41,8 @@ commands:
   config set KEY VALUE      change one setting (validated, diff, confirm, atomic write);
                             KEY as in the errors: core.workers, listen[0].port;
                             VALUE as TOML ("123" is a string, [1, 2] an array) or plain text
+  config set KEY            for a secret (auth.secret, management.password_hash):
+                            asks for the value without echo
   config restore            last-known-good back to the boot file (diff, confirm)
   config import             take the sipedge.toml found on a USB stick / SD card
   apply                     re-read the config and restart the proxy if it changed
@@ -86,6 +88,18 @@ class ConsoleBackend(Protocol):
 # (sipedge.config.edit: tomlkit, so the operator's comments and layout survive)
 
 hide_secrets = mask_secrets
+
+
+def _is_secret(dotted: str) -> bool:
+    """Is the key a secret of the schema (`auth.secret`, `tls[0].private_key`, ...)?"""
+    from ..config.edit import parse_key, secret_keys
+
+    try:
+        path = [p for p in parse_key(dotted) if not isinstance(p, int)]
+    except EditError:
+        return False
+    names = {tuple(k for k in key.split(".") if k != "*") for key in secret_keys()}
+    return tuple(path) in names
 
 
 def _issue_key(issue: str) -> str:
@@ -208,6 +222,7 @@ class ConsoleSession:
         # presence) chooses one; `set_password` stores its hash (on /data). None: disabled.
         self.set_password = set_password
         self._new_password: str | None = None  # first entry, awaiting the repetition
+        self._secret_key: str | None = None  # `config set SECRET`: the value comes unechoed
         self.guard = guard
         self.idle_logout_s = idle_logout_s
         self.editor = LineEditor()
@@ -263,6 +278,15 @@ class ConsoleSession:
     def _line(self, line: str, now: float) -> str:
         if not self.logged_in:
             return self._login(line, now)
+        if self._secret_key is not None:  # the value of a secret, typed without echo
+            key, self._secret_key = self._secret_key, None
+            self.editor.echo = True
+            if not line:
+                return "cancelled\r\n" + PROMPT
+            text = self._config_set(key, json.dumps(line))
+            if self._pending is not None:
+                return text.replace("\r\n", "\n").replace("\n", "\r\n")
+            return self._crlf(text) + PROMPT
         if self._pending is not None:
             answer, action = self._pending
             self._pending = None
@@ -276,7 +300,7 @@ class ConsoleSession:
             text = f"error: {exc}"
         if text == "\x00logout":
             return self._logout(now)
-        if self._pending is not None:  # a question: the answer goes on the same line
+        if self._pending is not None or self._secret_key is not None:  # a question: the answer goes on the same line
             return text.replace("\r\n", "\n").replace("\n", "\r\n")
         return self._crlf(text) + PROMPT
 
@@ -353,6 +377,12 @@ class ConsoleSession:
         if cmd == "config" and args == ["check"]:
             issues = self.backend.check_text(self.backend.boot_text())
             return "\n".join(issues) if issues else "config OK"
+        if cmd == "config" and len(args) == 2 and args[0] == "set":
+            if not _is_secret(args[1]):
+                return "usage: config set KEY VALUE (a secret's value is asked for unechoed)"
+            self._secret_key = args[1]
+            self.editor.echo = False
+            return f"new value of {args[1]} (not shown): "
         if cmd == "config" and args[:1] == ["set"]:
             m = re.match(r"\s*config\s+set\s+(\S+)\s+(.+)$", line)
             if not m:

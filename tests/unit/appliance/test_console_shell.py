@@ -129,7 +129,11 @@ class Backend:
     def media_config(self):
         return self.media
 
+    def lkg_text(self):
+        return self.lkg
+
     media = None
+    lkg = None
 
 
 @pytest.fixture
@@ -260,3 +264,107 @@ def test_config_import_from_media(session):
     assert "written" in say(s, "y")
     assert b.src.boot_text() == new
     assert "no change" in say(s, "config import")
+
+
+# ------------------------------------------------------------------ issue 11: operator's console
+
+LISTEN = BOOT + """
+[[listen]]
+proto = "udp"  # phones
+address = "0.0.0.0"
+port = 5060
+
+[auth]
+secret = "0123456789abcdefSECRET"
+"""
+
+
+def test_config_set_array_entry_quoting_and_arrays(session):
+    s, b = session
+    login(s)
+    b.src.boot_path.write_text(LISTEN)
+    out = say(s, "config set listen[0].port 5070")
+    assert "-port = 5060\r\n+port = 5070" in out
+    say(s, "y")
+    assert 'proto = "udp"  # phones' in b.src.boot_text()  # comments survive
+    say(s, 'config set core.server_header "123"')
+    say(s, "y")
+    say(s, 'config set proxy.domains ["a.example", "b.example"]')
+    say(s, "y")
+    import tomllib
+
+    cfg = tomllib.loads(b.src.boot_text())
+    assert cfg["listen"][0]["port"] == 5070
+    assert cfg["core"]["server_header"] == "123"  # a string, as quoted
+    assert cfg["proxy"]["domains"] == ["a.example", "b.example"]
+    assert "listen has 1 entries" in say(s, "config set listen[1].port 1")
+    assert "not a table" in say(s, "config set listen.port 5070")
+
+
+def test_existing_error_does_not_block_other_edits(session):
+    s, b = session
+    login(s)
+    b.src.boot_path.write_text(LISTEN.replace('proto = "udp"  # phones', 'proto = "udpx"'))
+    out = say(s, "config set watchdog.timeout_s 30")
+    assert "note: the file still has errors" in out and out.endswith("write it? [y/N] ")
+    say(s, "y")
+    assert "timeout_s = 30" in b.src.boot_text()
+    out = say(s, 'config set listen[0].proto "udp"')  # fixing the bad line itself
+    assert "note:" not in out
+    say(s, "y")
+    assert b.src.check_text(b.src.boot_text()) == []
+    assert "not changed" in say(s, "config set watchdog.timeout_s 0")  # a new error: refused
+
+
+def test_no_secret_on_screen(session):
+    s, b = session
+    login(s)
+    b.src.boot_path.write_text(LISTEN)
+    seen = say(s, "show config")
+    seen += say(s, "config set management.password_hash")
+    assert "(not shown): " in seen
+    seen += say(s, hash_password("other", iterations=1000, salt=b"x" * 16))
+    seen += say(s, "n")
+    seen += say(s, "config set auth.secret")
+    seen += say(s, "0123456789abcdefNEWSECRET")
+    assert "a secret changes" in seen and seen.endswith("write it? [y/N] ")
+    seen += say(s, "y")
+    assert "0123456789abcdefNEWSECRET" in b.src.boot_text()
+    assert "usage" in say(s, "config set watchdog.timeout_s")
+    seen += say(s, "show config") + say(s, "config set watchdog.timeout_s 31")
+    say(s, "n")
+    for secret in (HASH, "0123456789abcdefSECRET", "0123456789abcdefNEWSECRET", "$1000$"):
+        assert secret not in seen, secret
+
+
+def test_config_restore_writes_last_known_good_after_confirmation(session):
+    s, b = session
+    login(s)
+    b.lkg = None
+    assert "no last-known-good" in say(s, "config restore")
+    b.lkg = BOOT.replace("timeout_s = 15", "timeout_s = 25")
+    out = say(s, "config restore")
+    assert "-timeout_s = 15\r\n+timeout_s = 25" in out and out.endswith("write it? [y/N] ")
+    assert "<hidden>" not in out or HASH not in out
+    say(s, "y")
+    assert b.src.boot_text() == b.lkg
+    assert "already is the last-known-good" in say(s, "config restore")
+
+
+def test_first_login_sets_the_password(tmp_path):
+    stored = []
+    s = ConsoleSession(Backend(tmp_path), lambda: stored[-1] if stored else "",
+                       LoginGuard(3, 60), set_password=stored.append)
+    out = s.greeting(0).decode()
+    assert "no password is set yet" in out and "choose the console password: " in out
+    assert "at least 8 characters" in say(s, "short")
+    say(s, "longenough1")
+    assert "the two entries differ" in say(s, "different1") and not s.logged_in
+    say(s, "longenough1")
+    out = say(s, "longenough1")
+    assert "password set" in out and s.logged_in and out.endswith("sipedge> ")
+    assert verify_password("longenough1", stored[-1]) and "longenough1" not in stored[-1]
+    say(s, "logout")
+    assert not s.logged_in and "password: " in say(s, "wrong")
+    say(s, "longenough1")
+    assert s.logged_in

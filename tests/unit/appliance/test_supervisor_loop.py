@@ -404,3 +404,89 @@ async def test_guard_record_of_this_boot_is_not_counted(tmp_path):
 def test_guard_record_lives_in_the_data_dir_by_default(tmp_path):
     h = Harness(tmp_path)
     assert h.sup.reset_store.path == tmp_path / "data" / "supervisor" / "watchdog-reset.json"
+
+
+# ------------------------------------------------------------------ config trial (issue 11)
+
+def trial_text(extra=""):
+    return BASE.format(mark_good=0).replace(
+        "mark_good_after_s = 0", "mark_good_after_s = 0\nconfig_good_after_s = 0.3") + extra
+
+
+async def test_new_config_becomes_last_known_good_only_after_health(tmp_path):
+    h = Harness(tmp_path, text=trial_text(), proven=False)
+    lkg = h.source.lkg_path
+    await h.start()
+    assert not lkg.exists() and h.sup.status()["config"]["proven"] is False
+    await until(lambda: h.state() is State.RUNNING)
+    assert not lkg.exists()  # healthy, but not for long enough yet
+    await until(lambda: lkg.exists())
+    assert lkg.read_text() == h.boot.read_text()
+    assert h.sup.status()["config"]["proven"] is True
+    await h.stop()
+
+
+async def test_config_whose_proxy_cannot_start_is_rolled_back_and_reported(tmp_path):
+    good = trial_text()
+    h = Harness(tmp_path, text=good, proven=True)
+    orig = h._proc
+    broken = trial_text("\n[routing]\nscript = \"/data/missing.py\"\n")
+
+    def proc(argv):
+        p = orig(argv)
+        if argv[-1] == str(h.boot) and "missing" in h.boot.read_text():
+            real_start = p.start
+
+            async def start():  # what the real proxy does with a missing script
+                await real_start()
+                p.last_error = ("cannot start: routing script: /data/missing.py: cannot read "
+                                "([Errno 2] No such file or directory)")
+                p.exit(2)
+            p.start = start
+        return p
+
+    h.sup.process_factory = proc
+    await h.start()
+    await until(lambda: h.state() is State.RUNNING)
+    h.boot.write_text(broken)  # `config set routing.script ...` + `apply`
+    h.sup.request("reload")
+    await until(lambda: h.sup.choice.source == "last-known-good", timeout=10)
+    await until(lambda: h.state() is State.RUNNING)
+    st = h.sup.status()
+    assert h.source.lkg_path.read_text() == good  # the broken file never became LKG
+    assert st["config"]["rolled_back"]["file"] == str(h.boot)
+    assert st["problem"].startswith("config rolled back: 2 failed starts on ")
+    assert "proxy cannot start: routing script: /data/missing.py: cannot read" in st["problem"]
+    errs = h.sup.config_errors()["errors"]
+    assert "rolled back to last-known-good" in errs[0] and "missing.py" in errs[0]
+    assert h.procs[-1].argv[-1] == str(h.source.lkg_path)
+    # apply again without a change: the same broken file is not retried
+    n = len(h.procs)
+    h.sup.request("reload")
+    await asyncio.sleep(0.3)
+    assert h.sup.choice.source == "last-known-good" and len(h.procs) == n
+    await h.stop()
+
+
+async def test_status_names_the_cause_and_drops_stale_health(tmp_path):
+    h = Harness(tmp_path)
+    orig = h._proc
+
+    def proc(argv):
+        p = orig(argv)
+        real_start = p.start
+
+        async def start():
+            await real_start()
+            p.last_error = "cannot start: registrar database: unable to open database file"
+            p.exit(2)
+        p.start = start
+        return p
+
+    h.sup.process_factory = proc
+    await h.start()
+    await until(lambda: h.state() in (State.BACKOFF, State.FAILED))
+    st = h.sup.status()
+    assert st["problem"].startswith("proxy cannot start: registrar database: unable to open")
+    assert st["pid"] is None and st["health"] is None  # no stale "health: ok" next to pid None
+    await h.stop()
