@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import EdgeError
 from ..config.edit import EditError, mask_secrets, secret_values, set_value
 from .auth import LoginGuard, verify_password
 
@@ -295,8 +296,12 @@ class ConsoleSession:
             return "cancelled\r\n" + PROMPT
         try:
             text = self.run(line.strip())
+        except (EdgeError, OSError, ValueError, TimeoutError) as exc:
+            # an expected failure (RPC error, unknown method, proxy down): said, not a bug
+            log.info("console command failed command=%s error=%s", line.split()[0], exc)
+            text = f"error: {exc}"
         except Exception as exc:  # boundary: one failing command must not kill the console
-            log.exception("console command failed line=%r", line)
+            log.exception("console command failed command=%s", line.split()[0])
             text = f"error: {exc}"
         if text == "\x00logout":
             return self._logout(now)

@@ -368,3 +368,41 @@ def test_first_login_sets_the_password(tmp_path):
     assert not s.logged_in and "password: " in say(s, "wrong")
     say(s, "longenough1")
     assert s.logged_in
+
+
+async def test_ctl_reaches_supervisor_methods_and_errors_are_quiet(tmp_path, caplog):
+    """`ctl watchdog.status` / `ctl config.apply` go to the supervisor (its RPC method table),
+    anything else to the proxy; a failing call is an error line, not a logged traceback."""
+    import asyncio
+    import logging
+
+    from sipedge.appliance.console_backend import SupervisorBackend
+    from sipedge.appliance.fakes import FakeProbe, FakeProcess, FakeWatchdog
+    from sipedge.appliance.supervisor import Supervisor
+
+    (tmp_path / "boot").mkdir()
+    src = BootConfigManager(tmp_path / "boot" / "sipedge.toml", tmp_path / "data")
+    src.boot_path.write_text(BOOT.replace("[core]", '[core]\nctl_socket = "%s"'
+                                          % (tmp_path / "nope.sock")))
+    sup = Supervisor(src, watchdog=FakeWatchdog(), probe_factory=lambda c: FakeProbe(),
+                     process_factory=lambda argv: FakeProcess(argv))
+    task = asyncio.ensure_future(sup.run())
+    await asyncio.sleep(0.1)
+    backend = SupervisorBackend(sup, asyncio.get_running_loop(), src)
+    s = ConsoleSession(backend, lambda: HASH, LoginGuard(3, 60))
+    s.greeting(0)
+
+    def console(*lines):
+        out = ""
+        for ln in lines:
+            out += s.feed(ln.encode() + b"\r", 1.0).decode()
+        return out
+
+    with caplog.at_level(logging.INFO):
+        out = await asyncio.to_thread(console, "s3cret", "ctl watchdog.status",
+                                      "ctl config.apply", "ctl stats")
+    assert '"device": "/dev/watchdog"' in out and '"queued": "reload"' in out
+    assert "error: cannot reach" in out and "nope.sock" in out
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback for an RPC error
+    sup.request("stop")
+    await asyncio.wait_for(task, 5)
