@@ -280,3 +280,26 @@ def test_baresip_registers_and_unregisters_with_our_challenge(tmp_path):
     assert verdicts == [AuthResult.NO_CREDENTIALS, AuthResult.OK] * 2, out
     assert sum(r.startswith(b"SIP/2.0 200 ") for r in replies) == 2
     assert bindings == []  # the un-REGISTER (expires=0) was authenticated and applied
+
+
+@needs_sipp
+@pytest.mark.needs_sipp
+def test_sipp_registers_to_the_domain_with_the_default_check_uri(tmp_path):
+    """Issue 11: `REGISTER sip:example.com` while SIPp's digest uri is sip:127.0.0.1:PORT.
+    Both name this registrar, so the default `check_uri = true` accepts it; a digest uri
+    naming another server is still refused (unit tests)."""
+    async def main():
+        proto, transport, store = await _serve(tmp_path, ["MD5"])
+        assert proto.auth.params.check_uri  # the default
+        proto.auth.same_server = lambda uri: uri.host_bare in ("example.com", "127.0.0.1")
+        port = transport.get_extra_info("sockname")[1]
+        rc, out = await _run(_sipp("register_domain_digest.xml", port, tmp_path), tmp_path)
+        bindings = await store.live_bindings("alice@example.com", time.time())
+        transport.close()
+        await store.close()
+        return rc, out, proto.verdicts, bindings
+
+    rc, out, verdicts, bindings = asyncio.run(main())
+    assert rc == 0, _errors(tmp_path, out)
+    assert verdicts == [AuthResult.NO_CREDENTIALS, AuthResult.OK]
+    assert len(bindings) == 1

@@ -269,6 +269,7 @@ class AuthRuntime:
         if not secret_hex:
             raise RuntimeError("auth: no nonce secret from the main process")
         self.auth = Auth(env.config.auth, bytes.fromhex(secret_hex), _NoSubscribers())
+        self.auth.same_server = _served_by_us(env.config)
         store = env.runtimes["registrar"].store
         sec_rt = env.runtimes.get("security")
         self.facade = AuthFacade(self.auth, store, sec_rt.sec if sec_rt else None,
@@ -276,6 +277,30 @@ class AuthRuntime:
 
     async def stop(self) -> None:
         return None
+
+
+def _served_by_us(config) -> Callable[[Any], bool]:
+    """URI -> is it this box: one of `[proxy] domains`, a listener's (or, for a wildcard
+    listener, the host's) address or advertised name. For the digest uri check."""
+    from .worker import local_ips
+
+    names = {d.lower() for d in config.proxy.domains}
+    for lp in config.listen:
+        names.add(lp.address.lower())
+        adv = lp.advertise
+        if adv.startswith("["):
+            adv = adv[1:].split("]", 1)[0]
+        elif adv.count(":") == 1:
+            adv = adv.split(":", 1)[0]
+        if adv:
+            names.add(adv.lower())
+    if names & {"0.0.0.0", "::"}:
+        names |= local_ips()
+
+    def served(uri: Any) -> bool:
+        return uri.host_bare.lower() in names
+
+    return served
 
 
 # -- dispatcher -----------------------------------------------------------------------------
