@@ -282,8 +282,6 @@ class AuthRuntime:
 def _served_by_us(config) -> Callable[[Any], bool]:
     """URI -> is it this box: one of `[proxy] domains`, a listener's (or, for a wildcard
     listener, the host's) address or advertised name. For the digest uri check."""
-    from .worker import local_ips
-
     names = {d.lower() for d in config.proxy.domains}
     for lp in config.listen:
         names.add(lp.address.lower())
@@ -294,13 +292,32 @@ def _served_by_us(config) -> Callable[[Any], bool]:
             adv = adv.split(":", 1)[0]
         if adv:
             names.add(adv.lower())
-    if names & {"0.0.0.0", "::"}:
-        names |= local_ips()
+    wildcard = bool(names & {"0.0.0.0", "::"})
 
     def served(uri: Any) -> bool:
-        return uri.host_bare.lower() in names
+        host = uri.host_bare.lower()
+        return host in names or (wildcard and _is_local_ip(host))
 
     return served
+
+
+def _is_local_ip(host: str) -> bool:
+    """An address of this host (a wildcard listener receives on it): only a local address can
+    be bound. Called only when a digest uri differs from the R-URI, so no cache."""
+    import ipaddress
+    import socket
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            return False
+    return True
 
 
 # -- dispatcher -----------------------------------------------------------------------------
