@@ -5,7 +5,9 @@ config whose routing script is missing is refused by `config set` (the same chec
 `sipedge --check-config`) and, written anyway, is rolled back to last-known-good after its
 failed starts, with the proxy's own reason in `status`, `show errors` and `logs`; `ctl
 watchdog.status` reaches the supervisor; `factory-reset` leaves a box that answers SIP on the
-guest's address and a console that still lets the operator in.
+guest's address and a console that still lets the operator in. The guest runs in the
+runner's persistent-disk mode: a `reboot` at the end is a real one, and the console password
+and the config the operator left survive it.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ def write_boot(g, text: str) -> None:
     g.shell("sync; mount -o remount,ro /boot", check=True)
 
 
-def test_operator_console_rollback_secrets_and_factory_reset(sipedge_image, boot_guest):
+def test_operator_console_rollback_secrets_factory_reset_and_reboot(sipedge_image, boot_guest,
+                                                                    tmp_path):
+    disk = tmp_path / "box.img"
     g = boot_guest(sipedge_image, boot_files={"sipedge.toml": CFG}, name="operator",
-                   timeout_s=1100 * TIMEOUT_MULTIPLIER)
+                   timeout_s=1100 * TIMEOUT_MULTIPLIER, persistent_disk=disk)
     t0 = time.monotonic()
     wait_sip_ready(g)
     con = g.serial2
@@ -107,7 +111,27 @@ def test_operator_console_rollback_secrets_and_factory_reset(sipedge_image, boot
     cmd("logout", rb"password: ")
     cmd(PW, rb"sipedge> ")
     cmd("status", rb"config: +boot /boot/sipedge.toml[\s\S]*sipedge> ")
-    record("operator guest test (one boot, amd64 TCG)", f"{time.monotonic() - t0:.0f} s")
+
+    # -- a real reboot on the persistent disk keeps what the operator did (point 12)
+    cmd("config set watchdog.timeout_s 21", rb"write it\? \[y/N\] ", timeout=120)
+    cmd("y", rb"written[\s\S]*sipedge> ")
+    g.shell("echo kept > /data/operator-marker; sync", check=True)
+    t_reboot = time.monotonic()
+    g.console.write(b"reboot\n")
+    g.console.expect(rb"sipedge-init: starting sipedge-supervisor", timeout=300 * mult)
+    g.rebooted()
+    assert g.proc.poll() is None  # QEMU went on: the reboot was a real one
+    _rc, marker = g.shell("cat /data/operator-marker; grep -c 'timeout_s = 21' "
+                          "/boot/sipedge.toml", timeout=120 * mult)
+    assert marker.split() == ["kept", "1"], marker
+    wait_sip_ready(g)
+    record("reboot to SIP-ready, persistent disk (amd64 TCG)",
+           f"{time.monotonic() - t_reboot:.1f} s")
+    con.write(b"\r")
+    con.expect(rb"password: ", timeout=120 * mult)  # the password chosen before the reboot
+    cmd(PW, rb"sipedge> ")
+    cmd("status", rb"config: +boot /boot/sipedge.toml[\s\S]*sipedge> ")
+    record("operator guest test (two boots, amd64 TCG)", f"{time.monotonic() - t0:.0f} s")
 
     transcript = con.text()
     for value in (SECRET, PW):

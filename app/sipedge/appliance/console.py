@@ -428,7 +428,17 @@ class ConsoleSession:
                  f"lag {health.get('loop_lag_ms', '-')} ms",
                  f"watchdog: {'armed' if st['watchdog']['armed'] else 'off'}, "
                  f"{st['watchdog']['pets']} pets",
-                 f"version:  {st.get('version')}"]
+                 f"version:  {st.get('version')}, slot {st.get('slot') or '-'}"]
+        if st.get("box_uptime_s") is not None:
+            up = int(st["box_uptime_s"])
+            lines.append(f"uptime:   {up // 86400}d {up % 86400 // 3600:02d}:"
+                         f"{up % 3600 // 60:02d} (box)")
+        if st.get("addresses"):
+            lines.append("address:  " + ", ".join(st["addresses"]))
+        nums = st.get("numbers") or {}
+        if any(v is not None for v in nums.values()):
+            lines.append("traffic:  " + ", ".join(
+                f"{k} {'-' if v is None else v}" for k, v in nums.items()))
         if st.get("problem"):
             lines.append(f"problem:  {st['problem']}")
         wd = st["watchdog"]

@@ -135,6 +135,11 @@ class Supervisor:
         self.rollback: dict[str, Any] | None = None  # the last automatic config rollback
         self.cause: str = ""  # why the proxy is down, in words (from its own last error)
         self.kernel_console: str | None = None  # "/dev/console" on the box: rollback notices
+        # builds the LCD adapter for a config (supervisor_main), so `apply` of [panel] works
+        self.display_factory: Callable[[ConfigChoice], Display | None] | None = None
+        self._numbers_task: asyncio.Task[None] | None = None
+        self._next_numbers = 0.0
+        self.proc_root = "/proc"  # box uptime (tests point it elsewhere)
         if not self.choice.proven:
             self.trial_started = self.started_at
         # Boot-loop guard (resetguard.py): the record sits next to last-known-good.
@@ -187,6 +192,12 @@ class Supervisor:
                 "loop_lag_ms": self.last_report.loop_lag_ms},
             "marked_good": self.marked_good,
             "cause": self.cause,
+            "slot": self.info.get("slot"),
+            "box_uptime_s": self._box_uptime(),
+            "addresses": (self.network.address_lines()
+                          if self.network is not None else []),
+            "numbers": {k: self.info.get(k) for k in ("registrations", "calls",
+                                                      "transactions")},
             "network_problems": list(self.network_problems),
             "network_services": (self.network.services.status()
                                  if getattr(self.network, "services", None) is not None else {}),
@@ -196,6 +207,13 @@ class Supervisor:
             "version": __version__,
         })
         return st
+
+    def _box_uptime(self) -> float | None:
+        try:
+            with open(f"{self.proc_root}/uptime", encoding="ascii") as f:
+                return float(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def _problem_in_words(self, problem: str) -> str:
         """The policy's problem, with the proxy's own reason when it is known."""
@@ -280,6 +298,7 @@ class Supervisor:
                 self._maybe_probe(now)
                 self._maybe_mark_good(now)
                 await self._config_trial(now)
+                self._maybe_poll_numbers(now)
                 self._maybe_clear_resets(now)
                 self._update_panel(now)
                 if self.policy.state is State.STOPPED:
@@ -355,6 +374,12 @@ class Supervisor:
                                                p.respawn_retry)
         r.max_delay_s = max(p.respawn_max_delay_s, p.respawn_timeout_s)
         self.probe = self.probe_factory(self.choice)
+        if self.display_factory is not None and self.choice.config.panel != old.config.panel:
+            try:
+                self.display = self.display_factory(self.choice)
+            except Exception:  # boundary: the panel is best effort
+                log.exception("LCD set-up failed")
+                self.display = None
         self._lcd_shown = None
         self._lcd_started = now  # start the rotation over: a new config error shows first
         if self.choice.config.network != old.config.network:
@@ -540,7 +565,8 @@ class Supervisor:
         self._apply_reset_guard()
 
     async def _config_trial(self, now: float) -> None:
-        """Promote a boot config after `config_good_after_s` of health, or roll it back."""
+        """Promote a boot config after `config_good_after_s` of health, or roll it back to
+        last-known-good (only when there is one)."""
         if self.trial_started is None:
             return
         p = self.choice.config.supervisor
@@ -561,6 +587,11 @@ class Supervisor:
             why = f"not running healthy {p.config_trial_s:g}s after it was applied"
         else:
             return
+        if self.config_source.lkg_text() is None:
+            # nothing has proved itself on this box yet: no config to go back to (the factory
+            # default might lack the operator's network or management settings); the proxy
+            # stays in its respawn policy (FAILED after too many crashes), the cause shown
+            return
         reason = f"{why} on {self.choice.path}" + (f": {self.cause}" if self.cause else "")
         self.rollback = {"file": str(self.choice.path), "reason": reason}
         self.trial_started = None
@@ -569,6 +600,30 @@ class Supervisor:
         _console_line(self.kernel_console, f"sipedge: config {old.path} rolled back ({reason}); running "
                       f"{self.choice.source} {self.choice.path or ''}")
         await self._reload_to_choice(now, old)
+
+    def _maybe_poll_numbers(self, now: float) -> None:
+        """Registrations, calls and transactions from the proxy (`core.panel`), for the LCD
+        and `status`; every page interval while the proxy runs."""
+        if self.policy.state not in (State.RUNNING, State.DEGRADED):
+            for k in ("registrations", "calls", "transactions"):
+                self.info.pop(k, None)
+            return
+        if now < self._next_numbers or (self._numbers_task and not self._numbers_task.done()):
+            return
+        self._next_numbers = now + min(5.0, self.choice.config.panel.page_interval_s)
+        self._numbers_task = asyncio.ensure_future(self._poll_numbers())
+
+    async def _poll_numbers(self) -> None:
+        try:
+            res = await rpc_request(self.choice.config.core.ctl_socket, "core.panel", None,
+                                    self.choice.config.supervisor.probe_timeout_s)
+        except (OSError, asyncio.TimeoutError, RpcCallError) as exc:
+            log.debug("core.panel failed error=%s", exc)
+            return
+        if isinstance(res, dict):
+            for k in ("registrations", "calls", "transactions"):
+                v = res.get(k)
+                self.info[k] = v if isinstance(v, int) else None
 
     def _maybe_mark_good(self, now: float) -> None:
         after = self.choice.config.supervisor.mark_good_after_s
@@ -630,7 +685,7 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         for task in (self._probe_task, self._exit_task, self._network_task,
-                     self._hotplug_task):
+                     self._hotplug_task, self._numbers_task):
             if task is not None and not task.done():
                 task.cancel()
         if self.proc is not None and self.proc.running:

@@ -58,10 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     """Real adapters (or fakes with --simulate); a missing device is logged, never fatal."""
     from . import fakes
-    from .lcd import I2cLcd, open_bus
     from .leds import SysfsLeds, led_names, read_board_data
     from .update import RaucCli
-    from .watchdog import HardwareError, HardwareWatchdog
+    from .watchdog import HardwareWatchdog
 
     cfg = choice.config
     hw: dict[str, Any] = {"watchdog": None, "leds": None, "display": None, "update_agent": None,
@@ -79,13 +78,7 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
                       read_board_data(args.board_data))
     if any(names.values()):
         hw["leds"] = SysfsLeds(names, args.sysfs)
-    if cfg.panel.lcd_bus >= 0:
-        try:
-            bus = open_bus(cfg.panel.lcd_bus, args.dev)
-            hw["display"] = I2cLcd(bus, cfg.panel.lcd_address, cfg.panel.lcd_cols,
-                                   cfg.panel.lcd_rows)
-        except HardwareError as exc:
-            log.error("LCD unavailable: %s", exc)
+    hw["display"] = build_display(args, choice)
     if shutil.which("rauc"):
         hw["update_agent"] = RaucCli()
     try:
@@ -103,6 +96,30 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     except (ImportError, OSError) as exc:
         log.warning("hotplug unavailable: %s", exc)
     return hw
+
+
+def build_display(args: argparse.Namespace, choice: Any) -> Any:
+    """The LCD of `[panel]` (None: none configured, or it cannot be opened: logged)."""
+    from .lcd import I2cLcd, open_bus
+    from .watchdog import HardwareError
+
+    panel = choice.config.panel
+    if args.simulate or panel.lcd_bus < 0:
+        return None
+    try:
+        bus = open_bus(panel.lcd_bus, args.dev)
+        return I2cLcd(bus, panel.lcd_address, panel.lcd_cols, panel.lcd_rows)
+    except HardwareError as exc:
+        log.error("LCD unavailable: %s", exc)
+        return None
+
+
+def booted_slot(cmdline: str) -> str | None:
+    """The slot the boot loader started, from the kernel command line (`rauc.slot=A`)."""
+    for word in cmdline.split():
+        if word.startswith("rauc.slot="):
+            return word.split("=", 1)[1] or None
+    return None
 
 
 def _under(dev_root: Path, device: str) -> Path:
@@ -133,6 +150,11 @@ async def serve(args: argparse.Namespace) -> int:
     sup = Supervisor(source, media=media, choice=choice, proxy_cwd=proxy_cwd, **hw)
     if not args.simulate:
         sup.kernel_console = "/dev/console"
+        sup.display_factory = lambda ch: build_display(args, ch)
+    try:
+        sup.info["slot"] = booted_slot(Path("/proc/cmdline").read_text(encoding="utf-8"))
+    except OSError:
+        pass
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, sup.request, "stop")
     loop.add_signal_handler(signal.SIGINT, sup.request, "stop")

@@ -193,6 +193,16 @@ class Worker:
         if any(la.proto == "tls" for la in self.locals):  # TransportError: bad cert/key/CAs
             self.tls_server = server_context(self.config.tls)
             self.tls_client = client_context(self.config.tls)
+        wildcard = [la for la in self.locals if la.ip in ("0.0.0.0", "::")]
+        if wildcard:
+            # Know "myself" before the first request can arrive: a wildcard listener opened
+            # first would answer 403/482 to requests for our own addresses until this ran.
+            # netlink query in a thread: pyroute2 must not share (or block) this loop
+            ips = await loop.run_in_executor(None, local_ips)
+            for la in wildcard:
+                for ip in ips:
+                    if _family(ip) == _family(la.ip):
+                        self.core.add_local(ip, la.port)
         for la, lp in zip(self.locals, self.config.listen):
             try:
                 await self._open_listener(la, lp)
@@ -203,14 +213,6 @@ class Worker:
                 log.warning("worker=%d listener %s:%s:%d waits for its address", self.index,
                             lp.proto, lp.address, lp.port)
                 self._spawn(self._open_when_available(la, lp))
-        wildcard = [la for la in self.locals if la.ip in ("0.0.0.0", "::")]
-        if wildcard:
-            # netlink query in a thread: pyroute2 must not share (or block) this loop
-            ips = await loop.run_in_executor(None, local_ips)
-            for la in wildcard:
-                for ip in ips:
-                    if _family(ip) == _family(la.ip):
-                        self.core.add_local(ip, la.port)
         self.handoff = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.handoff.bind(handoff_address(self.run_id, self.index))
         self.handoff.setblocking(False)

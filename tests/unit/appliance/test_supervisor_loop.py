@@ -219,7 +219,7 @@ async def test_network_applied_at_start_and_on_change(tmp_path):
     assert len(net.applied) == 1  # before the proxy starts
     await until(lambda: h.state() is State.RUNNING)
     await until(lambda: h.lcd.screens and h.lcd.screens[-1][0].startswith("sipedge DEGRADED"))
-    assert h.lcd.screens[-1][1] == "eth0 192.0.2.10/"
+    assert h.lcd.screens[-1][1] == "eth0 192.0.2.10 "
     assert h.sup.status()["network_problems"] == ["interface eth7 does not exist"]
     assert h.leds.current["error"] == ("blink", 1000, 1000)
     net.problems = []
@@ -489,4 +489,50 @@ async def test_status_names_the_cause_and_drops_stale_health(tmp_path):
     st = h.sup.status()
     assert st["problem"].startswith("proxy cannot start: registrar database: unable to open")
     assert st["pid"] is None and st["health"] is None  # no stale "health: ok" next to pid None
+    await h.stop()
+
+
+async def test_no_unhealthy_warning_while_starting(tmp_path, caplog):
+    import logging
+
+    h = Harness(tmp_path)
+    h.probe.report = HealthReport(False, "workers 0/1 alive")
+    with caplog.at_level(logging.INFO, logger="sipedge.appliance.supervisor"):
+        await h.start()
+        await until(lambda: h.sup.last_report is not None)
+        await asyncio.sleep(0.3)  # several probes during the start
+        assert h.state() is State.STARTING
+        assert not [r for r in caplog.records if "unhealthy" in r.getMessage()]
+        h.probe.report = HealthReport(True, "", 1, 1, 1.0)
+        await until(lambda: h.state() is State.RUNNING)
+        h.probe.report = HealthReport(False, "workers 0/1 alive")
+        await until(lambda: [r for r in caplog.records if "unhealthy" in r.getMessage()])
+    await h.stop()
+
+
+async def test_lcd_shows_the_proxy_numbers_and_is_rebuilt_on_apply(tmp_path):
+    from sipedge.panel.pages import build_pages
+
+    h = Harness(tmp_path)
+    built = []
+
+    def factory(choice):
+        d = FakeDisplay(choice.config.panel.lcd_cols, choice.config.panel.lcd_rows)
+        built.append(d)
+        return d
+    h.sup.display_factory = factory
+    await h.start()
+    await until(lambda: h.state() is State.RUNNING)
+    h.sup.info.update(registrations=12, calls=3, transactions=40)
+    pages = build_pages(h.sup.panel_info(), 16, 2)
+    assert ["reg 12 call 3   ", "trans 40        "] in pages
+    st = h.sup.status()
+    assert st["numbers"] == {"registrations": 12, "calls": 3, "transactions": 40}
+    # [panel] changed + apply: the LCD adapter is rebuilt (lcd_bus works without a restart)
+    h.boot.write_text(h.boot.read_text().replace("page_interval_s = 30",
+                                                 "page_interval_s = 30\nlcd_cols = 20\n"
+                                                 "lcd_rows = 4"))
+    h.sup.request("reload")
+    await until(lambda: built)
+    assert h.sup.display is built[-1] and built[-1].size == (20, 4)
     await h.stop()
