@@ -182,6 +182,8 @@ class Worker:
                                                resolver=self.resolver, nworkers=nworkers,
                                                notify=self._notify_worker))
         self.control: socket.socket | None = None
+        self._wildcards: list[LocalAddress] = []
+        self._not_local: dict[str, float] = {}  # IP literal -> until when it is not ours
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class Worker:
             self.tls_server = server_context(self.config.tls)
             self.tls_client = client_context(self.config.tls)
         wildcard = [la for la in self.locals if la.ip in ("0.0.0.0", "::")]
+        self._wildcards = wildcard
         if wildcard:
             # Know "myself" before the first request can arrive: a wildcard listener opened
             # first would answer 403/482 to requests for our own addresses until this ran.
@@ -518,6 +521,7 @@ class Worker:
             if v.rport is None:
                 msg.pop_first("via")
                 msg.add_top("Via", str(v.with_param("rport", "")))
+        self._learn_own_address(msg.uri)
         reply = self.core.check_request(msg, src)
         if reply is not None:
             if msg.method != "ACK":
@@ -644,6 +648,35 @@ class Worker:
             if la.proto == proto and _family(la.ip) == fam:
                 return self._concrete(la, ip)
         return None
+
+    def _learn_own_address(self, uri) -> None:
+        """A wildcard listener receives on every address, also on one that appeared after the
+        start (DHCP, a VLAN): when a request names an IP literal "myself" does not know yet,
+        ask the kernel (only a local address can be bound) and learn it. Without this the
+        first requests for a DHCP address got 403 (not myself) or 482 (relayed to ourselves).
+        A foreign address is remembered for a second, so relaying to IP literals costs at
+        most one bind per address and second."""
+        if not self._wildcards or not uri.is_sip:
+            return
+        host = uri.host_bare
+        if host in self.core._hosts or not host or not (host[0].isdigit() or ":" in host):
+            return
+        now = time.monotonic()
+        if self._not_local.get(host, 0.0) > now:
+            return
+        if len(self._not_local) > 4096:
+            self._not_local.clear()
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(fam, socket.SOCK_DGRAM) as probe:
+                probe.bind((host, 0))
+        except OSError:
+            self._not_local[host] = now + 1.0
+            return
+        for la in self._wildcards:
+            if _family(la.ip) == fam:
+                self.core.add_local(host, la.port)
+        log.info("worker=%d learned own address %s", self.index, host)
 
     def _concrete(self, la: LocalAddress, dest_ip: str) -> LocalAddress:
         """A wildcard listener without `advertise` speaks with the source address the kernel
