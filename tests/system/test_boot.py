@@ -5,7 +5,6 @@ test boots a second guest with its own sipedge.toml on the FAT partition.
 """
 import re
 import sys
-import time
 
 import pytest
 

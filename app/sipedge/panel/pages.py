@@ -95,7 +95,7 @@ def build_pages(info, cols, rows):
     head.append(addresses[0] if addresses else "no address")
     if rows > 2:
         head.append(info.get("problem") or "")
-        head.append("v%s %s" % (info.get("version", "?"), info.get("slot", "")))
+        head.append("v%s %s" % (info.get("version", "?"), info.get("slot") or ""))
     pages.append(_page(head, cols, rows))
     if len(addresses) > 1:
         for i in range(1, len(addresses), rows):
@@ -123,7 +123,8 @@ def build_pages(info, cols, rows):
             chunk = alarms[i:i + (rows - 1 if rows > 1 else 1)]
             pages.append(_page(["ALARM"] + chunk if rows > 1 else chunk, cols, rows))
     if rows <= 2:
-        pages.append(_page(["v%s" % info.get("version", "?"), "slot " + str(info.get("slot", "?"))],
+        slot = info.get("slot")  # none on an image without A/B slots: say nothing
+        pages.append(_page(["v%s" % info.get("version", "?"), ("slot " + slot) if slot else ""],
                            cols, rows))
     return pages
 

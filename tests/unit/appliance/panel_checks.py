@@ -86,7 +86,8 @@ def check_pages_rotate_and_cover_everything():
     text = "\n".join(["|".join(page) for page in p])
     assert "sipedge OK" in text and "reg 12 call 3" in text and "trans 40" in text
     assert "carrier-a     UP" in text and "carrier-b   DOWN" in text
-    assert "ALARM" in text and "slot B" in text and "198.51.100.2" in text  # the address whole: the interface name gave way
+    # the address stays whole: the interface name gives way
+    assert "ALARM" in text and "slot B" in text and "198.51.100.2" in text
     n = len(p)
     assert pages.page_at(p, 0, 4000) == p[0]
     assert pages.page_at(p, 4000, 4000) == p[1 % n]
