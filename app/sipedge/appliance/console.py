@@ -329,6 +329,8 @@ class ConsoleSession:
 
     def _first_password(self, password: str, now: float) -> str:
         if self._new_password is None:
+            if not password:  # Enter on its own: just ask again
+                return self._login_prompt(now)
             if len(password) < 8:
                 return "at least 8 characters, please\r\n" + self._login_prompt(now)
             self._new_password = password
