@@ -153,6 +153,7 @@ class Worker:
                               record_route=config.proxy.record_route,
                               max_forwards=config.proxy.max_forwards, worker=index,
                               secret=run_id.encode(), server=config.core.server_header)
+        self.core.concretize = self._concrete  # no 0.0.0.0 in a Record-Route
         self.udp: dict[int, UdpListener] = {}
         self.tcp_servers: list[asyncio.AbstractServer] = []
         self.conns: dict[int, StreamConnection] = {}
