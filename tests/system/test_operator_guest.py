@@ -143,7 +143,7 @@ def test_operator_console_rollback_secrets_factory_reset_and_reboot(sipedge_imag
     g.shell("echo kept > /data/operator-marker; sync", check=True)
     t_reboot = time.monotonic()
     g.console.write(b"reboot\n")
-    g.console.expect(rb"sipedge-init: starting sipedge-supervisor", timeout=300 * mult)
+    g.console.expect(rb"sipedge-init: udev ready", timeout=300 * mult)  # rcS of the new boot
     g.rebooted()
     assert g.proc.poll() is None  # QEMU went on: the reboot was a real one
     _rc, marker = g.shell("cat /data/operator-marker", timeout=120 * mult)
