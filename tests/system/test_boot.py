@@ -71,7 +71,7 @@ def test_second_serial_port_is_the_console_with_a_first_way_in(guest):
     con.write(b"first-login-pw\r")  # host to guest
     con.expect(rb"repeat it: ", timeout=20)
     con.write(b"first-login-pw\r")
-    con.expect(rb"password set.*sipedge> ", timeout=30)
+    con.expect(rb"password set[\s\S]*sipedge> ", timeout=30)
     con.write(b"status\r")
     con.expect(rb"state: +\w+", timeout=30)
     _rc, stored = guest.shell("cat /data/config/console-password; "
