@@ -432,6 +432,7 @@ class Proxy:
             "core.uptime": lambda p: {"uptime_s": round(time.monotonic() - self.started, 3),
                                       "started": self.started_wall},
             "core.health": lambda p: self.health(),
+            "core.panel": lambda p: self.panel(),
             "stats": lambda p: self.stats(p),
             "tm.stats": lambda p: self.tm_stats(),
             "route.reload": lambda p: self.reload_script(),
@@ -446,6 +447,20 @@ class Proxy:
                 "loop_lag_ms": max(lags) if lags else None,
                 "uptime_s": round(time.monotonic() - self.started, 3),
                 "script_error": self.script_error}
+
+    async def panel(self) -> dict:
+        """The numbers of the front panel and `status`: registered contacts (None without a
+        registrar), transactions in progress and INVITE transactions in progress (calls being
+        set up or torn down)."""
+        tm = self.tm_stats()
+        regs = None
+        if self.store is not None:
+            from .modules.registrar import rpc as reg_rpc
+
+            regs = (await self.store.run(reg_rpc.ul_dump, time.time()))["count"]
+        active = tm["active"]
+        return {"registrations": regs, "transactions": tm["active_total"],
+                "calls": active.get("ict", 0) + active.get("ist", 0)}
 
     def stats(self, params: dict) -> dict:
         total: Counter[str] = Counter()

@@ -280,3 +280,108 @@ def test_baresip_registers_and_unregisters_with_our_challenge(tmp_path):
     assert verdicts == [AuthResult.NO_CREDENTIALS, AuthResult.OK] * 2, out
     assert sum(r.startswith(b"SIP/2.0 200 ") for r in replies) == 2
     assert bindings == []  # the un-REGISTER (expires=0) was authenticated and applied
+
+
+@needs_sipp
+@pytest.mark.needs_sipp
+def test_sipp_registers_to_the_domain_with_the_default_check_uri(tmp_path):
+    """Issue 11: `REGISTER sip:example.com` while SIPp's digest uri is sip:127.0.0.1:PORT.
+    Both name this registrar, so the default `check_uri = true` accepts it; a digest uri
+    naming another server is still refused (unit tests)."""
+    async def main():
+        proto, transport, store = await _serve(tmp_path, ["MD5"])
+        assert proto.auth.params.check_uri  # the default
+        proto.auth.same_server = lambda uri: uri.host_bare in ("example.com", "127.0.0.1")
+        port = transport.get_extra_info("sockname")[1]
+        rc, out = await _run(_sipp("register_domain_digest.xml", port, tmp_path), tmp_path)
+        bindings = await store.live_bindings("alice@example.com", time.time())
+        transport.close()
+        await store.close()
+        return rc, out, proto.verdicts, bindings
+
+    rc, out, verdicts, bindings = asyncio.run(main())
+    assert rc == 0, _errors(tmp_path, out)
+    assert verdicts == [AuthResult.NO_CREDENTIALS, AuthResult.OK]
+    assert len(bindings) == 1
+
+
+KAMAILIO_UAC_CFG = """#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=1
+disable_tcp=yes
+listen=udp:127.0.0.1:{kport}
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "rr.so"
+loadmodule "uac.so"
+modparam("uac", "credential", "alice:example.com:pw")
+request_route {{
+    $du = "sip:127.0.0.1:{rport}";
+    t_on_failure("AUTH");
+    t_relay();
+    exit;
+}}
+failure_route[AUTH] {{
+    if (t_check_status("401|407")) {{
+        xlog("L_INFO", "answering the challenge with uac_auth\\n");
+        uac_auth();
+        t_on_failure("AUTH_FAILED");
+        t_relay();
+    }}
+}}
+failure_route[AUTH_FAILED] {{
+    xlog("L_INFO", "still refused after uac_auth\\n");
+}}
+"""
+
+HAVE_KAMAILIO = shutil.which("kamailio") is not None
+
+
+@needs_sipp
+@pytest.mark.needs_sipp
+@pytest.mark.needs_kamailio
+@pytest.mark.skipif(not HAVE_KAMAILIO, reason="kamailio not installed")
+def test_kamailio_uac_auth_registers_with_our_challenge(tmp_path):
+    """Kamailio's uac module (uac_auth in a failure route) answers our challenge for a
+    REGISTER it forwards; its digest uri is the R-URI it relays (sip:example.com)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        kport = s.getsockname()[1]
+
+    async def main():
+        proto, transport, store = await _serve(tmp_path, ["MD5"])
+        rport = transport.get_extra_info("sockname")[1]
+        cfg = tmp_path / "kamailio.cfg"
+        cfg.write_text(KAMAILIO_UAC_CFG.format(kport=kport, rport=rport))
+        pidfile = tmp_path / "kamailio.pid"
+        kam = await asyncio.create_subprocess_exec(
+            "kamailio", "-f", str(cfg), "-P", str(pidfile), "-DD", "-E", "-Y",
+            str(tmp_path), "-w", str(tmp_path), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        try:
+            await asyncio.sleep(1.0)
+            rc, out = await _run(_sipp("register_via_kamailio.xml", kport, tmp_path),
+                                 tmp_path)
+            bindings = await store.live_bindings("alice@example.com", time.time())
+        finally:
+            if kam.returncode is None:
+                kam.terminate()
+            try:
+                klog, _ = await asyncio.wait_for(kam.communicate(), 10)
+            except asyncio.TimeoutError:
+                kam.kill()
+                klog, _ = await kam.communicate()
+            transport.close()
+            await store.close()
+        return rc, out + klog.decode(errors="replace")[-3000:], proto.verdicts, bindings
+
+    rc, out, verdicts, bindings = asyncio.run(main())
+    assert rc == 0, _errors(tmp_path, out)
+    assert verdicts == [AuthResult.NO_CREDENTIALS, AuthResult.OK], out
+    assert len(bindings) == 1

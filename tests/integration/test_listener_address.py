@@ -78,3 +78,62 @@ def test_listener_starts_when_its_address_appears(netns, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+MESSAGE_CLIENT = r"""
+import socket, sys, uuid
+ruri_host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); s.settimeout(2.0)
+lp = s.getsockname()[1]
+codes = []
+for method in ("OPTIONS", "MESSAGE"):
+    m = (f"{method} sip:{ruri_host}:{port} SIP/2.0\r\n"
+         f"Via: SIP/2.0/UDP 127.0.0.1:{lp};rport;branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+         f"From: <sip:t@elsewhere.example>;tag=1\r\nTo: <sip:{ruri_host}>\r\n"
+         f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
+         "Content-Length: 0\r\n\r\n")
+    s.sendto(m.encode(), ("127.0.0.1", port))
+    while True:
+        d = s.recv(4096).decode()
+        if not d.split(" ", 2)[1].startswith("1"):
+            break
+    codes.append(d.split(" ", 2)[1])
+print(" ".join(codes))
+"""
+
+
+def test_wildcard_listener_knows_an_address_that_appears_after_start(netns, tmp_path):
+    """Issue 11, point 10: a DHCP address arriving after the proxy started is "myself" at
+    once; before, requests for it got 403 Relaying Denied or 482 Loop Detected."""
+    from sipedge.config import FACTORY_PATH
+
+    ctl = str(tmp_path / "ctl.sock")
+    cfg = tmp_path / "sipedge.toml"
+    cfg.write_text(FACTORY_PATH.read_text().replace("/run/sipedge/ctl.sock", ctl)
+                   .replace("/data/sipedge/location.sqlite", str(tmp_path / "loc.sqlite")))
+    log = open(tmp_path / "sipedge.log", "wb")
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "sipedge",
+                             "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        codes = ""
+        while time.monotonic() < deadline:
+            out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c",
+                                  MESSAGE_CLIENT, "127.0.0.1", "5060"], capture_output=True,
+                                 text=True, timeout=20)
+            codes = out.stdout.strip()
+            if codes.startswith("200"):
+                break
+        assert codes.startswith("200"), (tmp_path / "sipedge.log").read_text()
+        subprocess.run(["ip", "-n", netns, "addr", "add", f"{ADDR}/32", "dev", "lo"], check=True)
+        out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c",
+                              MESSAGE_CLIENT, ADDR, "5060"], capture_output=True, text=True,
+                             timeout=20)
+        options, message = out.stdout.split()
+        assert options == "200", out.stdout
+        assert message not in ("403", "482"), out.stdout  # myself: the registrar answers
+        assert "learned own address 198.18.77.1" in (tmp_path / "sipedge.log").read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

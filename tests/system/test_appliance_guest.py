@@ -27,7 +27,9 @@ from sipedge_vm import GuestError
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
 
 # TCG guests on a busy 2-core host start Python slowly: generous start timeout.
-BASE = (REPO / "board/common/sipedge.toml").read_text() + "\n[supervisor]\nstart_timeout_s = 300\n"
+# the shipped file without its [management] table (console tests add their own)
+BASE = ((REPO / "board/common/sipedge.toml").read_text().split("[management]")[0]
+        + "\n[supervisor]\nstart_timeout_s = 300\n")
 
 UINPUT_LEDS = r'''
 import fcntl, glob, os, struct, sys
@@ -225,6 +227,7 @@ def test_watchdog_proxy_hanging_after_every_restart_resets(sipedge_image, boot_g
 def test_config_fallback_and_errors(sipedge_image, boot_guest):
     broken = BASE.replace("workers = 1", "workers = 0")
     g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg")
+    g.console.expect(rb"sipedge: running the default config", timeout=240 * TIMEOUT_MULTIPLIER)
     g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
     st = status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
     assert st["config"]["source"] == "default" and st["panel"] == "config_error"
@@ -235,8 +238,9 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
 
     write_boot(g, BASE)
     ctl(g, "supervisor.reload")
-    st = status(g, lambda st: st["config"]["source"] == "boot" and st["panel"] == "healthy",
-                     timeout=300, what="boot config healthy")
+    # last-known-good once the proxy has run healthy on it for config_good_after_s
+    st = status(g, lambda st: st["config"]["source"] == "boot" and st["config"]["proven"],
+                timeout=300, what="boot config healthy and proven")
     rc, _ = g.shell("cmp /data/config/last-good.toml /boot/sipedge.toml")
     assert rc == 0  # byte-exact copy
 

@@ -11,8 +11,9 @@ Used by tests/system (pytest fixtures in tests/system/conftest.py) and by tools/
         vm.serial2.write(b"PING\\n")               # second serial port (guest: vm.mgmt_tty)
 
 Every wait is bounded, and each guest has a hard deadline (timeout_s) after which QEMU is
-killed. The disk is always attached with snapshot=on, so the image never changes; boot files
-are written with mtools into a sparse per-guest copy of the disk.
+killed. The disk is attached with snapshot=on, so the image never changes; boot files are written
+with mtools into a sparse per-guest copy of the disk. With `persistent_disk=PATH` the guest
+runs on that copy read-write and reboots for real (no -no-reboot): changes survive.
 """
 from __future__ import annotations
 
@@ -167,6 +168,10 @@ class Guest:
     # traffic beyond the host's 127.0.0.1 forwards.
     restrict: bool = False
     name: str = "guest"
+    # Persistent-disk mode: this file is the guest's disk (created from the image on first
+    # use, boot files written into it), attached read-write without -no-reboot, so changes
+    # survive a `reboot` (a real one: QEMU keeps running) and the next run of the same file.
+    persistent_disk: Path | None = None
 
     def __post_init__(self):
         self.workdir = Path(self.workdir)
@@ -188,10 +193,16 @@ class Guest:
 
     def _disk(self) -> Path:
         disk = self.image.path("disk")
-        if not self.boot_files:
+        if self.persistent_disk is not None:
+            copy = Path(self.persistent_disk)
+            if not copy.exists():
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
+        elif not self.boot_files:
             return disk
-        copy = self.workdir / f"{self.name}-disk.img"
-        subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
+        else:
+            copy = self.workdir / f"{self.name}-disk.img"
+            subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
         target = f"{copy}@@{self.image.manifest['boot_offset']}"
         for name, content in self.boot_files.items():
             src = self.workdir / f"{self.name}-bootfile-{Path(name).name}"
@@ -219,11 +230,12 @@ class Guest:
             meta["QEMU_SYSTEM"], "-M", meta["QEMU_MACHINE"], "-cpu", meta["QEMU_CPU"],
             "-m", str(self.memory_mb), "-smp", str(self.smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
-            "-no-reboot",
+            *([] if self.persistent_disk is not None else ["-no-reboot"]),
             "-kernel", str(self.image.path("kernel_image")),
             "-initrd", str(self.image.path("initrd")),
             "-append", cmdline,
-            "-drive", f"file={self._disk()},format=raw,if=none,id=disk0,snapshot=on",
+            "-drive", f"file={self._disk()},format=raw,if=none,id=disk0"
+            + ("" if self.persistent_disk is not None else ",snapshot=on"),
             "-device", "virtio-blk-pci,drive=disk0",
             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
             "-device", "virtio-rng-pci",
@@ -346,6 +358,10 @@ class Guest:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def rebooted(self) -> None:
+        """After a guest reboot (persistent disk): the next shell() waits for the new shell."""
+        self._shell_ready = False
 
     # ---- console shell (needs autologin) ------------------------------------------------
     def wait_shell(self, timeout: float = 120) -> None:

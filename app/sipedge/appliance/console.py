@@ -17,13 +17,14 @@ import select
 import shlex
 import termios
 import threading
-import tomllib
 import tty
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import EdgeError
+from ..config.edit import EditError, mask_secrets, secret_values, set_value
 from .auth import LoginGuard, verify_password
 
 log = logging.getLogger("sipedge.appliance.console")
@@ -38,7 +39,12 @@ commands:
   show config               the boot config file (secrets hidden)
   show errors               problems of the running config choice
   config check              validate the boot config file now
-  config set KEY VALUE      change one setting (validated, diff, confirm, atomic write)
+  config set KEY VALUE      change one setting (validated, diff, confirm, atomic write);
+                            KEY as in the errors: core.workers, listen[0].port;
+                            VALUE as TOML ("123" is a string, [1, 2] an array) or plain text
+  config set KEY            for a secret (auth.secret, management.password_hash):
+                            asks for the value without echo
+  config restore            last-known-good back to the boot file (diff, confirm)
   config import             take the sipedge.toml found on a USB stick / SD card
   config import - SIZE SHA256
                             take a whole file sent here as base64 lines, then '.'
@@ -72,66 +78,36 @@ class ConsoleBackend(Protocol):
 
     def factory_reset(self) -> None: ...
 
+    def lkg_text(self) -> str | None:
+        """The last-known-good config (None: none saved yet)."""
+        ...
+
     def media_config(self) -> Any:
         """The `hotplug.MediaConfig` offered by removable media, or None."""
         ...
 
 
-# ------------------------------------------------------------------ TOML one-key editing
+# ------------------------------------------------------------------ TOML editing
+# (sipedge.config.edit: tomlkit, so the operator's comments and layout survive)
+
+hide_secrets = mask_secrets
 
 
-class EditError(ValueError):
-    pass
+def _is_secret(dotted: str) -> bool:
+    """Is the key a secret of the schema (`auth.secret`, `tls[0].private_key`, ...)?"""
+    from ..config.edit import parse_key, secret_keys
 
-
-_HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
-_ANY_HEADER = re.compile(r"^\s*\[")
-
-
-def toml_literal(value: str) -> str:
-    """VALUE as typed, if it is a TOML value (42, true, [1, 2], "x"), else a quoted string."""
     try:
-        tomllib.loads(f"v = {value}")
-        return value.strip()
-    except tomllib.TOMLDecodeError:
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
+        path = [p for p in parse_key(dotted) if not isinstance(p, int)]
+    except EditError:
+        return False
+    names = {tuple(k for k in key.split(".") if k != "*") for key in secret_keys()}
+    return tuple(path) in names
 
 
-def set_key(text: str, dotted: str, literal: str) -> str:
-    """Set `section[.sub].key = literal` in TOML text, keeping everything else as written."""
-    parts = dotted.split(".")
-    if len(parts) < 2 or not all(re.fullmatch(r"[A-Za-z0-9_-]+", p) for p in parts):
-        raise EditError(f"{dotted}: expected section.key (arrays of tables cannot be set here)")
-    table, key = ".".join(parts[:-1]), parts[-1]
-    lines = text.splitlines()
-    start = None
-    for i, line in enumerate(lines):
-        m = _HEADER.match(line)
-        if m and m.group(1).strip() == table:
-            start = i
-            break
-    if start is None:
-        tail = "" if not text or text.endswith("\n") else "\n"
-        return f"{text}{tail}\n[{table}]\n{key} = {literal}\n"
-    end = len(lines)
-    for j in range(start + 1, len(lines)):
-        if _ANY_HEADER.match(lines[j]):
-            end = j
-            break
-    key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    for j in range(start + 1, end):
-        if key_re.match(lines[j]):
-            lines[j] = f"{key} = {literal}"
-            return "\n".join(lines) + "\n"
-    insert = end
-    while insert > start + 1 and not lines[insert - 1].strip():
-        insert -= 1
-    lines.insert(insert, f"{key} = {literal}")
-    return "\n".join(lines) + "\n"
-
-
-def hide_secrets(text: str) -> str:
-    return re.sub(r"(?m)^(\s*password_hash\s*=\s*).*$", r'\1"<hidden>"', text)
+def _issue_key(issue: str) -> str:
+    """A config error without its line number, to tell old errors from new ones."""
+    return re.sub(r":\d+:", ":", issue, count=1)
 
 
 # ------------------------------------------------------------------ line editor
@@ -241,9 +217,15 @@ class ConsoleSession:
     """One console: login, then the shell. `feed(data, now)` returns what to send back."""
 
     def __init__(self, backend: ConsoleBackend, password_hash: Callable[[], str],
-                 guard: LoginGuard, idle_logout_s: float = 600.0) -> None:
+                 guard: LoginGuard, idle_logout_s: float = 600.0,
+                 set_password: Callable[[str], None] | None = None) -> None:
         self.backend = backend
         self.password_hash = password_hash
+        # First way in: with no password anywhere, whoever is at the serial port (physical
+        # presence) chooses one; `set_password` stores its hash (on /data). None: disabled.
+        self.set_password = set_password
+        self._new_password: str | None = None  # first entry, awaiting the repetition
+        self._secret_key: str | None = None  # `config set SECRET`: the value comes unechoed
         self.guard = guard
         self.idle_logout_s = idle_logout_s
         self.editor = LineEditor()
@@ -260,7 +242,12 @@ class ConsoleSession:
     def _login_prompt(self, now: float) -> str:
         self.editor.echo = False
         if not self.password_hash():
-            return "console disabled: set [management] password_hash\r\n"
+            if self.set_password is None:
+                return "console disabled: set [management] password_hash\r\n"
+            if self._new_password is None:
+                return ("sipedge management console: no password is set yet.\r\n"
+                        "choose the console password: ")
+            return "repeat it: "
         left = self.guard.locked(now)
         if left:
             return f"locked for {left:.0f}s\r\n"
@@ -299,6 +286,15 @@ class ConsoleSession:
             return self._login(line, now)
         if self._receiver is not None:
             return self._receive_line(line)
+        if self._secret_key is not None:  # the value of a secret, typed without echo
+            key, self._secret_key = self._secret_key, None
+            self.editor.echo = True
+            if not line:
+                return "cancelled\r\n" + PROMPT
+            text = self._config_set(key, json.dumps(line))
+            if self._pending is not None:
+                return text.replace("\r\n", "\n").replace("\n", "\r\n")
+            return self._crlf(text) + PROMPT
         if self._pending is not None:
             answer, action = self._pending
             self._pending = None
@@ -307,19 +303,26 @@ class ConsoleSession:
             return "cancelled\r\n" + PROMPT
         try:
             text = self.run(line.strip())
+        except (EdgeError, OSError, ValueError, TimeoutError) as exc:
+            # an expected failure (RPC error, unknown method, proxy down): said, not a bug
+            log.info("console command failed command=%s error=%s", line.split()[0], exc)
+            text = f"error: {exc}"
         except Exception as exc:  # boundary: one failing command must not kill the console
-            log.exception("console command failed line=%r", line)
+            log.exception("console command failed command=%s", line.split()[0])
             text = f"error: {exc}"
         if text == "\x00logout":
             return self._logout(now)
-        if self._pending is not None or self._receiver is not None:  # a question / file data
+        if (self._pending is not None or self._secret_key is not None
+                or self._receiver is not None):  # a question / file data: answered on the same line
             return text.replace("\r\n", "\n").replace("\n", "\r\n")
         return self._crlf(text) + PROMPT
 
     def _login(self, password: str, now: float) -> str:
         stored = self.password_hash()
         if not stored:
-            return self._login_prompt(now)
+            if self.set_password is None:
+                return self._login_prompt(now)
+            return self._first_password(password, now)
         if self.guard.locked(now) or not password:  # Enter to wake the line is no attempt
             return self._login_prompt(now)
         ok = verify_password(password, stored)
@@ -331,6 +334,28 @@ class ConsoleSession:
         self.logged_in = True
         self.editor.echo = True
         return "type 'help' for commands\r\n" + PROMPT
+
+    def _first_password(self, password: str, now: float) -> str:
+        if self._new_password is None:
+            if not password:  # Enter on its own: just ask again
+                return self._login_prompt(now)
+            if len(password) < 8:
+                return "at least 8 characters, please\r\n" + self._login_prompt(now)
+            self._new_password = password
+            return self._login_prompt(now)
+        first, self._new_password = self._new_password, None
+        if password != first:
+            return "the two entries differ\r\n" + self._login_prompt(now)
+        from .auth import hash_password
+
+        assert self.set_password is not None
+        self.set_password(hash_password(password))
+        log.warning("console password set on first login (stored hashed on the data "
+                    "partition)")
+        self.logged_in = True
+        self.editor.echo = True
+        return ("password set (stored hashed on /data; [management] password_hash in "
+                "sipedge.toml overrides it)\r\ntype 'help' for commands\r\n" + PROMPT)
 
     @staticmethod
     def _crlf(text: str) -> str:
@@ -367,8 +392,20 @@ class ConsoleSession:
         if cmd == "config" and args == ["check"]:
             issues = self.backend.check_text(self.backend.boot_text())
             return "\n".join(issues) if issues else "config OK"
-        if cmd == "config" and len(args) >= 3 and args[0] == "set":
-            return self._config_set(args[1], " ".join(args[2:]))
+        if cmd == "config" and len(args) == 2 and args[0] == "set":
+            if not _is_secret(args[1]):
+                return "usage: config set KEY VALUE (a secret's value is asked for unechoed)"
+            self._secret_key = args[1]
+            self.editor.echo = False
+            return f"new value of {args[1]} (not shown): "
+        if cmd == "config" and args[:1] == ["set"]:
+            m = re.match(r"\s*config\s+set\s+(\S+)\s+(.+)$", line)
+            if not m:
+                return "usage: config set KEY VALUE (e.g. listen[0].port 5070)"
+            # the value as typed, quotes included: "123" is a string, [1, 2] an array
+            return self._config_set(m.group(1), m.group(2))
+        if cmd == "config" and args == ["restore"]:
+            return self._config_restore()
         if cmd == "config" and args[:2] == ["import", "-"]:
             return self._config_receive(args[2:])
         if cmd == "config" and args == ["import"]:
@@ -403,7 +440,17 @@ class ConsoleSession:
                  f"lag {health.get('loop_lag_ms', '-')} ms",
                  f"watchdog: {'armed' if st['watchdog']['armed'] else 'off'}, "
                  f"{st['watchdog']['pets']} pets",
-                 f"version:  {st.get('version')}"]
+                 f"version:  {st.get('version')}, slot {st.get('slot') or '-'}"]
+        if st.get("box_uptime_s") is not None:
+            up = int(st["box_uptime_s"])
+            lines.append(f"uptime:   {up // 86400}d {up % 86400 // 3600:02d}:"
+                         f"{up % 3600 // 60:02d} (box)")
+        if st.get("addresses"):
+            lines.append("address:  " + ", ".join(st["addresses"]))
+        nums = st.get("numbers") or {}
+        if any(v is not None for v in nums.values()):
+            lines.append("traffic:  " + ", ".join(
+                f"{k} {'-' if v is None else v}" for k, v in nums.items()))
         if st.get("problem"):
             lines.append(f"problem:  {st['problem']}")
         security = getattr(self.backend, "security", None)
@@ -423,22 +470,46 @@ class ConsoleSession:
     def _config_set(self, key: str, value: str) -> str:
         old = self.backend.boot_text()
         try:
-            new = set_key(old, key, toml_literal(value))
+            new = set_value(old, key, value)
         except EditError as exc:
             return f"error: {exc}"
-        issues = self.backend.check_text(new)
-        if issues:
-            return "not changed, the result would be invalid:\n" + "\n".join(issues)
         if new == old:
             return "no change"
-        diff = difflib.unified_diff(old.splitlines(), new.splitlines(), "sipedge.toml (now)",
-                                    "sipedge.toml (new)", lineterm="", n=1)
+        # Refuse what this change breaks; errors the file already had (e.g. a bad line in
+        # another [[listen]]) do not block fixing things one key at a time.
+        before = {_issue_key(i) for i in self.backend.check_text(old)} if old else set()
+        issues = self.backend.check_text(new)
+        added = [i for i in issues if _issue_key(i) not in before]
+        if added:
+            return "not changed, the result would be invalid:\n" + "\n".join(added)
+        note = ""
+        if issues:
+            note = ("note: the file still has errors this change does not touch:\n"
+                    + "\n".join(issues) + "\n")
+        return self._diff_and_write(old, new, "sipedge.toml (new)", note)
+
+    def _diff_and_write(self, old: str, new: str, label: str, note: str = "") -> str:
+        """Show the change (secrets hidden on both sides), then ask before writing."""
+        a, b = mask_secrets(old), mask_secrets(new)
+        diff = "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(),
+                                               "sipedge.toml (now)", label, lineterm="", n=1))
+        if secret_values(old) != secret_values(new):
+            diff += ("\n" if diff else "") + "(a secret changes; its value is not shown)"
 
         def write() -> str:
             self.backend.write_boot(new)
             return "written; type 'apply' to use it"
 
-        return "\n".join(diff) + "\n" + self._confirm("write it?", "y", write)
+        return diff + "\n" + note + self._confirm("write it?", "y", write)
+
+    def _config_restore(self) -> str:
+        lkg = self.backend.lkg_text()
+        if lkg is None:
+            return "no last-known-good config saved yet"
+        old = self.backend.boot_text()
+        if lkg == old:
+            return "the boot file already is the last-known-good config"
+        return self._diff_and_write(old, lkg, "last-known-good")
 
     def _config_import(self) -> str:
         offer = self.backend.media_config()
@@ -452,15 +523,7 @@ class ConsoleSession:
         issues = self.backend.check_text(offer.text)
         if issues:
             return "not imported:\n" + "\n".join(issues)
-        diff = difflib.unified_diff(old.splitlines(), offer.text.splitlines(),
-                                    "sipedge.toml (now)", f"{offer.devnode} sipedge.toml",
-                                    lineterm="", n=1)
-
-        def write() -> str:
-            self.backend.write_boot(offer.text)
-            return "written; type 'apply' to use it"
-
-        return "\n".join(diff) + "\n" + self._confirm("write it?", "y", write)
+        return self._diff_and_write(old, offer.text, f"{offer.devnode} sipedge.toml")
 
     def _config_receive(self, args: list[str]) -> str:
         """`config import - SIZE SHA256`: the file follows as base64 lines (echo off, kept out

@@ -8,13 +8,10 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import DEFAULT_TOML
 from .console import RingLogHandler
 from .sdconfig import BootConfigManager
 
 log = logging.getLogger("sipedge.appliance.console")
-
-SUPERVISOR_METHODS = ("supervisor.", "config.errors")
 
 
 class SupervisorBackend:
@@ -42,7 +39,10 @@ class SupervisorBackend:
             return ""
 
     def check_text(self, text: str) -> list[str]:
-        return [str(i) for i in self.source.check_text(text)]
+        return self.source.full_check(text)
+
+    def lkg_text(self) -> str | None:
+        return self.source.lkg_text()
 
     def write_boot(self, text: str) -> None:
         self.source.write_boot(text)
@@ -54,10 +54,10 @@ class SupervisorBackend:
         self.loop.call_soon_threadsafe(self.sup.request, "reload")
 
     def rpc(self, method: str, params: dict[str, Any]) -> Any:
-        if method.startswith(SUPERVISOR_METHODS):
-            fn = self.sup.rpc_methods().get(method)
-            if fn is None:
-                raise ValueError(f"no such supervisor method {method}")
+        # the supervisor's own methods (supervisor.*, watchdog.status, config.apply, ...),
+        # exactly the set its RPC socket serves; everything else goes to the proxy
+        fn = self.sup.rpc_methods().get(method)
+        if fn is not None:
             return self._on_loop(fn, params)
         from ..io.rpc import rpc_call
 
@@ -89,7 +89,11 @@ class SupervisorBackend:
         return None if self.sup.media is None else self.sup.media.offer
 
     def factory_reset(self) -> None:
+        """The shipped sipedge.toml back on the boot partition (it listens on every address,
+        keeps the console, and its paths are absolute), last-known-good forgotten."""
+        from ..config import factory_text
+
         log.warning("factory reset requested from the console")
-        self.source.write_boot(DEFAULT_TOML)
+        self.source.write_boot(factory_text())
         self.source.forget_lkg()
         self.apply()

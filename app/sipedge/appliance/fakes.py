@@ -129,6 +129,7 @@ class FakeProcess:
         self.argv = list(argv)
         self.cwd = cwd
         self.signals: list[str] = []
+        self.last_error: str | None = None  # the proxy's last ERROR line (ProxyProcess)
         self.dies_on_term = dies_on_term
         self.fail_start = fail_start
         self._done: asyncio.Future[int] | None = None

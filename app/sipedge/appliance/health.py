@@ -60,7 +60,13 @@ class CoreHealthProbe:
     async def probe(self) -> HealthReport:
         try:
             res = await rpc_request(self.ctl_socket, "core.health", None, self.timeout)
-        except (OSError, asyncio.TimeoutError, RpcCallError) as exc:
+        except (FileNotFoundError, ConnectionRefusedError):
+            return HealthReport(False, f"proxy control socket {self.ctl_socket} not open "
+                                "(proxy starting, or not running)")
+        except asyncio.TimeoutError:
+            return HealthReport(False, f"proxy did not answer core.health within "
+                                f"{self.timeout:g}s (hung or overloaded)")
+        except (OSError, RpcCallError) as exc:
             return HealthReport(False, f"core.health: {exc or type(exc).__name__}")
         if not isinstance(res, dict):
             return HealthReport(False, "core.health: result is not an object")

@@ -38,6 +38,12 @@ class SupervisorParams:
     options_probe: bool = option(True, "also send a SIP OPTIONS to the first UDP listener")
     rpc_socket: str = option("/run/sipedge/supervisor.sock", "the supervisor's JSON-RPC socket",
                              reloadable=False)
+    config_good_after_s: float = option(30.0, "healthy time after which a new boot config "
+                                        "becomes last-known-good", min=0)
+    config_trial_s: float = option(180.0, "a new boot config whose proxy is not running "
+                                   "healthy this long after it was applied is rolled back "
+                                   "to last-known-good (so are two failed starts in a row "
+                                   "or FAILED)", min=1)
     mark_good_after_s: float = option(120.0, "healthy time after which the booted slot is "
                                       "marked good (0: never)", min=0)
 
@@ -88,13 +94,16 @@ class PanelParams:
 class ManagementParams:
     """Serial management console."""
 
-    console_device: str = option("", "serial device of the console, e.g. /dev/ttyS1 "
-                                 "(empty: no console)", reloadable=False)
+    console_device: str = option("", "serial device of the console, e.g. /dev/ttyS1; `auto`: "
+                                 "the board's management port (board data MGMT_TTY; the "
+                                 "shipped config uses it) (empty: no console)",
+                                 reloadable=False)
     baud: int = option(115200, "console baud rate",
                        choices=(9600, 19200, 38400, 57600, 115200))
     password_hash: str = option("", "console password as made by `sipedge-supervisor "
-                                "--hash-password`: pbkdf2_sha256$iterations$salt$hash "
-                                "(empty: console disabled)", secret=True)
+                                "--hash-password`: pbkdf2_sha256$iterations$salt$hash (empty: "
+                                "the password chosen on the console's first login, kept "
+                                "hashed in /data/config/console-password)", secret=True)
     max_failures: int = option(3, "failed logins before lock-out", min=1, max=100)
     lockout_s: float = option(60.0, "lock-out time after too many failed logins", min=1)
     idle_logout_s: float = option(600.0, "log out after this long without input", min=10)

@@ -9,6 +9,7 @@ and keeps the panel (LEDs, LCD) in step. It is the one place besides per-message
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -130,6 +131,17 @@ class Supervisor:
         self._lcd_shown: list[str] | None = None
         self.started_at = clock()
         self._lcd_started = self.started_at
+        self.trial_started: float | None = None  # a boot config not yet last-known-good
+        self.rollback: dict[str, Any] | None = None  # the last automatic config rollback
+        self.cause: str = ""  # why the proxy is down, in words (from its own last error)
+        self.kernel_console: str | None = None  # "/dev/console" on the box: rollback notices
+        # builds the LCD adapter for a config (supervisor_main), so `apply` of [panel] works
+        self.display_factory: Callable[[ConfigChoice], Display | None] | None = None
+        self._numbers_task: asyncio.Task[None] | None = None
+        self._next_numbers = 0.0
+        self.proc_root = "/proc"  # box uptime (tests point it elsewhere)
+        if not self.choice.proven:
+            self.trial_started = self.started_at
         # Boot-loop guard (resetguard.py): the record sits next to last-known-good.
         if reset_store is None and getattr(config_source, "data_dir", None) is not None:
             reset_store = ResetRecordStore(config_source.data_dir)
@@ -155,12 +167,17 @@ class Supervisor:
     def status(self) -> dict[str, Any]:
         now = self.clock()
         st = self.policy.status(now)
+        st["problem"] = self._problem_in_words(st["problem"])
         st.update({
             "pid": None if self.proc is None or not self.proc.running else self.proc.pid,
             "uptime_s": round(now - self.started_at, 3),
             "config": {"source": self.choice.source,
                        "path": None if self.choice.path is None else str(self.choice.path),
-                       "errors": len(self.choice.issues)},
+                       "errors": len(self.choice.issues),
+                       "proven": self.choice.proven,
+                       "trial_s": (None if self.trial_started is None
+                                   else round(now - self.trial_started, 1)),
+                       "rolled_back": self.rollback},
             "panel": self.panel_state(),
             "lcd": None if self.display is None else {
                 "lines": self._lcd_shown,
@@ -168,12 +185,19 @@ class Supervisor:
             "leds": dict(self._led_state),
             "led_names": dict(getattr(self.leds, "names", {})),
             "watchdog": self._watchdog_status(now),
-            "health": None if self.last_report is None else {
+            "health": None if self.last_report is None or self.proc is None else {
                 "ok": self.last_report.ok, "detail": self.last_report.detail,
                 "workers_alive": self.last_report.workers_alive,
                 "workers_expected": self.last_report.workers_expected,
                 "loop_lag_ms": self.last_report.loop_lag_ms},
             "marked_good": self.marked_good,
+            "cause": self.cause,
+            "slot": self.info.get("slot"),
+            "box_uptime_s": self._box_uptime(),
+            "addresses": (self.network.address_lines()
+                          if self.network is not None else []),
+            "numbers": {k: self.info.get(k) for k in ("registrations", "calls",
+                                                      "transactions")},
             "network_problems": list(self.network_problems),
             "network_services": (self.network.services.status()
                                  if getattr(self.network, "services", None) is not None else {}),
@@ -183,6 +207,22 @@ class Supervisor:
             "version": __version__,
         })
         return st
+
+    def _box_uptime(self) -> float | None:
+        try:
+            with open(f"{self.proc_root}/uptime", encoding="ascii") as f:
+                return float(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _problem_in_words(self, problem: str) -> str:
+        """The policy's problem, with the proxy's own reason when it is known."""
+        if self.rollback is not None and self.choice.source != "boot":
+            return f"config rolled back: {self.rollback['reason']}"
+        if self.cause and self.policy.state in (State.BACKOFF, State.FAILED,
+                                                State.STARTING):
+            return f"{self.cause}" + (f" ({problem})" if problem else "")
+        return problem
 
     def _watchdog_status(self, now: float) -> dict[str, Any]:
         hist = self.reset_history
@@ -257,6 +297,8 @@ class Supervisor:
                 self._maybe_pet(now)
                 self._maybe_probe(now)
                 self._maybe_mark_good(now)
+                await self._config_trial(now)
+                self._maybe_poll_numbers(now)
                 self._maybe_clear_resets(now)
                 self._update_panel(now)
                 if self.policy.state is State.STOPPED:
@@ -294,12 +336,18 @@ class Supervisor:
             level = logging.INFO if self.policy.state is State.STOPPING else logging.ERROR
             log.log(level, "proxy exited pid=%s rc=%s runtime_s=%.1f", proc.pid, rc, runtime)
             self.proc = None
+            if self.policy.state is not State.STOPPING:
+                self.cause = _cause(proc, rc)
             await self._apply(self.policy.on_exit(runtime, now, rc))
         elif kind == "probe":
             report: HealthReport = arg
             self.last_report = report
-            if not report.ok:
+            if not report.ok and self.policy.state is not State.STARTING:
                 log.warning("proxy unhealthy detail=%s", report.detail)
+            elif not report.ok:
+                log.debug("proxy starting detail=%s", report.detail)
+            else:
+                self.cause = ""
             await self._apply(self.policy.on_health(report.ok, report.loop_lag_ms, now,
                                                     report.detail))
         elif kind == "stop":
@@ -315,6 +363,9 @@ class Supervisor:
     async def _reload(self, now: float) -> None:
         old = self.choice
         self.choice = self.config_source.select()
+        await self._reload_to_choice(now, old)
+
+    async def _reload_to_choice(self, now: float, old: ConfigChoice) -> None:
         self.policy.limits = _limits(self.choice)
         self._apply_reset_guard()  # max_resets may have changed
         p = self.choice.config.supervisor
@@ -323,6 +374,12 @@ class Supervisor:
                                                p.respawn_retry)
         r.max_delay_s = max(p.respawn_max_delay_s, p.respawn_timeout_s)
         self.probe = self.probe_factory(self.choice)
+        if self.display_factory is not None and self.choice.config.panel != old.config.panel:
+            try:
+                self.display = self.display_factory(self.choice)
+            except Exception:  # boundary: the panel is best effort
+                log.exception("LCD set-up failed")
+                self.display = None
         self._lcd_shown = None
         self._lcd_started = now  # start the rotation over: a new config error shows first
         if self.choice.config.network != old.config.network:
@@ -330,6 +387,9 @@ class Supervisor:
         if self.choice.config.text != old.config.text or self.choice.path != old.path:
             log.info("config changed source=%s path=%s: restarting the proxy",
                      self.choice.source, self.choice.path)
+            self.trial_started = None if self.choice.proven else now
+            if self.choice.source == "boot":
+                self.rollback = None
             await self._apply(self.policy.request_restart(now, "config changed"))
         else:
             log.info("config unchanged: reloading routes")
@@ -504,6 +564,67 @@ class Supervisor:
         self._reset_recorded = False
         self._apply_reset_guard()
 
+    async def _config_trial(self, now: float) -> None:
+        """Promote a boot config after `config_good_after_s` of health, or roll it back to
+        last-known-good (only when there is one)."""
+        if self.trial_started is None:
+            return
+        p = self.choice.config.supervisor
+        st = self.policy.state
+        if st is State.RUNNING and self.policy.healthy_for(now) >= p.config_good_after_s:
+            self.trial_started = None
+            if self.config_source.promote(self.choice):
+                self.choice = dataclasses.replace(self.choice, proven=True)
+                log.info("config proved itself (healthy %.0fs): now last-known-good file=%s",
+                         p.config_good_after_s, self.choice.path)
+            return
+        failed_starts = self.policy.respawn.crashes
+        if st is State.FAILED:
+            why = "proxy FAILED"
+        elif failed_starts >= 2 and st is not State.RUNNING:
+            why = f"{failed_starts} failed starts"
+        elif now - self.trial_started > p.config_trial_s and st is not State.RUNNING:
+            why = f"not running healthy {p.config_trial_s:g}s after it was applied"
+        else:
+            return
+        if self.config_source.lkg_text() is None:
+            # nothing has proved itself on this box yet: no config to go back to (the factory
+            # default might lack the operator's network or management settings); the proxy
+            # stays in its respawn policy (FAILED after too many crashes), the cause shown
+            return
+        reason = f"{why} on {self.choice.path}" + (f": {self.cause}" if self.cause else "")
+        self.rollback = {"file": str(self.choice.path), "reason": reason}
+        self.trial_started = None
+        old = self.choice
+        self.choice = self.config_source.reject(old, reason)
+        _console_line(self.kernel_console, f"sipedge: config {old.path} rolled back ({reason}); running "
+                      f"{self.choice.source} {self.choice.path or ''}")
+        await self._reload_to_choice(now, old)
+
+    def _maybe_poll_numbers(self, now: float) -> None:
+        """Registrations, calls and transactions from the proxy (`core.panel`), for the LCD
+        and `status`; every page interval while the proxy runs."""
+        if self.policy.state not in (State.RUNNING, State.DEGRADED):
+            for k in ("registrations", "calls", "transactions"):
+                self.info.pop(k, None)
+            return
+        if now < self._next_numbers or (self._numbers_task and not self._numbers_task.done()):
+            return
+        self._next_numbers = now + min(5.0, self.choice.config.panel.page_interval_s)
+        self._numbers_task = asyncio.ensure_future(self._poll_numbers())
+
+    async def _poll_numbers(self) -> None:
+        try:
+            res = await rpc_request(self.choice.config.core.ctl_socket, "core.panel", None,
+                                    self.choice.config.supervisor.probe_timeout_s)
+        except (OSError, asyncio.TimeoutError, RpcCallError) as exc:
+            log.debug("core.panel failed error=%s", exc)
+            return
+        if isinstance(res, dict):
+            for k in ("registrations", "calls", "transactions"):
+                v = res.get(k)
+                self.info[k] = v if isinstance(v, int) else None
+
     def _maybe_mark_good(self, now: float) -> None:
         after = self.choice.config.supervisor.mark_good_after_s
         if self.marked_good or self.update_agent is None or after <= 0:
@@ -564,7 +685,7 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         for task in (self._probe_task, self._exit_task, self._network_task,
-                     self._hotplug_task):
+                     self._hotplug_task, self._numbers_task):
             if task is not None and not task.done():
                 task.cancel()
         if self.proc is not None and self.proc.running:
@@ -577,3 +698,33 @@ class Supervisor:
         if self.watchdog is not None:
             clean = self.policy.state is State.STOPPED
             self.watchdog.close(disarm=clean)
+
+
+def _cause(proc: ProxyProcess, rc: int | None) -> str:
+    """Why the proxy stopped, in words: its own last error line, else the exit status."""
+    err = getattr(proc, "last_error", None)
+    if err:
+        err = err.removeprefix("cannot start: ")
+        return f"proxy cannot start: {err}"
+    if rc is None:
+        return "proxy cannot be started (see logs)"
+    if rc < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        return f"proxy killed by {name}"
+    return f"proxy exited with status {rc}"
+
+
+def _console_line(path: str | None, text: str) -> None:
+    """One line on the kernel console, where an operator at the box looks first."""
+    if path is None:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError:
+        pass  # no console (a PC, a test): the log has the same line

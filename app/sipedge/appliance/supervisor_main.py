@@ -58,10 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     """Real adapters (or fakes with --simulate); a missing device is logged, never fatal."""
     from . import fakes
-    from .lcd import I2cLcd, open_bus
     from .leds import SysfsLeds, led_names, read_board_data
     from .update import RaucCli
-    from .watchdog import HardwareError, HardwareWatchdog
+    from .watchdog import HardwareWatchdog
 
     cfg = choice.config
     hw: dict[str, Any] = {"watchdog": None, "leds": None, "display": None, "update_agent": None,
@@ -79,13 +78,7 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
                       read_board_data(args.board_data))
     if any(names.values()):
         hw["leds"] = SysfsLeds(names, args.sysfs)
-    if cfg.panel.lcd_bus >= 0:
-        try:
-            bus = open_bus(cfg.panel.lcd_bus, args.dev)
-            hw["display"] = I2cLcd(bus, cfg.panel.lcd_address, cfg.panel.lcd_cols,
-                                   cfg.panel.lcd_rows)
-        except HardwareError as exc:
-            log.error("LCD unavailable: %s", exc)
+    hw["display"] = build_display(args, choice)
     if shutil.which("rauc"):
         hw["update_agent"] = RaucCli()
     try:
@@ -105,6 +98,30 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     return hw
 
 
+def build_display(args: argparse.Namespace, choice: Any) -> Any:
+    """The LCD of `[panel]` (None: none configured, or it cannot be opened: logged)."""
+    from .lcd import I2cLcd, open_bus
+    from .watchdog import HardwareError
+
+    panel = choice.config.panel
+    if args.simulate or panel.lcd_bus < 0:
+        return None
+    try:
+        bus = open_bus(panel.lcd_bus, args.dev)
+        return I2cLcd(bus, panel.lcd_address, panel.lcd_cols, panel.lcd_rows)
+    except HardwareError as exc:
+        log.error("LCD unavailable: %s", exc)
+        return None
+
+
+def booted_slot(cmdline: str) -> str | None:
+    """The slot the boot loader started, from the kernel command line (`rauc.slot=A`)."""
+    for word in cmdline.split():
+        if word.startswith("rauc.slot="):
+            return word.split("=", 1)[1] or None
+    return None
+
+
 def _under(dev_root: Path, device: str) -> Path:
     """Map an absolute /dev path from the config into the --dev root."""
     p = Path(device)
@@ -116,14 +133,28 @@ def _under(dev_root: Path, device: str) -> Path:
 async def serve(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor
 
-    source = BootConfigManager(args.boot_config, args.data_dir)
+    from ..config import FACTORY_PATH
+
+    source = BootConfigManager(args.boot_config, args.data_dir, factory_path=FACTORY_PATH)
     choice = source.select()
+    if choice.source != "boot" and not args.simulate:
+        _kernel_console(f"sipedge: running the {choice.source} config "
+                        f"{choice.path or '(embedded)'}: {args.boot_config} "
+                        + (f"has errors ({choice.errors[0]}; `show errors` on the "
+                           "management console)" if choice.issues else "is missing"))
     hw = build_hardware(args, choice)
     from .hotplug import MediaConfigOffer, boot_disk
 
     proxy_cwd = str(args.data_dir) if args.data_dir.is_dir() else None
     media = MediaConfigOffer(source.check_text, ignore_disk=boot_disk(sysfs=args.sysfs))
     sup = Supervisor(source, media=media, choice=choice, proxy_cwd=proxy_cwd, **hw)
+    if not args.simulate:
+        sup.kernel_console = "/dev/console"
+        sup.display_factory = lambda ch: build_display(args, ch)
+    try:
+        sup.info["slot"] = booted_slot(Path("/proc/cmdline").read_text(encoding="utf-8"))
+    except OSError:
+        pass
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, sup.request, "stop")
     loop.add_signal_handler(signal.SIGINT, sup.request, "stop")
@@ -146,19 +177,66 @@ def _start_console(args: argparse.Namespace, sup: Any, source: BootConfigManager
     from .console import ConsoleSession, SerialConsole
     from .console_backend import SupervisorBackend
 
+    from .leds import read_board_data
+
     mgmt = sup.choice.config.management
-    if not mgmt.console_device:
+    device = mgmt.console_device
+    if device == "auto":
+        tty_name = read_board_data(args.board_data).get("MGMT_TTY", "")
+        device = f"/dev/{tty_name}" if tty_name else ""
+        if not device:
+            log.warning("console_device = auto but the board data names no MGMT_TTY")
+    if not device:
         return None
+    store = ConsolePasswordStore(args.data_dir)
     backend = SupervisorBackend(sup, loop, source, RING, args.reboot_cmd)
-    session = ConsoleSession(backend, lambda: sup.choice.config.management.password_hash,
-                             LoginGuard(mgmt.max_failures, mgmt.lockout_s), mgmt.idle_logout_s)
-    console = SerialConsole(mgmt.console_device, session, mgmt.baud)
+    session = ConsoleSession(
+        backend, lambda: sup.choice.config.management.password_hash or store.get(),
+        LoginGuard(mgmt.max_failures, mgmt.lockout_s), mgmt.idle_logout_s,
+        set_password=store.set)
+    console = SerialConsole(device, session, mgmt.baud)
     try:
         console.start()
     except OSError as exc:
-        log.error("console unavailable device=%s error=%s", mgmt.console_device, exc)
+        log.error("console unavailable device=%s error=%s", device, exc)
         return None
     return console
+
+
+class ConsolePasswordStore:
+    """The console password chosen on first login: its hash in <data>/config/console-password
+    (mode 0600). `[management] password_hash` in the config overrides it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "config" / "console-password"
+
+    def get(self) -> str:
+        from .auth import is_valid_hash
+
+        try:
+            stored = self.path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+        return stored if is_valid_hash(stored) else ""
+
+    def set(self, password_hash: str) -> None:
+        import os
+
+        from .sdconfig import atomic_write
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, (password_hash + "\n").encode("ascii"))
+        os.chmod(self.path, 0o600)
+
+
+def _kernel_console(text: str) -> None:
+    """A line on the kernel console (/dev/console) for whoever stands at the box."""
+    log.warning("%s", text)
+    try:
+        with open("/dev/console", "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError:
+        pass  # not on the box
 
 
 async def _start_rpc(path: str, methods: dict[str, Any]) -> Any:

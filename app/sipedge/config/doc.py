@@ -71,6 +71,8 @@ def _table(cls: type, prefix: str, out: list[str], nested: list[tuple[str, type]
             limits.append(f"max {f.metadata['max']}")
         if f.metadata.get("choices"):
             limits.append("one of " + ", ".join(f"`{c}`" for c in f.metadata["choices"]))
+        if f.metadata.get("secret"):
+            limits.append("secret: hidden wherever the config is shown")
         if not f.metadata.get("reloadable", True):
             limits.append("restart needed")
         if limits:

@@ -530,3 +530,11 @@ def load_default() -> Config:
 
 
 DEFAULT_TOML = (Path(__file__).with_name("default.toml")).read_text(encoding="utf-8")
+
+# The shipped sipedge.toml of the appliance (board/common/sipedge.toml is a copy, checked by a
+# test): what `factory-reset` writes and what a box with no usable config falls back to.
+FACTORY_PATH = Path(__file__).with_name("factory.toml")
+
+
+def factory_text() -> str:
+    return FACTORY_PATH.read_text(encoding="utf-8")

@@ -307,6 +307,7 @@ class AuthRuntime:
         if not secret_hex:
             raise RuntimeError("auth: no nonce secret from the main process")
         self.auth = Auth(env.config.auth, bytes.fromhex(secret_hex), _NoSubscribers())
+        self.auth.same_server = _served_by_us(env.config)
         store = env.runtimes["registrar"].store
         sec_rt = env.runtimes.get("security")
         self.facade = AuthFacade(self.auth, store, sec_rt.sec if sec_rt else None,
@@ -314,6 +315,47 @@ class AuthRuntime:
 
     async def stop(self) -> None:
         return None
+
+
+def _served_by_us(config) -> Callable[[Any], bool]:
+    """URI -> is it this box: one of `[proxy] domains`, a listener's (or, for a wildcard
+    listener, the host's) address or advertised name. For the digest uri check."""
+    names = {d.lower() for d in config.proxy.domains}
+    for lp in config.listen:
+        names.add(lp.address.lower())
+        adv = lp.advertise
+        if adv.startswith("["):
+            adv = adv[1:].split("]", 1)[0]
+        elif adv.count(":") == 1:
+            adv = adv.split(":", 1)[0]
+        if adv:
+            names.add(adv.lower())
+    wildcard = bool(names & {"0.0.0.0", "::"})
+
+    def served(uri: Any) -> bool:
+        host = uri.host_bare.lower()
+        return host in names or (wildcard and _is_local_ip(host))
+
+    return served
+
+
+def _is_local_ip(host: str) -> bool:
+    """An address of this host (a wildcard listener receives on it): only a local address can
+    be bound. Called only when a digest uri differs from the R-URI, so no cache."""
+    import ipaddress
+    import socket
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            return False
+    return True
 
 
 # -- dispatcher -----------------------------------------------------------------------------

@@ -90,6 +90,8 @@ def resolve_script_path(config: Config) -> str | None:
     script = config.routing.script
     if not script:
         return None
+    if script.startswith("sipedge:"):  # a script shipped with the package (examples/...)
+        return str(Path(__file__).resolve().parents[1] / script.removeprefix("sipedge:"))
     p = Path(script)
     if not p.is_absolute() and config.source and not config.source.startswith("<"):
         p = Path(config.source).resolve().parent / p
@@ -164,6 +166,7 @@ class Worker:
                               secret=run_id.encode(), server=config.core.server_header)
         if "ims_pcscf" in config.core.modules:
             self.core.proxy_require_ok.add("sec-agree")
+        self.core.concretize = self._concrete  # no 0.0.0.0 in a Record-Route
         self.udp: dict[int, UdpListener] = {}
         self.udp_socks: list[socket.socket] = []  # for the backlog (overload shedding)
         self.overload = Overload(config.core.overload_backlog_bytes)
@@ -202,6 +205,8 @@ class Worker:
                                                script_function=self._script_function,
                                                run_id=run_id))
         self.control: socket.socket | None = None
+        self._wildcards: list[LocalAddress] = []
+        self._not_local: dict[str, float] = {}  # IP literal -> until when it is not ours
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -213,6 +218,17 @@ class Worker:
         if any(la.proto == "tls" for la in self.locals):  # TransportError: bad cert/key/CAs
             self.tls_server = server_context(self.config.tls)
             self.tls_client = client_context(self.config.tls)
+        wildcard = [la for la in self.locals if la.ip in ("0.0.0.0", "::")]
+        self._wildcards = wildcard
+        if wildcard:
+            # Know "myself" before the first request can arrive: a wildcard listener opened
+            # first would answer 403/482 to requests for our own addresses until this ran.
+            # netlink query in a thread: pyroute2 must not share (or block) this loop
+            ips = await loop.run_in_executor(None, local_ips)
+            for la in wildcard:
+                for ip in ips:
+                    if _family(ip) == _family(la.ip):
+                        self.core.add_local(ip, la.port)
         for la, lp in zip(self.locals, self.listen):
             try:
                 await self._open_listener(la, lp)
@@ -223,14 +239,6 @@ class Worker:
                 log.warning("worker=%d listener %s:%s:%d waits for its address", self.index,
                             lp.proto, lp.address, lp.port)
                 self._spawn(self._open_when_available(la, lp))
-        wildcard = [la for la in self.locals if la.ip in ("0.0.0.0", "::")]
-        if wildcard:
-            # netlink query in a thread: pyroute2 must not share (or block) this loop
-            ips = await loop.run_in_executor(None, local_ips)
-            for la in wildcard:
-                for ip in ips:
-                    if _family(ip) == _family(la.ip):
-                        self.core.add_local(ip, la.port)
         self.handoff = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.handoff.bind(handoff_address(self.run_id, self.index))
         self.handoff.setblocking(False)
@@ -664,6 +672,7 @@ class Worker:
             if v.rport is None:
                 msg.pop_first("via")
                 msg.add_top("Via", str(v.with_param("rport", "")))
+        self._learn_own_address(msg.uri)
         reply = self.core.check_request(msg, src)
         if reply is not None:
             if msg.method != "ACK":
@@ -790,6 +799,35 @@ class Worker:
             if la.proto == proto and _family(la.ip) == fam:
                 return self._concrete(la, ip)
         return None
+
+    def _learn_own_address(self, uri) -> None:
+        """A wildcard listener receives on every address, also on one that appeared after the
+        start (DHCP, a VLAN): when a request names an IP literal "myself" does not know yet,
+        ask the kernel (only a local address can be bound) and learn it. Without this the
+        first requests for a DHCP address got 403 (not myself) or 482 (relayed to ourselves).
+        A foreign address is remembered for a second, so relaying to IP literals costs at
+        most one bind per address and second."""
+        if not self._wildcards or not uri.is_sip:
+            return
+        host = uri.host_bare
+        if host in self.core._hosts or not host or not (host[0].isdigit() or ":" in host):
+            return
+        now = time.monotonic()
+        if self._not_local.get(host, 0.0) > now:
+            return
+        if len(self._not_local) > 4096:
+            self._not_local.clear()
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(fam, socket.SOCK_DGRAM) as probe:
+                probe.bind((host, 0))
+        except OSError:
+            self._not_local[host] = now + 1.0
+            return
+        for la in self._wildcards:
+            if _family(la.ip) == fam:
+                self.core.add_local(host, la.port)
+        log.info("worker=%d learned own address %s", self.index, host)
 
     def _concrete(self, la: LocalAddress, dest_ip: str) -> LocalAddress:
         """A wildcard listener without `advertise` speaks with the source address the kernel

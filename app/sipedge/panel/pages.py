@@ -51,6 +51,18 @@ def error_detail(error):
     return parts[1] if len(parts) == 2 else error
 
 
+def fit_address(line, cols):
+    """ "eth0 10.0.2.15/24" made to fit: the prefix length goes first, then the interface
+    name; an address is never cut."""
+    if len(line) <= cols:
+        return line
+    name, _, cidr = line.partition(" ")
+    addr = cidr.split("/")[0] if cidr else name
+    if cidr and len(name) + 1 + len(addr) <= cols:
+        return name + " " + addr
+    return addr
+
+
 def _page(lines, cols, rows):
     out = []
     for line in lines[:rows]:
@@ -79,11 +91,11 @@ def build_pages(info, cols, rows):
         pages.append(_page(lines, cols, rows))
     title = TITLES.get(state, state.upper())
     head = ["sipedge " + title]
-    addresses = info.get("addresses") or []
+    addresses = [fit_address(a, cols) for a in info.get("addresses") or []]
     head.append(addresses[0] if addresses else "no address")
     if rows > 2:
         head.append(info.get("problem") or "")
-        head.append("v%s %s" % (info.get("version", "?"), info.get("slot", "")))
+        head.append("v%s %s" % (info.get("version", "?"), info.get("slot") or ""))
     pages.append(_page(head, cols, rows))
     if len(addresses) > 1:
         for i in range(1, len(addresses), rows):
@@ -111,7 +123,8 @@ def build_pages(info, cols, rows):
             chunk = alarms[i:i + (rows - 1 if rows > 1 else 1)]
             pages.append(_page(["ALARM"] + chunk if rows > 1 else chunk, cols, rows))
     if rows <= 2:
-        pages.append(_page(["v%s" % info.get("version", "?"), "slot " + str(info.get("slot", "?"))],
+        slot = info.get("slot")  # none on an image without A/B slots: say nothing
+        pages.append(_page(["v%s" % info.get("version", "?"), ("slot " + slot) if slot else ""],
                            cols, rows))
     return pages
 

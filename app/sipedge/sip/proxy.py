@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import RemoteProtocolError
@@ -83,6 +84,9 @@ class ResponseRoute:
     via: Via
 
 
+WILDCARDS = ("0.0.0.0", "::")
+
+
 class ProxyCore:
     """Stateless forwarding rules. Holds only configuration, no per-message state."""
 
@@ -98,6 +102,9 @@ class ProxyCore:
         # Proxy-Require option tags a loaded module handles (ims_pcscf: sec-agree)
         self.proxy_require_ok: set[str] = set()
         self.domains = {d.lower() for d in domains}
+        # (wildcard listener, peer ip) -> the listener with the address the peer reaches us
+        # on; injected by the I/O layer (the kernel's source address choice)
+        self.concretize: Callable[[LocalAddress, str], LocalAddress] | None = None
         self._hosts = set()
         self._hostports: set[tuple[str, int]] = set()
         self._sockets: set[tuple[str, int, str]] = set()  # (host, port, transport)
@@ -321,8 +328,13 @@ class ProxyCore:
                 and msg.to.tag is None
         if rr and src is not None:
             inbound = self.locals[src.listener]
-            if inbound.proto != out.proto or inbound.host != out.host or inbound.adv_port != out.adv_port:
-                msg.add_top("Record-Route", f"<{inbound.uri()}>")
+            if inbound.index != out.index:  # in on one socket, out on another: double RR
+                if inbound.host in WILDCARDS and self.concretize is not None:
+                    # never a wildcard in a header: the address the sender reaches us on
+                    inbound = self.concretize(inbound, src.ip)
+                if (inbound.proto, inbound.host, inbound.adv_port) != (out.proto, out.host,
+                                                                       out.adv_port):
+                    msg.add_top("Record-Route", f"<{inbound.uri()}>")
             msg.add_top("Record-Route", f"<{out.uri()}>")
         branch = branch or self.branch(msg)
         via = f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch={branch}"

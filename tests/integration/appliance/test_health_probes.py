@@ -30,7 +30,9 @@ async def test_core_health_ok_and_workers_missing(tmp_path):
 
 
 async def test_core_health_errors_never_raise(tmp_path):
-    assert "core.health" in (await CoreHealthProbe(str(tmp_path / "none")).probe()).detail
+    missing = (await CoreHealthProbe(str(tmp_path / "none")).probe()).detail
+    assert missing == f"proxy control socket {tmp_path / 'none'} not open (proxy starting, or " \
+        "not running)"  # words, not "[Errno 2] No such file or directory"
     sock = tmp_path / "bad.sock"
     replies = iter(["not json", json.dumps({"jsonrpc": "2.0", "id": 1, "error":
                                             {"code": -32601, "message": "no such method"}}),
@@ -53,6 +55,7 @@ async def test_core_health_timeout(tmp_path):
     async with server:
         r = await CoreHealthProbe(str(sock), timeout=0.2).probe()
     assert not r.ok
+    assert r.detail == "proxy did not answer core.health within 0.2s (hung or overloaded)"
 
 
 class Responder(asyncio.DatagramProtocol):

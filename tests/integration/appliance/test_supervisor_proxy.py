@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -108,13 +109,15 @@ def pid_alive(pid):
 
 
 def test_healthy_proxy_then_clean_stop(sup_factory):
-    s = sup_factory("ok")
+    s = sup_factory("ok", config_good_after_s=0.5)
     st = s.wait_for(lambda st: st["state"] == "RUNNING")
     assert st["health"]["ok"] and st["health"]["workers_alive"] == 2
     assert st["config"]["source"] == "boot"
     pid = st["pid"]
     errs = rpc_call(str(s.run / "supervisor.sock"), "config.errors")
     assert errs["errors"] == [] and errs["source"] == "boot"
+    # last-known-good once the proxy has been healthy for config_good_after_s
+    s.wait_for(lambda st: st["config"]["proven"])
     assert (s.data / "config" / "last-good.toml").read_text() == s.boot.read_text()
     assert f"cwd={s.data} " in s.proxy_starts()[0]  # relative paths land on the data partition
     rc, out = s.stop()
@@ -149,8 +152,8 @@ def test_proxy_deaf_to_sip_is_restarted(sup_factory):
 
 
 def test_sighup_with_invalid_file_keeps_running_last_known_good(sup_factory):
-    s = sup_factory("ok")
-    s.wait_for(lambda st: st["state"] == "RUNNING")
+    s = sup_factory("ok", config_good_after_s=0.5)
+    s.wait_for(lambda st: st["config"]["proven"])
     s.boot.write_text(s.boot.read_text() + "\n[watchdog]\ntimeout_s = 9999\n")
     s.proc.send_signal(signal.SIGHUP)
     st = s.wait_for(lambda st: st["config"]["source"] == "last-known-good")
@@ -165,10 +168,16 @@ def test_real_proxy_under_the_supervisor(sup_factory):
                     start_timeout_s=20, health_timeout_s=5.0, probe_timeout_s=2.0)
     st = s.wait_for(lambda st: st["state"] == "RUNNING", timeout=30)
     assert st["health"]["ok"] and st["health"]["workers_alive"] == st["health"]["workers_expected"]
+    # the proxy's numbers reach status (and the LCD's traffic page): core.panel
+    st = s.wait_for(lambda st: st["numbers"]["transactions"] is not None, timeout=30)
+    assert st["numbers"]["transactions"] == 0 and st["numbers"]["calls"] == 0
+    assert st["box_uptime_s"] > 0
     pid = st["pid"]
     rc, out = s.stop()
     assert rc == 0, out
     assert not pid_alive(pid)
+    # the proxy's own log lines come through the supervisor (console `logs`, syslog)
+    assert re.search(r"INFO sipedge\.proxy: sipedge\[\d+\]: sipedge .* running config=", out), out
 
 
 def test_killed_supervisor_takes_the_proxy_with_it(sup_factory):

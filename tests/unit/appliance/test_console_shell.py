@@ -3,8 +3,7 @@
 import pytest
 
 from sipedge.appliance.auth import LoginGuard, hash_password, is_valid_hash, verify_password
-from sipedge.appliance.console import (ConsoleSession, EditError, LineEditor, hide_secrets,
-                                       set_key, toml_literal)
+from sipedge.appliance.console import ConsoleSession, LineEditor, hide_secrets
 from sipedge.appliance.sdconfig import BootConfigManager
 
 HASH = hash_password("s3cret", iterations=1000, salt=b"0123456789abcdef")
@@ -47,29 +46,6 @@ def test_login_guard_locks_out_and_expires():
 
 
 # ------------------------------------------------------------------ TOML editing
-
-def test_set_key_replaces_inserts_and_appends():
-    t = set_key(BOOT, "watchdog.timeout_s", "30")
-    assert "timeout_s = 30\n" in t and "timeout_s = 15" not in t
-    assert t.startswith("# my box\n[core]\nworkers = 2  # two\n")  # the rest as written
-    t = set_key(BOOT, "core.log_level", '"debug"')
-    assert 'workers = 2  # two\nlog_level = "debug"\n\n[watchdog]' in t
-    t = set_key(BOOT, "supervisor.respawn_retry", "3")
-    assert t.endswith('"\n\n[supervisor]\nrespawn_retry = 3\n')
-    assert set_key("", "a.b", "1") == "\n[a]\nb = 1\n"
-    with pytest.raises(EditError):
-        set_key(BOOT, "workers", "1")
-    with pytest.raises(EditError):
-        set_key(BOOT, "listen[0].port", "1")
-
-
-def test_toml_literal():
-    assert toml_literal("42") == "42"
-    assert toml_literal("true") == "true"
-    assert toml_literal('["a", "b"]') == '["a", "b"]'
-    assert toml_literal("/dev/ttyS1") == '"/dev/ttyS1"'
-    assert toml_literal('say "hi"') == '"say \\"hi\\""'
-
 
 def test_hide_secrets():
     assert HASH not in hide_secrets(BOOT) and 'password_hash = "<hidden>"' in hide_secrets(BOOT)
@@ -153,7 +129,11 @@ class Backend:
     def media_config(self):
         return self.media
 
+    def lkg_text(self):
+        return self.lkg
+
     media = None
+    lkg = None
 
 
 @pytest.fixture
@@ -297,3 +277,145 @@ def test_status_page_shows_flood_defence_blocks(session):
             "3 unblocks since start") in out
     b.security = lambda: None  # no security module (or the proxy is down): no line
     assert "security:" not in say(s, "status")
+
+
+# ------------------------------------------------------------------ issue 11: operator's console
+
+LISTEN = BOOT + """
+[[listen]]
+proto = "udp"  # phones
+address = "0.0.0.0"
+port = 5060
+
+[auth]
+secret = "0123456789abcdefSECRET"
+"""
+
+
+def test_config_set_array_entry_quoting_and_arrays(session):
+    s, b = session
+    login(s)
+    b.src.boot_path.write_text(LISTEN)
+    out = say(s, "config set listen[0].port 5070")
+    assert "-port = 5060\r\n+port = 5070" in out
+    say(s, "y")
+    assert 'proto = "udp"  # phones' in b.src.boot_text()  # comments survive
+    say(s, 'config set core.server_header "123"')
+    say(s, "y")
+    say(s, 'config set proxy.domains ["a.example", "b.example"]')
+    say(s, "y")
+    import tomllib
+
+    cfg = tomllib.loads(b.src.boot_text())
+    assert cfg["listen"][0]["port"] == 5070
+    assert cfg["core"]["server_header"] == "123"  # a string, as quoted
+    assert cfg["proxy"]["domains"] == ["a.example", "b.example"]
+    assert "listen has 1 entries" in say(s, "config set listen[1].port 1")
+    assert "not a table" in say(s, "config set listen.port 5070")
+
+
+def test_existing_error_does_not_block_other_edits(session):
+    s, b = session
+    login(s)
+    b.src.boot_path.write_text(LISTEN.replace('proto = "udp"  # phones', 'proto = "udpx"'))
+    out = say(s, "config set watchdog.timeout_s 30")
+    assert "note: the file still has errors" in out and out.endswith("write it? [y/N] ")
+    say(s, "y")
+    assert "timeout_s = 30" in b.src.boot_text()
+    out = say(s, 'config set listen[0].proto "udp"')  # fixing the bad line itself
+    assert "note:" not in out
+    say(s, "y")
+    assert b.src.check_text(b.src.boot_text()) == []
+    assert "not changed" in say(s, "config set watchdog.timeout_s 0")  # a new error: refused
+
+
+def test_no_secret_on_screen(session):
+    s, b = session
+    login(s)
+    b.src.boot_path.write_text(LISTEN)
+    seen = say(s, "show config")
+    seen += say(s, "config set management.password_hash")
+    assert "(not shown): " in seen
+    seen += say(s, hash_password("other", iterations=1000, salt=b"x" * 16))
+    seen += say(s, "n")
+    seen += say(s, "config set auth.secret")
+    seen += say(s, "0123456789abcdefNEWSECRET")
+    assert "a secret changes" in seen and seen.endswith("write it? [y/N] ")
+    seen += say(s, "y")
+    assert "0123456789abcdefNEWSECRET" in b.src.boot_text()
+    assert "usage" in say(s, "config set watchdog.timeout_s")
+    seen += say(s, "show config") + say(s, "config set watchdog.timeout_s 31")
+    say(s, "n")
+    for secret in (HASH, "0123456789abcdefSECRET", "0123456789abcdefNEWSECRET", "$1000$"):
+        assert secret not in seen, secret
+
+
+def test_config_restore_writes_last_known_good_after_confirmation(session):
+    s, b = session
+    login(s)
+    b.lkg = None
+    assert "no last-known-good" in say(s, "config restore")
+    b.lkg = BOOT.replace("timeout_s = 15", "timeout_s = 25")
+    out = say(s, "config restore")
+    assert "-timeout_s = 15\r\n+timeout_s = 25" in out and out.endswith("write it? [y/N] ")
+    assert "<hidden>" not in out or HASH not in out
+    say(s, "y")
+    assert b.src.boot_text() == b.lkg
+    assert "already is the last-known-good" in say(s, "config restore")
+
+
+def test_first_login_sets_the_password(tmp_path):
+    stored = []
+    s = ConsoleSession(Backend(tmp_path), lambda: stored[-1] if stored else "",
+                       LoginGuard(3, 60), set_password=stored.append)
+    out = s.greeting(0).decode()
+    assert "no password is set yet" in out and "choose the console password: " in out
+    assert "at least 8 characters" in say(s, "short")
+    say(s, "longenough1")
+    assert "the two entries differ" in say(s, "different1") and not s.logged_in
+    say(s, "longenough1")
+    out = say(s, "longenough1")
+    assert "password set" in out and s.logged_in and out.endswith("sipedge> ")
+    assert verify_password("longenough1", stored[-1]) and "longenough1" not in stored[-1]
+    say(s, "logout")
+    assert not s.logged_in and "password: " in say(s, "wrong")
+    say(s, "longenough1")
+    assert s.logged_in
+
+
+async def test_ctl_reaches_supervisor_methods_and_errors_are_quiet(tmp_path, caplog):
+    """`ctl watchdog.status` / `ctl config.apply` go to the supervisor (its RPC method table),
+    anything else to the proxy; a failing call is an error line, not a logged traceback."""
+    import asyncio
+    import logging
+
+    from sipedge.appliance.console_backend import SupervisorBackend
+    from sipedge.appliance.fakes import FakeProbe, FakeProcess, FakeWatchdog
+    from sipedge.appliance.supervisor import Supervisor
+
+    (tmp_path / "boot").mkdir()
+    src = BootConfigManager(tmp_path / "boot" / "sipedge.toml", tmp_path / "data")
+    src.boot_path.write_text(BOOT.replace("[core]", '[core]\nctl_socket = "%s"'
+                                          % (tmp_path / "nope.sock")))
+    sup = Supervisor(src, watchdog=FakeWatchdog(), probe_factory=lambda c: FakeProbe(),
+                     process_factory=lambda argv: FakeProcess(argv))
+    task = asyncio.ensure_future(sup.run())
+    await asyncio.sleep(0.1)
+    backend = SupervisorBackend(sup, asyncio.get_running_loop(), src)
+    s = ConsoleSession(backend, lambda: HASH, LoginGuard(3, 60))
+    s.greeting(0)
+
+    def console(*lines):
+        out = ""
+        for ln in lines:
+            out += s.feed(ln.encode() + b"\r", 1.0).decode()
+        return out
+
+    with caplog.at_level(logging.INFO):
+        out = await asyncio.to_thread(console, "s3cret", "ctl watchdog.status",
+                                      "ctl config.apply", "ctl stats")
+    assert '"device": "/dev/watchdog"' in out and '"queued": "reload"' in out
+    assert "error: cannot reach" in out and "nope.sock" in out
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback for an RPC error
+    sup.request("stop")
+    await asyncio.wait_for(task, 5)

@@ -132,3 +132,20 @@ def test_raw_bus_on_a_regular_file_fails_at_the_ioctl(tmp_path):
     with pytest.raises(OSError):
         bus.write_byte(0x27, 0x08)  # I2C_SLAVE is not a file ioctl: ENOTTY
     bus.close()
+
+
+def test_address_is_never_cut_on_the_lcd():
+    from sipedge.panel.pages import build_pages, fit_address
+
+    assert fit_address("eth0 10.0.2.15/24", 16) == "eth0 10.0.2.15"
+    assert fit_address("eth0 192.168.100.200/24", 16) == "192.168.100.200"
+    assert fit_address("eth0 10.0.2.15/24", 20) == "eth0 10.0.2.15/24"
+    pages = build_pages({"state": "healthy", "addresses": ["eth0 10.0.2.15/24"]}, 16, 2)
+    assert pages[0][1] == "eth0 10.0.2.15  "
+
+
+def test_booted_slot_from_the_kernel_command_line():
+    from sipedge.appliance.supervisor_main import booted_slot
+
+    assert booted_slot("root=/dev/vda2 rauc.slot=B quiet") == "B"
+    assert booted_slot("root=/dev/vda2 quiet") is None

@@ -32,18 +32,48 @@ def mgr(tmp_path):
     return BootConfigManager(tmp_path / "boot" / "sipedge.toml", tmp_path / "data")
 
 
-def test_valid_boot_file_runs_and_becomes_last_known_good(mgr):
+def test_valid_boot_file_runs_and_becomes_last_known_good_only_when_promoted(mgr):
     mgr.boot_path.write_text(VALID)
     c = mgr.select()
     assert c.source == SOURCE_BOOT and c.path == mgr.boot_path and c.errors == []
     assert c.config.watchdog.timeout_s == 20
+    assert not c.proven and not mgr.lkg_path.exists()  # on trial: not yet last-known-good
+    assert mgr.promote(c)  # the supervisor saw the proxy healthy on it long enough
     assert mgr.lkg_path.read_bytes() == VALID.encode()
     assert not list(mgr.lkg_path.parent.glob(".*tmp"))
+    assert mgr.select().proven
+
+
+def test_rejected_config_is_rolled_back_and_not_retried_until_changed(tmp_path, mgr):
+    mgr.boot_path.write_text(VALID)
+    mgr.promote(mgr.select())
+    mgr.boot_path.write_text(VALID2)
+    c = mgr.select()
+    assert c.source == SOURCE_BOOT and not c.proven
+    back = mgr.reject(c, "2 failed starts: proxy cannot start: routing script x not found")
+    assert back.source == SOURCE_LKG and back.config.watchdog.timeout_s == 20
+    assert "rolled back to last-known-good: 2 failed starts" in back.errors[0]
+    assert mgr.lkg_path.read_text() == VALID  # the rejected file never became LKG
+    # a new supervisor (reboot) does not try the same file again
+    again = BootConfigManager(mgr.boot_path, mgr.data_dir).select()
+    assert again.source == SOURCE_LKG and "routing script x not found" in again.errors[0]
+    mgr.boot_path.write_text(VALID2 + "# changed\n")
+    assert mgr.select().source == SOURCE_BOOT
+
+
+def test_factory_file_is_the_fallback_when_given(tmp_path, mgr):
+    from sipedge.config import FACTORY_PATH
+
+    m = BootConfigManager(mgr.boot_path, mgr.data_dir, factory_path=FACTORY_PATH)
+    mgr.boot_path.write_text(INVALID)
+    c = m.select()
+    assert c.source == SOURCE_DEFAULT and c.path == FACTORY_PATH and c.errors
+    assert {lp.address for lp in c.config.listen} == {"0.0.0.0"}  # never loopback only
 
 
 def test_invalid_boot_file_falls_back_to_last_known_good(mgr):
     mgr.boot_path.write_text(VALID)
-    mgr.select()
+    mgr.promote(mgr.select())
     mgr.boot_path.write_text(INVALID)
     before = os.stat(mgr.boot_path)
     c = mgr.select()
@@ -87,9 +117,11 @@ def test_last_known_good_that_no_longer_validates_is_skipped(mgr):
 
 def test_new_valid_file_replaces_last_known_good(mgr):
     mgr.boot_path.write_text(VALID)
-    mgr.select()
+    mgr.promote(mgr.select())
     mgr.boot_path.write_text(VALID2)
-    assert mgr.select().config.watchdog.timeout_s == 30
+    c = mgr.select()
+    assert c.config.watchdog.timeout_s == 30 and mgr.lkg_path.read_text() == VALID
+    mgr.promote(c)
     assert mgr.lkg_path.read_text() == VALID2
 
 
@@ -129,7 +161,7 @@ def test_unwritable_data_dir_still_runs_the_boot_file(tmp_path):
 
 def test_forget_lkg(mgr):
     mgr.boot_path.write_text(VALID)
-    mgr.select()
+    mgr.promote(mgr.select())
     mgr.forget_lkg()
     assert not mgr.lkg_path.exists()
     mgr.forget_lkg()

@@ -45,13 +45,16 @@ async def until(cond, timeout=5.0):
 
 
 class Harness:
-    def __init__(self, tmp_path, text=None, mark_good=0, process=None, **sup_kw):
+    def __init__(self, tmp_path, text=None, mark_good=0, process=None, proven=True, **sup_kw):
         (tmp_path / "boot").mkdir(exist_ok=True)
         self.boot = tmp_path / "boot" / "sipedge.toml"
         if text is None:
             text = BASE.format(mark_good=mark_good)
         if text:
             self.boot.write_text(text)
+        if text and proven:  # the file already proved itself on an earlier boot
+            (tmp_path / "data" / "config").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / "config" / "last-good.toml").write_text(text)
         self.source = BootConfigManager(self.boot, tmp_path / "data")
         self.procs = []
         self.process_kw = process or {}
@@ -121,7 +124,7 @@ async def test_crash_loop_ends_in_failed_and_operator_restart(tmp_path):
     assert h.lcd.screens[-1][0].startswith("sipedge FAILED")
     pets = h.wd.pets
     await until(lambda: h.wd.pets > pets + 1)  # FAILED keeps the box up by default
-    assert h.sup.status()["problem"].startswith("3 crashes")
+    assert h.sup.status()["problem"].startswith("proxy exited with status 1 (3 crashes")
     h.sup.rpc_methods()["supervisor.restart"]({})
     await until(lambda: len(h.procs) == 4)
     await h.stop()
@@ -142,7 +145,7 @@ async def test_hung_proxy_is_killed_and_restarted(tmp_path):
 
 async def test_config_error_shows_on_panel_and_rpc(tmp_path):
     h = Harness(tmp_path)
-    h.source.select()  # make the current file last-known-good
+    h.source.promote(h.source.select())  # make the current file last-known-good
     h.boot.write_text(h.boot.read_text() + "\n[watchdog]\n")  # duplicate table: syntax error
     h.sup = Supervisor(h.source, watchdog=h.wd, leds=h.leds, display=h.lcd,
                        probe_factory=lambda c: h.probe, process_factory=h._proc)
@@ -216,7 +219,7 @@ async def test_network_applied_at_start_and_on_change(tmp_path):
     assert len(net.applied) == 1  # before the proxy starts
     await until(lambda: h.state() is State.RUNNING)
     await until(lambda: h.lcd.screens and h.lcd.screens[-1][0].startswith("sipedge DEGRADED"))
-    assert h.lcd.screens[-1][1] == "eth0 192.0.2.10/"
+    assert h.lcd.screens[-1][1] == "eth0 192.0.2.10 "
     assert h.sup.status()["network_problems"] == ["interface eth7 does not exist"]
     assert h.leds.current["error"] == ("blink", 1000, 1000)
     net.problems = []
@@ -401,3 +404,135 @@ async def test_guard_record_of_this_boot_is_not_counted(tmp_path):
 def test_guard_record_lives_in_the_data_dir_by_default(tmp_path):
     h = Harness(tmp_path)
     assert h.sup.reset_store.path == tmp_path / "data" / "supervisor" / "watchdog-reset.json"
+
+
+# ------------------------------------------------------------------ config trial (issue 11)
+
+def trial_text(extra=""):
+    return BASE.format(mark_good=0).replace(
+        "mark_good_after_s = 0", "mark_good_after_s = 0\nconfig_good_after_s = 0.3") + extra
+
+
+async def test_new_config_becomes_last_known_good_only_after_health(tmp_path):
+    h = Harness(tmp_path, text=trial_text(), proven=False)
+    lkg = h.source.lkg_path
+    await h.start()
+    assert not lkg.exists() and h.sup.status()["config"]["proven"] is False
+    await until(lambda: h.state() is State.RUNNING)
+    assert not lkg.exists()  # healthy, but not for long enough yet
+    await until(lambda: lkg.exists())
+    assert lkg.read_text() == h.boot.read_text()
+    assert h.sup.status()["config"]["proven"] is True
+    await h.stop()
+
+
+async def test_config_whose_proxy_cannot_start_is_rolled_back_and_reported(tmp_path):
+    good = trial_text()
+    h = Harness(tmp_path, text=good, proven=True)
+    orig = h._proc
+    broken = trial_text("\n[routing]\nscript = \"/data/missing.py\"\n")
+
+    def proc(argv):
+        p = orig(argv)
+        if argv[-1] == str(h.boot) and "missing" in h.boot.read_text():
+            real_start = p.start
+
+            async def start():  # what the real proxy does with a missing script
+                await real_start()
+                p.last_error = ("cannot start: routing script: /data/missing.py: cannot read "
+                                "([Errno 2] No such file or directory)")
+                p.exit(2)
+            p.start = start
+        return p
+
+    h.sup.process_factory = proc
+    await h.start()
+    await until(lambda: h.state() is State.RUNNING)
+    h.boot.write_text(broken)  # `config set routing.script ...` + `apply`
+    h.sup.request("reload")
+    await until(lambda: h.sup.choice.source == "last-known-good", timeout=10)
+    await until(lambda: h.state() is State.RUNNING)
+    st = h.sup.status()
+    assert h.source.lkg_path.read_text() == good  # the broken file never became LKG
+    assert st["config"]["rolled_back"]["file"] == str(h.boot)
+    assert st["problem"].startswith("config rolled back: 2 failed starts on ")
+    assert "proxy cannot start: routing script: /data/missing.py: cannot read" in st["problem"]
+    errs = h.sup.config_errors()["errors"]
+    assert "rolled back to last-known-good" in errs[0] and "missing.py" in errs[0]
+    assert h.procs[-1].argv[-1] == str(h.source.lkg_path)
+    # apply again without a change: the same broken file is not retried
+    n = len(h.procs)
+    h.sup.request("reload")
+    await asyncio.sleep(0.3)
+    assert h.sup.choice.source == "last-known-good" and len(h.procs) == n
+    await h.stop()
+
+
+async def test_status_names_the_cause_and_drops_stale_health(tmp_path):
+    h = Harness(tmp_path)
+    orig = h._proc
+
+    def proc(argv):
+        p = orig(argv)
+        real_start = p.start
+
+        async def start():
+            await real_start()
+            p.last_error = "cannot start: registrar database: unable to open database file"
+            p.exit(2)
+        p.start = start
+        return p
+
+    h.sup.process_factory = proc
+    await h.start()
+    await until(lambda: h.state() in (State.BACKOFF, State.FAILED))
+    st = h.sup.status()
+    assert st["problem"].startswith("proxy cannot start: registrar database: unable to open")
+    assert st["pid"] is None and st["health"] is None  # no stale "health: ok" next to pid None
+    await h.stop()
+
+
+async def test_no_unhealthy_warning_while_starting(tmp_path, caplog):
+    import logging
+
+    h = Harness(tmp_path)
+    h.probe.report = HealthReport(False, "workers 0/1 alive")
+    with caplog.at_level(logging.INFO, logger="sipedge.appliance.supervisor"):
+        await h.start()
+        await until(lambda: h.sup.last_report is not None)
+        await asyncio.sleep(0.3)  # several probes during the start
+        assert h.state() is State.STARTING
+        assert not [r for r in caplog.records if "unhealthy" in r.getMessage()]
+        h.probe.report = HealthReport(True, "", 1, 1, 1.0)
+        await until(lambda: h.state() is State.RUNNING)
+        h.probe.report = HealthReport(False, "workers 0/1 alive")
+        await until(lambda: [r for r in caplog.records if "unhealthy" in r.getMessage()])
+    await h.stop()
+
+
+async def test_lcd_shows_the_proxy_numbers_and_is_rebuilt_on_apply(tmp_path):
+    from sipedge.panel.pages import build_pages
+
+    h = Harness(tmp_path)
+    built = []
+
+    def factory(choice):
+        d = FakeDisplay(choice.config.panel.lcd_cols, choice.config.panel.lcd_rows)
+        built.append(d)
+        return d
+    h.sup.display_factory = factory
+    await h.start()
+    await until(lambda: h.state() is State.RUNNING)
+    h.sup.info.update(registrations=12, calls=3, transactions=40)
+    pages = build_pages(h.sup.panel_info(), 16, 2)
+    assert ["reg 12 call 3   ", "trans 40        "] in pages
+    st = h.sup.status()
+    assert st["numbers"] == {"registrations": 12, "calls": 3, "transactions": 40}
+    # [panel] changed + apply: the LCD adapter is rebuilt (lcd_bus works without a restart)
+    h.boot.write_text(h.boot.read_text().replace("page_interval_s = 30",
+                                                 "page_interval_s = 30\nlcd_cols = 20\n"
+                                                 "lcd_rows = 4"))
+    h.sup.request("reload")
+    await until(lambda: built)
+    assert h.sup.display is built[-1] and built[-1].size == (20, 4)
+    await h.stop()

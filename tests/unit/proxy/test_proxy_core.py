@@ -249,3 +249,24 @@ def test_record_route_per_request_from_the_script(config_rr, script_rr, method, 
         RequestMsg(m, SRC, c).record_route(script_rr)
     out = parse_message(c.finalize_request(m, SRC, UDP))
     assert len(out.get_all("record-route")) == want
+
+
+def test_wildcard_listener_never_puts_0000_in_record_route():
+    """Issue 11: `sip:0.0.0.0:5060;lr` in a Record-Route. The outbound listener is made
+    concrete by the I/O layer; the inbound one (when it is another socket) through the
+    injected `concretize` (the address the sender reaches us on)."""
+    wu = LocalAddress(0, "udp", "0.0.0.0", 5060, "0.0.0.0", 5060)
+    wt = LocalAddress(1, "tcp", "0.0.0.0", 5060, "0.0.0.0", 5060)
+    c = ProxyCore([wu, wt], secret=b"k")
+    c.concretize = lambda la, ip: LocalAddress(la.index, la.proto, la.ip, la.port,
+                                               "192.0.2.10", la.adv_port)
+    out_udp = LocalAddress(0, "udp", "0.0.0.0", 5060, "192.0.2.10", 5060)  # same socket
+    m = req()
+    c.check_request(m, SRC)
+    rr = parse_message(c.finalize_request(m, SRC, out_udp)).get_all("record-route")
+    assert rr == ["<sip:192.0.2.10:5060;lr>"]  # one socket: one entry, never 0.0.0.0
+    out_tcp = LocalAddress(1, "tcp", "0.0.0.0", 5060, "192.0.2.10", 5060)
+    m = req()
+    c.check_request(m, SRC)
+    rr = parse_message(c.finalize_request(m, SRC, out_tcp)).get_all("record-route")
+    assert rr == ["<sip:192.0.2.10:5060;transport=tcp;lr>", "<sip:192.0.2.10:5060;lr>"]

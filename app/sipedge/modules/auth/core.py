@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ...errors import RemoteProtocolError
 from ...sip.message import Request
@@ -38,6 +39,9 @@ class Auth:
                                  nc_table_size=params.nc_table_size,
                                  qop_required=params.qop_required,
                                  check_uri=params.check_uri, **digest_kw)
+        # is a URI served by this box (its domains, its addresses)? Set by the runtime glue;
+        # lets a digest uri naming our address match an R-URI naming our domain
+        self.same_server: Callable[[Any], bool] | None = None
 
     # -- decisions ----------------------------------------------------------------
 
@@ -92,7 +96,8 @@ class Auth:
                 return source.get_ha1(username, domain, algorithm)
 
         return self.digest.verify(values, method=req.method, request_uri=req.uri_text,
-                                  realm=realm, lookup=lookup, now=now)
+                                  realm=realm, lookup=lookup, now=now,
+                                  same_server=self.same_server)
 
     def wanted_ha1(self, req: Request, *, realm: str | None = None,
                    proxy: bool | None = None) -> tuple[str, str, str] | None:

@@ -25,7 +25,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
+from typing import Any, Callable
 
 from ...errors import RemoteProtocolError
 
@@ -385,7 +385,8 @@ class DigestAuth:
         return [format_challenge(realm, nonce, alg, stale=stale) for alg in self.algorithms]
 
     def verify(self, values: list[str], *, method: str, request_uri: str, realm: str,
-               lookup: Ha1Lookup, now: float) -> Verdict:
+               lookup: Ha1Lookup, now: float,
+               same_server: Callable[[Any], bool] | None = None) -> Verdict:
         """Check the Authorization (or Proxy-Authorization) values of a request.
 
         `values` are all the header values; the one for `realm` is used. The order of checks
@@ -413,7 +414,7 @@ class DigestAuth:
             return Verdict(AuthResult.ALGORITHM_REFUSED, reason="algorithm not offered", **v)
         if creds.qop is None and self.qop_required:
             return Verdict(AuthResult.MALFORMED, reason="qop required", **v)
-        if self.check_uri and not uri_matches(creds.uri, request_uri):
+        if self.check_uri and not uri_matches(creds.uri, request_uri, same_server):
             return Verdict(AuthResult.URI_MISMATCH, reason="digest uri differs from R-URI", **v)
         state = self.nonces.check(creds.nonce, realm, now)
         if state is NonceState.INVALID:
@@ -438,8 +439,18 @@ class DigestAuth:
         return Verdict(AuthResult.OK, **v)
 
 
-def uri_matches(digest_uri: str, request_uri: str) -> bool:
-    """The digest-uri names the Request-URI (RFC 3261 22.4: compared as URIs, loosely)."""
+DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
+
+
+def uri_matches(digest_uri: str, request_uri: str,
+                same_server: Callable[[Any], bool] | None = None) -> bool:
+    """Does the digest-uri name the Request-URI? Compared as URIs (RFC 3261 19.1.4, 22.4),
+    not as strings: scheme, user and host (case-insensitive) must agree, and an absent port
+    is the scheme's default (SIPp sends `uri="sip:host:5060"` for `REGISTER sip:host`).
+    With `same_server` (is this URI served by this box: one of its domains or addresses), two
+    URIs that both name this server also match: clients compute the digest over the registrar
+    address they were configured with (`sip:192.0.2.1:5060`) while the R-URI names the domain
+    (`sip:example.com`), as Kamailio accepts."""
     if digest_uri == request_uri:
         return True
     from ...sip.uri import parse_uri
@@ -450,5 +461,9 @@ def uri_matches(digest_uri: str, request_uri: str) -> bool:
         return False
     if not (a.is_sip and b.is_sip):
         return str(a) == str(b)
-    return (a.scheme == b.scheme and a.user == b.user and a.host_bare == b.host_bare
-            and (a.port or 0) == (b.port or 0))
+    if a.scheme != b.scheme or a.user != b.user:
+        return False
+    default = DEFAULT_PORTS.get(a.scheme, 5060)
+    if a.host_bare.lower() == b.host_bare.lower() and (a.port or default) == (b.port or default):
+        return True
+    return same_server is not None and same_server(a) and same_server(b)
