@@ -72,11 +72,12 @@ class SupervisorBackend:
         try:
             blocked = rpc_call(ctl, "sec.blocked", None, timeout=2)
             total = rpc_call(ctl, "stats", None, timeout=2).get("total", {})
-        except (RpcError, OSError, ValueError, AttributeError):
+            # the status page must not fail on an answer of another shape (an older proxy)
+            return {"blocked_now": len(blocked), "sample": [b["ip"] for b in list(blocked)[:3]],
+                    "blocks_total": total.get("sec_blocks", 0),
+                    "unblocks_total": total.get("sec_unblocks", 0)}
+        except (RpcError, OSError, ValueError, AttributeError, TypeError, KeyError):
             return None
-        return {"blocked_now": len(blocked), "sample": [b["ip"] for b in blocked[:3]],
-                "blocks_total": total.get("sec_blocks", 0),
-                "unblocks_total": total.get("sec_unblocks", 0)}
 
     def logs(self, n: int) -> list[str]:
         return self.ring.tail(n) if self.ring is not None else []
