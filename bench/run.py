@@ -79,6 +79,10 @@ def parse_args(argv):
     ap.add_argument("--profile", action="store_true",
                     help="also record a py-spy profile of sipedge at the highest fixed rate "
                          "(needs py-spy in the venv or on PATH)")
+    ap.add_argument("--boot", type=int, metavar="N",
+                    help="instead of calls: boot the offline image N times (5 for the issue 13 "
+                         "target) and report boot stages and idle memory (benchlib/boot.py)")
+    ap.add_argument("--boot-arch", default="amd64", choices=("amd64", "arm64"))
     a = ap.parse_args(argv)
     a.workers = [int(x) for x in a.workers.split(",") if x]
     a.rates = [int(x) for x in a.rates.split(",") if x]
@@ -612,6 +616,10 @@ def _interrupt(signum, frame):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.boot:
+        from benchlib import boot
+
+        return boot.run(args.boot, args.boot_arch, json_path=args.json)
     signal.signal(signal.SIGTERM, _interrupt)  # so the proxies and SIPp are stopped
     if not sipp_binary():
         print("sipp not found: install the Debian package sip-tester (make test-deps)", file=sys.stderr)

@@ -179,6 +179,9 @@ async def _start_rpc(path: str, methods: dict[str, Any]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..bootmark import mark
+
+    mark("supervisor-start")
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
