@@ -83,13 +83,15 @@ def wait_sip_ready(guest: Guest, guest_port: int = 5060, ruri_host: str = "10.0.
 def proxy_rss_kib(guest: Guest) -> dict[str, int]:
     """VmRSS (KiB) of every Python process whose command line mentions sipedge."""
     script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
-              "case $c in *sipedge*) echo \"$(awk '/^VmRSS/ {print $2}' $p/status) $c\";; esac; done")
+              "case $c in *sipedge*) echo \"$(awk '/^VmRSS/ {print $2}' $p/status) ${p#/proc/} $c\";; "
+              "esac; done")
     _rc, out = guest.shell(script, timeout=30)
     rss = {}
     for line in out.splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2 and parts[0].isdigit() and "python3" in parts[1]:
-            rss[parts[1].strip()] = int(parts[0])
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0].isdigit() and "python3" in parts[2]:
+            # the pid keeps forked workers apart: they share the main process's command line
+            rss[f"{parts[2].strip()} [{parts[1]}]"] = int(parts[0])
     return rss
 
 
