@@ -93,6 +93,10 @@ def parse_args(argv):
     ap.add_argument("--icount-rate", type=float, default=2,
                     help="call rate with --instructions (default 2/s: callgrind runs sipedge ~50-100x "
                          "slower; a proxy that falls behind retransmits and fails calls)")
+    ap.add_argument("--boot", type=int, metavar="N",
+                    help="instead of calls: boot the offline image N times (5 for the issue 13 "
+                         "target) and report boot stages and idle memory (benchlib/boot.py)")
+    ap.add_argument("--boot-arch", default="amd64", choices=("amd64", "arm64"))
     a = ap.parse_args(argv)
     a.workers = [int(x) for x in a.workers.split(",") if x]
     a.overload = [1.5, 2.0] if a.overload == "on" else [float(x) for x in a.overload.split(",") if x]
@@ -763,6 +767,10 @@ def main(argv=None):
 
         return diameter.main(raw)
     args = parse_args(raw)
+    if args.boot:
+        from benchlib import boot
+
+        return boot.run(args.boot, args.boot_arch, json_path=args.json)
     signal.signal(signal.SIGTERM, _interrupt)  # so the proxies and SIPp are stopped
     if not sipp_binary():
         print("sipp not found: install the Debian package sip-tester (make test-deps)", file=sys.stderr)

@@ -7,6 +7,7 @@
 #   make test-system                     system tests (amd64 guest)
 #   make test-arm64                      the same plus the arm64 guest smoke test
 #   make check-firmware                  static check of firmware/ and board/ (seconds)
+#   make check-buildroot                 the pinned Buildroot's own tools on firmware/ (minutes)
 
 include firmware/buildroot.mk
 
@@ -17,7 +18,7 @@ BR_OUT ?= out/br-$(BOARD)
 BR2_DL_DIR ?= $(CURDIR)/out/dl
 FW_PYTEST = $(VPY) -m pytest -c tests/pytest.ini
 
-.PHONY: image buildroot-source image-qemu vm-run test-system test-arm64 check-firmware
+.PHONY: image buildroot-source image-qemu vm-run test-system test-arm64 check-firmware check-buildroot
 
 # Fetch the pinned Buildroot and check that the tag still points at the pinned commit.
 $(BR_SRC)/Makefile:
@@ -51,3 +52,6 @@ test-arm64: test-deps
 
 check-firmware: venv
 	$(FW_PYTEST) tests/unit/test_firmware_static.py $(PYTEST_ARGS)
+
+check-buildroot: test-deps
+	$(FW_PYTEST) tests/firmware $(PYTEST_ARGS)

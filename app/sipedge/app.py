@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -29,7 +30,7 @@ from .io.modules import (
     registrar_ram_path,
 )
 from .io.rpc import RpcError, RpcServer
-from .io.worker import STATS_SLOT_BYTES, resolve_script_path
+from .io.worker import STATS_SLOT_BYTES, resolve_script_path, run_forked_worker
 from .modules.auth import rpc as auth_rpc
 from .modules.registrar import rpc as reg_rpc
 from .modules.registrar.aio import AsyncStore
@@ -60,7 +61,7 @@ class Proxy:
         self.fd = os.memfd_create("sipedge-stats")
         os.ftruncate(self.fd, STATS_SLOT_BYTES * self.nworkers)
         self.stats_map = mmap.mmap(self.fd, STATS_SLOT_BYTES * self.nworkers)
-        self.procs: list[subprocess.Popen | None] = [None] * self.nworkers
+        self.procs: list[subprocess.Popen | ForkedWorker | None] = [None] * self.nworkers
         self.restarts: list[int] = [0] * self.nworkers
         self.script_path = resolve_script_path(config)
         self.script_mtime = script_mtime(self.script_path) if self.script_path else -1
@@ -320,6 +321,15 @@ class Proxy:
     # -- workers -------------------------------------------------------------------
 
     def spawn(self, index: int) -> None:
+        # Fork from this process, which has imported everything a worker needs: no second
+        # interpreter start and import (seconds on a slow board), and the code pages stay
+        # shared. Only while this process has a single thread (a fork copies no other
+        # thread, and a lock one of them holds would stay locked in the child); otherwise,
+        # or with SIPEDGE_WORKER_EXEC=1, a fresh interpreter runs sipedge.io.worker.
+        if os.environ.get("SIPEDGE_WORKER_EXEC") != "1" and threading.active_count() == 1:
+            self.procs[index] = self._fork_worker(index)
+            log.info("worker=%d started pid=%d (forked)", index, self.procs[index].pid)
+            return
         cmd = [sys.executable, "-m", "sipedge.io.worker", "--index", str(index),
                "--workers", str(self.nworkers), "--run-id", self.run_id,
                "--stats-fd", str(self.fd), "--source", self.config.source]
@@ -330,6 +340,23 @@ class Proxy:
         proc.stdin.close()
         self.procs[index] = proc
         log.info("worker=%d started pid=%d", index, proc.pid)
+
+    def _fork_worker(self, index: int) -> ForkedWorker:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return ForkedWorker(pid)
+        code = 70  # EX_SOFTWARE: the worker raised something it does not handle
+        try:
+            code = run_forked_worker(index, self.nworkers, self.config, self.run_id, self.fd,
+                                     dict(self._secrets))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - the child must never return into this process
+            log.exception("worker=%d crashed", index)
+        finally:
+            os._exit(code)
 
     def start_workers(self) -> None:
         for i in range(self.nworkers):
@@ -495,6 +522,44 @@ class Proxy:
                 "total": {k: total.get(k, 0) for k in kinds},
                 "active_total": sum(active.values()), "contexts": contexts,
                 "workers_reporting": reported, "workers": per_worker}
+
+
+class ForkedWorker:
+    """A forked worker with the part of subprocess.Popen that Proxy uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def _arg(params: dict, key: str, position: int = 0):

@@ -39,8 +39,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{args.check_config}: OK")  # noqa: T201
         sys.exit(0 if result["valid"] else 1)
 
+    from .bootmark import mark
+
+    mark("proxy-start")
     from .app import load_config_or_exit, run
 
+    mark("proxy-imported")
     sys.exit(run(load_config_or_exit(args.config)))
 
 

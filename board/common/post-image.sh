@@ -9,7 +9,7 @@ bindir=${1:?BINARIES_DIR}
 boarddir=${2:?board directory}
 common=$(cd "$(dirname "$0")" && pwd)
 
-# shellcheck disable=SC1091
+# shellcheck source=SCRIPTDIR/../raspberrypi4_64/meta
 . "$boarddir/meta"
 export SIPEDGE_KERNEL_IMAGE="$KERNEL_IMAGE" SIPEDGE_BOOT_SIZE="$BOOT_SIZE" \
 	SIPEDGE_BOOT_OFFSET="$BOOT_OFFSET" SIPEDGE_ROOTFS_SIZE="$ROOTFS_SIZE" \

@@ -83,13 +83,15 @@ def wait_sip_ready(guest: Guest, guest_port: int = 5060, ruri_host: str = "10.0.
 def proxy_rss_kib(guest: Guest) -> dict[str, int]:
     """VmRSS (KiB) of every Python process whose command line mentions sipedge."""
     script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
-              "case $c in *sipedge*) echo \"$(awk '/^VmRSS/ {print $2}' $p/status) $c\";; esac; done")
+              "case $c in *sipedge*) echo \"$(awk '/^VmRSS/ {print $2}' $p/status) ${p#/proc/} $c\";; "
+              "esac; done")
     _rc, out = guest.shell(script, timeout=30)
     rss = {}
     for line in out.splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2 and parts[0].isdigit() and "python3" in parts[1]:
-            rss[parts[1].strip()] = int(parts[0])
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0].isdigit() and "python3" in parts[2]:
+            # the pid keeps forked workers apart: they share the main process's command line
+            rss[f"{parts[2].strip()} [{parts[1]}]"] = int(parts[0])
     return rss
 
 
@@ -132,3 +134,71 @@ def processes(g, word: str) -> list[tuple[int, str]]:
 
 def cmdlines(g, word: str) -> list[str]:
     return [cmd for _pid, cmd in processes(g, word)]
+
+
+# Boot stages, from the marks the guest writes (app/sipedge/bootmark.py, rootfs rcS and
+# run-supervisor): (label, mark the stage ends at). Each stage starts where the previous ended;
+# "kernel" starts at the kernel's start (uptime 0).
+BOOT_STAGES = (
+    ("kernel + initrd", "init"),
+    ("init scripts", "rcS-done"),
+    ("supervisor start", "supervisor-start"),
+    ("proxy start", "proxy-start"),
+    ("proxy imports", "proxy-imported"),
+    ("listener ready", "listener-ready-0"),
+)
+
+
+def kernel_start(guest: Guest, timeout: float = 240) -> float | None:
+    """Seconds from QEMU start to the kernel's start: rcS prints 'sipedge-init: init at U s'
+    (U = uptime) as soon as init runs; its arrival time minus U. Call right after start().
+    None for an image without that line. The guest clock is used only over those few
+    seconds: under a loaded host a TCG guest's clock falls behind over a longer run."""
+    try:
+        m = guest.console.expect(rb"sipedge-init: init at ([\d.]*) s", timeout * TIMEOUT_MULTIPLIER)
+    except GuestError:
+        return None
+    return guest.elapsed() - float(m.group(1)) if m.group(1) else None
+
+
+def boot_stages(guest: Guest, ready_s: float, kernel_at: float | None = None) -> dict[str, float]:
+    """Seconds per boot stage (guest clock, from the boot marks) plus 'first 200 OK after
+    kernel' (host clock) and 'QEMU to kernel' (kernel_start(), else estimated from the uptime
+    now). Marks missing from the guest (an older image) are left out."""
+    before = guest.elapsed()
+    rc, out = guest.shell("cat /proc/uptime; cat /run/sipedge/boot-marks 2>/dev/null", timeout=60)
+    after = guest.elapsed()
+    lines = out.splitlines()
+    uptime = next(float(ln.split()[0]) for ln in lines if re.fullmatch(r"[\d.]+ [\d.]+", ln.strip()))
+    marks: dict[str, float] = {}
+    for ln in lines:
+        parts = ln.split()
+        if len(parts) == 3 and re.fullmatch(r"[\d.]+", parts[1]) and parts[0] not in marks:
+            marks[parts[0]] = float(parts[1])
+    if kernel_at is None:
+        # the guest read its uptime somewhere between before and after: take the middle
+        kernel_at = (before + after) / 2 - uptime
+    stages: dict[str, float] = {"QEMU to kernel": kernel_at}
+    prev = 0.0
+    for label, mark in BOOT_STAGES:
+        if mark in marks:
+            stages[label] = marks[mark] - prev
+            prev = marks[mark]
+    stages["first 200 OK after kernel"] = ready_s - kernel_at
+    stages["first 200 after listener"] = ready_s - kernel_at - prev
+    return stages
+
+
+def sipedge_memory_kib(guest: Guest) -> dict[str, tuple[int, int]]:
+    """{command line: (RSS KiB, PSS KiB)} of every sipedge Python process (PSS splits the
+    pages forked workers share with their parent)."""
+    script = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' <$p/cmdline 2>/dev/null); "
+              "case $c in *python3*sipedge*) echo \"$(awk '/^Rss:/ {r=$2} /^Pss:/ {s=$2} "
+              "END {print r, s}' $p/smaps_rollup) ${p#/proc/} $c\";; esac; done")
+    _rc, out = guest.shell(script, timeout=60)
+    mem = {}
+    for line in out.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit():
+            mem[f"{parts[3].strip()} [{parts[2]}]"] = (int(parts[0]), int(parts[1]))
+    return mem

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from guest_helpers import REPO, proxy_rss_kib, record, sip_options, wait_sip_ready
+from guest_helpers import (REPO, boot_stages, kernel_start, proxy_rss_kib, record, sip_options,
+                           sipedge_memory_kib, wait_sip_ready)
 
 sys.path.insert(0, str(REPO / "tests/unit"))
 
@@ -24,6 +25,7 @@ def guest(sipedge_image, tmp_path_factory):
               timeout_s=600 * TIMEOUT_MULTIPLIER)
     g.start()
     try:
+        g.kernel_at = kernel_start(g)
         g.ready_s = wait_sip_ready(g)
         yield g
     finally:
@@ -33,6 +35,10 @@ def guest(sipedge_image, tmp_path_factory):
 def test_boot_to_sip_ready(guest):
     record("boot-to-SIP-ready amd64", f"{guest.ready_s:.1f} s (QEMU start to first 200 OK, TCG)")
     print(f"boot-to-SIP-ready: {guest.ready_s:.1f} s")
+    stages = boot_stages(guest, guest.ready_s, guest.kernel_at)
+    record("boot stages amd64 (s)", ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    # every stage mark was written: init, rcS, run-supervisor, supervisor, proxy, worker
+    assert {"init scripts", "supervisor start", "proxy imports", "listener ready"} <= set(stages)
     assert sip_options(guest.host_port("udp", 5060), "10.0.2.15:5060", timeout=5) == 200
 
 
@@ -45,6 +51,10 @@ def test_supervisor_runs_the_proxy(guest):
     else:
         supervised = "fallback (no supervisor)"
     total = sum(rss.values())
+    mem = sipedge_memory_kib(guest)
+    record("sipedge RSS/PSS sum amd64", f"{sum(r for r, _ in mem.values()) / 1024:.1f} / "
+           f"{sum(p for _, p in mem.values()) / 1024:.1f} MiB over {len(mem)} processes "
+           "(forked workers share pages: PSS counts them once)")
     record("proxy RSS amd64", f"{total / 1024:.1f} MiB over {len(rss)} processes, {supervised}: "
            + "; ".join(f"{v / 1024:.1f} MiB {c[:60]}" for c, v in rss.items()))
     assert total > 0

@@ -286,9 +286,15 @@ class Supervisor:
             else:
                 self._maybe_pet(self.clock())
         try:
-            await self._apply_network()
+            # [network] manage = false changes nothing the proxy binds to: start the proxy
+            # first and read the network state (netlink, seconds of imports on a slow board)
+            # behind it (issue 13, boot to first answer)
+            network_first = self.choice.config.network.manage
+            if network_first:
+                await self._apply_network()
             if self.network is not None:
-                self._network_task = asyncio.ensure_future(self._watch_network())
+                self._network_task = asyncio.ensure_future(self._watch_network(
+                    apply_first=not network_first))
             if self.hotplug is not None:
                 self._hotplug_task = asyncio.ensure_future(self._watch_hotplug())
             await self._apply(self.policy.start(self.clock()))
@@ -413,10 +419,12 @@ class Supervisor:
         for p in self.network_problems:
             log.error("network problem: %s", p)
 
-    async def _watch_network(self) -> None:
+    async def _watch_network(self, apply_first: bool = False) -> None:
         def on_event(ev: Any) -> None:
             log.info("network event %s", ev)
             self._lcd_shown = None
+        if apply_first:
+            await self._apply_network()
         try:
             await self.network.watch(on_event)
         except asyncio.CancelledError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.util
 import json
 import logging
 import shutil
@@ -82,8 +83,10 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     if shutil.which("rauc"):
         hw["update_agent"] = RaucCli()
     try:
-        import pyroute2  # noqa: F401  (optional: the appliance extra)
-
+        # only look for pyroute2 here: importing it costs seconds on a slow board, and the
+        # network code imports it when it first needs it
+        if importlib.util.find_spec("pyroute2") is None:
+            raise ImportError("pyroute2")
         from .network import NetworkManager
         hw["network"] = NetworkManager()
     except ImportError:
@@ -257,6 +260,9 @@ async def _start_rpc(path: str, methods: dict[str, Any]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..bootmark import mark
+
+    mark("supervisor-start")
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,6 +20,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from ..bootmark import mark
 from ..config import Config, ConfigError, load_text
 from ..errors import RemoteProtocolError, ScriptError, TransportError
 from ..modules.registrar.store import StoreError
@@ -43,6 +44,7 @@ from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
 from ..sip.stateful import is_stateful_branch
 from ..sip.uri import parse_uri
 from .dns import PENDING, DnsResolver
+from .netaddr import host_addresses
 from .modules import (
     ModuleEnv,
     WorkerModules,
@@ -110,14 +112,9 @@ def local_ips() -> set[str]:
     """Every address of this host (for wildcard listeners); loopback at least."""
     ips = {"127.0.0.1", "::1"}
     try:
-        from pyroute2 import IPRoute  # optional: present on the appliance
-
-        with IPRoute() as ipr:
-            for a in ipr.get_addr():
-                ip = a.get_attr("IFA_ADDRESS")
-                if ip:
-                    ips.add(ip)
-    except Exception:  # noqa: BLE001 - best effort; loopback is always known
+        # stdlib rtnetlink dump: importing pyroute2 here cost seconds before the first answer
+        ips |= host_addresses()
+    except OSError:  # best effort; loopback is always known
         log.debug("cannot list local addresses", exc_info=True)
     return ips
 
@@ -252,6 +249,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
         self._spawn(self._heartbeat())
         self._spawn(self._sweep_connections())
+        mark(f"listener-ready-{self.index}")
 
     async def _open_listener(self, la: LocalAddress, lp) -> None:
         loop = asyncio.get_running_loop()
@@ -1056,6 +1054,29 @@ def main(argv: list[str] | None = None) -> None:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(f"{profile_dir}/worker{args.index}.prof")
+
+
+def run_forked_worker(index: int, workers: int, config: Config, run_id: str, stats_fd: int,
+                      secrets: dict) -> int:
+    """A worker in a child forked by the main process (sipedge.app.Proxy.spawn), which has
+    imported all of this already. Returns the exit status (as main() would exit)."""
+    # The parent's event loop owns the signal wake-up fd and handlers: this process gets
+    # its own loop, so start from the defaults.
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    _die_with_parent()
+    stats = mmap.mmap(stats_fd, STATS_SLOT_BYTES * workers)
+    worker = Worker(index, workers, config, run_id, stats, secrets)
+    try:
+        _run_loop(worker.run())
+    except (ScriptError, TransportError, StoreError, ConfigError) as exc:
+        log.error("worker=%d cannot start: %s", index, exc)
+        return 2
+    except OSError as exc:
+        log.error("worker=%d cannot bind: %s", index, exc)
+        return 3
+    return 0
 
 
 if __name__ == "__main__":

@@ -284,10 +284,33 @@ async def test_watchdog_fed_while_a_slow_network_setup_runs(tmp_path):
             await asyncio.sleep(0.35)  # stands in for a slow netlink set-up
             return []
 
-    h = Harness(tmp_path)
+    # [network] manage = true: the set-up runs before the proxy starts
+    h = Harness(tmp_path, text=BASE.format(mark_good=0) + "\n[network]\nmanage = true\n")
     h.sup.network = SlowNetwork()
     await h.start()  # returns once the proxy was spawned, i.e. after the network set-up
     assert h.wd.events[0] == "open" and h.wd.pets >= 2  # petted during the set-up
+    await h.stop()
+
+
+async def test_unmanaged_network_is_read_after_the_proxy_started(tmp_path):
+    """manage = false changes no address: the proxy starts first, the (slow) netlink read of
+    the network state runs behind it (issue 13: boot to the first answer)."""
+    from sipedge.appliance.fakes import FakeNetwork
+
+    release = asyncio.Event()
+
+    class SlowNetwork(FakeNetwork):
+        async def apply(self, params):
+            await release.wait()
+            self.applied.append(params)
+            return []
+
+    h = Harness(tmp_path)
+    h.sup.network = SlowNetwork()
+    await h.start()  # the proxy is spawned while the network read still waits
+    assert h.procs and h.sup.network.applied == []
+    release.set()
+    await until(lambda: h.sup.network.applied)
     await h.stop()
 
 
