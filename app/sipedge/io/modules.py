@@ -721,7 +721,8 @@ class WorkerModules:
         self.security: SecurityRuntime | None = None
         # tm driver: (vars, status) callbacks for a round that ended with 408/5xx
         self.relay_failed_hooks: list[Callable[[dict, int], None]] = []
-        # worker: on_request(req) before the script, on_response(resp) -> consumed
+        # worker: runtime.request_hook(req) before the script, runtime.response_hook(resp)
+        # -> consumed (named apart from the script-facing on_request/on_reply of facades)
         self.request_hooks: list[Callable[[Any], None]] = []
         self.response_hooks: list[Callable[[Any], bool]] = []
         self._tasks: list[asyncio.Task] = []
@@ -739,10 +740,10 @@ class WorkerModules:
         self.security = self.runtimes.get("security")
         self.relay_failed_hooks = [rt.on_relay_failed for rt in self.runtimes.values()
                                    if hasattr(rt, "on_relay_failed")]
-        self.request_hooks = [rt.on_request for rt in self.runtimes.values()
-                              if hasattr(rt, "on_request")]
-        self.response_hooks = [rt.on_response for rt in self.runtimes.values()
-                               if hasattr(rt, "on_response")]
+        self.request_hooks = [rt.request_hook for rt in self.runtimes.values()
+                              if hasattr(rt, "request_hook")]
+        self.response_hooks = [rt.response_hook for rt in self.runtimes.values()
+                               if hasattr(rt, "response_hook")]
         loop = asyncio.get_running_loop()
         for rt in self.runtimes.values():
             for interval, fn in rt.timers:

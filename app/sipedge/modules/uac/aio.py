@@ -437,13 +437,13 @@ class UacRuntime:
 
     # -- hooks called by the worker ----------------------------------------------------
 
-    def on_request(self, req: Request) -> None:
+    def request_hook(self, req: Request) -> None:
         """Every request before the script (after the transactions took theirs): the
         CSeq shift of an authenticated dialog."""
         if len(self.cseq) and req.to.tag is not None:
             self.cseq.fix_request(req, time.monotonic())
 
-    def on_response(self, resp: Response) -> bool:
+    def response_hook(self, resp: Response) -> bool:
         """Every reply before the transactions: ours (True), else the CSeq shift back."""
         if self.client is not None and self.client.take_response(resp):
             return True
