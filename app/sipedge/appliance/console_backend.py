@@ -14,7 +14,7 @@ from .sdconfig import BootConfigManager
 
 log = logging.getLogger("sipedge.appliance.console")
 
-SUPERVISOR_METHODS = ("supervisor.", "config.errors")
+SUPERVISOR_METHODS = ("supervisor.", "config.errors", "update.")
 
 
 class SupervisorBackend:

@@ -45,6 +45,7 @@ log = logging.getLogger("sipedge.appliance.ota")
 RELEASE_FILE = Path("/etc/sipedge-release")
 KEYRING = Path("/etc/rauc/keyring.pem")
 SYSTEM_CONF = Path("/etc/rauc/system.conf")
+INDEX_KEY = Path("/etc/rauc/index.pub")
 
 
 class UpdateError(EdgeError):
@@ -328,12 +329,13 @@ class OtaManager:
                  keyring: Path = KEYRING, release_file: Path = RELEASE_FILE,
                  system_conf: Path = SYSTEM_CONF, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
-                 reboot_cmd: Sequence[str] = ("reboot",),
+                 reboot_cmd: Sequence[str] = ("reboot",), index_key: Path = INDEX_KEY,
                  booted: str | None = None) -> None:
         self.params = params
         self.dir = Path(data_dir) / "ota"
         self.rauc = rauc
         self.keyring = keyring
+        self.index_key = index_key
         self.system_conf = system_conf
         self.clock = clock
         self.wall_clock = wall_clock
@@ -529,6 +531,8 @@ class OtaManager:
 
     def _install(self, job: InstallJob, force: bool) -> None:
         try:
+            if job.source.startswith(("http://", "https://")):
+                job.source = self._download(job, job.source)
             self._progress(job, 0, "checking bundle")
             info = check_bundle(job.source, keyring=self.keyring, compatible=self.compatible(),
                                 current=self.version, force=force, rauc=self.rauc,
@@ -575,6 +579,98 @@ class OtaManager:
                 "time": self.wall_clock()}
             self._save()
 
+    # ---------------------------------------------------------------- channel
+
+    def _index_url(self) -> str:
+        base = self.params.url.rstrip("/")
+        if not base:
+            raise UpdateError("no channel: set [update] url")
+        return f"{base}/{self.params.channel}/index.json"
+
+    def _fetch(self, coro_fn: Callable[[Any], Any]) -> Any:
+        """Run one HttpClient job on a private event loop (this is a worker thread)."""
+        import asyncio
+
+        from ..modules.http_client import HttpClient, HttpError
+
+        async def go() -> Any:
+            client = HttpClient(timeout_s=30, max_response_bytes=256 * 1024)
+            try:
+                return await coro_fn(client)
+            finally:
+                await client.close()
+        try:
+            return asyncio.run(go())
+        except (HttpError, ValueError, OSError) as exc:
+            raise UpdateError(f"channel: {exc}") from None
+
+    def check(self, *, force: bool = False) -> dict[str, Any]:
+        """Fetch and verify the channel index; say what would be installed. Blocking (call
+        it from a thread). Records `last_check`."""
+        from .ota_channel import choose, load_public_key, verify_index
+        result: dict[str, Any] = {"time": self.wall_clock(), "channel": self.params.channel}
+        try:
+            url = self._index_url()
+
+            async def both(client: Any) -> tuple[bytes, bytes]:
+                idx = await client.get(url)
+                sig = await client.get(url + ".sig")
+                for r in (idx, sig):
+                    if r.status != 200:
+                        raise UpdateError(f"{url}: HTTP {r.status}")
+                return idx.body, sig.body
+            data, sig = self._fetch(both)
+            try:
+                key = load_public_key(self.index_key.read_bytes())
+                index = verify_index(data, sig, key, self.params.channel)
+                choice = choose(index, url, Version.parse(self.version), self.compatible(),
+                                force=force)
+            except (ChannelError, OSError, ValueError) as exc:
+                raise UpdateError(f"channel index refused: {exc}") from None
+            result.update(ok=True, reason=choice.reason,
+                          available=None if choice.release is None else {
+                              "version": str(choice.release.version), "url": choice.url,
+                              "size": choice.release.size, "sha256": choice.release.sha256,
+                              "notes": choice.release.notes})
+        except UpdateError as exc:
+            result.update(ok=False, error=str(exc))
+        self.state["last_check"] = result
+        self._save()
+        return result
+
+    def _download(self, job: InstallJob, url: str) -> str:
+        """Download a bundle to /data/ota (resumable, bounded); returns the file path. A
+        channel URL's size and sha256 are checked when `update check` offered it."""
+        dest = self.dir / "download.raucb"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "download.url"
+        if not meta.exists() or meta.read_text() != url:
+            dest.unlink(missing_ok=True)  # another bundle: no resume
+            meta.write_text(url)
+        offered = (self.state.get("last_check") or {}).get("available") or {}
+        expect = offered if offered.get("url") == url else {}
+        bound = int(expect.get("size") or self.params.max_bundle_bytes)
+        self._progress(job, 0, f"downloading {url}")
+
+        def prog(done: int, total: int | None) -> None:
+            if total:
+                self._progress(job, done * 100 // total, "downloading")
+
+        async def go(client: Any) -> int:
+            return await client.download(url, dest, max_bytes=bound, timeout=3600,
+                                         on_progress=prog)
+        self._fetch(go)
+        if expect:
+            h = hashlib.sha256()
+            with open(dest, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() != expect.get("sha256"):
+                dest.unlink(missing_ok=True)
+                raise UpdateError(f"{url}: downloaded file does not match the signed index "
+                                  "(sha256); deleted")
+        return str(dest)
+
     # ---------------------------------------------------------------- RPC
 
     def rpc_methods(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
@@ -593,6 +689,14 @@ class OtaManager:
                     "done": job.done, "ok": job.ok, "error": job.error,
                     "lines": list(job.lines)}
 
+        def check(params: dict[str, Any]) -> Any:
+            t = threading.Thread(target=self.check, kwargs={"force": bool(params.get("force"))},
+                                 name="ota-check", daemon=True)
+            t.start()
+            return {"checking": self.params.channel}
+
         return {"update.status": lambda params: self.status(),
+                "update.check": check,
+                "update.last_check": lambda params: self.state.get("last_check"),
                 "update.install": install,
                 "update.progress": progress}

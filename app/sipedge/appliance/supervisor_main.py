@@ -60,6 +60,7 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     from . import fakes
     from .lcd import I2cLcd, open_bus
     from .leds import SysfsLeds, led_names, read_board_data
+    from .ota import SYSTEM_CONF, OtaManager
     from .update import RaucCli
     from .watchdog import HardwareError, HardwareWatchdog
 
@@ -88,6 +89,8 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
             log.error("LCD unavailable: %s", exc)
     if shutil.which("rauc"):
         hw["update_agent"] = RaucCli()
+        if SYSTEM_CONF.exists():  # an A/B image: the full update agent (issue 12)
+            hw["update_agent"] = OtaManager(cfg.update, data_dir=args.data_dir)
     try:
         import pyroute2  # noqa: F401  (optional: the appliance extra)
 
