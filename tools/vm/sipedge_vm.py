@@ -167,6 +167,14 @@ class Guest:
     # traffic beyond the host's 127.0.0.1 forwards.
     restrict: bool = False
     name: str = "guest"
+    # A/B update tests: boot through the image's own bootloader (GRUB in the MBR on amd64)
+    # instead of -kernel, from `disk` kept across runs (no snapshot), so slot switches,
+    # boot counters and installed slots persist from one boot to the next.
+    firmware_boot: bool = False
+    disk: Path | None = None
+    # extra slirp guestfwd rules, e.g. "tcp:10.0.2.100:8080-tcp:127.0.0.1:41234": the guest
+    # reaches a test server on the host's 127.0.0.1 through that one address and port
+    guestfwd: tuple = ()
 
     def __post_init__(self):
         self.workdir = Path(self.workdir)
@@ -187,6 +195,8 @@ class Guest:
         return "/dev/" + self.image.meta["MGMT_TTY"]
 
     def _disk(self) -> Path:
+        if self.disk is not None:
+            return Path(self.disk)
         disk = self.image.path("disk")
         if not self.boot_files:
             return disk
@@ -214,16 +224,19 @@ class Guest:
         fwd = ",".join(f"hostfwd={proto}:127.0.0.1:{hp}-:{gp}"
                        for (proto, gp), hp in self.ports.items())
         netdev = "user,id=n0" + (",restrict=on" if self.restrict else "") + ("," + fwd if fwd else "")
+        netdev += "".join(f",guestfwd={rule}" for rule in self.guestfwd)
         s2 = self.workdir / f"{self.name}-serial2.sock"
         cmd = [
             meta["QEMU_SYSTEM"], "-M", meta["QEMU_MACHINE"], "-cpu", meta["QEMU_CPU"],
             "-m", str(self.memory_mb), "-smp", str(self.smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
             "-no-reboot",
-            "-kernel", str(self.image.path("kernel_image")),
-            "-initrd", str(self.image.path("initrd")),
-            "-append", cmdline,
-            "-drive", f"file={self._disk()},format=raw,if=none,id=disk0,snapshot=on",
+            *([] if self.firmware_boot else [
+                "-kernel", str(self.image.path("kernel_image")),
+                "-initrd", str(self.image.path("initrd")),
+                "-append", cmdline]),
+            "-drive", f"file={self._disk()},format=raw,if=none,id=disk0"
+                      + ("" if self.disk is not None else ",snapshot=on"),
             "-device", "virtio-blk-pci,drive=disk0",
             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
             "-device", "virtio-rng-pci",
