@@ -343,6 +343,8 @@ class OtaManager:
         self.version = read_release(release_file)
         self._lock = threading.Lock()
         self.job: InstallJob | None = None
+        self.offer: dict[str, Any] | None = None  # a bundle on a USB stick / SD card
+        self.media_mount = "/run/sipedge/update-media"
         self.state = self._load()
         self.booted = booted or self._booted_slot()
         self.policy = TrialPolicy(
@@ -452,6 +454,7 @@ class OtaManager:
                 "channel": self.params.channel,
                 "url": self.params.url,
                 "last_check": self.state.get("last_check"),
+                "media_offer": self.offer,
                 "installing": None if job is None or job.done else {
                     "source": job.source, "percent": job.percent, "step": job.step},
             }
@@ -488,6 +491,8 @@ class OtaManager:
         out = []
         if self.rollback:
             out.append("ROLLED BACK")
+        if self.offer is not None:
+            out.append("USB update: " + str(self.offer.get("version") or "UNSIGNED"))
         job = self.job
         if job is not None and job.done and not job.ok:
             out.append("update failed")
@@ -671,6 +676,49 @@ class OtaManager:
                                   "(sha256); deleted")
         return str(dest)
 
+    # ---------------------------------------------------------------- USB stick / SD card
+
+    def on_media(self, ev: Any, runner: Callable[..., Any] | None = None) -> None:
+        """Hotplug (a worker thread): a stick with a `.raucb` at its top level is *offered*
+        (console, LCD, update.status), never installed unattended. It stays mounted
+        read-only at /run/sipedge/update-media while offered; removal withdraws it."""
+        from .hotplug import MediaInserted, MediaRemoved
+        run = runner or (lambda argv: subprocess.run(list(argv), capture_output=True,
+                                                     text=True, timeout=60, check=False))
+        mnt = Path(self.media_mount)
+        if isinstance(ev, MediaRemoved):
+            if self.offer is not None and self.offer.get("device") == ev.devnode:
+                log.info("update media removed dev=%s", ev.devnode)
+                self.offer = None
+                run(["umount", "-l", str(mnt)])
+            return
+        if not isinstance(ev, MediaInserted) or self.offer is not None:
+            return
+        mnt.mkdir(parents=True, exist_ok=True)
+        res = run(["mount", "-t", ev.fstype, "-o", "ro,nosuid,nodev,noexec", ev.devnode,
+                   str(mnt)])
+        if res.returncode != 0:
+            return
+        bundles = sorted(mnt.glob("*.raucb"))
+        if not bundles:
+            run(["umount", str(mnt)])
+            return
+        path = bundles[-1]
+        offer: dict[str, Any] = {"device": ev.devnode, "file": str(path),
+                                 "name": path.name}
+        res = run([self.rauc, "info", f"--keyring={self.keyring}", "--output-format=shell",
+                   str(path)])
+        if res.returncode == 0:
+            info = parse_shell_info(res.stdout)
+            offer.update(version=info.get("RAUC_MF_VERSION"),
+                         compatible=info.get("RAUC_MF_COMPATIBLE"), signed=True)
+        else:
+            offer.update(signed=False, error=" ".join(res.stderr.split())[-200:])
+        self.offer = offer
+        log.warning("update bundle on %s: %s version=%s signed=%s; install it from the "
+                    "console: update install usb", ev.devnode, path.name,
+                    offer.get("version"), offer["signed"])
+
     # ---------------------------------------------------------------- RPC
 
     def rpc_methods(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
@@ -678,6 +726,10 @@ class OtaManager:
             src = str(params.get("source") or params.get("file") or "")
             if not src:
                 raise ValueError("update.install needs source=FILE")
+            if src == "usb":
+                if self.offer is None:
+                    raise ValueError("no update bundle on a USB stick / SD card")
+                src = self.offer["file"]
             job = self.install(src, force=bool(params.get("force")))
             return {"started": job.source}
 
@@ -696,6 +748,7 @@ class OtaManager:
             return {"checking": self.params.channel}
 
         return {"update.status": lambda params: self.status(),
+                "update.offer": lambda params: self.offer,
                 "update.check": check,
                 "update.last_check": lambda params: self.state.get("last_check"),
                 "update.install": install,

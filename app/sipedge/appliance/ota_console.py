@@ -3,8 +3,9 @@
     update status                 booted slot, both slots' versions, marked good, last
                                   install, rollback, channel and last check
     update check                  fetch and verify the channel index now
-    update install FILE|URL [--force]
-                                  check and install a bundle; progress lines follow
+    update install FILE|URL|usb [--force]
+                                  check and install a bundle (`usb`: the one offered on a
+                                  USB stick / SD card); progress lines follow
                                   (`--force`: allow a downgrade or reinstall)
 
 Everything goes through the backend's RPC (`update.*` of ota.OtaManager); progress is
@@ -20,7 +21,7 @@ from typing import Any
 HELP = """\
   update status             firmware slots, versions, last install, rollback, channel
   update check              look for a newer release on the channel
-  update install SRC [--force]  install a bundle file or URL (asks first)"""
+  update install SRC [--force]  install a bundle file, URL or `usb` (asks first)"""
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -46,6 +47,10 @@ def format_status(st: dict[str, Any]) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(lc.get("time", 0)))
         lines.append(f"last check: {when}Z " + (lc.get("reason", "") if lc.get("ok")
                                                  else f"error: {lc.get('error')}"))
+    if st.get("media_offer"):
+        o = st["media_offer"]
+        lines.append(f"USB offer: {o.get('name')} on {o.get('device')} version "
+                     f"{o.get('version') or '-'} ({'signed' if o.get('signed') else 'REFUSED'})")
     if st.get("rauc_error"):
         lines.append(f"rauc: {st['rauc_error']}")
     return "\n".join(lines)
@@ -60,6 +65,9 @@ class UpdateCommands:
         self.shown = 0
         self.next_poll = 0.0
         self.watch_check = False
+        self.offer_seen: str | None = None
+        self.offers = True  # poll for bundles offered on USB media
+        self.next_offer_poll = 0.0
 
     def run(self, args: list[str]) -> str:
         if args == ["status"] or not args:
@@ -91,7 +99,25 @@ class UpdateCommands:
         return float(lc.get("time", 0.0))
 
     def tick(self, now: float) -> str:
-        """New progress lines (empty when nothing to say)."""
+        """New progress lines, or a bundle offered on a USB stick (empty: nothing to say)."""
+        if self.offers and now >= self.next_offer_poll:
+            self.next_offer_poll = now + 5.0
+            try:
+                offer = self.rpc("update.offer", {}) or None
+            except Exception:  # noqa: BLE001 - no update agent on this box: stop asking
+                self.offers = False
+                offer = None
+            if not isinstance(offer, dict) or "file" not in offer:
+                offer = None
+            key = None if offer is None else f"{offer.get('device')}:{offer.get('file')}"
+            if key != self.offer_seen:
+                self.offer_seen = key
+                if offer is not None:
+                    return (f"update bundle on {offer.get('device')}: {offer.get('name')} "
+                            + (f"version {offer.get('version')} for {offer.get('compatible')}"
+                               if offer.get("signed") else
+                               f"NOT usable: {offer.get('error')}")
+                            + "\ninstall it with: update install usb")
         if not (self.watching or self.watch_check) or now < self.next_poll:
             return ""
         self.next_poll = now + 1.0

@@ -379,6 +379,9 @@ class Supervisor:
                     await self._apply_network()
                 elif isinstance(ev, (MediaInserted, MediaRemoved)) and self.media is not None:
                     await asyncio.to_thread(self.media.handle, ev)
+                if isinstance(ev, (MediaInserted, MediaRemoved)) and \
+                        hasattr(self.update_agent, "on_media"):  # a .raucb: offered
+                    await asyncio.to_thread(self.update_agent.on_media, ev)
                 self._lcd_shown = None
         except asyncio.CancelledError:
             raise

@@ -26,6 +26,8 @@ class FakeRpc:
             return self.progress
         if method == "update.last_check":
             return self.last_check
+        if method == "update.offer":
+            return getattr(self, "offer", None)
         return {}
 
 
@@ -37,20 +39,29 @@ def confirm(question, answer, action):
 def test_status_install_progress_and_check():
     rpc = FakeRpc()
     u = UpdateCommands(rpc, confirm)
+    assert u.tick(0.0) == ""  # no USB offer
+    rpc.offer = {"device": "/dev/sda1", "file": "/run/x/a.raucb", "name": "a.raucb",
+                 "version": "0.2.0", "compatible": "sipedge-qemu-x86_64", "signed": True}
+    assert u.tick(1.0) == ""  # polled every 5 s
+    assert u.tick(5.0) == ("update bundle on /dev/sda1: a.raucb version 0.2.0 for "
+                           "sipedge-qemu-x86_64\ninstall it with: update install usb")
+    rpc.offer = None
+    u.tick(10.0)
     text = u.run(["status"])
     assert "booted:   slot A version 0.1.0+1 (marked good)" in text
     assert "ROLLBACK: rolled back from 0.2.0 to 0.1.0+1: proxy FAILED" in text
     assert "slot B:   - state=inactive boot=bad" in text
+    n = len(rpc.calls)
     q = u.run(["install", "/data/x.raucb", "--force"])
-    assert q.startswith("install /data/x.raucb (forced)?") and not rpc.calls[1:]
+    assert q.startswith("install /data/x.raucb (forced)?") and len(rpc.calls) == n
     assert "progress follows" in confirm.pending()
     assert rpc.calls[-1] == ("update.install", {"source": "/data/x.raucb", "force": True})
     rpc.progress = {"lines": ["  0% checking bundle", " 30% installing"], "done": False}
-    assert u.tick(10.0) == "  0% checking bundle\n 30% installing"
-    assert u.tick(10.5) == ""  # polled at most once a second
+    assert u.tick(11.0) == "  0% checking bundle\n 30% installing"
+    assert u.tick(11.5) == ""  # polled at most once a second
     rpc.progress = {"lines": ["  0% checking bundle", " 30% installing", "100% installed"],
                     "done": True, "ok": True}
-    assert u.tick(11.0) == "100% installed\nupdate: done, reboot to start the new version"
+    assert u.tick(12.0) == "100% installed\nupdate: done, reboot to start the new version"
     assert u.tick(20.0) == ""
     assert u.run(["check"]) == "checking the channel..."
     assert u.tick(21.0) == ""
