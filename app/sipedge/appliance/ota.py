@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import EdgeError
-from .ota_channel import ChannelError, Version
+from .ota_channel import ChannelError, Version, in_window, parse_window
 
 log = logging.getLogger("sipedge.appliance.ota")
 
@@ -345,6 +345,13 @@ class OtaManager:
         self.job: InstallJob | None = None
         self.offer: dict[str, Any] | None = None  # a bundle on a USB stick / SD card
         self.media_mount = "/run/sipedge/update-media"
+        self._check_thread: threading.Thread | None = None
+        self._next_check = clock()
+        try:
+            self._window: tuple[int, int] | None | bool = parse_window(params.window)
+        except ChannelError as exc:
+            log.error("[update] window: %s; automatic installs are off", exc)
+            self._window = False
         self.state = self._load()
         self.booted = booted or self._booted_slot()
         self.policy = TrialPolicy(
@@ -465,6 +472,7 @@ class OtaManager:
     # ---------------------------------------------------------------- supervisor hook
 
     def on_supervisor_tick(self, now: float, state: str, healthy_for: float) -> None:
+        self._maybe_check(now, state)
         for act in self.policy.tick(now, state, healthy_for):
             if isinstance(act, MarkGood):
                 try:
@@ -486,6 +494,32 @@ class OtaManager:
                     subprocess.Popen(self.reboot_cmd)
                 except OSError as exc:
                     log.error("reboot failed: %s", exc)
+
+    def _maybe_check(self, now: float, state: str) -> None:
+        """Periodic channel check every `check_interval_s` (first one once the booted slot
+        is marked good: never while a trial boot is being judged); with `auto_install`,
+        a newer release found is installed inside `window` (local time)."""
+        if not self.params.url or not self.policy.marked or self.installing:
+            return
+        if self._check_thread is not None and self._check_thread.is_alive():
+            return
+        lc = self.state.get("last_check") or {}
+        av = lc.get("available") if lc.get("ok") else None
+        if av and self.params.auto_install and state == "RUNNING":
+            tm = time.localtime(self.wall_clock())
+            if self._window is not False and \
+                    in_window(self._window, tm.tm_hour * 60 + tm.tm_min) and \
+                    av.get("url") != (self.state.get("last_install") or {}).get("url"):
+                log.warning("auto_install: installing %s from channel %s", av.get("version"),
+                            self.params.channel)
+                self.state.setdefault("last_install", {})["url"] = av.get("url")
+                self.install(str(av["url"]))
+                return
+        if now < self._next_check:
+            return
+        self._next_check = now + self.params.check_interval_s
+        self._check_thread = threading.Thread(target=self.check, name="ota-check", daemon=True)
+        self._check_thread.start()
 
     def panel_alarms(self) -> list[str]:
         out = []

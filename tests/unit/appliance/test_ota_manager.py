@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import sys
-from types import SimpleNamespace
 
 from sipedge.appliance.ota import OtaManager
 
-PARAMS = SimpleNamespace(mark_good_after_s=60, trial_timeout_s=300, channel="stable", url="",
-                         max_bundle_bytes=1 << 30)
+from sipedge.appliance.params import UpdateParams
+
+PARAMS = UpdateParams(mark_good_after_s=60, trial_timeout_s=300)
 
 
 def fake_rauc(tmp_path):
