@@ -51,7 +51,7 @@ test-system: test-deps
 	$(FW_PYTEST) tests/system $(PYTEST_ARGS)
 
 test-arm64: test-deps
-	SIPEDGE_TEST_ARM64=1 $(FW_PYTEST) tests/system/test_arm64.py $(PYTEST_ARGS)
+	SIPEDGE_TEST_ARM64=1 $(FW_PYTEST) tests/system/test_arm64.py tests/system/test_ota_arm64.py $(PYTEST_ARGS)
 
 check-firmware: venv
 	$(FW_PYTEST) tests/unit/test_firmware_static.py $(PYTEST_ARGS)

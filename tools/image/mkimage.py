@@ -216,6 +216,23 @@ def install_grub(disk: Path, boot_part: str, meta: dict[str, str], out: Path) ->
         env=mt)
 
 
+def install_uboot_script(boot_part: str, board: str, meta: dict[str, str], out: Path) -> None:
+    """boot.scr (board/BOARD/boot.cmd) and a fresh uboot.env (slot A preferred, 3 tries
+    each) on the FAT; QEMU starts Debian's u-boot-qemu with -bios."""
+    d = out / "uboot"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    sig = f"{int(meta['DISK_SIGNATURE'], 16):08x}"
+    cmd = (REPO / "board" / board / "boot.cmd").read_text()
+    (d / "boot.cmd").write_text(cmd.replace("@SIG@", sig).replace("@CONSOLE@", meta["CONSOLE"]))
+    run("mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-d", d / "boot.cmd",
+        d / "boot.scr", stdout=subprocess.DEVNULL)
+    (d / "env.txt").write_text("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n")
+    run("mkenvimage", "-s", "0x4000", "-o", d / "uboot.env", d / "env.txt")
+    mt = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    run("mcopy", "-o", "-i", boot_part, d / "boot.scr", d / "uboot.env", "::", env=mt)
+
+
 def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -> dict:
     base = out / "base"
     rootfs = out / "rootfs"
@@ -244,7 +261,7 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
         shutil.rmtree(dtbs)  # device trees of real arm64 boards; QEMU virt generates its own
     run(sys.executable, HERE / "mkinitrd.py", rootfs, bindir / "initrd.img")
     bootloader = meta.get("BOOTLOADER", "")
-    if bootloader == "grub":  # the bootloader loads kernel and initrd from the booted slot
+    if bootloader in ("grub", "uboot"):  # the bootloader loads kernel+initrd from the slot
         slotboot = rootfs / "usr/lib/sipedge/boot"
         slotboot.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bindir / kernel_name, slotboot / kernel_name)
@@ -290,6 +307,8 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     run("mcopy", "-o", "-i", boot_part, bindir / "initrd.img", "::initrd.img")
     if bootloader == "grub":
         install_grub(disk, boot_part, meta, out)
+    elif bootloader == "uboot":
+        install_uboot_script(boot_part, board, meta, out)
     (bindir / "boot.vfat").unlink()
     (bindir / "rootfs.ext4").unlink()
     (bindir / "data.ext4").unlink()

@@ -147,6 +147,10 @@ def _free_port() -> int:
     raise GuestError("no free port on 127.0.0.1")
 
 
+# Debian's u-boot-qemu: the arm64 image's firmware when it boots through its own bootloader
+UBOOT_ARM64 = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+
+
 @dataclass
 class Guest:
     """One QEMU run of the image. Use as a context manager, or call start()/stop()."""
@@ -231,6 +235,8 @@ class Guest:
             "-m", str(self.memory_mb), "-smp", str(self.smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
             "-no-reboot",
+            *(["-bios", UBOOT_ARM64] if self.firmware_boot and self.image.arch == "arm64"
+              else []),
             *([] if self.firmware_boot else [
                 "-kernel", str(self.image.path("kernel_image")),
                 "-initrd", str(self.image.path("initrd")),
