@@ -176,7 +176,9 @@ def make_bundle(rootfs: Path, board: str, version: str, out: Path,
             "[bundle]\nformat=verity\n\n"
             "[image.rootfs]\nfilename=rootfs.ext4\n")
         tmp_out = Path(tmp) / "out.raucb"
+        extra = os.environ.get("SIPEDGE_BUNDLE_MKSQUASHFS_ARGS")  # e.g. "-comp lz4" (tests)
         res = subprocess.run(["rauc", "bundle", f"--cert={kd / 'signing.cert.pem'}",
+                              *([f"--mksquashfs-args={extra}"] if extra else []),
                               f"--key={kd / 'signing.key.pem'}",
                               f"--keyring={kd / 'ca.cert.pem'}", str(content), str(tmp_out)],
                              capture_output=True, text=True)

@@ -475,16 +475,9 @@ class OtaManager:
         self._maybe_check(now, state)
         for act in self.policy.tick(now, state, healthy_for):
             if isinstance(act, MarkGood):
-                try:
-                    self.mark_good()
-                    log.info("slot %s marked good after %.0fs of health", act.slot,
-                             healthy_for)
-                except UpdateError as exc:
-                    log.error("mark-good failed: %s", exc)
-                if self.policy.trial:
-                    self.state.pop("pending", None)
-                    self.state.pop("trial_failure", None)
-                    self._save()
+                # `rauc` may take seconds on a busy box: never on the supervisor's loop
+                threading.Thread(target=self._mark_good, args=(act.slot, healthy_for),
+                                 name="ota-mark-good", daemon=True).start()
             elif isinstance(act, Reboot):
                 log.error("trial boot failed, rebooting for the bootloader to count it: %s",
                           act.reason)
@@ -494,6 +487,18 @@ class OtaManager:
                     subprocess.Popen(self.reboot_cmd)
                 except OSError as exc:
                     log.error("reboot failed: %s", exc)
+
+    def _mark_good(self, slot: str, healthy_for: float) -> None:
+        try:
+            self.mark_good()
+            log.info("slot %s marked good after %.0fs of health", slot, healthy_for)
+        except UpdateError as exc:
+            log.error("mark-good failed: %s", exc)
+        with self._lock:
+            if self.policy.trial:
+                self.state.pop("pending", None)
+                self.state.pop("trial_failure", None)
+                self._save()
 
     def _maybe_check(self, now: float, state: str) -> None:
         """Periodic channel check every `check_interval_s` (first one once the booted slot
@@ -781,7 +786,11 @@ class OtaManager:
             t.start()
             return {"checking": self.params.channel}
 
-        return {"update.status": lambda params: self.status(),
+        async def status(params: dict[str, Any]) -> Any:
+            import asyncio
+            return await asyncio.to_thread(self.status)  # runs `rauc status`
+
+        return {"update.status": status,
                 "update.offer": lambda params: self.offer,
                 "update.check": check,
                 "update.last_check": lambda params: self.state.get("last_check"),

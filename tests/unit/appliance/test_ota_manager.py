@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 from sipedge.appliance.ota import OtaManager
 
@@ -56,6 +57,9 @@ def test_trial_boot_marked_good_clears_pending(tmp_path):
     m.on_supervisor_tick(30.0, "RUNNING", 30.0)
     assert "mark-good" not in log.read_text() if log.exists() else True
     m.on_supervisor_tick(61.0, "RUNNING", 61.0)
+    for t in threading.enumerate():
+        if t.name == "ota-mark-good":
+            t.join(10)
     assert "status mark-good" in log.read_text()
     assert "pending" not in state(tmp_path)
     assert m.summary()["marked_good"] is True
