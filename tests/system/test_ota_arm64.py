@@ -10,8 +10,8 @@ import time
 import pytest
 
 from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record
-from test_ota_guest import (TOML_EXTRA, Channel, Disk, ctl, load_release, variant_rootfs,
-                            wait_ctl, wait_install)
+from test_ota_guest import (TOML_EXTRA, Channel, Disk, ctl, guestfwd, load_release,
+                            variant_rootfs, wait_ctl, wait_install)
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(2400)]
 
@@ -37,7 +37,7 @@ def boot(image, workdir, disk, name, port=None):
         pytest.skip("needs u-boot-qemu (tests/apt-packages.txt)")
     g = Guest(image, workdir, name=name, firmware_boot=True, disk=disk.path,
               timeout_s=1200 * TIMEOUT_MULTIPLIER,
-              guestfwd=(f"tcp:10.0.2.100:8080-tcp:127.0.0.1:{port}",) if port else ())
+              guestfwd=(guestfwd(port),) if port else ())
     g.start()
     return g
 

@@ -176,8 +176,8 @@ class Guest:
     # boot counters and installed slots persist from one boot to the next.
     firmware_boot: bool = False
     disk: Path | None = None
-    # extra slirp guestfwd rules, e.g. "tcp:10.0.2.100:8080-tcp:127.0.0.1:41234": the guest
-    # reaches a test server on the host's 127.0.0.1 through that one address and port
+    # extra slirp guestfwd rules, e.g. "tcp:10.0.2.100:8080-cmd:tools/vm/tcp-relay.py 41234":
+    # the guest reaches a test server on the host's 127.0.0.1 through that address and port
     guestfwd: tuple = ()
 
     def __post_init__(self):

@@ -570,6 +570,8 @@ class OtaManager:
 
     def _progress(self, job: InstallJob, pct: int, step: str) -> None:
         with self._lock:
+            if (pct, step) == (job.percent, job.step) and job.lines:
+                return
             job.percent, job.step = pct, step
             job.lines.append(f"{pct:3d}% {step}")
 
