@@ -29,7 +29,7 @@ import pytest
 
 from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record
 
-pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(3600)]
 
 LONG = os.environ.get("SIPEDGE_TEST_OTA_LONG") == "1"
 MT = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}

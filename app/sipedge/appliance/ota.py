@@ -421,7 +421,8 @@ class OtaManager:
 
     def rauc_status(self) -> dict[str, Any]:
         try:
-            doc = json.loads(self._run("status", "--output-format=json", timeout=30))
+            doc = json.loads(self._run("status", "--detailed", "--output-format=json",
+                                       timeout=30))
             return doc if isinstance(doc, dict) else {}
         except (UpdateError, ValueError) as exc:
             return {"error": str(exc)}

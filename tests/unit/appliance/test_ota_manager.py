@@ -21,7 +21,7 @@ def fake_rauc(tmp_path):
     script.write_text(f"""#!{sys.executable}
 import json, sys
 open({str(log)!r}, "a").write(" ".join(sys.argv[1:]) + "\\n")
-if sys.argv[1:3] == ["status", "--output-format=json"]:
+if sys.argv[1:2] == ["status"] and "--output-format=json" in sys.argv:
     print(json.dumps({{"compatible": "sipedge-test", "booted": "B", "slots": []}}))
 """)
     script.chmod(0o755)
