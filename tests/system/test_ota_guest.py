@@ -208,6 +208,9 @@ def setup(sipedge_image, tmp_path_factory):
     cache = REPO / "out/image-amd64/test-bundles"
     cache.mkdir(parents=True, exist_ok=True)
     good = cache / f"{sipedge_image.manifest['key'][:16]}-v2.raucb"
+    for old in cache.glob("*.raucb"):  # bundles of earlier images
+        if old != good:
+            old.unlink()
     if not good.exists():
         t0 = time.monotonic()
         rootfs = variant_rootfs(disk, work / "rootfs2.ext4", v2)
