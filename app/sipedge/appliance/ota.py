@@ -343,6 +343,7 @@ class OtaManager:
         self.version = read_release(release_file)
         self._lock = threading.Lock()
         self.job: InstallJob | None = None
+        self.marked_good = False
         self.offer: dict[str, Any] | None = None  # a bundle on a USB stick / SD card
         self.media_mount = "/run/sipedge/update-media"
         self._check_thread: threading.Thread | None = None
@@ -437,7 +438,7 @@ class OtaManager:
     def summary(self) -> dict[str, Any]:
         """What the supervisor's status carries (no RAUC call: cheap, on the loop)."""
         job = self.job
-        return {"booted": self.booted, "version": self.version, "marked_good": self.policy.marked,
+        return {"booted": self.booted, "version": self.version, "marked_good": self.marked_good,
                 "trial": self.policy.trial, "rollback": self.rollback,
                 "installing": None if job is None or job.done else job.percent,
                 "last_install": self.state.get("last_install")}
@@ -452,7 +453,7 @@ class OtaManager:
                 "booted": doc.get("booted") or self.booted,
                 "version": self.version,
                 "compatible": doc.get("compatible") or self.compatible(),
-                "marked_good": self.policy.marked,
+                "marked_good": self.marked_good,
                 "trial": self.policy.trial,
                 "slots": slots,
                 "pending": self.state.get("pending"),
@@ -495,11 +496,13 @@ class OtaManager:
             log.info("slot %s marked good after %.0fs of health", slot, healthy_for)
         except UpdateError as exc:
             log.error("mark-good failed: %s", exc)
+            return
         with self._lock:
             if self.policy.trial:
                 self.state.pop("pending", None)
                 self.state.pop("trial_failure", None)
                 self._save()
+            self.marked_good = True  # reported only once RAUC has done it
 
     def _maybe_check(self, now: float, state: str) -> None:
         """Periodic channel check every `check_interval_s` (first one once the booted slot

@@ -173,8 +173,7 @@ class Supervisor:
                 "workers_alive": self.last_report.workers_alive,
                 "workers_expected": self.last_report.workers_expected,
                 "loop_lag_ms": self.last_report.loop_lag_ms},
-            "marked_good": getattr(getattr(self.update_agent, "policy", None), "marked",
-                                   self.marked_good),
+            "marked_good": getattr(self.update_agent, "marked_good", self.marked_good),
             "update": (self.update_agent.summary()
                        if hasattr(self.update_agent, "summary") else None),
             "network_problems": list(self.network_problems),

@@ -62,7 +62,7 @@ def test_trial_boot_marked_good_clears_pending(tmp_path):
             t.join(10)
     assert "status mark-good" in log.read_text()
     assert "pending" not in state(tmp_path)
-    assert m.summary()["marked_good"] is True
+    assert m.summary()["marked_good"] is True and m.marked_good
 
 
 def test_failed_trial_then_rollback_report(tmp_path):
