@@ -2,10 +2,12 @@
 with boot counting, the supervisor's mark-good and rollback report, the channel download.
 
 `make test` runs the happy path (two boots, grouped checks):
-  boot 1 (slot A): a bundle with one flipped byte is refused and slot B is unchanged; the
-          channel (index + bundle served from the host's 127.0.0.1, reached by the guest
-          only through a guestfwd rule) offers the newer release; a forged index is
-          refused; `update.install URL` downloads and installs it into B; reboot.
+  boot 1 (slot A): a bundle with one flipped byte is downloaded and refused before
+          anything is written (slot B's hash is compared after the boots); the channel
+          (index + bundle served from the host's 127.0.0.1, reached by the guest only
+          through a guestfwd rule) offers the newer release; `update.install URL`
+          downloads and installs it into B; reboot. (Forged indexes, wrong compatible and
+          unknown signers are refused by the same code in tests/integration and tests/unit.)
   boot 2: GRUB boots B; after [update] mark_good_after_s of health B is marked good, both
           versions are reported by update.status.
 `make test-ota` adds the slow ones (SIPEDGE_TEST_OTA_LONG=1): a bundle whose proxy never
