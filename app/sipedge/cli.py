@@ -10,7 +10,7 @@ from typing import Any
 from . import __version__
 
 SUPERVISOR_SOCKET = "/run/sipedge/supervisor.sock"
-SUPERVISOR_METHODS = ("supervisor.", "config.errors", "config.apply", "watchdog.")
+SUPERVISOR_METHODS = ("supervisor.", "config.errors", "config.apply", "watchdog.", "update.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,3 +36,9 @@ genimage=genimage
 "$genimage" --config "$boarddir/genimage.cfg" --rootpath "$root" --tmppath "$tmp" \
 	--inputpath "$bindir" --outputpath "$bindir"
 rm -rf "$tmp" "$root"
+
+# U-Boot boards (issue 12): the environment image built from board/*/uboot-env.txt by
+# host-uboot-tools goes onto the FAT as uboot.env (CONFIG_ENV_FAT_FILE)
+if [ -f "$bindir/uboot-env.bin" ]; then
+	cp "$bindir/uboot-env.bin" "$bindir/uboot.env"
+fi

@@ -173,6 +173,66 @@ def tree_bytes(root: Path) -> int:
     return total
 
 
+def app_version() -> str:
+    for line in (REPO / "app/sipedge/__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip('"')
+    return "0.0.0"
+
+
+GRUB_MODULES = ("biosdisk", "part_msdos", "fat", "ext2", "normal", "linux", "echo", "test",
+                "loadenv", "configfile", "serial", "terminal", "halt", "reboot")
+
+
+def install_grub(disk: Path, boot_part: str, meta: dict[str, str], out: Path) -> None:
+    """GRUB (i386-pc) in the MBR gap: boot.img's code into the MBR (the partition table
+    stays), core.img from sector 1 (before the FAT at BOOT_OFFSET), grub.cfg and a fresh
+    environment block (slot A good, B empty) on the FAT in /grub."""
+    grubdir = out / "grub"
+    shutil.rmtree(grubdir, ignore_errors=True)
+    grubdir.mkdir()
+    sig = f"{int(meta['DISK_SIGNATURE'], 16):08x}"
+    cfg = (REPO / "board/qemu-x86_64/grub.cfg").read_text()
+    cfg = cfg.replace("@SIG@", sig).replace("@KERNEL@", meta["KERNEL_IMAGE"]) \
+        .replace("@CONSOLE@", meta["CONSOLE"])
+    (grubdir / "grub.cfg").write_text(cfg)
+    env = grubdir / "grubenv"
+    run("grub-editenv", env, "create")
+    run("grub-editenv", env, "set", "ORDER=A B", "A_OK=1", "A_TRY=0", "B_OK=0", "B_TRY=0")
+    core = grubdir / "core.img"
+    run("grub-mkimage", "-O", "i386-pc", "-o", core, "-p", "(hd0,msdos1)/grub", *GRUB_MODULES)
+    lib = Path("/usr/lib/grub/i386-pc")
+    boot_img = (lib / "boot.img").read_bytes()
+    core_bytes = core.read_bytes()
+    if 512 + len(core_bytes) > size_bytes(meta["BOOT_OFFSET"]):
+        raise SystemExit("mkimage: GRUB core.img does not fit before the boot partition")
+    with open(disk, "r+b") as f:
+        f.write(boot_img[:440])  # code only: disk signature and partition table stay
+        f.seek(512)
+        f.write(core_bytes)
+    mt = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    run("mmd", "-i", boot_part, "::grub", env=mt)
+    run("mcopy", "-o", "-i", boot_part, grubdir / "grub.cfg", grubdir / "grubenv", "::grub/",
+        env=mt)
+
+
+def install_uboot_script(boot_part: str, board: str, meta: dict[str, str], out: Path) -> None:
+    """boot.scr (board/BOARD/boot.cmd) and a fresh uboot.env (slot A preferred, 3 tries
+    each) on the FAT; QEMU starts Debian's u-boot-qemu with -bios."""
+    d = out / "uboot"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    sig = f"{int(meta['DISK_SIGNATURE'], 16):08x}"
+    cmd = (REPO / "board" / board / "boot.cmd").read_text()
+    (d / "boot.cmd").write_text(cmd.replace("@SIG@", sig).replace("@CONSOLE@", meta["CONSOLE"]))
+    run("mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-d", d / "boot.cmd",
+        d / "boot.scr", stdout=subprocess.DEVNULL)
+    (d / "env.txt").write_text("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n")
+    run("mkenvimage", "-s", "0x4000", "-o", d / "uboot.env", d / "env.txt")
+    mt = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    run("mcopy", "-o", "-i", boot_part, d / "boot.scr", d / "uboot.env", "::", env=mt)
+
+
 def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -> dict:
     base = out / "base"
     rootfs = out / "rootfs"
@@ -183,7 +243,12 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     run("cp", "-a", base, rootfs)
     copy_overlay(REPO / "rootfs", rootfs)
     busybox_links(rootfs)
-    run(REPO / "board/common/post-build.sh", rootfs, REPO / "board" / board)
+    # RAUC keyring + index key (post-build.sh installs them): create the dev set on first use
+    run(sys.executable, REPO / "tools/release/release.py", "keys", stdout=subprocess.DEVNULL)
+    version = os.environ.get("SIPEDGE_VERSION") or \
+        f"{app_version()}+{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+    run(REPO / "board/common/post-build.sh", rootfs, REPO / "board" / board,
+        env={**os.environ, "SIPEDGE_VERSION": version})
     install_app(rootfs)
 
     kernel_name = meta["KERNEL_IMAGE"]
@@ -195,15 +260,22 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     for dtbs in (rootfs / "usr/lib").glob("linux-image-*"):
         shutil.rmtree(dtbs)  # device trees of real arm64 boards; QEMU virt generates its own
     run(sys.executable, HERE / "mkinitrd.py", rootfs, bindir / "initrd.img")
+    bootloader = meta.get("BOOTLOADER", "")
+    if bootloader in ("grub", "uboot"):  # the bootloader loads kernel+initrd from the slot
+        slotboot = rootfs / "usr/lib/sipedge/boot"
+        slotboot.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bindir / kernel_name, slotboot / kernel_name)
+        shutil.copy2(bindir / "initrd.img", slotboot / "initrd.img")
 
     sig = int(meta["DISK_SIGNATURE"], 16)
     root_partuuid = f"{sig:08x}-02"
     cmdline = (f"root=PARTUUID={root_partuuid} rootfstype=ext4 ro console={meta['CONSOLE']}"
-               " sipedge.slot=A")
+               " sipedge.slot=A rauc.slot=A")
     (bindir / "cmdline.txt").write_text(cmdline + "\n")
     shutil.copy2(REPO / "board/common/sipedge.toml", bindir / "sipedge.toml")
     build_info = {
-        "board": board, "arch": arch, "kernel": kver, "key": key,
+        "board": board, "arch": arch, "kernel": kver, "key": key, "version": version,
+        "bootloader": bootloader,
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (rootfs / "etc/sipedge-build.json").write_text(json.dumps(build_info, indent=1) + "\n")
@@ -233,6 +305,10 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     disk = bindir / "sipedge.img"
     boot_part = f"{disk}@@{size_bytes(meta['BOOT_OFFSET'])}"
     run("mcopy", "-o", "-i", boot_part, bindir / "initrd.img", "::initrd.img")
+    if bootloader == "grub":
+        install_grub(disk, boot_part, meta, out)
+    elif bootloader == "uboot":
+        install_uboot_script(boot_part, board, meta, out)
     (bindir / "boot.vfat").unlink()
     (bindir / "rootfs.ext4").unlink()
     (bindir / "data.ext4").unlink()

@@ -148,6 +148,10 @@ def _free_port() -> int:
     raise GuestError("no free port on 127.0.0.1")
 
 
+# Debian's u-boot-qemu: the arm64 image's firmware when it boots through its own bootloader
+UBOOT_ARM64 = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+
+
 @dataclass
 class Guest:
     """One QEMU run of the image. Use as a context manager, or call start()/stop()."""
@@ -172,6 +176,14 @@ class Guest:
     # use, boot files written into it), attached read-write without -no-reboot, so changes
     # survive a `reboot` (a real one: QEMU keeps running) and the next run of the same file.
     persistent_disk: Path | None = None
+    # A/B update tests: boot through the image's own bootloader (GRUB in the MBR on amd64)
+    # instead of -kernel, from `disk` kept across runs (no snapshot), so slot switches,
+    # boot counters and installed slots persist from one boot to the next.
+    firmware_boot: bool = False
+    disk: Path | None = None
+    # extra slirp guestfwd rules, e.g. "tcp:10.0.2.100:8080-cmd:tools/vm/tcp-relay.py 41234":
+    # the guest reaches a test server on the host's 127.0.0.1 through that address and port
+    guestfwd: tuple = ()
 
     def __post_init__(self):
         self.workdir = Path(self.workdir)
@@ -192,6 +204,8 @@ class Guest:
         return "/dev/" + self.image.meta["MGMT_TTY"]
 
     def _disk(self) -> Path:
+        if self.disk is not None:
+            return Path(self.disk)
         disk = self.image.path("disk")
         if self.persistent_disk is not None:
             copy = Path(self.persistent_disk)
@@ -225,17 +239,24 @@ class Guest:
         fwd = ",".join(f"hostfwd={proto}:127.0.0.1:{hp}-:{gp}"
                        for (proto, gp), hp in self.ports.items())
         netdev = "user,id=n0" + (",restrict=on" if self.restrict else "") + ("," + fwd if fwd else "")
+        netdev += "".join(f",guestfwd={rule}" for rule in self.guestfwd)
         s2 = self.workdir / f"{self.name}-serial2.sock"
         cmd = [
             meta["QEMU_SYSTEM"], "-M", meta["QEMU_MACHINE"], "-cpu", meta["QEMU_CPU"],
             "-m", str(self.memory_mb), "-smp", str(self.smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+            # persistent_disk: a reboot is a real one (QEMU keeps running); otherwise the
+            # guest's reboot ends QEMU (the A/B tests boot it again from `disk`)
             *([] if self.persistent_disk is not None else ["-no-reboot"]),
-            "-kernel", str(self.image.path("kernel_image")),
-            "-initrd", str(self.image.path("initrd")),
-            "-append", cmdline,
+            *(["-bios", UBOOT_ARM64] if self.firmware_boot and self.image.arch == "arm64"
+              else []),
+            *([] if self.firmware_boot else [
+                "-kernel", str(self.image.path("kernel_image")),
+                "-initrd", str(self.image.path("initrd")),
+                "-append", cmdline]),
             "-drive", f"file={self._disk()},format=raw,if=none,id=disk0"
-            + ("" if self.persistent_disk is not None else ",snapshot=on"),
+                      + ("" if self.disk is not None or self.persistent_disk is not None
+                         else ",snapshot=on"),
             "-device", "virtio-blk-pci,drive=disk0",
             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
             "-device", "virtio-rng-pci",

@@ -52,6 +52,7 @@ commands:
   reload routes             reload the routing script / table
   ctl METHOD [k=v ...]      any sipedgectl RPC method
   logs [N]                  last N log lines (default 20)
+  update ...                firmware updates (update status | check | install SRC)
   reboot                    reboot the box (asks first)
   factory-reset             default config, forget last-known-good (asks first)
   help, logout"""
@@ -234,6 +235,8 @@ class ConsoleSession:
         self._pending: tuple[str, Callable[[], str]] | None = None  # (expected answer, action)
         self._receiver: FileReceiver | None = None  # `config import -` in progress
         self.last_input = 0.0
+        from .ota_console import UpdateCommands  # issue 12: `update` commands
+        self.updates = UpdateCommands(lambda m, p: self.backend.rpc(m, p), self._confirm)
 
     def greeting(self, now: float) -> bytes:
         self.last_input = now
@@ -254,7 +257,15 @@ class ConsoleSession:
         return "sipedge management console\r\npassword: "
 
     def tick(self, now: float) -> bytes:
-        """Call periodically: idle logout."""
+        """Call periodically: idle logout, update progress."""
+        if self.logged_in:
+            try:
+                text = self.updates.tick(now)
+            except Exception:  # boundary: progress is best effort
+                log.exception("update progress failed")
+                text = ""
+            if text:
+                return ("\r\n" + self._crlf(text) + PROMPT).encode("utf-8", "replace")
         if self.logged_in and now - self.last_input > self.idle_logout_s:
             self.logged_in = False
             self._pending = None
@@ -420,6 +431,8 @@ class ConsoleSession:
         if cmd == "logs":
             n = int(args[0]) if args and args[0].isdigit() else 20
             return "\n".join(self.backend.logs(min(n, 500))) or "(no log lines)"
+        if cmd == "update":
+            return self.updates.run(args)
         if cmd == "reboot":
             return self._confirm("reboot now?", "y", self._do_reboot)
         if cmd == "factory-reset":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import subprocess
 from collections.abc import Sequence
@@ -26,8 +27,11 @@ class SupervisorBackend:
 
     def _on_loop(self, fn: Any, *args: Any) -> Any:
         async def call() -> Any:
-            return fn(*args)
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=10)
+            result = fn(*args)
+            if inspect.isawaitable(result):  # e.g. update.status runs rauc in a thread
+                result = await result
+            return result
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=60)
 
     def status(self) -> dict[str, Any]:
         return self._on_loop(self.sup.status)

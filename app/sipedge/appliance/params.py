@@ -172,3 +172,29 @@ class NetworkParams:
     vlan: list[VlanParams] = option(default_factory=list, doc="VLANs (`[[network.vlan]]`)")
     route: list[RouteParams] = option(default_factory=list, doc="static routes "
                                       "(`[[network.route]]`)")
+
+
+@section("update")
+@dataclass(frozen=True)
+class UpdateParams:
+    """Field updates: RAUC bundles into the A/B slots, the trial boot, release channels
+    (docs/updates.md)."""
+
+    mark_good_after_s: float = option(60.0, "healthy proxy time after which the booted slot "
+                                      "is marked good (RAUC mark-good; the bootloader stops "
+                                      "counting its tries; 0: never)", min=0)
+    trial_timeout_s: float = option(600.0, "a freshly installed slot that is not marked good "
+                                    "this long after boot (or whose proxy is FAILED) is "
+                                    "rebooted, spending one of its boot tries; after the "
+                                    "last try the bootloader returns to the old slot",
+                                    min=10, max=86400)
+    channel: str = option("stable", "release channel the box follows: stable or nightly",
+                          choices=("stable", "nightly"))
+    url: str = option("", "base URL of the channel folders (http or https; the index is "
+                      "URL/CHANNEL/index.json); empty: no channel checks")
+    check_interval_s: float = option(86400.0, "how often the channel is checked", min=60)
+    auto_install: bool = option(False, "download and install a newer release by itself "
+                                "(inside `window`); default: only report it")
+    window: str = option("", "local time window for automatic installs, HH:MM-HH:MM (may "
+                         "cross midnight); empty: any time")
+    max_bundle_bytes: int = option(1 << 30, "largest bundle downloaded", min=1 << 20)

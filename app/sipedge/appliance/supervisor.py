@@ -190,7 +190,7 @@ class Supervisor:
                 "workers_alive": self.last_report.workers_alive,
                 "workers_expected": self.last_report.workers_expected,
                 "loop_lag_ms": self.last_report.loop_lag_ms},
-            "marked_good": self.marked_good,
+            "marked_good": getattr(self.update_agent, "marked_good", self.marked_good),
             "cause": self.cause,
             "slot": self.info.get("slot"),
             "box_uptime_s": self._box_uptime(),
@@ -198,6 +198,8 @@ class Supervisor:
                           if self.network is not None else []),
             "numbers": {k: self.info.get(k) for k in ("registrations", "calls",
                                                       "transactions")},
+            "update": (self.update_agent.summary()
+                       if hasattr(self.update_agent, "summary") else None),
             "network_problems": list(self.network_problems),
             "network_services": (self.network.services.status()
                                  if getattr(self.network, "services", None) is not None else {}),
@@ -268,6 +270,8 @@ class Supervisor:
             "supervisor.restart": ack("restart"),
             "supervisor.stop": ack("stop"),
             "config.errors": lambda params: self.config_errors(),
+            **(self.update_agent.rpc_methods()  # ota.OtaManager: update.*
+               if hasattr(self.update_agent, "rpc_methods") else {}),
         }
 
     # ---------------------------------------------------------------- main loop
@@ -442,6 +446,9 @@ class Supervisor:
                     await self._apply_network()
                 elif isinstance(ev, (MediaInserted, MediaRemoved)) and self.media is not None:
                     await asyncio.to_thread(self.media.handle, ev)
+                if isinstance(ev, (MediaInserted, MediaRemoved)) and \
+                        hasattr(self.update_agent, "on_media"):  # a .raucb: offered
+                    await asyncio.to_thread(self.update_agent.on_media, ev)
                 self._lcd_shown = None
         except asyncio.CancelledError:
             raise
@@ -634,6 +641,13 @@ class Supervisor:
                 self.info[k] = v if isinstance(v, int) else None
 
     def _maybe_mark_good(self, now: float) -> None:
+        hook = getattr(self.update_agent, "on_supervisor_tick", None)
+        if hook is not None:  # ota.OtaManager: [update] mark-good and the trial boot
+            try:
+                hook(now, self.policy.state.value, self.policy.healthy_for(now))
+            except Exception:  # boundary: an OTA agent failure must not stop supervision
+                log.exception("update agent tick failed")
+            return
         after = self.choice.config.supervisor.mark_good_after_s
         if self.marked_good or self.update_agent is None or after <= 0:
             return
@@ -648,8 +662,11 @@ class Supervisor:
     # ---------------------------------------------------------------- panel
 
     def panel_state(self) -> str:
+        ota_alarms = getattr(self.update_agent, "panel_alarms", list)()
         return panel_status.panel_state(self.policy.state.value, len(self.choice.issues),
-                                        alarms=len(self.network_problems))
+                                        upgrading=bool(getattr(self.update_agent, "installing",
+                                                               False)),
+                                        alarms=len(self.network_problems) + len(ota_alarms))
 
     def panel_info(self) -> dict[str, Any]:
         info = dict(self.info)
@@ -659,6 +676,10 @@ class Supervisor:
         if self.network is not None:
             info["addresses"] = self.network.address_lines()
         info["alarms"] = list(self.network_problems)
+        info["alarms"] += getattr(self.update_agent, "panel_alarms", list)()
+        progress = getattr(self.update_agent, "progress_line", lambda: None)()
+        if progress:
+            info["alarms"].append(progress)
         if self.reset_history.present and self.reset_history.previous_reason is not None:
             info["alarms"].append("prev. WDT reset")
         if not self.policy.resets_allowed:

@@ -60,6 +60,7 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     """Real adapters (or fakes with --simulate); a missing device is logged, never fatal."""
     from . import fakes
     from .leds import SysfsLeds, led_names, read_board_data
+    from .ota import SYSTEM_CONF, OtaManager
     from .update import RaucCli
     from .watchdog import HardwareWatchdog
 
@@ -82,6 +83,8 @@ def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     hw["display"] = build_display(args, choice)
     if shutil.which("rauc"):
         hw["update_agent"] = RaucCli()
+        if SYSTEM_CONF.exists():  # an A/B image: the full update agent (issue 12)
+            hw["update_agent"] = OtaManager(cfg.update, data_dir=args.data_dir)
     try:
         # only look for pyroute2 here: importing it costs seconds on a slow board, and the
         # network code imports it when it first needs it

@@ -1,4 +1,4 @@
-"""http_client: HTTP(S) requests from routing scripts, async, on asyncio streams (stdlib only).
+"""http_client: HTTP(S) requests from routing scripts, async, on asyncio streams and h11.
 
 `h1` is the sans-IO HTTP/1.1 framing, `client.HttpClient` the pooled asyncio client.
 Importing this package does not register the `[http_client]` config section (`params` does).

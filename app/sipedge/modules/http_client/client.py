@@ -1,4 +1,4 @@
-"""Async HTTP/1.1 client on asyncio streams (stdlib only): a keep-alive pool per host, TLS
+"""Async HTTP/1.1 client on asyncio streams and h11: a keep-alive pool per host, TLS
 verified by default, every wait and size bounded.
 
     client = HttpClient(timeout_s=5, max_response_bytes=1 << 20)
@@ -16,10 +16,15 @@ and the method is idempotent (RFC 9110 9.2.2); a POST is not sent twice.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .h1 import (
@@ -161,6 +166,96 @@ class HttpClient:
         except TimeoutError:
             raise HttpTimeout(f"{method} {url}: no complete response within {limit:g}s") from None
 
+    async def download(self, url: str, path: str | os.PathLike[str], *, max_bytes: int,
+                       timeout: float | None = None, resume: bool = True,
+                       on_progress: Callable[[int, int | None], None] | None = None) -> int:
+        """GET `url` into the file `path`, streaming (the body never sits in memory), and
+        return the file's size. With `resume` an existing partial file is continued with a
+        `Range` request; a server that answers 200 instead of 206 restarts it from zero.
+        More than `max_bytes` in total raises HttpTooLarge (what was written stays, so a
+        later call with a corrected bound can resume). `on_progress(done, total)` is called
+        per chunk (`total` None when unknown). Non-2xx raises HttpError. Runs on its own
+        connection, which is closed afterwards."""
+        target = parse_url(url)
+        dest = Path(path)
+        have = dest.stat().st_size if resume and dest.exists() else 0
+        if have > max_bytes:
+            have = 0
+        hdrs = [("User-Agent", self.user_agent)]
+        if have:
+            hdrs.append(("Range", f"bytes={have}-"))
+        data = build_request("GET", target.path, target.host_header, hdrs, None)
+        limit = self.timeout_s if timeout is None else timeout
+        self.requests += 1
+        with open(dest, "r+b" if have else "wb") as f:
+            f.seek(have)
+            st: dict[str, Any] = {"written": have, "total": None, "started": False}
+
+            def sink(chunk: bytes) -> None:
+                head = parser.head
+                assert head is not None
+                if not st["started"]:
+                    st["started"] = True
+                    status = head[0]
+                    if status == 200 and st["written"]:
+                        f.seek(0)
+                        f.truncate()
+                        st["written"] = 0
+                    elif status == 206:
+                        rng = _header(head[2], "content-range") or ""
+                        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", rng.strip())
+                        if m is None or int(m.group(1)) != st["written"]:
+                            raise HttpProtocolError(f"206 with Content-Range {rng!r} does "
+                                                    f"not continue at byte {st['written']}")
+                        if m.group(3) != "*":
+                            st["total"] = int(m.group(3))
+                    if status in (200, 206) and st["total"] is None:
+                        cl = _header(head[2], "content-length")
+                        if cl is not None and cl.isdigit():
+                            st["total"] = st["written"] + int(cl)
+                    if st["total"] is not None and st["total"] > max_bytes:
+                        raise HttpTooLarge(f"{url}: {st['total']} bytes is more than the "
+                                           f"bound of {max_bytes}")
+                if head[0] not in (200, 206):
+                    return
+                if st["written"] + len(chunk) > max_bytes:
+                    raise HttpTooLarge(f"{url}: more than {max_bytes} bytes")
+                f.write(chunk)
+                st["written"] += len(chunk)
+                if on_progress is not None:
+                    on_progress(st["written"], st["total"])
+
+            parser = ResponseParser("GET", max_head_bytes=self.max_head_bytes,
+                                    max_body_bytes=max_bytes, on_body=sink)
+            try:
+                async with asyncio.timeout(limit):
+                    conn = await self._connect(target)
+                    try:
+                        conn.writer.write(data)
+                        await conn.writer.drain()
+                        while not parser.done:
+                            try:
+                                chunk = await conn.reader.read(65536)
+                            except (ConnectionError, OSError):
+                                chunk = b""
+                            parser.feed(chunk)
+                    except (ConnectionError, OSError) as exc:
+                        raise HttpConnectError(f"connection failed: {exc}") from None
+                    finally:
+                        conn.close()
+            except TimeoutError:
+                raise HttpTimeout(f"GET {url}: download not complete within {limit:g}s "
+                                  f"({st['written']} bytes so far)") from None
+            finally:
+                f.flush()
+        assert parser.response is not None
+        status = parser.response.status
+        if status == 416 and have:
+            return have  # already complete; the caller checks size and hash
+        if status not in (200, 206):
+            raise HttpError(f"GET {url}: HTTP {status} {parser.response.reason}")
+        return int(st["written"])
+
     async def close(self) -> None:
         for host in self._hosts.values():
             while host.idle:
@@ -260,6 +355,13 @@ class HttpClient:
             conn.close()
         assert parser.response is not None
         return parser.response
+
+
+def _header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
 
 
 class _Stale(Exception):

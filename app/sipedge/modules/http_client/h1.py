@@ -1,4 +1,4 @@
-"""HTTP/1.1 client framing, sans-IO (RFC 9112): request bytes out, response bytes in.
+"""HTTP/1.1 client framing, sans-IO, on h11 (RFC 9112): request bytes out, response bytes in.
 
     data = build_request("GET", "/x", "example.com", [("Accept", "*/*")], b"")
     p = ResponseParser("GET", max_head_bytes=16384, max_body_bytes=1 << 20)
@@ -6,22 +6,25 @@
     p.response                         # Response(status, reason, headers, body)
     p.keep_alive                       # may the connection be reused?
 
-Bodies are delimited by Content-Length, chunked transfer coding, or the end of the stream
-(then the connection is not reused). Responses to HEAD, 1xx, 204 and 304 have no body;
-interim 1xx responses are skipped. Every size is bounded: a response that exceeds a limit
-raises `HttpTooLarge`, anything malformed `HttpProtocolError`.
+The framing itself (Content-Length, chunked, close-delimited; no body for HEAD, 1xx, 204
+and 304) is h11's; this module keeps the project's small API on top of it, adds the size
+bounds (head, body, header count) and maps h11's errors: a response that exceeds a limit
+raises `HttpTooLarge`, anything malformed `HttpProtocolError`, a bad request argument
+`ValueError`. Interim 1xx responses are skipped. `on_body` streams the body to a callback
+instead of collecting it (the OTA channel download writes it to a file).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import h11
 
 from ...errors import EdgeError
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: (.*))?")
-_HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
 
 
 class HttpError(EdgeError):
@@ -96,190 +99,147 @@ def build_request(method: str, target: str, host: str, headers: list[tuple[str, 
     if not target or any(c in target for c in " \r\n\x00"):
         raise ValueError(f"bad request target {target!r}")
     names = {k.lower() for k, _ in headers}
-    lines = [f"{method} {target} HTTP/1.1"]
+    hdrs: list[tuple[str, str]] = []
     if "host" not in names:
-        lines.append(f"Host: {host}")
+        hdrs.append(("Host", host))
     for k, v in headers:
         check_header(k, v)
-        lines.append(f"{k}: {v}")
+        hdrs.append((k, v))
     if body is not None and "content-length" not in names and "transfer-encoding" not in names:
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            lines.append(f"Content-Length: {len(body)}")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head + (body or b"")
+            hdrs.append(("Content-Length", str(len(body))))
+    conn = h11.Connection(h11.CLIENT)
+    try:
+        out = conn.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
+        if body:
+            out += conn.send(h11.Data(data=body)) or b""
+        out += conn.send(h11.EndOfMessage()) or b""
+    except h11.LocalProtocolError as exc:
+        raise ValueError(f"bad request: {exc}") from None
+    return out
 
 
 class ResponseParser:
     """Incremental parser of one response (see the module doc)."""
 
     def __init__(self, method: str, *, max_head_bytes: int = 16384,
-                 max_body_bytes: int = 1 << 20, max_headers: int = 100) -> None:
+                 max_body_bytes: int = 1 << 20, max_headers: int = 100,
+                 on_body: Callable[[bytes], None] | None = None) -> None:
         self.method = method.upper()
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
         self.max_headers = max_headers
-        self._buf = bytearray()
-        self._state = "head"  # head, body_length, body_chunked, body_close, done
-        self._remaining = 0
-        self._chunk_state = "size"  # size, data, data_crlf, trailer
+        self.on_body = on_body
+        # h11 learns the method (HEAD has no body) from the request it "sent"; the bytes
+        # themselves come from build_request() and are not used here.
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
+        self._conn.send(h11.Request(method=self.method, target="/", headers=[("Host", "h")]))
+        self._conn.send(h11.EndOfMessage())
+        self._received = 0
         self._body = bytearray()
-        self._head: tuple[int, str, tuple[tuple[str, str], ...], str] | None = None
+        self._body_len = 0
+        self._head: tuple[int, str, tuple[tuple[str, str], ...]] | None = None
+        self._until_close = False
+        self._done = False
+        self._eof = False
         self.keep_alive = False
         self.response: Response | None = None
 
     @property
     def done(self) -> bool:
-        return self._state == "done"
+        return self._done
 
     @property
     def started(self) -> bool:
         """Has any byte of a response arrived (a reused connection that fails before this
         may be retried)?"""
-        return bool(self._buf) or self._head is not None or self._state != "head"
+        return self._received > 0
+
+    @property
+    def head(self) -> tuple[int, str, tuple[tuple[str, str], ...]] | None:
+        """(status, reason, headers) once the final response head has arrived."""
+        return self._head
 
     def feed(self, data: bytes) -> None:
         """Bytes from the connection; `b""` means the server closed it."""
-        if self._state == "done":
+        if self._done or self._eof:
             return
-        eof = not data
-        self._buf += data
-        while not self.done:
-            before = (self._state, len(self._buf))
-            self._step(eof)
-            if (self._state, len(self._buf)) == before:
-                break
-        if eof and not self.done:
+        if data and not self._received:
+            data = data.lstrip(b"\r\n")  # stray CRLF before a response (RFC 9112 2.2)
+            if not data:
+                return
+        self._received += len(data)
+        self._eof = not data
+        try:
+            self._conn.receive_data(data)
+            self._drain()
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:
+                raise HttpTooLarge(f"response head larger than {self.max_head_bytes} bytes") \
+                    from None
+            raise HttpProtocolError(f"bad response: {exc}") from None
+        if self._eof and not self._done:
             raise HttpProtocolError("connection closed before the response was complete")
 
-    def _step(self, eof: bool) -> None:
-        if self._state == "head":
-            self._parse_head()
-        elif self._state == "body_length":
-            take = min(self._remaining, len(self._buf))
-            self._body += self._buf[:take]
-            del self._buf[:take]
-            self._remaining -= take
-            if self._remaining == 0:
+    def _drain(self) -> None:
+        while not self._done:
+            ev = self._conn.next_event()
+            if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                return
+            if isinstance(ev, h11.InformationalResponse):
+                if ev.status_code == 101:
+                    raise HttpProtocolError("unexpected protocol switch")
+                continue  # interim response: the final one follows
+            if isinstance(ev, h11.Response):
+                self._on_head(ev)
+            elif isinstance(ev, h11.Data):
+                self._append(bytes(ev.data))
+            elif isinstance(ev, h11.EndOfMessage):
                 self._finish()
-        elif self._state == "body_close":
-            self._append(self._buf)
-            self._buf.clear()
-            if eof:
-                self._finish()
-        elif self._state == "body_chunked":
-            self._parse_chunked()
+            elif isinstance(ev, h11.ConnectionClosed):
+                return
 
-    def _append(self, data: bytes | bytearray) -> None:
-        if len(self._body) + len(data) > self.max_body_bytes:
-            raise HttpTooLarge(f"response body larger than {self.max_body_bytes} bytes")
-        self._body += data
-
-    def _parse_head(self) -> None:
-        while self._buf.startswith(b"\r\n"):  # stray CRLF before a response
-            del self._buf[:2]
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buf) > self.max_head_bytes:
-                raise HttpTooLarge(f"response head larger than {self.max_head_bytes} bytes")
-            return
-        if end > self.max_head_bytes:
-            raise HttpTooLarge(f"response head larger than {self.max_head_bytes} bytes")
-        text = bytes(self._buf[:end]).decode("latin-1")
-        del self._buf[:end + 4]
-        lines = text.split("\r\n")
-        m = _STATUS_LINE.fullmatch(lines[0])
-        if m is None:
-            raise HttpProtocolError(f"bad status line {lines[0][:80]!r}")
-        minor, status, reason = int(m.group(1)), int(m.group(2)), m.group(3) or ""
-        if len(lines) - 1 > self.max_headers:
+    def _on_head(self, ev: h11.Response) -> None:
+        hdrs = tuple((k.decode("latin-1"), v.decode("latin-1"))
+                     for k, v in ev.headers.raw_items())
+        if len(hdrs) > self.max_headers:
             raise HttpTooLarge(f"more than {self.max_headers} response headers")
-        headers = []
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not _TOKEN.fullmatch(name):
-                raise HttpProtocolError(f"bad header line {line[:80]!r}")
-            headers.append((name, value.strip(" \t")))
-        if 100 <= status < 200:
-            if status == 101:
-                raise HttpProtocolError("unexpected protocol switch")
-            return  # interim response: the final one follows
-        hdrs = tuple(headers)
-        self._head = (status, reason, hdrs, f"1.{minor}")
+        # h11 bounds only an incomplete head; a complete one that arrived at once is
+        # measured here (status line + "name: value\r\n" lines + the blank line)
+        size = 17 + len(ev.reason) + sum(len(k) + len(v) + 4 for k, v in hdrs) + 2
+        if size > self.max_head_bytes:
+            raise HttpTooLarge(f"response head larger than {self.max_head_bytes} bytes")
+        self._head = (ev.status_code, ev.reason.decode("latin-1"), hdrs)
+        minor = ev.http_version == b"1.1"
         conn = ",".join(v for k, v in hdrs if k.lower() == "connection").lower()
         tokens = {t.strip() for t in conn.split(",")}
-        self.keep_alive = ("close" not in tokens) and (minor == 1 or "keep-alive" in tokens)
+        self.keep_alive = ("close" not in tokens) and (minor or "keep-alive" in tokens)
         te = ",".join(v for k, v in hdrs if k.lower() == "transfer-encoding").lower()
-        lengths = {v.strip() for k, v in hdrs if k.lower() == "content-length"}
-        if self.method == "HEAD" or status in (204, 304):
-            self._finish()
-        elif te:
-            if te.split(",")[-1].strip() != "chunked":
-                self.keep_alive = False
-                self._state = "body_close"
-            else:
-                self._state = "body_chunked"
-        elif lengths:
-            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-                raise HttpProtocolError("bad Content-Length")
-            n = int(next(iter(lengths)))
+        lengths = [v.strip() for k, v in hdrs if k.lower() == "content-length"]
+        no_body = self.method == "HEAD" or ev.status_code in (204, 304)
+        if not no_body and not te and not lengths:
+            self._until_close = True
+            self.keep_alive = False
+        if lengths and not no_body and not te:
+            n = int(lengths[0])  # h11 has checked the value(s)
             if n > self.max_body_bytes:
                 raise HttpTooLarge(f"response body of {n} bytes is larger than "
                                    f"{self.max_body_bytes}")
-            self._remaining = n
-            self._state = "body_length"
-            if n == 0:
-                self._finish()
-        else:
-            self.keep_alive = False
-            self._state = "body_close"
 
-    def _parse_chunked(self) -> None:
-        if self._chunk_state == "size":
-            end = self._buf.find(b"\r\n")
-            if end < 0:
-                if len(self._buf) > 1024:
-                    raise HttpProtocolError("chunk size line too long")
-                return
-            line = bytes(self._buf[:end]).decode("latin-1").split(";", 1)[0].strip()
-            del self._buf[:end + 2]
-            if not _HEX.fullmatch(line):
-                raise HttpProtocolError(f"bad chunk size {line[:20]!r}")
-            size = int(line, 16)
-            if size == 0:
-                self._chunk_state = "trailer"
-            else:
-                if len(self._body) + size > self.max_body_bytes:
-                    raise HttpTooLarge(f"response body larger than {self.max_body_bytes} bytes")
-                self._remaining = size
-                self._chunk_state = "data"
-        elif self._chunk_state == "data":
-            take = min(self._remaining, len(self._buf))
-            self._append(self._buf[:take])
-            del self._buf[:take]
-            self._remaining -= take
-            if self._remaining == 0:
-                self._chunk_state = "data_crlf"
-        elif self._chunk_state == "data_crlf":
-            if len(self._buf) < 2:
-                return
-            if self._buf[:2] != b"\r\n":
-                raise HttpProtocolError("chunk not followed by CRLF")
-            del self._buf[:2]
-            self._chunk_state = "size"
-        elif self._chunk_state == "trailer":
-            end = self._buf.find(b"\r\n")
-            if end < 0:
-                if len(self._buf) > self.max_head_bytes:
-                    raise HttpTooLarge("trailer too large")
-                return
-            del self._buf[:end + 2]
-            if end == 0:
-                self._finish()
+    def _append(self, data: bytes) -> None:
+        if self._body_len + len(data) > self.max_body_bytes:
+            raise HttpTooLarge(f"response body larger than {self.max_body_bytes} bytes")
+        self._body_len += len(data)
+        if self.on_body is not None:
+            self.on_body(data)
+        else:
+            self._body += data
 
     def _finish(self) -> None:
         assert self._head is not None
-        status, reason, hdrs, _ = self._head
+        status, reason, hdrs = self._head
         self.response = Response(status, reason, hdrs, bytes(self._body))
-        self._state = "done"
-        if self._buf:  # bytes after the response: the connection is not in a known state
-            self.keep_alive = False
+        self._done = True
+        trailing, _closed = self._conn.trailing_data
+        if trailing or self._until_close:
+            self.keep_alive = False  # bytes after the response: state of the link unknown

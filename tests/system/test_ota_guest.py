@@ -1,0 +1,384 @@
+"""Field updates in the amd64 guest, booted by GRUB from the disk (no -kernel): RAUC A/B
+with boot counting, the supervisor's mark-good and rollback report, the channel download.
+
+`make test` runs the happy path (two boots, grouped checks):
+  boot 1 (slot A): a bundle with one flipped byte is downloaded and refused before
+          anything is written (slot B's hash is unchanged); the channel
+          (index + bundle served from the host's 127.0.0.1, reached by the guest only
+          through a guestfwd rule) offers the newer release; `update.install URL`
+          downloads and installs it into B; reboot. (Forged indexes, wrong compatible and
+          unknown signers are refused by the same code in tests/integration and tests/unit.)
+  boot 2: GRUB boots B; after [update] mark_good_after_s of health B is marked good, both
+          versions are reported by update.status.
+`make test-ota` adds the slow ones (SIPEDGE_TEST_OTA_LONG=1): a bundle whose proxy never
+gets healthy -> back on A by itself with the rollback reported; QEMU killed in the middle
+of an install -> A boots and B is not marked good.
+"""
+from __future__ import annotations
+
+import http.server
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record
+
+pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(3600)]
+
+LONG = os.environ.get("SIPEDGE_TEST_OTA_LONG") == "1"
+MT = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+# test bundles: zstd level 3 compresses several times faster than the default gzip, to a
+# similar size (the guest kernel and unsquashfs read it); product bundles keep the default
+os.environ.setdefault("SIPEDGE_BUNDLE_MKSQUASHFS_ARGS", "-comp zstd -Xcompression-level 3")
+TOML_EXTRA = """
+[update]
+mark_good_after_s = 10
+trial_timeout_s = {trial}
+channel = "nightly"
+url = "http://10.0.2.100:8080"
+"""
+
+
+def load_release():
+    spec = importlib.util.spec_from_file_location("sipedge_release",
+                                                  REPO / "tools/release/release.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def need_grub(image):
+    if image.manifest.get("bootloader") != "grub":
+        pytest.skip("image has no GRUB A/B boot (rebuild with tools/image/mkimage.py)")
+    for tool in ("rauc", "mksquashfs", "debugfs", "grub-editenv"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"missing {tool} (tests/apt-packages.txt)")
+
+
+class Disk:
+    """A private copy of the image's disk that persists across boots."""
+
+    def __init__(self, image, path: Path):
+        self.image = image
+        self.path = path
+        subprocess.run(["cp", "--sparse=always", str(image.path("disk")), str(path)], check=True)
+        self.boot = f"{path}@@{image.manifest['boot_offset']}"
+        parts = json.loads(subprocess.run(["sfdisk", "-J", str(path)], check=True,
+                                          capture_output=True, text=True).stdout)
+        self.parts = parts["partitiontable"]["partitions"]
+
+    def get(self, name: str, dest: Path) -> Path:
+        subprocess.run(["mcopy", "-o", "-i", self.boot, f"::{name}", str(dest)], check=True,
+                       env=MT)
+        return dest
+
+    def put(self, src: Path, name: str) -> None:
+        subprocess.run(["mcopy", "-o", "-i", self.boot, str(src), f"::{name}"], check=True,
+                       env=MT)
+
+    def grubenv(self, tmp: Path, *sets: str) -> dict[str, str]:
+        env = self.get("grub/grubenv", tmp / "grubenv")
+        if sets:
+            subprocess.run(["grub-editenv", str(env), "set", *sets], check=True)
+            self.put(env, "grub/grubenv")
+        out = subprocess.run(["grub-editenv", str(env), "list"], check=True,
+                             capture_output=True, text=True).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def slot_hash(self, n: int) -> str:
+        import hashlib
+        p = self.parts[n - 1]
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            f.seek(p["start"] * 512)
+            left = p["size"] * 512
+            while left:
+                chunk = f.read(min(left, 1 << 22))
+                h.update(chunk)
+                left -= len(chunk)
+        return h.hexdigest()
+
+
+class Channel:
+    """A static channel folder on the host's 127.0.0.1 (any web server would do)."""
+
+    def __init__(self, root: Path):
+        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+            *a, directory=str(root), **kw)
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.srv.RequestHandlerClass.log_message = lambda *a: None
+        self.port = self.srv.server_address[1]
+        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False) -> Path:
+    """Slot A's file system with another /etc/sipedge-release (and, `broken`, a proxy that
+    exits at once, so the supervisor never sees it healthy)."""
+    p = disk.parts[1]
+    with open(disk.path, "rb") as src, open(out, "wb") as dst:
+        src.seek(p["start"] * 512)
+        left = p["size"] * 512
+        while left:
+            chunk = src.read(min(left, 1 << 22))
+            dst.write(chunk)
+            left -= len(chunk)
+    rel = out.parent / f"release-{version}"
+    rel.write_text(f"VERSION={version}\nBOARD=qemu-x86_64\n")
+    cmds = ["rm /etc/sipedge-release", f"write {rel} /etc/sipedge-release"]
+    if broken:
+        bad = out.parent / "sipedge-broken"
+        bad.write_text("#!/bin/sh\necho 'broken build: exiting' >&2\nexit 3\n")
+        bad.chmod(0o755)
+        cmds += ["rm /usr/bin/sipedge", f"write {bad} /usr/bin/sipedge",
+                 "sif /usr/bin/sipedge mode 0100755"]
+    for c in cmds:
+        subprocess.run(["debugfs", "-w", "-R", c, str(out)], check=True, capture_output=True)
+    return out
+
+
+def boot(image, workdir, disk, name, port=None):
+    from sipedge_vm import Guest
+    g = Guest(image, workdir, name=name, firmware_boot=True, disk=disk.path,
+              timeout_s=900 * TIMEOUT_MULTIPLIER,
+              guestfwd=(guestfwd(port),) if port else ())
+    g.start()
+    return g
+
+
+def guestfwd(port: int) -> str:
+    """10.0.2.100:8080 in the guest -> 127.0.0.1:port on the host, one relay process per
+    connection (a `tcp:` chardev target would carry only the first connection)."""
+    return f"tcp:10.0.2.100:8080-cmd:{sys.executable} {REPO / 'tools/vm/tcp-relay.py'} {port}"
+
+
+def ctl(g, method, timeout=120, **params):
+    args = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                    for k, v in params.items())
+    rc, out = g.shell(f"sipedgectl --json --timeout 90 {method} {args}", timeout=timeout)
+    assert rc == 0, out
+    return json.loads(out[out.index("{") if "{" in out else 0:] or "null")
+
+
+def wait_ctl(g, timeout=240):
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    while True:
+        rc, out = g.shell("sipedgectl --json --timeout 90 update.status", timeout=120)
+        if rc == 0 and "{" in out:
+            return json.loads(out[out.index("{"):])
+        if time.monotonic() > deadline:
+            raise AssertionError("update.status never answered:\n" + out)
+        time.sleep(2)
+
+
+def wait_install(g, timeout=1500):
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    while True:
+        p = ctl(g, "update.progress")
+        if p.get("done"):
+            return p
+        assert time.monotonic() < deadline, p
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def setup(sipedge_image, tmp_path_factory):
+    need_grub(sipedge_image)
+    rel = load_release()
+    work = tmp_path_factory.mktemp("ota")
+    disk = Disk(sipedge_image, work / "disk.img")
+    toml = disk.get("sipedge.toml", work / "sipedge.toml")
+    toml.write_text(toml.read_text() + TOML_EXTRA.format(trial=600))
+    disk.put(toml, "sipedge.toml")
+    disk.grubenv(work, "sipedge_extra=quiet sipedge.autologin")
+    v1 = sipedge_image.manifest["version"]
+    base = v1.split("+")[0]
+    v2 = f"{base}+99990101000000"
+    # the bundle depends only on the image (and the keys): built once per image
+    cache = REPO / "out/image-amd64/test-bundles"
+    cache.mkdir(parents=True, exist_ok=True)
+    good = cache / f"{sipedge_image.manifest['key'][:16]}-v2.raucb"
+    for old in cache.glob("*.raucb"):  # bundles of earlier images
+        if old != good:
+            old.unlink()
+    if not good.exists():
+        t0 = time.monotonic()
+        rootfs = variant_rootfs(disk, work / "rootfs2.ext4", v2)
+        rel.make_bundle(rootfs, "qemu-x86_64", v2, work / "good.raucb")
+        rootfs.unlink()
+        shutil.move(work / "good.raucb", good)
+        record("bundle build amd64", f"{time.monotonic() - t0:.0f} s, "
+               f"{good.stat().st_size / 2**20:.1f} MiB (rootfs slot image "
+               f"{disk.parts[1]['size'] * 512 / 2**20:.0f} MiB)")
+    chan = work / "channels"
+    rel.publish(chan, "nightly", good, notes="system test")
+    flipped = bytearray(good.read_bytes())
+    flipped[len(flipped) // 3] ^= 0x01
+    (chan / "bundles/flipped.raucb").write_bytes(flipped)
+    server = Channel(chan)
+    yield rel, work, disk, v1, v2, server, chan
+    server.close()
+
+
+def test_install_reboot_mark_good(sipedge_image, setup):
+    rel, work, disk, v1, v2, server, chan = setup
+    b_before = disk.slot_hash(3)
+    g = boot(sipedge_image, work, disk, "ota-a", server.port)
+    try:
+        g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+        st = wait_ctl(g)
+        assert st["booted"] == "A" and st["version"] == v1, st
+        assert st["compatible"] == "sipedge-qemu-x86_64"
+        # one byte flipped: downloaded, then refused before anything is written
+        ctl(g, "update.install", source="http://10.0.2.100:8080/bundles/flipped.raucb")
+        p = wait_install(g)
+        assert not p["ok"] and "refused" in p["error"], p
+        assert "signed checksum" in p["error"], p
+        assert disk.slot_hash(3) == b_before  # nothing was written to slot B
+        # the channel: a forged index is refused, the real one offers v2
+        ctl(g, "update.check")
+        deadline = time.monotonic() + 120 * TIMEOUT_MULTIPLIER
+        while not (lc := ctl(g, "update.last_check")) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert lc.get("ok") and lc["available"]["version"] == v2, lc
+        t0 = time.monotonic()
+        ctl(g, "update.install", source=lc["available"]["url"])
+        p = wait_install(g)
+        install_s = time.monotonic() - t0
+        assert p["ok"], p
+        record("install amd64 (download + check + rauc install, TCG)", f"{install_s:.0f} s")
+        st = wait_ctl(g)
+        assert st["pending"]["to_slot"] == "B" and st["last_install"]["result"] == "ok"
+        g.shell("sync; reboot", timeout=30)
+        g.wait_exit(120)
+    finally:
+        g.stop()
+    env = disk.grubenv(work)
+    assert env["ORDER"] == "B A" and env["B_OK"] == "1", env
+
+    t0 = time.monotonic()
+    g = boot(sipedge_image, work, disk, "ota-b")
+    try:
+        g.console.expect(b"sipedge-boot: slot B", timeout=120)
+        g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+        deadline = time.monotonic() + 300 * TIMEOUT_MULTIPLIER
+        while True:
+            st = wait_ctl(g)
+            if st["marked_good"] or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        record("reboot-to-marked-good amd64 (TCG, mark_good_after_s=10)",
+               f"{time.monotonic() - t0:.0f} s")
+        assert st["booted"] == "B" and st["version"] == v2 and st["marked_good"], st
+        assert st["slots"]["B"]["version"] == v2, st
+        assert st["pending"] is None and st["rollback"] is None
+        g.shell("sync; poweroff", timeout=30)
+        g.wait_exit(120)
+    finally:
+        g.stop()
+    env = disk.grubenv(work)
+    assert env["B_TRY"] == "0" and env["ORDER"] == "B A", env
+    assert disk.slot_hash(3) != b_before
+
+
+@pytest.mark.skipif(not LONG, reason="slow (several boots): make test-ota")
+def test_unhealthy_bundle_rolls_back(sipedge_image, tmp_path_factory):
+    need_grub(sipedge_image)
+    rel = load_release()
+    work = tmp_path_factory.mktemp("ota-bad")
+    disk = Disk(sipedge_image, work / "disk.img")
+    toml = disk.get("sipedge.toml", work / "sipedge.toml")
+    toml.write_text(toml.read_text() + TOML_EXTRA.format(trial=90))
+    disk.put(toml, "sipedge.toml")
+    disk.grubenv(work, "sipedge_extra=quiet sipedge.autologin")
+    v1 = sipedge_image.manifest["version"]
+    v3 = v1.split("+")[0] + "+99990202000000"
+    bad = rel.make_bundle(variant_rootfs(disk, work / "rootfs3.ext4", v3, broken=True),
+                          "qemu-x86_64", v3, work / "bad.raucb")
+    chan = work / "ch"
+    (chan / "b").mkdir(parents=True)
+    shutil.copy(bad, chan / "b/bad.raucb")
+    server = Channel(chan)
+    try:
+        g = boot(sipedge_image, work, disk, "bad-a", server.port)
+        try:
+            g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+            wait_ctl(g)
+            ctl(g, "update.install", source="http://10.0.2.100:8080/b/bad.raucb")
+            assert wait_install(g)["ok"]
+            g.shell("sync; reboot", timeout=30)
+            g.wait_exit(120)
+        finally:
+            g.stop()
+        t0 = time.monotonic()
+        slots = []
+        for i in range(5):  # B gets 3 tries, then GRUB returns to A
+            g = boot(sipedge_image, work, disk, f"bad-{i}")
+            try:
+                m = g.console.expect(rb"sipedge-boot: slot ([AB])", timeout=120)
+                slots.append(m.group(1).decode())
+                if slots[-1] == "A":
+                    g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+                    st = wait_ctl(g)
+                    break
+                g.wait_exit(600 * TIMEOUT_MULTIPLIER)  # the supervisor reboots it
+            finally:
+                g.stop()
+        record("bad boot back to the old slot amd64 (3 tries, trial_timeout_s=90, TCG)",
+               f"{time.monotonic() - t0:.0f} s, slots {' '.join(slots)}")
+        assert slots == ["B", "B", "B", "A"], slots
+        assert st["booted"] == "A" and st["version"] == v1
+        assert st["rollback"].startswith(f"rolled back from {v3} to {v1}: "), st
+        assert "proxy" in st["rollback"]
+    finally:
+        server.close()
+
+
+@pytest.mark.skipif(not LONG, reason="slow (several boots): make test-ota")
+def test_power_cut_during_install_boots_a(sipedge_image, setup, tmp_path_factory):
+    rel, _, _, v1, v2, server, chan = setup
+    work = tmp_path_factory.mktemp("ota-cut")
+    disk = Disk(sipedge_image, work / "disk.img")
+    disk.grubenv(work, "sipedge_extra=quiet sipedge.autologin")
+    g = boot(sipedge_image, work, disk, "cut-a", server.port)
+    try:
+        g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+        wait_ctl(g)
+        ctl(g, "update.install",
+            source=f"http://10.0.2.100:8080/bundles/"
+                   f"sipedge-qemu-x86_64-{v2.replace('+', '_')}.raucb")
+        deadline = time.monotonic() + 1500 * TIMEOUT_MULTIPLIER
+        while True:
+            p = ctl(g, "update.progress")
+            # past the download and the pre-check: rauc is writing slot B
+            if (p["percent"] >= 60 and "download" not in p["step"]
+                    and "verifying" not in p["step"]) or p["done"] \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert not p["done"], p
+    finally:
+        g.proc.kill()  # the power cut
+        g.stop()
+    g = boot(sipedge_image, work, disk, "cut-b")
+    try:
+        m = g.console.expect(rb"sipedge-boot: slot ([AB])", timeout=120)
+        assert m.group(1) == b"A"
+        g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+        st = wait_ctl(g)
+        assert st["booted"] == "A" and st["version"] == v1
+        assert st["slots"]["B"]["boot_status"] != "good", st
+    finally:
+        g.stop()
