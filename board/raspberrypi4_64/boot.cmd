@@ -5,8 +5,10 @@
 # left. Every boot spends one try of the slot it boots; `rauc status mark-good` (run by the
 # supervisor after [update] mark_good_after_s of proxy health) refills them. A slot with no
 # tries left is skipped: the next slot in BOOT_ORDER boots, the old one (rollback).
-# Kernel and device tree come from the booted slot (/boot of its ext4), so a rollback
-# returns to the old kernel too.
+# The kernel comes from the booted slot (/boot of its ext4), so a rollback returns to the old
+# kernel too. The device tree is the one the Pi firmware passes at ${fdt_addr}: it has
+# config.txt's overlays applied (uart2 for the management console, disable-bt), which a
+# device tree loaded from the slot would lose.
 test -n "${BOOT_ORDER}" || setenv BOOT_ORDER "A B"
 test -n "${BOOT_A_LEFT}" || setenv BOOT_A_LEFT 3
 test -n "${BOOT_B_LEFT}" || setenv BOOT_B_LEFT 3
@@ -39,6 +41,5 @@ fi
 saveenv
 echo "sipedge-boot: slot ${raucslot} (order ${BOOT_ORDER}, A_LEFT=${BOOT_A_LEFT} B_LEFT=${BOOT_B_LEFT})"
 load mmc 0:${bootpart} ${kernel_addr_r} /boot/Image
-load mmc 0:${bootpart} ${fdt_addr_r} /boot/${fdtfile}
-setenv bootargs "root=/dev/mmcblk0p${bootpart} rootfstype=ext4 ro rootwait console=ttyS0,115200 rauc.slot=${raucslot}"
-booti ${kernel_addr_r} - ${fdt_addr_r}
+setenv bootargs "root=/dev/mmcblk0p${bootpart} rootfstype=ext4 ro rootwait console=ttyAMA0,115200 rauc.slot=${raucslot}"
+booti ${kernel_addr_r} - ${fdt_addr}

@@ -173,10 +173,16 @@ def test_raspberry_pi_boot_files_match_the_firmware_package(cfg):
     assert re.sub(r"^start", "", start).removesuffix(".elf") == re.sub(r"^fixup", "", fixup).removesuffix(".dat")
     if txt.get("gpu_mem", [""])[-1] == "16":
         assert start.endswith("cd.elf"), "gpu_mem=16 makes the firmware use the cut-down start*cd.elf"
-    assert txt["kernel"][-1] == v["LINUX_IMAGE_NAME"] == meta(board)["KERNEL_IMAGE"]
+    assert v["LINUX_IMAGE_NAME"] == meta(board)["KERNEL_IMAGE"]
     assert txt.get("arm_64bit") == ["1"]
     cfg_text = (board / "genimage.cfg").read_text()
     files = re.findall(r'"([^"]+)"', re.search(r"files = \{(.*?)\}", cfg_text, re.S).group(1))
+    if cfg.config.get("BR2_TARGET_UBOOT") == "y":
+        # A/B boot (issue 12): the firmware starts U-Boot, whose boot.scr loads the slot's kernel
+        assert txt["kernel"][-1] == "u-boot.bin" and meta(board).get("BOOTLOADER") == "uboot"
+        assert {"u-boot.bin", "boot.scr", "uboot.env"} <= set(files), files
+    else:
+        assert txt["kernel"][-1] == v["LINUX_IMAGE_NAME"]
     dtbs = {Path(n).name + ".dtb" for n in v["LINUX_DTS_NAME"].split()}
     for f in files:
         if f.startswith("rpi-firmware/"):
