@@ -538,3 +538,12 @@ FACTORY_PATH = Path(__file__).with_name("factory.toml")
 
 def factory_text() -> str:
     return FACTORY_PATH.read_text(encoding="utf-8")
+
+
+def config_relative(config: Config, name: str) -> str:
+    """A file named in the config: a relative path is relative to the config file's directory
+    (for the embedded default, to the working directory)."""
+    p = Path(name)
+    if p.is_absolute() or not config.source or config.source.startswith("<"):
+        return str(p)
+    return str(Path(config.source).resolve().parent / p)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from ..config.loader import config_relative
 from ..errors import EdgeError
 from ..modules import ReplySpec
 from ..modules.auth import api as auth_api
@@ -365,12 +366,7 @@ def dispatcher_list_path(config) -> str | None:
     """`[dispatcher] list_file`, relative to the config file's directory (else to the
     working directory); None when not set."""
     name = config.dispatcher.list_file
-    if not name:
-        return None
-    p = Path(name)
-    if p.is_absolute() or not config.source or config.source.startswith("<"):
-        return str(p)
-    return str(Path(config.source).resolve().parent / p)
+    return config_relative(config, name) if name else None
 
 
 def load_dispatcher_table(config):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from ...config.loader import config_relative
 from ...errors import RemoteProtocolError
 from ...resolve import literal_target
 from ...sip.message import Request, Response
@@ -343,12 +344,7 @@ def reg_rows(config) -> tuple[list[RegRow], list[str]]:
 
 def list_file_path(config) -> str | None:
     name = config.uac.reg_list_file
-    if not name:
-        return None
-    p = Path(name)
-    if p.is_absolute() or not config.source or config.source.startswith("<"):
-        return str(p)
-    return str(Path(config.source).resolve().parent / p)
+    return config_relative(config, name) if name else None
 
 
 class UacRuntime:
