@@ -8,7 +8,7 @@ import pytest
 from sipedge.script import ksr as handle
 from sipedge.script import ksr as ksr_module_attr
 from sipedge.script import load_script
-from sipedge.script.ksr import KsrHandle, bind
+from sipedge.script.ksr import KsrHandle, _Unbound, bind
 
 
 class Namespace:
@@ -37,7 +37,7 @@ def test_imported_and_injected_ksr_are_the_same_namespace(tmp_path, restore):
 
 
 def test_unbound_and_read_only(restore):
-    KsrHandle._target = KsrHandle.__dict__["_target"].__class__()  # a fresh unbound one
+    KsrHandle._target = _Unbound()  # as before any worker bound it (other tests may have)
     with pytest.raises(AttributeError, match="only in a worker"):
         handle.uac  # noqa: B018
     with pytest.raises(AttributeError, match="read-only"):
