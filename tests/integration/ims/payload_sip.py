@@ -26,6 +26,9 @@ P4, U4 = "10.99.0.1", "10.99.0.2"
 BASE = 0x5E0000
 SLOTS = 4
 STATE = WORK / "ue-state.json"
+# Start-up inside UML reads every module over hostfs (pyroute2 alone takes seconds); on CI's
+# two shared cores the P-CSCF once needed more than the harness's default 20 s.
+START_S = 120
 out: dict = {}
 
 
@@ -95,7 +98,7 @@ sh(f"ip xfrm policy add src {P4} dst 10.99.0.9 dir out tmpl src {P4} dst 10.99.0
 
 scscf = SipEdge(WORK, make_config(str(WORK / "scscf.ctl"), [("udp", "127.0.0.1", 5070)], 1,
                                   f'[routing]\nscript = "{HERE / "scscf_route.py"}"\n'),
-                "scscf").start(1)
+                "scscf").start(1, timeout=START_S)
 PCSCF_CFG = make_config(
     str(WORK / "pcscf.ctl"),
     [("udp", P4, 5060), ("tcp", P4, 5060), ("udp", "127.0.0.1", 5060)], 1,
@@ -103,7 +106,7 @@ PCSCF_CFG = make_config(
     f'[ims_pcscf]\naddress = "{P4}"\nport_base = 5100\nslots = {SLOTS}\n'
     'pending_lifetime_s = 20\nlifetime_margin_s = 2\n', "debug").replace(
     "[core]\n", '[core]\nmodules = ["ims_pcscf"]\n')
-pcscf = SipEdge(WORK, PCSCF_CFG, "pcscf").start(1)
+pcscf = SipEdge(WORK, PCSCF_CFG, "pcscf").start(1, timeout=START_S)
 
 
 @step("startup")
@@ -270,7 +273,7 @@ def _():
     blocks_left = len([p for p in xc.policies() if p.priority == BLOCK_PRIORITY])
     STATE.unlink(missing_ok=True)
     # restart: start-up cleanup of our leftovers, foreign ones stay
-    pcscf = SipEdge(WORK, PCSCF_CFG, "pcscf").start(1)  # same ctl socket, log appended
+    pcscf = SipEdge(WORK, PCSCF_CFG, "pcscf").start(1, timeout=START_S)  # same ctl socket, log appended
     pols = xc.policies()
     foreign = [[s.dst, s.spi] for s in xc.sas() if s.reqid == 7]
     return {"ue": r.get("second"), "registered": n0, "right_after_kill": n1,
@@ -290,7 +293,7 @@ def _():
         f'[routing]\nscript = "{HERE / "pcscf_route.py"}"\n'
         '[ims_pcscf]\naddress = "fd00:99::1"\nport_base = 5200\nslots = 2\n'
         'reqid_base = 6291456\n').replace("[core]\n", '[core]\nmodules = ["ims_pcscf"]\n')
-    p6 = SipEdge(WORK, cfg, "pcscf6").start(1)
+    p6 = SipEdge(WORK, cfg, "pcscf6").start(1, timeout=START_S)
     env = {"UE_IP": "fd00:99::2", "PCSCF_IP": "fd00:99::1"}
     st6 = WORK / "ue6-state.json"
     try:
