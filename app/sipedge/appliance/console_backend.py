@@ -43,7 +43,7 @@ class SupervisorBackend:
             return ""
 
     def check_text(self, text: str) -> list[str]:
-        return self.source.full_check(text)
+        return self.source.full_check(text, running=self.sup.choice.config)
 
     def lkg_text(self) -> str | None:
         return self.source.lkg_text()

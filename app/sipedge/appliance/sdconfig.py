@@ -270,10 +270,13 @@ class BootConfigManager:
             return list(exc.errors)
         return []
 
-    def full_check(self, text: str, command: list[str] | None = None) -> list[str]:
+    def full_check(self, text: str, command: list[str] | None = None,
+                   running: Any = None) -> list[str]:
         """What `sipedge --check-config` says of `text` as the boot file: the schema, then the
         routing script (loaded), the dispatcher list. Run as a child process: a routing script's
-        top-level code never runs inside the supervisor."""
+        top-level code never runs inside the supervisor. Then the start-time checks
+        (appliance/startcheck.py) against this box now; `running` is the config of the proxy
+        the candidate would replace, whose ports and files are not counted as taken."""
         issues = [str(i) for i in self.check_text(text)]
         if issues:
             return issues
@@ -292,7 +295,10 @@ class BootConfigManager:
             except (OSError, subprocess.TimeoutExpired) as exc:
                 return [f"{self.boot_path}: the check could not run: {exc}"]
         if res.returncode == 0:
-            return []
+            from ..config import load_text
+            from .startcheck import start_problems
+
+            return [str(i) for i in start_problems(load_text(text, str(self.boot_path)), running)]
         lines = [ln.replace(str(cand), str(self.boot_path))
                  for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
         return lines or [f"{self.boot_path}: check failed (status {res.returncode})"]
