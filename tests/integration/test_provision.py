@@ -12,9 +12,11 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
+import time
 import tty
 from pathlib import Path
 
@@ -401,3 +403,63 @@ def test_inventory_precedence_groups_and_errors(tmp_path):
         inv.write_text(text)
         with pytest.raises(sp.ProvisionError, match=re.escape(message)):
             sp.load_inventory(inv)
+
+
+@need_fat_tools
+@pytest.mark.needs_root
+def test_card_on_a_real_block_device(work):
+    """`card` on a real block device: a loop device with the kernel's partition scan, as a
+    USB card reader's /dev/sdX shows up (/dev/loopN, /dev/loopNp1, p2). Written raw when
+    nothing of it is mounted; refused, with nothing written, while a partition is mounted."""
+    card = work / "card.img"
+    _stand_in_image(card)
+    assert run(work, "render").returncode == 0
+    p = subprocess.run(["losetup", "--find", "--show", "--partscan", str(card)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"no loop device here: {p.stderr.strip()}")
+    dev = p.stdout.strip()
+    mnt = work / "mnt"
+    mnt.mkdir()
+    made: list[Path] = []
+    try:
+        sysfs = Path("/sys/class/block") / (Path(dev).name + "p2")
+        deadline = time.monotonic() + 2
+        while not sysfs.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not sysfs.exists():  # the scan gave nothing (seen in containers): ask again
+            subprocess.run(["partx", "-a", dev], capture_output=True)
+        for n in (1, 2):  # no udev (a container): make the nodes the kernel announced
+            part, sysdev = Path(f"{dev}p{n}"), Path(f"/sys/class/block/{Path(dev).name}p{n}/dev")
+            if not part.exists() and sysdev.exists():
+                major, minor = sysdev.read_text().split(":")
+                os.mknod(part, 0o600 | stat.S_IFBLK, os.makedev(int(major), int(minor)))
+                made.append(part)
+        p = run(work, "card", "--host", "reg-fra-1", dev, "--yes")
+        assert p.returncode == 0, p.stderr
+        assert f"block device {dev}" in p.stdout and "FAT partition at byte 1048576" in p.stdout
+        with open(dev, "rb") as fh:  # read back through the device, not the file
+            fh.seek(0)
+            copy = work / "readback.img"
+            copy.write_bytes(fh.read())
+        assert mtype(copy) == rendered(work, "reg-fra-1").read_text()
+        # one of its partitions mounted (the card's ext4 data partition; this kernel may have
+        # no vfat): the raw device is refused and nothing is written
+        data = Path(dev + "p2")
+        if not data.exists():
+            pytest.skip("the kernel did not create the partition devices")
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(data)], check=True, capture_output=True)
+        subprocess.run(["mount", "-t", "ext4", str(data), str(mnt)], check=True)
+        try:
+            p = run(work, "card", "--host", "edge-ber-1", dev, "--yes")
+            assert p.returncode != 0 and f"{data} is mounted on {mnt}" in p.stderr, \
+                (p.stdout, p.stderr)
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+        with open(dev, "rb") as fh:
+            copy.write_bytes(fh.read())
+        assert mtype(copy) == rendered(work, "reg-fra-1").read_text()  # untouched
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=True)
+        for node in made:
+            node.unlink()

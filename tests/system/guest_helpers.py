@@ -32,19 +32,26 @@ def record(key: str, value: str) -> None:
 
 def sip_options(port: int, ruri_host: str, timeout: float = 1.0) -> int | None:
     """Send one SIP OPTIONS over UDP to 127.0.0.1:port; return the status code or None."""
+    return sip_request(port, "OPTIONS", f"sip:{ruri_host}", timeout)
+
+
+def sip_request(port: int, method: str, ruri: str, timeout: float = 1.0) -> int | None:
+    """Send one out-of-dialog request without a body over UDP to 127.0.0.1:port (To = the
+    Request-URI); return the final status code or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         lport = s.getsockname()[1]
         call_id = uuid.uuid4().hex
         branch = "z9hG4bK" + uuid.uuid4().hex[:16]
         msg = "\r\n".join([
-            f"OPTIONS sip:{ruri_host} SIP/2.0",
+            f"{method} {ruri} SIP/2.0",
             f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch={branch};rport",
             "Max-Forwards: 70",
             f"From: <sip:systemtest@127.0.0.1:{lport}>;tag={uuid.uuid4().hex[:8]}",
-            f"To: <sip:{ruri_host}>",
+            f"To: <{ruri}>",
             f"Call-ID: {call_id}",
-            "CSeq: 1 OPTIONS",
+            f"CSeq: 1 {method}",
+            f"Contact: <sip:systemtest@127.0.0.1:{lport}>",
             "Content-Length: 0",
             "", ""]).encode()
         s.settimeout(timeout)

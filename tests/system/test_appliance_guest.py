@@ -315,6 +315,12 @@ def test_leds_via_uinput_and_lcd_via_i2c_stub(sipedge_image, boot_guest):
                      and (st["lcd"]["lines"] or [""])[0].startswith("sipedge OK"), timeout=300,
                      what="RUNNING with the LCD showing 'sipedge OK'")
     assert st["leds"]["status"] == ["on", 0, 0]
+    # the traffic page carries the proxy's own numbers (core.panel): the shipped config's
+    # registrar answers a count ("reg 0"), not the "-" of a proxy that gave none
+    st = status(g, lambda st: (st["lcd"]["lines"] or [""])[0].startswith("reg "), timeout=120,
+                what="the LCD's traffic page")
+    assert re.fullmatch(r"reg \d+ call \d+ *", st["lcd"]["lines"][0]), st["lcd"]
+    assert re.fullmatch(r"trans \d+ *", st["lcd"]["lines"][1]), st["lcd"]
     _rc, events = g.shell("cat /tmp/led-events")
     assert "LED 0 1" in events  # numlock (status) lit through /sys/class/leds brightness
 

@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 
-from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record, sip_options, status, wait_sip_ready
+from guest_helpers import (REPO, TIMEOUT_MULTIPLIER, record, sip_options, sip_request, status,
+                           wait_sip_ready)
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root,
               pytest.mark.timeout(int(1500 * TIMEOUT_MULTIPLIER))]
@@ -135,6 +136,14 @@ def test_operator_console_rollback_secrets_factory_reset_and_reboot(sipedge_imag
     while time.monotonic() < deadline and code != 200:
         code = sip_options(g.host_port("udp", 5060), "10.0.2.15:5060", timeout=2)
     assert code == 200
+    # ... and is no open relay on the guest's own address (point 3, inside the box): requests
+    # from outside to a target that is not the box get 403, REGISTER a challenge. The target
+    # 10.0.2.2 is QEMU's alias of the host's loopback: were anything relayed, it would stay
+    # on this machine (port 9 is discard; nothing listens).
+    port = g.host_port("udp", 5060)
+    assert sip_request(port, "MESSAGE", "sip:bob@10.0.2.2:9", timeout=10) == 403
+    assert sip_request(port, "INVITE", "sip:bob@10.0.2.2:9", timeout=10) == 403
+    assert sip_request(port, "REGISTER", "sip:sipedge.local", timeout=10) == 401
     cmd("logout", rb"password: ")
     cmd(PW, rb"sipedge> ")
     cmd("status", rb"config: +boot /boot/sipedge.toml[\s\S]*sipedge> ")

@@ -234,6 +234,10 @@ class Guest:
         cmdline = m["cmdline"] + " quiet"
         if self.autologin:
             cmdline += " sipedge.autologin"
+        if self.image.arch == "amd64":
+            # TCG on a loaded host: the kernel's IO-APIC timer check can time out and panic
+            # ("IO-APIC + timer doesn't work"); skipping it is the usual setting for VMs
+            cmdline += " no_timer_check"
         if self.append:
             cmdline += " " + self.append
         fwd = ",".join(f"hostfwd={proto}:127.0.0.1:{hp}-:{gp}"
