@@ -79,8 +79,11 @@ class Fd:
                  "TcTimer = 1;", "TwTimer = 30;", f'TLS_Cred = "{cert}", "{key}";',
                  f'TLS_CA = "{cert}";']
         for host, pport in peers:
-            to = f'ConnectTo = "127.0.0.1"; Port = {pport}; ' if pport else ""
-            lines.append(f'ConnectPeer = "{host}" {{ {to}No_TLS; }};')
+            # Always an address: without ConnectTo freeDiameter resolves the peer's name in
+            # DNS (a query off the box). Accept-only peers point at 127.0.0.1:9, where nothing
+            # listens: its attempts are refused locally and the peer's own connection is taken.
+            lines.append(f'ConnectPeer = "{host}" {{ ConnectTo = "127.0.0.1"; '
+                         f'Port = {pport or 9}; No_TLS; }};')
         self.conf = work / f"{identity}.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.logfile = work / f"{identity}.log"
