@@ -313,11 +313,11 @@ class FdClient:
         self.fd.start()
         return self
 
-    def send(self, tag: str, realm: str, n: int = 1) -> None:
+    def send(self, tag: str, realm: str, n: int = 1, route_record: str = "") -> None:
         if self._w is None:  # the extension holds the FIFO open read-write: no blocking
             fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
             self._w = os.fdopen(fd, "w", buffering=1)
-        self._w.write(f"send {tag} {realm} {n}\n")
+        self._w.write(f"send {tag} {realm} {n} {route_record}".rstrip() + "\n")
 
     def answers(self) -> dict[str, dict]:
         res = {}

@@ -139,7 +139,13 @@ def test_freediameter_client_relayed_to_freediameter_servers(tmp_path, certdir, 
             assert int(b["flags"], 16) & E_FLAG
             assert len(fd_requests(tmp_path, "fd1.srv")) == 5 and \
                 not fd_requests(tmp_path, "fd2.srv")
-            assert lab.dra.stats["tx UAA"] == 6
+            # predictive loop avoidance: fd1 (the better route) is already in Route-Record,
+            # so the DRA sends the request to fd2
+            lab.cli.send("p", "srv", 1, route_record="fd1.srv")
+            ans = await lab.answers(7)
+            assert ans["p-0"]["rc"] == "2001" and ans["p-0"]["origin"] == "fd2.srv"
+            assert "p-0" in fd_requests(tmp_path, "fd2.srv")
+            assert lab.dra.stats["tx UAA"] == 7
 
     asyncio.run(body())
 
@@ -284,6 +290,15 @@ def test_kamailio_cdp_client_through_dra_with_failover(tmp_path, certdir, fdpeer
             # synchronous diameter_request in 5.6, so the DRA's per-result count says it)
             assert dra.result_stats[2001] == 2 and set(dra.result_stats) == {2001}, \
                 dra.result_stats
+            # cdp does no loop avoidance of its own: a UAR whose Route-Record already names
+            # the DRA gets 3005 from the DRA and goes nowhere
+            seen = len(fd_requests(tmp_path, "fd2.srv"))
+            looped = uar_json("carol", "srv")[:-1] + \
+                ', {"avpCode": 282, "vendorId": 0, "Flags": 64, "string": "localhost"}]'
+            status = await asyncio.to_thread(kcli.request, DRA_LOCAL, looped)
+            assert status.startswith("SIP/2.0 200"), status  # an answer came back
+            assert dra.stats["loops"] == 1 and dra.result_stats[3005] == 1
+            assert len(fd_requests(tmp_path, "fd2.srv")) == seen
         finally:
             await dsvc.stop(timeout=2)
             kcli.stop()

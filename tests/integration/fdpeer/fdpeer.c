@@ -3,8 +3,9 @@
  *
  * Loaded with  LoadExtension = "fdpeer.fdx" : "MODE OUT [FIFO]";
  *   MODE "client": reads commands from FIFO, one per line:
- *        "send TAG REALM COUNT"  send COUNT User-Authorization-Requests to Destination-Realm
- *        REALM (User-Name TAG-i); every answer or expiry becomes one line in OUT:
+ *        "send TAG REALM COUNT [RR]"  send COUNT User-Authorization-Requests to
+ *        Destination-Realm REALM (User-Name TAG-i, with a Route-Record RR if given); every
+ *        answer or expiry becomes one line in OUT:
  *        "ANS TAG-i rc=N origin=HOST e2e=0x.. req_e2e=0x.. flags=0x.."  or  "EXP TAG-i".
  *   MODE "server": answers every UAR with 2001 and writes
  *        "REQ USER hbh=0x.. e2e=0x.. flags=0x.." to OUT (flags 0x10 is the T bit).
@@ -23,7 +24,7 @@
 #define UAR_CODE 300
 
 static struct dict_object *d_app, *d_vendor, *d_uar, *d_sid, *d_dr, *d_un, *d_ass, *d_rc, *d_oh,
-	*d_vsai, *d_vid, *d_aai;
+	*d_vsai, *d_vid, *d_aai, *d_rr;
 static FILE *out;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t reader;
@@ -82,6 +83,7 @@ static int dict_setup(void)
 	CHECK_FCT(find(DICT_AVP, AVP_BY_NAME, "Vendor-Specific-Application-Id", &d_vsai));
 	CHECK_FCT(find(DICT_AVP, AVP_BY_NAME, "Vendor-Id", &d_vid));
 	CHECK_FCT(find(DICT_AVP, AVP_BY_NAME, "Auth-Application-Id", &d_aai));
+	CHECK_FCT(find(DICT_AVP, AVP_BY_NAME, "Route-Record", &d_rr));
 	return 0;
 }
 
@@ -149,7 +151,7 @@ static void on_expire(void *data, DiamId_t sentto, size_t len, struct msg **req)
 	free(tag);
 }
 
-static int send_uar(const char *tag, const char *realm)
+static int send_uar(const char *tag, const char *realm, const char *route_record)
 {
 	struct msg *m = NULL;
 	struct avp *vsai;
@@ -166,6 +168,8 @@ static int send_uar(const char *tag, const char *realm)
 	CHECK_FCT(fd_msg_add_origin(m, 0));
 	CHECK_FCT(add_os(m, d_dr, realm));
 	CHECK_FCT(add_os(m, d_un, tag));
+	if (route_record)
+		CHECK_FCT(add_os(m, d_rr, route_record));
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += 20;
 	return fd_msg_send_timeout(&m, on_answer, t, on_expire, &ts);
@@ -173,17 +177,18 @@ static int send_uar(const char *tag, const char *realm)
 
 static volatile int stopping;
 
-/* One command line: "send TAG REALM COUNT" */
+/* One command line: "send TAG REALM COUNT [ROUTE-RECORD]" */
 static void run_command(char *line)
 {
-	char tag[128], realm[256], name[160];
-	int count, i;
+	char tag[128], realm[256], name[160], rr[256];
+	int count, i, n;
 
-	if (sscanf(line, "send %127s %255s %d", tag, realm, &count) != 3)
+	n = sscanf(line, "send %127s %255s %d %255s", tag, realm, &count, rr);
+	if (n < 3)
 		return;
 	for (i = 0; i < count; i++) {
 		snprintf(name, sizeof(name), "%s-%d", tag, i);
-		if (send_uar(name, realm))
+		if (send_uar(name, realm, n == 4 ? rr : NULL))
 			emit("ERR %s send failed", name);
 	}
 }
