@@ -489,5 +489,5 @@ def uar_json(user: str, realm: str) -> str:
         {"avpCode": 601, "vendorId": 10415, "Flags": 192, "string": f"sip:{user}"}])
 
 
-__all__ += ["FdClient", "KamDiameter", "KAM_CLIENT_ROUTE", "KAM_SERVER_ROUTE", "build_fdpeer",
+__all__ += ["FD_EXT", "FdClient", "KamDiameter", "KAM_CLIENT_ROUTE", "KAM_SERVER_ROUTE", "build_fdpeer",
             "fd_requests", "fd_server", "uar_json"]

@@ -27,6 +27,7 @@ from diameter_harness import (
     KAM_CLIENT_ROUTE,
     KAM_SERVER_ROUTE,
     FdClient,
+    FD_EXT,
     FreeDiameter,
     KamDiameter,
     Route,
@@ -42,6 +43,7 @@ from diameter_harness import (
     uar_json,
     wait_for,
 )
+from sipedge.diameter import dictionary as dd
 from sipedge.diameter.peer import State
 
 pytestmark = [needs_freediameter, pytest.mark.timeout(150)]
@@ -306,3 +308,48 @@ def test_kamailio_cdp_client_through_dra_with_failover(tmp_path, certdir, fdpeer
             fd2.stop()
 
     asyncio.run(body())
+
+
+def test_dictionary_agrees_with_freediameter(tmp_path, certdir, fdpeer):
+    """Our dictionary against freeDiameter's (base, nasreq, dcca and dict_dcca_3gpp, the last
+    covering Cx/Sh/Rx/Gx/S6a): for every AVP both define, the same name, the same M-bit rule
+    where freeDiameter fixes it, and the same base and derived type."""
+    exts = [(FD_EXT / f"{n}.fdx", "") for n in ("dict_nasreq", "dict_dcca", "dict_dcca_3gpp")]
+    out = tmp_path / "dict.out"
+    fd = FreeDiameter(tmp_path, "dict.fd", "fd", [], certdir, dumps=False,
+                      extensions=exts + [(fdpeer, f"dict {out}")]).start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (out.exists() and "END" in out.read_text()):
+            time.sleep(0.1)
+    finally:
+        fd.stop()
+    theirs = {}
+    for line in out.read_text().splitlines():
+        if line.startswith("AVP "):
+            _, vendor, code, name, mask, val, base, typ = line.split()
+            theirs[(int(code), int(vendor))] = (name, int(mask, 16), int(val, 16), int(base), typ)
+    assert len(theirs) > 500, fd.log()[-2000:]
+    base_of = {dd.GROUPED: 0, dd.OCTETS: 1, dd.UTF8: 1, dd.IDENT: 1, dd.URI: 1, dd.ADDRESS: 1,
+               dd.TIME: 1, dd.IPFILTER: 1, dd.I32: 2, dd.ENUM: 2, dd.I64: 3, dd.U32: 4, dd.U64: 5,
+               dd.F32: 6, dd.F64: 7}
+    derived = {dd.UTF8, dd.IDENT, dd.URI, dd.ADDRESS, dd.TIME, dd.IPFILTER}
+    compared, problems = 0, []
+    for key, a in dd.BY_CODE.items():
+        if key not in theirs:
+            continue
+        compared += 1
+        name, mask, val, base, typ = theirs[key]
+        if name.lower() != a.name.lower():
+            problems.append(f"{a.name} {key}: freeDiameter calls it {name}")
+        if mask & 0x40 and bool(val & 0x40) != a.mandatory:
+            problems.append(f"{a.name} {key}: M bit freeDiameter {bool(val & 0x40)}, "
+                            f"ours {a.mandatory}")
+        if base_of[a.type] != base:
+            problems.append(f"{a.name} {key}: base type freeDiameter {base}, ours {a.type}")
+        elif a.type in derived and typ != a.type:
+            problems.append(f"{a.name} {key}: type freeDiameter {typ}, ours {a.type}")
+        elif a.type == dd.ENUM and "Enumerated" not in typ:
+            problems.append(f"{a.name} {key}: type freeDiameter {typ}, ours Enumerated")
+    assert compared > 200
+    assert not problems, "\n".join(problems)

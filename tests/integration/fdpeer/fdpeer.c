@@ -9,6 +9,8 @@
  *        "ANS TAG-i rc=N origin=HOST e2e=0x.. req_e2e=0x.. flags=0x.."  or  "EXP TAG-i".
  *   MODE "server": answers every UAR with 2001 and writes
  *        "REQ USER hbh=0x.. e2e=0x.. flags=0x.." to OUT (flags 0x10 is the T bit).
+ *   MODE "dict": writes the AVP definitions of freeDiameter's dictionary (vendors 0 and 3GPP,
+ *        after the dict_* extensions loaded before it) to OUT and does nothing else.
  * Built by the test fixture with the system compiler (libfreediameter-dev); test code only.
  */
 #include <freeDiameter/extension.h>
@@ -246,6 +248,29 @@ static int on_request(struct msg **msg, struct avp *avp, struct session *sess, v
 	return 0;
 }
 
+/* "dict" mode: every AVP freeDiameter's dictionary knows for vendors 0 and 3GPP, one line
+ * each: "AVP VENDOR CODE NAME MASK VAL BASETYPE DERIVED-TYPE" (for the dictionary cross-check) */
+static void dump_avps(vendor_id_t vid)
+{
+	struct dict_object *v, *t;
+	struct dict_avp_data d;
+	struct dict_type_data td;
+	struct fd_list *sentinel, *li;
+
+	if (find(DICT_VENDOR, VENDOR_BY_ID, &vid, &v) || fd_dict_getlistof(AVP_BY_CODE, v, &sentinel))
+		return;
+	for (li = sentinel->next; li != sentinel; li = li->next) {
+		if (fd_dict_getval(li->o, &d))
+			continue;
+		td.type_name = "-";
+		t = NULL;
+		if (!fd_dict_search(fd_g_config->cnf_dict, DICT_TYPE, TYPE_OF_AVP, li->o, &t, ENOENT) && t)
+			fd_dict_getval(t, &td);
+		emit("AVP %u %u %s 0x%02x 0x%02x %d %s", d.avp_vendor, d.avp_code, d.avp_name,
+		     d.avp_flag_mask, d.avp_flag_val, (int)d.avp_basetype, td.type_name);
+	}
+}
+
 static int fdpeer_init(char *conf)
 {
 	char mode[16], outp[512];
@@ -260,6 +285,12 @@ static int fdpeer_init(char *conf)
 	out = fopen(outp, "a");
 	if (!out)
 		return errno;
+	if (strcmp(mode, "dict") == 0) {
+		dump_avps(0);
+		dump_avps(VENDOR_3GPP);
+		emit("END");
+		return 0;
+	}
 	CHECK_FCT(dict_setup());
 	CHECK_FCT(fd_disp_app_support(d_app, d_vendor, 1, 0));
 	if (strcmp(mode, "server") == 0) {
