@@ -314,8 +314,15 @@ class FdClient:
         return self
 
     def send(self, tag: str, realm: str, n: int = 1, route_record: str = "") -> None:
-        if self._w is None:  # the extension holds the FIFO open read-write: no blocking
-            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        deadline = time.monotonic() + 20
+        while self._w is None:  # the extension holds the FIFO open read-write once loaded
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: freeDiameter has not loaded the extension yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
             self._w = os.fdopen(fd, "w", buffering=1)
         self._w.write(f"send {tag} {realm} {n} {route_record}".rstrip() + "\n")
 
