@@ -13,7 +13,6 @@ answer to their request by hop-by-hop id, so an answer they accept came back wit
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import signal
 import threading
@@ -21,7 +20,6 @@ import time
 
 import pytest
 from diameter_harness import (
-    CX,
     CX_3GPP,
     RX_3GPP,
     KAM_CLIENT_ROUTE,
