@@ -51,6 +51,15 @@ test-int: test-deps
 bench: test-deps
 	$(VPY) bench/run.py $(BENCH_ARGS)
 
+# Diameter: the DRA against freeDiameter relaying the same load, plus failover latency; and
+# the 10-minute soak with random server restarts (bench/README.md). Not part of `make test`.
+.PHONY: bench-diameter soak-diameter
+bench-diameter: test-deps
+	$(VPY) bench/run.py --mode diameter $(BENCH_ARGS)
+
+soak-diameter: test-deps
+	$(VPY) bench/run.py --mode diameter --soak-only --soak-s 600 $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) out
 

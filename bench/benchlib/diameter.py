@@ -79,8 +79,11 @@ class Fd:
                  "TcTimer = 1;", "TwTimer = 30;", f'TLS_Cred = "{cert}", "{key}";',
                  f'TLS_CA = "{cert}";']
         for host, pport in peers:
-            to = f'ConnectTo = "127.0.0.1"; Port = {pport}; ' if pport else ""
-            lines.append(f'ConnectPeer = "{host}" {{ {to}No_TLS; }};')
+            # Always an address: without ConnectTo freeDiameter resolves the peer's name in
+            # DNS (a query off the box). Accept-only peers point at 127.0.0.1:9, where nothing
+            # listens: its attempts are refused locally and the peer's own connection is taken.
+            lines.append(f'ConnectPeer = "{host}" {{ ConnectTo = "127.0.0.1"; '
+                         f'Port = {pport or 9}; No_TLS; }};')
         self.conf = work / f"{identity}.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.logfile = work / f"{identity}.log"
@@ -109,9 +112,11 @@ class Fd:
 
 class Dra:
     def __init__(self, work: Path, port: int, servers) -> None:
+        # servers: (identity, port) or (identity, port, route metric)
         peers = "\n".join(f'[[diameter.peer]]\nhost = "{h}"\naddress = "127.0.0.1"\nport = {p}\n'
                           f'[[diameter.route]]\nrealm = "srv"\npeer = "{h}"\n'
-                          for h, p in servers)
+                          f'metric = {m[0] if m else 100}\n'
+                          for h, p, *m in servers)
         self.cfg = work / "dra.toml"
         self.cfg.write_text(f"""[diameter]
 identity = "dra.bench"
@@ -181,10 +186,16 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--window", type=int, default=200, help="outstanding requests (max run)")
     ap.add_argument("--soak-s", type=float, default=0.0,
                     help="soak the sipedge DRA this long with random server restarts")
+    ap.add_argument("--soak-only", action="store_true",
+                    help="only the soak (make soak-diameter), no relay comparison")
+    ap.add_argument("--failover", type=int, metavar="N",
+                    help="failover latency rounds (default 5, 2 with --quick; 0: none)")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--keep", action="store_true")
     a, _ = ap.parse_known_args(argv)
     a.reps = a.reps or (1 if a.quick else 3)
+    if a.failover is None:
+        a.failover = 2 if a.quick else 5
     a.duration_s = a.duration_s or (2.0 if a.quick else 10.0)
     a.rates = [int(x) for x in a.rates.split(",") if x] or ([300] if a.quick else [500, 1000])
     return a
@@ -221,13 +232,67 @@ def soak(work: Path, seconds: float) -> dict:
             "answered": answered, "dra_alive": alive, "rss_kb": samples}
 
 
-def main(argv) -> int:
-    a = parse(argv)
-    if not Path(FD_BIN).exists():
-        log("freeDiameterd not found: install the Debian package freediameterd")
-        return 2
-    work = Path(tempfile.mkdtemp(prefix="sipedge-diameter-bench-"))
-    log(f"work dir: {work}")
+def failover(work: Path, n: int) -> dict:
+    """Failover latency: srv1 (route metric 1) is frozen (SIGSTOP) with a request pending,
+    then SIGKILLed; the time from the kill to the client's answer from srv2 (metric 50), which
+    the DRA got with the T flag. `n` rounds, srv1 restarted between them."""
+    import asyncio
+
+    sys.path.insert(0, str(REPO / "app"))
+    from sipedge.diameter import dictionary as dd
+    from sipedge.diameter.base import Identity
+    from sipedge.diameter.peer import PeerSettings
+    from sipedge.modules.diameter.aio import DiameterService
+    from sipedge.modules.diameter.core import Node, NodeSettings, PeerConfig
+    from sipedge.modules.diameter.routing import Route, RoutingTable
+
+    p1, p2, dport = free_port(), free_port(), free_port()
+    servers = {h: Fd(work, h, "srv", p, [("dra.bench", None)]).start()
+               for h, p in (("fo1.srv", p1), ("fo2.srv", p2))}
+    dra = Dra(work, dport, [("fo1.srv", p1, 1), ("fo2.srv", p2, 50)]).start()
+    latencies: list[float] = []
+    origins: list[str] = []
+
+    async def rounds() -> None:
+        cli = Node(Identity("load.cli", "cli", ("127.0.0.1",), auth_apps=(16777216,)),
+                   [PeerConfig("dra.bench", "127.0.0.1", dport,
+                               settings=PeerSettings(connect=True, tc_s=1.0, tw_s=30.0))],
+                   RoutingTable([Route("*", "dra.bench")]),
+                   NodeSettings(relay=False, request_timeout_s=20.0))
+        svc = DiameterService(cli, [("127.0.0.1", 0, "tcp")])
+        await svc.start()
+        try:
+            for i in range(n):
+                deadline = time.monotonic() + 20
+                while not cli.peers["dra.bench"].usable and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(3)  # the DRA reopens fo1 (its Tc is 1 s)
+                servers["fo1.srv"].proc.send_signal(signal.SIGSTOP)
+                avps = [dd.avp("Session-Id", f"load.cli;fo;{i}"),
+                        dd.avp("Auth-Session-State", 1), dd.avp("User-Name", f"fo{i}@ims.test")]
+                task = asyncio.ensure_future(svc.request(16777216, 300, avps, dest_realm="srv",
+                                                         timeout=20.0))
+                await asyncio.sleep(0.5)  # the request is held by the frozen fo1
+                t_kill = time.monotonic()
+                servers["fo1.srv"].kill()
+                ans = await task
+                latencies.append((time.monotonic() - t_kill) * 1000)
+                origins.append(str(dd.get(ans.avps, "Origin-Host")))
+                servers["fo1.srv"].start()
+        finally:
+            await svc.stop(timeout=2)
+
+    try:
+        asyncio.run(rounds())
+    finally:
+        dra.stop()
+        for s in servers.values():
+            s.stop()
+    return {"rounds": n, "failover_ms": [round(x, 1) for x in latencies], "origins": origins}
+
+
+def compare(work: Path, a: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """The sipedge DRA and a freeDiameter relay under the same load, interleaved."""
     sport, dport, fport = free_port(), free_port(), free_port()
     server = Fd(work, "srv1.srv", "srv", sport, [("dra.bench", None), ("fdrelay.bench", None)])
     server.start()
@@ -256,22 +321,41 @@ def main(argv) -> int:
         dra.stop()
         fdr.stop()
         server.stop()
-    soak_result = soak(work, a.soak_s) if a.soak_s else None
-    print("\nDiameter relay: sipedge DRA vs freeDiameter (medians over "
-          f"{a.reps} repetition(s); loopback, 1 load process, server = freeDiameter)")
-    print(f"{'measurement':24} {'target':13} {'answered/s':>10} {'cpu ms/req':>10} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7}")
-    for kind in dict.fromkeys(r["kind"] for r in runs):
-        for name in targets:
-            rs = [r for r in runs if r["kind"] == kind and r["target"] == name and "rate" in r]
-            if not rs:
-                continue
+    return targets, runs
 
-            def med(key, rs=rs):
-                vals = [r[key] for r in rs if r.get(key) is not None]
-                return statistics.median(vals) if vals else float("nan")
-            print(f"{kind:24} {name:13} {med('rate'):10.0f} {med('cpu_ms_per_req'):10.3f} "
-                  f"{med('p50_ms'):7.2f} {med('p99_ms'):7.2f} {med('rss_kb') / 1024:7.1f}")
+
+def main(argv) -> int:
+    a = parse(argv)
+    if not Path(FD_BIN).exists():
+        log("freeDiameterd not found: install the Debian package freediameterd")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="sipedge-diameter-bench-"))
+    log(f"work dir: {work}")
+    targets, runs = ({}, []) if a.soak_only else compare(work, a)
+    fo_result = failover(work, a.failover) if a.failover and not a.soak_only else None
+    soak_result = soak(work, a.soak_s or 600.0) if a.soak_s or a.soak_only else None
+    if runs:
+        print("\nDiameter relay: sipedge DRA vs freeDiameter (medians over "
+              f"{a.reps} repetition(s); loopback, 1 load process, server = freeDiameter)")
+        print(f"{'measurement':24} {'target':13} {'answered/s':>10} {'cpu ms/req':>10} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7}")
+        for kind in dict.fromkeys(r["kind"] for r in runs):
+            for name in targets:
+                rs = [r for r in runs
+                      if r["kind"] == kind and r["target"] == name and "rate" in r]
+                if not rs:
+                    continue
+
+                def med(key, rs=rs):
+                    vals = [r[key] for r in rs if r.get(key) is not None]
+                    return statistics.median(vals) if vals else float("nan")
+                print(f"{kind:24} {name:13} {med('rate'):10.0f} {med('cpu_ms_per_req'):10.3f} "
+                      f"{med('p50_ms'):7.2f} {med('p99_ms'):7.2f} {med('rss_kb') / 1024:7.1f}")
+    if fo_result:
+        ms = fo_result["failover_ms"]
+        print(f"\nfailover (frozen server SIGKILLed -> answer from the alternate, T flag): "
+              f"{len(ms)} rounds, median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms, "
+              f"answered by {sorted(set(fo_result['origins']))}")
     if soak_result:
         rss = [v for _, v in soak_result["rss_kb"]]
         print(f"\nsoak {soak_result['seconds']} s, {soak_result['restarts']} server restarts: "
@@ -280,7 +364,8 @@ def main(argv) -> int:
               f"{rss[0] / 1024 if rss else 0:.1f}/{max(rss, default=0) / 1024:.1f}/"
               f"{rss[-1] / 1024 if rss else 0:.1f}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"runs": runs, "soak": soak_result}, indent=1))
+        Path(a.json).write_text(json.dumps({"runs": runs, "failover": fo_result,
+                                              "soak": soak_result}, indent=1))
     if not a.keep:
         import shutil
         shutil.rmtree(work, ignore_errors=True)

@@ -56,21 +56,29 @@ class FreeDiameter:
     """One freeDiameterd. `peers`: (identity, port or None) - with a port it connects too."""
 
     def __init__(self, tmp: Path, identity: str, realm: str, peers, certdir: Path,
-                 port: int | None = None, tc: int = 2, tw: int = 6, dumps: bool = True) -> None:
+                 port: int | None = None, tc: int = 2, tw: int = 6, dumps: bool = True,
+                 extensions=(), relay: bool = True, sctp: bool = False) -> None:
         self.tmp, self.identity, self.realm = tmp, identity, realm
         cert = make_cert(certdir, identity)
         self.port = port or free_port("tcp")
         self.conf = tmp / f"{identity}.conf"
         self.logfile = tmp / f"{identity}.log"
         lines = [f'Identity = "{identity}";', f'Realm = "{realm}";', f"Port = {self.port};",
-                 f"SecPort = {free_port('tcp')};", "No_SCTP;", "No_IPv6;",
+                 f"SecPort = {free_port('tcp')};", "No_IPv6;", "" if sctp else "No_SCTP;",
                  'ListenOn = "127.0.0.1";', f"TcTimer = {tc};", f"TwTimer = {tw};",
                  f'TLS_Cred = "{cert[0]}", "{cert[1]}";', f'TLS_CA = "{cert[0]}";']
         if dumps:
             lines.append(f'LoadExtension = "{FD_EXT}/dbg_msg_dumps.fdx" : "0x0080";')
+        if not relay:  # announce only the extensions' applications, not the relay one
+            lines.append("NoRelay;")
+        for path, conf in extensions:
+            lines.append(f'LoadExtension = "{path}" : "{conf}";')
         for host, pport in peers:
-            to = f'ConnectTo = "127.0.0.1"; Port = {pport}; ' if pport else ""
-            lines.append(f'ConnectPeer = "{host}" {{ {to}No_TLS; }};')
+            # Always an address: without ConnectTo freeDiameter resolves the peer's name in
+            # DNS (a query off the box). Accept-only peers point at 127.0.0.1:9, where nothing
+            # listens: its attempts are refused locally and the peer's own connection is taken.
+            lines.append(f'ConnectPeer = "{host}" {{ ConnectTo = "127.0.0.1"; '
+                         f'Port = {pport or 9}; No_TLS; {"No_TCP; " if sctp else ""}}};')
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
 
@@ -82,6 +90,10 @@ class FreeDiameter:
 
     def log(self) -> str:
         return self.logfile.read_text(errors="replace")
+
+    def ready(self) -> bool:
+        """Listening (and its extensions loaded)."""
+        return "daemon initialized" in self.log()
 
     def is_open(self, peer: str) -> bool:
         return re.search(rf"-> 'STATE_OPEN'\s+'{re.escape(peer)}'", self.log()) is not None \
@@ -249,6 +261,7 @@ __all__ = [
     "FreeDiameter",
     "Route",
     "dra_process",
+    "fast",
     "free_port",
     "make_cert",
     "make_node",
@@ -260,3 +273,228 @@ __all__ = [
     "uar",
     "wait_for",
 ]
+
+
+FDPEER_SRC = Path(__file__).parent / "fdpeer" / "fdpeer.c"
+FD_HEADERS = Path("/usr/include/freeDiameter/extension.h")
+
+
+def build_fdpeer(directory: Path) -> Path | None:
+    """Compile the test-only freeDiameter extension (fdpeer/fdpeer.c): freeDiameterd as a Cx
+    client or server. None when the headers (Debian libfreediameter-dev) or cc are missing."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if FD_BIN is None or cc is None or not FD_HEADERS.exists():
+        return None
+    out = directory / "fdpeer.fdx"
+    subprocess.run([cc, "-Wall", "-Werror", "-O1", "-shared", "-fPIC", "-o", str(out),
+                    str(FDPEER_SRC), "-lfdcore", "-lfdproto", "-lpthread"],
+                   check=True, capture_output=True, timeout=120)
+    return out
+
+
+class FdClient:
+    """freeDiameterd with fdpeer in client mode: `send(tag, realm, n)` makes it originate n
+    Cx UARs (User-Name tag-i); `answers()` are the answers (or expiries) it got."""
+
+    def __init__(self, tmp: Path, ext: Path, identity: str, realm: str, dra: str, dra_port: int,
+                 certdir: Path, sctp: bool = False) -> None:
+        self.fifo = tmp / f"{identity}.fifo"
+        if not self.fifo.exists():
+            os.mkfifo(self.fifo)
+        self.out = tmp / f"{identity}.out"
+        rt = tmp / f"{identity}.rt.conf"
+        rt.write_text(f'* : "{dra}" += DEFAULT ;\n')
+        self.fd = FreeDiameter(tmp, identity, realm, [(dra, dra_port)], certdir, extensions=[
+            (ext, f"client {self.out} {self.fifo}"), (FD_EXT / "rt_default.fdx", rt)],
+            relay=False, sctp=sctp)
+        self._w = None
+
+    def start(self) -> FdClient:
+        self.fd.start()
+        return self
+
+    def send(self, tag: str, realm: str, n: int = 1, route_record: str = "") -> None:
+        deadline = time.monotonic() + 20
+        while self._w is None:  # the extension holds the FIFO open read-write once loaded
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: freeDiameter has not loaded the extension yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            self._w = os.fdopen(fd, "w", buffering=1)
+        self._w.write(f"send {tag} {realm} {n} {route_record}".rstrip() + "\n")
+
+    def answers(self) -> dict[str, dict]:
+        res = {}
+        if self.out.exists():
+            for line in self.out.read_text().splitlines():
+                kind, tag, *kv = line.split()
+                res[tag] = {"kind": kind, **dict(x.split("=", 1) for x in kv)}
+        return res
+
+    def stop(self) -> None:
+        if self._w is not None:
+            try:
+                self._w.close()
+            except OSError:
+                pass
+            self._w = None
+        self.fd.stop()
+
+
+def fd_server(tmp: Path, ext: Path, identity: str, realm: str, dra: str, certdir: Path,
+              port: int, sctp: bool = False) -> FreeDiameter:
+    """freeDiameterd with fdpeer in server mode: answers Cx UARs with 2001 and writes each
+    request it got to `<identity>.out` ("REQ user hbh=.. e2e=.. flags=..")."""
+    return FreeDiameter(tmp, identity, realm, [(dra, None)], certdir, port=port,
+                        extensions=[(ext, f"server {tmp / (identity + '.out')}")], relay=False,
+                        sctp=sctp)
+
+
+def fd_requests(tmp: Path, identity: str) -> dict[str, dict]:
+    path = tmp / f"{identity}.out"
+    res = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            _, user, *kv = line.split()
+            res[user] = dict(x.split("=", 1) for x in kv)
+    return res
+
+
+KAM_SERVER_ROUTE = r"""
+request_route { drop; }
+event_route[diameter:request] {
+  xlog("L_NOTICE", "DIAMETER-REQUEST cmd=$diameter_command app=$diameter_application\n");
+  $diameter_response = '[{"avpCode":268,"vendorId":0,"Flags":64,"int32":2001},{"avpCode":277,"vendorId":0,"Flags":64,"int32":1}]';
+}
+"""
+
+KAM_CLIENT_ROUTE = r"""
+request_route {
+  if (diameter_request("$hdr(X-Peer)", "16777216", "300", "$rb")) {
+    sl_send_reply("200", "answered");
+  } else {
+    sl_send_reply("500", "no diameter answer");
+  }
+  exit;
+}
+event_route[diameter:request] {
+  $diameter_response = '[{"avpCode":268,"vendorId":0,"Flags":64,"int32":3001}]';
+}
+"""
+
+
+class KamDiameter:
+    """Kamailio with cdp + cdp_avp + ims_diameter_server: a Cx server (answers 2001 from
+    event_route[diameter:request]) or a Cx client (each SIP request it receives on `sip_port`
+    sends the JSON AVPs of its body as a UAR to the peer named in X-Peer; 200 = an answer came
+    back, 500 = none before cdp's transaction timeout). Own process group, so SIGSTOP/SIGKILL
+    reach all its processes."""
+
+    def __init__(self, tmp: Path, identity: str, realm: str, peer: str, peer_port: int,
+                 route: str, timeout_s: int = 8) -> None:
+        self.tmp, self.identity = tmp, identity
+        self.port = free_port("tcp")
+        self.sip_port = free_port("udp")
+        xml = tmp / f"{identity}.xml"
+        xml.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<DiameterPeer FQDN="{identity}" Realm="{realm}" Vendor_Id="10415" Product_Name="CDiameterPeer"
+  AcceptUnknownPeers="0" DropUnknownOnDisconnect="1" Tc="2" Workers="2" QueueLength="32"
+  TransactionTimeout="{timeout_s}" SessionsHashSize="128" DefaultAuthSessionTimeout="3600"
+  MaxAuthSessionTimeout="3600">
+  <Peer FQDN="{peer}" Realm="dra" port="{peer_port}"/>
+  <Acceptor port="{self.port}" bind="127.0.0.1"/>
+  <Auth id="{CX}" vendor="10415"/>
+  <DefaultRoute FQDN="{peer}" metric="10"/>
+</DiameterPeer>
+""")
+        self.cfg = tmp / f"{identity}.cfg"
+        self.cfg.write_text(f"""#!KAMAILIO
+debug=2
+log_stderror=yes
+children=2
+listen=udp:127.0.0.1:{self.sip_port}
+mpath="{CDP_SO.parent if CDP_SO else ''}"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "cdp.so"
+loadmodule "cdp_avp.so"
+loadmodule "ims_diameter_server.so"
+modparam("cdp", "config_file", "{xml}")
+{route}
+""")
+        self.logfile = tmp / f"{identity}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> KamDiameter:
+        self.logf = open(self.logfile, "ab")
+        self.proc = subprocess.Popen([KAMAILIO, "-DD", "-E", "-f", str(self.cfg), "-w",
+                                      str(self.tmp)], stdout=self.logf, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        try:  # children left behind by a killed main process
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.logf.close()
+
+    def request(self, peer: str, avps_json: str, timeout: float = 30) -> str:
+        """One SIP request whose route sends a UAR; the status line of Kamailio's reply."""
+        import socket as _s
+        with _s.socket(_s.AF_INET, _s.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(timeout)
+            lp = s.getsockname()[1]
+            body = avps_json.encode()
+            tag = time.monotonic_ns()
+            msg = (f"MESSAGE sip:cx@127.0.0.1:{self.sip_port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK{tag}\r\n"
+                   f"From: <sip:test@127.0.0.1>;tag={tag}\r\nTo: <sip:cx@127.0.0.1>\r\n"
+                   f"Call-ID: {tag}@test\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 5\r\n"
+                   f"X-Peer: {peer}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            s.sendto(msg, ("127.0.0.1", self.sip_port))
+            return s.recv(65535).decode(errors="replace").split("\r\n", 1)[0]
+
+
+def uar_json(user: str, realm: str) -> str:
+    """A Cx UAR's AVPs in ims_diameter_server's JSON form (cdp adds Session-Id and Origin-*)."""
+    import json
+    return json.dumps([
+        {"avpCode": 260, "vendorId": 0, "Flags": 64, "list": [
+            {"avpCode": 266, "vendorId": 0, "Flags": 64, "int32": 10415},
+            {"avpCode": 258, "vendorId": 0, "Flags": 64, "int32": CX}]},
+        {"avpCode": 277, "vendorId": 0, "Flags": 64, "int32": 1},
+        {"avpCode": 283, "vendorId": 0, "Flags": 64, "string": realm},
+        {"avpCode": 1, "vendorId": 0, "Flags": 64, "string": user},
+        {"avpCode": 601, "vendorId": 10415, "Flags": 192, "string": f"sip:{user}"}])
+
+
+__all__ += ["FD_EXT", "FdClient", "KamDiameter", "KAM_CLIENT_ROUTE", "KAM_SERVER_ROUTE", "build_fdpeer",
+            "fd_requests", "fd_server", "uar_json"]

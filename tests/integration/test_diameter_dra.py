@@ -138,7 +138,7 @@ def test_failover_with_t_flag_when_server_dies(tmp_path, certdir):
         async with Lab(tmp_path, certdir) as lab:
             lab.fd1.signal(signal.SIGSTOP)  # black hole
             task = asyncio.ensure_future(lab.ask(user="bob"))
-            await wait_for(lambda: lab.dra.npending == 1, 3, "request pending at fd1")
+            await wait_for(lambda: lab.dra.npending == 1, 10, "request pending at fd1")
             (hbh, e2e), = lab.pending_ids()
             await asyncio.sleep(0.3)
             t_kill = time.monotonic()
@@ -183,7 +183,7 @@ def test_failover_uses_server_that_connected_after_first_routing(tmp_path, certd
             assert not lab.dra.peers["fd2.srv"].usable
             lab.fd1.signal(signal.SIGSTOP)
             task = asyncio.ensure_future(lab.ask(user="carol"))
-            await wait_for(lambda: lab.dra.npending == 1, 3, "request pending at fd1")
+            await wait_for(lambda: lab.dra.npending == 1, 10, "request pending at fd1")
             lab.fd2 = lab.fd("fd2.srv", lab.p2)  # comes up only now
             await wait_for(lambda: lab.dra.peers["fd2.srv"].usable, 15, "fd2 open")
             lab.fd1.kill()
@@ -200,7 +200,7 @@ def test_client_gone_before_answer_is_dropped_and_dra_keeps_serving(tmp_path, ce
         async with Lab(tmp_path, certdir, routes=[Route("srv", "fd1.srv", 1)]) as lab:
             lab.fd1.signal(signal.SIGSTOP)
             task = asyncio.ensure_future(lab.ask(user="dave", timeout=3))
-            await wait_for(lambda: lab.dra.npending == 1, 3, "request pending at fd1")
+            await wait_for(lambda: lab.dra.npending == 1, 10, "request pending at fd1")
             for tr in list(lab.csvc._transports.values()):
                 tr.abort()  # the client vanishes
             await wait_for(lambda: not lab.dra.peers["client.cli"].usable, 3, "client gone")

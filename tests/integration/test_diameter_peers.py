@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import socket
 
 import pytest
@@ -59,7 +60,12 @@ def test_freediameter_connects_cer_dwr_dpr(tmp_path, cert):
         finally:
             await svc.stop(timeout=1)
             fd.stop()
-        assert fd.proc.returncode == 0
+        # freeDiameter 1.2.1 itself may abort in its own shutdown on a starved machine: its
+        # fd_fifo_del() waits a fixed 20 rounds for blocked threads (seen once with 8 helpers
+        # on 2 cores). That is its exit, after the DPR/DPA checked above, not ours.
+        assert fd.proc.returncode == 0 or (
+            fd.proc.returncode == -signal.SIGABRT and "fd_fifo_del: Assertion" in fd.log()), \
+            fd.log()[-2000:]
 
     asyncio.run(body())
 

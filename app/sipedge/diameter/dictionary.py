@@ -222,11 +222,20 @@ APPLICATIONS = {"base": 0, "nasreq": 1, "accounting": 3, "credit-control": 4,
 
 AVPS: dict[str, AvpDef] = {}
 BY_CODE: dict[tuple[int, int], AvpDef] = {}
+# base AVPs whose M bit must not be set (RFC 6733 4.5: Firmware-Revision, Product-Name,
+# Error-Message, Error-Reporting-Host)
+_NOT_MANDATORY_BASE = {267, 269, 281, 294}
 for _name, _code, _type in _BASE:
-    AVPS[_name] = BY_CODE[(_code, 0)] = AvpDef(_name, _code, _type, 0)
-# 3GPP AVPs whose M bit must not be set (TS 29.229 table 6.3.1: Supported-Features may have
-# it, the later Cx additions must not)
-_NOT_MANDATORY_3GPP = {628, 629, 630, 631, 632, 634, 635, *range(637, 656)}
+    AVPS[_name] = BY_CODE[(_code, 0)] = AvpDef(_name, _code, _type, 0,
+                                              _code not in _NOT_MANDATORY_BASE)
+# 3GPP AVPs whose M bit must not be set: TS 29.229 table 6.3.1 (Supported-Features may have it,
+# the later Cx additions must not); TS 29.214 table 5.3.1 (AF-Signalling-Protocol,
+# Rx-Request-Type); TS 29.212 table 5.3.1 (RAT-Type, the EPS QoS AVPs, Flow-Information and
+# the packet filter AVPs, usage monitoring); TS 29.272 table 7.3.1 (UE-SRVCC-Capability).
+# Cross-checked against freeDiameter's dictionary (tests/integration/test_diameter_real_clients.py).
+_NOT_MANDATORY_3GPP = {628, 629, 630, 631, 632, 634, 635, *range(637, 656), 529, 533, 1032,
+                       1034, 1040, 1041, 1046, 1047, 1048, 1049, 1058, 1059, 1060, 1066, 1067,
+                       1615}
 for _name, _code, _type in _3GPP:
     AVPS[_name] = BY_CODE[(_code, VENDOR_3GPP)] = AvpDef(
         _name, _code, _type, VENDOR_3GPP, _code not in _NOT_MANDATORY_3GPP)

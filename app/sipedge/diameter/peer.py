@@ -207,6 +207,7 @@ class Peer:
         self.opened_at: float | None = None
         self.disconnect_cause: int | None = None
         self.failures = 0
+        self._reconnect_now = False  # enabled again while our DPR was pending
 
     # -------------------------------------------------------------- outputs
 
@@ -294,6 +295,8 @@ class Peer:
             self.watchdog = Watchdog.DOWN
         if was_usable:
             self._events.append(PeerUnusable(self.name, reason))
+        if self._reconnect_now:
+            hold, self._reconnect_now = 0.0, False
         if self.settings.connect and self.enabled and not self.dynamic:
             self._timer = now + (self.settings.tc_s if hold is None else hold)
         else:
@@ -323,6 +326,8 @@ class Peer:
     def start(self, now: float) -> None:
         """Begin connecting (a configured peer we connect to)."""
         self.enabled = True
+        if self.state == S.CLOSING and self.settings.connect and not self.dynamic:
+            self._reconnect_now = True  # enabled before the DPA: connect once closed, not Tc
         if self.state == S.CLOSED and self.settings.connect and not self.dynamic:
             self._timer = None
             self._go("Start")
@@ -507,6 +512,7 @@ class Peer:
         `disable`: no reconnection until `start()`."""
         if disable:
             self.enabled = False
+            self._reconnect_now = False
         if self.state in OPEN:
             self._go("Stop")
             self._send(self.conn, base.request(base.DPR, 0, self.me,

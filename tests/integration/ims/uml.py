@@ -52,7 +52,7 @@ sleep 30
 
 
 def run(payload: Path, workdir: Path, args: list[str] | None = None, timeout: float = 240,
-        mem: str = "768M") -> dict:
+        mem: str = "768M", kmods: str = KMODS) -> dict:
     """Boot UML, run `python payload RESULT ARGS...` as part of init, return the JSON the
     payload wrote (raises with the payload log when it wrote none)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def run(payload: Path, workdir: Path, args: list[str] | None = None, timeout: fl
     init = workdir / "init.sh"
     app = Path(__file__).resolve().parents[3] / "app"
     init.write_text(INIT.format(
-        modules=MODULES_DIR, modprobe=MODPROBE, kmods=KMODS, cwd=workdir,
+        modules=MODULES_DIR, modprobe=MODPROBE, kmods=kmods, cwd=workdir,
         pythonpath=f"{app}:{Path(__file__).parent}:{Path(__file__).parents[1]}", python=sys.executable, payload=payload,
         result=result, args=" ".join(args or []), log=log))
     init.chmod(0o755)

@@ -187,6 +187,22 @@ def test_disable_enable():
     assert a.peers["b.two"].usable
 
 
+def test_enable_before_the_dpa_reconnects_at_once_not_after_tc():
+    """`diameter.enable` right after `diameter.disable`, while our DPR still waits for its
+    DPA: once the DPA closes the connection we connect again at once, not after Tc."""
+    net, a, _b = pair()
+    a.start(0)
+    net.run(0)
+    net.holes.add("B")  # B's DPA is late
+    a.set_enabled("b.two", False, 1)
+    net.run(1)
+    assert a.peers["b.two"].state == State.CLOSING
+    a.set_enabled("b.two", True, 1.5)
+    net.holes.discard("B")
+    net.advance(1.5, 1.5 + a.peers["b.two"].settings.dpr_timeout_s + 0.5)
+    assert a.peers["b.two"].usable
+
+
 def test_illegal_transition_raises():
     p = Peer("x.y", ident("a.b"))
     with pytest.raises(LocalProtocolError):
