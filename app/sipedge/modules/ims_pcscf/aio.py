@@ -21,6 +21,7 @@ from typing import Any
 from ...modules import ReplySpec
 from .core import PCSCF, Outcome, Settings, UeSet, XfrmAction
 from .crypto import accelerated, parse_proc_crypto
+from .secagree import has_option_tag
 
 log = logging.getLogger("sipedge.ims_pcscf")
 
@@ -262,6 +263,10 @@ class ImsPcscfRuntime:
         if not self.enabled:
             if self.refuse and msg.method == "REGISTER":
                 return ReplySpec(503, "Service Unavailable", (("Retry-After", "60"),))
+            if has_option_tag(msg.raw.get_all("proxy-require")):
+                # sec-agree is off here: RFC 3261 16.3 / RFC 3329 2.3.1, the UE learns it
+                # from a 420 naming the tag rather than from a REGISTER that goes on
+                return ReplySpec(420, "Bad Extension", (("Unsupported", "sec-agree"),))
             return None
         out: Outcome = pc.on_request(msg.raw, msg.src_ip, msg.src_port, local_port,
                                      time.monotonic())
