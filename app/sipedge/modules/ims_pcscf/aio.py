@@ -409,8 +409,10 @@ class ImsPcscfRuntime:
         pc = self.pc
         assert pc is not None
         if out.note:
-            log.info("ims_pcscf %d %s %s: %s", resp.status, resp.call_id,
-                     out.ue_set.aor if out.ue_set else str(resp.to.uri), out.note)
+            # the AoR names the UE: a 500 for a challenge without ik is the S-CSCF's doing
+            log.log(logging.WARNING if resp.status >= 500 else logging.INFO,
+                    "ims_pcscf %d %s %s: %s", resp.status, resp.call_id,
+                    out.ue_set.aor if out.ue_set else str(resp.to.uri), out.note)
             if resp.status == 503:
                 log.warning("ims_pcscf %d of %d slots leased; sets: %s", pc.alloc.in_use,
                             pc.s.slots, [(r["ue"], r["aor"], r["state"], r["port_ps"])

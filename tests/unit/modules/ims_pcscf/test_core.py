@@ -269,3 +269,19 @@ def test_494_names_sec_agree_in_require_and_lists_the_mechanisms():
     status, _, headers = out.reply
     assert status == 494 and ("Require", "sec-agree") in headers
     assert any(h == "Security-Server" and "ipsec-3gpp" in v for h, v in headers)
+
+
+def test_more_than_one_worker_is_refused_with_the_reason():
+    """docs/ims.md "One worker": the set table and the protected TCP connections live in one
+    process, so the config check refuses workers = 2 and points to the explanation."""
+    import pytest
+
+    from sipedge.config import ConfigError, load_text
+
+    text = ('[core]\nworkers = 2\nmodules = ["ims_pcscf"]\n'
+            '[ims_pcscf]\naddress = "192.0.2.1"\n')
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "c.toml")
+    (err,) = [str(e) for e in info.value.errors]
+    assert "c.toml:2: core.workers" in err and "workers = 1" in err and "One worker" in err
+    assert load_text(text.replace("workers = 2", "workers = 1"), "c.toml").core.workers == 1
