@@ -410,8 +410,8 @@ def _check_ims_pcscf(config: Config, v: _Validator) -> None:
         if not p.address:
             v.error("ims_pcscf.address", "required when ims_pcscf is loaded")
         if config.core.workers != 1:
-            v.error("core.workers", "ims_pcscf keeps the UEs' SA sets in one process: set "
-                    "workers = 1")
+            v.error("core.workers", "ims_pcscf keeps the UEs' SA sets and protected "
+                    "connections in one process: set workers = 1 (docs/ims.md, One worker)")
     if p.address:
         try:
             ipaddress.ip_address(p.address)

@@ -97,6 +97,8 @@ class ModuleEnv:
     notify: Callable[[int, str, dict], None] | None = None
     script_function: Callable[[str], Any] | None = None  # name -> function of the script
     run_id: str = ""  # names the abstract sockets of this sipedge instance
+    # a reply a module held (hold_response returned True) goes on: (response, source)
+    resume_response: Callable[[Any, Any], None] | None = None
 
 
 # -- security ----------------------------------------------------------------------------
@@ -721,6 +723,8 @@ class WorkerModules:
         # -> consumed (named apart from the script-facing on_request/on_reply of facades)
         self.request_hooks: list[Callable[[Any], None]] = []
         self.response_hooks: list[Callable[[Any], bool]] = []
+        # runtime.hold_response(resp, src) -> True: held, the module resumes it later
+        self.response_holds: list[Callable[[Any, Any], bool]] = []
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -740,6 +744,8 @@ class WorkerModules:
                               if hasattr(rt, "request_hook")]
         self.response_hooks = [rt.response_hook for rt in self.runtimes.values()
                                if hasattr(rt, "response_hook")]
+        self.response_holds = [rt.hold_response for rt in self.runtimes.values()
+                               if hasattr(rt, "hold_response")]
         loop = asyncio.get_running_loop()
         for rt in self.runtimes.values():
             for interval, fn in rt.timers:

@@ -200,6 +200,7 @@ class Worker:
                                                resolver=self.resolver, nworkers=nworkers,
                                                notify=self._notify_worker,
                                                script_function=self._script_function,
+                                               resume_response=self.resume_response,
                                                run_id=run_id))
         self.control: socket.socket | None = None
         self._wildcards: list[LocalAddress] = []
@@ -555,7 +556,7 @@ class Worker:
             return
         if datagram and not handed and data[:8] == b"SIP/2.0 " and (
                 b"1" <= data[8:9] <= b"6") and (  # one stats key per class, never a byte
-                not self.modules.response_hooks) and (
+                not self.modules.response_hooks) and not self.modules.response_holds and (
                 self.script is None or self.script.reply_route is None):
             try:
                 route = self.core.splice_response(data)
@@ -876,6 +877,13 @@ class Worker:
         for hook in self.modules.response_hooks:  # uac: our own requests, CSeq shift
             if hook(msg):
                 return
+        for hold in self.modules.response_holds:  # ims_pcscf: a 401 waits for its SAs
+            if hold(msg, src):
+                return  # the module calls resume_response() later
+        self.resume_response(msg, src)
+
+    def resume_response(self, msg: Response, src: Source) -> None:
+        """The part of handle_response after the module hooks (a held reply goes on here)."""
         if self.tm.proxy.client and self.tm.receive_response(msg):
             return  # a reply of a client transaction (io/tm_driver.py)
         script = self.script

@@ -467,8 +467,9 @@ class XfrmError(Exception):
 
 
 class XfrmClient:
-    """Blocking NETLINK_XFRM client (run it in a thread from asyncio). Every request carries
-    NLM_F_ACK and its reply is read and checked; one lock serialises requests."""
+    """Blocking NETLINK_XFRM client (run it in a thread from asyncio: ims_pcscf gives it a
+    thread of its own). Every request carries NLM_F_ACK and its reply is read and checked;
+    one lock serialises requests, so another thread (an RPC dump) may share the socket."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM)
@@ -476,13 +477,15 @@ class XfrmClient:
         self.sock.settimeout(5.0)
         self._seq = 0
         self._lock = threading.Lock()
+        self._seq_lock = threading.Lock()
 
     def close(self) -> None:
         self.sock.close()
 
     def _next(self) -> int:
-        self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
-        return self._seq
+        with self._seq_lock:
+            self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
+            return self._seq
 
     def _ack(self, data: bytes, seq: int, what: str) -> None:
         with self._lock:

@@ -184,7 +184,7 @@ def _():
     sas_final, pols_final = ours()
     lst = pcscf.rpc("ipsec.list")
     peak = max(peak, len(sas_after))
-    return {"seconds": r["seconds"], "firsts": r["firsts"],
+    return {"seconds": r["seconds"], "firsts": r["firsts"], "problems": r["problems"],
             "after_loop": [len(sas_after), len(pols_after)], "message": mo,
             "final": [len(sas_final), len(pols_final)], "sets": len(lst["sets"]),
             "counters": lst["counters"]}
@@ -319,8 +319,12 @@ def _():
 @step("logs")
 def _():
     text = (WORK / "pcscf.log").read_text(errors="replace")
+    lines = text.splitlines()
     return {"eexist": text.count("File exists"), "tracebacks": text.count("Traceback"),
-            "errors": [ln for ln in text.splitlines() if " ERROR " in ln][:20]}
+            "errors": [ln for ln in lines if " ERROR " in ln][:20],
+            # every 5xx the module made, with the AoR it was for (only noik's is expected)
+            "module_5xx": [ln.split("ims_pcscf ", 1)[-1] for ln in lines
+                           if " WARNING sipedge.ims_pcscf" in ln and ": ims_pcscf 5" in ln][:20]}
 
 
 pcscf.stop()

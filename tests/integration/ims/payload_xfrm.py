@@ -96,9 +96,12 @@ def ours():
 
 @step("install")
 def _():
-    xc.apply(set4)
+    t0 = time.perf_counter()
+    xc.apply(set4)  # 8 acknowledged round trips: what ims_pcscf's XFRM thread does per set
+    apply_ms = (time.perf_counter() - t0) * 1000
     sas, pols = ours()
-    return {"sas": [[s.src, s.dst, s.spi, s.auth, s.enc, s.hard_seconds] for s in sas],
+    return {"apply_ms": round(apply_ms, 2),
+            "sas": [[s.src, s.dst, s.spi, s.auth, s.enc, s.hard_seconds] for s in sas],
             "policies": [[p.selector.src, p.selector.sport, p.selector.dst, p.selector.dport,
                           p.selector.proto, p.direction, p.hard_seconds] for p in pols]}
 
@@ -212,6 +215,84 @@ def _():
     res = {"requested": len(out_sas),
            "active": sum(1 for x in out_sas if dumped[(x.dst, x.spi)].offload_ifindex)}
     xc.remove(s)
+    return res
+
+
+@step("tag_by_mark_or_if_id")
+def _():
+    """Could our objects carry XFRMA_MARK (or XFRMA_IF_ID) as the ownership tag? A set whose
+    P-side SAs and policies carry mark 0x5E5EC/0xffffffff (the UE's mirror has none):
+    outbound works when our socket sets SO_MARK, but an inbound ESP packet arrives with skb
+    mark 0, matches no SA and is dropped. if_id needs an xfrm interface: try to make one."""
+    import socket as _s
+
+    from sipedge.io.xfrm import delpolicy_msg, delsa_msg, newpolicy_msg, newsa_msg
+    from ue_side import _in_ue
+
+    mark = (0x5E5EC, 0xFFFFFFFF)
+    o = Offer("hmac-sha-1-96", "aes-cbc", 0x3501, 0x3502, 9062, 9064)
+    ls = Lease(5, 5110, 5111, spi_ps=0x10051, spi_pc=0x10052)
+    s = build_sa_set(U4, P4, o, ls, CK, IK, BASE + 5, 60)
+    for sa in s.sas:
+        seq = xc._next()
+        xc._ack(newsa_msg(sa, seq, mark=mark), seq, "marked SA")
+    for pol in s.policies:
+        seq = xc._next()
+        xc._ack(newpolicy_msg(pol, seq, mark=mark), seq, "marked policy")
+    ue("install", json.dumps(set_to_json(s)))
+    res: dict = {}
+    try:
+        # outbound: our client port with SO_MARK -> the marked out policy/SA -> ESP spi_us
+        proc = _in_ue(f"""
+import socket
+us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+us.bind(({U4!r}, {o.port_s})); us.settimeout(2)
+print("ready", flush=True)
+try:
+    print(us.recvfrom(100)[0].decode(), flush=True)
+except TimeoutError:
+    print("nothing", flush=True)
+""")
+        assert proc.stdout.readline().strip() == "ready"
+        before = counters(xc)
+        pc = _s.socket(_s.AF_INET, _s.SOCK_DGRAM)
+        pc.setsockopt(_s.SOL_SOCKET, _s.SO_MARK, mark[0])
+        pc.bind((P4, ls.port_pc))
+        pc.sendto(b"MARKED-OUT", (U4, o.port_s))
+        pc.close()
+        res["outbound_ue_got"] = proc.communicate(timeout=10)[0].strip()
+        res["outbound_spi_packets"] = counters(xc).get(o.spi_s, 0) - before.get(o.spi_s, 0)
+        # inbound: UE uc -> our ps through ESP (spi_ps); our SA carries the mark
+        rx = _s.socket(_s.AF_INET, _s.SOCK_DGRAM)
+        rx.bind((P4, ls.port_ps))
+        rx.settimeout(1.5)
+        stat0 = xfrm_stat()
+        before = counters(xc)
+        proc = _in_ue(f"""
+import socket
+uc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); uc.bind(({U4!r}, {o.port_c}))
+uc.sendto(b"MARKED-IN", ({P4!r}, {ls.port_ps}))
+""")
+        proc.communicate(timeout=10)
+        try:
+            res["inbound_received"] = rx.recv(100).decode()
+        except TimeoutError:
+            res["inbound_received"] = None
+        rx.close()
+        stat1 = xfrm_stat()
+        res["inbound_spi_packets"] = counters(xc).get(ls.spi_ps, 0) - before.get(ls.spi_ps, 0)
+        res["inbound_stat_delta"] = {k: stat1[k] - stat0.get(k, 0) for k in stat1
+                                     if stat1[k] != stat0.get(k, 0)}
+    finally:
+        for pol in s.policies:
+            seq = xc._next()
+            xc._ack(delpolicy_msg(pol.selector, pol.direction, seq, mark=mark), seq, "del")
+        for sa in s.sas:
+            seq = xc._next()
+            xc._ack(delsa_msg(sa.dst, sa.spi, seq, mark=mark), seq, "del")
+    r = subprocess.run("ip link add xfrm5e type xfrm dev pc0 if_id 0x5e", shell=True,
+                       capture_output=True, text=True, check=False)  # refused here
+    res["xfrm_interface"] = {"rc": r.returncode, "stderr": r.stderr.strip()}
     return res
 
 

@@ -33,7 +33,17 @@ def test_no_esp_refuse(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads((tmp_path / "result.json").read_text())
-    assert out["reply"] == "SIP/2.0 503 Service Unavailable"
+    assert out["reply"].startswith("SIP/2.0 503 Service Unavailable\r\n")
+    # on_no_esp = "disable": Proxy-Require: sec-agree -> 420 naming the tag (RFC 3261 16.3)
+    assert out["disabled_reply"].startswith("SIP/2.0 420 Bad Extension\r\n")
+    assert "\r\nUnsupported: sec-agree\r\n" in out["disabled_reply"], out["disabled_reply"]
+    assert out["rc2"] == 0
+    # sec-agree off, the S-CSCF's 401 still loses ck/ik on its way to the UE
+    head = out["disabled_401"].split("\r\n\r\n")[0].split("\r\n")
+    assert head[0] == "SIP/2.0 401 Unauthorized", head
+    (www,) = [h for h in head if h.lower().startswith("www-authenticate:")]
+    assert 'nonce="' in www and "ck=" not in www.lower() and "ik=" not in www.lower(), www
+    assert not any(h.lower().startswith("security-server:") for h in head), head
     assert out["list"]["enabled"] is False and out["list"]["sets"] == []
     probe = out["crypto"]["probe"]
     assert probe and all(v != "ok" for v in probe.values()), probe

@@ -101,3 +101,14 @@ def test_proc_crypto_and_selftest(result):
     st = ok(result, "selftest")
     assert st["cbc(aes)"]["kernel_choice"]["mb_per_s"] > 0
     assert st["cbc(aes)"]["generic"]["mb_per_s"] > 0
+
+
+def test_mark_or_if_id_cannot_tag_inbound_objects_here(result):
+    """Why the ownership tag is the reqid range: a mark on our SAs works outbound (our
+    socket sets SO_MARK) but an inbound ESP packet carries skb mark 0, finds no SA and is
+    dropped (XfrmInNoStates); if_id needs an xfrm interface, which this kernel lacks."""
+    r = ok(result, "tag_by_mark_or_if_id")
+    assert r["outbound_ue_got"] == "MARKED-OUT" and r["outbound_spi_packets"] >= 1
+    assert r["inbound_received"] is None and r["inbound_spi_packets"] == 0
+    assert r["inbound_stat_delta"].get("XfrmInNoStates", 0) >= 1, r["inbound_stat_delta"]
+    assert r["xfrm_interface"]["rc"] != 0, r["xfrm_interface"]

@@ -291,7 +291,9 @@ def main() -> None:
         out = ue.register(a.proto, a.expires, a.user)
     elif a.cmd == "rereg":
         res = [ue.register("udp", a.expires) for _ in range(a.n)]
-        out = {"seconds": [r.get("second") for r in res], "firsts": [r.get("first") for r in res]}
+        out = {"seconds": [r.get("second") for r in res], "firsts": [r.get("first") for r in res],
+               "problems": [dict(r, index=i) for i, r in enumerate(res)
+                            if r.get("first") != 401 or r.get("second") != 200]}
     elif a.cmd == "message":
         out = ue.message(a.proto if a.proto != "udp" else None)
     elif a.cmd == "mt":

@@ -1,26 +1,38 @@
 """Runtime glue of ims_pcscf inside a worker (L3): the XFRM client, the capability probe and
 start-up cleanup, the expiry timer, the protected listeners, and `ksr.ims_pcscf`.
 
-Kernel requests are synchronous netlink round trips on a local socket (8 for a set, well
-under a millisecond each); they run inside the route so that the SAs exist before the 401
-leaves, and removal after a de-REGISTER's 200 runs on the next loop turn, after the 200
-went out through the SAs.
+Kernel requests (8 acknowledged netlink round trips for a set) never run on the event loop:
+they go, in order, to one thread of their own (a single-thread executor, so an install, its
+lifetime update and its removal reach the kernel in the order the core asked for them).
+Whatever depends on a set being in the kernel waits for it:
+- the 401 that carries the Security-Server is held (`hold_response`, before the transaction
+  layer) until its set is installed, then goes on (`resume_response`); an install error
+  turns it into the configured error instead. A second 401 to the same REGISTER (the
+  S-CSCF answering a retransmission) while one is held is dropped;
+- the removal after a de-REGISTER's 200 is queued on the next loop turn, after the 200 went
+  out through the SAs;
+- ports and SPIs of a removed set are released only when the thread reports the kernel
+  objects gone.
+The start-up probe and cleanup run before the listeners open, so they may block.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from ...modules import ReplySpec
 from .core import PCSCF, Outcome, Settings, UeSet, XfrmAction
 from .crypto import accelerated, parse_proc_crypto
+from .secagree import has_option_tag
 
 log = logging.getLogger("sipedge.ims_pcscf")
 
@@ -64,7 +76,7 @@ class ImsPcscfApi:
             msg.t_on_reply("from_core"); return msg.t_relay("sip:icscf...")
 
         def from_core(reply):
-            ksr.ims_pcscf.on_reply(reply)             # 401: keys out, SAs in; 200: active
+            ksr.ims_pcscf.on_reply(reply)             # optional: done before the tm layer
     """
 
     def __init__(self, rt: ImsPcscfRuntime) -> None:
@@ -81,8 +93,9 @@ class ImsPcscfApi:
         return self._rt.on_request(msg)
 
     def on_reply(self, msg) -> None:
-        """A reply from the core side to a UE's request (call it in the reply route of the
-        REGISTER transaction)."""
+        """A reply from the core side to a UE's REGISTER. The module handles these itself
+        before the transaction layer (401 held until its SAs are in the kernel); this call
+        is kept for scripts that make it and does nothing for a reply already handled."""
         self._rt.on_reply(msg)
 
     def is_protected(self, msg) -> bool:
@@ -124,6 +137,12 @@ class ImsPcscfRuntime:
         self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self.worker_rpc: dict[str, Callable[[dict], Any]] = {}
         self.offload_requested = ""
+        # one thread for every kernel request: ordered, never on the event loop
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: set[asyncio.Future] = set()
+        self._held: dict[tuple[str, int], Any] = {}  # (Call-ID, CSeq) -> held 401
+        self._handled: Any = None  # the reply hold_response already dealt with
+        self._resume: Callable[[Any, Any], None] | None = None
 
     # -- lifecycle
     async def start(self, env) -> None:
@@ -150,6 +169,9 @@ class ImsPcscfRuntime:
                             missing_keys_status=p.missing_keys_status,
                             offload_ifindex=offload_ifindex)
         self.pc = PCSCF(settings)
+        self._resume = env.resume_response
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                           thread_name_prefix="xfrm")
         try:
             self.xfrm = XfrmClient()
             ports = self.pc.protected_ports()
@@ -204,54 +226,90 @@ class ImsPcscfRuntime:
     async def stop(self) -> None:
         if self.xfrm is not None and self.pc is not None:
             for st in list(self.pc.sets):
-                self._run(self.pc._remove(st))
+                self._submit(self.pc._remove(st))
+            if self._pending:
+                await asyncio.wait(list(self._pending), timeout=10)
             try:
-                self.xfrm.cleanup(self.pc.s.reqid_range, self.pc.protected_ports())
+                await self._in_thread(self.xfrm.cleanup, self.pc.s.reqid_range,
+                                      self.pc.protected_ports())
             except Exception as exc:  # noqa: BLE001 - XfrmError or OSError; stopping anyway
                 log.error("ims_pcscf cleanup at stop: %s", exc)
             self.xfrm.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     async def _expire(self) -> None:
         if self.pc is None:
             return
         for act in self.pc.expire(time.monotonic()):
-            self._run(act)
+            self._submit(act)
 
-    # -- kernel actions
-    def _run(self, act: XfrmAction, resp=None) -> bool:
-        from ...io.xfrm import XfrmError
+    # -- kernel actions: in the XFRM thread, in order; results back on the loop
+    def _in_thread(self, fn, *args) -> asyncio.Future:
+        assert self._pool is not None
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+        return fut
 
+    def _kernel(self, act: XfrmAction) -> list[str]:
+        """Runs in the XFRM thread: the netlink requests of one action."""
+        assert self.xfrm is not None
+        if act.kind == "install":
+            self.xfrm.apply(act.ue_set.sa_set)
+            return []
+        if act.kind == "update":
+            self.xfrm.update_lifetime(act.ue_set.sa_set, act.hard_seconds)
+            return []
+        return self.xfrm.remove(act.ue_set.sa_set)
+
+    def _submit(self, act: XfrmAction) -> asyncio.Future | None:
+        """Queue an action for the kernel; its outcome is applied to the core on the loop.
+        An install's outcome is applied by whoever holds its 401 (`_install_done`)."""
+        if self.xfrm is None or self._pool is None:
+            return None
+        fut = self._in_thread(self._kernel, act)
+        if act.kind != "install":
+            fut.add_done_callback(partial(self._action_done, act))
+        return fut
+
+    def _action_done(self, act: XfrmAction, fut: asyncio.Future) -> None:
         assert self.pc is not None
-        if self.xfrm is None:
-            return False
-        try:
-            if act.kind == "install":
-                self.xfrm.apply(act.ue_set.sa_set)
-                self.pc.installed(act.ue_set)
-            elif act.kind == "update":
-                self.xfrm.update_lifetime(act.ue_set.sa_set, act.hard_seconds)
-            else:
-                problems = self.xfrm.remove(act.ue_set.sa_set)
-                if problems:  # the lease stays taken: those SPIs/ports are not reused
-                    log.error("ims_pcscf remove %s: %s", act.ue_set.ue_ip, "; ".join(problems))
-                else:
-                    self.pc.removed(act.ue_set)
-            return True
-        except (XfrmError, OSError) as exc:
+        exc = fut.exception() if not fut.cancelled() else RuntimeError("cancelled")
+        if exc is not None:
             log.error("ims_pcscf %s for %s failed: %s", act.kind, act.ue_set.ue_ip, exc)
-            if act.kind == "install":
-                self.pc.install_failed(act.ue_set, resp, str(exc))
-                if getattr(exc, "errno", None) == errno.EEXIST:
-                    self._refresh_kernel_spis()  # someone else took an SPI since start
-            return False
+            return  # a removal that failed keeps its lease: those SPIs/ports are not reused
+        problems = fut.result()
+        if problems:
+            log.error("ims_pcscf remove %s: %s", act.ue_set.ue_ip, "; ".join(problems))
+        elif act.kind == "remove":
+            self.pc.removed(act.ue_set)
+
+    def _install_done(self, act: XfrmAction, resp, fut: asyncio.Future) -> None:
+        """On the loop: the set is in the kernel (or refused and rolled back)."""
+        assert self.pc is not None
+        exc = fut.exception() if not fut.cancelled() else RuntimeError("cancelled")
+        if exc is None:
+            self.pc.installed(act.ue_set)
+            return
+        log.error("ims_pcscf install for %s failed: %s", act.ue_set.ue_ip, exc)
+        self.pc.install_failed(act.ue_set, resp, str(exc))
+        if getattr(exc, "errno", None) == errno.EEXIST:
+            self._refresh_kernel_spis()  # someone else took an SPI since start
 
     def _refresh_kernel_spis(self) -> None:
         assert self.pc is not None and self.xfrm is not None
-        try:
-            ours = self.pc.s.reqid_range
-            self.pc.kernel_spis = {sa.spi for sa in self.xfrm.sas() if sa.reqid not in ours}
-        except OSError as exc:
-            log.error("ims_pcscf SA dump: %s", exc)
+        ours = self.pc.s.reqid_range
+        fut = self._in_thread(self.xfrm.sas)
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception() is not None:
+                log.error("ims_pcscf SA dump: %s", None if f.cancelled() else f.exception())
+                return
+            assert self.pc is not None
+            self.pc.kernel_spis = {sa.spi for sa in f.result() if sa.reqid not in ours}
+
+        fut.add_done_callback(done)
 
     # -- messages
     def on_request(self, msg) -> ReplySpec | None:
@@ -262,6 +320,10 @@ class ImsPcscfRuntime:
         if not self.enabled:
             if self.refuse and msg.method == "REGISTER":
                 return ReplySpec(503, "Service Unavailable", (("Retry-After", "60"),))
+            if has_option_tag(msg.raw.get_all("proxy-require")):
+                # sec-agree is off here: RFC 3261 16.3 / RFC 3329 2.3.1, the UE learns it
+                # from a 420 naming the tag rather than from a REGISTER that goes on
+                return ReplySpec(420, "Bad Extension", (("Unsupported", "sec-agree"),))
             return None
         out: Outcome = pc.on_request(msg.raw, msg.src_ip, msg.src_port, local_port,
                                      time.monotonic())
@@ -274,33 +336,95 @@ class ImsPcscfRuntime:
             return ReplySpec(*out.reply)
         return None
 
-    def on_reply(self, msg) -> None:
+    def hold_response(self, resp, src) -> bool:
+        """Every reply, before the transaction layer. A reply to a REGISTER goes through the
+        core here, whatever the script does (ck/ik never reach the UE). A 401/407 that
+        created a set is held until the set is in the kernel: True."""
         pc = self.pc
-        if pc is None or not self.enabled:
-            return
-        resp = msg.raw
+        if pc is None or resp.cseq.method != "REGISTER":
+            return False
+        key = (resp.call_id, resp.cseq.seq)
+        if key in self._held:
+            log.info("ims_pcscf %d %s: dropped, the first answer waits for its SAs",
+                     resp.status, resp.call_id)
+            return True
         out = pc.on_reply(resp, time.monotonic())
+        self._handled = resp
+        self._log_outcome(resp, out)
+        install = None
+        for act in out.actions:
+            if act.kind == "install":
+                install = act
+            elif act.kind == "remove":
+                self._later(act)  # after this reply went out through the SAs
+            else:
+                self._submit(act)
+        if install is None:
+            return False
+        fut = self._submit(install)
+        if fut is None:  # no XFRM socket: nothing to wait for
+            self._install_done(install, resp, _failed(OSError("XFRM unavailable")))
+            return False
+        self._held[key] = resp
+        fut.add_done_callback(partial(self._release, key, install, resp, src))
+        return True
+
+    def _release(self, key, act: XfrmAction, resp, src, fut: asyncio.Future) -> None:
+        """The held 401's set is installed (or refused): let the reply go on."""
+        self._held.pop(key, None)
+        try:
+            self._install_done(act, resp, fut)
+        except Exception:  # noqa: BLE001 - the reply must go on (or the UE waits forever)
+            log.exception("ims_pcscf install outcome for %s", resp.call_id)
+        if self._resume is None:
+            return
+        self._handled = resp
+        try:
+            self._resume(resp, src)
+        except Exception:  # noqa: BLE001 - callback boundary, like the worker's per message
+            log.exception("ims_pcscf relaying the held %d %s", resp.status, resp.call_id)
+        finally:
+            self._handled = None
+
+    def on_reply(self, msg) -> None:
+        """The script's call (kept for scripts written for the first version): the reply
+        already went through `hold_response`, so this does nothing then."""
+        pc = self.pc
+        resp = msg.raw
+        if pc is None or resp is self._handled:
+            return
+        out = pc.on_reply(resp, time.monotonic())  # a reply the worker did not route
+        self._log_outcome(resp, out)
+        for act in out.actions:
+            if act.kind == "install":
+                fut = self._submit(act)
+                if fut is not None:
+                    fut.add_done_callback(partial(self._install_done, act, None))
+            elif act.kind == "remove":
+                self._later(act)
+            else:
+                self._submit(act)
+
+    def _log_outcome(self, resp, out: Outcome) -> None:
+        pc = self.pc
+        assert pc is not None
         if out.note:
-            log.info("ims_pcscf %d %s: %s", resp.status, resp.call_id, out.note)
+            # the AoR names the UE: a 500 for a challenge without ik is the S-CSCF's doing
+            log.log(logging.WARNING if resp.status >= 500 else logging.INFO,
+                    "ims_pcscf %d %s %s: %s", resp.status, resp.call_id,
+                    out.ue_set.aor if out.ue_set else str(resp.to.uri), out.note)
             if resp.status == 503:
                 log.warning("ims_pcscf %d of %d slots leased; sets: %s", pc.alloc.in_use,
                             pc.s.slots, [(r["ue"], r["aor"], r["state"], r["port_ps"])
                                          for r in pc.snapshot(time.monotonic())])
-        for act in out.actions:
-            if act.kind == "install":
-                self._run(act, resp)
-            elif act.kind == "remove":
-                self._later(act)  # after this reply went out through the SAs
-            else:
-                self._run(act)
 
     def _later(self, act: XfrmAction) -> None:
-        """Run after the current message is done (a reply being relayed goes out first:
+        """Queue after the current message is done (a reply being relayed goes out first:
         the worker sends it synchronously once the route returns)."""
         try:
-            asyncio.get_running_loop().call_soon(self._run, act)
+            asyncio.get_running_loop().call_soon(self._submit, act)
         except RuntimeError:
-            self._run(act)
+            self._submit(act)
 
     # -- reporting
     def sets(self) -> list[UeSet]:
@@ -308,3 +432,9 @@ class ImsPcscfRuntime:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _failed(exc: BaseException) -> concurrent.futures.Future:
+    f: concurrent.futures.Future = concurrent.futures.Future()
+    f.set_exception(exc)
+    return f

@@ -34,6 +34,8 @@ from .secagree import (
 from .wwwauth import ChallengeError, strip_keys
 
 SEC_HEADERS = ("security-client", "security-verify", "security-server")
+# where a UE names the sec-agree option tag (TS 24.229 5.1.1.2: Require and Proxy-Require)
+SEC_AGREE_TAG_HEADERS = ("require", "proxy-require", "supported")
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,15 @@ def _expires_of(resp: Response) -> int:
 
 
 def _remove_option_tag(msg, name: str, tag: str = "sec-agree") -> None:
+    """Take `tag` out of every `name` header (each may list several option tags), and the
+    header itself when nothing is left (RFC 3329 2.3.1, TS 24.228 6.2: "as the
+    Proxy-Require header is empty, it removes this header completely")."""
     values = msg.get_all(name)
     if not values:
         return
-    kept = [v for v in values if v.strip().lower() != tag]
-    if len(kept) == len(values):
+    tags = [t.strip() for v in values for t in v.split(",") if t.strip()]
+    kept = [t for t in tags if t.lower() != tag]
+    if len(kept) == len(tags):
         return
     msg.remove(name)
     if kept:
@@ -249,7 +255,8 @@ class PCSCF:
             why = "; ".join(r.reason for r in rejected) or "no offer with an allowed algorithm"
             return Outcome(reply=(494, "Security Agreement Required", self._required_headers()),
                            note=why)
-        self._offers[_cseq_key(req)] = (str(req.to.uri), chosen, now, ue_ip)
+        tagged = any(has_option_tag(req.get_all(h)) for h in SEC_AGREE_TAG_HEADERS)
+        self._offers[_cseq_key(req)] = (str(req.to.uri), chosen, now, ue_ip, tagged)
         self._gc_offers(now)
         _strip_sec_headers(req)
         _mark_integrity(req, "yes" if protected_st is not None else "no")
@@ -316,7 +323,7 @@ class PCSCF:
         entry = self._offers.pop(key, None)
         if entry is None:
             return Outcome(note="challenge without a sec-agree REGISTER")
-        aor, offer, _, ue_ip = entry
+        aor, offer, _, ue_ip, tagged = entry
         if ck is None or ik is None:
             self.counters["missing_keys"] += 1
             return self._error(resp, self.s.missing_keys_status,
@@ -336,6 +343,10 @@ class PCSCF:
                    expires_at=now + hard, aor=aor)
         self.sets.append(st)
         resp.add("Security-Server", format_mechanism(server))
+        if tagged and not has_option_tag(resp.get_all("require")):
+            # RFC 3261 8.2.2.3: an extension applied to a (non-421) response is listed in
+            # its Require; the UE asked for sec-agree (Require/Proxy-Require/Supported)
+            resp.add("Require", "sec-agree")
         return Outcome(actions=[XfrmAction("install", st, hard)], ue_set=st)
 
     def _error(self, resp: Response, status: int, why: str) -> Outcome:
@@ -422,8 +433,8 @@ def _is_deregister(req: Request) -> bool:
 def _strip_sec_headers(req: Request) -> None:
     for name in SEC_HEADERS:
         req.remove(name)
-    _remove_option_tag(req, "require")
-    _remove_option_tag(req, "proxy-require")
+    for name in SEC_AGREE_TAG_HEADERS:  # sec-agree is hop-by-hop: UE <-> P-CSCF only
+        _remove_option_tag(req, name)
 
 
 def _mark_integrity(req: Request, value: str) -> None:

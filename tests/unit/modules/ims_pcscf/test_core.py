@@ -217,3 +217,71 @@ def test_other_pending_set_does_not_hide_the_active_one():
                            via=(first.offer.port_c, first.lease.port_ps),
                            verify=_server(first))
     assert first.state == "old" and bob.state == "deleted" and new.state == "active"
+
+
+# -- TS 24.229 / RFC 3329 option-tag handling ------------------------------------------
+
+
+def test_401_to_the_ue_requires_sec_agree_when_the_ue_asked_for_it():
+    """RFC 3261 8.2.2.3: the Security-Server in the 401 applies sec-agree, so the 401 lists
+    it in Require; the UE named the tag (TS 24.229 5.1.1.2: Require and Proxy-Require)."""
+    p = pc()
+    r1 = register(1, [sc()])
+    p.on_request(r1, UE_IP, 5062, 5060, 0.0)
+    c = challenge(r1)
+    p.on_reply(c, 0.0)
+    assert c.get_all("require") == ["sec-agree"] and len(c.get_all("security-server")) == 1
+
+
+def test_401_require_not_doubled_and_not_added_when_the_ue_never_named_the_tag():
+    p = pc()
+    r1 = request("REGISTER", "sip:ims.test", call_id="untagged", to="<sip:alice@ims.test>",
+                 extra=[sc()])
+    p.on_request(r1, UE_IP, 5062, 5060, 0.0)
+    c = challenge(r1)
+    p.on_reply(c, 0.0)
+    assert c.get_all("security-server") and not c.has("require")
+    r2 = register(1, [sc()], call_id="tagged")
+    p.on_request(r2, UE_IP, 5062, 5060, 0.0)
+    c2 = challenge(r2)
+    c2.add("Require", "path, sec-agree")
+    p.on_reply(c2, 0.0)
+    assert c2.get_all("require") == ["path", "sec-agree"]
+
+
+def test_sec_agree_tag_removed_from_lists_before_the_register_goes_on():
+    """RFC 3329 2.3.1 / TS 24.228: the P-CSCF takes sec-agree out of Require, Proxy-Require
+    (and Supported: the agreement is with the first hop only), other tags stay, empty
+    headers go."""
+    p = pc()
+    r1 = request("REGISTER", "sip:ims.test", call_id="lists", to="<sip:alice@ims.test>",
+                 extra=[sc(), "Require: sec-agree, path", "Proxy-Require: sec-agree",
+                        "Supported: path, sec-agree, gruu"])
+    assert p.on_request(r1, UE_IP, 5062, 5060, 0.0).reply is None
+    assert r1.get_all("require") == ["path"] and not r1.has("proxy-require")
+    assert r1.get_all("supported") == ["path", "gruu"] and not r1.has("security-client")
+
+
+def test_494_names_sec_agree_in_require_and_lists_the_mechanisms():
+    p = pc()
+    out = p.on_request(request("REGISTER", "sip:ims.test", extra=["Require: sec-agree"]),
+                       UE_IP, 5062, 5060, 0.0)
+    status, _, headers = out.reply
+    assert status == 494 and ("Require", "sec-agree") in headers
+    assert any(h == "Security-Server" and "ipsec-3gpp" in v for h, v in headers)
+
+
+def test_more_than_one_worker_is_refused_with_the_reason():
+    """docs/ims.md "One worker": the set table and the protected TCP connections live in one
+    process, so the config check refuses workers = 2 and points to the explanation."""
+    import pytest
+
+    from sipedge.config import ConfigError, load_text
+
+    text = ('[core]\nworkers = 2\nmodules = ["ims_pcscf"]\n'
+            '[ims_pcscf]\naddress = "192.0.2.1"\n')
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "c.toml")
+    (err,) = [str(e) for e in info.value.errors]
+    assert "c.toml:2: core.workers" in err and "workers = 1" in err and "One worker" in err
+    assert load_text(text.replace("workers = 2", "workers = 1"), "c.toml").core.workers == 1
