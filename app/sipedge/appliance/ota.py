@@ -46,6 +46,8 @@ RELEASE_FILE = Path("/etc/sipedge-release")
 KEYRING = Path("/etc/rauc/keyring.pem")
 SYSTEM_CONF = Path("/etc/rauc/system.conf")
 INDEX_KEY = Path("/etc/rauc/index.pub")
+MARK_GOOD_ATTEMPTS = 20  # RAUC not answering yet: retried this often,
+MARK_GOOD_RETRY_S = 3.0  # this far apart
 
 
 class UpdateError(EdgeError):
@@ -491,12 +493,19 @@ class OtaManager:
                     log.error("reboot failed: %s", exc)
 
     def _mark_good(self, slot: str, healthy_for: float) -> None:
-        try:
-            self.mark_good()
-            log.info("slot %s marked good after %.0fs of health", slot, healthy_for)
-        except UpdateError as exc:
-            log.error("mark-good failed: %s", exc)
-            return
+        # RAUC's service starts behind the boot (rootfs S30rauc): while it comes up the CLI
+        # fails, so try again for a while before giving up (this runs in its own thread)
+        for attempt in range(MARK_GOOD_ATTEMPTS):
+            try:
+                self.mark_good()
+                log.info("slot %s marked good after %.0fs of health", slot, healthy_for)
+                break
+            except UpdateError as exc:
+                if attempt + 1 == MARK_GOOD_ATTEMPTS:
+                    log.error("mark-good failed: %s", exc)
+                    return
+                log.warning("mark-good failed, retrying in %.0fs: %s", MARK_GOOD_RETRY_S, exc)
+                time.sleep(MARK_GOOD_RETRY_S)
         with self._lock:
             if self.policy.trial:
                 self.state.pop("pending", None)
