@@ -232,3 +232,34 @@ class NetlinkWatcher:
                         yield ev
         finally:
             loop.remove_reader(fd)
+
+
+RTM_GETADDR = 22
+
+
+def _dump(sock: socket.socket, mtype: int, body: bytes, names: dict[int, str],
+          timeout_s: float) -> list[LinkChanged | AddressChanged]:
+    sock.settimeout(timeout_s)
+    sock.send(NLMSG_HDR.pack(NLMSG_HDR.size + len(body), mtype, NLM_F_REQUEST | NLM_F_DUMP,
+                             1, 0) + body)
+    out: list[LinkChanged | AddressChanged] = []
+    done = False
+    while not done:
+        events, done = parse_events(sock.recv(1 << 16), names)
+        out.extend(events)
+    return out
+
+
+def read_state(netns: str | None = None,
+               timeout_s: float = 5.0) -> tuple[set[str], set[tuple[str, str]]]:
+    """(link names, (ifname, "addr/prefix") pairs) from one link and one address dump: what
+    the supervisor shows when it does not manage the network (no pyroute2 needed)."""
+    ev, sock = open_sockets(netns)
+    ev.close()
+    with sock:
+        names: dict[int, str] = {}
+        _dump(sock, RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), names, timeout_s)
+        addrs = _dump(sock, RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), names,
+                      timeout_s)
+    return set(names.values()), {(a.ifname, a.cidr) for a in addrs
+                                 if isinstance(a, AddressChanged)}

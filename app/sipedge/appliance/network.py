@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .netwatch import AddressChanged, LinkChanged, NetlinkWatcher  # noqa: F401 - re-exported
+from .netwatch import (AddressChanged, LinkChanged, NetlinkWatcher,  # noqa: F401 - re-exported
+                       read_state)
 from .netservices import (CHRONY_CONF, UDHCPC_SCRIPT, ServiceRunner, service_specs,
                           split_ntp_server)
 from .params import NetworkParams
@@ -506,8 +507,15 @@ class NetworkManager:
         self.links: set[str] | None = None  # interface names after the last apply
 
     def _apply_sync(self, params: NetworkParams) -> list[str]:
+        if not params.manage:  # only read: links and addresses without pyroute2 (netwatch)
+            links, addresses = read_state(self.netns)
+            self.links = links
+            self.addresses = {}
+            for ifname, cidr in addresses:
+                self._track(AddressChanged(ifname, _norm_cidr(cidr), True))
+            return []
         with NetlinkNetwork(self.netns) as net:
-            problems = configure(params, net) if params.manage else []
+            problems = configure(params, net)
             snap = net.snapshot()
         self.links = set(snap.links)
         if params.manage:
