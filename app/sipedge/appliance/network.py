@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .netwatch import (AddressChanged, LinkChanged, NetlinkWatcher,  # noqa: F401 - re-exported
-                       read_state)
+from .netwatch import AddressChanged, NetlinkWatcher, read_state
+from .netwatch import LinkChanged  # noqa: F401 - re-exported for callers of this module
 from .netservices import (CHRONY_CONF, UDHCPC_SCRIPT, ServiceRunner, service_specs,
                           split_ntp_server)
 from .params import NetworkParams
