@@ -422,6 +422,16 @@ class OtaManager:
             pass
         return "?"
 
+    def _wait_for_service(self) -> None:
+        """`rauc install` needs RAUC's D-Bus service, which starts behind the boot (S30rauc):
+        right after a boot, wait for it a little (an install thread, never the loop)."""
+        for _ in range(MARK_GOOD_ATTEMPTS):
+            try:
+                self._run("status", timeout=30)
+                return
+            except UpdateError:
+                time.sleep(MARK_GOOD_RETRY_S)
+
     def rauc_status(self) -> dict[str, Any]:
         try:
             doc = json.loads(self._run("status", "--detailed", "--output-format=json",
@@ -603,6 +613,7 @@ class OtaManager:
             self.state.pop("trial_failure", None)
             self._save()
             self._progress(job, 30, "installing")
+            self._wait_for_service()
             proc = subprocess.Popen([self.rauc, "install", job.source], stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
             assert proc.stdout is not None
