@@ -348,6 +348,9 @@ class OtaManager:
         self.marked_good = False
         self.offer: dict[str, Any] | None = None  # a bundle on a USB stick / SD card
         self.media_mount = "/run/sipedge/update-media"
+        # the disk the box booted from (hotplug.boot_disk): its partitions are never media
+        # (udev announces them again at boot, while the supervisor already listens)
+        self.ignore_disk: str | None = None
         self._check_thread: threading.Thread | None = None
         self._next_check = clock()
         try:
@@ -747,7 +750,9 @@ class OtaManager:
         """Hotplug (a worker thread): a stick with a `.raucb` at its top level is *offered*
         (console, LCD, update.status), never installed unattended. It stays mounted
         read-only at /run/sipedge/update-media while offered; removal withdraws it."""
-        from .hotplug import MediaInserted, MediaRemoved
+        from .hotplug import MediaInserted, MediaRemoved, on_disk
+        if isinstance(ev, MediaInserted) and on_disk(ev.devnode, self.ignore_disk):
+            return
         run = runner or (lambda argv: subprocess.run(list(argv), capture_output=True,
                                                      text=True, timeout=60, check=False))
         mnt = Path(self.media_mount)

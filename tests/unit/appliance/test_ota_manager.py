@@ -109,3 +109,25 @@ if sys.argv[1:] == ["status", "mark-good"]:
             t.join(10)
     assert log.read_text().count("status mark-good") == 3
     assert "pending" not in state(tmp_path) and m.marked_good
+
+
+def test_boot_disk_partitions_are_never_update_media(tmp_path):
+    """udev announces the boot disk's partitions again while the supervisor already listens
+    (rootfs S10udev runs the re-announcement behind the boot): they are not mounted to look
+    for bundles; a stick is."""
+    from sipedge.appliance.hotplug import MediaInserted
+
+    m, _log = manager(tmp_path, "A", [0.0], [])
+    m.media_mount = str(tmp_path / "media")
+    m.ignore_disk = "mmcblk0"
+    calls = []
+
+    def runner(argv):
+        calls.append(list(argv))
+        return __import__("subprocess").CompletedProcess(argv, 32, "", "not here")
+
+    for dev in ("/dev/mmcblk0p1", "/dev/mmcblk0p2"):
+        m.on_media(MediaInserted(dev, "vfat"), runner=runner)
+    assert calls == []
+    m.on_media(MediaInserted("/dev/sda1", "vfat"), runner=runner)
+    assert calls and calls[0][0] == "mount" and "/dev/sda1" in calls[0]
