@@ -20,7 +20,7 @@ from collections import Counter
 
 from . import __version__
 from .config import Config, ConfigError, load_file, load_text
-from .errors import ScriptError
+from .errors import ScriptError, TransportError
 from .io.modules import (
     Ksr,
     ask_workers,
@@ -30,7 +30,7 @@ from .io.modules import (
     registrar_ram_path,
 )
 from .io.rpc import RpcError, RpcServer
-from .io.worker import STATS_SLOT_BYTES, resolve_script_path, run_forked_worker
+from .io.worker import STATS_SLOT_BYTES, Worker, resolve_script_path, run_forked_worker
 from .modules.auth import rpc as auth_rpc
 from .modules.registrar import rpc as reg_rpc
 from .modules.registrar.aio import AsyncStore
@@ -61,7 +61,8 @@ class Proxy:
         self.fd = os.memfd_create("sipedge-stats")
         os.ftruncate(self.fd, STATS_SLOT_BYTES * self.nworkers)
         self.stats_map = mmap.mmap(self.fd, STATS_SLOT_BYTES * self.nworkers)
-        self.procs: list[subprocess.Popen | ForkedWorker | None] = [None] * self.nworkers
+        self.procs: list[subprocess.Popen | ForkedWorker | LocalWorker | None] = \
+            [None] * self.nworkers
         self.restarts: list[int] = [0] * self.nworkers
         self.script_path = resolve_script_path(config)
         self.script_mtime = script_mtime(self.script_path) if self.script_path else -1
@@ -321,6 +322,10 @@ class Proxy:
     # -- workers -------------------------------------------------------------------
 
     def spawn(self, index: int) -> None:
+        if local_worker(self.nworkers):
+            self.procs[index] = self._local_worker(index)
+            log.info("worker=%d started in the main process (workers = 1)", index)
+            return
         # Fork from this process, which has imported everything a worker needs: no second
         # interpreter start and import (seconds on a slow board), and the code pages stay
         # shared. Only while this process has a single thread (a fork copies no other
@@ -357,6 +362,25 @@ class Proxy:
             log.exception("worker=%d crashed", index)
         finally:
             os._exit(code)
+
+    def _local_worker(self, index: int) -> LocalWorker:
+        worker = Worker(index, self.nworkers, self.config, self.run_id, self.stats_map,
+                        dict(self._secrets), own_signals=False)
+        task = asyncio.get_running_loop().create_task(_run_local_worker(worker, index),
+                                                      name=f"worker-{index}")
+        return LocalWorker(worker, task)
+
+    async def stop_local_workers(self, timeout: float = 5.0) -> None:
+        """Stop a worker that runs in this process (it needs the event loop to close its
+        listeners, which stop_workers(), synchronous, cannot give it)."""
+        self._stopping = True
+        for p in self.procs:
+            if isinstance(p, LocalWorker) and p.poll() is None:
+                p.terminate()
+                done, _ = await asyncio.wait({p.task}, timeout=timeout)
+                if not done:
+                    p.kill()
+                    await asyncio.wait({p.task}, timeout=timeout)
 
     def start_workers(self) -> None:
         for i in range(self.nworkers):
@@ -524,6 +548,87 @@ class Proxy:
                 "workers_reporting": reported, "workers": per_worker}
 
 
+def local_worker(nworkers: int) -> bool:
+    """`workers = 1` runs its worker in the main process: one Python process, no fork (issue
+    13: boot time and memory). SIPEDGE_WORKER_FORK=1 forks it anyway, SIPEDGE_WORKER_EXEC=1
+    starts a fresh interpreter."""
+    return (nworkers == 1 and os.environ.get("SIPEDGE_WORKER_FORK") != "1"
+            and os.environ.get("SIPEDGE_WORKER_EXEC") != "1")
+
+
+async def _run_local_worker(worker: Worker, index: int) -> int:
+    """The worker's life in the main process; returns the exit status a worker process
+    would have had (2: cannot start, 3: cannot bind, 70: crashed)."""
+    try:
+        await worker.run()
+        return 0
+    except asyncio.CancelledError:
+        await _stop_quietly(worker, index)  # killed: close the listeners all the same
+        raise
+    except (ScriptError, TransportError, StoreError, ConfigError) as exc:
+        log.error("worker=%d cannot start: %s", index, exc)
+        code = 2
+    except OSError as exc:
+        log.error("worker=%d cannot bind: %s", index, exc)
+        code = 3
+    except Exception:  # noqa: BLE001 - a worker process would have died; this one is restarted
+        log.exception("worker=%d crashed", index)
+        code = 70
+    await _stop_quietly(worker, index)
+    return code
+
+
+async def _stop_quietly(worker: Worker, index: int) -> None:
+    try:
+        await worker.stop()
+    except Exception:  # noqa: BLE001 - a half-started worker: close what can be closed
+        log.debug("worker=%d stop after failure", index, exc_info=True)
+
+
+class LocalWorker:
+    """The worker of `workers = 1` as a task of the main process's event loop, with the part
+    of subprocess.Popen that Proxy uses: SIGTERM stops it, SIGUSR1 reloads its script,
+    SIGKILL cancels it."""
+
+    def __init__(self, worker: Worker, task: asyncio.Task) -> None:
+        self.pid = os.getpid()  # what the worker writes into its stats slot
+        self.worker = worker
+        self.task = task
+        self.returncode: int | None = None
+        self._killed = False
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.task.done():
+            self.returncode = -signal.SIGKILL if self.task.cancelled() else self.task.result()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """No blocking here: the task needs this very thread to finish."""
+        if self.poll() is None:
+            if self._killed:
+                return -signal.SIGKILL  # cancelled; it closes its listeners at the next turn
+            raise subprocess.TimeoutExpired("worker in the main process", timeout)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is not None:
+            return
+        if sig == signal.SIGUSR1:
+            self.worker.reload_script()
+        elif sig == signal.SIGKILL:
+            self._killed = True
+            self.task.cancel()
+        else:
+            self.worker.request_stop()
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 class ForkedWorker:
     """A forked worker with the part of subprocess.Popen that Proxy uses."""
 
@@ -644,6 +749,7 @@ async def serve(config: Config) -> int:
         await rpc.start()
     except OSError as exc:
         log.error("cannot open control socket %s: %s", config.core.ctl_socket, exc)
+        await proxy.stop_local_workers()
         proxy.stop_workers()
         await proxy.stop_modules()
         return 3
@@ -662,6 +768,7 @@ async def serve(config: Config) -> int:
     for t in tasks:
         t.cancel()
     await rpc.close()
+    await proxy.stop_local_workers()
     proxy.stop_workers()
     await proxy.stop_modules()
     return 0
@@ -676,6 +783,11 @@ def _safe_reload(proxy: Proxy) -> None:
 
 def run(config: Config) -> int:
     setup_logging(config.core.log_level)
+    if local_worker(config.core.workers):
+        # the worker's event loop is this one: uvloop, as in a worker process
+        from .io.worker import _run_loop
+
+        return _run_loop(serve(config))
     return asyncio.run(serve(config))
 
 

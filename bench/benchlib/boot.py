@@ -41,12 +41,14 @@ def ensure_image(arch: str) -> Path:
 
 
 def boot_once(image, workdir: Path, name: str, idle_s: float) -> dict:
-    from guest_helpers import boot_stages, kernel_start, sipedge_memory_kib, wait_sip_ready
+    from guest_helpers import (TIMEOUT_MULTIPLIER, boot_stages, kernel_start,
+                               sipedge_memory_kib, wait_sip_ready)
     from sipedge_vm import Guest
 
-    with Guest(image, workdir, name=name, forward=(("udp", 5060),), timeout_s=600) as g:
+    with Guest(image, workdir, name=name, forward=(("udp", 5060),),
+               timeout_s=600 * TIMEOUT_MULTIPLIER) as g:
         kernel_at = kernel_start(g)
-        ready = wait_sip_ready(g, timeout=300)
+        ready = wait_sip_ready(g, timeout=300 * TIMEOUT_MULTIPLIER)
         stages = boot_stages(g, ready, kernel_at)
         time.sleep(idle_s)
         mem = sipedge_memory_kib(g)
@@ -62,9 +64,17 @@ def run(boots: int, arch: str = "amd64", idle_s: float = 10.0, json_path: str | 
     image = load_image(ensure_image(arch))
     workdir = Path(tempfile.mkdtemp(prefix="sipedge-bench-boot-"))
     print(f"boot: {boots} boots of {image.arch}, logs in {workdir}", flush=True)
+    from sipedge_vm import GuestError
+
     results = []
+    failed = 0
     for i in range(boots):
-        r = boot_once(image, workdir, f"boot{i}", idle_s)
+        try:
+            r = boot_once(image, workdir, f"boot{i}", idle_s)
+        except GuestError as exc:  # a boot that never answered: say so, keep the others
+            failed += 1
+            print(f"boot {i}: FAILED: {str(exc).splitlines()[0]}", flush=True)
+            continue
         results.append(r)
         s = r["stages"]
         print(f"boot {i}: first 200 OK {s['first 200 OK after kernel']:.1f} s after the kernel "
@@ -72,8 +82,12 @@ def run(boots: int, arch: str = "amd64", idle_s: float = 10.0, json_path: str | 
               + ", ".join(f"{k} {v:.2f}" for k, v in s.items()
                           if k not in ("first 200 OK after kernel",))
               + f"; RSS {r['rss_mib']:.1f} MiB, PSS {r['pss_mib']:.1f} MiB", flush=True)
+    if not results:
+        print("boot: no boot answered", flush=True)
+        return 1
     keys = list(results[0]["stages"])
-    print(f"\nboot-time medians over {boots} boots ({arch}, TCG; seconds)")
+    print(f"\nboot-time medians over {len(results)} boots ({arch}, TCG; seconds)"
+          + (f"; {failed} boot(s) never answered" if failed else ""))
     for k in keys:
         vals = [r["stages"][k] for r in results if k in r["stages"]]
         print(f"  {k:28s} {statistics.median(vals):6.2f}   (min {min(vals):.2f}, max {max(vals):.2f})")
@@ -90,4 +104,4 @@ def run(boots: int, arch: str = "amd64", idle_s: float = 10.0, json_path: str | 
         Path(json_path).write_text(json.dumps({"boots": results, "median_ready_s": ready,
                                                "median_rss_mib": rss, "median_pss_mib": pss},
                                               indent=2))
-    return 0
+    return 1 if failed else 0

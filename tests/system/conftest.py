@@ -6,6 +6,9 @@ Fixtures (see README.md in this directory):
   sipedge_image_arm64  session; the arm64 image (only with SIPEDGE_TEST_ARM64=1)
   boot_guest         factory: boot_guest(image, boot_files=..., extra_args=..., append=...)
                      returns a started sipedge_vm.Guest; all guests stop at test end
+  module_boot_guest  the same factory with module scope: tests of one module that can share
+                     a boot do (each boot costs a minute of CI time); the guests stop at
+                     module end
   sip_options        helper: sip_options(port, ruri_host) -> status code or None
 Environment:
   SIPEDGE_TIMEOUT_MULTIPLIER  scales every guest timeout (slow CI), default 1
@@ -85,6 +88,17 @@ def sipedge_image_arm64():
 @pytest.fixture
 def boot_guest(tmp_path, request):
     """Factory: boot_guest(image, **Guest options) -> started Guest, stopped at teardown."""
+    yield from _guest_factory(tmp_path, request)
+
+
+@pytest.fixture(scope="module")
+def module_boot_guest(tmp_path_factory, request):
+    """boot_guest for a guest that several tests of a module share (module-scoped fixtures
+    built on it). Give it a `timeout_s` covering all of them."""
+    yield from _guest_factory(tmp_path_factory.mktemp(request.module.__name__), request)
+
+
+def _guest_factory(tmp_path, request):
     guests: list[Guest] = []
 
     def start(image, **kw) -> Guest:

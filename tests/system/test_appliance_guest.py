@@ -10,6 +10,10 @@
 - Management console on the second serial port: login, status, `config set`, `apply`.
 - LEDs through a uinput device with EV_LED bits (/sys/class/leds/inputN::*) and the LCD
   through i2c-stub at 0x27 (amd64 only).
+- A boot file with another SIP port is what the proxy listens on.
+
+The port, console and LED/LCD tests share one boot (CI time); the others boot their own
+(a broken boot file, and two that end in a watchdog reset).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import uuid
 
 import pytest
 
-from guest_helpers import REPO, TIMEOUT_MULTIPLIER, processes, record, status
+from guest_helpers import (REPO, TIMEOUT_MULTIPLIER, processes, record, sip_options,
+                           status, wait_sip_ready)
 from sipedge_vm import GuestError
 
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(900)]
@@ -225,7 +230,8 @@ def test_watchdog_proxy_hanging_after_every_restart_resets(sipedge_image, boot_g
 
 
 def test_config_fallback_and_errors(sipedge_image, boot_guest):
-    broken = BASE.replace("workers = 1", "workers = 0")
+    good = BASE + "config_good_after_s = 5\n"  # [supervisor] (30 s by default)
+    broken = good.replace("workers = 1", "workers = 0")
     g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg")
     g.console.expect(rb"sipedge: running the default config", timeout=240 * TIMEOUT_MULTIPLIER)
     g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
@@ -236,7 +242,7 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
     assert errs["errors"][0].startswith("/boot/sipedge.toml:")
     assert ": core.workers: " in errs["errors"][0]
 
-    write_boot(g, BASE)
+    write_boot(g, good)
     ctl(g, "supervisor.reload")
     # last-known-good once the proxy has run healthy on it for config_good_after_s
     st = status(g, lambda st: st["config"]["source"] == "boot" and st["config"]["proven"],
@@ -252,13 +258,37 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
     assert ctl(g, "config.errors")["errors"][0].startswith("/boot/sipedge.toml:")
 
 
-def test_console_on_second_serial_port(sipedge_image, boot_guest):
+@pytest.fixture(scope="module")
+def console_guest(sipedge_image, module_boot_guest):
+    """One boot for the console test and the LED/LCD test (CI time), on a boot file with the
+    management console on the second serial port and SIP on port 5070 (the boot file on the
+    FAT partition is what the proxy runs: test_boot.py boots the shipped file)."""
     from sipedge.appliance.auth import hash_password
 
     mgmt_tty = "/dev/" + sipedge_image.meta["MGMT_TTY"]
-    cfg = BASE + (f'\n[management]\nconsole_device = "{mgmt_tty}"\n'
-                  f'password_hash = "{hash_password("tech", iterations=2000)}"\n')
-    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": cfg}, name="console")
+    cfg = BASE.replace("port = 5060", "port = 5070") + (
+        f'\n[management]\nconsole_device = "{mgmt_tty}"\n'
+        f'password_hash = "{hash_password("tech", iterations=2000)}"\n')
+    assert cfg.count("port = 5070") == 2
+    return module_boot_guest(sipedge_image, boot_files={"sipedge.toml": cfg,
+                                                        "uinput_leds.py": UINPUT_LEDS},
+                             forward=(("udp", 5070), ("udp", 5060)), name="console",
+                             timeout_s=1200 * TIMEOUT_MULTIPLIER)
+
+
+def test_boot_config_comes_from_fat_partition(console_guest):
+    """A sipedge.toml with another port, written onto the FAT partition before the boot, is
+    what the proxy listens on (moved here from test_boot.py: one boot less)."""
+    g = console_guest
+    seconds = wait_sip_ready(g, guest_port=5070)
+    record("boot-to-SIP-ready amd64, changed port", f"{seconds:.1f} s")
+    assert sip_options(g.host_port("udp", 5060), "10.0.2.15:5060", timeout=3) is None
+    _rc, toml = g.shell("cat /boot/sipedge.toml")
+    assert "port = 5070" in toml and "port = 5060" not in toml
+
+
+def test_console_on_second_serial_port(console_guest):
+    g = console_guest
     before = wait_running(g)
     con = g.serial2
     con.expect(rb"password: ", timeout=120 * TIMEOUT_MULTIPLIER)
@@ -286,10 +316,11 @@ def test_console_on_second_serial_port(sipedge_image, boot_guest):
     con.expect(rb"password: ", timeout=30)
 
 
-def test_leds_via_uinput_and_lcd_via_i2c_stub(sipedge_image, boot_guest):
+def test_leds_via_uinput_and_lcd_via_i2c_stub(sipedge_image, console_guest):
+    """On the console test's guest: the panel config written below replaces its boot file."""
     if sipedge_image.arch != "amd64":
         pytest.skip("i2c-stub exists in Debian's amd64 kernel only")
-    g = boot_guest(sipedge_image, boot_files={"uinput_leds.py": UINPUT_LEDS}, name="panel")
+    g = console_guest
     wait_running(g)
     g.shell("modprobe uinput; modprobe ledtrig-timer; modprobe i2c-dev; "
             "modprobe i2c-stub chip_addr=0x27", check=True)

@@ -1,7 +1,8 @@
 """The offline image boots in QEMU, the supervisor starts the proxy, and SIP works.
 
-One guest with the default boot partition is shared by the tests of this module; the config
-test boots a second guest with its own sipedge.toml on the FAT partition.
+One guest with the default boot partition is shared by the tests of this module. A
+sipedge.toml of its own on the FAT partition (another port) is booted by
+test_appliance_guest.py::test_boot_config_comes_from_fat_partition, on a guest it shares.
 """
 import re
 import sys
@@ -93,19 +94,6 @@ def test_second_serial_port_is_the_console_with_a_first_way_in(guest):
     con.write(b"first-login-pw\r")
     con.expect(rb"sipedge> ", timeout=30)
     assert "first-login-pw" not in con.text()  # never echoed
-
-
-def test_boot_config_comes_from_fat_partition(sipedge_image, boot_guest):
-    default = (REPO / "board/common/sipedge.toml").read_text()
-    changed = default.replace("port = 5060", "port = 5070")
-    assert changed.count("port = 5070") == 2
-    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": changed},
-                   forward=(("udp", 5070), ("udp", 5060)), name="port5070")
-    seconds = wait_sip_ready(g, guest_port=5070)
-    record("boot-to-SIP-ready amd64, changed port", f"{seconds:.1f} s")
-    assert sip_options(g.host_port("udp", 5060), "10.0.2.15:5060", timeout=3) is None
-    _rc, toml = g.shell("cat /boot/sipedge.toml")
-    assert "port = 5070" in toml
 
 
 def test_debian_kernel_has_the_options_the_app_needs(sipedge_image):

@@ -11,6 +11,9 @@
   to the host's loopback); the clock is put a year off and chronyd killed, and the restarted
   chronyd steps it back.
 
+The DHCP and the NTP test share one boot (CI time); the VLAN test boots its own (a static
+address on eth0).
+
 Addresses: the VLAN and the DNS server use 198.51.100.0/24 (RFC 5737), which exists only inside
 the guest; NTP goes only to 10.0.2.2, i.e. the host's 127.0.0.1.
 """
@@ -46,9 +49,9 @@ with NetlinkNetwork() as net:
 '''
 
 
-def boot_with_network(sipedge_image, boot_guest, network: str, name: str):
+def boot_with_network(sipedge_image, boot_guest, network: str, name: str, **kw):
     g = boot_guest(sipedge_image, boot_files={"sipedge.toml": BASE + network,
-                                              "replan.py": REPLAN}, name=name)
+                                              "replan.py": REPLAN}, name=name, **kw)
     g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
     return g
 
@@ -74,13 +77,22 @@ def test_vlan_on_guest_nic(sipedge_image, boot_guest):
     check_vlan_and_idempotence(g)
 
 
-def test_dhcp_hostname_dns_from_config(sipedge_image, boot_guest):
+@pytest.fixture(scope="module")
+def dhcp_guest(sipedge_image, module_boot_guest, ntp_port):
+    """One boot for the DHCP and the NTP test: DHCP on eth0, host name, DNS servers, a VLAN
+    and (when the host has a chronyd to serve time) an NTP server."""
     net = ("\n[network]\nmanage = true\nhostname = \"edge-guest\"\n"
-           f"dns_servers = [\"{DNS_SERVER}\"]\n\n"
+           f"dns_servers = [\"{DNS_SERVER}\"]\n"
+           + (f"ntp_servers = [\"10.0.2.2:{ntp_port}\"]\n" if ntp_port else "") + "\n"
            "[[network.interface]]\nname = \"eth0\"\ndhcp = true\n\n"
            f"[[network.vlan]]\nname = \"eth0.100\"\nlink = \"eth0\"\nid = 100\n"
            f"addresses = [\"{VLAN_ADDR}\"]\n")
-    g = boot_with_network(sipedge_image, boot_guest, net, "dhcp")
+    return boot_with_network(sipedge_image, module_boot_guest, net, "dhcp",
+                             timeout_s=900 * TIMEOUT_MULTIPLIER)
+
+
+def test_dhcp_hostname_dns_from_config(dhcp_guest):
+    g = dhcp_guest
     check_vlan_and_idempotence(g)  # the lease on eth0 is not planned away either
 
     # the supervisor's udhcpc (foreground, supervised) replaced the init script's one
@@ -118,13 +130,19 @@ def test_dhcp_hostname_dns_from_config(sipedge_image, boot_guest):
 
 
 
-@pytest.fixture
-def ntp_server(tmp_path):
+CHRONYD = REPO / ".cache/chrony/usr/sbin/chronyd"
+
+
+@pytest.fixture(scope="module")
+def ntp_port(tmp_path_factory):
     """chronyd on the host's 127.0.0.1 as an NTP server (-x: never touches the host's clock),
-    unpacked by `make test-deps`; yields its UDP port."""
-    chronyd = REPO / ".cache/chrony/usr/sbin/chronyd"
-    if not chronyd.exists():
-        pytest.skip(f"no {chronyd} (`make test-deps` unpacks Debian's chrony there)")
+    unpacked by `make test-deps`; yields its UDP port (None without it: the NTP test skips,
+    the DHCP test sharing the guest runs)."""
+    if not CHRONYD.exists():
+        yield None
+        return
+    tmp_path = tmp_path_factory.mktemp("ntp")
+    chronyd = CHRONYD
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -168,12 +186,13 @@ def guest_clock_offset(g) -> float:
     return int(re.findall(r"^(\d{9,})\s*$", out, re.M)[-1]) - (before + after) / 2
 
 
-def test_ntp_sets_the_clock(sipedge_image, boot_guest, ntp_server):
-    server = f"10.0.2.2:{ntp_server}"
-    net = ("\n[network]\nmanage = true\n"
-           f"ntp_servers = [\"{server}\"]\n\n"
-           "[[network.interface]]\nname = \"eth0\"\ndhcp = true\n")
-    g = boot_with_network(sipedge_image, boot_guest, net, "ntp")
+def test_ntp_sets_the_clock(dhcp_guest, ntp_port):
+    """On the DHCP test's guest (its lease restored), with the NTP server in its config."""
+    if ntp_port is None:
+        pytest.skip(f"no {CHRONYD} (`make test-deps` unpacks Debian's chrony there)")
+    ntp_server = ntp_port
+    g = dhcp_guest
+    wait_for(g, "ip -4 addr show dev eth0", r"inet 10\.0\.2\.15/24")
     st = status(g, lambda st: "ntpd" in st["network_services"])
     argv = st["network_services"]["ntpd"]["argv"]
     assert argv[0].endswith("/chronyd") and argv[1:] == ["-d", "-f", "/run/sipedge/chrony.conf"]

@@ -7,8 +7,9 @@ Split the sans-IO way:
   yields an empty plan: that is what "idempotent" means here, and the tests check it.
 - `NetlinkNetwork` reads the snapshot (`snapshot()`) and carries out operations (`apply()`)
   with `pyroute2.IPRoute`, optionally inside a network namespace (tests create their own).
-- `link_events()` turns RTM_NEWLINK/NEWADDR/DELADDR messages into `LinkChanged` and
-  `AddressChanged` events for the panel and the proxy.
+- `netwatch.NetlinkWatcher` turns RTM_NEWLINK/NEWADDR/DELADDR notifications into `LinkChanged`
+  and `AddressChanged` events for the panel and the proxy (standard library: pyroute2 is
+  imported only to change the network).
 
 Only what the config names is touched: addresses on interfaces the config lists (IPv6 link-local
 ones are left alone) and routes with protocol `static` (what we install). An interface the
@@ -21,15 +22,16 @@ import asyncio
 import ipaddress
 import logging
 import os
-import select
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .netwatch import AddressChanged, NetlinkWatcher, read_state
+from .netwatch import LinkChanged  # noqa: F401 - re-exported for callers of this module
 from .netservices import (CHRONY_CONF, UDHCPC_SCRIPT, ServiceRunner, service_specs,
                           split_ntp_server)
 from .params import NetworkParams
@@ -268,38 +270,7 @@ def plan(desired: NetState, current: NetState) -> list[Op]:
 # ------------------------------------------------------------------ events
 
 
-@dataclass(frozen=True)
-class LinkChanged:
-    ifname: str
-    up: bool  # administratively up and carrier (IFF_RUNNING / oper state UP)
-
-
-@dataclass(frozen=True)
-class AddressChanged:
-    ifname: str
-    cidr: str
-    added: bool
-
-
-def link_events(msgs: Iterable[Any], names: dict[int, str]) -> list[LinkChanged | AddressChanged]:
-    """Events from pyroute2 netlink messages; `names` maps ifindex -> name (kept up to date)."""
-    out: list[LinkChanged | AddressChanged] = []
-    for m in msgs:
-        ev = m.get("event")
-        if ev in ("RTM_NEWLINK", "RTM_DELLINK"):
-            name = m.get_attr("IFLA_IFNAME")
-            names[m["index"]] = name
-            oper = m.get_attr("IFLA_OPERSTATE")
-            up = ev == "RTM_NEWLINK" and bool(m["flags"] & IFF_UP) and oper in ("UP", "UNKNOWN")
-            out.append(LinkChanged(name, up))
-        elif ev in ("RTM_NEWADDR", "RTM_DELADDR"):
-            addr = m.get_attr("IFA_ADDRESS") if m["family"] == 10 else (
-                m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))
-            if addr is None:
-                continue
-            name = m.get_attr("IFA_LABEL") or names.get(m["index"], str(m["index"]))
-            out.append(AddressChanged(name, f"{addr}/{m['prefixlen']}", ev == "RTM_NEWADDR"))
-    return out
+# LinkChanged, AddressChanged and NetlinkWatcher: netwatch.py (standard library only)
 
 
 # ------------------------------------------------------------------ netlink adapter
@@ -430,70 +401,6 @@ class NetlinkNetwork:
             self.ipr.route("add" if isinstance(op, AddRoute) else "del", **kw)
 
 
-class NetlinkWatcher:
-    """Link and address notifications as an async stream of events.
-
-    pyroute2 >= 0.8 has `AsyncIPRoute`; with 0.7 the sync socket is read when the event loop
-    sees it readable (no thread: a thread blocked in recv() would keep asyncio.run() from
-    returning at shutdown).
-    """
-
-    def __init__(self, netns: str | None = None) -> None:
-        self.netns = netns
-        self.ipr: Any = None
-        self.names: dict[int, str] = {}
-        self._async = False
-
-    async def __aenter__(self) -> NetlinkWatcher:
-        try:
-            from pyroute2 import AsyncIPRoute
-        except ImportError:
-            self.ipr = await asyncio.to_thread(open_iproute, self.netns)
-            await asyncio.to_thread(self.ipr.bind)
-            self.names = {ln["index"]: ln.get_attr("IFLA_IFNAME")
-                          for ln in await asyncio.to_thread(self.ipr.get_links)}
-            return self
-        self._async = True
-        self.ipr = AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
-        await self.ipr.__aenter__()
-        await self.ipr.bind()
-        self.names = {ln["index"]: ln.get_attr("IFLA_IFNAME")
-                      async for ln in await self.ipr.get_links()}
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._async:
-            await self.ipr.__aexit__(*exc)
-        else:
-            self.ipr.close()  # also wakes a reader thread blocked in get()
-
-    async def events(self) -> AsyncIterator[LinkChanged | AddressChanged]:
-        """Yields events as the kernel reports them; the caller bounds it (timeout, break)."""
-        while True:
-            if self._async:
-                async for msg in self.ipr.get():
-                    for ev in link_events([msg], self.names):
-                        yield ev
-            else:
-                loop = asyncio.get_running_loop()
-                ready = asyncio.Event()
-                fd = self.ipr.fileno()
-                loop.add_reader(fd, ready.set)
-                try:
-                    while True:
-                        await ready.wait()
-                        ready.clear()
-                        # The reader callback can set `ready` once more after get() already
-                        # took the datagram (it was queued in the same loop pass); get() with
-                        # nothing to read would block the whole event loop, so look first.
-                        if not select.select([fd], [], [], 0)[0]:
-                            continue
-                        for ev in link_events(self.ipr.get(), self.names):
-                            yield ev
-                finally:
-                    loop.remove_reader(fd)
-
-
 def configure(params: NetworkParams, net: NetlinkNetwork) -> list[str]:
     """Validate, plan against a fresh snapshot and apply. Returns the problems found."""
     problems = validate(params)
@@ -600,8 +507,15 @@ class NetworkManager:
         self.links: set[str] | None = None  # interface names after the last apply
 
     def _apply_sync(self, params: NetworkParams) -> list[str]:
+        if not params.manage:  # only read: links and addresses without pyroute2 (netwatch)
+            links, addresses = read_state(self.netns)
+            self.links = links
+            self.addresses = {}
+            for ifname, cidr in addresses:
+                self._track(AddressChanged(ifname, _norm_cidr(cidr), True))
+            return []
         with NetlinkNetwork(self.netns) as net:
-            problems = configure(params, net) if params.manage else []
+            problems = configure(params, net)
             snap = net.snapshot()
         self.links = set(snap.links)
         if params.manage:

@@ -46,6 +46,8 @@ RELEASE_FILE = Path("/etc/sipedge-release")
 KEYRING = Path("/etc/rauc/keyring.pem")
 SYSTEM_CONF = Path("/etc/rauc/system.conf")
 INDEX_KEY = Path("/etc/rauc/index.pub")
+MARK_GOOD_ATTEMPTS = 20  # RAUC not answering yet: retried this often,
+MARK_GOOD_RETRY_S = 3.0  # this far apart
 
 
 class UpdateError(EdgeError):
@@ -346,6 +348,9 @@ class OtaManager:
         self.marked_good = False
         self.offer: dict[str, Any] | None = None  # a bundle on a USB stick / SD card
         self.media_mount = "/run/sipedge/update-media"
+        # the disk the box booted from (hotplug.boot_disk): its partitions are never media
+        # (udev announces them again at boot, while the supervisor already listens)
+        self.ignore_disk: str | None = None
         self._check_thread: threading.Thread | None = None
         self._next_check = clock()
         try:
@@ -420,6 +425,16 @@ class OtaManager:
             pass
         return "?"
 
+    def _wait_for_service(self) -> None:
+        """`rauc install` needs RAUC's D-Bus service, which starts behind the boot (S30rauc):
+        right after a boot, wait for it a little (an install thread, never the loop)."""
+        for _ in range(MARK_GOOD_ATTEMPTS):
+            try:
+                self._run("status", timeout=30)
+                return
+            except UpdateError:
+                time.sleep(MARK_GOOD_RETRY_S)
+
     def rauc_status(self) -> dict[str, Any]:
         try:
             doc = json.loads(self._run("status", "--detailed", "--output-format=json",
@@ -491,12 +506,19 @@ class OtaManager:
                     log.error("reboot failed: %s", exc)
 
     def _mark_good(self, slot: str, healthy_for: float) -> None:
-        try:
-            self.mark_good()
-            log.info("slot %s marked good after %.0fs of health", slot, healthy_for)
-        except UpdateError as exc:
-            log.error("mark-good failed: %s", exc)
-            return
+        # RAUC's service starts behind the boot (rootfs S30rauc): while it comes up the CLI
+        # fails, so try again for a while before giving up (this runs in its own thread)
+        for attempt in range(MARK_GOOD_ATTEMPTS):
+            try:
+                self.mark_good()
+                log.info("slot %s marked good after %.0fs of health", slot, healthy_for)
+                break
+            except UpdateError as exc:
+                if attempt + 1 == MARK_GOOD_ATTEMPTS:
+                    log.error("mark-good failed: %s", exc)
+                    return
+                log.warning("mark-good failed, retrying in %.0fs: %s", MARK_GOOD_RETRY_S, exc)
+                time.sleep(MARK_GOOD_RETRY_S)
         with self._lock:
             if self.policy.trial:
                 self.state.pop("pending", None)
@@ -594,6 +616,7 @@ class OtaManager:
             self.state.pop("trial_failure", None)
             self._save()
             self._progress(job, 30, "installing")
+            self._wait_for_service()
             proc = subprocess.Popen([self.rauc, "install", job.source], stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
             assert proc.stdout is not None
@@ -727,7 +750,9 @@ class OtaManager:
         """Hotplug (a worker thread): a stick with a `.raucb` at its top level is *offered*
         (console, LCD, update.status), never installed unattended. It stays mounted
         read-only at /run/sipedge/update-media while offered; removal withdraws it."""
-        from .hotplug import MediaInserted, MediaRemoved
+        from .hotplug import MediaInserted, MediaRemoved, on_disk
+        if isinstance(ev, MediaInserted) and on_disk(ev.devnode, self.ignore_disk):
+            return
         run = runner or (lambda argv: subprocess.run(list(argv), capture_output=True,
                                                      text=True, timeout=60, check=False))
         mnt = Path(self.media_mount)

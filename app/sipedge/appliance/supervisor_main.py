@@ -152,7 +152,10 @@ async def serve(args: argparse.Namespace) -> int:
     from .hotplug import MediaConfigOffer, boot_disk
 
     proxy_cwd = str(args.data_dir) if args.data_dir.is_dir() else None
-    media = MediaConfigOffer(source.check_text, ignore_disk=boot_disk(sysfs=args.sysfs))
+    own_disk = boot_disk(sysfs=args.sysfs)
+    media = MediaConfigOffer(source.check_text, ignore_disk=own_disk)
+    if hasattr(hw["update_agent"], "ignore_disk"):  # ota.OtaManager: no bundles from it either
+        hw["update_agent"].ignore_disk = own_disk
     sup = Supervisor(source, media=media, choice=choice, proxy_cwd=proxy_cwd, **hw)
     if not args.simulate:
         sup.kernel_console = "/dev/console"

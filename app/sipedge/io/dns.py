@@ -21,18 +21,19 @@ import asyncio
 import logging
 import random
 import time
-from typing import Iterable
-
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..config.loader import split_server
 from ..config.sections import DnsParams
 from ..resolve import Answer, DnsCache, Query, Resolution, Target
 from ..sip.proxy import NextHop
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.resolver
+
+# dnspython's resolver (some 60 modules) is imported on the first question, not at start:
+# a box whose next hops are addresses never needs it (issue 13, boot to first answer)
 
 log = logging.getLogger("sipedge.dns")
 
@@ -49,10 +50,16 @@ class DnsResolver:
         self.families = tuple(families)
         self.rand = rand
         self.cache = DnsCache(params.cache_entries, params.max_ttl_s, params.negative_ttl_s)
-        self.resolver = make_resolver(params)
+        self._resolver: Any = None  # make_resolver(params) on the first question
         self._inflight: dict[Query, asyncio.Future] = {}
         self.queries = 0
         self.failures = 0
+
+    @property
+    def resolver(self) -> dns.asyncresolver.Resolver:
+        if self._resolver is None:
+            self._resolver = make_resolver(self.params)
+        return self._resolver
 
     def resolution(self, hop: NextHop) -> Resolution:
         return Resolution(hop.uri, hop.host, self.cache, transports=self.transports,
@@ -91,6 +98,10 @@ class DnsResolver:
             del self._inflight[q]
 
     async def _query(self, q: Query) -> Answer | None:
+        import dns.exception
+        import dns.name
+        import dns.resolver
+
         self.queries += 1
         name = dns.name.from_text(q.name)
         try:
@@ -110,6 +121,8 @@ class DnsResolver:
 
 def _negative_ttl(response) -> float:
     """RFC 2308: the SOA in the authority section gives how long 'nothing' may be cached."""
+    import dns.rdatatype
+
     if response is not None:
         for rrset in response.authority:
             if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
@@ -120,6 +133,9 @@ def _negative_ttl(response) -> float:
 def make_resolver(params: DnsParams) -> dns.asyncresolver.Resolver:
     """A resolver for the configured servers, else those of `resolv_conf`. No caching in
     dnspython (ours is in front), no search list."""
+    import dns.asyncresolver
+    import dns.resolver
+
     if params.servers:
         res = dns.asyncresolver.Resolver(configure=False)
         servers = [split_server(s) for s in params.servers]

@@ -38,7 +38,6 @@ from ..errors import EdgeError
 from ..modules import ReplySpec
 from ..modules.auth import api as auth_api
 from ..modules.auth.core import Auth
-from ..modules.diameter.runtime import DiameterRuntime
 from ..modules.registrar import api as reg_api
 from ..modules.registrar.aio import AsyncStore
 from ..modules.registrar.module import Registrar
@@ -46,7 +45,6 @@ from ..modules.registrar.nat import KeepaliveSchedule, PingTarget, options_ping
 from ..modules.security import api as sec_api
 from ..modules.security import rpc as sec_rpc
 from ..modules.security.core import Decision, Security
-from ..modules.uac.aio import UacRuntime
 from ..sip.uri import parse_uri
 
 log = logging.getLogger("sipedge.modules")
@@ -642,18 +640,27 @@ class HttpClientRuntime:
 
 RUNTIMES: dict[str, type] = {"security": SecurityRuntime, "registrar": RegistrarRuntime,
                              "auth": AuthRuntime, "dispatcher": DispatcherRuntime,
-                             "enum": EnumRuntime, "http_client": HttpClientRuntime,
-                             "uac": UacRuntime, "diameter": DiameterRuntime}
+                             "enum": EnumRuntime, "http_client": HttpClientRuntime}
 
 
-def _ims_pcscf_runtime():
-    from ..modules.ims_pcscf.aio import ImsPcscfRuntime
+def _lazy_runtime(module: str, cls: str, depends: tuple[str, ...] = ()) -> Any:
+    """A runtime whose code is imported only when the module is loaded: uac, diameter and
+    ims_pcscf pull in transaction, Diameter and XFRM code that a box without them never
+    needs (seconds of imports on a slow board; issue 13)."""
+    def make() -> Any:
+        import importlib
 
-    return ImsPcscfRuntime()
+        return getattr(importlib.import_module(module, __package__), cls)()
+
+    make.depends = depends  # type: ignore[attr-defined]
+    return make
 
 
-_ims_pcscf_runtime.depends = ()  # type: ignore[attr-defined]
-RUNTIMES["ims_pcscf"] = _ims_pcscf_runtime  # type: ignore[assignment]
+RUNTIMES.update({  # type: ignore[arg-type]
+    "uac": _lazy_runtime("..modules.uac.aio", "UacRuntime"),
+    "diameter": _lazy_runtime("..modules.diameter.runtime", "DiameterRuntime"),
+    "ims_pcscf": _lazy_runtime("..modules.ims_pcscf.aio", "ImsPcscfRuntime"),
+})
 
 
 def module_listeners(config) -> list:

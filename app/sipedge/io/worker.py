@@ -146,8 +146,11 @@ def _family(ip: str) -> int:
 
 class Worker:
     def __init__(self, index: int, nworkers: int, config: Config, run_id: str,
-                 stats: mmap.mmap | None = None, secrets: dict[str, str] | None = None) -> None:
+                 stats: mmap.mmap | None = None, secrets: dict[str, str] | None = None,
+                 own_signals: bool = True) -> None:
         self.index = index
+        # False: runs inside the main process (workers = 1), whose signals are the main's
+        self.own_signals = own_signals
         self.nworkers = nworkers
         self.config = config
         self.run_id = run_id
@@ -245,9 +248,10 @@ class Worker:
         self.control.bind(control_address(self.run_id, self.index))
         self.control.setblocking(False)
         loop.add_reader(self.control.fileno(), self._on_control)
-        loop.add_signal_handler(signal.SIGUSR1, self.reload_script)
-        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        if self.own_signals:
+            loop.add_signal_handler(signal.SIGUSR1, self.reload_script)
+            loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+            loop.add_signal_handler(signal.SIGINT, self._stopping.set)
         self._spawn(self._heartbeat())
         self._spawn(self._sweep_connections())
         mark(f"listener-ready-{self.index}")
@@ -290,6 +294,10 @@ class Worker:
         await self.start()
         await self._stopping.wait()
         await self.stop()
+
+    def request_stop(self) -> None:
+        """What SIGTERM does to a worker process: `run()` stops and returns."""
+        self._stopping.set()
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -994,7 +1002,7 @@ class Worker:
             conn.connect_failed()
 
 
-def _run_loop(coro) -> None:
+def _run_loop(coro):
     try:
         import uvloop  # a dependency; the fallback is for platforms without it
 
@@ -1005,7 +1013,7 @@ def _run_loop(coro) -> None:
         log.warning("event loop: asyncio's default (uvloop is not importable; "
                     "each message costs ~1.6x the CPU)")
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(coro)
+        return runner.run(coro)
 
 
 def _die_with_parent() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from dns.rdtypes.IN.SRV import SRV
+if TYPE_CHECKING:
+    from dns.rdtypes.IN.SRV import SRV
 
 
 def order_srv(records: Iterable[SRV], rand: Callable[[], float] = random.random) -> list[SRV]:

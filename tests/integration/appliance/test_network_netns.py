@@ -1,6 +1,7 @@
 """Network set-up through real netlink, inside network namespaces each test creates."""
 
 import asyncio
+import ipaddress
 import itertools
 import os
 import shutil
@@ -230,3 +231,18 @@ async def test_sync_watcher_never_blocks_the_loop(netns, monkeypatch):
         finally:
             for t in tasks:
                 t.cancel()
+
+
+def test_read_state_without_pyroute2_matches_the_snapshot(netns):
+    """With `manage = false` the supervisor reads links and addresses with the standard
+    library (netwatch.read_state), not pyroute2: the same answer as pyroute2's snapshot."""
+    from sipedge.appliance.netwatch import read_state
+
+    with NetlinkNetwork(netns) as net:
+        assert configure(cfg(route=[]), net) == []
+        snap = net.snapshot()
+    links, addresses = read_state(netns)
+    assert links == set(snap.links)
+    assert {(n, str(ipaddress.ip_interface(c))) for n, c in addresses} == snap.addresses
+    assert {("va", "198.18.5.1/24"), ("va", "2001:db8:5::1/64"),
+            ("vb", "198.18.5.2/24")} <= addresses

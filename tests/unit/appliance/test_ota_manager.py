@@ -81,3 +81,53 @@ def test_failed_trial_then_rollback_report(tmp_path):
     # reported once: the boot after that is an ordinary one
     m3, _ = manager(tmp_path, "A", clock, [])
     assert m3.rollback is None and m3.status()["last_rollback"]["message"].startswith("rolled")
+
+
+def test_mark_good_retried_while_rauc_service_comes_up(tmp_path, monkeypatch):
+    """RAUC's service starts behind the boot: a mark-good the CLI refuses at first (service
+    not on the bus yet) is tried again, and the trial is cleared once it works."""
+    import sipedge.appliance.ota as ota
+
+    monkeypatch.setattr(ota, "MARK_GOOD_RETRY_S", 0.01)
+    write_pending(tmp_path)
+    clock = [0.0]
+    m, log = manager(tmp_path, "B", clock, [])
+    # the stand-in fails its first two mark-good calls, as the CLI does without the service
+    fails = tmp_path / "fails"
+    fails.write_text("2")
+    script = tmp_path / "rauc"
+    script.write_text(script.read_text() + f"""
+if sys.argv[1:] == ["status", "mark-good"]:
+    n = int(open({str(fails)!r}).read())
+    if n:
+        open({str(fails)!r}, "w").write(str(n - 1))
+        sys.exit("rauc: service not available")
+""")
+    m.on_supervisor_tick(61.0, "RUNNING", 61.0)
+    for t in threading.enumerate():
+        if t.name == "ota-mark-good":
+            t.join(10)
+    assert log.read_text().count("status mark-good") == 3
+    assert "pending" not in state(tmp_path) and m.marked_good
+
+
+def test_boot_disk_partitions_are_never_update_media(tmp_path):
+    """udev announces the boot disk's partitions again while the supervisor already listens
+    (rootfs S10udev runs the re-announcement behind the boot): they are not mounted to look
+    for bundles; a stick is."""
+    from sipedge.appliance.hotplug import MediaInserted
+
+    m, _log = manager(tmp_path, "A", [0.0], [])
+    m.media_mount = str(tmp_path / "media")
+    m.ignore_disk = "mmcblk0"
+    calls = []
+
+    def runner(argv):
+        calls.append(list(argv))
+        return __import__("subprocess").CompletedProcess(argv, 32, "", "not here")
+
+    for dev in ("/dev/mmcblk0p1", "/dev/mmcblk0p2"):
+        m.on_media(MediaInserted(dev, "vfat"), runner=runner)
+    assert calls == []
+    m.on_media(MediaInserted("/dev/sda1", "vfat"), runner=runner)
+    assert calls and calls[0][0] == "mount" and "/dev/sda1" in calls[0]
