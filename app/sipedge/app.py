@@ -333,6 +333,9 @@ class Proxy:
         cmd = [sys.executable, "-m", "sipedge.io.worker", "--index", str(index),
                "--workers", str(self.nworkers), "--run-id", self.run_id,
                "--stats-fd", str(self.fd), "--source", self.config.source]
+        if self.config.instances.get(self.config.instance_name) is self.config and \
+                self.config.instance_name != "default":  # one of [instances]
+            cmd += ["--instance", self.config.instance_name]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(self.fd,))
         assert proc.stdin is not None
         # the config, then NUL and the secrets (TOML text never contains NUL)
