@@ -18,7 +18,7 @@ import pytest
 from sip_harness import SCENARIOS, Sipp, free_port, needs_sipp
 
 from sipedge.appliance.health import SipOptionsProbe
-from sipedge.io.rpc import rpc_call
+from sipedge.io.rpc import RpcError, rpc_call
 
 APP = Path(__file__).resolve().parents[2] / "app"
 TRIO = APP / "sipedge" / "examples" / "ims_trio"
@@ -45,7 +45,7 @@ def until(cond, timeout=60.0, what="condition"):
             last = cond()
             if last:
                 return last
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RpcError):
             pass
         time.sleep(0.2)
     raise AssertionError(f"{what} not reached in {timeout}s (last: {last})")
