@@ -103,6 +103,8 @@ def _is_secret(dotted: str) -> bool:
         path = [p for p in parse_key(dotted) if not isinstance(p, int)]
     except EditError:
         return False
+    if len(path) > 2 and path[0] == "instances":  # instances.<name>.auth.secret
+        del path[1]
     names = {tuple(k for k in key.split(".") if k != "*") for key in secret_keys()}
     return tuple(path) in names
 

@@ -109,3 +109,31 @@ def test_sections_in_the_wrong_place_and_bad_names():
     assert "instances.Bad: instance name" in errs
     errs = errors("[instances.a]\nrequired = 1\n")
     assert errs == ["box.toml:2: instances.a.required: expected a boolean"]
+
+
+def test_secrets_inside_instances_are_masked():
+    from sipedge.config.edit import mask_secrets, secret_values
+
+    text = TRIO + ('[instances.scscf.auth]\nsecret = "0123456789abcdef-xyz"\n'
+                   '[[instances.scscf.registrar.subscriber]]\nusername = "a"\n'
+                   'domain = "localhost"\nha1_md5 = "72a9683f6955bb1499059e49d101ef08"\n')
+    load_text(text, "box.toml")
+    assert sorted(secret_values(text)) == ["0123456789abcdef-xyz",
+                                           "72a9683f6955bb1499059e49d101ef08"]
+    masked = mask_secrets(text)
+    assert "0123456789abcdef" not in masked and "72a9683f" not in masked
+    assert 'secret = "<hidden>"' in masked
+
+
+def test_check_config_checks_every_instance(tmp_path):
+    from sipedge.app import config_check
+
+    (tmp_path / "ok.py").write_text("def request_route(msg):\n    msg.reply(200, 'OK')\n")
+    (tmp_path / "bad.py").write_text("def request_route(msg)\n")
+    cfg = tmp_path / "box.toml"
+    cfg.write_text(TRIO + '[instances.pcscf.routing]\nscript = "ok.py"\n'
+                   '[instances.scscf.routing]\nscript = "bad.py"\n')
+    res = config_check(str(cfg))
+    assert not res["valid"] and len(res["errors"]) == 1
+    assert "bad.py:1" in res["errors"][0] and "instances.scscf.routing.script" in \
+        res["errors"][0]
