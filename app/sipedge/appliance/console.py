@@ -51,7 +51,7 @@ commands:
   apply                     re-read the config and restart the proxy if it changed
   restart [INSTANCE]        restart the proxy (with [instances]: that one, default the first)
   reload routes             reload the routing script / table
-  ctl METHOD [k=v ...]      any sipedgectl RPC method
+  ctl METHOD [k=v ...]      any sipedgectl RPC method (instance=NAME: that instance's)
   logs [N]                  last N log lines (default 20)
   update ...                firmware updates (update status | check | install SRC)
   reboot                    reboot the box (asks first)

@@ -2,6 +2,7 @@
 the watchdog follows the required ones; a changed section restarts only its instance."""
 
 import asyncio
+import re
 
 from sipedge.appliance.fakes import FakeDisplay, FakeLeds, FakeProbe, FakeProcess, FakeWatchdog
 from sipedge.appliance.policy import State
@@ -164,5 +165,30 @@ async def test_changing_one_instance_section_restarts_only_it(tmp_path):
     await asyncio.sleep(0.3)
     assert b.running("pcscf") == [before["pcscf"]] and b.running("icscf") == [before["icscf"]]
     assert len(b.procs) == 4
+    b.sup.request("stop")
+    await asyncio.wait_for(b.task, 5)
+
+
+async def test_console_status_and_restart_name_the_instances(tmp_path):
+    from sipedge.appliance.console import ConsoleSession, LoginGuard
+
+    b = await Box(tmp_path).start()
+
+    class Backend:
+        def status(self):
+            return b.sup.status()
+
+        def restart(self, name):
+            return b.sup._rpc_restart([name] if name else [])
+
+    sess = ConsoleSession(Backend(), lambda: "", LoginGuard(5, 60))
+    out = sess._status()
+    for name in ("pcscf", "icscf", "scscf"):
+        assert re.search(rf"instance: {name} +RUNNING +pid \d+", out), out
+    assert "optional" in out and "udp:127.0.0.1:5080" in out
+    assert sess.run("restart icscf") == "restarting icscf"
+    assert sess.run("restart nosuch").startswith("error: no instance 'nosuch'")
+    await until(lambda: len(b.procs) == 4)
+    assert b.procs[-1].argv[-1] == "icscf"
     b.sup.request("stop")
     await asyncio.wait_for(b.task, 5)
