@@ -192,6 +192,16 @@ def test_host_launcher_runs_every_instance(tmp_path):
             assert answers(ports[name])
         health = json.loads(ctl(cfg, "-i", "two", "core.health")[1])
         assert health["workers_alive"] == 1
+        # a child that dies is started again; the other one is left alone
+        started = dict(re.findall(r"instance (\w+) started pid=(\d+)",
+                                  (tmp_path / "launcher.log").read_text()))
+        os.kill(int(started["two"]), signal.SIGKILL)
+        until(lambda: len(re.findall(r"instance two started",
+                                     (tmp_path / "launcher.log").read_text())) == 2, 60,
+              "two started again")
+        until(lambda: ctl(cfg, "-i", "two", "core.health")[0] == 0, 120, "two back")
+        assert len(re.findall(r"instance one started", (tmp_path / "launcher.log")
+                              .read_text())) == 1
     finally:
         p.send_signal(signal.SIGTERM)
         rc = p.wait(30)
