@@ -255,7 +255,9 @@ db_path = "/proc/sipedge-none/location.sqlite"  # cannot be created: lab never s
 
 def test_config_fallback_and_errors(sipedge_image, boot_guest):
     broken = BASE.replace("workers = 1", "workers = 0")
-    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg")
+    # the instances check at the end needs more than the default 300 s guest deadline
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg",
+                   timeout_s=720 * TIMEOUT_MULTIPLIER)
     g.console.expect(rb"sipedge: running the default config", timeout=240 * TIMEOUT_MULTIPLIER)
     g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
     st = status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
