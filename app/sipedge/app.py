@@ -338,6 +338,9 @@ class Proxy:
         cmd = [sys.executable, "-m", "sipedge.io.worker", "--index", str(index),
                "--workers", str(self.nworkers), "--run-id", self.run_id,
                "--stats-fd", str(self.fd), "--source", self.config.source]
+        if self.config.instances.get(self.config.instance_name) is self.config and \
+                self.config.instance_name != "default":  # one of [instances]
+            cmd += ["--instance", self.config.instance_name]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(self.fd,))
         assert proc.stdin is not None
         # the config, then NUL and the secrets (TOML text never contains NUL)
@@ -702,27 +705,36 @@ def _group(flat: Counter[str]) -> dict:
 
 
 def config_check(path: str) -> dict:
-    """Validate a config file (and its routing script). Used by --check-config and RPC."""
+    """Validate a config file (and its routing script). Used by --check-config and RPC.
+    With [instances], every instance is checked; its problems name it."""
     try:
         config = load_file(path)
     except ConfigError as exc:
         return {"valid": False, "errors": [str(e) for e in exc.errors]}
+    errors: list[str] = []
+    for name, inst in config.instances.items():
+        errors += _check_instance(inst, "" if inst is config else f"instances.{name}.")
+    return {"valid": not errors, "errors": errors}
+
+
+def _check_instance(config: Config, prefix: str) -> list[str]:
+    """One instance's files: the dispatcher list and the routing script."""
     if "dispatcher" in config.core.modules:
         from .modules.dispatcher.table import DispatcherListError
 
         try:
             load_dispatcher_table(config)
         except DispatcherListError as exc:
-            return {"valid": False, "errors": [str(e) for e in exc.errors]}
+            return [f"{prefix}{e}" if prefix else str(e) for e in exc.errors]
         except ValueError as exc:
-            return {"valid": False, "errors": [f"{config.source}: dispatcher.list_file: {exc}"]}
+            return [f"{config.source}: {prefix}dispatcher.list_file: {exc}"]
     script = resolve_script_path(config)
     if script:
         try:
             load_script(script, {"ksr": Ksr()})
         except ScriptError as exc:
-            return {"valid": False, "errors": [f"{exc.location}: routing.script: {exc.reason}"]}
-    return {"valid": True, "errors": []}
+            return [f"{exc.location}: {prefix}routing.script: {exc.reason}"]
+    return []
 
 
 async def serve(config: Config) -> int:
@@ -761,8 +773,9 @@ async def serve(config: Config) -> int:
     tasks = [loop.create_task(proxy.monitor()), loop.create_task(proxy.watch_script()),
              loop.create_task(proxy.purge_bindings())]
     listen = ", ".join(f"{lp.proto}:{lp.address}:{lp.port}" for lp in config.listen)
-    log.info("sipedge %s running config=%s workers=%d listen=[%s] ctl=%s", __version__,
-             config.source, proxy.nworkers, listen, config.core.ctl_socket)
+    log.info("sipedge %s running config=%s instance=%s workers=%d listen=[%s] ctl=%s",
+             __version__, config.source, config.instance_name, proxy.nworkers, listen,
+             config.core.ctl_socket)
     await stop.wait()
     log.info("stopping")
     for t in tasks:

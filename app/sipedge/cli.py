@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="TOML config file (default: the embedded default config)")
     ap.add_argument("--check-config", metavar="FILE",
                     help="validate FILE (and its routing script), print errors, exit 0/1")
+    ap.add_argument("--instance", "-i", metavar="NAME",
+                    help="run only this [instances.NAME] of the config (default: all of them, "
+                    "one proxy process tree each; see docs/instances.md)")
     ap.add_argument("--print-default-config", action="store_true",
                     help="print the embedded default config and exit")
     ap.add_argument("--version", action="version", version=f"sipedge {__version__}")
@@ -45,7 +48,22 @@ def main(argv: list[str] | None = None) -> None:
     from .app import load_config_or_exit, run
 
     mark("proxy-imported")
-    sys.exit(run(load_config_or_exit(args.config)))
+    config = load_config_or_exit(args.config)
+    if args.instance is not None:
+        if args.instance not in config.instances:
+            print(f"{config.source}: no instance {args.instance!r} (instances: "  # noqa: T201
+                  f"{', '.join(config.instances)})", file=sys.stderr)
+            sys.exit(1)
+        config = config.instances[args.instance]
+    elif len(config.instances) > 1:
+        from .app import setup_logging
+        from .launcher import run_instances
+
+        setup_logging("info")
+        sys.exit(run_instances(args.config, list(config.instances)))
+    else:
+        config = next(iter(config.instances.values()))
+    sys.exit(run(config))
 
 
 def _parse_param(text: str) -> tuple[str | None, Any]:
@@ -92,6 +110,41 @@ def _scalar(v: Any) -> str:
     return str(v)
 
 
+def _instance_socket(path: str | None, name: str | None) -> str:
+    """The control socket of instance `name` (None: the only one), from the config file when
+    one is given, else by the naming rule of config/instances.py."""
+    from .config.instances import ctl_socket_for
+
+    if path is None:
+        if name is not None:
+            return ctl_socket_for(name)
+        import glob
+        import os
+
+        single = ctl_socket_for("default")
+        found = sorted(glob.glob(ctl_socket_for("*")))
+        if os.path.exists(single) or not found:
+            return single
+        if len(found) > 1:
+            names = ", ".join(os.path.basename(os.path.dirname(f)) for f in found)
+            sys.exit(f"several instances run ({names}): choose one with -i NAME")
+        return found[0]
+    from .config import ConfigError, load_file
+
+    try:
+        config = load_file(path)
+    except ConfigError as exc:
+        sys.exit("\n".join(str(e) for e in exc.errors))
+    if name is None:
+        if len(config.instances) > 1:
+            sys.exit(f"{path} has several instances ({', '.join(config.instances)}): "
+                     "choose one with -i NAME")
+        name = next(iter(config.instances))
+    if name not in config.instances:
+        sys.exit(f"{path}: no instance {name!r} (instances: {', '.join(config.instances)})")
+    return str(config.instances[name].core.ctl_socket)
+
+
 def ctl_main(argv: list[str] | None = None) -> None:
     from .io.rpc import RpcError, rpc_call
 
@@ -101,6 +154,11 @@ def ctl_main(argv: list[str] | None = None) -> None:
                "sipedgectl config.check file=/boot/sipedge.toml | sipedgectl core.methods")
     ap.add_argument("-s", "--socket", help="control socket (default: /run/sipedge/ctl.sock, "
                     f"or {SUPERVISOR_SOCKET} for supervisor methods)")
+    ap.add_argument("-i", "--instance", metavar="NAME",
+                    help="the proxy instance to talk to (docs/instances.md); its socket is "
+                    "/run/sipedge/NAME/ctl.sock, or what --config names for it")
+    ap.add_argument("-c", "--config", metavar="FILE",
+                    help="take the control socket from this config file")
     ap.add_argument("--json", action="store_true", help="print the raw JSON result")
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("method")
@@ -124,9 +182,10 @@ def ctl_main(argv: list[str] | None = None) -> None:
     elif positional:
         params = positional
     sock = args.socket
+    if sock is None and args.method.startswith(SUPERVISOR_METHODS):
+        sock = SUPERVISOR_SOCKET
     if sock is None:
-        sock = SUPERVISOR_SOCKET if args.method.startswith(SUPERVISOR_METHODS) \
-            else "/run/sipedge/ctl.sock"
+        sock = _instance_socket(args.config, args.instance)
     try:
         result = rpc_call(sock, args.method, params, timeout=args.timeout)
     except RpcError as exc:

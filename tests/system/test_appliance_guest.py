@@ -229,10 +229,41 @@ def test_watchdog_proxy_hanging_after_every_restart_resets(sipedge_image, boot_g
     assert 10 <= hang_to_reset <= 400 * TIMEOUT_MULTIPLIER
 
 
+INSTANCES_CFG = """\
+[supervisor]
+start_timeout_s = 300
+respawn_retry = 1
+respawn_timeout_s = 1
+
+[watchdog]
+reset_on_failed = true
+
+[instances.edge]
+[instances.edge.core]
+workers = 1
+[[instances.edge.listen]]
+address = "0.0.0.0"
+port = 5060
+
+[instances.lab]
+required = false
+[instances.lab.core]
+workers = 1
+modules = ["registrar"]
+[[instances.lab.listen]]
+address = "0.0.0.0"
+port = 5070
+[instances.lab.registrar]
+db_path = "/proc/sipedge-none/location.sqlite"  # cannot be created: lab never starts
+"""
+
+
 def test_config_fallback_and_errors(sipedge_image, boot_guest):
     good = BASE + "config_good_after_s = 5\n"  # [supervisor] (30 s by default)
     broken = good.replace("workers = 1", "workers = 0")
-    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg")
+    # the instances check at the end needs more than the default 300 s guest deadline
+    g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg",
+                   timeout_s=720 * TIMEOUT_MULTIPLIER)
     g.console.expect(rb"sipedge: running the default config", timeout=240 * TIMEOUT_MULTIPLIER)
     g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
     st = status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
@@ -256,6 +287,22 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
                      and st["state"] == "RUNNING", timeout=300, what="last-known-good RUNNING")
     assert st["panel"] == "config_error"
     assert ctl(g, "config.errors")["errors"][0].startswith("/boot/sipedge.toml:")
+
+    # [instances] from the SD-card file (issue 19), in the same boot: each instance its own
+    # proxy and control socket; an optional one that cannot start goes FAILED on its own and,
+    # with reset_on_failed, the watchdog still follows only the required one
+    write_boot(g, INSTANCES_CFG)
+    ctl(g, "supervisor.reload")
+    st = status(g, lambda st: (st.get("instances") or {}).get("edge", {}).get("state")
+                == "RUNNING" and st["instances"].get("lab", {}).get("state") == "FAILED",
+                timeout=600, what="edge RUNNING, lab FAILED")
+    record("instances: reload to edge RUNNING + lab FAILED",
+           f"{st['instances']['edge']['healthy_for_s']:.0f} s healthy at check")
+    assert st["config"]["source"] == "boot" and st["instances"]["lab"]["required"] is False
+    assert st["watchdog"]["petting"] and st["panel"] == "failed"
+    assert st["instances"]["edge"]["ctl_socket"] == "/run/sipedge/edge/ctl.sock"
+    assert ctl(g, "-i edge core.health")["workers_alive"] == 1
+    assert len(pids(g, "--instance edge")) >= 1
 
 
 @pytest.fixture(scope="module")

@@ -49,8 +49,9 @@ commands:
   config import - SIZE SHA256
                             take a whole file sent here as base64 lines, then '.'
   apply                     re-read the config and restart the proxy if it changed
+  restart [INSTANCE]        restart the proxy (with [instances]: that one, default the first)
   reload routes             reload the routing script / table
-  ctl METHOD [k=v ...]      any sipedgectl RPC method
+  ctl METHOD [k=v ...]      any sipedgectl RPC method (instance=NAME: that instance's)
   logs [N]                  last N log lines (default 20)
   update ...                firmware updates (update status | check | install SRC)
   reboot                    reboot the box (asks first)
@@ -102,6 +103,8 @@ def _is_secret(dotted: str) -> bool:
         path = [p for p in parse_key(dotted) if not isinstance(p, int)]
     except EditError:
         return False
+    if len(path) > 2 and path[0] == "instances":  # instances.<name>.auth.secret
+        del path[1]
     names = {tuple(k for k in key.split(".") if k != "*") for key in secret_keys()}
     return tuple(path) in names
 
@@ -424,6 +427,12 @@ class ConsoleSession:
         if cmd == "apply":
             self.backend.apply()
             return "applying: the supervisor re-reads the config"
+        if cmd == "restart" and len(args) <= 1:
+            try:
+                res = self.backend.restart(args[0] if args else None)
+            except ValueError as exc:
+                return f"error: {exc}"
+            return f"restarting {res['instance']}"
         if cmd == "reload" and args == ["routes"]:
             return _fmt(self.backend.rpc("route.reload", {}))
         if cmd == "ctl" and args:
@@ -466,6 +475,16 @@ class ConsoleSession:
                 f"{k} {'-' if v is None else v}" for k, v in nums.items()))
         if st.get("problem"):
             lines.append(f"problem:  {st['problem']}")
+        insts = st.get("instances") or {}
+        if len(insts) > 1 or (insts and "default" not in insts):  # [instances]: one line each
+            for name, i in insts.items():
+                h = i.get("health") or {}
+                lines.append(f"instance: {name:<10} {i['state']:<8} pid {i.get('pid')}, "
+                             f"restarts {i.get('restarts')}, "
+                             f"{'required' if i.get('required') else 'optional'}, "
+                             f"{' '.join(i.get('listen') or [])}"
+                             + (f", {h.get('detail')}" if h and not h.get("ok") else "")
+                             + (f" - {i['problem']}" if i.get("problem") else ""))
         security = getattr(self.backend, "security", None)
         sec = security() if security is not None else None
         if sec:

@@ -65,14 +65,30 @@ class SupervisorBackend:
             return self._on_loop(fn, params)
         from ..io.rpc import rpc_call
 
-        return rpc_call(self.sup.choice.config.core.ctl_socket, method, params or None)
+        return rpc_call(self._ctl(params), method, params or None)
+
+    def _ctl(self, params: dict[str, Any] | None = None) -> str:
+        """The control socket of the instance named by `instance=` (popped), else the first."""
+        from .instances import first_instance
+
+        config = self.sup.choice.config
+        name = params.pop("instance", None) if isinstance(params, dict) else None
+        if name is not None:
+            if name not in config.instances:
+                raise ValueError(f"no instance {name!r} (instances: "
+                                 f"{', '.join(config.instances)})")
+            return config.instances[name].core.ctl_socket
+        return first_instance(config).core.ctl_socket
+
+    def restart(self, name: str | None) -> dict[str, Any]:
+        return self._on_loop(self.sup._rpc_restart, [name] if name else [])
 
     def security(self) -> dict[str, Any] | None:
         """Flood-defence blocks for the status page (None: the proxy or its security module
         is not there)."""
         from ..io.rpc import RpcError, rpc_call
 
-        ctl = self.sup.choice.config.core.ctl_socket
+        ctl = self._ctl()
         try:
             blocked = rpc_call(ctl, "sec.blocked", None, timeout=2)
             total = rpc_call(ctl, "stats", None, timeout=2).get("total", {})

@@ -20,6 +20,7 @@ from ..errors import EdgeError
 from ..panel import leds as panel_leds
 from ..panel import pages as panel_pages
 from ..panel import status as panel_status
+from .instances import InstanceRunner, first_instance, fingerprint, instance_status, is_multi
 from .health import (
     CombinedProbe,
     CoreHealthProbe,
@@ -52,7 +53,7 @@ MAX_WAIT_S = 1.0
 
 
 def default_probe(choice: ConfigChoice) -> HealthProbe:
-    cfg = choice.config
+    cfg = first_instance(choice.config)  # the instance's own socket and listeners
     params = cfg.supervisor
     heartbeat = CoreHealthProbe(cfg.core.ctl_socket, timeout=params.probe_timeout_s)
     options = None
@@ -142,6 +143,10 @@ class Supervisor:
         self.proc_root = "/proc"  # box uptime (tests point it elsewhere)
         if not self.choice.proven:
             self.trial_started = self.started_at
+        # [instances]: the first one is driven by the state above, each further one by an
+        # InstanceRunner (instances.py)
+        self.runners: dict[str, InstanceRunner] = {}
+        self._sync_runners()
         # Boot-loop guard (resetguard.py): the record sits next to last-known-good.
         if reset_store is None and getattr(config_source, "data_dir", None) is not None:
             reset_store = ResetRecordStore(config_source.data_dir)
@@ -159,10 +164,49 @@ class Supervisor:
     # caller on the loop: signal handlers, RPC, console)
 
     def request(self, what: str, arg: Any = None) -> None:
-        """Queue `stop`, `reload` or `restart` for the loop."""
+        """Queue `stop`, `reload` or `restart` (arg: an instance name, None: the first or
+        only one) for the loop."""
         if self._events is None:
             raise RuntimeError("supervisor is not running")
         self._events.put_nowait((what, arg))
+
+    post = request  # the runners' exit and probe events
+
+    # ---------------------------------------------------------------- instances
+
+    @property
+    def first_name(self) -> str:
+        return first_instance(self.choice.config).instance_name
+
+    def _sync_runners(self) -> list[InstanceRunner]:
+        """A runner per instance after the first; returns the ones new in this config."""
+        names = list(self.choice.config.instances)[1:]
+        for name, r in self.runners.items():
+            r.removed = name not in names
+        new = [InstanceRunner(self, n) for n in names if n not in self.runners]
+        self.runners.update((r.name, r) for r in new)
+        return new
+
+    def instances_status(self, now: float) -> dict[str, Any]:
+        first = first_instance(self.choice.config)
+        st = {k: v for k, v in self.policy.status(now).items()}
+        st["problem"] = self._problem_in_words(st["problem"])
+        st.update(instance_status(first, self.proc, self.last_report))
+        out = {first.instance_name: st}
+        out.update((n, r.status(now)) for n, r in self.runners.items())
+        return out
+
+    def _required_policies(self) -> list[tuple[str, Any]]:
+        first = first_instance(self.choice.config)
+        out = [(first.instance_name, self.policy)] if first.required else []
+        return out + [(n, r.policy) for n, r in self.runners.items() if r.config.required]
+
+    def _worst_state(self) -> str:
+        """The worst supervisor state of all instances, for the LEDs."""
+        order = ("FAILED", "BACKOFF", "STOPPING", "DEGRADED", "STARTING", "STOPPED", "RUNNING")
+        states = [self.policy.state.value] + [r.policy.state.value
+                                             for r in self.runners.values()]
+        return min(states, key=lambda s: order.index(s) if s in order else 0)
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -207,6 +251,7 @@ class Supervisor:
                 "device": self.media.offer.devnode, "valid": self.media.offer.valid,
                 "errors": list(self.media.offer.issues)},
             "version": __version__,
+            "instances": self.instances_status(now),
         })
         return st
 
@@ -232,7 +277,7 @@ class Supervisor:
         return {
             "armed": self.watchdog is not None and bool(getattr(self.watchdog, "is_open", True)),
             "pets": self.pets,
-            "petting": self.policy.should_pet(now),
+            "petting": all(p.should_pet(now) for _, p in self._required_policies()),
             "previous_reset": (None if hist.previous_reason is None else
                                f"previous boot ended in a watchdog reset: "
                                f"{hist.previous_reason}"),
@@ -267,12 +312,24 @@ class Supervisor:
             "watchdog.status": watchdog_status,
             "config.apply": ack("reload"),
             "supervisor.reload": ack("reload"),
-            "supervisor.restart": ack("restart"),
+            "supervisor.restart": lambda params: self._rpc_restart(params),
             "supervisor.stop": ack("stop"),
             "config.errors": lambda params: self.config_errors(),
             **(self.update_agent.rpc_methods()  # ota.OtaManager: update.*
                if hasattr(self.update_agent, "rpc_methods") else {}),
         }
+
+    def _rpc_restart(self, params: Any) -> Any:
+        name = None
+        if isinstance(params, dict):
+            name = params.get("instance") or (params.get("args") or [None])[0]
+        elif isinstance(params, list) and params:
+            name = params[0]
+        if name is not None and name not in self.choice.config.instances:
+            raise ValueError(f"no instance {name!r} (instances: "
+                             f"{', '.join(self.choice.config.instances)})")
+        self.request("restart", name)
+        return {"queued": "restart", "instance": name or self.first_name}
 
     # ---------------------------------------------------------------- main loop
 
@@ -302,16 +359,20 @@ class Supervisor:
             if self.hotplug is not None:
                 self._hotplug_task = asyncio.ensure_future(self._watch_hotplug())
             await self._apply(self.policy.start(self.clock()))
+            for r in list(self.runners.values()):
+                await r.apply(r.policy.start(self.clock()))
             while True:
                 now = self.clock()
                 self._maybe_pet(now)
                 self._maybe_probe(now)
+                await self._tick_runners(now)
                 self._maybe_mark_good(now)
                 await self._config_trial(now)
                 self._maybe_poll_numbers(now)
                 self._maybe_clear_resets(now)
                 self._update_panel(now)
-                if self.policy.state is State.STOPPED:
+                if self.policy.state is State.STOPPED and all(
+                        r.policy.state is State.STOPPED for r in self.runners.values()):
                     break
                 timeout = self._wait_time(now)
                 try:
@@ -333,7 +394,17 @@ class Supervisor:
             deadlines.append(self._next_pet)
         if self.policy.state in (State.STARTING, State.RUNNING, State.DEGRADED):
             deadlines.append(self._next_probe)
+        for r in self.runners.values():
+            deadlines += r.deadlines()
         return max(0.0, min(deadlines) - now)
+
+    async def _tick_runners(self, now: float) -> None:
+        for name, r in list(self.runners.items()):
+            await r.apply(r.policy.on_timer(now))
+            r.tick(now)
+            if r.removed and r.policy.state in (State.STOPPED, State.FAILED) and r.proc is None:
+                log.info("instance %s removed from the config: stopped", name)
+                del self.runners[name]
 
     async def _handle(self, kind: str, arg: Any) -> None:
         now = self.clock()
@@ -360,9 +431,21 @@ class Supervisor:
                 self.cause = ""
             await self._apply(self.policy.on_health(report.ok, report.loop_lag_ms, now,
                                                     report.detail))
+        elif kind == "instance-exit":
+            runner, proc, rc = arg
+            await runner.on_exit(proc, rc, now)
+        elif kind == "instance-probe":
+            runner, report = arg
+            await runner.on_probe(report, now)
         elif kind == "stop":
             log.info("stop requested")
             await self._apply(self.policy.request_stop(now))
+            for r in self.runners.values():
+                await r.apply(r.policy.request_stop(now))
+        elif kind == "restart" and arg is not None and arg in self.runners:
+            r = self.runners[arg]
+            log.info("restart of instance %s requested", arg)
+            await r.apply(r.policy.request_restart(now, "restart requested"))
         elif kind == "restart":
             await self._apply(self.policy.request_restart(now, "restart requested"))
         elif kind == "reload":
@@ -394,6 +477,9 @@ class Supervisor:
         self._lcd_started = now  # start the rotation over: a new config error shows first
         if self.choice.config.network != old.config.network:
             await self._apply_network()
+        if is_multi(self.choice.config) or is_multi(old.config):
+            await self._reload_instances(now, old)
+            return
         if self.choice.config.text != old.config.text or self.choice.path != old.path:
             log.info("config changed source=%s path=%s: restarting the proxy",
                      self.choice.source, self.choice.path)
@@ -403,10 +489,43 @@ class Supervisor:
             await self._apply(self.policy.request_restart(now, "config changed"))
         else:
             log.info("config unchanged: reloading routes")
-            try:
-                await rpc_request(self.choice.config.core.ctl_socket, "route.reload", None, 5.0)
-            except (OSError, asyncio.TimeoutError, RpcCallError) as exc:
-                log.warning("route.reload failed error=%s", exc)
+            await self._route_reload(self.choice.config.core.ctl_socket)
+
+    async def _reload_instances(self, now: float, old: ConfigChoice) -> None:
+        """[instances]: restart only the instances whose own sections changed (the others
+        reload their routing script); start new ones, stop removed ones."""
+        first, old_first = first_instance(self.choice.config), first_instance(old.config)
+        if self.choice.config.text != old.config.text:
+            self.trial_started = None if self.choice.proven else now
+            if self.choice.source == "boot":
+                self.rollback = None
+        changed = []
+        if first.instance_name != old_first.instance_name or \
+                fingerprint(first) != fingerprint(old_first):
+            changed.append(first.instance_name)
+            await self._apply(self.policy.request_restart(now, "config changed"))
+        else:
+            await self._route_reload(first.core.ctl_socket)
+        for r in self._sync_runners():
+            changed.append(r.name)
+            await r.apply(r.policy.start(now))
+        for name, r in self.runners.items():
+            if r.removed:
+                await r.apply(r.policy.request_stop(now))
+            elif r.name not in changed:
+                if r.update(self.choice, now):
+                    changed.append(name)
+                    await r.apply(r.policy.request_restart(now, "config changed"))
+                else:
+                    await self._route_reload(r.config.core.ctl_socket)
+        log.info("config applied source=%s path=%s: restarted instances=%s", self.choice.source,
+                 self.choice.path, ",".join(changed) or "none")
+
+    async def _route_reload(self, ctl_socket: str) -> None:
+        try:
+            await rpc_request(ctl_socket, "route.reload", None, 5.0)
+        except (OSError, asyncio.TimeoutError, RpcCallError) as exc:
+            log.warning("route.reload failed ctl=%s error=%s", ctl_socket, exc)
 
     async def _apply_network(self) -> None:
         if self.network is None:
@@ -477,6 +596,8 @@ class Supervisor:
         argv = list(self.choice.config.supervisor.command)
         if self.choice.path is not None:
             argv += ["--config", str(self.choice.path)]
+        if is_multi(self.choice.config):
+            argv += ["--instance", self.first_name]
         return argv
 
     async def _spawn(self) -> None:
@@ -519,12 +640,15 @@ class Supervisor:
         if self.watchdog is None or now < self._next_pet:
             return
         self._next_pet = now + self.choice.config.watchdog.pet_interval_s
-        if not self.policy.should_pet(now):
-            reason = self.policy.wants_reset(now)
+        # only while every instance marked `required` is healthy (or being recovered)
+        for name, policy in self._required_policies():
+            if policy.should_pet(now):
+                continue
+            reason = policy.wants_reset(now)
             if reason is not None:
-                self._record_reset(reason)
-            log.error("not petting the watchdog: proxy unrecoverable state=%s problem=%s",
-                      self.policy.state.value, self.policy.last_problem)
+                self._record_reset(reason if name == "default" else f"{name}: {reason}")
+            log.error("not petting the watchdog: instance %s unrecoverable state=%s "
+                      "problem=%s", name, policy.state.value, policy.last_problem)
             return
         try:
             self.watchdog.pet()
@@ -542,6 +666,8 @@ class Supervisor:
                       "(max_resets=%d); a proxy beyond recovery stays FAILED",
                       self.reset_history.resets, max_resets)
         self.policy.allow_resets(allowed)
+        for r in getattr(self, "runners", {}).values():
+            r.policy.allow_resets(allowed)
 
     def _record_reset(self, reason: str) -> None:
         """Write the guard record once, before the watchdog is left to fire."""
@@ -630,7 +756,8 @@ class Supervisor:
 
     async def _poll_numbers(self) -> None:
         try:
-            res = await rpc_request(self.choice.config.core.ctl_socket, "core.panel", None,
+            res = await rpc_request(first_instance(self.choice.config).core.ctl_socket,
+                                    "core.panel", None,
                                     self.choice.config.supervisor.probe_timeout_s)
         except (OSError, asyncio.TimeoutError, RpcCallError) as exc:
             log.debug("core.panel failed error=%s", exc)
@@ -663,7 +790,7 @@ class Supervisor:
 
     def panel_state(self) -> str:
         ota_alarms = getattr(self.update_agent, "panel_alarms", list)()
-        return panel_status.panel_state(self.policy.state.value, len(self.choice.issues),
+        return panel_status.panel_state(self._worst_state(), len(self.choice.issues),
                                         upgrading=bool(getattr(self.update_agent, "installing",
                                                                False)),
                                         alarms=len(self.network_problems) + len(ota_alarms))
@@ -673,6 +800,13 @@ class Supervisor:
         info["state"] = self.panel_state()
         info["config_errors"] = self.choice.errors
         info["problem"] = self.policy.last_problem
+        if self.runners:  # [instances]: one LCD page each
+            st = self.instances_status(self.clock())
+            info["instances"] = [(n, s["state"], (s["listen"] or [""])[0], s["problem"])
+                                 for n, s in st.items()]
+            if not info["problem"]:
+                info["problem"] = next((f"{n}: {s['problem']}" for n, s in st.items()
+                                        if s["problem"]), "")
         if self.network is not None:
             info["addresses"] = self.network.address_lines()
         info["alarms"] = list(self.network_problems)
@@ -719,6 +853,8 @@ class Supervisor:
                 task.cancel()
         if self.proc is not None and self.proc.running:
             self.proc.kill()
+        for r in self.runners.values():
+            r.shutdown()
         if self.network is not None and hasattr(self.network, "close"):
             try:
                 await self.network.close()

@@ -87,7 +87,7 @@ def render_markdown() -> str:
     from .loader import DEFAULT_TOML
 
     _ensure_sections()
-    out = [HEADER.replace("{default}", DEFAULT_TOML)]
+    out = [HEADER.replace("{default}", DEFAULT_TOML), _instances_block()]
     for name in sorted(SECTIONS, key=lambda n: (n not in ("core", "listen", "proxy", "routing"), n)):
         cls, array = SECTIONS[name]
         out.append(f"## `[[{name}]]`" if array else f"## `[{name}]`")
@@ -108,6 +108,31 @@ def render_markdown() -> str:
             _table(sub, path, out, nested)
             out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _instances_block() -> str:
+    """`[instances.<name>]` (config/instances.py): several proxies in one file."""
+    from .instances import box_sections, instance_sections
+
+    own = ", ".join(f"`{n}`" for n in sorted(instance_sections()))
+    box = ", ".join(f"`{n}`" for n in sorted(box_sections()))
+    return f"""## `[instances.<name>]`
+
+Several proxy instances in one file (docs/instances.md). Without `[instances]` the file is
+one proxy, the instance `default`. With it, each `[instances.<name>]` (name: a lower-case
+letter, then letters, digits, `-`, `_`) holds what a single proxy has, as sub-tables
+(`[instances.pcscf.core]`, `[[instances.pcscf.listen]]`): {own}. The box-wide sections stay
+at the top level: {box}. Errors are reported under `instances.<name>.`; two instances may not
+bind the same transport/address/port (a wildcard address overlaps its whole family, tcp and
+tls share the TCP ports), nor share a control socket or registrar database.
+
+| key | type | default | description |
+|---|---|---|---|
+| `required` | boolean | `true` | the watchdog is petted only while every required instance is healthy |
+| `data_dir` | string | `"/data/sipedge/<name>"` | the instance's data (relative: to the config file); `registrar.db_path` defaults to `<data_dir>/location.sqlite` |
+
+`core.ctl_socket` defaults to `/run/sipedge/<name>/ctl.sock` (`sipedgectl -i <name>`).
+"""
 
 
 if __name__ == "__main__":

@@ -153,16 +153,27 @@ def secret_keys() -> list[str]:
     out: list[tuple[str, ...]] = []
     for name, (cls, array) in SECTIONS.items():
         out += _secret_paths(cls, (name,) + (("*",) if array else ()))
+    from .instances import instance_sections
+
+    own = instance_sections()  # and inside every [instances.<name>] (config/instances.py)
+    out += [("instances", "*") + p for p in out if p[0] in own]
     return [".".join(p) for p in out]
+
+
+def _entries(node: Any) -> list[Any]:
+    """What `*` stands for: the entries of an array of tables, or the tables of a table
+    of tables ([instances.<name>])."""
+    if isinstance(node, list):
+        return list(node)
+    return list(node.values()) if isinstance(node, dict) else []
 
 
 def _mask(node: Any, path: list[str]) -> None:
     head, rest = path[0], path[1:]
     if head == "*":
-        if isinstance(node, list):
-            for entry in node:
-                if rest:
-                    _mask(entry, rest)
+        for entry in _entries(node):
+            if rest:
+                _mask(entry, rest)
         return
     if not isinstance(node, dict) or head not in node:
         return
@@ -203,7 +214,7 @@ def secret_values(text: str) -> list[str]:
     def walk(node: Any, path: list[str]) -> None:
         head, rest = path[0], path[1:]
         if head == "*":
-            for entry in node if isinstance(node, list) else []:
+            for entry in _entries(node):
                 if rest:
                     walk(entry, rest)
             return

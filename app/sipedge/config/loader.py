@@ -44,6 +44,12 @@ class Config:
         self._values = values
         self.source = source
         self.text = text
+        # proxy instances (config/instances.py): the single-proxy layout is one instance,
+        # `default`, the config itself; with [instances.<name>] each is a Config of its own
+        self.instance_name = "default"
+        self.required = True
+        self.data_dir = ""
+        self.instances: dict[str, Config] = {"default": self}
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -143,12 +149,14 @@ def _line_for(lines: dict[str, int], path: str) -> int:
 
 
 class _Validator:
-    def __init__(self, source: str, lines: dict[str, int]) -> None:
+    def __init__(self, source: str, lines: dict[str, int], prefix: str = "") -> None:
         self.source = source
         self.lines = lines
         self.issues: list[ConfigIssue] = []
+        self.prefix = prefix  # `instances.<name>.` while an instance's tables are checked
 
     def error(self, path: str, reason: str) -> None:
+        path = self.prefix + path
         self.issues.append(ConfigIssue(self.source, _line_for(self.lines, path), path, reason))
 
     def build(self, cls: type, data: Any, path: str) -> Any:
@@ -257,6 +265,20 @@ def load_text(text: str, source: str = "<config>") -> Config:
         raise ConfigError([ConfigIssue(source, line, "(syntax)", msg)]) from None
     lines = line_map(text)
     v = _Validator(source, lines)
+    if "instances" in data:  # several proxies in one file (config/instances.py)
+        from .instances import build_instances
+
+        config = build_instances(data, v, text)
+    else:
+        config = build_config(data, v, text)
+    if v.issues or config is None:
+        raise ConfigError(v.issues)
+    return config
+
+
+def build_config(data: dict[str, Any], v: _Validator, text: str) -> Config | None:
+    """One proxy's Config from parsed TOML; problems go to `v` (None when there are any)."""
+    before = len(v.issues)
     values: dict[str, Any] = {}
     for name, value in data.items():
         if name not in SECTIONS:
@@ -273,16 +295,14 @@ def load_text(text: str, source: str = "<config>") -> Config:
             values[name] = tuple(built)
         else:
             values[name] = v.build(cls, value, name)
-    if v.issues:
-        raise ConfigError(v.issues)
+    if len(v.issues) > before:
+        return None
     for name, (cls, array) in SECTIONS.items():
         if name not in values:
             values[name] = () if array else cls()
-    config = Config(values, source, text)
+    config = Config(values, v.source, text)
     _check_semantics(config, v)
-    if v.issues:
-        raise ConfigError(v.issues)
-    return config
+    return None if len(v.issues) > before else config
 
 
 def _check_semantics(config: Config, v: _Validator) -> None:

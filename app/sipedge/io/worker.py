@@ -1038,12 +1038,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--stats-fd", type=int)
     ap.add_argument("--source", default="<config>")
+    ap.add_argument("--instance", help="[instances.NAME] of the config (docs/instances.md)")
     args = ap.parse_args(argv)
     _die_with_parent()
     # stdin: the config text, then NUL and a JSON object of secrets (never in argv or logs)
     text, _, extra = sys.stdin.read().partition("\0")
     secrets = json.loads(extra) if extra.strip() else {}
     config = load_text(text, args.source)
+    if args.instance:
+        config = config.instances[args.instance]
     from ..app import setup_logging
 
     setup_logging(config.core.log_level)

@@ -109,6 +109,11 @@ def build_pages(info, cols, rows):
                    " call " + _count(info.get("calls")),
                    "trans " + _count(info.get("transactions"))]
     pages.append(_page(traffic, cols, rows))
+    for name, state, listen, problem in info.get("instances") or []:  # [instances]: one each
+        lines = [fit(name, cols - len(state) - 1) + " " + state, fit_address(listen, cols)]
+        if rows > 2:
+            lines.append(fit(problem or "", cols))
+        pages.append(_page(lines, cols, rows))
     upstreams = info.get("upstreams") or []
     if upstreams:
         lines = []

@@ -103,7 +103,11 @@ class Store:
             raise ValueError("synchronous must be full or normal")
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a clear "cannot start", not a traceback
+                raise StoreError(f"{self.path}: cannot create its directory: "
+                                 f"{exc.strerror or exc}") from None
         # autocommit mode: transactions are explicit BEGIN ... COMMIT
         self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
         self.separate_location = location_path is not None

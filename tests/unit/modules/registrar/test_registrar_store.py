@@ -292,3 +292,9 @@ def test_new_aors_beyond_max_aors_are_refused(tmp_path):
     assert reg("u1", cseq=2).ok  # a refresh of a known AOR still works
     assert s.aor_count(NOW) == 3
     assert reg("u3", None).ok  # no bound given: the subscriber table bounds the AORs
+
+
+def test_a_database_directory_that_cannot_be_made_is_a_store_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot create its directory"):
+        Store(tmp_path / "file" / "sub" / "location.sqlite")
