@@ -24,11 +24,17 @@ def _holds(running: Any, proto: str, address: str, port: int) -> bool:
     the candidate replaces it). A wildcard on either side covers the other."""
     if running is None:
         return False
-    for lp in running.listen:
-        if lp.proto == proto and lp.port == port and (
-                lp.address == address or lp.address in WILDCARDS or address in WILDCARDS):
-            return True
+    for inst in _instances(running):
+        for lp in inst.listen:
+            if lp.proto == proto and lp.port == port and (
+                    lp.address == address or lp.address in WILDCARDS or address in WILDCARDS):
+                return True
     return False
+
+
+def _instances(config: Any) -> list[Any]:
+    """The proxy instances of a config ([instances.<name>], or the config itself)."""
+    return list(getattr(config, "instances", {"default": config}).values())
 
 
 def _bind_problem(proto: str, address: str, port: int) -> str | None:
@@ -78,28 +84,32 @@ def data_paths(config: Any) -> list[tuple[str, str]]:
 
 
 def start_problems(config: Any, running: Any = None) -> list[ConfigIssue]:
-    """Problems the proxy would hit at start with `config` on this box now."""
+    """Problems the proxies would hit at start with `config` on this box now (every
+    instance of it; keys named as in the file, `instances.<name>.listen[0].port`)."""
     lines = line_map(config.text)
     issues: list[ConfigIssue] = []
 
     def issue(path: str, reason: str) -> None:
         issues.append(ConfigIssue(config.source, _line_for(lines, path), path, reason))
 
+    held = {p for inst in _instances(running) for _k, p in data_paths(inst)} \
+        if running is not None else set()
     seen: set[tuple[str, str, int]] = set()
-    for i, lp in enumerate(config.listen):
-        proto = "tcp" if lp.proto in ("tcp", "tls") else "udp"
-        key = (proto, lp.address, lp.port)
-        if key in seen or _holds(running, lp.proto, lp.address, lp.port):
-            continue
-        seen.add(key)
-        problem = _bind_problem(proto, lp.address, lp.port)
-        if problem:
-            issue(f"listen[{i}].port", problem)
-    held = {p for _k, p in data_paths(running)} if running is not None else set()
-    for key, value in data_paths(config):
-        if value in held:
-            continue
-        problem = _writable_dir(Path(value))
-        if problem:
-            issue(key, f"{value}: {problem}")
+    for inst in _instances(config):
+        prefix = "" if inst is config else f"instances.{inst.instance_name}."
+        for i, lp in enumerate(inst.listen):
+            proto = "tcp" if lp.proto in ("tcp", "tls") else "udp"
+            key = (proto, lp.address, lp.port)
+            if key in seen or _holds(running, lp.proto, lp.address, lp.port):
+                continue
+            seen.add(key)
+            problem = _bind_problem(proto, lp.address, lp.port)
+            if problem:
+                issue(f"{prefix}listen[{i}].port", problem)
+        for key, value in data_paths(inst):
+            if value in held:
+                continue
+            problem = _writable_dir(Path(value))
+            if problem:
+                issue(prefix + key, f"{value}: {problem}")
     return issues

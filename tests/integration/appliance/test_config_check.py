@@ -96,3 +96,26 @@ def _unwritable_paths(m, tmp_path, ro):
     assert any(f":4: core.ctl_socket: {ro}/run/ctl.sock: {ro} is on a read-only file system" in e
                for e in errors), errors
     assert any(":12: registrar.db_path:" in e and "is not a directory" in e for e in errors), errors
+
+
+def test_start_time_checks_cover_every_instance(tmp_path):
+    """With [instances.<name>], each instance's listeners are checked and named as in the file."""
+    import socket
+
+    from sipedge.appliance.startcheck import start_problems
+    from sipedge.config import load_text
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        free = _free_port(socket.SOCK_DGRAM)
+        text = (f'[instances.a]\n[instances.a.core]\nworkers = 1\nctl_socket = "{tmp_path}/a.sock"\n'
+                f'[[instances.a.listen]]\naddress = "127.0.0.1"\nport = {free}\n\n'
+                f'[instances.b]\n[instances.b.core]\nworkers = 1\nctl_socket = "{tmp_path}/b.sock"\n'
+                f'[[instances.b.listen]]\naddress = "127.0.0.1"\nport = {port}\n')
+        cfg = load_text(text, str(tmp_path / "box.toml"))
+        errors = [str(i) for i in start_problems(cfg)]
+        assert len(errors) == 1, errors
+        assert errors[0].startswith(f"{tmp_path}/box.toml:15: instances.b.listen[0].port: udp "
+                                    f"127.0.0.1:{port} is already in use"), errors
+        assert start_problems(cfg, running=cfg) == []
