@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 
-from . import __version__
+from . import __version__, compiled
 from .config import Config, ConfigError, load_file, load_text
 from .errors import ScriptError
 from .io.modules import (
@@ -657,6 +657,7 @@ async def serve(config: Config) -> int:
     listen = ", ".join(f"{lp.proto}:{lp.address}:{lp.port}" for lp in config.listen)
     log.info("sipedge %s running config=%s workers=%d listen=[%s] ctl=%s", __version__,
              config.source, proxy.nworkers, listen, config.core.ctl_socket)
+    log.info("build: %s", compiled.summary())  # the compiled build or pure Python
     await stop.wait()
     log.info("stopping")
     for t in tasks:
