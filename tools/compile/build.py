@@ -9,7 +9,7 @@ the modules of sipedge/compiled.py as C extensions next to their .py files. Use 
 PYTHONPATH=DIR. Nothing is written into app/.
 
 --cached: DIR defaults to out/compiled/<key>, where the key hashes the package sources,
-this script, the interpreter and Cython's version; an existing tree with that key is reused
+setup.py, the include directories, the interpreter and Cython's version; an existing tree with that key is reused
 (the tests and the bench build once). Prints the tree's path on the last line.
 --include DIR: headers searched before the interpreter's own; the default is Debian's
 /usr/include/python3.X when present (what the offline image's python3 was built with).
@@ -17,6 +17,7 @@ this script, the interpreter and Cython's version; an existing tree with that ke
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import shutil
@@ -45,7 +46,7 @@ def cython_version(python: str = sys.executable) -> str | None:
 
 def source_key(python: str, include: list[str]) -> str:
     h = hashlib.sha256(f"{_interp_info(python)}\n{include}\n".encode())
-    files = [APP / "setup.py", APP / "pyproject.toml", Path(__file__).resolve()]
+    files = [APP / "setup.py", APP / "pyproject.toml"]  # setup.py holds the directives
     files += sorted(p for p in (APP / "sipedge").rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts
                     and p.suffix not in (".pyc", ".so", ".c"))
@@ -102,7 +103,10 @@ def cached(python: str = sys.executable, include: list[str] = (), jobs: int = 2,
     dest = root / source_key(python, list(include))
     if (dest / "sipedge").is_dir():
         return dest
-    build(dest, python, include, jobs)
+    with open(root / ".lock", "w") as lock:  # parallel test runs share out/: build once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (dest / "sipedge").is_dir():
+            build(dest, python, include, jobs)
     old = sorted((p for p in root.iterdir() if p.is_dir() and p != dest and "." not in p.name),
                  key=lambda p: p.stat().st_mtime)
     for p in old[:max(0, len(old) - (KEEP_CACHED - 1))]:
