@@ -97,9 +97,10 @@ def parse_args(argv):
                     help="instead of calls: boot the offline image N times (5 for the issue 13 "
                          "target) and report boot stages and idle memory (benchlib/boot.py)")
     ap.add_argument("--boot-arch", default="amd64", choices=("amd64", "arm64"))
-    ap.add_argument("--build", default="pure", choices=("pure", "compiled"),
-                    help="sipedge as pure Python (the venv's app, default) or the compiled build "
-                         "(tools/compile/build.py --cached, put first on PYTHONPATH)")
+    ap.add_argument("--build", default="pure",
+                    help="sipedge as pure Python (this tree's app/, default), `compiled` (the "
+                         "compiled build, tools/compile/build.py --cached, put first on "
+                         "PYTHONPATH) or the path of a tree built by tools/compile/build.py --out")
     a = ap.parse_args(argv)
     a.workers = [int(x) for x in a.workers.split(",") if x]
     a.overload = [1.5, 2.0] if a.overload == "on" else [float(x) for x in a.overload.split(",") if x]
@@ -767,6 +768,10 @@ def use_build(build):
     source state under out/compiled/ (bench/README.md "Compiled build")."""
     if build == "pure":
         os.environ["PYTHONPATH"] = os.path.join(REPO, "app")
+    elif build != "compiled":
+        if not os.path.isdir(os.path.join(build, "sipedge")):
+            raise SystemExit(f"--build {build}: not pure, compiled or a directory with sipedge/")
+        os.environ["PYTHONPATH"] = os.path.abspath(build)
     else:
         tool = os.path.join(REPO, "tools", "compile", "build.py")
         out = subprocess.run([sys.executable, tool, "--cached"], check=True,
