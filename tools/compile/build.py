@@ -71,8 +71,11 @@ def build(dest: Path, python: str = sys.executable, include: list[str] = (), job
         cmd = [python, "setup.py", "-q", "build_ext", "--inplace", "-j", str(jobs)]
         if include:
             cmd += ["-I", os.pathsep.join(include)]
+        # no debug info: it is most of the compile time of Cython's large C files, and the
+        # image strips it anyway (CFLAGS from the environment come after the interpreter's)
         env = {**os.environ, "SIPEDGE_BUILD": "compiled",
-               "SIPEDGE_CYTHON_BUILD_DIR": str(tmp / "build" / "cython")}
+               "SIPEDGE_CYTHON_BUILD_DIR": str(tmp / "build" / "cython"),
+               "CFLAGS": (os.environ.get("CFLAGS", "") + " -g0").strip()}
         res = subprocess.run(cmd, cwd=tmp, env=env, capture_output=quiet, text=True)
         if res.returncode:
             raise RuntimeError(f"compiled build failed ({' '.join(cmd)}):\n"
