@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
 PYTEST_ARGS ?=
 
-.PHONY: run venv test test-deps test-unit test-int test-system bench lint clean
+.PHONY: run venv test test-deps test-unit test-int test-system bench lint clean compiled
 
 # Start the proxy on the embedded default config (127.0.0.1:5060 UDP+TCP).
 run: venv
@@ -59,6 +59,11 @@ bench-diameter: test-deps
 
 soak-diameter: test-deps
 	$(VPY) bench/run.py --mode diameter --soak-only --soak-s 600 $(BENCH_ARGS)
+
+# The compiled build (app/setup.py) for the venv's Python, cached under out/compiled/<key>;
+# use it with PYTHONPATH=<the printed directory>.
+compiled: test-deps
+	$(VPY) tools/compile/build.py --cached
 
 clean:
 	rm -rf $(VENV) out

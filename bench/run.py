@@ -97,6 +97,10 @@ def parse_args(argv):
                     help="instead of calls: boot the offline image N times (5 for the issue 13 "
                          "target) and report boot stages and idle memory (benchlib/boot.py)")
     ap.add_argument("--boot-arch", default="amd64", choices=("amd64", "arm64"))
+    ap.add_argument("--build", default="pure",
+                    help="sipedge as pure Python (this tree's app/, default), `compiled` (the "
+                         "compiled build, tools/compile/build.py --cached, put first on "
+                         "PYTHONPATH) or the path of a tree built by tools/compile/build.py --out")
     a = ap.parse_args(argv)
     a.workers = [int(x) for x in a.workers.split(",") if x]
     a.overload = [1.5, 2.0] if a.overload == "on" else [float(x) for x in a.overload.split(",") if x]
@@ -759,6 +763,25 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def use_build(build):
+    """--build: the sipedge processes inherit PYTHONPATH; the compiled tree is built once per
+    source state under out/compiled/ (bench/README.md "Compiled build")."""
+    if build == "pure":
+        os.environ["PYTHONPATH"] = os.path.join(REPO, "app")
+    elif build != "compiled":
+        if not os.path.isdir(os.path.join(build, "sipedge")):
+            raise SystemExit(f"--build {build}: not pure, compiled or a directory with sipedge/")
+        os.environ["PYTHONPATH"] = os.path.abspath(build)
+    else:
+        tool = os.path.join(REPO, "tools", "compile", "build.py")
+        out = subprocess.run([sys.executable, tool, "--cached"], check=True,
+                             capture_output=True, text=True).stdout.split()
+        os.environ["PYTHONPATH"] = out[-1]
+    summary = subprocess.run([sys.executable, "-c", "import sipedge.compiled as c; print(c.summary())"],
+                             capture_output=True, text=True).stdout.strip()
+    log(f"sipedge build: {build}: {summary} (PYTHONPATH={os.environ['PYTHONPATH']})")
+
+
 def main(argv=None):
     raw = sys.argv[1:] if argv is None else argv
     if any(m == "diameter" for i, a in enumerate(raw) if a == "--mode" and i + 1 < len(raw)
@@ -767,6 +790,7 @@ def main(argv=None):
 
         return diameter.main(raw)
     args = parse_args(raw)
+    use_build(args.build)
     if args.boot:
         from benchlib import boot
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 
-from . import __version__
+from . import __version__, compiled
 from .config import Config, ConfigError, load_file, load_text
 from .errors import ScriptError, TransportError
 from .io.modules import (
@@ -776,6 +776,7 @@ async def serve(config: Config) -> int:
     log.info("sipedge %s running config=%s instance=%s workers=%d listen=[%s] ctl=%s",
              __version__, config.source, config.instance_name, proxy.nworkers, listen,
              config.core.ctl_socket)
+    log.info("build: %s", compiled.summary())  # the compiled build or pure Python
     await stop.wait()
     log.info("stopping")
     for t in tasks:

@@ -94,6 +94,10 @@ def test_sipedge_package_builds_the_local_app():
     assert re.search(r"^SIPEDGE_SITE_METHOD = local$", mk, re.M)
     assert re.search(r"^SIPEDGE_SETUP_TYPE = setuptools$", mk, re.M)
     assert "$(eval $(python-package))" in mk
+    # the compiled build: host Cython, and a module that does not compile fails the build
+    assert re.search(r"^SIPEDGE_DEPENDENCIES = .*\bhost-python-cython\b", mk, re.M)
+    assert re.search(r"^SIPEDGE_ENV = .*\bSIPEDGE_BUILD=compiled\b", mk, re.M)
+    assert "BR2_PACKAGE_HOST_PYTHON_CYTHON" in known_symbols(), "no host-python-cython in Buildroot"
     site = re.search(r"^SIPEDGE_SITE = (.+)$", mk, re.M).group(1)
     assert (Path(site.replace("$(BR2_EXTERNAL_SIPEDGE_PATH)", str(FW))) / "pyproject.toml").exists()
     # A local package downloads nothing: its .hash must not pin a (stale) tarball.

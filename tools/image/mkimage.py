@@ -6,7 +6,8 @@ usage: mkimage.py [--arch amd64|arm64] [--out DIR] [--force] [--check] [--compre
 Two stages, each skipped when its inputs have not changed:
   base      tools/image/mkbase.sh: mmdebstrap of debian-packages.txt, slimmed (about 50 s on
             amd64, about 4 min on arm64 with a cold .deb cache).
-  assemble  copy of the base + rootfs/ overlay + the app from app/sipedge (byte-compiled) +
+  assemble  copy of the base + rootfs/ overlay + the app from app/sipedge (byte-compiled, the
+            hot modules also as C extensions: the compiled build, tools/compile/build.py) +
             tiny initrd (mkinitrd.py) + ext4 images + genimage with the board's genimage.cfg
             (seconds).
 Outputs in DIR (default out/image-ARCH): sipedge.img (FAT boot, rootfs A, rootfs B, data),
@@ -17,6 +18,7 @@ import argparse
 import fcntl
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -87,7 +89,9 @@ def base_key(arch: str) -> str:
 def image_key(arch: str, board: str) -> str:
     h = hashlib.sha256(f"image {arch} {base_key(arch)}\n".encode())
     hash_paths(h, [REPO / "app/sipedge", REPO / "rootfs", REPO / "board/common",
-                   REPO / "board" / board, HERE / "mkimage.py", HERE / "mkinitrd.py"])
+                   REPO / "board" / board, HERE / "mkimage.py", HERE / "mkinitrd.py",
+                   REPO / "app/setup.py", REPO / "tools/compile/build.py"])
+    h.update(f"app build {os.environ.get('SIPEDGE_IMAGE_BUILD', 'auto')}\n".encode())
     return h.hexdigest()
 
 
@@ -106,11 +110,87 @@ def copy_overlay(src: Path, dst: Path) -> None:
             shutil.copy2(p, target)
 
 
-def install_app(root: Path) -> None:
+def _compile_tool():
+    spec = importlib.util.spec_from_file_location("compile_build", REPO / "tools/compile/build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def compiled_modules() -> tuple[str, ...]:
+    ns: dict = {}
+    exec((REPO / "app/sipedge/compiled.py").read_text(encoding="utf-8"), ns)
+    return ns["MODULES"]
+
+
+def target_python(root: Path) -> tuple[str, str]:
+    """(version 3.X, EXT_SUFFIX) of the image's python3."""
+    out = subprocess.run(
+        ["chroot", str(root), "python3", "-c",
+         "import sys, sysconfig; print('%d.%d' % sys.version_info[:2]); "
+         "print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+        check=True, capture_output=True, text=True).stdout.split()
+    return out[0], out[1]
+
+
+def compiled_builder(root: Path) -> tuple[str, list[str]] | str:
+    """(interpreter, include dirs) that can build the compiled modules for the image's python3,
+    or the reason why none can. The generated C is the same for every architecture; the
+    compile needs an interpreter with Cython whose extension suffix (version and
+    architecture) is the image's, and the image Python's headers."""
+    ver, suffix = target_python(root)
+    inc = Path(f"/usr/include/python{ver}")
+    if not (inc / "Python.h").exists():
+        return f"no host headers for Python {ver} ({inc}; Debian python{ver}-dev)"
+    seen = []
+    for py in dict.fromkeys([sys.executable, shutil.which(f"python{ver}"), "/usr/bin/python3"]):
+        if not py or not Path(py).exists():
+            continue
+        res = subprocess.run([py, "-c", "import sysconfig, Cython; "
+                              "print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+                             capture_output=True, text=True)
+        have = res.stdout.strip() if res.returncode == 0 else "no Cython"
+        if have == suffix:
+            return py, [str(inc)]
+        seen.append(f"{py}: {have}")
+    return f"no host interpreter with Cython builds {suffix} ({'; '.join(seen)})"
+
+
+def install_compiled(site: Path, root: Path) -> dict:
+    """The compiled build (app/setup.py) of the hot modules into the image, next to their .py
+    (Python imports the extension first). SIPEDGE_IMAGE_BUILD=pure skips it; =compiled makes
+    an impossible build an error. Returns what went in, for build_info."""
+    mode = os.environ.get("SIPEDGE_IMAGE_BUILD", "auto")
+    if mode == "pure":
+        return {"build": "pure", "why": "SIPEDGE_IMAGE_BUILD=pure"}
+    builder = compiled_builder(root)
+    if isinstance(builder, str):
+        if mode == "compiled":
+            raise SystemExit(f"mkimage: compiled build impossible: {builder}")
+        log(f"compiled build impossible, the app is pure Python: {builder}")
+        return {"build": "pure", "why": builder}
+    python, include = builder
+    tree = _compile_tool().cached(python, include, jobs=os.cpu_count() or 1,
+                                  root=REPO / "out" / "compiled")
+    files = []
+    for module in compiled_modules():
+        rel = Path(*module.split(".")[1:])
+        found = sorted((tree / "sipedge" / rel.parent).glob(rel.name + ".*.so"))
+        if not found:
+            raise SystemExit(f"mkimage: {module} missing from the compiled tree {tree}")
+        shutil.copy2(found[0], site / rel.parent / found[0].name)
+        files.append(str((rel.parent / found[0].name).as_posix()))
+    run("strip", "--strip-unneeded", *(site / f for f in files))
+    log(f"compiled build: {len(files)} modules from {tree}")
+    return {"build": "compiled", "modules": files}
+
+
+def install_app(root: Path) -> dict:
     site = root / "usr/lib/python3/dist-packages/sipedge"
     shutil.rmtree(site, ignore_errors=True)
     shutil.copytree(REPO / "app/sipedge", site,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.c"))
+    compiled = install_compiled(site, root)
     for name, (module, func) in ENTRY_POINTS.items():
         script = root / "usr/bin" / name
         script.write_text(
@@ -123,6 +203,7 @@ def install_app(root: Path) -> None:
     # The root filesystem is read-only: ship the bytecode.
     run("chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode",
         "unchecked-hash", "/usr/lib/python3/dist-packages/sipedge")
+    return compiled
 
 
 def busybox_links(root: Path) -> None:
@@ -249,7 +330,7 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
         f"{app_version()}+{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     run(REPO / "board/common/post-build.sh", rootfs, REPO / "board" / board,
         env={**os.environ, "SIPEDGE_VERSION": version})
-    install_app(rootfs)
+    compiled = install_app(rootfs)
 
     kernel_name = meta["KERNEL_IMAGE"]
     kver = extract_kernel(rootfs, bindir / kernel_name, kernel_name)
@@ -275,7 +356,7 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     shutil.copy2(REPO / "board/common/sipedge.toml", bindir / "sipedge.toml")
     build_info = {
         "board": board, "arch": arch, "kernel": kver, "key": key, "version": version,
-        "bootloader": bootloader,
+        "bootloader": bootloader, "app_build": compiled,
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (rootfs / "etc/sipedge-build.json").write_text(json.dumps(build_info, indent=1) + "\n")

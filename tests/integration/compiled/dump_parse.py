@@ -1,0 +1,105 @@
+"""Print, one JSON line per input, what the parser and the proxy rules make of every corpus
+sample and of seeded mutations of them. Run once per build (PYTHONPATH selects it);
+test_compiled_build.py compares the two outputs line by line.
+
+Only public, stable entry points are used (parse_message, the header accessors,
+ProxyCore.check_request/options replies), so the dump survives refactoring of the hot path;
+what a value looks like is its repr()/str(), the same in both builds.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+from sipedge.errors import ProtocolError
+from sipedge.sip.headers.address import parse_address
+from sipedge.sip.message import Request, parse_message
+
+CORPUS = Path(__file__).resolve().parents[2] / "unit" / "sip" / "corpus"
+MUTATIONS_PER_SAMPLE = 12
+
+
+def _err(e: BaseException) -> list:
+    return ["error", type(e).__name__, getattr(e, "reason", str(e)), getattr(e, "status_hint", None)]
+
+
+def _try(fn):
+    try:
+        return ["ok", fn()]
+    except ProtocolError as e:
+        return _err(e)
+    except (ValueError, TypeError, KeyError, IndexError, UnicodeError) as e:
+        return _err(e)
+
+
+def parsed(data: bytes, datagram: bool) -> dict:
+    out: dict = {}
+    try:
+        msg = parse_message(data, datagram=datagram)
+    except ProtocolError as e:
+        return {"parse": _err(e)}
+    out["start"] = msg.start_line
+    out["headers"] = [list(h) for h in msg.header_items()]
+    out["body"] = msg.body.hex() if isinstance(msg.body, (bytes, bytearray)) else repr(msg.body)
+    out["vias"] = _try(lambda: [repr(v) for v in msg.vias()])
+    out["cseq"] = _try(lambda: repr(msg.cseq))
+    out["call_id"] = _try(lambda: msg.call_id)
+    out["from"] = _try(lambda: repr(msg.from_))
+    out["to"] = _try(lambda: repr(msg.to))
+    for name in ("contact", "route", "record-route"):
+        out[name] = _try(lambda: [repr(parse_address(v)) for v in msg.get_all(name)])
+    if isinstance(msg, Request):
+        out["uri"] = _try(lambda: [repr(msg.uri), str(msg.uri)])
+        out["proxy"] = _try(lambda: proxy_rules(msg))
+    out["bytes"] = _try(lambda: msg.to_bytes().hex())
+    return out
+
+
+def proxy_rules(msg: Request):
+    from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
+    local = LocalAddress(0, "udp", "192.0.2.10", 5060, "192.0.2.10", 5060)
+    core = ProxyCore([local], domains=("example.com",), secret=b"k")
+    reply = core.check_request(msg, Source("udp", "198.51.100.1", 5070, 0))
+    return None if reply is None else reply.to_bytes().hex()
+
+
+def mutations(data: bytes, rng: random.Random) -> list[bytes]:
+    out = []
+    for _ in range(MUTATIONS_PER_SAMPLE):
+        buf = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            if not buf:
+                break
+            op, i = rng.randrange(4), rng.randrange(len(buf))
+            if op == 0:
+                buf[i] = rng.randrange(256)
+            elif op == 1:
+                del buf[i:i + rng.randint(1, 8)]
+            elif op == 2:
+                buf[i:i] = rng.choice([b"\r\n", b";", b",", b":", b" ", b"\x00", b"<", b"\"", b"%"])
+            else:
+                buf[i:i] = buf[max(0, i - 20):i]
+        out.append(bytes(buf))
+    return out
+
+
+def main() -> int:
+    rng = random.Random(15)
+    samples = [p.read_bytes() for p in sorted(CORPUS.glob("*/*.sip"))]
+    if not samples:
+        raise SystemExit(f"no corpus under {CORPUS}")
+    n = 0
+    for data in samples:
+        for variant in [data, *mutations(data, rng)]:
+            for datagram in (True, False):
+                line = {"n": n, "datagram": datagram, **parsed(variant, datagram)}
+                print(json.dumps(line, sort_keys=True, default=repr))
+                n += 1
+    print(json.dumps({"total": n}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
