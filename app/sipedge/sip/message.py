@@ -57,18 +57,18 @@ class Message:
 
     def get(self, name: str) -> str | None:
         """The first value of a header (for list headers, the first list element)."""
-        key = _key(name)
+        key = _key_cache.get(name) or _key(name)
         for h in self.headers:
             if h[0] == key:
                 v = h[2]
-                if key in MULTI_VALUE and "," in v:
+                if "," in v and key in MULTI_VALUE:
                     return split_commas(v)[0]
                 return v
         return None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header, list headers split on commas, in order."""
-        key = _key(name)
+        key = _key_cache.get(name) or _key(name)
         out: list[str] = []
         multi = key in MULTI_VALUE
         for h in self.headers:
@@ -80,8 +80,11 @@ class Message:
         return out
 
     def has(self, name: str) -> bool:
-        key = _key(name)
-        return any(h[0] == key for h in self.headers)
+        key = _key_cache.get(name) or _key(name)
+        for h in self.headers:
+            if h[0] == key:
+                return True
+        return False
 
     def count(self, name: str) -> int:
         return len(self.get_all(name))
