@@ -142,17 +142,16 @@ def _param_dict(params: tuple[tuple[str, str | None], ...]) -> dict[str, str]:
 
 def get_param(params: tuple[tuple[str, str | None], ...], name: str) -> str | None:
     """Value of a parameter ('' for a flag parameter), None when absent."""
-    if not params:
-        return None
-    d = _param_dict(params)
-    v = d.get(name)
-    if v is None and not name.islower():
-        v = d.get(name.lower())
-    return v
+    name = name.lower()
+    for k, v in params:
+        if k.lower() == name:
+            return "" if v is None else v
+    return None
 
 
 def has_param(params: tuple[tuple[str, str | None], ...], name: str) -> bool:
-    return get_param(params, name) is not None
+    name = name.lower()
+    return any(k.lower() == name for k, _ in params)
 
 
 def set_param(params: tuple[tuple[str, str | None], ...], name: str,
