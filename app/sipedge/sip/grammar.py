@@ -122,24 +122,6 @@ def format_params(params: tuple[tuple[str, str | None], ...]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
 
 
-_by_name: dict[tuple, dict[str, str]] = {}
-
-
-def _param_dict(params: tuple[tuple[str, str | None], ...]) -> dict[str, str]:
-    """Lower-case name -> value ('' for a flag; the first of a repeated name). Parameter
-    tuples are immutable and shared by the Via/URI/address caches, so a message's Via branch,
-    rport, lr, tag... are looked up in a dict built once per distinct tuple."""
-    d = _by_name.get(params)
-    if d is None:
-        d = {}
-        for k, v in params:
-            d.setdefault(k.lower(), "" if v is None else v)
-        if len(_by_name) >= 4096:
-            _by_name.clear()
-        _by_name[params] = d
-    return d
-
-
 def get_param(params: tuple[tuple[str, str | None], ...], name: str) -> str | None:
     """Value of a parameter ('' for a flag parameter), None when absent."""
     name = name.lower()
