@@ -30,6 +30,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 _DIGITS = re.compile(r"[0-9]{1,9}")
 _STATUS = re.compile(r"[1-9][0-9][0-9]")
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_CRLF = "\r\n"
 # headers a message carries at most once (RFC 3261 20; 8.2.2 / 16.3: a duplicate is a 400)
 _SINGLE = ("call-id", "from", "to", "cseq", "max-forwards")
 
@@ -57,18 +58,18 @@ class Message:
 
     def get(self, name: str) -> str | None:
         """The first value of a header (for list headers, the first list element)."""
-        key = _key(name)
+        key = _key_cache.get(name) or _key(name)
         for h in self.headers:
             if h[0] == key:
                 v = h[2]
-                if key in MULTI_VALUE and "," in v:
+                if "," in v and key in MULTI_VALUE:
                     return split_commas(v)[0]
                 return v
         return None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header, list headers split on commas, in order."""
-        key = _key(name)
+        key = _key_cache.get(name) or _key(name)
         out: list[str] = []
         multi = key in MULTI_VALUE
         for h in self.headers:
@@ -80,8 +81,11 @@ class Message:
         return out
 
     def has(self, name: str) -> bool:
-        key = _key(name)
-        return any(h[0] == key for h in self.headers)
+        key = _key_cache.get(name) or _key(name)
+        for h in self.headers:
+            if h[0] == key:
+                return True
+        return False
 
     def count(self, name: str) -> int:
         return len(self.get_all(name))
@@ -227,14 +231,10 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Serialise. Content-Length is always written, from the body."""
-        lines = [self.start_line()]
-        for h in self.headers:
-            if h[0] != "content-length":
-                lines.append(f"{h[1]}: {h[2]}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        lines.append("")
-        lines.append("")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+        lines = [f"{h[1]}: {h[2]}" for h in self.headers if h[0] != "content-length"]
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return (f"{self.start_line()}\r\n{_CRLF.join(lines)}"
+                ).encode("utf-8", "surrogateescape") + self.body
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -366,6 +366,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
             raise RemoteProtocolError("Continuation before first header")
         rest = _FOLD.sub(" ", rest)
     headers: list[list[str]] = []
+    keys: list[str | None] = []
     if nl:
         found = _HEADER_LINE.findall(rest)
         if len(found) != rest.count("\n") + 1:
@@ -374,16 +375,19 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
             raise RemoteProtocolError("Too many headers")
         if len(rest) > MAX_LINE and max(map(len, rest.split("\n"))) > MAX_LINE:
             raise RemoteProtocolError("Header line too long")
-        cache = _key_cache
-        append = headers.append
-        for name, value in found:
-            key = cache.get(name)
-            if key is None:
-                name = name.strip()
-                key = _key(name)
-                if not _TOKEN.fullmatch(key):
-                    raise RemoteProtocolError("Bad header name")
-            append([key, name, value.strip()])
+        # the common case in C-level loops: every name known to the key cache
+        names, values = zip(*found)
+        keys = list(map(_key_cache.get, names))
+        headers = list(map(list, zip(keys, names, map(str.strip, values))))
+        if None in keys:
+            for i, h in enumerate(headers):
+                if h[0] is None:
+                    name = h[1].strip()
+                    key = _key(name)
+                    if not _TOKEN.fullmatch(key):
+                        raise RemoteProtocolError("Bad header name")
+                    h[0] = keys[i] = key
+                    h[1] = name
 
     msg: Request | Response
     if first[:4].upper() == "SIP/":
@@ -405,11 +409,11 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
             raise RemoteProtocolError("Bad method")
         msg = Request(method, uri, headers)
 
-    keys = [h[0] for h in headers]
     present = set(keys)
-    for req in _REQUIRED:
-        if req not in present:
-            raise RemoteProtocolError(f"Missing {canonical_name(req)}")
+    if not present.issuperset(_REQUIRED):
+        for req in _REQUIRED:
+            if req not in present:
+                raise RemoteProtocolError(f"Missing {canonical_name(req)}")
     if len(present) < len(keys):  # some header repeats: one that must not? (C-speed counts)
         for single in _SINGLE:
             if keys.count(single) > 1:
@@ -417,7 +421,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
 
     body = data[body_start:]
     clen: int | None = None
-    for h in headers:
+    for h in headers if "content-length" in present else ():
         if h[0] == "content-length":
             v = h[2]
             if not _DIGITS.fullmatch(v):

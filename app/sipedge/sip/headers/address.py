@@ -33,7 +33,22 @@ class Address:
         return replace(self, **changes)
 
 
+_cache: dict[str, Address] = {}
+
+
 def parse_address(text: str) -> Address:
+    """Parse a name-addr / addr-spec. Addresses are immutable, so recently parsed ones are
+    shared from a small cache: a dialog repeats its From, To and Route values."""
+    addr = _cache.get(text)
+    if addr is None:
+        addr = _parse_address(text)
+        if len(_cache) >= 4096:
+            _cache.clear()
+        _cache[text] = addr
+    return addr
+
+
+def _parse_address(text: str) -> Address:
     text = text.strip()
     if text == "*":
         return Address(URI("sip"), star=True)

@@ -71,7 +71,22 @@ _FAST = re.compile(
     re.ASCII)
 
 
+_cache: dict[str, Via] = {}
+
+
 def parse_via(text: str) -> Via:
+    """Parse one Via value. Vias are immutable, so recently parsed ones are shared from a
+    small cache: a transaction's replies repeat its request's Vias (errors are not cached)."""
+    via = _cache.get(text)
+    if via is None:
+        via = _parse_via_uncached(text)
+        if len(_cache) >= 4096:
+            _cache.clear()
+        _cache[text] = via
+    return via
+
+
+def _parse_via_uncached(text: str) -> Via:
     m = _FAST.fullmatch(text)
     if m is not None:
         port = m.group(4)

@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""The per-message hot path without sockets: a fixed list of SIP datagrams through one
+worker's message handling (`Worker.on_datagram`), sends collected instead of sent.
+
+Bytes in, actions out: the worker is built as the bench's proxy builds it (same config
+templates as bench/configs/sipedge-{stateless,stateful}.toml), never started, and its UDP
+listener is a collector. A small in-process caller and callee play the bench's SIPp call
+(INVITE, 180, 200, ACK, BYE, 200; the callee copies Record-Route, the caller routes ACK and
+BYE by it), so the messages are the ones `bench/run.py` sends.
+
+    PYTHONPATH=app python bench/hotpath.py --mode stateless --calls 500          # us/msg
+    PYTHONPATH=app python bench/hotpath.py --mode stateful --profile | head -40  # cProfile
+    PYTHONPATH=app python bench/hotpath.py --mode stateful --icount --calls 100  # Ir/call
+
+`--record FILE` keeps the datagrams of --calls calls; `--replay FILE` feeds them to a fresh
+worker (after --warmup calls of its own), so the caller and callee cost nothing there.
+`--icount` records, then runs the replay under valgrind's callgrind with all calls and with
+none: instructions per call = (Ir(N) - Ir(0)) / N.
+Timings on a busy machine are indicative only; instruction counts are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if not os.environ.get("PYTHONPATH"):  # PYTHONPATH=/other/tree/app measures that tree
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "app"))
+
+PROXY = ("127.0.0.1", 25010)
+CALLER = ("127.0.0.1", 25040)
+CALLEE = ("127.0.0.1", 25022)
+
+STATELESS = """
+[core]
+workers = 1
+log_level = "warning"
+[[listen]]
+proto = "udp"
+address = "127.0.0.1"
+port = 25010
+[proxy]
+record_route = true
+[routing]
+default_destination = "sip:127.0.0.1:25022"
+"""
+
+STATEFUL = """
+[core]
+workers = 1
+log_level = "warning"
+[[listen]]
+proto = "udp"
+address = "127.0.0.1"
+port = 25010
+[proxy]
+record_route = true
+[routing]
+script = "route.py"
+"""
+
+ROUTE = '''
+NEXT_HOP = "sip:127.0.0.1:25022"
+
+
+def request_route(msg):
+    if msg.in_dialog or msg.method in ("ACK", "CANCEL"):
+        msg.t_relay()
+        return
+    msg.t_relay(NEXT_HOP)
+'''
+
+SDP = (b"v=0\r\no=bench 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 6000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n")
+
+
+class Collector:
+    """Stands in for the worker's UDP listener: remembers what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple]] = []
+
+    def sendto(self, data: bytes, addr: tuple) -> None:
+        self.sent.append((data, addr))
+
+
+def make_worker(mode: str, workdir: str):
+    from sipedge.config import load_text
+    from sipedge.io.worker import Worker
+    from sipedge.script.loader import load_script
+
+    text = STATELESS if mode == "stateless" else STATEFUL
+    cfg_path = os.path.join(workdir, "sipedge.toml")
+    with open(cfg_path, "w") as f:
+        f.write(text)
+    with open(os.path.join(workdir, "route.py"), "w") as f:
+        f.write(ROUTE)
+    real_token_hex = secrets.token_hex
+    secrets.token_hex = lambda n=None: "ab"  # a fixed transaction branch salt: replayable
+    try:
+        w = Worker(0, 1, load_text(text, cfg_path), "hotpath")
+    finally:
+        secrets.token_hex = real_token_hex
+    if w.script_path:
+        w.script = load_script(w.script_path, {"ksr": w.modules.ksr})
+    w.udp = {0: Collector()}
+    return w
+
+
+# -- the caller and the callee ------------------------------------------------------------
+
+def _headers(data: bytes, name: bytes) -> list[bytes]:
+    return re.findall(rb"(?im)^" + name + rb":[ \t]*([^\r\n]*)", data.split(b"\r\n\r\n")[0])
+
+
+def _reply(req: bytes, status: bytes, tag: bytes, body: bytes = b"") -> bytes:
+    lines = [b"SIP/2.0 " + status]
+    lines += [b"Via: " + v for v in _headers(req, b"via")]
+    if not status.startswith(b"200 OK") or b"INVITE" in _headers(req, b"cseq")[0]:
+        lines += [b"Record-Route: " + v for v in _headers(req, b"record-route")]
+    lines.append(b"From: " + _headers(req, b"from")[0])
+    to = _headers(req, b"to")[0]
+    lines.append(b"To: " + (to if b"tag=" in to else to + b";tag=" + tag))
+    lines.append(b"Call-ID: " + _headers(req, b"call-id")[0])
+    lines.append(b"CSeq: " + _headers(req, b"cseq")[0])
+    lines.append(b"Contact: <sip:callee@%s:%d;transport=UDP>" % (CALLEE[0].encode(), CALLEE[1]))
+    if body:
+        lines.append(b"Content-Type: application/sdp")
+    lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _invite(n: int) -> bytes:
+    host, port = PROXY
+    me = b"%s:%d" % (CALLER[0].encode(), CALLER[1])
+    return (b"INVITE sip:bench@%s:%d SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP %s;branch=z9hG4bK-%d-1-0\r\n"
+            b"Max-Forwards: 70\r\n"
+            b"From: \"bench\" <sip:caller@%s>;tag=%du4242\r\n"
+            b"To: <sip:bench@%s:%d>\r\n"
+            b"Call-ID: %d-4242@127.0.0.1\r\n"
+            b"CSeq: 1 INVITE\r\n"
+            b"Contact: <sip:caller@%s;transport=UDP>\r\n"
+            b"Subject: bench\r\n"
+            b"Content-Type: application/sdp\r\n"
+            b"Content-Length: %d\r\n\r\n" % (host.encode(), port, me, n, me, n, host.encode(),
+                                             port, n, me, len(SDP))) + SDP
+
+
+def _in_dialog(method: bytes, n: int, ok: bytes, cseq: int) -> bytes:
+    me = b"%s:%d" % (CALLER[0].encode(), CALLER[1])
+    contact = re.search(rb"<([^>]*)>", _headers(ok, b"contact")[0]).group(1)
+    routes = _headers(ok, b"record-route")[::-1]
+    route = b"".join(b"Route: " + r + b"\r\n" for r in routes)
+    return (b"%s %s SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP %s;branch=z9hG4bK-%d-%d-%s\r\n"
+            b"%s"
+            b"Max-Forwards: 70\r\n"
+            b"From: \"bench\" <sip:caller@%s>;tag=%du4242\r\n"
+            b"To: %s\r\n"
+            b"Call-ID: %d-4242@127.0.0.1\r\n"
+            b"CSeq: %d %s\r\n"
+            b"Content-Length: 0\r\n\r\n" % (method, contact, me, n, cseq, method, route, me, n,
+                                            _headers(ok, b"to")[0], n, cseq, method))
+
+
+def _take(col: Collector, to: tuple, status: bytes | None = None) -> bytes:
+    for i, (data, addr) in enumerate(col.sent):
+        if addr == to and (status is None or data.startswith(b"SIP/2.0 " + status)):
+            del col.sent[i]
+            return data
+    raise SystemExit(f"hotpath: expected a message to {to} {status!r}; sent: "
+                     f"{[(d[:40], a) for d, a in col.sent]}")
+
+
+_call_numbers = iter(range(1, 1 << 30))
+
+
+def run_calls(w, ncalls: int, record: list | None = None) -> None:
+    """Play `ncalls` bench calls through the worker; append every input datagram to record.
+    Every call of the process gets its own number (Call-ID, tags, branches)."""
+    col: Collector = w.udp[0]
+
+    def feed(data: bytes, addr: tuple) -> None:
+        if record is not None:
+            record.append((data, addr))
+        w.on_datagram(data, addr, 0)
+
+    for _ in range(ncalls):
+        n = next(_call_numbers)
+        feed(_invite(n), CALLER)
+        inv = _take(col, CALLEE)
+        tag = b"%ds4242" % n
+        feed(_reply(inv, b"180 Ringing", tag), CALLEE)
+        feed(_reply(inv, b"200 OK", tag, SDP), CALLEE)
+        _take(col, CALLER, b"180")
+        ok = _take(col, CALLER, b"200")
+        feed(_in_dialog(b"ACK", n, ok, 1), CALLER)
+        _take(col, CALLEE)
+        feed(_in_dialog(b"BYE", n, ok, 2), CALLER)
+        bye = _take(col, CALLEE)
+        feed(_reply(bye, b"200 OK", tag), CALLEE)
+        _take(col, CALLER, b"200")
+        col.sent.clear()  # 100 Trying
+
+
+def replay(w, inputs: list) -> int:
+    on = w.on_datagram
+    for data, addr in inputs:
+        on(data, addr, 0)
+    col = w.udp[0]
+    n = len(col.sent)
+    col.sent.clear()
+    return n
+
+
+def record(mode: str, ncalls: int, path: str) -> None:
+    """Play `ncalls` calls and keep every datagram the worker received, in order."""
+    import pickle
+
+    async def go() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            inputs: list = []
+            run_calls(make_worker(mode, tmp), ncalls, inputs)
+            with open(path, "wb") as f:
+                pickle.dump(inputs, f)
+    asyncio.run(go())
+
+
+async def main_async(a) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        w = make_worker(a.mode, tmp)
+        run_calls(w, a.warmup)  # imports, caches, first-call costs
+        if a.replay is not None:
+            import pickle
+
+            with open(a.replay, "rb") as f:
+                inputs = pickle.load(f)
+            if a.count is not None:
+                inputs = inputs[:a.count * 6]
+            if a.dump:
+                for data, _ in inputs[:6]:
+                    print(data.decode(errors="replace"))
+            sent = replay(w, inputs)
+            print(f"replayed {len(inputs)} datagrams, {sent} sent", file=sys.stderr)
+            return
+        if a.profile:
+            import cProfile
+            import pstats
+
+            inputs = []
+            run_calls(w, a.calls, inputs)
+            w = make_worker(a.mode, tmp)
+            run_calls(w, a.warmup)
+            prof = cProfile.Profile()
+            prof.enable()
+            replay(w, inputs)
+            prof.disable()
+            pstats.Stats(prof).sort_stats(a.sort).print_stats(a.top)
+            return
+        inputs = []
+        run_calls(w, a.calls, inputs)
+        w = make_worker(a.mode, tmp)
+        run_calls(w, a.warmup)
+        t0 = time.perf_counter()
+        sent = replay(w, inputs)
+        dt = time.perf_counter() - t0
+        print(f"{a.mode}: {len(inputs)} datagrams in, {sent} out, "
+              f"{dt / a.calls * 1e6:.1f} us/call, {dt / len(inputs) * 1e6:.1f} us/message "
+              f"(wall clock, indicative)")
+
+
+def icount(a) -> None:
+    """Instructions per call under callgrind: (replay N calls) - (replay 0 calls), over N.
+    The calls are recorded first, outside valgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = os.path.join(tmp, "calls.pickle")
+        record(a.mode, a.calls, rec)
+
+        def ir(n: int) -> int:
+            out = os.path.join(tmp, f"cg.{n}")
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                            sys.executable, os.path.abspath(__file__), "--mode", a.mode,
+                            "--warmup", str(a.warmup), "--replay", rec, "--count", str(n)],
+                           check=True, capture_output=True)
+            with open(out) as f:
+                for line in f:
+                    if line.startswith(("summary:", "totals:")):
+                        return int(line.split()[1])
+            raise SystemExit("no callgrind totals")
+        base = ir(0)
+        full = ir(a.calls)
+    per_call = (full - base) / a.calls
+    print(f"{a.mode}: {per_call:,.0f} instructions per call, {per_call / 6:,.0f} per message "
+          f"({a.calls} calls replayed under callgrind)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=("stateless", "stateful"), default="stateless")
+    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--replay", metavar="FILE", help="replay datagrams recorded by --record")
+    ap.add_argument("--count", type=int, help="with --replay: only the first N calls")
+    ap.add_argument("--record", metavar="FILE", help="record --calls calls' datagrams")
+    ap.add_argument("--profile", action="store_true", help="cProfile of --calls calls")
+    ap.add_argument("--sort", default="tottime")
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--icount", action="store_true", help="instructions per call (callgrind)")
+    ap.add_argument("--dump", action="store_true", help="print the first call's inputs")
+    a = ap.parse_args()
+    if a.icount:
+        icount(a)
+        return
+    if a.record:
+        record(a.mode, a.calls, a.record)
+        return
+    asyncio.run(main_async(a))
+
+
+if __name__ == "__main__":
+    main()
