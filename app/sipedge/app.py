@@ -617,7 +617,7 @@ def config_check(path: str) -> dict:
             load_script(script, {"ksr": Ksr()})
         except ScriptError as exc:
             return {"valid": False, "errors": [f"{exc.location}: routing.script: {exc.reason}"]}
-    return {"valid": True, "errors": []}
+    return {"valid": True, "errors": [], "warnings": [str(w) for w in config.warnings]}
 
 
 async def serve(config: Config) -> int:
@@ -683,11 +683,14 @@ def load_config_or_exit(path: str | None) -> Config:
     from .config import load_default
 
     try:
-        return load_file(path) if path else load_default()
+        config = load_file(path) if path else load_default()
     except ConfigError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)  # noqa: T201 - CLI output before logging exists
         sys.exit(1)
+    for w in config.warnings:
+        print(f"warning: {w}", file=sys.stderr)  # noqa: T201
+    return config
 
 
 __all__ = ["Proxy", "run", "serve", "config_check", "load_config_or_exit", "setup_logging",

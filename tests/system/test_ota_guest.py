@@ -124,9 +124,12 @@ class Channel:
         self.srv.server_close()
 
 
-def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False) -> Path:
+def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False,
+                   kernel_panics: bool = False) -> Path:
     """Slot A's file system with another /etc/sipedge-release (and, `broken`, a proxy that
-    exits at once, so the supervisor never sees it healthy)."""
+    exits at once, so the supervisor never sees it healthy; `kernel_panics`, an initrd that
+    is garbage, so the slot's kernel cannot load its disk driver, cannot mount its root and
+    panics before any user space runs)."""
     p = disk.parts[1]
     with open(disk.path, "rb") as src, open(out, "wb") as dst:
         src.seek(p["start"] * 512)
@@ -144,6 +147,11 @@ def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False) ->
         bad.chmod(0o755)
         cmds += ["rm /usr/bin/sipedge", f"write {bad} /usr/bin/sipedge",
                  "sif /usr/bin/sipedge mode 0100755"]
+    if kernel_panics:
+        junk = out.parent / "initrd-junk"
+        junk.write_bytes(b"not an initramfs\n" * 4096)
+        cmds += ["rm /usr/lib/sipedge/boot/initrd.img",
+                 f"write {junk} /usr/lib/sipedge/boot/initrd.img"]
     for c in cmds:
         subprocess.run(["debugfs", "-w", "-R", c, str(out)], check=True, capture_output=True)
     return out
@@ -193,6 +201,129 @@ def wait_install(g, timeout=1500):
         time.sleep(2)
 
 
+# bundles the box must refuse before it writes anything, served from the channel folder's
+# refuse/NAME.raucb: (name, --force, expected words of the error)
+REFUSALS = (
+    ("wrong-compatible", False, "refused, bundle is for 'sipedge-raspberrypi4_64'"),
+    ("unknown-signer", False, "refused, signature or format check failed"),
+    ("tampered-manifest", False, "refused, signature or format check failed"),
+    ("downgrade", False, "is a downgrade"),
+    # the same downgrade forced: past the version policy, stopped by the next check (its
+    # payload is damaged too), so forcing is shown without writing slot B
+    ("downgrade-forced", True, "refused, image does not match its signed checksum"),
+)
+
+
+def refusal_bundles(rel, work: Path, dest: Path, v1: str) -> Path:
+    """Small bundles (a 4 MiB image: built, downloaded and refused in seconds) for REFUSALS,
+    written as dest/NAME.raucb; returns the downgrade bundle's path."""
+    base = v1.split("+")[0]
+    newer, older = f"{base}+99990303000000", f"{base}+1"
+    tree = work / "tiny-tree"
+    (tree / "etc").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/sipedge-release").write_text(f"VERSION={newer}\n")
+    (tree / "blob").write_bytes(os.urandom(1 << 20))
+    img = work / "tiny.ext4"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(tree), str(img), "4M"],
+                   check=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    other = work / "other-keys"
+    rel.make_dev_keys(other, org="someone else")
+    rel.make_bundle(img, "raspberrypi4_64", newer, dest / "wrong-compatible.raucb")
+    rel.make_bundle(img, "qemu-x86_64", newer, dest / "unknown-signer.raucb", kd=other)
+    data = bytearray(rel.make_bundle(img, "qemu-x86_64", newer, work / "t.raucb").read_bytes())
+    data[-200] ^= 0x01  # inside the CMS signature, which carries the manifest
+    (dest / "tampered-manifest.raucb").write_bytes(data)
+    data = bytearray(rel.make_bundle(img, "qemu-x86_64", older, work / "d.raucb").read_bytes())
+    data[8192] ^= 0x01  # a payload byte
+    for name in ("downgrade", "downgrade-forced"):
+        (dest / f"{name}.raucb").write_bytes(data)
+    return dest / "downgrade.raucb"
+
+
+def channel_check(g, force=False, timeout=180):
+    """update.check, then the new update.last_check it leads to."""
+    before = (ctl(g, "update.last_check") or {}).get("time")
+    ctl(g, "update.check", **({"force": True} if force else {}))
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    while True:
+        lc = ctl(g, "update.last_check")
+        if lc and lc.get("time") != before:
+            return lc
+        assert time.monotonic() < deadline, lc
+        time.sleep(2)
+
+
+def boot_state(g):
+    """What a refused bundle must not change: GRUB's environment and RAUC's slot states."""
+    rc, env = g.shell("sha256sum /boot/grub/grubenv")
+    assert rc == 0, env
+    st = wait_ctl(g)
+    return env.split()[0], {k: (s["state"], s["boot_status"], s["version"], s["installed"])
+                            for k, s in st["slots"].items()}
+
+
+def refuse_all(g, rel, work: Path, chan: Path, v1: str, v2: str) -> None:
+    """Boot 1's refusals beyond the flipped byte: each bad bundle of REFUSALS, then a forged
+    channel index and a channel whose only release is older (offered only when forced).
+    None of them changes the boot state; each says why in update.status and the log."""
+    t0 = time.monotonic()
+    before = boot_state(g)
+    for name, force, msg in REFUSALS:
+        url = f"http://10.0.2.100:8080/refuse/{name}.raucb"
+        ctl(g, "update.install", source=url, **({"force": True} if force else {}))
+        p = wait_install(g)
+        assert not p["ok"] and msg in p["error"], (name, p)
+        assert p["error"].startswith(url + ": refused"), p  # names what the operator gave
+        st = wait_ctl(g)
+        assert st["last_install"]["result"] == "error", st
+        assert msg in st["last_install"]["error"] and st["last_install"]["url"] == url, st
+        assert st["pending"] is None, st  # no install was recorded as on its way
+    _rc, out = g.shell("logread | grep 'update refused/failed' | tail -n 20")
+    for name, _force, msg in REFUSALS:
+        assert f"refuse/{name}.raucb: refused" in out, out
+    # the channel: an index edited after signing is refused...
+    idx, sig = chan / "nightly/index.json", chan / "nightly/index.json.sig"
+    good = idx.read_bytes(), sig.read_bytes()
+    idx.write_bytes(good[0].replace(v2.encode(), v2.replace("+9999", "+9998").encode()))
+    lc = channel_check(g)
+    assert not lc["ok"] and "channel index refused" in lc["error"], lc
+    # ...and a correctly signed channel whose release is older than the running one offers
+    # nothing (a downgrade), unless forced
+    down = rel.publish(work / "chan-down", "nightly", chan / "refuse/downgrade.raucb")
+    for name in ("index.json", "index.json.sig"):
+        shutil.copy(work / "chan-down/nightly" / name, chan / "nightly" / name)
+    lc = channel_check(g)
+    assert lc["ok"] and lc["available"] is None and "a downgrade" in lc["reason"], lc
+    lc = channel_check(g, force=True)
+    assert lc["ok"] and lc["available"]["version"] == str(down.version), lc
+    idx.write_bytes(good[0])
+    sig.write_bytes(good[1])
+    lc = channel_check(g)
+    assert lc["ok"] and lc["available"]["version"] == v2, lc
+    assert boot_state(g) == before
+    record("OTA refusals in the amd64 guest (5 bundles, 2 indexes, TCG)",
+           f"{time.monotonic() - t0:.0f} s")
+
+
+def wait_install_panel(g, timeout=1500):
+    """wait_install, also watching the supervisor: while RAUC writes, the panel state is
+    `upgrading` (LED pattern and LCD page of an update) and the status carries the
+    percent; returns (progress, panel states seen, percents seen)."""
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    panels, percents = set(), set()
+    while True:
+        p = ctl(g, "update.progress")
+        if p.get("done"):
+            return p, panels, percents
+        s = ctl(g, "supervisor.status")
+        if (s.get("update") or {}).get("installing") is not None:
+            panels.add(s["panel"])
+            percents.add(s["update"]["installing"])
+        assert time.monotonic() < deadline, p
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def setup(sipedge_image, tmp_path_factory):
     need_grub(sipedge_image)
@@ -227,6 +358,7 @@ def setup(sipedge_image, tmp_path_factory):
     flipped = bytearray(good.read_bytes())
     flipped[len(flipped) // 3] ^= 0x01
     (chan / "bundles/flipped.raucb").write_bytes(flipped)
+    refusal_bundles(rel, work, chan / "refuse", v1)
     server = Channel(chan)
     yield rel, work, disk, v1, v2, server, chan
     server.close()
@@ -247,6 +379,10 @@ def test_install_reboot_mark_good(sipedge_image, setup):
         assert not p["ok"] and "refused" in p["error"], p
         assert "signed checksum" in p["error"], p
         assert disk.slot_hash(3) == b_before  # nothing was written to slot B
+        # wrong compatible, unknown signer, tampered manifest, downgrade (and forced),
+        # forged index, older channel release: refused, boot state unchanged
+        refuse_all(g, rel, work, chan, v1, v2)
+        assert disk.slot_hash(3) == b_before
         # the channel: a forged index is refused, the real one offers v2
         ctl(g, "update.check")
         deadline = time.monotonic() + 120 * TIMEOUT_MULTIPLIER
@@ -255,9 +391,11 @@ def test_install_reboot_mark_good(sipedge_image, setup):
         assert lc.get("ok") and lc["available"]["version"] == v2, lc
         t0 = time.monotonic()
         ctl(g, "update.install", source=lc["available"]["url"])
-        p = wait_install(g)
+        p, panels, percents = wait_install_panel(g)
         install_s = time.monotonic() - t0
         assert p["ok"], p
+        assert panels == {"upgrading"} and len(percents) > 1, (panels, percents)
+        assert ctl(g, "supervisor.status")["panel"] != "upgrading"
         record("install amd64 (download + check + rauc install, TCG)", f"{install_s:.0f} s")
         st = wait_ctl(g)
         assert st["pending"]["to_slot"] == "B" and st["last_install"]["result"] == "ok"
@@ -382,3 +520,59 @@ def test_power_cut_during_install_boots_a(sipedge_image, setup, tmp_path_factory
         assert st["slots"]["B"]["boot_status"] != "good", st
     finally:
         g.stop()
+
+
+@pytest.mark.skipif(not LONG, reason="slow (several boots): make test-ota")
+def test_kernel_that_does_not_boot_rolls_back(sipedge_image, setup, tmp_path_factory):
+    """A bundle whose kernel never reaches user space (its initrd is garbage: no disk
+    driver, no root, kernel panic): `panic=10` reboots it, GRUB spends B's 3 tries and then
+    boots A by itself, and A reports the rollback. Nothing on B ever ran, so the reason is
+    the bootloader's."""
+    rel, _, _, v1, _, _, _ = setup
+    work = tmp_path_factory.mktemp("ota-kernel")
+    disk = Disk(sipedge_image, work / "disk.img")
+    disk.grubenv(work, "sipedge_extra=quiet sipedge.autologin")
+    v4 = v1.split("+")[0] + "+99990404000000"
+    bad = rel.make_bundle(variant_rootfs(disk, work / "rootfs4.ext4", v4, kernel_panics=True),
+                          "qemu-x86_64", v4, work / "nokernel.raucb")
+    chan = work / "ch"
+    (chan / "b").mkdir(parents=True)
+    shutil.move(bad, chan / "b/nokernel.raucb")
+    (work / "rootfs4.ext4").unlink()
+    server = Channel(chan)
+    try:
+        g = boot(sipedge_image, work, disk, "nok-a", server.port)
+        try:
+            g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+            wait_ctl(g)
+            ctl(g, "update.install", source="http://10.0.2.100:8080/b/nokernel.raucb")
+            assert wait_install(g)["ok"]
+            g.shell("sync; reboot", timeout=30)
+            g.wait_exit(120)
+        finally:
+            g.stop()
+    finally:
+        server.close()
+    t0 = time.monotonic()
+    slots = []
+    for i in range(5):  # B gets 3 tries, then GRUB returns to A
+        g = boot(sipedge_image, work, disk, f"nok-{i}")
+        try:
+            m = g.console.expect(rb"sipedge-boot: slot ([AB])", timeout=120)
+            slots.append(m.group(1).decode())
+            if slots[-1] == "A":
+                g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+                st = wait_ctl(g)
+                break
+            g.console.expect(rb"Kernel panic", timeout=300 * TIMEOUT_MULTIPLIER)
+            g.wait_exit(120 * TIMEOUT_MULTIPLIER)  # panic=10: the kernel reboots
+        finally:
+            g.stop()
+    record("kernel panic on the new slot back to the old slot amd64 (3 tries, TCG)",
+           f"{time.monotonic() - t0:.0f} s, slots {' '.join(slots)}")
+    assert slots == ["B", "B", "B", "A"], slots
+    assert st["booted"] == "A" and st["version"] == v1, st
+    assert st["rollback"] == (f"rolled back from {v4} to {v1}: slot B did not come up "
+                              "(no healthy boot within its tries)"), st
+    env = disk.grubenv(work)
+    assert env["ORDER"] == "B A" and env["B_TRY"] == "3", env  # B is left for good

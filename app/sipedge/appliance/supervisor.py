@@ -648,7 +648,7 @@ class Supervisor:
             except Exception:  # boundary: an OTA agent failure must not stop supervision
                 log.exception("update agent tick failed")
             return
-        after = self.choice.config.supervisor.mark_good_after_s
+        after = self.choice.config.update.mark_good_after_s  # the one setting (issue 12)
         if self.marked_good or self.update_agent is None or after <= 0:
             return
         if self.policy.state is State.RUNNING and self.policy.healthy_for(now) >= after:

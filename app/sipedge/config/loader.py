@@ -44,6 +44,7 @@ class Config:
         self._values = values
         self.source = source
         self.text = text
+        self.warnings: list[ConfigIssue] = []  # deprecated keys that were still honoured
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -150,6 +151,9 @@ class _Validator:
 
     def error(self, path: str, reason: str) -> None:
         self.issues.append(ConfigIssue(self.source, _line_for(self.lines, path), path, reason))
+
+    def issue(self, path: str, reason: str) -> ConfigIssue:
+        return ConfigIssue(self.source, _line_for(self.lines, path), path, reason)
 
     def build(self, cls: type, data: Any, path: str) -> Any:
         if not isinstance(data, dict):
@@ -279,10 +283,32 @@ def load_text(text: str, source: str = "<config>") -> Config:
         if name not in values:
             values[name] = () if array else cls()
     config = Config(values, source, text)
+    _moved_keys(config, data, v)
     _check_semantics(config, v)
     if v.issues:
         raise ConfigError(v.issues)
     return config
+
+
+# deprecated key -> the key that replaced it: the old one is still honoured (copied to the
+# new one, with a warning naming file:line) unless both are set, which is an error
+MOVED_KEYS = {"supervisor.mark_good_after_s": "update.mark_good_after_s"}
+
+
+def _moved_keys(config: Config, data: dict[str, Any], v: _Validator) -> None:
+    for old, new in MOVED_KEYS.items():
+        osec, okey = old.split(".")
+        nsec, nkey = new.split(".")
+        if okey not in (data.get(osec) or {}):
+            continue
+        if nkey in (data.get(nsec) or {}):
+            v.error(old, f"deprecated, and [{nsec}] {nkey} is set too: keep only [{nsec}] "
+                         f"{nkey}")
+            continue
+        value = getattr(config._values[osec], okey)
+        config._values[nsec] = dataclasses.replace(config._values[nsec], **{nkey: value})
+        config.warnings.append(v.issue(old, f"deprecated: use [{nsec}] {nkey} (this value "
+                                            f"{value:g} is used for it)"))
 
 
 def _check_semantics(config: Config, v: _Validator) -> None:
