@@ -6,13 +6,19 @@ with boot counting, the supervisor's mark-good and rollback report, the channel 
           anything is written (slot B's hash is unchanged); the channel
           (index + bundle served from the host's 127.0.0.1, reached by the guest only
           through a guestfwd rule) offers the newer release; `update.install URL`
-          downloads and installs it into B; reboot. (Forged indexes, wrong compatible and
-          unknown signers are refused by the same code in tests/integration and tests/unit.)
+          downloads and installs it into B; reboot. Before that install, in the same boot
+          (refuse_all, usb_offer): small bundles with a wrong compatible, an unknown
+          signer, a tampered manifest and a downgrade are refused (the forced downgrade
+          gets past the version policy and is stopped by the next check), slot B, GRUB's
+          environment and RAUC's slot states unchanged; a forged index is refused and an
+          older channel release is offered only when forced; a USB stick with a bundle is
+          offered, never installed by itself, withdrawn when pulled.
   boot 2: GRUB boots B; after [update] mark_good_after_s of health B is marked good, both
           versions are reported by update.status.
 `make test-ota` adds the slow ones (SIPEDGE_TEST_OTA_LONG=1): a bundle whose proxy never
 gets healthy -> back on A by itself with the rollback reported; QEMU killed in the middle
-of an install -> A boots and B is not marked good.
+of an install -> A boots and B is not marked good; a bundle whose kernel panics -> B's
+three tries end in panic=10 reboots, then A reports the rollback.
 """
 from __future__ import annotations
 
@@ -157,11 +163,11 @@ def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False,
     return out
 
 
-def boot(image, workdir, disk, name, port=None):
+def boot(image, workdir, disk, name, port=None, extra_args=()):
     from sipedge_vm import Guest
     g = Guest(image, workdir, name=name, firmware_boot=True, disk=disk.path,
               timeout_s=900 * TIMEOUT_MULTIPLIER,
-              guestfwd=(guestfwd(port),) if port else ())
+              guestfwd=(guestfwd(port),) if port else (), extra_args=list(extra_args))
     g.start()
     return g
 
@@ -306,6 +312,47 @@ def refuse_all(g, rel, work: Path, chan: Path, v1: str, v2: str) -> None:
            f"{time.monotonic() - t0:.0f} s")
 
 
+def usb_offer(g, work: Path, bundle: Path, version: str) -> None:
+    """A USB stick (xHCI, plugged through QMP) carrying a good, newer bundle: offered in
+    update.offer / update.status and the log, never installed by itself; pulling the stick
+    withdraws the offer."""
+    t0 = time.monotonic()
+    stick = work / "stick.img"
+    subprocess.run(["truncate", "-s", "16M", str(stick)], check=True)
+    subprocess.run(["mkfs.vfat", "-n", "UPDATE", str(stick)], check=True, capture_output=True)
+    subprocess.run(["mcopy", "-i", str(stick), str(bundle), "::sipedge-update.raucb"],
+                   check=True, env=MT)
+    job_before = ctl(g, "update.progress")
+    g.qmp("blockdev-add", **{"node-name": "stick", "driver": "raw",
+                             "file": {"driver": "file", "filename": str(stick)}})
+    g.qmp("device_add", driver="usb-storage", id="dev-stick", drive="stick", bus="xhci.0")
+    deadline = time.monotonic() + 120 * TIMEOUT_MULTIPLIER
+    while not (offer := ctl(g, "update.offer")):
+        assert time.monotonic() < deadline, "the stick's bundle was never offered"
+        time.sleep(2)
+    assert offer["name"] == "sipedge-update.raucb" and offer["signed"], offer
+    assert offer["version"] == version and offer["compatible"] == "sipedge-qemu-x86_64"
+    assert wait_ctl(g)["media_offer"]["file"] == offer["file"]
+    _rc, out = g.shell("logread | grep 'update bundle on' | tail -n 3")
+    assert "install it from the console: update install usb" in out, out
+    time.sleep(10)  # many supervisor ticks later: still nothing installed
+    assert ctl(g, "update.progress") == job_before
+    g.qmp("device_del", id="dev-stick")
+    deadline = time.monotonic() + 60 * TIMEOUT_MULTIPLIER
+    while True:  # the node goes once the guest has released the device
+        try:
+            g.qmp("blockdev-del", **{"node-name": "stick"})
+            break
+        except Exception:  # noqa: BLE001 - still in use
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    while ctl(g, "update.offer"):
+        assert time.monotonic() < deadline, "pulling the stick did not withdraw the offer"
+        time.sleep(2)
+    record("OTA USB offer in the amd64 guest (plug, offer, pull; TCG)",
+           f"{time.monotonic() - t0:.0f} s")
+
+
 def wait_install_panel(g, timeout=1500):
     """wait_install, also watching the supervisor: while RAUC writes, the panel state is
     `upgrading` (LED pattern and LCD page of an update) and the status carries the
@@ -367,7 +414,8 @@ def setup(sipedge_image, tmp_path_factory):
 def test_install_reboot_mark_good(sipedge_image, setup):
     rel, work, disk, v1, v2, server, chan = setup
     b_before = disk.slot_hash(3)
-    g = boot(sipedge_image, work, disk, "ota-a", server.port)
+    g = boot(sipedge_image, work, disk, "ota-a", server.port,
+             extra_args=("-device", "qemu-xhci,id=xhci"))  # for the USB stick
     try:
         g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
         st = wait_ctl(g)
@@ -382,6 +430,7 @@ def test_install_reboot_mark_good(sipedge_image, setup):
         # wrong compatible, unknown signer, tampered manifest, downgrade (and forced),
         # forged index, older channel release: refused, boot state unchanged
         refuse_all(g, rel, work, chan, v1, v2)
+        usb_offer(g, work, work / "t.raucb", v1.split("+")[0] + "+99990303000000")
         assert disk.slot_hash(3) == b_before
         # the channel: a forged index is refused, the real one offers v2
         ctl(g, "update.check")
