@@ -625,3 +625,32 @@ def test_kernel_that_does_not_boot_rolls_back(sipedge_image, setup, tmp_path_fac
                               "(no healthy boot within its tries)"), st
     env = disk.grubenv(work)
     assert env["ORDER"] == "B A" and env["B_TRY"] == "3", env  # B is left for good
+
+
+@pytest.mark.skipif(not LONG, reason="slow (several boots): make test-ota")
+def test_unloadable_slot_costs_its_tries(sipedge_image, tmp_path_factory):
+    """GRUB's side of a slot that does not boot: slot B preferred but empty (no file system,
+    so no kernel GRUB could load). Each boot spends a try, GRUB says so and reboots, and
+    after 3 tries it boots A: the box never stops at a GRUB prompt."""
+    need_grub(sipedge_image)
+    work = tmp_path_factory.mktemp("ota-unloadable")
+    disk = Disk(sipedge_image, work / "disk.img")
+    disk.grubenv(work, "sipedge_extra=quiet sipedge.autologin", "ORDER=B A", "B_OK=1",
+                 "B_TRY=0")
+    slots = []
+    for i in range(5):
+        g = boot(sipedge_image, work, disk, f"unl-{i}")
+        try:
+            m = g.console.expect(rb"sipedge-boot: slot ([AB])", timeout=120 * TIMEOUT_MULTIPLIER)
+            slots.append(m.group(1).decode())
+            if slots[-1] == "A":
+                g.console.expect(rb"sipedge-init", timeout=300 * TIMEOUT_MULTIPLIER)
+                break
+            g.console.expect(rb"sipedge-boot: slot B cannot be booted",
+                             timeout=120 * TIMEOUT_MULTIPLIER)
+            g.wait_exit(60 * TIMEOUT_MULTIPLIER)  # GRUB's reboot ends QEMU (-no-reboot)
+        finally:
+            g.stop()
+    assert slots == ["B", "B", "B", "A"], slots
+    env = disk.grubenv(work)
+    assert env["B_TRY"] == "3" and env["ORDER"] == "B A", env
