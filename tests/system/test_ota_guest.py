@@ -213,6 +213,8 @@ REFUSALS = (
     ("wrong-compatible", False, "refused, bundle is for 'sipedge-raspberrypi4_64'"),
     ("unknown-signer", False, "refused, signature or format check failed"),
     ("tampered-manifest", False, "refused, signature or format check failed"),
+    ("truncated", False, "refused, signature or format check failed"),
+    ("unsigned", False, "refused, signature or format check failed"),
     ("downgrade", False, "is a downgrade"),
     # the same downgrade forced: past the version policy, stopped by the next check (its
     # payload is damaged too), so forcing is shown without writing slot B
@@ -238,8 +240,17 @@ def refusal_bundles(rel, work: Path, dest: Path, v1: str) -> Path:
     rel.make_bundle(img, "raspberrypi4_64", newer, dest / "wrong-compatible.raucb")
     rel.make_bundle(img, "qemu-x86_64", newer, dest / "unknown-signer.raucb", kd=other)
     data = bytearray(rel.make_bundle(img, "qemu-x86_64", newer, work / "t.raucb").read_bytes())
+    (dest / "truncated.raucb").write_bytes(data[:len(data) // 2])
     data[-200] ^= 0x01  # inside the CMS signature, which carries the manifest
     (dest / "tampered-manifest.raucb").write_bytes(data)
+    content = work / "unsigned"  # a bundle's squashfs with no signature appended
+    content.mkdir(exist_ok=True)
+    shutil.copy(img, content / "rootfs.ext4")
+    (content / "manifest.raucm").write_text(
+        f"[update]\ncompatible=sipedge-qemu-x86_64\nversion={newer}\n"
+        "[image.rootfs]\nfilename=rootfs.ext4\n")
+    subprocess.run(["mksquashfs", str(content), str(dest / "unsigned.raucb"), "-quiet",
+                    "-all-root", "-noappend"], check=True, capture_output=True)
     data = bytearray(rel.make_bundle(img, "qemu-x86_64", older, work / "d.raucb").read_bytes())
     data[8192] ^= 0x01  # a payload byte
     for name in ("downgrade", "downgrade-forced"):
@@ -308,7 +319,7 @@ def refuse_all(g, rel, work: Path, chan: Path, v1: str, v2: str) -> None:
     lc = channel_check(g)
     assert lc["ok"] and lc["available"]["version"] == v2, lc
     assert boot_state(g) == before
-    record("OTA refusals in the amd64 guest (5 bundles, 2 indexes, TCG)",
+    record("OTA refusals in the amd64 guest (7 bundles, 2 indexes, TCG)",
            f"{time.monotonic() - t0:.0f} s")
 
 
