@@ -366,8 +366,9 @@ def usb_offer(g, work: Path, bundle: Path, version: str) -> None:
 
 def wait_install_panel(g, timeout=1500):
     """wait_install, also watching the supervisor: while RAUC writes, the panel state is
-    `upgrading` (LED pattern and LCD page of an update) and the status carries the
-    percent; returns (progress, panel states seen, percents seen)."""
+    `upgrading`, the status LED blinks fast, the LCD's first line says UPGRADING and an
+    alarm page shows `Update NN%`; returns (progress, panel states seen, percents seen on
+    the LCD)."""
     deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
     panels, percents = set(), set()
     while True:
@@ -377,7 +378,11 @@ def wait_install_panel(g, timeout=1500):
         s = ctl(g, "supervisor.status")
         if (s.get("update") or {}).get("installing") is not None:
             panels.add(s["panel"])
-            percents.add(s["update"]["installing"])
+            view = s["panel_view"]
+            assert view["pages"][0][0].startswith("sipedge UPGRAD"), view
+            assert view["leds"]["status"] == ["blink", 100, 100], view
+            percents.update(line.strip() for page in view["pages"] for line in page
+                            if line.startswith("Update "))
         assert time.monotonic() < deadline, p
         time.sleep(2)
 
@@ -623,6 +628,15 @@ def test_kernel_that_does_not_boot_rolls_back(sipedge_image, setup, tmp_path_fac
             if slots[-1] == "A":
                 g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
                 st = wait_ctl(g)
+                # the panel: DEGRADED with a ROLLED BACK alarm page, the error LED blinking
+                deadline = time.monotonic() + 300 * TIMEOUT_MULTIPLIER
+                while (sup := ctl(g, "supervisor.status"))["state"] != "RUNNING":
+                    assert time.monotonic() < deadline, sup
+                    time.sleep(3)
+                view = sup["panel_view"]
+                assert sup["panel"] == "degraded" and view["leds"]["error"][0] == "blink"
+                assert ["ALARM", "ROLLED BACK"] in [[ln.strip() for ln in pg]
+                                                    for pg in view["pages"]], view
                 break
             g.console.expect(rb"Kernel panic", timeout=300 * TIMEOUT_MULTIPLIER)
             g.wait_exit(120 * TIMEOUT_MULTIPLIER)  # panic=10: the kernel reboots
