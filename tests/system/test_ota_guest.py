@@ -163,10 +163,10 @@ def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False,
     return out
 
 
-def boot(image, workdir, disk, name, port=None, extra_args=()):
+def boot(image, workdir, disk, name, port=None, extra_args=(), timeout_s=900):
     from sipedge_vm import Guest
     g = Guest(image, workdir, name=name, firmware_boot=True, disk=disk.path,
-              timeout_s=900 * TIMEOUT_MULTIPLIER,
+              timeout_s=timeout_s * TIMEOUT_MULTIPLIER,
               guestfwd=(guestfwd(port),) if port else (), extra_args=list(extra_args))
     g.start()
     return g
@@ -430,7 +430,8 @@ def setup(sipedge_image, tmp_path_factory):
 def test_install_reboot_mark_good(sipedge_image, setup):
     rel, work, disk, v1, v2, server, chan = setup
     b_before = disk.slot_hash(3)
-    g = boot(sipedge_image, work, disk, "ota-a", server.port,
+    # boot 1 carries the refusals and the USB offer too: a longer hard deadline
+    g = boot(sipedge_image, work, disk, "ota-a", server.port, timeout_s=1800,
              extra_args=("-device", "qemu-xhci,id=xhci"))  # for the USB stick
     try:
         g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
