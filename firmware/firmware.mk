@@ -10,7 +10,7 @@
 #   make check-buildroot                 the pinned Buildroot's own tools on firmware/ (minutes)
 #   make bundle BOARD=raspberrypi4_64    signed RAUC bundle of the Buildroot image's rootfs
 #   make bundle-qemu [ARCH=amd64|arm64]  signed RAUC bundle of the offline image's slot A
-#   make test-ota                        the slow A/B guest tests (rollback, power cut)
+#   make test-ota                        the slow A/B guest tests (rollback, kernel panic, power cut)
 
 include firmware/buildroot.mk
 

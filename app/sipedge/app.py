@@ -714,7 +714,8 @@ def config_check(path: str) -> dict:
     errors: list[str] = []
     for name, inst in config.instances.items():
         errors += _check_instance(inst, "" if inst is config else f"instances.{name}.")
-    return {"valid": not errors, "errors": errors}
+    return {"valid": not errors, "errors": errors,
+            "warnings": [str(w) for w in config.warnings]}
 
 
 def _check_instance(config: Config, prefix: str) -> list[str]:
@@ -809,11 +810,14 @@ def load_config_or_exit(path: str | None) -> Config:
     from .config import load_default
 
     try:
-        return load_file(path) if path else load_default()
+        config = load_file(path) if path else load_default()
     except ConfigError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)  # noqa: T201 - CLI output before logging exists
         sys.exit(1)
+    for w in config.warnings:
+        print(f"warning: {w}", file=sys.stderr)  # noqa: T201
+    return config
 
 
 __all__ = ["Proxy", "run", "serve", "config_check", "load_config_or_exit", "setup_logging",

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         result = config_check(args.check_config)
         for e in result["errors"]:
             print(e)  # noqa: T201 - CLI output
+        for w in result.get("warnings", ()):
+            print(f"warning: {w}")  # noqa: T201
         if result["valid"]:
             print(f"{args.check_config}: OK")  # noqa: T201
         sys.exit(0 if result["valid"] else 1)

@@ -6,13 +6,19 @@ with boot counting, the supervisor's mark-good and rollback report, the channel 
           anything is written (slot B's hash is unchanged); the channel
           (index + bundle served from the host's 127.0.0.1, reached by the guest only
           through a guestfwd rule) offers the newer release; `update.install URL`
-          downloads and installs it into B; reboot. (Forged indexes, wrong compatible and
-          unknown signers are refused by the same code in tests/integration and tests/unit.)
+          downloads and installs it into B; reboot. Before that install, in the same boot
+          (refuse_all, usb_offer): small bundles with a wrong compatible, an unknown
+          signer, a tampered manifest and a downgrade are refused (the forced downgrade
+          gets past the version policy and is stopped by the next check), slot B, GRUB's
+          environment and RAUC's slot states unchanged; a forged index is refused and an
+          older channel release is offered only when forced; a USB stick with a bundle is
+          offered, never installed by itself, withdrawn when pulled.
   boot 2: GRUB boots B; after [update] mark_good_after_s of health B is marked good, both
           versions are reported by update.status.
 `make test-ota` adds the slow ones (SIPEDGE_TEST_OTA_LONG=1): a bundle whose proxy never
 gets healthy -> back on A by itself with the rollback reported; QEMU killed in the middle
-of an install -> A boots and B is not marked good.
+of an install -> A boots and B is not marked good; a bundle whose kernel panics -> B's
+three tries end in panic=10 reboots, then A reports the rollback.
 """
 from __future__ import annotations
 
@@ -38,6 +44,10 @@ MT = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 # test bundles: zstd level 3 compresses several times faster than the default gzip, to a
 # similar size (the guest kernel and unsquashfs read it); product bundles keep the default
 os.environ.setdefault("SIPEDGE_BUNDLE_MKSQUASHFS_ARGS", "-comp zstd -Xcompression-level 3")
+# kernel command line the tests add through GRUB's environment; no_timer_check: under a
+# heavy load a TCG guest's kernel can fail its IO-APIC timer check and panic (with the
+# image's panic=10 that is a reboot, which ends a -no-reboot test guest)
+GRUB_EXTRA = "sipedge_extra=quiet sipedge.autologin no_timer_check"
 TOML_EXTRA = """
 [update]
 mark_good_after_s = 10
@@ -124,9 +134,12 @@ class Channel:
         self.srv.server_close()
 
 
-def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False) -> Path:
+def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False,
+                   kernel_panics: bool = False) -> Path:
     """Slot A's file system with another /etc/sipedge-release (and, `broken`, a proxy that
-    exits at once, so the supervisor never sees it healthy)."""
+    exits at once, so the supervisor never sees it healthy; `kernel_panics`, an initrd that
+    is garbage, so the slot's kernel cannot load its disk driver, cannot mount its root and
+    panics before any user space runs)."""
     p = disk.parts[1]
     with open(disk.path, "rb") as src, open(out, "wb") as dst:
         src.seek(p["start"] * 512)
@@ -144,16 +157,21 @@ def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False) ->
         bad.chmod(0o755)
         cmds += ["rm /usr/bin/sipedge", f"write {bad} /usr/bin/sipedge",
                  "sif /usr/bin/sipedge mode 0100755"]
+    if kernel_panics:
+        junk = out.parent / "initrd-junk"
+        junk.write_bytes(b"not an initramfs\n" * 4096)
+        cmds += ["rm /usr/lib/sipedge/boot/initrd.img",
+                 f"write {junk} /usr/lib/sipedge/boot/initrd.img"]
     for c in cmds:
         subprocess.run(["debugfs", "-w", "-R", c, str(out)], check=True, capture_output=True)
     return out
 
 
-def boot(image, workdir, disk, name, port=None):
+def boot(image, workdir, disk, name, port=None, extra_args=(), timeout_s=900):
     from sipedge_vm import Guest
     g = Guest(image, workdir, name=name, firmware_boot=True, disk=disk.path,
-              timeout_s=900 * TIMEOUT_MULTIPLIER,
-              guestfwd=(guestfwd(port),) if port else ())
+              timeout_s=timeout_s * TIMEOUT_MULTIPLIER,
+              guestfwd=(guestfwd(port),) if port else (), extra_args=list(extra_args))
     g.start()
     return g
 
@@ -193,6 +211,186 @@ def wait_install(g, timeout=1500):
         time.sleep(2)
 
 
+# bundles the box must refuse before it writes anything, served from the channel folder's
+# refuse/NAME.raucb: (name, --force, expected words of the error)
+REFUSALS = (
+    ("wrong-compatible", False, "refused, bundle is for 'sipedge-raspberrypi4_64'"),
+    ("unknown-signer", False, "refused, signature or format check failed"),
+    ("tampered-manifest", False, "refused, signature or format check failed"),
+    # (truncated and unsigned bundles fail the same `rauc info` step as the tampered one:
+    # tests/integration/test_release_bundles.py, not repeated in the guest)
+    ("downgrade", False, "is a downgrade"),
+    # the same downgrade forced: past the version policy, stopped by the next check (its
+    # payload is damaged too), so forcing is shown without writing slot B
+    ("downgrade-forced", True, "refused, image does not match its signed checksum"),
+)
+
+
+def refusal_bundles(rel, work: Path, dest: Path, v1: str) -> Path:
+    """Small bundles (a 4 MiB image: built, downloaded and refused in seconds) for REFUSALS,
+    written as dest/NAME.raucb; returns the downgrade bundle's path."""
+    base = v1.split("+")[0]
+    newer, older = f"{base}+99990303000000", f"{base}+1"
+    tree = work / "tiny-tree"
+    (tree / "etc").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/sipedge-release").write_text(f"VERSION={newer}\n")
+    (tree / "blob").write_bytes(os.urandom(1 << 20))
+    img = work / "tiny.ext4"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(tree), str(img), "4M"],
+                   check=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    other = work / "other-keys"
+    rel.make_dev_keys(other, org="someone else")
+    rel.make_bundle(img, "raspberrypi4_64", newer, dest / "wrong-compatible.raucb")
+    rel.make_bundle(img, "qemu-x86_64", newer, dest / "unknown-signer.raucb", kd=other)
+    data = bytearray(rel.make_bundle(img, "qemu-x86_64", newer, work / "t.raucb").read_bytes())
+    (dest / "truncated.raucb").write_bytes(data[:len(data) // 2])
+    data[-200] ^= 0x01  # inside the CMS signature, which carries the manifest
+    (dest / "tampered-manifest.raucb").write_bytes(data)
+    content = work / "unsigned"  # a bundle's squashfs with no signature appended
+    content.mkdir(exist_ok=True)
+    shutil.copy(img, content / "rootfs.ext4")
+    (content / "manifest.raucm").write_text(
+        f"[update]\ncompatible=sipedge-qemu-x86_64\nversion={newer}\n"
+        "[image.rootfs]\nfilename=rootfs.ext4\n")
+    subprocess.run(["mksquashfs", str(content), str(dest / "unsigned.raucb"), "-quiet",
+                    "-all-root", "-noappend"], check=True, capture_output=True)
+    data = bytearray(rel.make_bundle(img, "qemu-x86_64", older, work / "d.raucb").read_bytes())
+    data[8192] ^= 0x01  # a payload byte
+    for name in ("downgrade", "downgrade-forced"):
+        (dest / f"{name}.raucb").write_bytes(data)
+    return dest / "downgrade.raucb"
+
+
+def channel_check(g, force=False, timeout=180):
+    """update.check, then the new update.last_check it leads to."""
+    before = (ctl(g, "update.last_check") or {}).get("time")
+    ctl(g, "update.check", **({"force": True} if force else {}))
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    while True:
+        lc = ctl(g, "update.last_check")
+        if lc and lc.get("time") != before:
+            return lc
+        assert time.monotonic() < deadline, lc
+        time.sleep(2)
+
+
+def boot_state(g):
+    """What a refused bundle must not change: GRUB's environment and RAUC's slot states."""
+    rc, env = g.shell("sha256sum /boot/grub/grubenv")
+    assert rc == 0, env
+    st = wait_ctl(g)
+    return env.split()[0], {k: (s["state"], s["boot_status"], s["version"], s["installed"])
+                            for k, s in st["slots"].items()}
+
+
+def refuse_all(g, rel, work: Path, chan: Path, v1: str, v2: str) -> None:
+    """Boot 1's refusals beyond the flipped byte: each bad bundle of REFUSALS, then a forged
+    channel index and a channel whose only release is older (offered only when forced).
+    None of them changes the boot state; each says why in update.status and the log."""
+    t0 = time.monotonic()
+    before = boot_state(g)
+    for name, force, msg in REFUSALS:
+        url = f"http://10.0.2.100:8080/refuse/{name}.raucb"
+        ctl(g, "update.install", source=url, **({"force": True} if force else {}))
+        p = wait_install(g)
+        assert not p["ok"] and msg in p["error"], (name, p)
+        assert p["error"].startswith(url + ": refused"), p  # names what the operator gave
+    st = wait_ctl(g)  # update.status: the last refusal, and no install on its way
+    assert st["last_install"]["result"] == "error", st
+    assert msg in st["last_install"]["error"] and st["last_install"]["url"] == url, st
+    assert st["pending"] is None, st
+    _rc, out = g.shell("logread | grep 'update refused/failed' | tail -n 20")
+    for name, _force, msg in REFUSALS:
+        assert f"refuse/{name}.raucb: refused" in out, out
+    # the channel: an index edited after signing is refused...
+    idx, sig = chan / "nightly/index.json", chan / "nightly/index.json.sig"
+    good = idx.read_bytes(), sig.read_bytes()
+    idx.write_bytes(good[0].replace(v2.encode(), v2.replace("+9999", "+9998").encode()))
+    lc = channel_check(g)
+    assert not lc["ok"] and "channel index refused" in lc["error"], lc
+    # ...and a correctly signed channel whose release is older than the running one offers
+    # nothing (a downgrade), unless forced
+    down = rel.publish(work / "chan-down", "nightly", chan / "refuse/downgrade.raucb")
+    for name in ("index.json", "index.json.sig"):
+        shutil.copy(work / "chan-down/nightly" / name, chan / "nightly" / name)
+    lc = channel_check(g)
+    assert lc["ok"] and lc["available"] is None and "a downgrade" in lc["reason"], lc
+    lc = channel_check(g, force=True)
+    assert lc["ok"] and lc["available"]["version"] == str(down.version), lc
+    idx.write_bytes(good[0])
+    sig.write_bytes(good[1])
+    lc = channel_check(g)
+    assert lc["ok"] and lc["available"]["version"] == v2, lc
+    assert boot_state(g) == before
+    record("OTA refusals in the amd64 guest (5 bundles, 2 indexes, TCG)",
+           f"{time.monotonic() - t0:.0f} s")
+
+
+def usb_offer(g, work: Path, bundle: Path, version: str) -> None:
+    """A USB stick (xHCI, plugged through QMP) carrying a good, newer bundle: offered in
+    update.offer / update.status and the log, never installed by itself; pulling the stick
+    withdraws the offer."""
+    t0 = time.monotonic()
+    stick = work / "stick.img"
+    subprocess.run(["truncate", "-s", "16M", str(stick)], check=True)
+    subprocess.run(["mkfs.vfat", "-n", "UPDATE", str(stick)], check=True, capture_output=True)
+    subprocess.run(["mcopy", "-i", str(stick), str(bundle), "::sipedge-update.raucb"],
+                   check=True, env=MT)
+    job_before = ctl(g, "update.progress")
+    g.qmp("blockdev-add", **{"node-name": "stick", "driver": "raw",
+                             "file": {"driver": "file", "filename": str(stick)}})
+    g.qmp("device_add", driver="usb-storage", id="dev-stick", drive="stick", bus="xhci.0")
+    deadline = time.monotonic() + 120 * TIMEOUT_MULTIPLIER
+    while not (offer := ctl(g, "update.offer")):
+        assert time.monotonic() < deadline, "the stick's bundle was never offered"
+        time.sleep(2)
+    assert offer["name"] == "sipedge-update.raucb" and offer["signed"], offer
+    assert offer["version"] == version and offer["compatible"] == "sipedge-qemu-x86_64"
+    assert wait_ctl(g)["media_offer"]["file"] == offer["file"]
+    _rc, out = g.shell("logread | grep 'update bundle on' | tail -n 3")
+    assert "install it from the console: update install usb" in out, out
+    time.sleep(10)  # many supervisor ticks later: still nothing installed
+    assert ctl(g, "update.progress") == job_before
+    g.qmp("device_del", id="dev-stick")
+    deadline = time.monotonic() + 60 * TIMEOUT_MULTIPLIER
+    while True:  # the node goes once the guest has released the device
+        try:
+            g.qmp("blockdev-del", **{"node-name": "stick"})
+            break
+        except Exception:  # noqa: BLE001 - still in use
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    while ctl(g, "update.offer"):
+        assert time.monotonic() < deadline, "pulling the stick did not withdraw the offer"
+        time.sleep(2)
+    record("OTA USB offer in the amd64 guest (plug, offer, pull; TCG)",
+           f"{time.monotonic() - t0:.0f} s")
+
+
+def wait_install_panel(g, timeout=1500):
+    """wait_install, also watching the supervisor: while RAUC writes, the panel state is
+    `upgrading`, the status LED blinks fast, the LCD's first line says UPGRADING and an
+    alarm page shows `Update NN%`; returns (progress, panel states seen, percents seen on
+    the LCD)."""
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    panels, percents = set(), set()
+    while True:
+        p = ctl(g, "update.progress")
+        if p.get("done"):
+            return p, panels, percents
+        s = ctl(g, "supervisor.status")
+        if (s.get("update") or {}).get("installing") is not None:
+            panels.add(s["panel"])
+            view = s["panel_view"]
+            assert view["pages"][0][0].startswith("sipedge UPGRAD"), view
+            assert view["leds"]["status"] == ["blink", 100, 100], view
+            percents.update(line.strip() for page in view["pages"] for line in page
+                            if line.startswith("Update "))
+        assert time.monotonic() < deadline, p
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def setup(sipedge_image, tmp_path_factory):
     need_grub(sipedge_image)
@@ -202,7 +400,7 @@ def setup(sipedge_image, tmp_path_factory):
     toml = disk.get("sipedge.toml", work / "sipedge.toml")
     toml.write_text(toml.read_text() + TOML_EXTRA.format(trial=600))
     disk.put(toml, "sipedge.toml")
-    disk.grubenv(work, "sipedge_extra=quiet sipedge.autologin")
+    disk.grubenv(work, GRUB_EXTRA)
     v1 = sipedge_image.manifest["version"]
     base = v1.split("+")[0]
     v2 = f"{base}+99990101000000"
@@ -227,6 +425,7 @@ def setup(sipedge_image, tmp_path_factory):
     flipped = bytearray(good.read_bytes())
     flipped[len(flipped) // 3] ^= 0x01
     (chan / "bundles/flipped.raucb").write_bytes(flipped)
+    refusal_bundles(rel, work, chan / "refuse", v1)
     server = Channel(chan)
     yield rel, work, disk, v1, v2, server, chan
     server.close()
@@ -235,7 +434,9 @@ def setup(sipedge_image, tmp_path_factory):
 def test_install_reboot_mark_good(sipedge_image, setup):
     rel, work, disk, v1, v2, server, chan = setup
     b_before = disk.slot_hash(3)
-    g = boot(sipedge_image, work, disk, "ota-a", server.port)
+    # boot 1 carries the refusals and the USB offer too: a longer hard deadline
+    g = boot(sipedge_image, work, disk, "ota-a", server.port, timeout_s=1800,
+             extra_args=("-device", "qemu-xhci,id=xhci"))  # for the USB stick
     try:
         g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
         st = wait_ctl(g)
@@ -247,6 +448,11 @@ def test_install_reboot_mark_good(sipedge_image, setup):
         assert not p["ok"] and "refused" in p["error"], p
         assert "signed checksum" in p["error"], p
         assert disk.slot_hash(3) == b_before  # nothing was written to slot B
+        # wrong compatible, unknown signer, tampered manifest, downgrade (and forced),
+        # forged index, older channel release: refused, boot state unchanged
+        refuse_all(g, rel, work, chan, v1, v2)
+        usb_offer(g, work, work / "t.raucb", v1.split("+")[0] + "+99990303000000")
+        assert disk.slot_hash(3) == b_before
         # the channel: a forged index is refused, the real one offers v2
         ctl(g, "update.check")
         deadline = time.monotonic() + 120 * TIMEOUT_MULTIPLIER
@@ -255,9 +461,11 @@ def test_install_reboot_mark_good(sipedge_image, setup):
         assert lc.get("ok") and lc["available"]["version"] == v2, lc
         t0 = time.monotonic()
         ctl(g, "update.install", source=lc["available"]["url"])
-        p = wait_install(g)
+        p, panels, percents = wait_install_panel(g)
         install_s = time.monotonic() - t0
         assert p["ok"], p
+        assert panels == {"upgrading"} and len(percents) > 1, (panels, percents)
+        assert ctl(g, "supervisor.status")["panel"] != "upgrading"
         record("install amd64 (download + check + rauc install, TCG)", f"{install_s:.0f} s")
         st = wait_ctl(g)
         assert st["pending"]["to_slot"] == "B" and st["last_install"]["result"] == "ok"
@@ -302,7 +510,7 @@ def test_unhealthy_bundle_rolls_back(sipedge_image, tmp_path_factory):
     toml = disk.get("sipedge.toml", work / "sipedge.toml")
     toml.write_text(toml.read_text() + TOML_EXTRA.format(trial=90))
     disk.put(toml, "sipedge.toml")
-    disk.grubenv(work, "sipedge_extra=quiet sipedge.autologin")
+    disk.grubenv(work, GRUB_EXTRA)
     v1 = sipedge_image.manifest["version"]
     v3 = v1.split("+")[0] + "+99990202000000"
     bad = rel.make_bundle(variant_rootfs(disk, work / "rootfs3.ext4", v3, broken=True),
@@ -351,7 +559,7 @@ def test_power_cut_during_install_boots_a(sipedge_image, setup, tmp_path_factory
     rel, _, _, v1, v2, server, chan = setup
     work = tmp_path_factory.mktemp("ota-cut")
     disk = Disk(sipedge_image, work / "disk.img")
-    disk.grubenv(work, "sipedge_extra=quiet sipedge.autologin")
+    disk.grubenv(work, GRUB_EXTRA)
     g = boot(sipedge_image, work, disk, "cut-a", server.port)
     try:
         g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
@@ -382,3 +590,97 @@ def test_power_cut_during_install_boots_a(sipedge_image, setup, tmp_path_factory
         assert st["slots"]["B"]["boot_status"] != "good", st
     finally:
         g.stop()
+
+
+@pytest.mark.skipif(not LONG, reason="slow (several boots): make test-ota")
+def test_kernel_that_does_not_boot_rolls_back(sipedge_image, setup, tmp_path_factory):
+    """A bundle whose kernel never reaches user space (its initrd is garbage: no disk
+    driver, no root, kernel panic): `panic=10` reboots it, GRUB spends B's 3 tries and then
+    boots A by itself, and A reports the rollback. Nothing on B ever ran, so the reason is
+    the bootloader's."""
+    rel, _, _, v1, _, _, _ = setup
+    work = tmp_path_factory.mktemp("ota-kernel")
+    disk = Disk(sipedge_image, work / "disk.img")
+    disk.grubenv(work, GRUB_EXTRA)
+    v4 = v1.split("+")[0] + "+99990404000000"
+    bad = rel.make_bundle(variant_rootfs(disk, work / "rootfs4.ext4", v4, kernel_panics=True),
+                          "qemu-x86_64", v4, work / "nokernel.raucb")
+    chan = work / "ch"
+    (chan / "b").mkdir(parents=True)
+    shutil.move(bad, chan / "b/nokernel.raucb")
+    (work / "rootfs4.ext4").unlink()
+    server = Channel(chan)
+    try:
+        g = boot(sipedge_image, work, disk, "nok-a", server.port)
+        try:
+            g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+            wait_ctl(g)
+            ctl(g, "update.install", source="http://10.0.2.100:8080/b/nokernel.raucb")
+            assert wait_install(g)["ok"]
+            g.shell("sync; reboot", timeout=30)
+            g.wait_exit(120)
+        finally:
+            g.stop()
+    finally:
+        server.close()
+    t0 = time.monotonic()
+    slots = []
+    for i in range(5):  # B gets 3 tries, then GRUB returns to A
+        g = boot(sipedge_image, work, disk, f"nok-{i}")
+        try:
+            m = g.console.expect(rb"sipedge-boot: slot ([AB])", timeout=120)
+            slots.append(m.group(1).decode())
+            if slots[-1] == "A":
+                g.wait_shell(timeout=300 * TIMEOUT_MULTIPLIER)
+                st = wait_ctl(g)
+                # the panel: DEGRADED with a ROLLED BACK alarm page, the error LED blinking
+                deadline = time.monotonic() + 300 * TIMEOUT_MULTIPLIER
+                while (sup := ctl(g, "supervisor.status"))["state"] != "RUNNING":
+                    assert time.monotonic() < deadline, sup
+                    time.sleep(3)
+                view = sup["panel_view"]
+                assert sup["panel"] == "degraded" and view["leds"]["error"][0] == "blink"
+                assert ["ALARM", "ROLLED BACK"] in [[ln.strip() for ln in pg]
+                                                    for pg in view["pages"]], view
+                break
+            g.console.expect(rb"Kernel panic", timeout=300 * TIMEOUT_MULTIPLIER)
+            g.wait_exit(120 * TIMEOUT_MULTIPLIER)  # panic=10: the kernel reboots
+        finally:
+            g.stop()
+    record("kernel panic on the new slot back to the old slot amd64 (3 tries, TCG)",
+           f"{time.monotonic() - t0:.0f} s, slots {' '.join(slots)}")
+    assert slots == ["B", "B", "B", "A"], slots
+    assert st["booted"] == "A" and st["version"] == v1, st
+    assert st["rollback"] == (f"rolled back from {v4} to {v1}: slot B did not come up "
+                              "(no healthy boot within its tries)"), st
+    env = disk.grubenv(work)
+    assert env["ORDER"] == "B A" and env["B_TRY"] == "3", env  # B is left for good
+
+
+@pytest.mark.skipif(not LONG, reason="slow (several boots): make test-ota")
+def test_unloadable_slot_costs_its_tries(sipedge_image, tmp_path_factory):
+    """GRUB's side of a slot that does not boot: slot B preferred but empty (no file system,
+    so no kernel GRUB could load). Each boot spends a try, GRUB says so and reboots, and
+    after 3 tries it boots A: the box never stops at a GRUB prompt."""
+    need_grub(sipedge_image)
+    work = tmp_path_factory.mktemp("ota-unloadable")
+    disk = Disk(sipedge_image, work / "disk.img")
+    disk.grubenv(work, GRUB_EXTRA, "ORDER=B A", "B_OK=1",
+                 "B_TRY=0")
+    slots = []
+    for i in range(5):
+        g = boot(sipedge_image, work, disk, f"unl-{i}")
+        try:
+            m = g.console.expect(rb"sipedge-boot: slot ([AB])", timeout=120 * TIMEOUT_MULTIPLIER)
+            slots.append(m.group(1).decode())
+            if slots[-1] == "A":
+                g.console.expect(rb"sipedge-init", timeout=300 * TIMEOUT_MULTIPLIER)
+                break
+            g.console.expect(rb"sipedge-boot: slot B cannot be booted",
+                             timeout=120 * TIMEOUT_MULTIPLIER)
+            g.wait_exit(60 * TIMEOUT_MULTIPLIER)  # GRUB's reboot ends QEMU (-no-reboot)
+        finally:
+            g.stop()
+    assert slots == ["B", "B", "B", "A"], slots
+    env = disk.grubenv(work)
+    assert env["B_TRY"] == "3" and env["ORDER"] == "B A", env

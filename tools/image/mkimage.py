@@ -262,7 +262,7 @@ def app_version() -> str:
 
 
 GRUB_MODULES = ("biosdisk", "part_msdos", "fat", "ext2", "normal", "linux", "echo", "test",
-                "loadenv", "configfile", "serial", "terminal", "halt", "reboot")
+                "loadenv", "configfile", "serial", "terminal", "halt", "reboot", "sleep")
 
 
 def install_grub(disk: Path, boot_part: str, meta: dict[str, str], out: Path) -> None:

@@ -7,8 +7,10 @@ The initrd holds the target's static BusyBox (taken from ROOT), the kernel modul
 reach the root filesystem (with their dependencies, from ROOT's modules.dep; built-in ones are
 skipped) and a small /init. /init understands root=/dev/X, root=PARTUUID=<mbr-sig>-<nn> and
 root=LABEL=..., mounts the root read-only and switch_roots to init= (default /sbin/init).
-If the root cannot be found within 20 s it prints "sipedge-initrd: FATAL" and powers off,
-so a test VM run with -no-reboot ends instead of hanging.
+If the root cannot be found within 20 s it prints "sipedge-initrd: FATAL" and reboots: on an
+A/B box the boot has spent one of the slot's tries, so a slot whose kernel cannot reach its
+root ends up rolled back by the bootloader instead of a box that stays off (a test VM run
+with -no-reboot ends instead of hanging).
 
 The cpio archive (newc) is written here, so no root rights or cpio binary are needed.
 """
@@ -42,7 +44,7 @@ fatal() {
 	echo "sipedge-initrd: FATAL: $*"
 	if grep -qw sipedge.initrd_shell /proc/cmdline; then exec sh; fi
 	sleep 1
-	poweroff -f
+	reboot -f
 }
 
 while read -r mod; do

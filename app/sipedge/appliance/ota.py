@@ -237,12 +237,15 @@ class BundleInfo:
 def check_bundle(path: str | os.PathLike[str], *, keyring: str | os.PathLike[str],
                  compatible: str, current: str, force: bool = False, rauc: str = "rauc",
                  unsquashfs: str = "unsquashfs",
-                 on_progress: Callable[[int, str], None] | None = None) -> BundleInfo:
+                 on_progress: Callable[[int, str], None] | None = None,
+                 label: str | None = None) -> BundleInfo:
     """Everything that can be checked without writing; raises UpdateError (see the module
-    doc). Reads the bundle twice (signature, image hash); writes nothing."""
+    doc). Reads the bundle twice (signature, image hash); writes nothing. Errors name the
+    bundle by `label` (the URL it was downloaded from) or else by its file name."""
     p = Path(path)
     if not p.is_file():
         raise UpdateError(f"{p}: no such bundle file")
+    shown = label or p.name
     try:
         res = subprocess.run([rauc, "info", f"--keyring={keyring}", "--output-format=shell",
                               str(p)], capture_output=True, text=True, timeout=300)
@@ -251,32 +254,32 @@ def check_bundle(path: str | os.PathLike[str], *, keyring: str | os.PathLike[str
     if res.returncode != 0:
         err = " ".join(ln.strip() for ln in res.stderr.splitlines()
                        if ln.strip() and "rauc-Message" not in ln)
-        raise UpdateError(f"{p.name}: refused, signature or format check failed: "
+        raise UpdateError(f"{shown}: refused, signature or format check failed: "
                           f"{err[-300:] or 'rc=' + str(res.returncode)}")
     info = parse_shell_info(res.stdout)
     got = info.get("RAUC_MF_COMPATIBLE", "")
     if got != compatible:
-        raise UpdateError(f"{p.name}: refused, bundle is for {got!r}, this box is "
+        raise UpdateError(f"{shown}: refused, bundle is for {got!r}, this box is "
                           f"{compatible!r}")
     try:
         new = Version.parse(info.get("RAUC_MF_VERSION", ""))
         cur = Version.parse(current)
     except ChannelError as exc:
-        raise UpdateError(f"{p.name}: refused, {exc}") from None
+        raise UpdateError(f"{shown}: refused, {exc}") from None
     if new <= cur and not force:
         what = "the running version" if new.key() == cur.key() else "a downgrade"
-        raise UpdateError(f"{p.name}: refused, {new} is {what} (running {cur}); "
+        raise UpdateError(f"{shown}: refused, {new} is {what} (running {cur}); "
                           "use `update install --force` to install it anyway")
     if info.get("RAUC_MF_IMAGES") != "1" or info.get("RAUC_IMAGE_CLASS_0") != "rootfs":
-        raise UpdateError(f"{p.name}: refused, want exactly one image for the rootfs slot")
+        raise UpdateError(f"{shown}: refused, want exactly one image for the rootfs slot")
     name = info.get("RAUC_IMAGE_NAME_0", "")
     digest = info.get("RAUC_IMAGE_DIGEST_0", "")
     try:
         size = int(info.get("RAUC_IMAGE_SIZE_0", ""))
     except ValueError:
-        raise UpdateError(f"{p.name}: refused, manifest has no image size") from None
+        raise UpdateError(f"{shown}: refused, manifest has no image size") from None
     if not re.fullmatch(r"[0-9a-f]{64}", digest) or "/" in name or not name:
-        raise UpdateError(f"{p.name}: refused, manifest image entry is malformed")
+        raise UpdateError(f"{shown}: refused, manifest image entry is malformed")
     h = hashlib.sha256()
     n = 0
     try:
@@ -303,7 +306,7 @@ def check_bundle(path: str | os.PathLike[str], *, keyring: str | os.PathLike[str
         err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
     if proc.returncode != 0 or n != size or h.hexdigest() != digest:
         detail = err.strip().splitlines()[-1] if err.strip() else f"{n} of {size} bytes"
-        raise UpdateError(f"{p.name}: refused, image does not match its signed checksum "
+        raise UpdateError(f"{shown}: refused, image does not match its signed checksum "
                           f"({detail})")
     return BundleInfo(str(p), got, str(new), digest, size, name)
 
@@ -602,13 +605,15 @@ class OtaManager:
             job.lines.append(f"{pct:3d}% {step}")
 
     def _install(self, job: InstallJob, force: bool) -> None:
+        origin = job.source
         try:
             if job.source.startswith(("http://", "https://")):
                 job.source = self._download(job, job.source)
             self._progress(job, 0, "checking bundle")
             info = check_bundle(job.source, keyring=self.keyring, compatible=self.compatible(),
                                 current=self.version, force=force, rauc=self.rauc,
-                                on_progress=lambda p, s: self._progress(job, p * 3 // 10, s))
+                                on_progress=lambda p, s: self._progress(job, p * 3 // 10, s),
+                                label=origin if origin != job.source else None)
             job.version = info.version
             pending = Pending(self._other_slot(), info.version, self.booted, self.version,
                               self.wall_clock())
@@ -648,6 +653,7 @@ class OtaManager:
             job.done = True
             self.state["last_install"] = {
                 "source": job.source, "version": job.version,
+                **({"url": origin} if origin != job.source else {}),
                 "result": "ok" if job.ok else "error", "error": job.error,
                 "time": self.wall_clock()}
             self._save()

@@ -44,8 +44,10 @@ class SupervisorParams:
                                    "healthy this long after it was applied is rolled back "
                                    "to last-known-good (so are two failed starts in a row "
                                    "or FAILED)", min=1)
-    mark_good_after_s: float = option(120.0, "healthy time after which the booted slot is "
-                                      "marked good (0: never)", min=0)
+    mark_good_after_s: float | None = option(None, "deprecated: use `[update] "
+                                             "mark_good_after_s` (a value here is still used "
+                                             "for it, with a warning; setting both is an "
+                                             "error)", min=0)
 
 
 @section("watchdog")

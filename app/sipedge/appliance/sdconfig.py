@@ -162,6 +162,8 @@ class BootConfigManager:
                 log.error("boot config invalid file=%s errors=%d first=%s", self.boot_path,
                           len(issues), issues[0] if issues else "")
             else:
+                for w in getattr(cfg, "warnings", ()):
+                    log.warning("boot config: %s", w)
                 rejected = self.rejected_reason(cfg.text)
                 if rejected is None:
                     return self._remember(ConfigChoice(

@@ -228,6 +228,7 @@ class Supervisor:
                 "bytes_sent": getattr(self.display, "bytes_sent", None)},
             "leds": dict(self._led_state),
             "led_names": dict(getattr(self.leds, "names", {})),
+            "panel_view": self.panel_view(),
             "watchdog": self._watchdog_status(now),
             "health": None if self.last_report is None or self.proc is None else {
                 "ok": self.last_report.ok, "detail": self.last_report.detail,
@@ -775,7 +776,7 @@ class Supervisor:
             except Exception:  # boundary: an OTA agent failure must not stop supervision
                 log.exception("update agent tick failed")
             return
-        after = self.choice.config.supervisor.mark_good_after_s
+        after = self.choice.config.update.mark_good_after_s  # the one setting (issue 12)
         if self.marked_good or self.update_agent is None or after <= 0:
             return
         if self.policy.state is State.RUNNING and self.policy.healthy_for(now) >= after:
@@ -822,6 +823,20 @@ class Supervisor:
         if offer is not None:
             info["alarms"].append("USB config " + ("ready: import" if offer.valid else "INVALID"))
         return info
+
+    def panel_view(self) -> dict[str, Any] | None:
+        """What the panel shows, whether or not a display or LEDs are fitted: the LCD pages
+        the display cycles through and each LED role's pattern (status and tests)."""
+        try:
+            state = self.panel_state()
+            pc = self.choice.config.panel
+            return {"pages": panel_pages.build_pages(self.panel_info(), pc.lcd_cols,
+                                                     pc.lcd_rows),
+                    "leds": {role: list(panel_leds.pattern_for(state, role))
+                             for role in panel_leds.ROLES}}
+        except Exception:  # boundary: the panel is best effort
+            log.exception("panel view failed")
+            return None
 
     def _update_panel(self, now: float) -> None:
         try:

@@ -50,6 +50,7 @@ class Config:
         self.required = True
         self.data_dir = ""
         self.instances: dict[str, Config] = {"default": self}
+        self.warnings: list[ConfigIssue] = []  # deprecated keys that were still honoured
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -158,6 +159,9 @@ class _Validator:
     def error(self, path: str, reason: str) -> None:
         path = self.prefix + path
         self.issues.append(ConfigIssue(self.source, _line_for(self.lines, path), path, reason))
+
+    def issue(self, path: str, reason: str) -> ConfigIssue:
+        return ConfigIssue(self.source, _line_for(self.lines, path), path, reason)
 
     def build(self, cls: type, data: Any, path: str) -> Any:
         if not isinstance(data, dict):
@@ -301,8 +305,30 @@ def build_config(data: dict[str, Any], v: _Validator, text: str) -> Config | Non
         if name not in values:
             values[name] = () if array else cls()
     config = Config(values, v.source, text)
+    _moved_keys(config, data, v)
     _check_semantics(config, v)
     return None if len(v.issues) > before else config
+
+
+# deprecated key -> the key that replaced it: the old one is still honoured (copied to the
+# new one, with a warning naming file:line) unless both are set, which is an error
+MOVED_KEYS = {"supervisor.mark_good_after_s": "update.mark_good_after_s"}
+
+
+def _moved_keys(config: Config, data: dict[str, Any], v: _Validator) -> None:
+    for old, new in MOVED_KEYS.items():
+        osec, okey = old.split(".")
+        nsec, nkey = new.split(".")
+        if okey not in (data.get(osec) or {}):
+            continue
+        if nkey in (data.get(nsec) or {}):
+            v.error(old, f"deprecated, and [{nsec}] {nkey} is set too: keep only [{nsec}] "
+                         f"{nkey}")
+            continue
+        value = getattr(config._values[osec], okey)
+        config._values[nsec] = dataclasses.replace(config._values[nsec], **{nkey: value})
+        config.warnings.append(v.issue(old, f"deprecated: use [{nsec}] {nkey} (this value "
+                                            f"{value:g} is used for it)"))
 
 
 def _check_semantics(config: Config, v: _Validator) -> None:

@@ -25,13 +25,15 @@ term_timeout_s = 0.2
 start_timeout_s = 2
 health_interval_s = 0.1
 health_timeout_s = 0.5
-mark_good_after_s = {mark_good}
 
 [watchdog]
 pet_interval_s = 0.1
 
 [panel]
 page_interval_s = 30
+
+[update]
+mark_good_after_s = {mark_good}
 """
 
 
@@ -152,7 +154,7 @@ async def test_config_error_shows_on_panel_and_rpc(tmp_path):
     await h.start()
     await until(lambda: h.state() is State.RUNNING)
     assert h.procs[0].argv[-1] == str(h.source.lkg_path)
-    assert h.lcd.screens[-1] == ["CONFIG ERROR    ", "sipedge.toml:18 "]
+    assert h.lcd.screens[-1] == ["CONFIG ERROR    ", "sipedge.toml:20 "]
     assert h.leds.current["error"] == ("blink", 150, 150)
     errs = h.sup.rpc_methods()["config.errors"]({})
     assert errs["source"] == "last-known-good" and len(errs["errors"]) == 1
@@ -433,7 +435,7 @@ def test_guard_record_lives_in_the_data_dir_by_default(tmp_path):
 
 def trial_text(extra=""):
     return BASE.format(mark_good=0).replace(
-        "mark_good_after_s = 0", "mark_good_after_s = 0\nconfig_good_after_s = 0.3") + extra
+        "health_timeout_s = 0.5", "health_timeout_s = 0.5\nconfig_good_after_s = 0.3") + extra
 
 
 async def test_new_config_becomes_last_known_good_only_after_health(tmp_path):
