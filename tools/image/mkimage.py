@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -78,9 +79,14 @@ def hash_paths(h, paths) -> None:
                 h.update(p.read_bytes())
 
 
+def host_arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
 def base_key(arch: str) -> str:
     h = hashlib.sha256(f"base {arch}\n".encode())
-    hash_paths(h, [HERE / name for name in BASE_INPUTS])
+    inputs = BASE_INPUTS + (("mkbase_foreign.py",) if arch != host_arch() else ())
+    hash_paths(h, [HERE / name for name in inputs])
     return h.hexdigest()
 
 
@@ -120,9 +126,17 @@ def install_app(root: Path) -> None:
             f"from {module} import {func}\n"
             f"sys.exit({func}())\n")
         script.chmod(0o755)
-    # The root filesystem is read-only: ship the bytecode.
-    run("chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode",
-        "unchecked-hash", "/usr/lib/python3/dist-packages/sipedge")
+    # The root filesystem is read-only: ship the bytecode. The host's interpreter writes the
+    # same bytecode when its magic number is the target's (a foreign target's interpreter
+    # would run under qemu-user: tens of seconds).
+    sys.path.insert(0, str(HERE))
+    from mkbase_foreign import python_magic_matches
+    if python_magic_matches(root):
+        run(sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+            "-s", root, "-p", "/", site)
+    else:
+        run("chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode",
+            "unchecked-hash", "/usr/lib/python3/dist-packages/sipedge")
 
 
 def busybox_links(root: Path) -> None:
