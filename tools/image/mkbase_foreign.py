@@ -370,9 +370,11 @@ def build(arch: str, root: Path, work: Path, cache: Path) -> None:
         queue.unlink()
         log(f"byte-compiled {n} files with the host's Python {sys.version.split()[0]}")
     policy.unlink()
-    # As mmdebstrap leaves a tree: no machine id (each box makes its own), an unconfigured
-    # fstab, an empty /run (a tmpfs at run time).
+    # As mmdebstrap leaves a tree: no machine id, none for D-Bus either (each box makes its
+    # own), an unconfigured fstab, an empty /run (a tmpfs at run time).
     (root / "etc/machine-id").write_text("")
+    for f in ("var/lib/dbus/machine-id", "var/cache/ldconfig/aux-cache", "var/lib/dpkg/available"):
+        (root / f).unlink(missing_ok=True)
     (root / "etc/fstab").write_text("# UNCONFIGURED FSTAB FOR BASE SYSTEM\n")
     for p in (root / "run").iterdir():
         if p.name == "lock":
