@@ -29,13 +29,6 @@ arm64)
 *) echo "mkbase.sh: unsupported ARCH $arch" >&2; exit 2 ;;
 esac
 
-# A foreign architecture: mmdebstrap would run dpkg (unpacking every .deb) and the Python
-# byte-compiles under qemu-user, 4-6 min; mkbase_foreign.py builds the same tree with the
-# host's apt and dpkg, only the maintainer scripts emulated (about a third of the time).
-if [ "$arch" != "$(dpkg --print-architecture)" ] && [ -z "${SIPEDGE_MMDEBSTRAP_FOREIGN:-}" ]; then
-	exec "$python" "$here/mkbase_foreign.py" "$arch" "$dest"
-fi
-
 if [ -n "${SIPEDGE_APT_SOURCES:-}" ]; then
 	set -- "$SIPEDGE_APT_SOURCES"
 elif [ -f /etc/apt/sources.list.d/debian.sources ]; then

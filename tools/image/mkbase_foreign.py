@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the Debian base root filesystem for a foreign architecture (arm64 on an amd64 host).
 
-usage: mkbase_foreign.py ARCH DEST        (root; called by mkbase.sh)
+usage: mkbase_foreign.py ARCH DEST        (root; called by mkimage.py)
 
 The same tree as mkbase.sh's mmdebstrap run (minbase: Essential + Priority required + apt,
 plus debian-packages.txt, no recommends, perl purged, slimmed), built so that little runs
@@ -222,6 +222,13 @@ def main(argv: list[str]) -> int:
         # with this process, however it ends.
         os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable,
                                *argv], {**os.environ, "SIPEDGE_MKBASE_NS": "1"})
+    # Maintainer scripts run under qemu-user: binfmt_misc must be mounted and enabled.
+    binfmt = Path("/proc/sys/fs/binfmt_misc")
+    if not (binfmt / "status").exists():
+        run("mount", "-t", "binfmt_misc", "binfmt_misc", binfmt)
+    qemu = {"arm64": "qemu-aarch64", "armhf": "qemu-arm", "amd64": "qemu-x86_64"}.get(arch, arch)
+    if not (binfmt / qemu).exists():
+        run("update-binfmts", "--enable", qemu)
     cache = Path(os.environ.get("SIPEDGE_DEB_CACHE", "/var/cache/sipedge-debs")) / arch
     root = Path(f"{dest}.tmp")
     shutil.rmtree(root, ignore_errors=True)

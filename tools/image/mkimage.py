@@ -375,10 +375,14 @@ def main(argv=None) -> int:
     image_ok = base_ok and image_stamp.exists() and image_stamp.read_text() == ikey and manifest_path.exists()
     t0 = time.monotonic()
     if args.force or not base_ok:
-        log(f"base stage for {args.arch} (mmdebstrap)")
+        log(f"base stage for {args.arch}")
         base_stamp.unlink(missing_ok=True)
         image_stamp.unlink(missing_ok=True)
-        run(HERE / "mkbase.sh", args.arch, out / "base", env={**os.environ, "PYTHON": sys.executable})
+        if args.arch == host_arch() or os.environ.get("SIPEDGE_MMDEBSTRAP_FOREIGN"):
+            run(HERE / "mkbase.sh", args.arch, out / "base",
+                env={**os.environ, "PYTHON": sys.executable})
+        else:  # mmdebstrap would run dpkg and every maintainer script under qemu-user
+            run(sys.executable, HERE / "mkbase_foreign.py", args.arch, out / "base")
         base_stamp.write_text(bkey)
         log(f"base stage done in {time.monotonic() - t0:.0f} s")
         image_ok = False
