@@ -4,6 +4,7 @@ the FAT), RAUC's U-Boot backend (fw_setenv) switches it. One install A->B from t
 reboot into B, marked good. Runs in `make test-arm64` (SIPEDGE_TEST_ARM64=1)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -13,7 +14,10 @@ from guest_helpers import REPO, TIMEOUT_MULTIPLIER, record
 from test_ota_guest import (TOML_EXTRA, Channel, Disk, ctl, guestfwd, load_release,
                             variant_rootfs, wait_ctl, wait_install)
 
-pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.needs_qemu, pytest.mark.needs_root, pytest.mark.timeout(2400),
+              pytest.mark.skipif(os.environ.get("SIPEDGE_TEST_ARM64") != "1",
+                                 reason="arm64 A/B updates run in `make test-arm64` "
+                                        "(SIPEDGE_TEST_ARM64=1)")]
 
 
 def uboot_env(disk: Disk, tmp, *sets: str) -> dict[str, str]:
@@ -30,9 +34,17 @@ def uboot_env(disk: Disk, tmp, *sets: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def wait_userspace(g) -> None:
+    """Type nothing on the console before init has run rcS. Seen on the first run: lines the
+    harness typed on the PL011 console while the kernel booted (after U-Boot) were never
+    echoed, and no later line got through either; typed after rcS, the shell answers. The
+    amd64 guest's 16550 keeps early input."""
+    g.console.expect(rb"sipedge-init: rauc service ready", timeout=600 * TIMEOUT_MULTIPLIER)
+    g.wait_shell(timeout=600 * TIMEOUT_MULTIPLIER)
+
+
 def boot(image, workdir, disk, name, port=None):
     from sipedge_vm import UBOOT_ARM64, Guest
-    import os
     if not os.path.exists(UBOOT_ARM64):
         pytest.skip("needs u-boot-qemu (tests/apt-packages.txt)")
     g = Guest(image, workdir, name=name, firmware_boot=True, disk=disk.path,
@@ -66,7 +78,7 @@ def test_arm64_install_reboot_mark_good(sipedge_image_arm64, tmp_path):
         g = boot(image, tmp_path, disk, "arm-a", server.port)
         try:
             g.console.expect(b"sipedge-boot: slot A", timeout=180)
-            g.wait_shell(timeout=600 * TIMEOUT_MULTIPLIER)
+            wait_userspace(g)
             st = wait_ctl(g, timeout=600)
             assert st["booted"] == "A" and st["version"] == v1, st
             t1 = time.monotonic()
@@ -87,7 +99,7 @@ def test_arm64_install_reboot_mark_good(sipedge_image_arm64, tmp_path):
         g = boot(image, tmp_path, disk, "arm-b")
         try:
             g.console.expect(b"sipedge-boot: slot B", timeout=180)
-            g.wait_shell(timeout=600 * TIMEOUT_MULTIPLIER)
+            wait_userspace(g)
             deadline = time.monotonic() + 600 * TIMEOUT_MULTIPLIER
             while True:
                 st = wait_ctl(g, timeout=600)
