@@ -42,5 +42,9 @@ fi
 echo "sipedge-boot: slot ${raucslot} (order ${BOOT_ORDER}, A_LEFT=${BOOT_A_LEFT} B_LEFT=${BOOT_B_LEFT})"
 load virtio 0:${bootpart} ${kernel_addr_r} /usr/lib/sipedge/boot/Image
 load virtio 0:${bootpart} ${ramdisk_addr_r} /usr/lib/sipedge/boot/initrd.img
-setenv bootargs "root=PARTUUID=@SIG@-0${bootpart} rootfstype=ext4 ro console=@CONSOLE@ rauc.slot=${raucslot} ${sipedge_extra}"
+setenv bootargs "root=PARTUUID=@SIG@-0${bootpart} rootfstype=ext4 ro console=@CONSOLE@ rauc.slot=${raucslot} panic=10 ${sipedge_extra}"
 booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}
+# booti returns only when the slot's kernel cannot be started: the try is already spent,
+# so reset and let the counting above move on (a kernel that panics reboots: panic=10)
+echo "sipedge-boot: slot ${raucslot} cannot be booted; resetting"
+reset

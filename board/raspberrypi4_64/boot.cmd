@@ -41,5 +41,9 @@ fi
 saveenv
 echo "sipedge-boot: slot ${raucslot} (order ${BOOT_ORDER}, A_LEFT=${BOOT_A_LEFT} B_LEFT=${BOOT_B_LEFT})"
 load mmc 0:${bootpart} ${kernel_addr_r} /boot/Image
-setenv bootargs "root=/dev/mmcblk0p${bootpart} rootfstype=ext4 ro rootwait console=ttyAMA0,115200 rauc.slot=${raucslot}"
+setenv bootargs "root=/dev/mmcblk0p${bootpart} rootfstype=ext4 ro rootwait console=ttyAMA0,115200 rauc.slot=${raucslot} panic=10"
 booti ${kernel_addr_r} - ${fdt_addr}
+# booti returns only when the slot's kernel cannot be started: the try is already spent,
+# so reset and let the counting above move on (a kernel that panics reboots: panic=10)
+echo "sipedge-boot: slot ${raucslot} cannot be booted; resetting"
+reset
