@@ -242,7 +242,7 @@ def test_config_check_reads_the_dispatcher_list(tmp_path):
     out = config_check(str(tmp_path / "c.toml"))
     assert not out["valid"] and out["errors"][0].startswith(f"{tmp_path / 'ds.list'}:2: uri:")
     (tmp_path / "ds.list").write_text("1 sip:127.0.0.1:5071\n")
-    assert config_check(str(tmp_path / "c.toml")) == {"valid": True, "errors": []}
+    assert config_check(str(tmp_path / "c.toml")) == {"valid": True, "errors": [], "warnings": []}
 
 
 def test_dispatcher_worker0_probes_and_the_others_mirror_it(tmp_path):
