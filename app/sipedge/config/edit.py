@@ -21,12 +21,13 @@ import re
 import typing
 from typing import Any
 
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
-from tomlkit.items import Table
-
 from . import loader as _loader
 from .schema import SECTIONS
+
+# tomlkit (about 3 MiB) is imported by the functions that edit or show a file, not with this
+# module: the supervisor imports it at start and needs tomlkit only on a console command
+if typing.TYPE_CHECKING:
+    import tomlkit
 
 HIDDEN = "<hidden>"
 
@@ -77,6 +78,9 @@ def format_key(path: KeyPath) -> str:
 
 def parse_value(value: str) -> Any:
     """The TOML item VALUE stands for, kept as written; a plain string if it is not TOML."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     text = value.strip()
     try:
         return tomlkit.parse(f"v = {text}\n")["v"]
@@ -85,6 +89,9 @@ def parse_value(value: str) -> Any:
 
 
 def parse_document(text: str) -> tomlkit.TOMLDocument:
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         return tomlkit.parse(text)
     except TOMLKitError as exc:
@@ -94,6 +101,9 @@ def parse_document(text: str) -> tomlkit.TOMLDocument:
 
 def set_value(text: str, dotted: str, value: str) -> str:
     """TOML `text` with `dotted` set to `value`, everything else kept as written."""
+    import tomlkit
+    from tomlkit.items import Table
+
     path = parse_key(dotted)
     doc = parse_document(text)
     node: Any = doc
@@ -191,6 +201,9 @@ def mask_secrets(text: str) -> str:
     A file that is not valid TOML is masked line by line: any line whose key is the name of
     a secret loses its value.
     """
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     keys = secret_keys()
     try:
         doc = tomlkit.parse(text)
@@ -205,6 +218,9 @@ def mask_secrets(text: str) -> str:
 
 def secret_values(text: str) -> list[str]:
     """The secret values present in `text` (for tests and for a changed-secret note)."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         doc = tomlkit.parse(text)
     except TOMLKitError:
