@@ -39,44 +39,18 @@ PROXY = ("127.0.0.1", 25010)
 CALLER = ("127.0.0.1", 25040)
 CALLEE = ("127.0.0.1", 25022)
 
-STATELESS = """
-[core]
-workers = 1
-log_level = "warning"
-[[listen]]
-proto = "udp"
-address = "127.0.0.1"
-port = 25010
-[proxy]
-record_route = true
-[routing]
-default_destination = "sip:127.0.0.1:25022"
-"""
-
-STATEFUL = """
-[core]
-workers = 1
-log_level = "warning"
-[[listen]]
-proto = "udp"
-address = "127.0.0.1"
-port = 25010
-[proxy]
-record_route = true
-[routing]
-script = "route.py"
-"""
-
-ROUTE = '''
-NEXT_HOP = "sip:127.0.0.1:25022"
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
-def request_route(msg):
-    if msg.in_dialog or msg.method in ("ACK", "CANCEL"):
-        msg.t_relay()
-        return
-    msg.t_relay(NEXT_HOP)
-'''
+def bench_file(name: str, workdir: str) -> str:
+    """A file of bench/configs (the one run.py measures), placeholders filled for this driver."""
+    with open(os.path.join(CONFIGS, name)) as f:
+        text = f.read()
+    for key, value in (("WORKERS", "1"), ("WORKDIR", workdir), ("HOST", "127.0.0.1"),
+                       ("PORT", "25010"), ("NEXT_HOST", CALLEE[0]), ("NEXT_PORT", str(CALLEE[1]))):
+        text = text.replace(f"@{key}@", value)
+    return text
+
 
 SDP = (b"v=0\r\no=bench 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
        b"m=audio 6000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n")
@@ -97,12 +71,12 @@ def make_worker(mode: str, workdir: str):
     from sipedge.io.worker import Worker
     from sipedge.script.loader import load_script
 
-    text = STATELESS if mode == "stateless" else STATEFUL
+    text = bench_file(f"sipedge-{mode}.toml", workdir)
     cfg_path = os.path.join(workdir, "sipedge.toml")
     with open(cfg_path, "w") as f:
         f.write(text)
     with open(os.path.join(workdir, "route.py"), "w") as f:
-        f.write(ROUTE)
+        f.write(bench_file("sipedge-stateful-route.py", workdir))
     real_token_hex = secrets.token_hex
     secrets.token_hex = lambda n=None: "ab"  # a fixed transaction branch salt: replayable
     try:
