@@ -125,6 +125,7 @@ def test_unknown_realm_3002_at_once():
     tok = ask(net, cli, 1, realm="nowhere")
     (ans,) = answers(net, tok)
     assert ans.result_code == 3002 and ans.message.is_error and not seen
+    assert _dra.stats_snapshot()["result_codes"] == {"3002": 1}
 
 
 def test_loop_3005_with_e_bit_nothing_forwarded():
@@ -226,6 +227,8 @@ def test_timeout_3002_and_table_empties():
     assert dra.npending == 0 and not dra.pending
     codes = {answers(net, t)[0].result_code for t in toks}
     assert codes == {3002}
+    # each 3002 the DRA sent is counted once in diameter.stats
+    assert dra.stats_snapshot()["result_codes"] == {"3002": 50}
 
 
 def test_bounded_pending_table_3004():
