@@ -52,6 +52,13 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -382,10 +389,9 @@ def failover(work: Path, ext: Path, n: int) -> dict:
     origins: list[str] = []
     codes: list[int] = []
     t_flags: list[bool] = []
-    skipped = 0
+    skipped: list[str] = []  # rounds whose request was not pending on fo1: who answered
 
     async def rounds() -> None:
-        nonlocal skipped
         cli = Node(Identity("load.cli", "cli", ("127.0.0.1",), auth_apps=(16777216,)),
                    [PeerConfig("dra.bench", "127.0.0.1", dport,
                                settings=PeerSettings(connect=True, tc_s=1.0, tw_s=30.0))],
@@ -401,7 +407,12 @@ def failover(work: Path, ext: Path, n: int) -> dict:
                     await asyncio.sleep(0.05)
                 # fo1 reopened (after a failure: 3 DWAs, Tw 6 s) before the round
                 await loop.run_in_executor(None, dra.wait_usable, ["fo1.srv", "fo2.srv"], 60.0)
-                servers["fo1.srv"].proc.send_signal(signal.SIGSTOP)
+                fo1 = servers["fo1.srv"].proc
+                fo1.send_signal(signal.SIGSTOP)
+                for _ in range(40):  # until the kernel shows it stopped ("T")
+                    if proc_state(fo1.pid) == "T":
+                        break
+                    await asyncio.sleep(0.05)
                 user = f"fo{i}@ims.test"
                 avps = [dd.avp("Session-Id", f"load.cli;fo;{i}"),
                         dd.avp("Auth-Session-State", 1), dd.avp("User-Name", user)]
@@ -409,11 +420,14 @@ def failover(work: Path, ext: Path, n: int) -> dict:
                                                          timeout=20.0))
                 await asyncio.sleep(0.5)  # the request is held by the frozen fo1
                 peers = await loop.run_in_executor(None, dra.peers)
-                if peers["fo1.srv"]["pending"] != 1:
-                    skipped += 1  # not held by fo1: no failover to measure
+                held = peers["fo1.srv"]["pending"] == 1
                 t_kill = time.monotonic()
                 servers["fo1.srv"].kill()
                 ans = await task
+                if not held:  # not held by fo1: no failover to measure
+                    skipped.append(str(dd.get(ans.avps, "Origin-Host")))
+                    servers["fo1.srv"].start()
+                    continue
                 latencies.append((time.monotonic() - t_kill) * 1000)
                 origins.append(str(dd.get(ans.avps, "Origin-Host")))
                 codes.append(result_code(ans) or 0)
@@ -431,7 +445,7 @@ def failover(work: Path, ext: Path, n: int) -> dict:
         for s in servers.values():
             s.stop()
     return {"rounds": n, "failover_ms": [round(x, 1) for x in latencies], "origins": origins,
-            "result_codes": codes, "t_flag": t_flags, "not_pending_on_fo1": skipped}
+            "result_codes": codes, "t_flag": t_flags, "not_held_by_fo1_answered_by": skipped}
 
 
 def compare(work: Path, ext: Path, a: argparse.Namespace) -> tuple[dict, list[dict]]:
@@ -497,14 +511,15 @@ def report(a, targets, runs, fo_result, soak_result, loads) -> None:
                 print(f"{kind:22} {name:13} {med('rate'):10.0f} "
                       f"{med('cpu_ms_per_req'):10.3f} {ok:7.1f} {med('p50_ms'):7.2f} "
                       f"{med('p99_ms'):7.2f} {med('rss_kb') / 1024:7.1f}")
-    if fo_result:
+    if fo_result and fo_result["failover_ms"]:
         ms = fo_result["failover_ms"]
         print(f"\nfailover (fo1 frozen with the request, SIGKILLed -> answer via fo2, T flag): "
               f"{len(ms)} rounds, median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms; "
               f"answered by {sorted(set(fo_result['origins']))}, result codes "
               f"{sorted(set(fo_result['result_codes']))}, T flag at fo2 "
-              f"{sum(fo_result['t_flag'])}/{len(ms)}, not held by fo1 "
-              f"{fo_result['not_pending_on_fo1']}")
+              f"{sum(fo_result['t_flag'])}/{len(ms)}; rounds left out (request not pending on "
+              f"the frozen fo1): {len(fo_result['not_held_by_fo1_answered_by'])} "
+              f"{fo_result['not_held_by_fo1_answered_by'] or ''}")
     if soak_result:
         r = soak_result
         ld = r["load"]
