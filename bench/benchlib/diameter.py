@@ -66,6 +66,11 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def pinned(cpus: str) -> list[str]:
+    """The command prefix that keeps a process on `cpus` (taskset), or nothing."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
 def wait_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,9 +122,10 @@ class Fd:
         self.logfile = work / f"{identity}.log"
         self.port = port
         self.proc = None
+        self.cpus = ""  # taskset CPU list, or "" (anywhere)
 
     def start(self) -> Fd:
-        self.proc = subprocess.Popen([FD_BIN, "-c", str(self.conf)],
+        self.proc = subprocess.Popen(pinned(self.cpus) + [FD_BIN, "-c", str(self.conf)],
                                      stdout=open(self.logfile, "ab"), stderr=subprocess.STDOUT)
         wait_port(self.port)
         return self
@@ -165,10 +171,12 @@ host = "load.cli"
         self.work = work
         self.ctl = work / "dra.ctl"
         self.proc = None
+        self.cpus = ""
 
     def start(self) -> Dra:
         env = dict(os.environ, PYTHONPATH=str(REPO / "app"))
-        self.proc = subprocess.Popen([sys.executable, "-m", "sipedge.modules.diameter",
+        self.proc = subprocess.Popen(pinned(self.cpus) + [sys.executable, "-m",
+                                      "sipedge.modules.diameter",
                                       str(self.cfg), "--log-level", "warning", "--ctl",
                                       str(self.ctl)], env=env,
                                      stdout=open(self.work / "dra.log", "ab"),
@@ -254,6 +262,9 @@ def parse(argv) -> argparse.Namespace:
                     help="only the soak (make soak-diameter), no relay comparison")
     ap.add_argument("--failover", type=int, metavar="N",
                     help="failover latency rounds (default 5, 2 with --quick; 0: none)")
+    ap.add_argument("--relay-cpus", default="", metavar="LIST",
+                    help="run each relay under test on these CPUs only (taskset -c LIST, "
+                    "e.g. 1: one core each, like for like with the single-threaded DRA)")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--keep", action="store_true")
     a, _ = ap.parse_known_args(argv)
@@ -454,8 +465,11 @@ def compare(work: Path, ext: Path, a: argparse.Namespace) -> tuple[dict, list[di
     server = Fd(work, "srv1.srv", "srv", sport, [("dra.bench", None), ("fdrelay.bench", None)],
                 server_ext=ext)
     server.start()
-    dra = Dra(work, dport, [("srv1.srv", sport)]).start()
+    dra = Dra(work, dport, [("srv1.srv", sport)])
+    dra.cpus = a.relay_cpus
+    dra.start()
     fdr = Fd(work, "fdrelay.bench", "mid", fport, [("load.cli", None), ("srv1.srv", sport)])
+    fdr.cpus = a.relay_cpus
     fdr.start()
     dra.wait_usable(["srv1.srv"], 20)
     time.sleep(2)  # fdrelay's connection to srv1 (Tc 1 s)
@@ -491,7 +505,8 @@ def report(a, targets, runs, fo_result, soak_result, loads) -> None:
     if runs:
         print("\nDiameter relay: sipedge DRA vs freeDiameter 1.2.1, same load, same run "
               f"(medians over {a.reps} repetition(s); loopback, 1 load process; server = "
-              "freeDiameter + fdpeer answering 2001)")
+              "freeDiameter + fdpeer answering 2001; relays on CPUs "
+              f"{a.relay_cpus or 'any'})")
         print(f"{'measurement':22} {'relay':13} {'answered/s':>10} {'cpu ms/req':>10} "
               f"{'2001 %':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7}")
         for kind in dict.fromkeys(r["kind"] for r in runs):
