@@ -287,8 +287,8 @@ def soak(work: Path, ext: Path, seconds: float, rate: float) -> dict:
     (requests pending on a dead peer), SIGTERM (freeDiameter's DPR), or both at once (no
     route: 3002 at once); each restarted after 0.2-2 s. Before each disturbance both servers
     are usable again (the DRA's REOPEN needs 3 DWAs, Tw 6 s) and then 1-4 s pass. The DRA's
-    RSS is sampled every 10 s from 10 s on. Every request must get an answer (2001 or an error) within the
-    DRA's request timeout; the DRA process must stay the same one."""
+    RSS is sampled every 10 s from 10 s on. Every request must get an answer (2001 or an
+    error) within the DRA's request timeout; the DRA process must stay the same one."""
     p1, p2, dport = free_port(), free_port(), free_port()
     servers = {h: Fd(work, h, "srv", p, [("dra.bench", None)], server_ext=ext).start()
                for h, p in (("soak1.srv", p1), ("soak2.srv", p2))}
