@@ -4,7 +4,8 @@
 Connects to a relay as `--identity`, does CER/CEA, then keeps `--window` requests outstanding
 (closed loop) or sends at `--rate` per second, for at most `--requests` requests and
 `--duration` seconds. Answers DWRs. Prints one JSON line: sent, answered, result codes,
-latency percentiles. Only 127.0.0.1 is used.
+latency percentiles, the slowest answer, answers slower than `--slow-ms` and requests
+still unanswered at the end. Only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Load(asyncio.Protocol):
         self.latencies: list[float] = []
         self.codes: dict[int, int] = {}
         self.sent = self.answered = 0
+        self.lost = False
         self.hbh = 1
         self.free = asyncio.Event()
         req = Message(300, FLAG_R | FLAG_P, CX, 0, 0, [
@@ -77,6 +79,7 @@ class Load(asyncio.Protocol):
             self.free.set()
 
     def connection_lost(self, exc) -> None:
+        self.lost = True
         if not self.open.done():
             self.open.set_result(None)
         self.free.set()
@@ -104,14 +107,14 @@ async def main(args) -> dict:
     if args.rate:
         interval = 1.0 / args.rate
         nxt = t0
-        while proto.sent < args.requests and time.monotonic() < end:
+        while proto.sent < args.requests and time.monotonic() < end and not proto.lost:
             now = time.monotonic()
             while nxt <= now and proto.sent < args.requests:
                 proto.send_one()
                 nxt += interval
             await asyncio.sleep(max(0.0, min(0.002, nxt - time.monotonic())))
     else:
-        while proto.sent < args.requests and time.monotonic() < end:
+        while proto.sent < args.requests and time.monotonic() < end and not proto.lost:
             while len(proto.sent_at) < args.window and proto.sent < args.requests:
                 proto.send_one()
             proto.free.clear()
@@ -121,7 +124,7 @@ async def main(args) -> dict:
                 break
     send_end = time.monotonic()
     deadline = send_end + args.drain
-    while proto.sent_at and time.monotonic() < deadline:
+    while proto.sent_at and time.monotonic() < deadline and not proto.lost:
         await asyncio.sleep(0.01)
     elapsed = (send_end if args.rate else time.monotonic()) - t0
     lat = sorted(proto.latencies)
@@ -131,7 +134,10 @@ async def main(args) -> dict:
     return {"sent": proto.sent, "answered": proto.answered, "elapsed_s": round(elapsed, 3),
             "rate": round(proto.answered / elapsed, 1) if elapsed else 0,
             "codes": {str(k): v for k, v in sorted(proto.codes.items())},
-            "p50_ms": pct(0.5), "p99_ms": pct(0.99)}
+            "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1] * 1000, 1) if lat else None,
+            "slow": sum(1 for x in lat if x * 1000 > args.slow_ms),
+            "unanswered": len(proto.sent_at), "connection_lost": proto.lost}
 
 
 if __name__ == "__main__":
@@ -146,5 +152,7 @@ if __name__ == "__main__":
     ap.add_argument("--rate", type=float, default=0.0)
     ap.add_argument("--settle", type=float, default=0.5)
     ap.add_argument("--drain", type=float, default=5.0)
+    ap.add_argument("--slow-ms", type=float, default=1000.0,
+                    help="count the answers that took longer than this")
     a = ap.parse_args()
     print(json.dumps(asyncio.run(main(a))), flush=True)

@@ -30,6 +30,7 @@ from sipedge.modules.diameter.routing import Route, RoutingTable
 FD_BIN = shutil.which("freeDiameterd")
 FD_EXT = Path("/usr/lib/freeDiameter")
 KAMAILIO = shutil.which("kamailio")
+KAMCMD = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
 CDP_SO = next(iter(Path("/usr/lib").glob("*/kamailio/modules/cdp.so")), None)
 
 needs_freediameter = pytest.mark.skipif(FD_BIN is None, reason="freeDiameterd (Debian "
@@ -147,6 +148,7 @@ class Cdp:
 </DiameterPeer>
 """)
         self.cfg = tmp / "kamailio.cfg"
+        self.ctl = tmp / "kam.ctl"  # binrpc control socket (kamcmd), for cdp.disable_peer
         mpath = CDP_SO.parent if CDP_SO else ""
         self.cfg.write_text(f"""#!KAMAILIO
 debug=3
@@ -155,8 +157,10 @@ children=1
 listen=udp:127.0.0.1:{self.sip_port}
 mpath="{mpath}"
 loadmodule "cdp.so"
+loadmodule "ctl.so"
 modparam("cdp", "config_file", "{self.xml}")
 modparam("cdp", "latency_threshold", 0)
+modparam("ctl", "binrpc", "unix:{self.ctl}")
 request_route {{ drop; }}
 """)
         self.logfile = tmp / "cdp.log"
@@ -170,6 +174,11 @@ request_route {{ drop; }}
 
     def log(self) -> str:
         return self.logfile.read_text(errors="replace")
+
+    def rpc(self, *args: str) -> str:
+        """A Kamailio RPC command through kamcmd (e.g. "cdp.disable_peer", "localhost")."""
+        return subprocess.run([KAMCMD, "-s", f"unix:{self.ctl}", *args], capture_output=True,
+                              text=True, timeout=20, check=True).stdout
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -173,6 +173,34 @@ def test_cdp_connects_cer_dwr_and_our_dpr_times_out(tmp_path):
 
 
 @needs_cdp
+def test_cdp_sends_dpr_and_gets_our_dpa(tmp_path):
+    """The other direction of DPR/DPA with cdp. cdp sends a DPR only when a peer is disabled
+    (RPC cdp.disable_peer); stopping Kamailio closes the connection without one. Our DPA
+    reaches cdp before we close, and our side is CLOSED without counting a failure."""
+    async def body():
+        node = make_node(ME, "test", [("cdp.kam", None)], apps=(), vendor_apps=CX_3GPP)
+        svc = await start_side(node)
+        cdp = Cdp(tmp_path, "cdp.kam", "kam", ME, port_of(svc)).start()
+        try:
+            peer = node.peers["cdp.kam"]
+            await wait_for(lambda: peer.usable, 20, "cdp open on our side")
+            await asyncio.to_thread(cdp.rpc, "cdp.disable_peer", ME)
+            await wait_for(lambda: node.stats["rx DPR"] == 1, 15, "DPR from cdp")
+            assert node.stats["tx DPA"] == 1
+            await wait_for(lambda: peer.state == State.CLOSED, 5, "closed after our DPA")
+            assert peer.failures == 0
+            # cdp reads our DPA (282) off the socket, but ignores it: "Received msg while
+            # peer in state 7 (Closing) -ignored"; it closes when we do
+            await wait_for(lambda: "[localhost] Recv msg 282" in cdp.log(), 5,
+                           "our DPA read by cdp")
+        finally:
+            await svc.stop(timeout=1)
+            cdp.stop()
+
+    asyncio.run(body())
+
+
+@needs_cdp
 def test_we_connect_to_cdp_and_no_common_application_5010(tmp_path):
     async def body():
         cdport = free_port("tcp")

@@ -95,6 +95,11 @@ def test_register_sends_cx_uar_from_the_route(lab):
     stats = lab.rpc("diameter.stats")
     assert stats["counters"]["tx UAR"] >= 1 and stats["counters"]["rx UAA"] >= 1
     assert stats["result_codes"]["3002"] >= 1
+    # diameter.peers: state, realm, applications, last activity, pending
+    row = {p["host"]: p for p in lab.rpc("diameter.peers")["peers"]}["hss1.hss.ims.test"]
+    assert row["realm"] == "hss.ims.test" and row["watchdog"] == "OKAY", row
+    assert row["applications"] and row["pending"] == 0, row
+    assert row["last_activity_s_ago"] is not None and row["last_activity_s_ago"] < 30, row
 
 
 def test_every_worker_reaches_the_node(lab):

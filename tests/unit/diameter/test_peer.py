@@ -67,6 +67,34 @@ def test_no_common_application_5010_and_close():
     assert b.peers["a.one"].state == State.CLOSED
 
 
+def test_acct_application_ids_plain_and_vendor_specific():
+    """Acct-Application-Id, plain and inside Vendor-Specific-Application-Id, is announced in
+    the CER/CEA and matched against the peer's acct ids only (an auth id of the same number is
+    not a common application)."""
+    def node(host, peer, addr, connects, **kw):
+        return Node(Identity(host, host.split(".", 1)[1], **kw),
+                    [PeerConfig(peer, addr, settings=fast(connects))], rng=random.Random(1))
+
+    for b_kw, common in (({"acct_apps": (3,)}, {3}),
+                         ({"vendor_apps": (VendorApp(10415, acct=3),)}, {3}),
+                         ({"auth_apps": (3,)}, None)):
+        net = Net()
+        a = node("a.one", "b.two", "B", True, acct_apps=(3,))
+        b = node("b.two", "a.one", "A", False, **b_kw)
+        net.add("A", a)
+        net.add("B", b)
+        a.start(0)
+        net.run(0)
+        cer = decode(next(d for f, _, d in net.sent if f == "A"))
+        assert cer.code == base.CER and dd.get(cer.avps, "Acct-Application-Id") == 3
+        cea = decode(next(d for f, _, d in net.sent if f == "B"))
+        if common is None:
+            assert base.result_code(cea) == 5010 and not a.peers["b.two"].usable
+        else:
+            assert base.result_code(cea) == 2001
+            assert a.peers["b.two"].applications == common and b.peers["a.one"].usable
+
+
 def test_non_cer_first_closes():
     _net, a, b = pair()
     b.connection_made(99, None, 0)

@@ -125,6 +125,7 @@ def test_unknown_realm_3002_at_once():
     tok = ask(net, cli, 1, realm="nowhere")
     (ans,) = answers(net, tok)
     assert ans.result_code == 3002 and ans.message.is_error and not seen
+    assert _dra.stats_snapshot()["result_codes"] == {"3002": 1}
 
 
 def test_loop_3005_with_e_bit_nothing_forwarded():
@@ -226,6 +227,28 @@ def test_timeout_3002_and_table_empties():
     assert dra.npending == 0 and not dra.pending
     codes = {answers(net, t)[0].result_code for t in toks}
     assert codes == {3002}
+    # each 3002 the DRA sent is counted once in diameter.stats
+    assert dra.stats_snapshot()["result_codes"] == {"3002": 50}
+
+
+def test_own_request_timeout_is_the_callers():
+    """`ksr.diameter.request(..., timeout=T)`: our own request gets its 3002 after the caller's
+    T, even when the next hop (the DRA, 10 s here) would wait longer; the late answer is
+    dropped."""
+    net, dra, cli, _seen = build([Route("srv", "s1.srv", 1)], timeout=10)
+    _blackhole_s1(net)
+    tok = cli.send_request(CX, 300, [dd.avp("Session-Id", "c.cli;t"),
+                                     dd.avp("User-Name", "blackhole")], 1, dest_realm="srv",
+                           timeout_s=2)
+    net.run(1)
+    net.advance(1, 2.5)
+    assert not answers(net, tok) and cli.npending == 1
+    net.advance(2.75, 3.5)
+    (ans,) = answers(net, tok)
+    assert ans.result_code == 3002 and ans.message is None and cli.npending == 0
+    assert dra.npending == 1  # the DRA still waits for s1 (its own 10 s)
+    net.advance(3.75, 12)
+    assert dra.npending == 0 and len(answers(net, tok)) == 1
 
 
 def test_bounded_pending_table_3004():

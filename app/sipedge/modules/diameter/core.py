@@ -567,12 +567,13 @@ class Node:
 
     def _fail(self, pe: Pending, code: int, reason: str, now: float) -> None:
         pe.done = True
-        self.result_stats[code] += 1
         if pe.token is not None:
+            self.result_stats[code] += 1
             self._events.append(LocalAnswer(pe.token, None, code, None, reason))
             return
         origin = self.peers.get(pe.origin or "")
         if origin is None or origin.conn != pe.origin_conn or origin.conn is None:
+            self.result_stats[code] += 1
             self.stats["answers_dropped_origin_gone"] += 1
             self._events.append(AnswerDropped(pe.origin or "?", "origin connection gone",
                                               pe.msg.code))
