@@ -173,7 +173,7 @@ class ImsPcscfRuntime:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                            thread_name_prefix="xfrm")
         try:
-            self.xfrm = XfrmClient()
+            self.xfrm = XfrmClient(mark_mask=p.xfrm_mark_mask)
             ports = self.pc.protected_ports()
             removed = self.xfrm.cleanup(settings.reqid_range, ports)
             if any(removed):
@@ -183,7 +183,7 @@ class ImsPcscfRuntime:
                       for a in pref.algs]
             self.probe_result = probe(self.xfrm, p.address, suites, settings.reqid_base)
             self.pc.kernel_spis = {sa.spi for sa in self.xfrm.sas()
-                                   if sa.reqid not in settings.reqid_range}
+                                   if not self.xfrm.owns(sa, settings.reqid_range)}
         except (OSError, XfrmError) as exc:
             self.probe_result = {("*", "*"): f"XFRM unavailable: {exc}"}
         # the probe instantiated the algorithms: /proc/crypto now names their drivers
@@ -300,14 +300,15 @@ class ImsPcscfRuntime:
     def _refresh_kernel_spis(self) -> None:
         assert self.pc is not None and self.xfrm is not None
         ours = self.pc.s.reqid_range
-        fut = self._in_thread(self.xfrm.sas)
+        xc = self.xfrm
+        fut = self._in_thread(xc.sas)
 
         def done(f: asyncio.Future) -> None:
             if f.cancelled() or f.exception() is not None:
                 log.error("ims_pcscf SA dump: %s", None if f.cancelled() else f.exception())
                 return
             assert self.pc is not None
-            self.pc.kernel_spis = {sa.spi for sa in f.result() if sa.reqid not in ours}
+            self.pc.kernel_spis = {sa.spi for sa in f.result() if not xc.owns(sa, ours)}
 
         fut.add_done_callback(done)
 
