@@ -143,6 +143,7 @@ class ImsPcscfRuntime:
         self._held: dict[tuple[str, int], Any] = {}  # (Call-ID, CSeq) -> held 401
         self._handled: Any = None  # the reply hold_response already dealt with
         self._resume: Callable[[Any, Any], None] | None = None
+        self.selftest_running = False  # ipsec.selftest: one at a time
 
     # -- lifecycle
     async def start(self, env) -> None:
@@ -251,6 +252,12 @@ class ImsPcscfRuntime:
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
         return fut
+
+    def kernel_sas(self) -> asyncio.Future:
+        """The kernel's SAs (ipsec.list), dumped in the XFRM thread after whatever the
+        core queued before."""
+        assert self.xfrm is not None
+        return self._in_thread(self.xfrm.sas)
 
     def _kernel(self, act: XfrmAction) -> list[str]:
         """Runs in the XFRM thread: the netlink requests of one action."""
