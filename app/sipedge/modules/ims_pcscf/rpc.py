@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .crypto import classify_suites, parse_proc_crypto
+from .crypto import classify_suites, esp_instances, parse_proc_crypto
 
 
 def ipsec_list(rt, kernel_sas: list | None = None, kernel_error: str = "") -> dict[str, Any]:
@@ -64,9 +64,7 @@ def ipsec_crypto(rt, proc_crypto: str | None = None,
     pref = rt.pc.s.preference if rt.pc else None
     names = list(pref.algs) + list(pref.ealgs) if pref else []
     rows = classify_suites(impls, names)
-    # authenc templates actually instantiated by ESP (after the first SA): name the drivers
-    inst = sorted({i.driver for i in impls if i.name.startswith(("authenc(", "echainiv(",
-                                                                  "seqiv("))})
+    inst = esp_instances(impls)  # what ESP instantiated (after the first SA)
     offload = None
     if rt.offload_requested:
         st = [r for r in ipsec_list(rt, kernel_sas)["sets"] for sa in r["sas"]
