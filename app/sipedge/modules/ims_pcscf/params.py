@@ -35,7 +35,7 @@ class ImsPcscfParams:
                                  "with this mask: the ownership tag start-up cleanup looks "
                                  "for. The kernel applies them only to packets whose mark "
                                  "has none of these bits, so pick bits nothing on the box "
-                                 "sets (fwmark, SO_MARK, nftables `meta mark`)",
+                                 "sets (fwmark, SO_MARK, nftables `meta mark`); default 0x5E000000",
                                  min=1, max=0xFFFFFFFF, reloadable=False)
     algs: list[str] = option(default_factory=lambda: ["hmac-sha-1-96", "hmac-md5-96"],
                              doc="integrity algorithms we accept, best first",
