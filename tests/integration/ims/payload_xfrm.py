@@ -71,6 +71,26 @@ def _():
         ("hmac-sha-1-96", "null")], BASE).items()}
 
 
+@step("probe_missing_alg")
+def _():
+    """A kernel that lacks one algorithm: des_generic unloaded and module autoloading off
+    (modprobe -> /bin/true). The probe names that suite's reason and still finds the other
+    (ims_pcscf then takes only des-ede3-cbc out of its preference)."""
+    helper = open("/proc/sys/kernel/modprobe").read().strip()
+    rm = subprocess.run(["rmmod", "des_generic"], capture_output=True, text=True)
+    with open("/proc/sys/kernel/modprobe", "w") as f:
+        f.write("/bin/true\n")
+    try:
+        res = probe(xc, P4, [("hmac-sha-1-96", "aes-cbc"), ("hmac-md5-96", "des-ede3-cbc")],
+                    BASE)
+    finally:
+        with open("/proc/sys/kernel/modprobe", "w") as f:
+            f.write(helper + "\n")
+        subprocess.run([helper, "des_generic"], capture_output=True)
+    return {"rmmod": [rm.returncode, rm.stderr.strip()],
+            "probe": {f"{a}/{e}": r for (a, e), r in res.items()}}
+
+
 # a foreign SA and policy (another IPsec user on the box): reqid 7
 sh(f"ip xfrm state add src {P4} dst 10.99.0.9 proto esp spi 0x4242 reqid 7 mode transport "
    "enc 'cbc(aes)' 0x000102030405060708090a0b0c0d0e0f auth-trunc 'hmac(sha1)' "

@@ -34,6 +34,13 @@ def test_probe_finds_esp_and_suites(result):
     assert set(ok(result, "probe").values()) == {"ok"}
 
 
+def test_probe_reports_a_missing_algorithm_and_keeps_the_rest(result):
+    r = ok(result, "probe_missing_alg")
+    assert r["rmmod"][0] == 0, r["rmmod"]
+    assert r["probe"]["hmac-sha-1-96/aes-cbc"] == "ok"
+    assert r["probe"]["hmac-md5-96/des-ede3-cbc"].startswith("algorithm not available"), r
+
+
 def test_exactly_four_sas_and_policies_with_ts33203_selectors(result):
     r = ok(result, "install")
     assert len(r["sas"]) == 4 and len(r["policies"]) == 4
