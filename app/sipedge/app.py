@@ -202,9 +202,11 @@ class Proxy:
 
             methods.update(main_rpc(self._ask_workers))
         if "ims_pcscf" in self.modules:  # one worker owns the SA sets (workers = 1)
-            for name in ("ipsec.list", "ipsec.crypto", "ipsec.selftest"):
-                methods[name] = lambda p, n=name: self._ask_first(n, p)
-            methods["ipsec.selftest"] = lambda p: self._ask_first("ipsec.selftest", p, 15.0)
+            # the worker answers once its XFRM thread (queued behind installs) or a
+            # self-test thread is done: not within the 1 s other fan-outs get
+            for name in ("ipsec.list", "ipsec.crypto"):
+                methods[name] = lambda p, n=name: self._ask_first(n, p, 5.0)
+            methods["ipsec.selftest"] = lambda p: self._ask_first("ipsec.selftest", p, 20.0)
         return methods
 
     async def dispatcher_list(self, params: dict) -> dict:

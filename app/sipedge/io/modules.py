@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 from ..config.loader import config_relative
 from ..errors import EdgeError
@@ -803,9 +804,12 @@ def notification(method: str, params: dict) -> bytes:
     return json.dumps({"notify": True, "method": method, "params": params}).encode()
 
 
-def handle_control(methods: dict[str, Callable[[dict], Any]], payload: bytes) -> bytes | None:
+def handle_control(methods: dict[str, Callable[[dict], Any]],
+                   payload: bytes) -> bytes | Coroutine[Any, Any, bytes] | None:
     """One request datagram `{"id", "method", "params"}` -> one reply datagram. A one-way
-    request (`"notify": true`, from another worker) gets no reply (None)."""
+    request (`"notify": true`, from another worker) gets no reply (None). A method that
+    returns an awaitable (its work runs in a thread: kernel dumps, crypto self-tests) gives
+    a coroutine instead, which the caller runs on its loop and whose result is the reply."""
     try:
         req = json.loads(payload)
         rid = req.get("id")
@@ -826,8 +830,18 @@ def handle_control(methods: dict[str, Callable[[dict], Any]], payload: bytes) ->
     if fn is None:
         return json.dumps({"id": rid, "error": f"no such method {req.get('method')!r}"}).encode()
     try:
-        return json.dumps({"id": rid, "result": fn(req.get("params") or {})}).encode()
+        result = fn(req.get("params") or {})
+        if inspect.isawaitable(result):
+            return _reply_when_done(rid, result)
+        return json.dumps({"id": rid, "result": result}).encode()
     except (ValueError, KeyError, TypeError, EdgeError) as exc:
+        return json.dumps({"id": rid, "error": f"{type(exc).__name__}: {exc}"}).encode()
+
+
+async def _reply_when_done(rid: Any, pending: Awaitable[Any]) -> bytes:
+    try:
+        return json.dumps({"id": rid, "result": await pending}).encode()
+    except (ValueError, KeyError, TypeError, EdgeError, OSError) as exc:
         return json.dumps({"id": rid, "error": f"{type(exc).__name__}: {exc}"}).encode()
 
 

@@ -515,10 +515,21 @@ class Worker:
             reply = handle_control(self.modules.worker_rpc(), payload)
             if reply is None:
                 continue  # a one-way request from another worker
-            try:
-                self.control.sendto(reply, addr)
-            except OSError as exc:
-                log.info("worker=%d control reply failed: %s", self.index, exc)
+            if not isinstance(reply, bytes):  # the method's work runs off the loop
+                self._spawn(self._control_reply_later(reply, addr))
+                continue
+            self._control_reply(reply, addr)
+
+    async def _control_reply_later(self, pending, addr) -> None:
+        self._control_reply(await pending, addr)
+
+    def _control_reply(self, reply: bytes, addr) -> None:
+        if self.control is None:
+            return
+        try:
+            self.control.sendto(reply, addr)
+        except OSError as exc:
+            log.info("worker=%d control reply failed: %s", self.index, exc)
 
     def _notify_worker(self, index: int, method: str, params: dict) -> None:
         """A one-way request to another worker's control socket (module state sync)."""

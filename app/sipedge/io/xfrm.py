@@ -9,11 +9,18 @@ xfrm_usersa_info 224 bytes, xfrm_userpolicy_info 168, xfrm_usersa_id 24,
 xfrm_userpolicy_id 64, xfrm_user_tmpl 64. The nested structs (xfrm_selector, xfrm_id,
 xfrm_lifetime_cfg/cur, xfrm_stats) are flattened into prefixed fields.
 
-Tagging: our SAs carry a reqid in `[reqid_base, reqid_base + reqid_span)`, and our
-policies the same reqid in their template. XFRMA_MARK and XFRMA_IF_ID are declared (and
-written when asked for) but not used as the ownership tag by default: an inbound ESP packet
-has skb mark 0, so a marked inbound SA or policy would never match, and an if_id policy
-only matches traffic routed through an xfrm interface.
+Tagging: a client made with `mark_mask=M` (M nonzero) writes XFRMA_MARK {v: 0, m: M} on
+every SA and policy it adds, updates or deletes. The kernel selects an SA when
+(skb mark & m) == v and a policy when (flow mark & m) == v, so with v = 0 our objects still
+match traffic whose mark has none of M's bits (unmarked traffic, inbound ESP included),
+while a dump reports mark 0/M on them and no XFRMA_MARK on an unmarked foreign object: that
+is the ownership tag. Policy lookups by selector (delete, update) compare v and m exactly,
+so a foreign policy with the same selector and no mark is a different policy and is never
+touched. Start-up cleanup removes an object only when it carries our mark *and* its reqid
+is in our range (two P-CSCF instances on one box share the mask but not the reqids); block
+policies have no template, they are ours by mark, action and protected port.
+XFRMA_IF_ID is declared (written when asked for) but not used: an if_id policy matches only
+traffic routed through an xfrm interface.
 """
 
 from __future__ import annotations
@@ -98,6 +105,10 @@ class xfrm_algo(nla):
 
     fields = (("alg_name", "64s"), ("alg_key_len", "I"), ("alg_key", "s"))
 
+    def ft_decode(self, offset):
+        """Fields are read by `decode` (the generic "s" decoder runs past the end of a
+        zero-length key, i.e. ealg null, when this is the message's last attribute)."""
+
     def decode(self):
         nla.decode(self)  # header
         name, bits = struct.unpack_from("64sI", self.data, self.offset + 4)
@@ -112,6 +123,8 @@ class xfrm_algo_auth(nla):
 
     fields = (("alg_name", "64s"), ("alg_key_len", "I"), ("alg_trunc_len", "I"),
               ("alg_key", "s"))
+
+    ft_decode = xfrm_algo.ft_decode
 
     def decode(self):
         nla.decode(self)
@@ -373,6 +386,7 @@ class KernelSa:
     add_time: int
     hard_seconds: int
     offload_ifindex: int = 0
+    mark: tuple[int, int] | None = None  # (v, m) of XFRMA_MARK; None: the SA has none
 
 
 @dataclass(frozen=True)
@@ -384,6 +398,7 @@ class KernelPolicy:
     hard_seconds: int
     priority: int = 0
     action: int = 0
+    mark: tuple[int, int] | None = None
 
 
 def parse_messages(data: bytes) -> list[nlmsg]:
@@ -419,6 +434,11 @@ def _sel_from(msg) -> Selector:
                     None if ps == full else ps, None if pd == full else pd)
 
 
+def _mark_of(msg) -> tuple[int, int] | None:
+    m = msg.get_attr("XFRMA_MARK")
+    return (m["v"], m["m"]) if m else None
+
+
 def kernel_sa(msg) -> KernelSa:
     fam = msg["family"]
     auth = msg.get_attr("XFRMA_ALG_AUTH_TRUNC") or msg.get_attr("XFRMA_ALG_AUTH") or {}
@@ -427,16 +447,19 @@ def kernel_sa(msg) -> KernelSa:
     return KernelSa(_unaddr(msg["saddr"], fam), _unaddr(msg["id_daddr"], fam), msg["id_spi"],
                     msg["reqid"], fam, auth.get("alg_name", ""), enc.get("alg_name", ""),
                     msg["curlft_bytes"], msg["curlft_packets"], msg["curlft_add_time"],
-                    msg["lft_hard_add_expires_seconds"], off.get("ifindex", 0))
+                    msg["lft_hard_add_expires_seconds"], off.get("ifindex", 0),
+                    _mark_of(msg))
 
 
 def kernel_policy(msg) -> KernelPolicy:
     tmpl = msg.get_attr("XFRMA_TMPL") or {}
     return KernelPolicy(_sel_from(msg), msg["dir"], tmpl.get("reqid", 0), msg["index"],
-                        msg["lft_hard_add_expires_seconds"], msg["priority"], msg["action"])
+                        msg["lft_hard_add_expires_seconds"], msg["priority"], msg["action"],
+                        _mark_of(msg))
 
 
-def block_policy_msg(dst: str, port: int, seq: int = 1) -> bytes:
+def block_policy_msg(dst: str, port: int, seq: int = 1,
+                     mark: tuple[int, int] | None = None) -> bytes:
     """An inbound `action block` policy for any source to dst:port (UDP and TCP) at
     BLOCK_PRIORITY: plaintext to a protected port is dropped by the kernel, while the per-UE
     policies (priority 2080, which wins) let ESP-protected traffic through."""
@@ -449,7 +472,7 @@ def block_policy_msg(dst: str, port: int, seq: int = 1) -> bytes:
     msg.update({name: 0 for name, _ in _LIFETIME_CUR})
     msg.update({"priority": BLOCK_PRIORITY, "index": 0, "dir": DIR_IN,
                 "action": XFRM_POLICY_BLOCK, "flags": 0, "share": 0})
-    msg["attrs"] = []
+    msg["attrs"] = [("XFRMA_MARK", {"v": mark[0], "m": mark[1]})] if mark else []
     return _finish(msg, XFRM_MSG_NEWPOLICY,
                    NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, seq)
 
@@ -469,9 +492,15 @@ class XfrmError(Exception):
 class XfrmClient:
     """Blocking NETLINK_XFRM client (run it in a thread from asyncio: ims_pcscf gives it a
     thread of its own). Every request carries NLM_F_ACK and its reply is read and checked;
-    one lock serialises requests, so another thread (an RPC dump) may share the socket."""
+    one lock serialises requests, so another thread (an RPC dump) may share the socket.
 
-    def __init__(self) -> None:
+    `mark_mask` nonzero: every SA and policy this client adds, updates or deletes carries
+    XFRMA_MARK {v: 0, m: mark_mask} (the ownership tag, see the module docstring)."""
+
+    def __init__(self, mark_mask: int = 0) -> None:
+        if not 0 <= mark_mask <= 0xFFFFFFFF:
+            raise ValueError("mark_mask is a 32-bit value")
+        self.mark: tuple[int, int] | None = (0, mark_mask) if mark_mask else None
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM)
         self.sock.bind((0, 0))
         self.sock.settimeout(5.0)
@@ -515,22 +544,24 @@ class XfrmClient:
     # -- single objects
     def add_sa(self, sa: SaSpec) -> None:
         seq = self._next()
-        self._ack(newsa_msg(sa, seq), seq, f"add SA {sa.dst} spi 0x{sa.spi:08x}")
+        self._ack(newsa_msg(sa, seq, mark=self.mark), seq,
+                  f"add SA {sa.dst} spi 0x{sa.spi:08x}")
 
     def del_sa(self, dst: str, spi: int) -> None:
         seq = self._next()
-        self._ack(delsa_msg(dst, spi, seq), seq, f"delete SA {dst} spi 0x{spi:08x}")
+        self._ack(delsa_msg(dst, spi, seq, mark=self.mark), seq,
+                  f"delete SA {dst} spi 0x{spi:08x}")
 
     def add_policy(self, pol: PolicySpec) -> None:
         seq = self._next()
         d = "in" if pol.direction == DIR_IN else "out"
         s = pol.selector
-        self._ack(newpolicy_msg(pol, seq), seq,
+        self._ack(newpolicy_msg(pol, seq, mark=self.mark), seq,
                   f"add policy {s.src}:{s.sport} -> {s.dst}:{s.dport} dir {d}")
 
     def del_policy(self, sel: Selector, direction: int) -> None:
         seq = self._next()
-        self._ack(delpolicy_msg(sel, direction, seq), seq,
+        self._ack(delpolicy_msg(sel, direction, seq, mark=self.mark), seq,
                   f"delete policy {sel.src}:{sel.sport} -> {sel.dst}:{sel.dport}")
 
     def sas(self) -> list[KernelSa]:
@@ -566,12 +597,13 @@ class XfrmClient:
 
         for sa in sa_set.sas:
             seq = self._next()
-            self._ack(newsa_msg(replace(sa, hard_seconds=hard_seconds), seq, update=True),
+            self._ack(newsa_msg(replace(sa, hard_seconds=hard_seconds), seq, mark=self.mark,
+                                update=True),
                       seq, f"update SA {sa.dst} spi 0x{sa.spi:08x}")
         for pol in sa_set.policies:
             seq = self._next()
             self._ack(newpolicy_msg(replace(pol, hard_seconds=hard_seconds), seq,
-                                    update=True), seq, "update policy")
+                                    mark=self.mark, update=True), seq, "update policy")
 
     def _remove(self, obj) -> None:
         if isinstance(obj, SaSpec):
@@ -593,20 +625,28 @@ class XfrmClient:
 
     def add_block(self, dst: str, port: int) -> None:
         seq = self._next()
-        self._ack(block_policy_msg(dst, port, seq), seq, f"add block policy {dst}:{port}")
+        self._ack(block_policy_msg(dst, port, seq, mark=self.mark), seq,
+                  f"add block policy {dst}:{port}")
+
+    def owns(self, obj: KernelSa | KernelPolicy, reqids: Iterable[int] | range) -> bool:
+        """Ours: our mark (when this client tags) and a reqid in `reqids`."""
+        return obj.mark == self.mark and obj.reqid in reqids
+
+    def _owns_block(self, pol: KernelPolicy, ports: set[int]) -> bool:
+        return pol.mark == self.mark and pol.priority == BLOCK_PRIORITY and \
+            pol.action == XFRM_POLICY_BLOCK and pol.selector.dport in ports
 
     def cleanup(self, reqids: Iterable[int] | range,
                 block_ports: Iterable[int] = ()) -> tuple[int, int]:
-        """Remove every SA and policy whose reqid is in `reqids` (ours), and our block
-        policies (BLOCK_PRIORITY, action block) on `block_ports`; foreign ones stay.
-        Returns (policies, SAs) removed."""
+        """Remove every SA and policy that is ours (`owns`: our mark and a reqid in
+        `reqids`), and our block policies on `block_ports`; foreign ones stay, also a
+        foreign policy with the same selector as one of ours (the delete carries our mark,
+        which the kernel compares exactly). Returns (policies, SAs) removed."""
         rng = reqids
         ports = set(block_ports)
         npol = nsa = 0
         for pol in self.policies():
-            ours_block = pol.priority == BLOCK_PRIORITY and pol.action == XFRM_POLICY_BLOCK \
-                and pol.selector.dport in ports
-            if pol.reqid in rng or ours_block:
+            if self.owns(pol, rng) or self._owns_block(pol, ports):
                 try:
                     self.del_policy(pol.selector, pol.direction)
                     npol += 1
@@ -614,7 +654,7 @@ class XfrmClient:
                     if exc.errno not in (errno.ENOENT, errno.ESRCH):
                         raise
         for sa in self.sas():
-            if sa.reqid in rng:
+            if self.owns(sa, rng):
                 try:
                     self.del_sa(sa.dst, sa.spi)
                     nsa += 1

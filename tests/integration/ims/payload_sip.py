@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 P4, U4 = "10.99.0.1", "10.99.0.2"
 BASE = 0x5E0000
 SLOTS = 4
+MARK = (0, 0x5E000000)  # [ims_pcscf] xfrm_mark_mask's default: the tag on our objects
 STATE = WORK / "ue-state.json"
 # Start-up inside UML reads every module over hostfs (pyroute2 alone takes seconds); on CI's
 # two shared cores the P-CSCF once needed more than the harness's default 20 s.
@@ -70,8 +71,9 @@ xc = XfrmClient()
 
 
 def ours():
-    sas = [s for s in xc.sas() if s.reqid in range(BASE, BASE + SLOTS)]
-    pols = [p for p in xc.policies() if p.reqid in range(BASE, BASE + SLOTS)]
+    sas = [s for s in xc.sas() if s.reqid in range(BASE, BASE + SLOTS) and s.mark == MARK]
+    pols = [p for p in xc.policies() if p.reqid in range(BASE, BASE + SLOTS)
+            and p.mark == MARK]
     return sas, pols
 
 
@@ -272,16 +274,26 @@ def _():
     n2 = [len(x) for x in ours()]
     blocks_left = len([p for p in xc.policies() if p.priority == BLOCK_PRIORITY])
     STATE.unlink(missing_ok=True)
+    # foreign look-alikes without our mark: an SA and a policy with our first reqid, and a
+    # block policy with the selector of our first one (accepted next to ours: the kernel
+    # keys policies by selector and mark)
+    sh(f"ip xfrm state add src {P4} dst 10.99.0.8 proto esp spi 0x4343 reqid {BASE} "
+       "mode transport enc 'cbc(aes)' 0x000102030405060708090a0b0c0d0e0f auth-trunc "
+       "'hmac(sha1)' 0x000102030405060708090a0b0c0d0e0f10111213 96")
+    sh(f"ip xfrm policy add src {P4} dst 10.99.0.8 dir out tmpl src {P4} dst 10.99.0.8 "
+       f"proto esp reqid {BASE} mode transport")
+    xc.add_block(P4, 5100)
     # restart: start-up cleanup of our leftovers, foreign ones stay
     pcscf = SipEdge(WORK, PCSCF_CFG, "pcscf").start(1, timeout=START_S)  # same ctl socket, log appended
     pols = xc.policies()
-    foreign = [[s.dst, s.spi] for s in xc.sas() if s.reqid == 7]
+    foreign = sorted([s.dst, s.spi, s.reqid] for s in xc.sas() if s.mark is None)
     return {"ue": r.get("second"), "registered": n0, "right_after_kill": n1,
             "after_lifetime": n2, "block_policies_left_by_killed": blocks_left,
-            "block_policies_after_restart": len([p for p in pols
-                                                 if p.priority == BLOCK_PRIORITY]),
+            "block_policies_after_restart": len([p for p in pols if p.mark == MARK
+                                                 and p.priority == BLOCK_PRIORITY]),
             "foreign_sas": foreign,
-            "foreign_policies": [p.reqid for p in pols if p.reqid == 7]}
+            "foreign_policies": sorted([p.reqid, p.action, p.selector.dport]
+                                       for p in pols if p.mark is None)}
 
 
 @step("ipv6")

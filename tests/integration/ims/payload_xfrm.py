@@ -24,6 +24,7 @@ RESULT = sys.argv[1]
 out: dict = {}
 P4, U4, P6, U6 = "10.99.0.1", "10.99.0.2", "fd00:99::1", "fd00:99::2"
 BASE = 0x5E0000
+MASK = 0x5E000000  # [ims_pcscf] xfrm_mark_mask's default: our objects carry mark 0/MASK
 CK = bytes.fromhex("00112233445566778899aabbccddeeff")
 IK = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
 
@@ -60,7 +61,7 @@ sh(f"ip addr add {P4}/24 dev pc0; ip -6 addr add {P6}/64 dev pc0 nodad; ip link 
 sh(f"ip -n ue addr add {U4}/24 dev ue0; ip -n ue -6 addr add {U6}/64 dev ue0 nodad; "
    "ip -n ue link set ue0 up; ip -n ue link set lo up")
 time.sleep(0.5)
-xc = XfrmClient()
+xc = XfrmClient(mark_mask=MASK)  # the P-CSCF side, tagged like ims_pcscf tags
 
 
 @step("probe")
@@ -68,6 +69,26 @@ def _():
     return {f"{a}/{e}": r for (a, e), r in probe(xc, P4, [
         ("hmac-sha-1-96", "aes-cbc"), ("hmac-md5-96", "des-ede3-cbc"),
         ("hmac-sha-1-96", "null")], BASE).items()}
+
+
+@step("probe_missing_alg")
+def _():
+    """A kernel that lacks one algorithm: des_generic unloaded and module autoloading off
+    (modprobe -> /bin/true). The probe names that suite's reason and still finds the other
+    (ims_pcscf then takes only des-ede3-cbc out of its preference)."""
+    helper = open("/proc/sys/kernel/modprobe").read().strip()
+    rm = subprocess.run(["rmmod", "des_generic"], capture_output=True, text=True)
+    with open("/proc/sys/kernel/modprobe", "w") as f:
+        f.write("/bin/true\n")
+    try:
+        res = probe(xc, P4, [("hmac-sha-1-96", "aes-cbc"), ("hmac-md5-96", "des-ede3-cbc")],
+                    BASE)
+    finally:
+        with open("/proc/sys/kernel/modprobe", "w") as f:
+            f.write(helper + "\n")
+        subprocess.run([helper, "des_generic"], capture_output=True)
+    return {"rmmod": [rm.returncode, rm.stderr.strip()],
+            "probe": {f"{a}/{e}": r for (a, e), r in res.items()}}
 
 
 # a foreign SA and policy (another IPsec user on the box): reqid 7
@@ -89,8 +110,8 @@ set4 = build_sa_set(U4, P4, offer4, lease4, CK, IK, BASE, 120)
 
 
 def ours():
-    sas = [s for s in xc.sas() if s.reqid in range(BASE, BASE + 16)]
-    pols = [p for p in xc.policies() if p.reqid in range(BASE, BASE + 16)]
+    sas = [s for s in xc.sas() if xc.owns(s, range(BASE, BASE + 16))]
+    pols = [p for p in xc.policies() if xc.owns(p, range(BASE, BASE + 16))]
     return sas, pols
 
 
@@ -103,7 +124,8 @@ def _():
     return {"apply_ms": round(apply_ms, 2),
             "sas": [[s.src, s.dst, s.spi, s.auth, s.enc, s.hard_seconds] for s in sas],
             "policies": [[p.selector.src, p.selector.sport, p.selector.dst, p.selector.dport,
-                          p.selector.proto, p.direction, p.hard_seconds] for p in pols]}
+                          p.selector.proto, p.direction, p.hard_seconds] for p in pols],
+            "marks": sorted({str(x.mark) for x in sas + pols})}
 
 
 @step("rollback")
@@ -296,12 +318,39 @@ uc.sendto(b"MARKED-IN", ({P4!r}, {ls.port_ps}))
     return res
 
 
+@step("mark_tag")
+def _():
+    """What the dumps show with the mark-0/MASK tag, and foreign objects made to look as
+    much like ours as possible, without our mark: an SA and a policy with a reqid in our
+    range, and a policy with the very selector (and direction) of one of ours."""
+    foreign = XfrmClient()  # no mark: another IPsec user on the box
+    from dataclasses import replace
+
+    foreign.add_policy(replace(set4.policies[0], reqid=9, hard_seconds=0))
+    sh(f"ip xfrm state add src {P4} dst 10.99.0.8 proto esp spi 0x4343 reqid {BASE} "
+       "mode transport enc 'cbc(aes)' 0x000102030405060708090a0b0c0d0e0f auth-trunc "
+       "'hmac(sha1)' 0x000102030405060708090a0b0c0d0e0f10111213 96")
+    sh(f"ip xfrm policy add src {P4} dst 10.99.0.8 dir out tmpl src {P4} dst 10.99.0.8 "
+       f"proto esp reqid {BASE} mode transport")
+    xc.add_block(P4, 5100)  # ours (marked)
+    foreign.add_block(P4, 5100)  # same selector, no mark: accepted next to ours
+    foreign.close()
+    sas, pols = xc.sas(), xc.policies()
+    text_sa = sh("ip xfrm state list")
+    return {"sa_marks": sorted({f"{s.reqid:#x}:{s.mark}" for s in sas}),
+            "policy_marks": sorted(f"{p.reqid:#x}:{p.action}:{p.mark}" for p in pols),
+            "same_selector": sum(1 for p in pols if p.selector == set4.policies[0].selector
+                                 and p.direction == set4.policies[0].direction),
+            "ip_xfrm_shows_mark": text_sa.count("mark 0/0x5e000000")}
+
+
 @step("cleanup")
 def _():
-    removed = xc.cleanup(range(BASE, BASE + 16))
+    removed = xc.cleanup(range(BASE, BASE + 16), block_ports=[5100])
     sas = [[s.dst, s.spi, s.reqid] for s in xc.sas()]
-    pols = [[p.selector.dst, p.reqid] for p in xc.policies()]
-    return {"removed": list(removed), "left_sas": sas, "left_policies": pols}
+    pols = [[p.selector.dst, p.selector.dport, p.reqid, p.action, p.mark]
+            for p in xc.policies()]
+    return {"removed": list(removed), "left_sas": sorted(sas), "left_policies": sorted(pols)}
 
 
 @step("proc_crypto")

@@ -12,6 +12,7 @@ import uml
 
 pytestmark = [pytest.mark.needs_root]
 HERE = Path(__file__).parent
+BASE = 0x5E0000  # reqid_base in payload_sip.py
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,9 @@ def test_kill9_sas_gone_by_hard_lifetime_and_restart_cleans_only_ours(result):
     assert r["after_lifetime"] == [0, 0]  # ...the kernel did
     assert r["block_policies_left_by_killed"] == 8
     assert r["block_policies_after_restart"] == 8  # cleaned and re-added, no EEXIST
-    assert r["foreign_sas"] == [["10.99.0.9", 0x4242]] and r["foreign_policies"] == [7]
+    # unmarked look-alikes survive: our reqid, our block policy's selector
+    assert r["foreign_sas"] == [["10.99.0.8", 0x4343, BASE], ["10.99.0.9", 0x4242, 7]]
+    assert r["foreign_policies"] == [[0, 1, 5100], [7, 0, 0], [BASE, 0, 0]]
 
 
 def test_ipv6_register_and_message_through_esp(result):

@@ -143,6 +143,7 @@ class ImsPcscfRuntime:
         self._held: dict[tuple[str, int], Any] = {}  # (Call-ID, CSeq) -> held 401
         self._handled: Any = None  # the reply hold_response already dealt with
         self._resume: Callable[[Any, Any], None] | None = None
+        self.selftest_running = False  # ipsec.selftest: one at a time
 
     # -- lifecycle
     async def start(self, env) -> None:
@@ -173,7 +174,7 @@ class ImsPcscfRuntime:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                            thread_name_prefix="xfrm")
         try:
-            self.xfrm = XfrmClient()
+            self.xfrm = XfrmClient(mark_mask=p.xfrm_mark_mask)
             ports = self.pc.protected_ports()
             removed = self.xfrm.cleanup(settings.reqid_range, ports)
             if any(removed):
@@ -183,7 +184,7 @@ class ImsPcscfRuntime:
                       for a in pref.algs]
             self.probe_result = probe(self.xfrm, p.address, suites, settings.reqid_base)
             self.pc.kernel_spis = {sa.spi for sa in self.xfrm.sas()
-                                   if sa.reqid not in settings.reqid_range}
+                                   if not self.xfrm.owns(sa, settings.reqid_range)}
         except (OSError, XfrmError) as exc:
             self.probe_result = {("*", "*"): f"XFRM unavailable: {exc}"}
         # the probe instantiated the algorithms: /proc/crypto now names their drivers
@@ -252,6 +253,12 @@ class ImsPcscfRuntime:
         fut.add_done_callback(self._pending.discard)
         return fut
 
+    def kernel_sas(self) -> asyncio.Future:
+        """The kernel's SAs (ipsec.list), dumped in the XFRM thread after whatever the
+        core queued before."""
+        assert self.xfrm is not None
+        return self._in_thread(self.xfrm.sas)
+
     def _kernel(self, act: XfrmAction) -> list[str]:
         """Runs in the XFRM thread: the netlink requests of one action."""
         assert self.xfrm is not None
@@ -300,14 +307,15 @@ class ImsPcscfRuntime:
     def _refresh_kernel_spis(self) -> None:
         assert self.pc is not None and self.xfrm is not None
         ours = self.pc.s.reqid_range
-        fut = self._in_thread(self.xfrm.sas)
+        xc = self.xfrm
+        fut = self._in_thread(xc.sas)
 
         def done(f: asyncio.Future) -> None:
             if f.cancelled() or f.exception() is not None:
                 log.error("ims_pcscf SA dump: %s", None if f.cancelled() else f.exception())
                 return
             assert self.pc is not None
-            self.pc.kernel_spis = {sa.spi for sa in f.result() if sa.reqid not in ours}
+            self.pc.kernel_spis = {sa.spi for sa in f.result() if not xc.owns(sa, ours)}
 
         fut.add_done_callback(done)
 

@@ -72,8 +72,21 @@ def classify_suites(impls: list[CryptoImpl], names: list[str]) -> dict[str, dict
             out[n] = {"primitive": prim, "driver": None, "kind": "not loaded yet"}
             continue
         out[n] = {"primitive": prim, "driver": impl.driver, "module": impl.module,
-                  "priority": impl.priority, "async": impl.is_async, "kind": impl.kind}
+                  "priority": impl.priority, "async": impl.is_async, "kind": impl.kind,
+                  # every implementation registered for it, the kernel's pick first
+                  "candidates": [{"driver": i.driver, "priority": i.priority,
+                                  "kind": i.kind}
+                                 for i in sorted((i for i in impls if i.name == prim and
+                                                  i.type != "larval"),
+                                                 key=lambda i: -i.priority)]}
     return out
+
+
+def esp_instances(impls: list[CryptoImpl]) -> list[str]:
+    """The drivers of the AEAD instances ESP made (after its first SA), e.g.
+    `authenc(hmac(sha1-generic),virtio_crypto_aes_cbc)`: what really serves the SAs."""
+    return sorted({i.driver for i in impls if i.name.startswith(("authenc(", "echainiv(",
+                                                                  "seqiv("))})
 
 
 def accelerated(impls: list[CryptoImpl], names: list[str]) -> frozenset[str]:

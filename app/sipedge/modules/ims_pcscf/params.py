@@ -27,8 +27,16 @@ class ImsPcscfParams:
     spi_max: int = option(131071, "highest SPI we allocate", min=257, max=4294967295,
                           reloadable=False)
     reqid_base: int = option(0x5E0000, "our SAs and policies carry reqid reqid_base+slot; "
-                             "start-up cleanup removes only SAs/policies in this range",
+                             "start-up cleanup removes only SAs/policies that carry our "
+                             "mark (xfrm_mark_mask) and a reqid in this range (two "
+                             "P-CSCFs on one box need ranges that do not overlap)",
                              min=1, max=0x7FFFFFFF, reloadable=False)
+    xfrm_mark_mask: int = option(0x5E000000, "our SAs and policies carry XFRMA_MARK value 0 "
+                                 "with this mask: the ownership tag start-up cleanup looks "
+                                 "for. The kernel applies them only to packets whose mark "
+                                 "has none of these bits, so pick bits nothing on the box "
+                                 "sets (fwmark, SO_MARK, nftables `meta mark`); default 0x5E000000",
+                                 min=1, max=0xFFFFFFFF, reloadable=False)
     algs: list[str] = option(default_factory=lambda: ["hmac-sha-1-96", "hmac-md5-96"],
                              doc="integrity algorithms we accept, best first",
                              reloadable=False)

@@ -1,25 +1,33 @@
 """RPC: `ipsec.list`, `ipsec.crypto`, `ipsec.selftest` (served by the worker that owns the
-SA sets; `sipedgectl ipsec.list`)."""
+SA sets; `sipedgectl ipsec.list`).
+
+None of them does kernel or crypto work on the event loop: the SA dump goes to the module's
+XFRM thread (queued behind any install, so the answer is consistent with what was asked of
+the kernel), /proc/crypto is read and the AF_ALG self-test runs in a worker thread (not the
+XFRM thread: a self-test of several seconds must not hold up a 401); the formatting, which
+reads the core's state, happens back on the loop. One self-test at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .crypto import classify_suites, parse_proc_crypto
+from .crypto import classify_suites, esp_instances, parse_proc_crypto
 
 
-def ipsec_list(rt) -> dict[str, Any]:
+def ipsec_list(rt, kernel_sas: list | None = None, kernel_error: str = "") -> dict[str, Any]:
     """Per UE set: SPIs, ports, algorithms, state, expiry, and the kernel counters of each
-    of its four SAs (bytes/packets; `missing` when the kernel no longer has it)."""
+    of its four SAs (bytes/packets; `missing` when the kernel no longer has it).
+    `kernel_sas`: the SA dump (the RPC takes it in the XFRM thread); None dumps here."""
     now = time.monotonic()
-    kernel = {}
-    if rt.xfrm is not None:
+    if kernel_sas is None and rt.xfrm is not None:
         try:
-            kernel = {(sa.dst, sa.spi): sa for sa in rt.xfrm.sas()}
-        except OSError:
-            kernel = {}
+            kernel_sas = rt.xfrm.sas()
+        except OSError as exc:
+            kernel_error = str(exc)
+    kernel = {(sa.dst, sa.spi): sa for sa in kernel_sas or ()}
     out = []
     for st in rt.sets():
         row = st.summary(now)
@@ -38,11 +46,15 @@ def ipsec_list(rt) -> dict[str, Any]:
             sas.append(entry)
         row["sas"] = sas
         out.append(row)
-    return {"enabled": rt.enabled, "sets": out,
-            "counters": dict(rt.pc.counters) if rt.pc else {}}
+    res = {"enabled": rt.enabled, "sets": out,
+           "counters": dict(rt.pc.counters) if rt.pc else {}}
+    if kernel_error:
+        res["kernel_error"] = kernel_error  # the counters above could not be read
+    return res
 
 
-def ipsec_crypto(rt, proc_crypto: str | None = None) -> dict[str, Any]:
+def ipsec_crypto(rt, proc_crypto: str | None = None,
+                 kernel_sas: list | None = None) -> dict[str, Any]:
     """For each configured algorithm: the kernel implementation that serves it (from
     /proc/crypto: driver, priority, async) and its kind; plus the probe result and the
     offload state."""
@@ -52,12 +64,11 @@ def ipsec_crypto(rt, proc_crypto: str | None = None) -> dict[str, Any]:
     pref = rt.pc.s.preference if rt.pc else None
     names = list(pref.algs) + list(pref.ealgs) if pref else []
     rows = classify_suites(impls, names)
-    # authenc templates actually instantiated by ESP (after the first SA): name the drivers
-    inst = sorted({i.driver for i in impls if i.name.startswith(("authenc(", "echainiv(",
-                                                                  "seqiv("))})
+    inst = esp_instances(impls)  # what ESP instantiated (after the first SA)
     offload = None
     if rt.offload_requested:
-        st = [r for r in ipsec_list(rt)["sets"] for sa in r["sas"] if "offload" in sa]
+        st = [r for r in ipsec_list(rt, kernel_sas)["sets"] for sa in r["sas"]
+              if "offload" in sa]
         offload = {"dev": rt.offload_requested,
                    "state": "active" if any(sa.get("offload") == "active" for r in st
                                             for sa in r["sas"]) else
@@ -68,13 +79,50 @@ def ipsec_crypto(rt, proc_crypto: str | None = None) -> dict[str, Any]:
             "offload": offload}
 
 
-def methods(rt) -> dict[str, Callable[[dict], Any]]:
+async def _dump(rt) -> tuple[list | None, str]:
+    """The kernel's SAs, dumped in the module's XFRM thread."""
+    from ...io.xfrm import XfrmError
+
+    if rt.xfrm is None:
+        return [], ""
+    try:
+        return await rt.kernel_sas(), ""
+    except (OSError, XfrmError) as exc:
+        return [], str(exc)
+
+
+async def list_async(rt) -> dict[str, Any]:
+    sas, err = await _dump(rt)
+    return ipsec_list(rt, sas, err)
+
+
+async def crypto_async(rt) -> dict[str, Any]:
+    from .aio import read_proc_crypto
+
+    text = await asyncio.to_thread(read_proc_crypto)
+    sas = (await _dump(rt))[0] if rt.offload_requested else None
+    return ipsec_crypto(rt, text, sas)
+
+
+async def selftest_async(rt, params: dict) -> dict[str, Any]:
     from .selftest import selftest
 
+    seconds = float(params.get("seconds", 0.1))
+    if rt.selftest_running:
+        raise ValueError("a self-test is already running")
+    rt.selftest_running = True
+    try:
+        return await asyncio.to_thread(selftest, seconds)
+    finally:
+        rt.selftest_running = False
+
+
+def methods(rt) -> dict[str, Callable[[dict], Any]]:
+    """Worker RPC: each returns a coroutine (io/modules.py handle_control awaits it)."""
     return {
-        "ipsec.list": lambda params: ipsec_list(rt),
-        "ipsec.crypto": lambda params: ipsec_crypto(rt),
-        "ipsec.selftest": lambda params: selftest(float(params.get("seconds", 0.1))),
+        "ipsec.list": lambda params: list_async(rt),
+        "ipsec.crypto": lambda params: crypto_async(rt),
+        "ipsec.selftest": lambda params: selftest_async(rt, params),
     }
 
 

@@ -6,7 +6,11 @@ Sans-IO: header values in, typed values out.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+# RFC 3329 section 2.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 MECHANISM = "ipsec-3gpp"
 SPI_MIN = 256  # 1..255 are reserved by IANA for future use (RFC 4303 2.1), 0 is "no SA"
@@ -105,12 +109,9 @@ def parse_mechanism(text: str, position: int = 0) -> Offer:
             raise SecAgreeError(f"parameter {need} missing")
     q = 0.0
     if "q" in seen:
-        try:
-            q = float(seen["q"])
-        except ValueError:
-            raise SecAgreeError(f"q={seen['q']!r} is not a number") from None
-        if not 0.0 <= q <= 1.0:
-            raise SecAgreeError(f"q={q} out of range 0..1")
+        if not _QVALUE.fullmatch(seen["q"]):  # RFC 3329 preference = "q" EQUAL qvalue
+            raise SecAgreeError(f"q={seen['q']!r} is not a qvalue (0..1, at most 3 decimals)")
+        q = float(seen["q"])
     prot = seen.get("prot", "esp").lower()
     mod = seen.get("mod", "trans").lower()
     if prot != "esp":

@@ -1,11 +1,15 @@
 """`ipsec.selftest`: a short throughput test of the cipher and MAC drivers ESP uses, through
-AF_ALG, once with the kernel's choice and once forced to the generic software driver, so
-the difference a hardware engine or CPU instructions make is visible."""
+AF_ALG: once with the kernel's choice, once forced to the generic software driver, and once
+with every other implementation /proc/crypto lists for the algorithm (a hardware engine such
+as virtio-crypto or CAAM, CPU instructions), so the box shows which driver serves each
+algorithm and what it gains (or loses) against the others."""
 
 from __future__ import annotations
 
 import socket
 import time
+
+from .crypto import best_for, parse_proc_crypto
 
 CASES = [  # (type, name the kernel resolves, generic driver, key bytes)
     ("skcipher", "cbc(aes)", "cbc(aes-generic)", 16),
@@ -47,11 +51,33 @@ def _run(kind: str, name: str, keylen: int, seconds: float) -> dict:
         alg.close()
 
 
+def _proc_crypto() -> list:
+    try:
+        with open("/proc/crypto", encoding="utf-8", errors="replace") as f:
+            return parse_proc_crypto(f.read())
+    except OSError:
+        return []
+
+
 def selftest(seconds: float = 0.3) -> dict:
-    """{name: {"kernel_choice": {...}, "generic": {...}}} with MB/s for each."""
+    """{name: {"kernel_choice": {mb_per_s, driver, kind}, "generic": {...},
+    "others": {driver: {...}}}}: MB/s of each implementation the kernel has for it."""
     seconds = max(0.05, min(seconds, 2.0))
     out = {}
     for kind, name, generic, keylen in CASES:
-        out[name] = {"kernel_choice": _run(kind, name, keylen, seconds),
-                     "generic": _run(kind, generic, keylen, seconds)}
+        choice = _run(kind, name, keylen, seconds)
+        impls = _proc_crypto()  # after the bind: the kernel's pick is instantiated
+        best = best_for(impls, name)
+        if best is not None and "error" not in choice:
+            choice.update(driver=best.driver, kind=best.kind)
+        row = {"kernel_choice": choice,
+               "generic": {**_run(kind, generic, keylen, seconds), "driver": generic},
+               "others": {}}
+        for impl in impls:
+            if impl.name != name or impl.type == "larval" or impl.driver in (
+                    generic, best.driver if best else None):
+                continue
+            row["others"][impl.driver] = {**_run(kind, impl.driver, keylen, seconds),
+                                          "kind": impl.kind, "priority": impl.priority}
+        out[name] = row
     return out

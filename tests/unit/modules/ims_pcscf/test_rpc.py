@@ -52,3 +52,73 @@ def test_crypto_report():
     c = ipsec_crypto(runtime(), PROC)
     assert c["algorithms"]["aes-cbc"]["kind"] == "hardware engine"
     assert c["probe"] == {"hmac-sha-1-96/aes-cbc": "ok"} and c["offload"] is None
+
+
+def test_rpc_work_runs_off_the_loop():
+    """ipsec.list's SA dump runs in the module's XFRM thread and ipsec.selftest in another
+    thread: the control handler gets a coroutine, the loop keeps turning meanwhile, and the
+    reply carries the request id (io/modules.py handle_control)."""
+    import asyncio
+    import concurrent.futures
+    import json
+    import threading
+    import time as _time
+
+    from sipedge.io.modules import handle_control
+    from sipedge.modules.ims_pcscf import selftest as st_mod
+    from sipedge.modules.ims_pcscf.aio import ImsPcscfRuntime
+    from sipedge.modules.ims_pcscf.rpc import methods
+
+    base = runtime()
+    threads: dict[str, str] = {}
+
+    def slow_dump():
+        threads["dump"] = threading.current_thread().name
+        _time.sleep(0.3)
+        return base.xfrm.sas()
+
+    rt = ImsPcscfRuntime()
+    rt.pc, rt.enabled = base.pc, True
+    rt.xfrm = SimpleNamespace(sas=slow_dump)
+    rt._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xfrm")
+    real_selftest = st_mod.selftest
+
+    def slow_selftest(seconds):
+        threads["selftest"] = threading.current_thread().name
+        _time.sleep(0.3)
+        return {"seconds": seconds}
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.get_running_loop().create_task(ticker())
+        m = methods(rt)
+        pending = handle_control(m, b'{"id": "a", "method": "ipsec.list"}')
+        assert not isinstance(pending, bytes)
+        listed = json.loads(await pending)
+        during_list = ticks
+        st_mod.selftest = slow_selftest
+        try:
+            one = handle_control(m, b'{"id": "b", "method": "ipsec.selftest", '
+                                    b'"params": {"seconds": 0.2}}')
+            two = handle_control(m, b'{"id": "c", "method": "ipsec.selftest"}')
+            r1, r2 = await asyncio.gather(one, two)
+        finally:
+            st_mod.selftest = real_selftest
+        t.cancel()
+        return listed, during_list, json.loads(r1), json.loads(r2)
+
+    listed, ticks, r1, r2 = asyncio.run(main())
+    rt._pool.shutdown()
+    assert listed["id"] == "a" and listed["result"]["sets"][0]["sas"][0]["packets"] == 1
+    assert ticks >= 10  # the loop ran while the dump slept 0.3 s
+    assert threads["dump"].startswith("xfrm") and threads["selftest"] != "MainThread"
+    assert not threads["selftest"].startswith("xfrm")  # never holds up an install
+    assert r1 == {"id": "b", "result": {"seconds": 0.2}}
+    assert "already running" in r2["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sipedge.modules.ims_pcscf.secagree import (
@@ -126,3 +127,15 @@ def test_fuzz_arbitrary_text(text):
 def test_roundtrip(spi_c, spi_s, port_c, port_s, alg, ealg):
     o = Offer(alg, ealg, spi_c, spi_s, port_c, port_s)
     assert verify_matches([format_mechanism(o)], o) is None
+
+
+@pytest.mark.parametrize("q,ok", [("0", True), ("0.", True), ("0.5", True), ("0.125", True),
+                                  ("1", True), ("1.000", True), ("0.1234", False),
+                                  ("1.5", False), ("1.001", False), ("1e-1", False),
+                                  ("nan", False), (".5", False), ("-0", False), ("", False)])
+def test_q_follows_rfc3329_qvalue(q, ok):
+    """RFC 3329's ABNF: qvalue = ("0" ["." 0*3DIGIT]) / ("1" ["." 0*3("0")]); an offer with
+    another q is rejected (the others in the header still count)."""
+    offers, rejected = parse_security_client([
+        f"ipsec-3gpp;alg=hmac-md5-96;spi-c=300;spi-s=301;port-c=1;port-s=2;q={q}"])
+    assert (len(offers), len(rejected)) == ((1, 0) if ok else (0, 1))

@@ -121,3 +121,56 @@ def test_wrong_key_length_refused():
     with pytest.raises(ValueError):
         x.newsa_msg(SaSpec(UE, P, 300, 1, "hmac-sha-1-96", bytes(16), "aes-cbc", bytes(16),
                            SEL, 5))
+
+
+MASK = 0x5E000000  # [ims_pcscf] xfrm_mark_mask default
+
+
+def test_ownership_mark_golden():
+    """The tag: XFRMA_MARK (type 21) {v: 0, m: MASK} after the other attributes of NEWSA and
+    NEWPOLICY, and the only attribute of DELSA / DELPOLICY (the kernel matches a policy to
+    delete by selector, direction and exactly this v/m)."""
+    mark = nlattr(21, struct.pack("=II", 0, MASK))
+    sa = SaSpec(UE, P, 0x10001, 0x5E0003, "hmac-sha-1-96", AUTH_KEY, "aes-cbc", ENC_KEY,
+                SEL, 90)
+    plain, tagged = x.newsa_msg(sa, seq=7), x.newsa_msg(sa, seq=7, mark=(0, MASK))
+    assert tagged == struct.pack("=I", len(plain) + 12) + plain[4:] + mark
+    pol = PolicySpec(SEL, DIR_IN, 0x5E0003, UE, P, 90)
+    plain, tagged = x.newpolicy_msg(pol, seq=3), x.newpolicy_msg(pol, seq=3, mark=(0, MASK))
+    assert tagged == struct.pack("=I", len(plain) + 12) + plain[4:] + mark
+    assert x.delsa_msg(P, 0x10001, seq=9, mark=(0, MASK)) == struct.pack(
+        "=IHHII", 52, 0x11, 0x5, 9, 0) + a16(P) + struct.pack(">I", 0x10001) + \
+        struct.pack("=HBx", 2, 50) + mark
+    assert x.delpolicy_msg(SEL, DIR_IN, seq=4, mark=(0, MASK)) == struct.pack(
+        "=IHHII", 92, 0x14, 0x5, 4, 0) + selector(UE, P, 5062, 5101, 2, 32) + \
+        struct.pack("=IB3x", 0, 0) + mark
+
+
+def test_block_policy_golden_with_mark():
+    body = a16(P) + a16("0.0.0.0") + struct.pack(">HHHH", 5100, 0xFFFF, 0, 0)
+    body += struct.pack("=HBBB3xiI", 2, 32, 0, 0, 0, 0)
+    body += struct.pack("=8Q", INF, INF, INF, INF, 0, 0, 0, 0) + b"\0" * 32
+    body += struct.pack("=IIBBBB4x", x.BLOCK_PRIORITY, 0, 0, 1, 0, 0)
+    mark = nlattr(21, struct.pack("=II", 0, MASK))
+    assert x.block_policy_msg(P, 5100, seq=2, mark=(0, MASK)) == struct.pack(
+        "=IHHII", 16 + 168 + 12, 0x13, 0x1 | 0x4 | 0x400 | 0x200, 2, 0) + body + mark
+
+
+def test_mark_decoded_and_ownership():
+    """Dumps carry the mark back; `owns` wants our mark and a reqid in range, so an unmarked
+    object with our reqid, or a marked one with another reqid, is not ours."""
+    sa = SaSpec(UE, P, 0xABCDEF, 0x5E0009, "hmac-md5-96", bytes(16), "null", b"", SEL, 33)
+    (tagged,) = x.parse_messages(x.newsa_msg(sa, mark=(0, MASK)))
+    (plain,) = x.parse_messages(x.newsa_msg(sa))
+    assert x.kernel_sa(tagged).mark == (0, MASK) and x.kernel_sa(plain).mark is None
+    pol = PolicySpec(SEL, DIR_IN, 0x5E0009, UE, P, 33)
+    (ptag,) = x.parse_messages(x.newpolicy_msg(pol, mark=(0, MASK)))
+    assert x.kernel_policy(ptag).mark == (0, MASK)
+    c = x.XfrmClient.__new__(x.XfrmClient)  # no socket needed for the predicate
+    c.mark = (0, MASK)
+    rng = range(0x5E0000, 0x5E0010)
+    assert c.owns(x.kernel_sa(tagged), rng) and c.owns(x.kernel_policy(ptag), rng)
+    assert not c.owns(x.kernel_sa(plain), rng)
+    assert not c.owns(x.kernel_sa(tagged), range(1, 5))
+    with pytest.raises(ValueError):
+        x.XfrmClient(mark_mask=1 << 32)
