@@ -2,8 +2,8 @@
 real proxies: under `sipedge-supervisor --simulate` (per-instance supervision) inside a network
 namespace the test creates (the "box", one address per instance on its LAN side, probed from a
 second namespace, the "LAN", over a veth pair), under `sipedge --config FILE` on a host (the
-launcher, 127.0.0.1), and the shipped IMS-style trio (examples/ims_trio) that a SIPp UE
-registers and calls through."""
+launcher, 127.0.0.1), and the shipped IMS-style trio (examples/ims_trio), as shipped on
+127.0.0.11-13:5060 in a namespace of its own, that SIPp UEs register and call through."""
 
 import asyncio
 import ctypes
@@ -361,30 +361,37 @@ def test_host_launcher_runs_every_instance(tmp_path):
 
 
 def trio_copy(tmp_path):
-    """The shipped example, moved to free ports on 127.0.0.1 and to tmp_path."""
+    """The shipped example as shipped (127.0.0.11-13, port 5060, inside the test's network
+    namespace), its control sockets and the S-CSCF's data dir moved to tmp_path."""
     work = tmp_path / "trio"
     shutil.copytree(TRIO, work)
-    ports = {n: free_port() for n in ("pcscf", "icscf", "scscf")}
-    addr = {"pcscf": "127.0.0.11", "icscf": "127.0.0.12", "scscf": "127.0.0.13"}
     text = (work / "sipedge.toml").read_text()
-    for n, a in addr.items():
-        text = text.replace(f'address = "{a}"\nport = 5060',
-                            f'address = "127.0.0.1"\nport = {ports[n]}')
+    for n in ("pcscf", "icscf", "scscf"):
         text = text.replace(f"[instances.{n}.core]\n",
                             f'[instances.{n}.core]\nctl_socket = "{work}/{n}.sock"\n')
-        for script in work.glob("*_route.py"):
-            script.write_text(script.read_text().replace(f"{a}:5060", f"127.0.0.1:{ports[n]}"))
     text = text.replace("/data/sipedge/scscf", str(work / "scscf-data"))
     (work / "sipedge.toml").write_text(text)
-    return work, ports
+    return work
 
 
-def _sipp(work, scenario, port, *args, timeout_s=20):
+class NetnsSipp(Sipp):
+    """SIPp run inside a network namespace."""
+
+    def __init__(self, workdir, ns):
+        super().__init__(workdir)
+        self.ns = ns
+
+    def _cmd(self, scenario, port, extra):
+        return ["ip", "netns", "exec", self.ns, *super()._cmd(scenario, port, extra)]
+
+
+def _sipp(work, ns, scenario, target, *args, timeout_s=20):
     err = work / f"sipp-{Path(scenario).stem}.err"
     err.unlink(missing_ok=True)
-    cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", "0", "-m", "1",
+    cmd = ["ip", "netns", "exec", ns, "sipp", "-sf", str(SCENARIOS / scenario),
+           "-i", "127.0.0.1", "-p", "0", "-m", "1",
            "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", "8s",
-           "-trace_err", "-error_file", str(err), *args, f"127.0.0.1:{port}"]
+           "-trace_err", "-error_file", str(err), *args, target]
     p = subprocess.run(cmd, cwd=work, capture_output=True, timeout=timeout_s + 30)
     text = p.stdout.decode(errors="replace")[-1500:]
     if err.exists():
@@ -392,25 +399,39 @@ def _sipp(work, scenario, port, *args, timeout_s=20):
     return p.returncode, text
 
 
+@pytest.fixture
+def netns():
+    """A network namespace with only lo (up): the box the trio runs on, as shipped."""
+    needs_netns()
+    ns = f"sipedge-trio-{os.getpid()}-{next(_seq)}"
+    _ip("netns", "add", ns)
+    try:
+        _ip("-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        _ip("netns", "del", ns, check=False)
+
+
 @needs_sipp
 @pytest.mark.needs_sipp
-def test_ims_trio_ue_registers_and_calls_through(tmp_path):
-    work, ports = trio_copy(tmp_path)
+def test_ims_trio_ue_registers_and_calls_through(tmp_path, netns):
+    work = trio_copy(tmp_path)
     cfg = work / "sipedge.toml"
     rc, out = subprocess.run([sys.executable, "-m", "sipedge", "--check-config", str(cfg)],
                              env=ENV, capture_output=True, text=True).returncode, ""
     assert rc == 0
     log = open(work / "trio.log", "wb")
-    p = subprocess.Popen([sys.executable, "-m", "sipedge", "--config", str(cfg)], env=ENV,
-                         stdout=log, stderr=subprocess.STDOUT)
-    sipp = Sipp(work)
+    p = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "sipedge",
+                          "--config", str(cfg)], env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    sipp = NetnsSipp(work, netns)
+    pcscf = "127.0.0.11:5060"
     try:
-        for name in ports:
+        for name in ("pcscf", "icscf", "scscf"):
             until(lambda: ctl(cfg, "-i", name, "core.health")[0] == 0, 120, name)
-        alice_port, bob_port = free_port(), free_port()
+        alice_port, bob_port = 5071, 5072
         sipp.uas("uas", bob_port)
         for user, contact in (("bob", bob_port), ("alice", alice_port)):
-            rc, out = _sipp(work, "registrar/register.xml", ports["pcscf"], "-s", user,
+            rc, out = _sipp(work, netns, "registrar/register.xml", pcscf, "-s", user,
                             "-au", user, "-ap", f"{user}-pw", "-key", "contact_port",
                             str(contact), "-key", "expires", "600")
             assert rc == 0, out
@@ -419,9 +440,9 @@ def test_ims_trio_ue_registers_and_calls_through(tmp_path):
         assert rc == 0, out
         binding = json.loads(out)[0]
         assert binding["contact"] == f"sip:bob@127.0.0.1:{bob_port}"
-        assert f"127.0.0.1:{ports['pcscf']}" in json.dumps(binding.get("path")), binding
+        assert pcscf in json.dumps(binding.get("path")), binding
         # alice calls bob: P-CSCF -> I-CSCF -> S-CSCF -> (Path) P-CSCF -> bob; 200, ACK, BYE
-        rc, out = _sipp(work, "registrar/call_auth.xml", ports["pcscf"], "-s", "bob",
+        rc, out = _sipp(work, netns, "registrar/call_auth.xml", pcscf, "-s", "bob",
                         "-key", "caller", "alice", "-au", "alice", "-ap", "alice-pw",
                         "-auth_uri", "bob@localhost")
         assert rc == 0, out

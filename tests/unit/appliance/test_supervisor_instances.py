@@ -216,7 +216,7 @@ async def test_a_required_instance_that_fails_on_a_new_file_rolls_it_back(tmp_pa
     await until(lambda: b.sup.rollback is not None)
     assert b.sup.trial_instances() == ["pcscf", "icscf"]  # back on LKG: nothing changed
     reason = b.sup.rollback["reason"]
-    assert reason.startswith(f"instance icscf: ") and f"on {b.boot}" in reason, reason
+    assert reason.startswith("instance icscf: ") and f"on {b.boot}" in reason, reason
     assert lkg.read_text() == TEXT and b.sup.choice.source == "last-known-good"
     b.probes["icscf"].report = HealthReport(True, "ok", 2, 2, 0.0)
     await until(lambda: b.states()["icscf"] == "RUNNING")
