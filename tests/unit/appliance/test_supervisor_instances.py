@@ -5,7 +5,6 @@ import asyncio
 import re
 
 from sipedge.appliance.fakes import FakeDisplay, FakeLeds, FakeProbe, FakeProcess, FakeWatchdog
-from sipedge.appliance.policy import State
 from sipedge.appliance.ports import HealthReport
 from sipedge.appliance.sdconfig import BootConfigManager
 from sipedge.appliance.supervisor import Supervisor
