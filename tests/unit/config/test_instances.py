@@ -228,3 +228,28 @@ def test_ims_pcscf_protected_ports_and_xfrm_ranges_compared_across_instances():
     text = one + PCSCF.format(n="pb", a="127.0.0.2", sip=5060, base=5100)
     assert [e.split(": ", 2)[1] for e in errors(text)] == ["instances.pb.ims_pcscf.reqid_base"]
     load_text(text + "reqid_base = 0x5f0000\n", "box.toml")
+
+
+def test_sipedgectl_instance_is_optional_when_the_file_has_one(tmp_path):
+    """`sipedgectl -c FILE` finds an instance's control socket in the file: -i may be left
+    out when there is one instance (named or `default`), and is asked for when there are
+    several."""
+    from sipedge.cli import _instance_socket
+
+    one = tmp_path / "one.toml"
+    one.write_text('[instances.solo]\n[instances.solo.core]\nctl_socket = "/tmp/solo.sock"\n'
+                   '[[instances.solo.listen]]\nport = 5060\n')
+    assert _instance_socket(str(one), None) == "/tmp/solo.sock"
+    assert _instance_socket(str(one), "solo") == "/tmp/solo.sock"
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[[listen]]\nport = 5060\n")
+    assert _instance_socket(str(plain), None) == "/run/sipedge/ctl.sock"
+    trio = tmp_path / "trio.toml"
+    trio.write_text(TRIO)
+    assert _instance_socket(str(trio), "icscf") == "/run/sipedge/icscf/ctl.sock"
+    with pytest.raises(SystemExit) as exc:
+        _instance_socket(str(trio), None)
+    assert "several instances (pcscf, icscf, scscf): choose one with -i NAME" in str(exc.value)
+    with pytest.raises(SystemExit) as exc:
+        _instance_socket(str(trio), "nosuch")
+    assert "no instance 'nosuch'" in str(exc.value)
