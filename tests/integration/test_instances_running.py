@@ -431,9 +431,11 @@ def test_ims_trio_ue_registers_and_calls_through(tmp_path, netns):
         alice_port, bob_port = 5071, 5072
         sipp.uas("uas", bob_port)
         for user, contact in (("bob", bob_port), ("alice", alice_port)):
+            # the digest uri names the home domain, as an IMS UE's (its R-URI); SIPp would
+            # take the P-CSCF's address, which the S-CSCF (another address) does not serve
             rc, out = _sipp(work, netns, "registrar/register.xml", pcscf, "-s", user,
-                            "-au", user, "-ap", f"{user}-pw", "-key", "contact_port",
-                            str(contact), "-key", "expires", "600")
+                            "-au", user, "-ap", f"{user}-pw", "-auth_uri", "localhost",
+                            "-key", "contact_port", str(contact), "-key", "expires", "600")
             assert rc == 0, out
         # the S-CSCF holds the bindings, with the P-CSCF's Path
         rc, out = ctl(cfg, "-i", "scscf", "ul.show", "aor=bob@localhost")
