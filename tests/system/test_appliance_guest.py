@@ -316,7 +316,7 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
     assert st["config"]["source"] == "boot" and st["instances"]["lab"]["required"] is False
     assert st["watchdog"]["petting"] and st["panel"] == "failed"
     assert st["instances"]["edge"]["ctl_socket"] == "/run/sipedge/edge/ctl.sock"
-    assert ctl(g, "-i edge core.health")["workers_alive"] == 1
+    assert ctl(g, "-i edge core.health", timeout=90)["workers_alive"] == 1
     assert len(pids(g, "--instance edge")) >= 1
     pets = st["watchdog"]["pets"]
     time.sleep(2 * 5)  # two hardware timeouts with the optional instance FAILED
