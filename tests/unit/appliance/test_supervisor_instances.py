@@ -260,3 +260,27 @@ async def test_an_optional_instance_failing_does_not_roll_a_new_file_back(tmp_pa
     assert b.states()["scscf"] == "FAILED" and b.sup.status()["watchdog"]["petting"]
     b.sup.request("stop")
     await asyncio.wait_for(b.task, 5)
+
+
+async def test_a_new_required_instance_that_cannot_start_rolls_the_file_back(tmp_path):
+    """An instance new in the file counts as changed: it failing rolls the file back, and the
+    rollback (an apply of last-known-good) stops it again."""
+    b = await Box(tmp_path).start()
+    b.probes["bgcf"] = FakeProbe()
+    new = _on_trial(TEXT) + "\n[instances.bgcf]\n[[instances.bgcf.listen]]\nport = 5090\n"
+    b.boot.write_text(new)
+    b.sup.request("reload")
+    await until(lambda: b.running("bgcf"))
+    assert b.sup.trial_instances() == ["bgcf"]
+    b.running("bgcf")[0].exit(1)  # dies at start, twice
+    await until(lambda: len([p for p in b.procs if p.argv[-1] == "bgcf"]) == 2)
+    await until(lambda: b.running("bgcf"))
+    b.running("bgcf")[0].exit(1)
+    await until(lambda: b.sup.rollback is not None)
+    # respawn_retry = 1: the second crash is FAILED
+    assert b.sup.rollback["reason"] == (f"instance bgcf: proxy FAILED on {b.boot}: "
+                                        "proxy exited with status 1")
+    await until(lambda: "bgcf" not in b.sup.status()["instances"])
+    assert not b.running("bgcf") and all(b.running(n) for n in ("pcscf", "icscf", "scscf"))
+    b.sup.request("stop")
+    await asyncio.wait_for(b.task, 5)
