@@ -1,9 +1,13 @@
 """Several proxy instances from one config file ([instances.<name>], docs/instances.md), with
-real proxies on 127.0.0.1: under `sipedge-supervisor --simulate` (per-instance supervision) and
-under `sipedge --config FILE` on a host (the launcher), and the shipped IMS-style trio
-(examples/ims_trio) that a SIPp UE registers and calls through."""
+real proxies: under `sipedge-supervisor --simulate` (per-instance supervision) inside a network
+namespace the test creates (the "box", one address per instance on its LAN side, probed from a
+second namespace, the "LAN", over a veth pair), under `sipedge --config FILE` on a host (the
+launcher, 127.0.0.1), and the shipped IMS-style trio (examples/ims_trio), as shipped on
+127.0.0.11-13:5060 in a namespace of its own, that SIPp UEs register and call through."""
 
 import asyncio
+import ctypes
+import itertools
 import json
 import os
 import re
@@ -11,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,15 +30,92 @@ TRIO = APP / "sipedge" / "examples" / "ims_trio"
 ENV = dict(os.environ, PYTHONPATH=str(APP), PYTHONUNBUFFERED="1")
 
 
-def answers(port, timeout=30.0):
-    """A final reply to OPTIONS from the UDP listener at 127.0.0.1:port (asked again until
-    `timeout`: a loaded CI machine may miss one)."""
+def answers(port, timeout=30.0, host="127.0.0.1", netns=None):
+    """A final reply to OPTIONS from the UDP listener at host:port (asked again until
+    `timeout`: a loaded CI machine may miss one), sent from inside `netns` if given."""
     end = time.monotonic() + timeout
     while True:
-        if asyncio.run(SipOptionsProbe("127.0.0.1", port, timeout=3).probe()).ok:
+        probe = SipOptionsProbe(host, port, timeout=3).probe
+        if (in_netns(netns, lambda: asyncio.run(probe())) if netns else asyncio.run(probe())).ok:
             return True
         if time.monotonic() > end:
             return False
+
+
+# ------------------------------------------------------------------ network namespaces
+
+_seq = itertools.count()
+_CLONE_NEWNET = 0x40000000
+LAN = "198.18.19"  # RFC 2544 benchmarking range, only inside the test's namespaces
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20,
+                          check=check)
+
+
+def in_netns(ns, fn):
+    """fn() run in a thread that entered network namespace `ns` (setns(2) moves only the
+    calling thread), so the test process itself stays where it is."""
+    out = {}
+
+    def run():
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {ns}")
+        finally:
+            os.close(fd)
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+class Lan:
+    """A box and a LAN: network namespace `box` (the supervisor and its proxies; address
+    198.18.19.<i> per instance on lan0) joined by a veth pair to namespace `lan` (the test's
+    OPTIONS probes and SIPp, 198.18.19.100 on ue0)."""
+
+    def __init__(self, hosts):
+        tag = f"{os.getpid()}-{next(_seq)}"
+        self.box, self.lan = f"sipedge-box-{tag}", f"sipedge-lan-{tag}"
+        self.ue = f"{LAN}.100"
+        _ip("netns", "add", self.box)
+        _ip("netns", "add", self.lan)
+        try:
+            for ns in (self.box, self.lan):
+                _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", self.box, "link", "add", "lan0", "type", "veth", "peer", "name", "ue0",
+                "netns", self.lan)
+            for host in hosts:
+                _ip("-n", self.box, "addr", "add", f"{host}/24", "dev", "lan0")
+            _ip("-n", self.lan, "addr", "add", f"{self.ue}/24", "dev", "ue0")
+            _ip("-n", self.box, "link", "set", "lan0", "up")
+            _ip("-n", self.lan, "link", "set", "ue0", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def exec(self, ns):
+        return ["ip", "netns", "exec", ns]
+
+    def close(self):
+        for ns in (self.box, self.lan):
+            _ip("netns", "del", ns, check=False)
+
+
+def needs_netns():
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (network namespaces)")
 
 
 def ctl(config, *args):
@@ -57,8 +139,11 @@ def until(cond, timeout=60.0, what="condition"):
     raise AssertionError(f"{what} not reached in {timeout}s (last: {last})")
 
 
-def instance_config(run, names, optional=(), extra=""):
-    ports = {n: free_port() for n in names}
+def instance_config(run, names, optional=(), extra="", hosts=None):
+    """Each instance on its own port of 127.0.0.1, or (`hosts`: name -> address, inside the
+    test's box namespace) on 5060 of its own address."""
+    ports = {n: 5060 if hosts else free_port() for n in names}
+    hosts = hosts or {n: "127.0.0.1" for n in names}
     lines = ["[supervisor]",
              f"command = {json.dumps([sys.executable, '-m', 'sipedge'])}",
              f'rpc_socket = "{run}/supervisor.sock"',
@@ -69,27 +154,35 @@ def instance_config(run, names, optional=(), extra=""):
         lines += [f"[instances.{n}]", f"required = {'false' if n in optional else 'true'}",
                   f'data_dir = "{run}/{n}"',
                   f"[instances.{n}.core]", "workers = 1", f'ctl_socket = "{run}/{n}.sock"',
-                  f"[[instances.{n}.listen]]", 'address = "127.0.0.1"', f"port = {ports[n]}",
+                  f"[[instances.{n}.listen]]", f'address = "{hosts[n]}"', f"port = {ports[n]}",
                   ""]
     return "\n".join(lines) + extra, ports
 
 
 class Supervised:
-    """`sipedge-supervisor --simulate` running the instances of a boot config."""
+    """`sipedge-supervisor --simulate` running the instances of a boot config, inside the box
+    namespace of a `Lan` (each instance on 5060 of its own address there)."""
 
     def __init__(self, tmp_path, names, optional=()):
         self.run = tmp_path / "run"
         self.run.mkdir()
         (tmp_path / "boot").mkdir()
         self.boot = tmp_path / "boot" / "sipedge.toml"
-        self.text, self.ports = instance_config(self.run, names, optional)
+        self.hosts = {n: f"{LAN}.{i}" for i, n in enumerate(names, 1)}
+        self.lan = Lan(self.hosts.values())
+        self.text, self.ports = instance_config(self.run, names, optional, hosts=self.hosts)
         self.boot.write_text(self.text)
         self.out = open(tmp_path / "supervisor.log", "wb")
         self.log = tmp_path / "supervisor.log"
         self.proc = subprocess.Popen(
+            self.lan.exec(self.lan.box) +
             [sys.executable, "-m", "sipedge.appliance.supervisor_main", "--simulate",
              "--boot-config", str(self.boot), "--data-dir", str(tmp_path / "data")],
             env=ENV, stdout=self.out, stderr=subprocess.STDOUT)
+
+    def answers(self, name):
+        """The instance answers OPTIONS on its address, asked from the LAN namespace."""
+        return answers(self.ports[name], host=self.hosts[name], netns=self.lan.lan)
 
     def rpc(self, method, params=None):
         return rpc_call(str(self.run / "supervisor.sock"), method, params, timeout=10)
@@ -110,12 +203,15 @@ class Supervised:
             self.proc.kill()
             self.proc.wait()
         self.out.close()
+        self.lan.close()
         return self.proc.returncode
 
 
 @pytest.fixture
 def supervised(tmp_path):
     made = []
+
+    needs_netns()
 
     def make(names, optional=()):
         s = Supervised(tmp_path, names, optional)
@@ -133,8 +229,8 @@ def test_three_instances_supervised_each_on_its_own(supervised):
     pids = {n: i["pid"] for n, i in st.items()}
     assert len(set(pids.values())) == 3 and not st["lab"]["required"]
     # each answers on its own port, and sipedgectl -i reaches each one's control socket
-    for name, port in s.ports.items():
-        assert answers(port), name
+    for name in s.ports:
+        assert s.answers(name), name
         rc, out = ctl(s.boot, "-i", name, "core.health")
         assert rc == 0 and json.loads(out)["workers_alive"] == 1, out
     rc, out = ctl(s.boot, "core.health")
@@ -149,7 +245,7 @@ def test_three_instances_supervised_each_on_its_own(supervised):
     # before the old worker let go of the port)
     assert st["core"]["restarts"] >= 1 and st["edge"]["restarts"] == 0
     pids = {n: i["pid"] for n, i in st.items()}
-    assert answers(s.ports["core"])
+    assert s.answers("core")
     # the console's `restart lab` (supervisor.restart instance=lab): only lab
     assert s.rpc("supervisor.restart", {"instance": "lab"})["instance"] == "lab"
     st = until(lambda: (st := s.all_running())
@@ -157,7 +253,30 @@ def test_three_instances_supervised_each_on_its_own(supervised):
                120, "lab restarted")
     assert st["edge"]["pid"] == pids["edge"] and st["core"]["pid"] == pids["core"]
     assert s.rpc("supervisor.status")["watchdog"]["petting"]
+    # a new file that breaks only the optional instance is kept (made last-known-good on the
+    # health of the required ones): lab is left to its respawn policy, nothing is rolled back
+    until(lambda: s.rpc("supervisor.status")["config"]["proven"], 60, "config proven")
+    s.boot.write_text(_broken_script(s, "lab"))
+    s.rpc("config.apply")
+    conf = until(lambda: (c := s.rpc("supervisor.status")["config"])["proven"] and c, 60,
+                 "the file with lab broken kept")
+    assert conf["source"] == "boot" and conf["rolled_back"] is None
+    st = s.instances()
+    assert st["lab"]["state"] != "RUNNING" and st["lab"]["pid"] != pids["lab"]
+    assert st["edge"]["pid"] == pids["edge"] and st["core"]["pid"] == pids["core"]
+    assert "config kept although optional instance lab" in s.log.read_text()
     assert s.stop() == 0
+
+
+def _broken_script(s, name):
+    """The box's file with instance `name` given a routing script that cannot load (its
+    worker dies at start, so it never gets healthy)."""
+    script = s.run / f"{name}_route.py"
+    script.write_text('raise RuntimeError("broken on purpose")\n')
+    text = s.text.replace(f"[instances.{name}.core]\n",
+                          f'[instances.{name}.routing]\nscript = "{script}"\n'
+                          f"[instances.{name}.core]\n")
+    return text
 
 
 def test_config_error_in_one_instance_named_others_keep_running(supervised):
@@ -176,7 +295,7 @@ def test_config_error_in_one_instance_named_others_keep_running(supervised):
     time.sleep(2)
     st = s.all_running()
     assert st and {n: i["pid"] for n, i in st.items()} == pids  # nobody restarted
-    assert answers(s.ports["edge"]) and answers(s.ports["core"])
+    assert s.answers("edge") and s.answers("core")
     # the fixed file with one instance's section changed: that instance alone restarts
     s.boot.write_text(s.text.replace("[instances.core.core]\nworkers = 1",
                                      "[instances.core.core]\nworkers = 2"))
@@ -186,6 +305,21 @@ def test_config_error_in_one_instance_named_others_keep_running(supervised):
                120, "core restarted with its new section")
     assert st["edge"]["pid"] == pids["edge"]
     assert st["core"]["health"]["workers_expected"] == 2
+    # a new file whose second (required) instance never gets healthy is rolled back to
+    # last-known-good, the instance named; core restarts on it, edge is left running
+    until(lambda: s.rpc("supervisor.status")["config"]["proven"], 60, "config proven")
+    good = s.boot.read_text()
+    s.boot.write_text(_broken_script(s, "core"))
+    s.rpc("config.apply")
+    rb = until(lambda: s.rpc("supervisor.status")["config"]["rolled_back"], 120,
+               "rolled back")
+    assert rb["reason"].startswith("instance core: 2 failed starts on ") and \
+        str(s.boot) in rb["reason"] and "broken on purpose" in rb["reason"], rb
+    assert s.rpc("config.errors")["source"] == "last-known-good"
+    assert (s.run.parent / "data" / "config" / "last-good.toml").read_text() == good
+    st = until(s.all_running, 120, "core back on last-known-good")
+    assert st["edge"]["pid"] == pids["edge"] and st["core"]["health"]["workers_expected"] == 2
+    assert s.answers("core")
     assert s.stop() == 0
 
 
@@ -227,30 +361,37 @@ def test_host_launcher_runs_every_instance(tmp_path):
 
 
 def trio_copy(tmp_path):
-    """The shipped example, moved to free ports on 127.0.0.1 and to tmp_path."""
+    """The shipped example as shipped (127.0.0.11-13, port 5060, inside the test's network
+    namespace), its control sockets and the S-CSCF's data dir moved to tmp_path."""
     work = tmp_path / "trio"
     shutil.copytree(TRIO, work)
-    ports = {n: free_port() for n in ("pcscf", "icscf", "scscf")}
-    addr = {"pcscf": "127.0.0.11", "icscf": "127.0.0.12", "scscf": "127.0.0.13"}
     text = (work / "sipedge.toml").read_text()
-    for n, a in addr.items():
-        text = text.replace(f'address = "{a}"\nport = 5060',
-                            f'address = "127.0.0.1"\nport = {ports[n]}')
+    for n in ("pcscf", "icscf", "scscf"):
         text = text.replace(f"[instances.{n}.core]\n",
                             f'[instances.{n}.core]\nctl_socket = "{work}/{n}.sock"\n')
-        for script in work.glob("*_route.py"):
-            script.write_text(script.read_text().replace(f"{a}:5060", f"127.0.0.1:{ports[n]}"))
     text = text.replace("/data/sipedge/scscf", str(work / "scscf-data"))
     (work / "sipedge.toml").write_text(text)
-    return work, ports
+    return work
 
 
-def _sipp(work, scenario, port, *args, timeout_s=20):
+class NetnsSipp(Sipp):
+    """SIPp run inside a network namespace."""
+
+    def __init__(self, workdir, ns):
+        super().__init__(workdir)
+        self.ns = ns
+
+    def _cmd(self, scenario, port, extra):
+        return ["ip", "netns", "exec", self.ns, *super()._cmd(scenario, port, extra)]
+
+
+def _sipp(work, ns, scenario, target, *args, timeout_s=20):
     err = work / f"sipp-{Path(scenario).stem}.err"
     err.unlink(missing_ok=True)
-    cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", "0", "-m", "1",
+    cmd = ["ip", "netns", "exec", ns, "sipp", "-sf", str(SCENARIOS / scenario),
+           "-i", "127.0.0.1", "-p", "0", "-m", "1",
            "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", "8s",
-           "-trace_err", "-error_file", str(err), *args, f"127.0.0.1:{port}"]
+           "-trace_err", "-error_file", str(err), *args, target]
     p = subprocess.run(cmd, cwd=work, capture_output=True, timeout=timeout_s + 30)
     text = p.stdout.decode(errors="replace")[-1500:]
     if err.exists():
@@ -258,36 +399,52 @@ def _sipp(work, scenario, port, *args, timeout_s=20):
     return p.returncode, text
 
 
+@pytest.fixture
+def netns():
+    """A network namespace with only lo (up): the box the trio runs on, as shipped."""
+    needs_netns()
+    ns = f"sipedge-trio-{os.getpid()}-{next(_seq)}"
+    _ip("netns", "add", ns)
+    try:
+        _ip("-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        _ip("netns", "del", ns, check=False)
+
+
 @needs_sipp
 @pytest.mark.needs_sipp
-def test_ims_trio_ue_registers_and_calls_through(tmp_path):
-    work, ports = trio_copy(tmp_path)
+def test_ims_trio_ue_registers_and_calls_through(tmp_path, netns):
+    work = trio_copy(tmp_path)
     cfg = work / "sipedge.toml"
     rc, out = subprocess.run([sys.executable, "-m", "sipedge", "--check-config", str(cfg)],
                              env=ENV, capture_output=True, text=True).returncode, ""
     assert rc == 0
     log = open(work / "trio.log", "wb")
-    p = subprocess.Popen([sys.executable, "-m", "sipedge", "--config", str(cfg)], env=ENV,
-                         stdout=log, stderr=subprocess.STDOUT)
-    sipp = Sipp(work)
+    p = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "sipedge",
+                          "--config", str(cfg)], env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    sipp = NetnsSipp(work, netns)
+    pcscf = "127.0.0.11:5060"
     try:
-        for name in ports:
+        for name in ("pcscf", "icscf", "scscf"):
             until(lambda: ctl(cfg, "-i", name, "core.health")[0] == 0, 120, name)
-        alice_port, bob_port = free_port(), free_port()
+        alice_port, bob_port = 5071, 5072
         sipp.uas("uas", bob_port)
         for user, contact in (("bob", bob_port), ("alice", alice_port)):
-            rc, out = _sipp(work, "registrar/register.xml", ports["pcscf"], "-s", user,
-                            "-au", user, "-ap", f"{user}-pw", "-key", "contact_port",
-                            str(contact), "-key", "expires", "600")
+            # the digest uri names the home domain, as an IMS UE's (its R-URI); SIPp would
+            # take the P-CSCF's address, which the S-CSCF (another address) does not serve
+            rc, out = _sipp(work, netns, "registrar/register.xml", pcscf, "-s", user,
+                            "-au", user, "-ap", f"{user}-pw", "-auth_uri", "localhost",
+                            "-key", "contact_port", str(contact), "-key", "expires", "600")
             assert rc == 0, out
         # the S-CSCF holds the bindings, with the P-CSCF's Path
         rc, out = ctl(cfg, "-i", "scscf", "ul.show", "aor=bob@localhost")
         assert rc == 0, out
         binding = json.loads(out)[0]
         assert binding["contact"] == f"sip:bob@127.0.0.1:{bob_port}"
-        assert f"127.0.0.1:{ports['pcscf']}" in json.dumps(binding.get("path")), binding
+        assert pcscf in json.dumps(binding.get("path")), binding
         # alice calls bob: P-CSCF -> I-CSCF -> S-CSCF -> (Path) P-CSCF -> bob; 200, ACK, BYE
-        rc, out = _sipp(work, "registrar/call_auth.xml", ports["pcscf"], "-s", "bob",
+        rc, out = _sipp(work, netns, "registrar/call_auth.xml", pcscf, "-s", "bob",
                         "-key", "caller", "alice", "-au", "alice", "-ap", "alice-pw",
                         "-auth_uri", "bob@localhost")
         assert rc == 0, out

@@ -6,7 +6,9 @@
   `[watchdog] hang_limit` hangs (time from the first hang to the reset is recorded); with the
   boot-loop guard record already at `max_resets` the same hangs leave it FAILED, still petted.
 - Config fallback: broken boot file -> embedded default with errors; fixed -> it runs and
-  becomes last-known-good; broken again -> last-known-good keeps SIP up.
+  becomes last-known-good; broken again -> last-known-good keeps SIP up. In the same boot,
+  [instances] from the SD-card file with the i6300esb armed: an optional instance FAILED is
+  still petted, a required one FAILED resets the VM.
 - Management console on the second serial port: login, status, `config set`, `apply`.
 - LEDs through a uinput device with EV_LED bits (/sys/class/leds/inputN::*) and the LCD
   through i2c-stub at 0x27 (amd64 only).
@@ -235,8 +237,12 @@ start_timeout_s = 300
 respawn_retry = 1
 respawn_timeout_s = 1
 
+config_good_after_s = 5
+
 [watchdog]
 reset_on_failed = true
+timeout_s = 5
+pet_interval_s = 1
 
 [instances.edge]
 [instances.edge.core]
@@ -263,7 +269,7 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
     broken = good.replace("workers = 1", "workers = 0")
     # the instances check at the end needs more than the default 300 s guest deadline
     g = boot_guest(sipedge_image, boot_files={"sipedge.toml": broken}, name="badcfg",
-                   timeout_s=720 * TIMEOUT_MULTIPLIER)
+                   extra_args=["-device", "i6300esb"], timeout_s=720 * TIMEOUT_MULTIPLIER)
     g.console.expect(rb"sipedge: running the default config", timeout=240 * TIMEOUT_MULTIPLIER)
     g.wait_shell(timeout=240 * TIMEOUT_MULTIPLIER)
     st = status(g, lambda st: st["state"] == "RUNNING", what="RUNNING")
@@ -289,20 +295,55 @@ def test_config_fallback_and_errors(sipedge_image, boot_guest):
     assert ctl(g, "config.errors")["errors"][0].startswith("/boot/sipedge.toml:")
 
     # [instances] from the SD-card file (issue 19), in the same boot: each instance its own
-    # proxy and control socket; an optional one that cannot start goes FAILED on its own and,
-    # with reset_on_failed, the watchdog still follows only the required one
+    # proxy and control socket. The i6300esb driver is loaded and the supervisor restarted
+    # (it opens the watchdog at start), so the instances start from the file as at boot and
+    # the watchdog is armed. An optional instance that cannot start goes FAILED on its own
+    # and, with reset_on_failed, the armed watchdog is still petted; a required one that goes
+    # FAILED holds the keep-alive back and the i6300esb resets the VM.
     write_boot(g, INSTANCES_CFG)
-    ctl(g, "supervisor.reload")
+    t0 = time.monotonic()
+    rc, out = g.shell("modprobe i6300esb && ls /dev/watchdog")
+    if rc != 0 and "Unknown symbol" in out:
+        pytest.skip("the image lacks the watchdog core module: " + out)
+    assert rc == 0, out
+    restart_supervisor(g)
     st = status(g, lambda st: (st.get("instances") or {}).get("edge", {}).get("state")
-                == "RUNNING" and st["instances"].get("lab", {}).get("state") == "FAILED",
-                timeout=600, what="edge RUNNING, lab FAILED")
-    record("instances: reload to edge RUNNING + lab FAILED",
-           f"{st['instances']['edge']['healthy_for_s']:.0f} s healthy at check")
+                == "RUNNING" and st["instances"].get("lab", {}).get("state") == "FAILED"
+                and st["watchdog"]["armed"] and st["config"]["proven"],
+                timeout=600, what="edge RUNNING and proven, lab FAILED, watchdog armed")
+    record("instances: supervisor restart to edge RUNNING + lab FAILED, armed",
+           f"{time.monotonic() - t0:.0f} s")
     assert st["config"]["source"] == "boot" and st["instances"]["lab"]["required"] is False
     assert st["watchdog"]["petting"] and st["panel"] == "failed"
     assert st["instances"]["edge"]["ctl_socket"] == "/run/sipedge/edge/ctl.sock"
-    assert ctl(g, "-i edge core.health")["workers_alive"] == 1
+    assert ctl(g, "-i edge core.health", timeout=90)["workers_alive"] == 1
     assert len(pids(g, "--instance edge")) >= 1
+    pets = st["watchdog"]["pets"]
+    time.sleep(2 * 5)  # two hardware timeouts with the optional instance FAILED
+    st = ctl(g, "supervisor.status")
+    assert g.proc.poll() is None and st["watchdog"]["pets"] > pets
+    assert st["instances"]["lab"]["state"] == "FAILED"
+    # the required instance crashes twice in a row (respawn_retry = 1): FAILED, no keep-alive,
+    # the i6300esb resets the VM (-no-reboot: QEMU exits)
+    killed: list[int] = []
+    t0 = time.monotonic()
+    try:
+        while len(killed) < 4:
+            st = status(g, lambda st: st["instances"]["edge"]["state"] == "FAILED"
+                        or st["instances"]["edge"]["pid"] not in (None, *killed),
+                        timeout=120, what="edge respawned or FAILED")
+            if st["instances"]["edge"]["state"] == "FAILED":
+                break
+            killed.append(st["instances"]["edge"]["pid"])
+            g.shell(f"kill -9 {killed[-1]}", check=True)
+            t0 = time.monotonic()
+    except GuestError:
+        pass  # the reset came while the shell was being asked
+    g.wait_exit(120 * TIMEOUT_MULTIPLIER)
+    record("instances: required instance's last crash to i6300esb reset amd64",
+           f"{time.monotonic() - t0:.1f} s after {len(killed)} SIGKILLs (timeout_s=5, "
+           "pet_interval_s=1)")
+    assert 2 <= len(killed) <= 3
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,8 @@ class SupervisorParams:
     config_trial_s: float = option(180.0, "a new boot config whose proxy is not running "
                                    "healthy this long after it was applied is rolled back "
                                    "to last-known-good (so are two failed starts in a row "
-                                   "or FAILED)", min=1)
+                                   "or FAILED); with [instances], any required instance "
+                                   "the file changed (docs/instances.md)", min=1)
     mark_good_after_s: float | None = option(None, "deprecated: use `[update] "
                                              "mark_good_after_s` (a value here is still used "
                                              "for it, with a warning; setting both is an "

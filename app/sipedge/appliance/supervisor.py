@@ -221,6 +221,8 @@ class Supervisor:
                        "proven": self.choice.proven,
                        "trial_s": (None if self.trial_started is None
                                    else round(now - self.trial_started, 1)),
+                       "trial_instances": (None if self.trial_started is None
+                                           else self.trial_instances()),
                        "rolled_back": self.rollback},
             "panel": self.panel_state(),
             "lcd": None if self.display is None else {
@@ -708,25 +710,31 @@ class Supervisor:
 
     async def _config_trial(self, now: float) -> None:
         """Promote a boot config after `config_good_after_s` of health, or roll it back to
-        last-known-good (only when there is one)."""
+        last-known-good (only when there is one). With [instances] the trial watches the
+        instances `trial_instances` names (the required ones the file changed); an optional
+        instance never rolls a file back (docs/instances.md)."""
         if self.trial_started is None:
             return
         p = self.choice.config.supervisor
-        st = self.policy.state
-        if st is State.RUNNING and self.policy.healthy_for(now) >= p.config_good_after_s:
+        members = self._trial_members()
+        if all(pol.state is State.RUNNING and pol.healthy_for(now) >= p.config_good_after_s
+               for _, pol, _ in members):
             self.trial_started = None
             if self.config_source.promote(self.choice):
                 self.choice = dataclasses.replace(self.choice, proven=True)
-                log.info("config proved itself (healthy %.0fs): now last-known-good file=%s",
-                         p.config_good_after_s, self.choice.path)
+                log.info("config proved itself (healthy %.0fs): now last-known-good file=%s "
+                         "instances=%s", p.config_good_after_s, self.choice.path,
+                         ",".join(n for n, _, _ in members))
+                for name, st in self.instances_status(now).items():
+                    if not st["required"] and st["state"] != State.RUNNING.value:
+                        log.warning("config kept although optional instance %s is %s: "
+                                    "optional instances do not roll a config back", name,
+                                    st["state"])
             return
-        failed_starts = self.policy.respawn.crashes
-        if st is State.FAILED:
-            why = "proxy FAILED"
-        elif failed_starts >= 2 and st is not State.RUNNING:
-            why = f"{failed_starts} failed starts"
-        elif now - self.trial_started > p.config_trial_s and st is not State.RUNNING:
-            why = f"not running healthy {p.config_trial_s:g}s after it was applied"
+        for name, pol, cause in members:
+            why = _trial_failure(pol, now - self.trial_started, p.config_trial_s)
+            if why is not None:
+                break
         else:
             return
         if self.config_source.lkg_text() is None:
@@ -734,7 +742,9 @@ class Supervisor:
             # default might lack the operator's network or management settings); the proxy
             # stays in its respawn policy (FAILED after too many crashes), the cause shown
             return
-        reason = f"{why} on {self.choice.path}" + (f": {self.cause}" if self.cause else "")
+        if is_multi(self.choice.config):
+            why = f"instance {name}: {why}"
+        reason = f"{why} on {self.choice.path}" + (f": {cause}" if cause else "")
         self.rollback = {"file": str(self.choice.path), "reason": reason}
         self.trial_started = None
         old = self.choice
@@ -742,6 +752,52 @@ class Supervisor:
         _console_line(self.kernel_console, f"sipedge: config {old.path} rolled back ({reason}); running "
                       f"{self.choice.source} {self.choice.path or ''}")
         await self._reload_to_choice(now, old)
+
+    def trial_instances(self) -> list[str]:
+        """The instances whose health decides a boot config's trial. One proxy: it. With
+        [instances]: the required instances the file changed against last-known-good (its own
+        sections, required, data_dir: `instances.fingerprint`; a new instance is changed);
+        when it changed none of them (only box-wide sections or optional instances), every
+        required one; with no required instance at all, every instance."""
+        config = self.choice.config
+        if not is_multi(config):
+            return [first_instance(config).instance_name]
+        key = config.text
+        if self._trial_cache is not None and self._trial_cache[0] == key:
+            return self._trial_cache[1]
+        lkg = self._lkg_instances()
+        changed = [n for n, c in config.instances.items()
+                   if lkg is None or n not in lkg or fingerprint(lkg[n]) != fingerprint(c)]
+        required = [n for n, c in config.instances.items() if c.required]
+        names = ([n for n in changed if n in required] or required or list(config.instances))
+        self._trial_cache = (key, names)
+        return names
+
+    _trial_cache: tuple[str, list[str]] | None = None
+
+    def _lkg_instances(self) -> dict[str, Any] | None:
+        from ..config import ConfigError, load_text
+
+        text = self.config_source.lkg_text()
+        if text is None:
+            return None
+        try:
+            # read as the boot file it was, so its relative paths compare equal
+            return load_text(text, str(self.choice.boot_path)).instances
+        except ConfigError:
+            return None
+
+    def _trial_members(self) -> list[tuple[str, SupervisorPolicy, str]]:
+        """(name, policy, cause) of each instance in `trial_instances`."""
+        first = self.first_name
+        out = []
+        for name in self.trial_instances():
+            if name == first:
+                out.append((name, self.policy, self.cause))
+            elif name in self.runners:
+                r = self.runners[name]
+                out.append((name, r.policy, r.cause))
+        return out
 
     def _maybe_poll_numbers(self, now: float) -> None:
         """Registrations, calls and transactions from the proxy (`core.panel`), for the LCD
@@ -878,6 +934,18 @@ class Supervisor:
         if self.watchdog is not None:
             clean = self.policy.state is State.STOPPED
             self.watchdog.close(disarm=clean)
+
+
+def _trial_failure(policy: SupervisorPolicy, on_trial_s: float, trial_s: float) -> str | None:
+    """Why one instance fails a config trial, or None (still a chance, or running)."""
+    st = policy.state
+    if st is State.FAILED:
+        return "proxy FAILED"
+    if policy.respawn.crashes >= 2 and st is not State.RUNNING:
+        return f"{policy.respawn.crashes} failed starts"
+    if on_trial_s > trial_s and st is not State.RUNNING:
+        return f"not running healthy {trial_s:g}s after it was applied"
+    return None
 
 
 def _cause(proc: ProxyProcess, rc: int | None) -> str:

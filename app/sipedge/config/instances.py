@@ -17,10 +17,12 @@ as one, with its errors under `instances.<name>.` and the file:line of the key. 
 
 Derived per instance unless set: `core.ctl_socket` = `/run/sipedge/<name>/ctl.sock`
 (`sipedgectl -i <name>` finds it there), `data_dir` = `/data/sipedge/<name>` (relative: to the
-config file), `registrar.db_path` = `<data_dir>/location.sqlite`. Refused at load: two instances
-binding the same transport/address/port (a wildcard address overlaps every address of its
-family; tcp and tls share the TCP port space), the same control socket, or the same registrar
-database.
+config file), `registrar.db_path` = `<data_dir>/location.sqlite`. Refused at load, naming both
+instances and file:line: two instances binding the same transport/address/port (SIP [[listen]],
+[[diameter.listen]], the ims_pcscf protected port range; a wildcard address overlaps every
+address of its family; tcp and tls share the TCP port space, Diameter uses TCP or SCTP), the
+same control socket, the same registrar database, or overlapping ims_pcscf XFRM reqid ranges
+(SPI ranges too on one Gm address).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .schema import SECTIONS
 
@@ -139,7 +141,9 @@ def _derive(sections: dict[str, Any], name: str, data_dir: str) -> None:
 
 
 def _space(proto: str) -> str:
-    return "udp" if proto == "udp" else "tcp"  # tls listens on a TCP port
+    """The kernel's port space of a transport: tls listens on a TCP port, Diameter on TCP or
+    SCTP."""
+    return "tcp" if proto == "tls" else proto
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -152,21 +156,63 @@ def _overlap(a: str, b: str) -> bool:
     return ia.version == ib.version and (ia.is_unspecified or ib.is_unspecified or ia == ib)
 
 
+class _Bound(NamedTuple):
+    """Something an instance binds: ports [lo, hi] of one transport on one address."""
+
+    key: str  # under instances.<name>.
+    proto: str
+    address: str
+    lo: int
+    hi: int
+
+    def text(self) -> str:
+        ports = str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+        return f"{self.proto} {self.address}:{ports}"
+
+    def clashes(self, other: _Bound) -> bool:
+        return (_space(self.proto) == _space(other.proto) and self.lo <= other.hi and
+                other.lo <= self.hi and _overlap(self.address, other.address))
+
+
+def bound_ports(cfg: Config) -> list[_Bound]:
+    """Every address/port an instance binds: its SIP [[listen]] entries (tls included), the
+    Diameter listeners and the ims_pcscf protected ports (UDP and TCP, port_base to
+    port_base + 2*slots - 1) of the modules it loads. A Diameter port 0 (any free port)
+    clashes with nothing. The control socket and registrar database are checked apart."""
+    out = [_Bound(f"listen[{i}]", lp.proto, lp.address, lp.port, lp.port)
+           for i, lp in enumerate(cfg.listen)]
+    mods = cfg.core.modules
+    dia = getattr(cfg, "diameter", None)
+    if "diameter" in mods and dia is not None:
+        out += [_Bound(f"diameter.listen[{i}]", d.transport, d.address, d.port, d.port)
+                for i, d in enumerate(dia.listen) if d.port]
+    pc = getattr(cfg, "ims_pcscf", None)
+    if "ims_pcscf" in mods and pc is not None and pc.address:
+        hi = pc.port_base + 2 * pc.slots - 1
+        out += [_Bound("ims_pcscf.port_base", proto, pc.address, pc.port_base, hi)
+                for proto in ("udp", "tcp")]
+    return out
+
+
 def _check_overlaps(instances: dict[str, Config], v: _Validator) -> None:
-    bound: list[tuple[str, int, Any]] = []
+    """Refuse what two instances cannot both have: an address/port (`bound_ports`), a control
+    socket, a registrar database, and (ims_pcscf) the kernel-wide XFRM reqid range (one
+    instance's start-up cleanup would remove the other's SAs) and, on one Gm address, the SPI
+    range (the kernel keys inbound SAs by address and SPI). Each error names both
+    instances and the other's file:line."""
+    bound: list[tuple[str, _Bound]] = []
     sockets: dict[str, str] = {}
     dbs: dict[str, str] = {}
+    xfrm: list[tuple[str, int, int, int, int, str]] = []
     for name, cfg in instances.items():
-        for i, lp in enumerate(cfg.listen):
-            for other, j, olp in bound:
-                if other != name and _space(olp.proto) == _space(lp.proto) and \
-                        olp.port == lp.port and _overlap(olp.address, lp.address):
-                    v.error(f"instances.{name}.listen[{i}]",
-                            f"{lp.proto} {lp.address}:{lp.port} overlaps instance '{other}' "
-                            f"(instances.{other}.listen[{j}]: {olp.proto} "
-                            f"{olp.address}:{olp.port})")
+        for b in bound_ports(cfg):
+            for other, ob in bound:
+                if other != name and b.clashes(ob):
+                    v.error(f"instances.{name}.{b.key}",
+                            f"{b.text()} overlaps instance '{other}' "
+                            f"({_at(v, other, ob.key)}: {ob.text()})")
                     break
-            bound.append((name, i, lp))
+            bound.append((name, b))
         sock = str(Path(cfg.core.ctl_socket))
         if sock in sockets:
             v.error(f"instances.{name}.core.ctl_socket",
@@ -178,3 +224,25 @@ def _check_overlaps(instances: dict[str, Config], v: _Validator) -> None:
                 v.error(f"instances.{name}.registrar.db_path",
                         f"same registrar database as instance '{dbs[db]}'")
             dbs.setdefault(db, name)
+        pc = getattr(cfg, "ims_pcscf", None)
+        if "ims_pcscf" in cfg.core.modules and pc is not None:
+            rq = (pc.reqid_base, pc.reqid_base + pc.slots - 1)
+            for other, olo, ohi, slo, shi, addr in xfrm:
+                if rq[0] <= ohi and olo <= rq[1]:
+                    v.error(f"instances.{name}.ims_pcscf.reqid_base",
+                            f"reqids {rq[0]:#x}-{rq[1]:#x} overlap instance '{other}' "
+                            f"({_at(v, other, 'ims_pcscf.reqid_base')}: "
+                            f"{olo:#x}-{ohi:#x}): give each P-CSCF its own reqid_base")
+                if pc.spi_min <= shi and slo <= pc.spi_max and _overlap(pc.address, addr):
+                    v.error(f"instances.{name}.ims_pcscf.spi_min",
+                            f"SPIs {pc.spi_min}-{pc.spi_max} overlap instance '{other}' "
+                            f"({_at(v, other, 'ims_pcscf.spi_min')}: {slo}-{shi})")
+            xfrm.append((name, rq[0], rq[1], pc.spi_min, pc.spi_max, pc.address))
+
+
+def _at(v: _Validator, name: str, key: str) -> str:
+    """`file:line: instances.<name>.<key>` of the other party of a clash."""
+    from .loader import _line_for
+
+    path = f"instances.{name}.{key}"
+    return f"{path} at {v.source}:{_line_for(v.lines, path)}"

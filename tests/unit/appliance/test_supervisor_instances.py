@@ -5,7 +5,6 @@ import asyncio
 import re
 
 from sipedge.appliance.fakes import FakeDisplay, FakeLeds, FakeProbe, FakeProcess, FakeWatchdog
-from sipedge.appliance.policy import State
 from sipedge.appliance.ports import HealthReport
 from sipedge.appliance.sdconfig import BootConfigManager
 from sipedge.appliance.supervisor import Supervisor
@@ -190,5 +189,98 @@ async def test_console_status_and_restart_name_the_instances(tmp_path):
     assert sess.run("restart nosuch").startswith("error: no instance 'nosuch'")
     await until(lambda: len(b.procs) == 4)
     assert b.procs[-1].argv[-1] == "icscf"
+    b.sup.request("stop")
+    await asyncio.wait_for(b.task, 5)
+
+
+TRIAL = "[supervisor]\nconfig_good_after_s = 0.5\nconfig_trial_s = 30\n"
+
+
+def _on_trial(text):
+    return text.replace("[supervisor]\n", TRIAL)
+
+
+async def test_a_required_instance_that_fails_on_a_new_file_rolls_it_back(tmp_path):
+    """Not only the first instance: a new file whose second (required) instance cannot come
+    up is rolled back to last-known-good, the instance named, and that instance restarted on
+    the last good config; the file is not promoted while the instance it changed is unproven
+    (the first, unchanged one has long been healthy)."""
+    b = await Box(tmp_path).start()
+    lkg = tmp_path / "data" / "config" / "last-good.toml"
+    pcscf = b.running("pcscf")[0]
+    new = _on_trial(TEXT).replace("port = 5070", "port = 5071")
+    b.boot.write_text(new)
+    b.probes["icscf"].report = BAD
+    b.sup.request("reload")
+    await until(lambda: b.sup.rollback is not None)
+    assert b.sup.trial_instances() == ["pcscf", "icscf"]  # back on LKG: nothing changed
+    reason = b.sup.rollback["reason"]
+    assert reason.startswith("instance icscf: ") and f"on {b.boot}" in reason, reason
+    assert lkg.read_text() == TEXT and b.sup.choice.source == "last-known-good"
+    b.probes["icscf"].report = HealthReport(True, "ok", 2, 2, 0.0)
+    await until(lambda: b.states()["icscf"] == "RUNNING")
+    assert b.running("pcscf") == [pcscf]  # the unchanged first instance never restarted
+    assert b.sup.status()["instances"]["icscf"]["listen"] == ["udp:127.0.0.1:5070"]
+    assert "rolled back" in b.sup.config_source.select().issues[0].reason  # remembered
+    b.sup.request("stop")
+    await asyncio.wait_for(b.task, 5)
+
+
+async def test_the_trial_waits_for_the_required_instances_the_file_changed(tmp_path):
+    b = await Box(tmp_path).start()
+    lkg = tmp_path / "data" / "config" / "last-good.toml"
+    new = _on_trial(TEXT).replace("port = 5070", "port = 5071")
+    b.boot.write_text(new)
+    b.sup.request("reload")
+    await until(lambda: b.sup.trial_started is not None)
+    assert b.sup.trial_instances() == ["icscf"]
+    await until(lambda: b.states()["icscf"] == "RUNNING")
+    started = b.sup.clock()
+    await until(lambda: lkg.read_text() == new)
+    # promoted only after icscf (restarted) was healthy config_good_after_s
+    assert b.sup.clock() - started >= 0.4 and b.sup.rollback is None
+    b.sup.request("stop")
+    await asyncio.wait_for(b.task, 5)
+
+
+async def test_an_optional_instance_failing_does_not_roll_a_new_file_back(tmp_path):
+    """required = false: like the watchdog, the config trial ignores it. The file that broke
+    it is kept (and promoted on the health of the required ones); the instance shows FAILED."""
+    b = await Box(tmp_path).start()
+    lkg = tmp_path / "data" / "config" / "last-good.toml"
+    new = _on_trial(TEXT).replace("max_forwards = 70", "max_forwards = 20")
+    b.boot.write_text(new)
+    b.probes["scscf"].report = BAD
+    b.sup.request("reload")
+    await until(lambda: b.states()["scscf"] == "FAILED")
+    assert b.sup.trial_instances() == ["pcscf", "icscf"]  # no required one changed: all
+    await until(lambda: lkg.read_text() == new)
+    await asyncio.sleep(0.3)
+    assert b.sup.rollback is None and b.sup.choice.source == "boot"
+    assert b.states()["scscf"] == "FAILED" and b.sup.status()["watchdog"]["petting"]
+    b.sup.request("stop")
+    await asyncio.wait_for(b.task, 5)
+
+
+async def test_a_new_required_instance_that_cannot_start_rolls_the_file_back(tmp_path):
+    """An instance new in the file counts as changed: it failing rolls the file back, and the
+    rollback (an apply of last-known-good) stops it again."""
+    b = await Box(tmp_path).start()
+    b.probes["bgcf"] = FakeProbe()
+    new = _on_trial(TEXT) + "\n[instances.bgcf]\n[[instances.bgcf.listen]]\nport = 5090\n"
+    b.boot.write_text(new)
+    b.sup.request("reload")
+    await until(lambda: b.running("bgcf"))
+    assert b.sup.trial_instances() == ["bgcf"]
+    b.running("bgcf")[0].exit(1)  # dies at start, twice
+    await until(lambda: len([p for p in b.procs if p.argv[-1] == "bgcf"]) == 2)
+    await until(lambda: b.running("bgcf"))
+    b.running("bgcf")[0].exit(1)
+    await until(lambda: b.sup.rollback is not None)
+    # respawn_retry = 1: the second crash is FAILED
+    assert b.sup.rollback["reason"] == (f"instance bgcf: proxy FAILED on {b.boot}: "
+                                        "proxy exited with status 1")
+    await until(lambda: "bgcf" not in b.sup.status()["instances"])
+    assert not b.running("bgcf") and all(b.running(n) for n in ("pcscf", "icscf", "scscf"))
     b.sup.request("stop")
     await asyncio.wait_for(b.task, 5)

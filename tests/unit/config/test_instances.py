@@ -137,3 +137,119 @@ def test_check_config_checks_every_instance(tmp_path):
     assert not res["valid"] and len(res["errors"]) == 1
     assert "bad.py:1" in res["errors"][0] and "instances.scscf.routing.script" in \
         res["errors"][0]
+
+
+DIA = """\
+[instances.hss]
+[instances.hss.core]
+modules = ["diameter"]
+[[instances.hss.listen]]
+port = 5090
+[instances.hss.diameter]
+identity = "hss.example.net"
+realm = "example.net"
+[[instances.hss.diameter.listen]]
+port = 3868
+
+[instances.dra]
+[instances.dra.core]
+modules = ["diameter"]
+[[instances.dra.listen]]
+port = 5091
+[instances.dra.diameter]
+identity = "dra.example.net"
+realm = "example.net"
+[[instances.dra.diameter.listen]]
+address = "0.0.0.0"
+port = 3868
+"""
+
+
+def _line(text, needle, nth=1):
+    lines = text.splitlines()
+    idx = [i for i, ln in enumerate(lines) if ln == needle]
+    return idx[nth - 1] + 1
+
+
+def test_diameter_listeners_compared_across_instances():
+    errs = errors(DIA)
+    first = _line(DIA, "[[instances.hss.diameter.listen]]")
+    second = _line(DIA, "[[instances.dra.diameter.listen]]")
+    assert errs == [f"box.toml:{second}: instances.dra.diameter.listen[0]: tcp 0.0.0.0:3868 "
+                    f"overlaps instance 'hss' (instances.hss.diameter.listen[0] at "
+                    f"box.toml:{first}: tcp 127.0.0.1:3868)"], errs
+    # SCTP is its own port space; port 0 (any free port) clashes with nothing
+    load_text(DIA.replace('address = "0.0.0.0"\n', 'address = "0.0.0.0"\ntransport = "sctp"\n'),
+              "box.toml")
+    load_text(DIA.replace('address = "0.0.0.0"\nport = 3868', 'port = 0'), "box.toml")
+    # a Diameter TCP port is a TCP port: another instance's SIP tcp/tls listener on it clashes
+    sip = DIA.replace('address = "0.0.0.0"\nport = 3868', 'port = 3869') + \
+        '[[instances.hss.listen]]\nproto = "tcp"\nport = 3869\n'
+    assert any("instances.dra.diameter.listen[0]: tcp 127.0.0.1:3869 overlaps instance 'hss' "
+               "(instances.hss.listen[1] at box.toml:" in e for e in errors(sip)), errors(sip)
+    # a [diameter] section of an instance that does not load the module binds nothing
+    load_text(DIA.replace('[instances.dra.core]\nmodules = ["diameter"]\n', ""), "box.toml")
+
+
+PCSCF = """\
+[instances.{n}]
+[instances.{n}.core]
+workers = 1
+modules = ["ims_pcscf"]
+[[instances.{n}.listen]]
+address = "{a}"
+port = {sip}
+[instances.{n}.ims_pcscf]
+address = "{a}"
+port_base = {base}
+slots = 8
+"""
+
+
+def test_ims_pcscf_protected_ports_and_xfrm_ranges_compared_across_instances():
+    one = PCSCF.format(n="pa", a="127.0.0.1", sip=5060, base=5100)
+    # the protected ports (5100-5115, UDP and TCP) cover another instance's SIP port
+    text = one + PCSCF.format(n="pb", a="127.0.0.1", sip=5110, base=6100) + \
+        "reqid_base = 0x5f0000\nspi_min = 200000\nspi_max = 300000\n"
+    errs = errors(text)
+    assert len(errs) == 1 and errs[0].startswith(
+        f"box.toml:{_line(text, '[[instances.pb.listen]]')}: instances.pb.listen[0]: udp 127.0.0.1:5110 "
+        "overlaps instance 'pa' (instances.pa.ims_pcscf.port_base at "
+        f"box.toml:{_line(text, 'port_base = 5100')}: udp 127.0.0.1:5100-5115)"), errs
+    # two P-CSCFs: ranges overlap on one address, and the default reqid and SPI ranges clash
+    text = one + PCSCF.format(n="pb", a="127.0.0.1", sip=5070, base=5114)
+    errs = "\n".join(errors(text))
+    assert "instances.pb.ims_pcscf.port_base: udp 127.0.0.1:5114-5129 overlaps instance 'pa'" \
+        in errs
+    assert "instances.pb.ims_pcscf.reqid_base: reqids 0x5e0000-0x5e0007 overlap instance " \
+        "'pa'" in errs
+    assert "instances.pb.ims_pcscf.spi_min: SPIs 65536-131071 overlap instance 'pa'" in errs
+    # on another address only the kernel-wide reqid range still has to differ
+    text = one + PCSCF.format(n="pb", a="127.0.0.2", sip=5060, base=5100)
+    assert [e.split(": ", 2)[1] for e in errors(text)] == ["instances.pb.ims_pcscf.reqid_base"]
+    load_text(text + "reqid_base = 0x5f0000\n", "box.toml")
+
+
+def test_sipedgectl_instance_is_optional_when_the_file_has_one(tmp_path):
+    """`sipedgectl -c FILE` finds an instance's control socket in the file: -i may be left
+    out when there is one instance (named or `default`), and is asked for when there are
+    several."""
+    from sipedge.cli import _instance_socket
+
+    one = tmp_path / "one.toml"
+    one.write_text('[instances.solo]\n[instances.solo.core]\nctl_socket = "/tmp/solo.sock"\n'
+                   '[[instances.solo.listen]]\nport = 5060\n')
+    assert _instance_socket(str(one), None) == "/tmp/solo.sock"
+    assert _instance_socket(str(one), "solo") == "/tmp/solo.sock"
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[[listen]]\nport = 5060\n")
+    assert _instance_socket(str(plain), None) == "/run/sipedge/ctl.sock"
+    trio = tmp_path / "trio.toml"
+    trio.write_text(TRIO)
+    assert _instance_socket(str(trio), "icscf") == "/run/sipedge/icscf/ctl.sock"
+    with pytest.raises(SystemExit) as exc:
+        _instance_socket(str(trio), None)
+    assert "several instances (pcscf, icscf, scscf): choose one with -i NAME" in str(exc.value)
+    with pytest.raises(SystemExit) as exc:
+        _instance_socket(str(trio), "nosuch")
+    assert "no instance 'nosuch'" in str(exc.value)
