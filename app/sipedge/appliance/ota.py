@@ -75,6 +75,11 @@ class Pending:
     from_slot: str
     from_version: str
     installed_at: float = 0.0
+    # False while RAUC writes the slot, True once `rauc install` has finished (and switched
+    # the bootloader to it). A boot that finds False was cut in the middle of an install:
+    # no rollback (the new slot never ran), an interrupted install. A state file written
+    # before this field existed counts as finished.
+    written: bool = True
 
     @classmethod
     def from_json(cls, d: Any) -> Pending | None:
@@ -82,14 +87,15 @@ class Pending:
             return None
         try:
             return cls(str(d["to_slot"]), str(d["to_version"]), str(d["from_slot"]),
-                       str(d["from_version"]), float(d.get("installed_at", 0.0)))
+                       str(d["from_version"]), float(d.get("installed_at", 0.0)),
+                       d.get("written", True) is not False)
         except (KeyError, TypeError, ValueError):
             return None
 
     def to_json(self) -> dict[str, Any]:
         return {"to_slot": self.to_slot, "to_version": self.to_version,
                 "from_slot": self.from_slot, "from_version": self.from_version,
-                "installed_at": self.installed_at}
+                "installed_at": self.installed_at, "written": self.written}
 
 
 @dataclass
@@ -363,8 +369,29 @@ class OtaManager:
             self._window = False
         self.state = self._load()
         self.booted = booted or self._booted_slot()
+        pending = Pending.from_json(self.state.get("pending"))
+        if pending is not None and not pending.written and pending.to_slot != self.booted:
+            # power cut / reset while RAUC wrote the other slot: RAUC had not switched the
+            # bootloader to it, so this is the old slot as before, not a rollback
+            msg = (f"install of {pending.to_version} into slot {pending.to_slot} was "
+                   "interrupted (the box restarted while it was being written); slot "
+                   f"{pending.to_slot} is not used, {pending.from_version} keeps running")
+            log.error("%s", msg)
+            self.state["last_install"] = {
+                **(self.state.get("last_install") or {}), "version": pending.to_version,
+                "result": "error", "error": msg, "time": wall_clock()}
+            self.state.pop("pending", None)
+            self.state.pop("trial_failure", None)
+            self._save()
+            pending = None
+        elif pending is not None and not pending.written:
+            # cut after RAUC switched to the slot but before the state file said so: the
+            # slot booted, so it was written; a later return to the old slot is a rollback
+            pending = Pending(**{**pending.__dict__, "written": True})
+            self.state["pending"] = pending.to_json()
+            self._save()
         self.policy = TrialPolicy(
-            booted=self.booted, pending=Pending.from_json(self.state.get("pending")),
+            booted=self.booted, pending=pending,
             mark_good_after_s=params.mark_good_after_s,
             trial_timeout_s=params.trial_timeout_s, started_at=clock(),
             trial_failure=str(self.state.get("trial_failure") or ""))
@@ -616,8 +643,12 @@ class OtaManager:
                                 label=origin if origin != job.source else None)
             job.version = info.version
             pending = Pending(self._other_slot(), info.version, self.booted, self.version,
-                              self.wall_clock())
+                              self.wall_clock(), written=False)
             self.state["pending"] = pending.to_json()
+            self.state["last_install"] = {"source": job.source, "version": info.version,
+                                          **({"url": origin} if origin != job.source else {}),
+                                          "result": "installing", "error": "",
+                                          "time": self.wall_clock()}
             self.state.pop("trial_failure", None)
             self._save()
             self._progress(job, 30, "installing")
@@ -638,6 +669,7 @@ class OtaManager:
             if rc != 0:
                 self.state.pop("pending", None)
                 raise UpdateError("rauc install failed: " + " | ".join(tail)[-300:])
+            self.state["pending"]["written"] = True  # saved with last_install below
             job.ok = True
             self._progress(job, 100, f"installed {info.version} into slot "
                                      f"{pending.to_slot}; reboot to start it")
