@@ -148,14 +148,13 @@ def slot_image(disk: Disk, n: int, out: Path) -> Path:
 
 
 def wait_rauc_writing(g, timeout=1500) -> dict:
-    """Poll update.progress until RAUC is writing the slot (past the download and the
-    pre-check, at least 60 %); returns the progress (the caller then cuts the power)."""
+    """Poll update.progress until RAUC is writing the slot (its step `Copying image to
+    rootfs.1`, past the download and every check); returns the progress (the caller then
+    cuts the power)."""
     deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
     while True:
         p = ctl(g, "update.progress")
-        if (p["percent"] >= 60 and "download" not in p["step"]
-                and "verifying" not in p["step"]) or p["done"] \
-                or time.monotonic() > deadline:
+        if "Copying image" in p["step"] or p["done"] or time.monotonic() > deadline:
             return p
         time.sleep(1)
 
