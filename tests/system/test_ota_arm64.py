@@ -76,6 +76,7 @@ def test_arm64_install_reboot_mark_good(sipedge_image_arm64, tmp_path):
     toml = disk.get("sipedge.toml", tmp_path / "sipedge.toml")
     toml.write_text(toml.read_text() + TOML_EXTRA.format(trial=900))
     disk.put(toml, "sipedge.toml")
+    toml_bytes = toml.read_bytes()
     uboot_env(disk, tmp_path, "sipedge_extra=quiet sipedge.autologin")
     v1 = image.manifest["version"]
     v2 = v1.split("+")[0] + "+99990101000000"
@@ -94,6 +95,8 @@ def test_arm64_install_reboot_mark_good(sipedge_image_arm64, tmp_path):
             wait_userspace(g)
             st = wait_ctl(g, timeout=600)
             assert st["booted"] == "A" and st["version"] == v1, st
+            # a file of the operator's on /data: the update must leave it alone
+            g.shell("echo 'kept across the update' > /data/keep-me; sync", check=True)
             t1 = time.monotonic()
             ctl(g, "update.install",
                 source=f"http://10.0.2.100:8080/bundles/sipedge-qemu-aarch64-"
@@ -122,12 +125,16 @@ def test_arm64_install_reboot_mark_good(sipedge_image_arm64, tmp_path):
             record("reboot-to-marked-good arm64 (TCG, mark_good_after_s=10)",
                    f"{time.monotonic() - t2:.0f} s")
             assert st["booted"] == "B" and st["version"] == v2 and st["marked_good"], st
+            _rc, out = g.shell("cat /data/keep-me", check=True)
+            assert out.strip() == "kept across the update", out
             g.shell("sync; poweroff", timeout=30)
             g.wait_exit(180)
         finally:
             g.stop()
         env = uboot_env(disk, tmp_path)
         assert env["BOOT_B_LEFT"] == "3" and env["BOOT_ORDER"] == "B A", env
+        # the config file on the FAT is the operator's: byte for byte the same
+        assert disk.get("sipedge.toml", tmp_path / "after.toml").read_bytes() == toml_bytes
     finally:
         server.close()
 
