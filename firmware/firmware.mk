@@ -5,7 +5,7 @@
 #   make image-qemu [ARCH=amd64|arm64]   offline Debian-based image in out/image-ARCH/bin
 #   make vm-run [ARCH=amd64]             boot that image with the console on this terminal
 #   make test-system                     system tests (amd64 guest)
-#   make test-arm64                      the arm64 guest tests: smoke (also in make test) + U-Boot A/B update
+#   make test-arm64                      the arm64 guest tests: smoke (also in make test) + U-Boot A/B update, power cut, rollbacks
 #   make check-firmware                  static check of firmware/ and board/ (seconds)
 #   make check-buildroot                 the pinned Buildroot's own tools on firmware/ (minutes)
 #   make bundle BOARD=raspberrypi4_64    signed RAUC bundle of the Buildroot image's rootfs

@@ -134,13 +134,9 @@ class Channel:
         self.srv.server_close()
 
 
-def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False,
-                   kernel_panics: bool = False) -> Path:
-    """Slot A's file system with another /etc/sipedge-release (and, `broken`, a proxy that
-    exits at once, so the supervisor never sees it healthy; `kernel_panics`, an initrd that
-    is garbage, so the slot's kernel cannot load its disk driver, cannot mount its root and
-    panics before any user space runs)."""
-    p = disk.parts[1]
+def slot_image(disk: Disk, n: int, out: Path) -> Path:
+    """Partition n of the disk copied out to a file (slot A's file system: n=2)."""
+    p = disk.parts[n - 1]
     with open(disk.path, "rb") as src, open(out, "wb") as dst:
         src.seek(p["start"] * 512)
         left = p["size"] * 512
@@ -148,6 +144,28 @@ def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False,
             chunk = src.read(min(left, 1 << 22))
             dst.write(chunk)
             left -= len(chunk)
+    return out
+
+
+def wait_rauc_writing(g, timeout=1500) -> dict:
+    """Poll update.progress until RAUC is writing the slot (its step `Copying image to
+    rootfs.1`, past the download and every check); returns the progress (the caller then
+    cuts the power)."""
+    deadline = time.monotonic() + timeout * TIMEOUT_MULTIPLIER
+    while True:
+        p = ctl(g, "update.progress")
+        if "Copying image" in p["step"] or p["done"] or time.monotonic() > deadline:
+            return p
+        time.sleep(1)
+
+
+def variant_rootfs(disk: Disk, out: Path, version: str, broken: bool = False,
+                   kernel_panics: bool = False) -> Path:
+    """Slot A's file system with another /etc/sipedge-release (and, `broken`, a proxy that
+    exits at once, so the supervisor never sees it healthy; `kernel_panics`, an initrd that
+    is garbage, so the slot's kernel cannot load its disk driver, cannot mount its root and
+    panics before any user space runs)."""
+    slot_image(disk, 2, out)
     rel = out.parent / f"release-{version}"
     rel.write_text(f"VERSION={version}\nBOARD=qemu-x86_64\n")
     cmds = ["rm /etc/sipedge-release", f"write {rel} /etc/sipedge-release"]
@@ -567,15 +585,7 @@ def test_power_cut_during_install_boots_a(sipedge_image, setup, tmp_path_factory
         ctl(g, "update.install",
             source=f"http://10.0.2.100:8080/bundles/"
                    f"sipedge-qemu-x86_64-{v2.replace('+', '_')}.raucb")
-        deadline = time.monotonic() + 1500 * TIMEOUT_MULTIPLIER
-        while True:
-            p = ctl(g, "update.progress")
-            # past the download and the pre-check: rauc is writing slot B
-            if (p["percent"] >= 60 and "download" not in p["step"]
-                    and "verifying" not in p["step"]) or p["done"] \
-                    or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        p = wait_rauc_writing(g)  # past the download and the pre-check
         assert not p["done"], p
     finally:
         g.proc.kill()  # the power cut
@@ -588,6 +598,8 @@ def test_power_cut_during_install_boots_a(sipedge_image, setup, tmp_path_factory
         st = wait_ctl(g)
         assert st["booted"] == "A" and st["version"] == v1
         assert st["slots"]["B"]["boot_status"] != "good", st
+        assert st["rollback"] is None and st["pending"] is None, st  # not a rollback
+        assert "was interrupted" in st["last_install"]["error"], st
     finally:
         g.stop()
 

@@ -46,6 +46,13 @@ RELEASE_FILE = Path("/etc/sipedge-release")
 KEYRING = Path("/etc/rauc/keyring.pem")
 SYSTEM_CONF = Path("/etc/rauc/system.conf")
 INDEX_KEY = Path("/etc/rauc/index.pub")
+FW_ENV_CONFIG = Path("/etc/fw_env.config")
+# Free space an install needs besides a download on /data: the update state file, RAUC's
+# status file (/data/rauc.status), the registrar's database and the logs keep working
+FREE_MARGIN = 16 << 20
+# RAUC switches slots by rewriting the bootloader environment (grub-editenv writes a new
+# copy and renames it; fw_setenv rewrites uboot.env): that much free on its file system
+BOOT_ENV_FREE = 64 << 10
 MARK_GOOD_ATTEMPTS = 20  # RAUC not answering yet: retried this often,
 MARK_GOOD_RETRY_S = 3.0  # this far apart
 
@@ -75,6 +82,11 @@ class Pending:
     from_slot: str
     from_version: str
     installed_at: float = 0.0
+    # False while RAUC writes the slot, True once `rauc install` has finished (and switched
+    # the bootloader to it). A boot that finds False was cut in the middle of an install:
+    # no rollback (the new slot never ran), an interrupted install. A state file written
+    # before this field existed counts as finished.
+    written: bool = True
 
     @classmethod
     def from_json(cls, d: Any) -> Pending | None:
@@ -82,14 +94,15 @@ class Pending:
             return None
         try:
             return cls(str(d["to_slot"]), str(d["to_version"]), str(d["from_slot"]),
-                       str(d["from_version"]), float(d.get("installed_at", 0.0)))
+                       str(d["from_version"]), float(d.get("installed_at", 0.0)),
+                       d.get("written", True) is not False)
         except (KeyError, TypeError, ValueError):
             return None
 
     def to_json(self) -> dict[str, Any]:
         return {"to_slot": self.to_slot, "to_version": self.to_version,
                 "from_slot": self.from_slot, "from_version": self.from_version,
-                "installed_at": self.installed_at}
+                "installed_at": self.installed_at, "written": self.written}
 
 
 @dataclass
@@ -224,6 +237,58 @@ def system_compatible(path: Path = SYSTEM_CONF) -> str | None:
     return None
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def mount_point(path: str | os.PathLike[str]) -> Path:
+    """The mount point of the file system holding `path` (or its nearest existing parent)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes an ordinary user may still write on the file system holding `path`: root's
+    reserved blocks are not counted, they stay for the rest of the box."""
+    st = os.statvfs(mount_point(path))
+    return st.f_bavail * st.f_frsize
+
+
+def check_free_space(path: str | os.PathLike[str], need: int, what: str) -> None:
+    """Raise UpdateError when the file system holding `path` has less than `need` bytes
+    free (`what` says what they are for). Called before anything is written."""
+    mnt = mount_point(path)
+    free = free_bytes(mnt)
+    if free < need:
+        raise UpdateError(f"refused, not enough free space on {mnt}: {what} needs "
+                          f"{_mib(need)}, {_mib(free)} free; nothing was written")
+
+
+def boot_env_path(system_conf: Path = SYSTEM_CONF,
+                  fw_env_config: Path = FW_ENV_CONFIG) -> Path | None:
+    """The bootloader environment RAUC rewrites: system.conf's `grubenv=` (GRUB), else the
+    file named by fw_env.config (U-Boot); None when neither says."""
+    try:
+        for line in system_conf.read_text(encoding="utf-8").splitlines():
+            k, _, v = line.partition("=")
+            if k.strip() == "grubenv" and v.strip():
+                return Path(v.strip())
+    except OSError:
+        pass
+    try:
+        for line in fw_env_config.read_text(encoding="utf-8").splitlines():
+            parts = line.split()
+            if parts and not parts[0].startswith("#"):
+                return Path(parts[0])
+    except OSError:
+        pass
+    return None
+
+
 @dataclass(frozen=True)
 class BundleInfo:
     path: str
@@ -335,7 +400,8 @@ class OtaManager:
                  system_conf: Path = SYSTEM_CONF, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  reboot_cmd: Sequence[str] = ("reboot",), index_key: Path = INDEX_KEY,
-                 booted: str | None = None) -> None:
+                 booted: str | None = None, boot_env: Path | None = None,
+                 fw_env_config: Path = FW_ENV_CONFIG) -> None:
         self.params = params
         self.dir = Path(data_dir) / "ota"
         self.rauc = rauc
@@ -345,6 +411,7 @@ class OtaManager:
         self.clock = clock
         self.wall_clock = wall_clock
         self.reboot_cmd = list(reboot_cmd)
+        self.boot_env = boot_env or boot_env_path(system_conf, fw_env_config)
         self.version = read_release(release_file)
         self._lock = threading.Lock()
         self.job: InstallJob | None = None
@@ -363,8 +430,29 @@ class OtaManager:
             self._window = False
         self.state = self._load()
         self.booted = booted or self._booted_slot()
+        pending = Pending.from_json(self.state.get("pending"))
+        if pending is not None and not pending.written and pending.to_slot != self.booted:
+            # power cut / reset while RAUC wrote the other slot: RAUC had not switched the
+            # bootloader to it, so this is the old slot as before, not a rollback
+            msg = (f"install of {pending.to_version} into slot {pending.to_slot} was "
+                   "interrupted (the box restarted while it was being written); slot "
+                   f"{pending.to_slot} is not used, {pending.from_version} keeps running")
+            log.error("%s", msg)
+            self.state["last_install"] = {
+                **(self.state.get("last_install") or {}), "version": pending.to_version,
+                "result": "error", "error": msg, "time": wall_clock()}
+            self.state.pop("pending", None)
+            self.state.pop("trial_failure", None)
+            self._save()
+            pending = None
+        elif pending is not None and not pending.written:
+            # cut after RAUC switched to the slot but before the state file said so: the
+            # slot booted, so it was written; a later return to the old slot is a rollback
+            pending = Pending(**{**pending.__dict__, "written": True})
+            self.state["pending"] = pending.to_json()
+            self._save()
         self.policy = TrialPolicy(
-            booted=self.booted, pending=Pending.from_json(self.state.get("pending")),
+            booted=self.booted, pending=pending,
             mark_good_after_s=params.mark_good_after_s,
             trial_timeout_s=params.trial_timeout_s, started_at=clock(),
             trial_failure=str(self.state.get("trial_failure") or ""))
@@ -604,11 +692,29 @@ class OtaManager:
             job.percent, job.step = pct, step
             job.lines.append(f"{pct:3d}% {step}")
 
+    def check_space(self, download: int = 0) -> None:
+        """Free space for an install, before anything is written (UpdateError if short):
+        `download` more bytes plus FREE_MARGIN on /data, and BOOT_ENV_FREE where the
+        bootloader environment lives. RAUC needs no more: it reads a verity bundle where
+        it is (loop device + dm-verity, nothing staged) and writes the image straight into
+        the slot's partition; a bundle file given on the console or on a USB stick is not
+        copied either."""
+        need = download + FREE_MARGIN
+        check_free_space(self.dir, need,
+                         (f"the download ({_mib(download)}) plus a margin of "
+                          f"{_mib(FREE_MARGIN)}") if download else
+                         f"an install (state and RAUC status files) {_mib(FREE_MARGIN)}")
+        if self.boot_env is not None and self.boot_env.parent.exists():
+            check_free_space(self.boot_env.parent, BOOT_ENV_FREE,
+                             f"rewriting the bootloader environment {self.boot_env}")
+
     def _install(self, job: InstallJob, force: bool) -> None:
         origin = job.source
         try:
             if job.source.startswith(("http://", "https://")):
                 job.source = self._download(job, job.source)
+            else:
+                self.check_space(0)
             self._progress(job, 0, "checking bundle")
             info = check_bundle(job.source, keyring=self.keyring, compatible=self.compatible(),
                                 current=self.version, force=force, rauc=self.rauc,
@@ -616,8 +722,12 @@ class OtaManager:
                                 label=origin if origin != job.source else None)
             job.version = info.version
             pending = Pending(self._other_slot(), info.version, self.booted, self.version,
-                              self.wall_clock())
+                              self.wall_clock(), written=False)
             self.state["pending"] = pending.to_json()
+            self.state["last_install"] = {"source": job.source, "version": info.version,
+                                          **({"url": origin} if origin != job.source else {}),
+                                          "result": "installing", "error": "",
+                                          "time": self.wall_clock()}
             self.state.pop("trial_failure", None)
             self._save()
             self._progress(job, 30, "installing")
@@ -638,6 +748,7 @@ class OtaManager:
             if rc != 0:
                 self.state.pop("pending", None)
                 raise UpdateError("rauc install failed: " + " | ".join(tail)[-300:])
+            self.state["pending"]["written"] = True  # saved with last_install below
             job.ok = True
             self._progress(job, 100, f"installed {info.version} into slot "
                                      f"{pending.to_slot}; reboot to start it")
@@ -729,16 +840,36 @@ class OtaManager:
         offered = (self.state.get("last_check") or {}).get("available") or {}
         expect = offered if offered.get("url") == url else {}
         bound = int(expect.get("size") or self.params.max_bundle_bytes)
+        have = dest.stat().st_size if dest.exists() else 0
+        try:
+            if expect:  # the size is signed: check before connecting
+                self.check_space(max(0, bound - have))
+        except UpdateError as exc:
+            raise UpdateError(f"{url}: {exc}") from None
         self._progress(job, 0, f"downloading {url}")
 
         def prog(done: int, total: int | None) -> None:
             if total:
                 self._progress(job, done * 100 // total, "downloading")
 
+        def start(total: int | None, kept: int) -> None:
+            # a plain URL: the size comes with the response head, before the body is
+            # written (unknown, chunked: only the margin; a full /data then fails the
+            # write itself, with the same "nothing written to the slot")
+            if not expect:
+                self.check_space(max(0, (total or kept) - kept))
+
         async def go(client: Any) -> int:
             return await client.download(url, dest, max_bytes=bound, timeout=3600,
-                                         on_progress=prog)
-        self._fetch(go)
+                                         on_progress=prog, on_start=start)
+        try:
+            self._fetch(go)
+        except UpdateError as exc:
+            if dest.exists() and dest.stat().st_size == 0:
+                dest.unlink()  # nothing of this download is kept
+            if "not enough free space" in str(exc):
+                raise UpdateError(f"{url}: {exc}") from None
+            raise
         if expect:
             h = hashlib.sha256()
             with open(dest, "rb") as f:

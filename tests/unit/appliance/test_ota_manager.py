@@ -131,3 +131,26 @@ def test_boot_disk_partitions_are_never_update_media(tmp_path):
     assert calls == []
     m.on_media(MediaInserted("/dev/sda1", "vfat"), runner=runner)
     assert calls and calls[0][0] == "mount" and "/dev/sda1" in calls[0]
+
+
+def test_install_cut_while_writing_is_not_a_rollback(tmp_path):
+    """A power cut while RAUC writes slot B (pending written=False): RAUC had not switched
+    to B, the box boots A again. That is an interrupted install, reported as the last
+    install's error, not a rollback; a boot of B itself (cut after RAUC switched but before
+    the state file said so) counts the install as written and stays a trial."""
+    write_pending(tmp_path)
+    st = state(tmp_path)
+    st["pending"]["written"] = False
+    (tmp_path / "data/ota/state.json").write_text(json.dumps(st))
+    m, _ = manager(tmp_path, "A", [0.0], [])
+    assert m.rollback is None and not m.policy.trial and m.panel_alarms() == []
+    last = state(tmp_path)["last_install"]
+    assert last["result"] == "error" and last["version"] == "0.2.0"
+    assert last["error"].startswith("install of 0.2.0 into slot B was interrupted"), last
+    assert "pending" not in state(tmp_path) and m.status()["last_rollback"] is None
+
+    (tmp_path / "data/ota/state.json").write_text(json.dumps(st))
+    m, _ = manager(tmp_path, "B", [0.0], [])
+    assert m.policy.trial and state(tmp_path)["pending"]["written"] is True
+    m2, _ = manager(tmp_path, "A", [0.0], [])
+    assert m2.rollback.startswith("rolled back from 0.2.0 to 0.1.0")

@@ -168,13 +168,17 @@ class HttpClient:
 
     async def download(self, url: str, path: str | os.PathLike[str], *, max_bytes: int,
                        timeout: float | None = None, resume: bool = True,
-                       on_progress: Callable[[int, int | None], None] | None = None) -> int:
+                       on_progress: Callable[[int, int | None], None] | None = None,
+                       on_start: Callable[[int | None, int], None] | None = None) -> int:
         """GET `url` into the file `path`, streaming (the body never sits in memory), and
         return the file's size. With `resume` an existing partial file is continued with a
         `Range` request; a server that answers 200 instead of 206 restarts it from zero.
         More than `max_bytes` in total raises HttpTooLarge (what was written stays, so a
         later call with a corrected bound can resume). `on_progress(done, total)` is called
-        per chunk (`total` None when unknown). Non-2xx raises HttpError. Runs on its own
+        per chunk (`total` None when unknown). `on_start(total, have)` is called once the
+        response head of a 200/206 is known, before any byte of its body is written
+        (`have`: bytes kept from an earlier partial download); whatever it raises aborts
+        the download (a free-space check). Non-2xx raises HttpError. Runs on its own
         connection, which is closed afterwards."""
         target = parse_url(url)
         dest = Path(path)
@@ -216,6 +220,8 @@ class HttpClient:
                     if st["total"] is not None and st["total"] > max_bytes:
                         raise HttpTooLarge(f"{url}: {st['total']} bytes is more than the "
                                            f"bound of {max_bytes}")
+                    if on_start is not None and status in (200, 206):
+                        on_start(st["total"], st["written"])
                 if head[0] not in (200, 206):
                     return
                 if st["written"] + len(chunk) > max_bytes:
