@@ -81,6 +81,14 @@ def _limits(choice: ConfigChoice) -> HealthLimits:
                         hang_limit=choice.config.watchdog.hang_limit)
 
 
+
+_STATE_ORDER = ("FAILED", "BACKOFF", "STOPPING", "DEGRADED", "STARTING", "STOPPED", "RUNNING")
+
+
+def _worst(states: list[str]) -> str:
+    """The worst of some supervisor states (an unknown one counts as the worst)."""
+    return min(states, key=lambda s: _STATE_ORDER.index(s) if s in _STATE_ORDER else 0)
+
 class Supervisor:
     def __init__(self, config_source: BootConfigManager, *,
                  watchdog: Watchdog | None = None,
@@ -201,12 +209,19 @@ class Supervisor:
         out = [(first.instance_name, self.policy)] if first.required else []
         return out + [(n, r.policy) for n, r in self.runners.items() if r.config.required]
 
+    def _box_health(self, now: float) -> tuple[str, float]:
+        """(state, healthy_for) of what the box is for: the worst state and the shortest
+        health of the required instances (all of them when none is marked required). OTA
+        mark-good and the boot-loop guard's clearing follow this, as the watchdog does."""
+        pols = [p for _, p in self._required_policies()] or self._all_policies()
+        return _worst([p.state.value for p in pols]), min(p.healthy_for(now) for p in pols)
+
+    def _all_policies(self) -> list[Any]:
+        return [self.policy] + [r.policy for r in self.runners.values()]
+
     def _worst_state(self) -> str:
         """The worst supervisor state of all instances, for the LEDs."""
-        order = ("FAILED", "BACKOFF", "STOPPING", "DEGRADED", "STARTING", "STOPPED", "RUNNING")
-        states = [self.policy.state.value] + [r.policy.state.value
-                                             for r in self.runners.values()]
-        return min(states, key=lambda s: order.index(s) if s in order else 0)
+        return _worst([p.state.value for p in self._all_policies()])
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -693,7 +708,8 @@ class Supervisor:
         if not (self.reset_history.present or self._reset_recorded):
             return
         after = self.choice.config.watchdog.reset_record_clear_s
-        if self.policy.state is not State.RUNNING or self.policy.healthy_for(now) < after:
+        state, healthy_for = self._box_health(now)
+        if state != State.RUNNING.value or healthy_for < after:
             return
         if self.reset_store is not None:
             try:
@@ -826,16 +842,17 @@ class Supervisor:
 
     def _maybe_mark_good(self, now: float) -> None:
         hook = getattr(self.update_agent, "on_supervisor_tick", None)
+        state, healthy_for = self._box_health(now)
         if hook is not None:  # ota.OtaManager: [update] mark-good and the trial boot
             try:
-                hook(now, self.policy.state.value, self.policy.healthy_for(now))
+                hook(now, state, healthy_for)
             except Exception:  # boundary: an OTA agent failure must not stop supervision
                 log.exception("update agent tick failed")
             return
         after = self.choice.config.update.mark_good_after_s  # the one setting (issue 12)
         if self.marked_good or self.update_agent is None or after <= 0:
             return
-        if self.policy.state is State.RUNNING and self.policy.healthy_for(now) >= after:
+        if state == State.RUNNING.value and healthy_for >= after:
             self.marked_good = True
             try:
                 self.update_agent.mark_good()

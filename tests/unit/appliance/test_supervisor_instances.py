@@ -56,8 +56,18 @@ async def until(cond, timeout=5.0):
         await asyncio.sleep(0.01)
 
 
+class MarkGoodRecorder:
+    """The supervisor's UpdateAgent port as a board without RAUC sees it: mark_good only."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def mark_good(self):
+        self.calls += 1
+
+
 class Box:
-    def __init__(self, tmp_path, text=TEXT):
+    def __init__(self, tmp_path, text=TEXT, update_agent=None):
         (tmp_path / "boot").mkdir()
         self.boot = tmp_path / "boot" / "sipedge.toml"
         self.boot.write_text(text)
@@ -69,7 +79,7 @@ class Box:
         self.leds = FakeLeds()
         self.lcd = FakeDisplay(16, 2)
         self.sup = Supervisor(BootConfigManager(self.boot, tmp_path / "data"), watchdog=self.wd,
-                              leds=self.leds, display=self.lcd,
+                              leds=self.leds, display=self.lcd, update_agent=update_agent,
                               probe_factory=lambda c: self.probes[_name(c.config)],
                               process_factory=self._proc)
 
@@ -282,5 +292,31 @@ async def test_a_new_required_instance_that_cannot_start_rolls_the_file_back(tmp
                                         "proxy exited with status 1")
     await until(lambda: "bgcf" not in b.sup.status()["instances"])
     assert not b.running("bgcf") and all(b.running(n) for n in ("pcscf", "icscf", "scscf"))
+    b.sup.request("stop")
+    await asyncio.wait_for(b.task, 5)
+
+
+MARK_AFTER = TEXT.replace("mark_good_after_s = 0\n", "").replace(
+    "[watchdog]", "[update]\nmark_good_after_s = 1.5\n\n[watchdog]")
+
+
+async def test_the_booted_slot_is_marked_good_only_when_every_required_instance_is(tmp_path):
+    """OTA mark-good follows the required instances, as the watchdog does: the first instance
+    healthy is not enough; an optional one failing does not hold it back."""
+    agent = MarkGoodRecorder()
+    b = await Box(tmp_path, MARK_AFTER, update_agent=agent).start()
+    b.probes["icscf"].report = BAD  # required, second in the file: FAILED by a hang
+    b.probes["scscf"].report = BAD
+    await until(lambda: b.states()["icscf"] == "FAILED")
+    await asyncio.sleep(2.0)  # pcscf healthy for well over mark_good_after_s
+    assert b.states()["pcscf"] == "RUNNING" and agent.calls == 0
+    b.sup.request("stop")
+    await asyncio.wait_for(b.task, 5)
+
+    agent = MarkGoodRecorder()
+    (tmp_path / "2").mkdir()
+    b = await Box(tmp_path / "2", MARK_AFTER, update_agent=agent).start()
+    b.probes["scscf"].report = BAD  # only the optional instance fails
+    await until(lambda: agent.calls == 1, timeout=10)
     b.sup.request("stop")
     await asyncio.wait_for(b.task, 5)
