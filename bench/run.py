@@ -73,6 +73,9 @@ def parse_args(argv):
                     help="UDP ports: sipedge base+10, relay +15, callees +20..22, Kamailio +30, "
                          "callers +40..59; "
                          "default: the first of 25060, 25160, ... whose ports are all free")
+    ap.add_argument("--kamailio-shm", type=int, default=0, metavar="MB",
+                    help="Kamailio -m (shared memory, MB); default per mode: 256, and 4096 where "
+                         "tm keeps transactions (stateful, dispatcher; see benchlib/modes.py)")
     ap.add_argument("--sipedge-bin", default=os.path.join(REPO, ".venv", "bin", "sipedge"))
     ap.add_argument("--json", metavar="FILE", help="write all runs and the summary as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory with logs")
@@ -215,6 +218,7 @@ class Bench:
         drops0 = proc.udp_drops()
         busy0 = proc.machine_busy_ticks()
         port_drops0 = proc.udp_drops_by_port()
+        mem_errors0 = target.memory_errors()
         tag = f"{mode.name}-w{workers}-{target.name}-{kind}-{rate}-r{rep}"
         callers = 1 if transport == "u1" else int(transport.split("x")[1])
         res = run_uac(mode.uac_scenario, HOST, target.port, rate, calls, self.workdir, tag,
@@ -259,6 +263,9 @@ class Bench:
         for who, ports in (("proxy", [target.port]), ("callee", uas.ports),
                            ("caller", range(PORTS["uac"], PORTS["uac"] + callers))):
             run[f"drops_{who}"] = sum(port_drops1.get(p, 0) - port_drops0.get(p, 0) for p in ports)
+        # Kamailio out of shared memory (-m) serves no transaction and sends no reply: the
+        # caller's "receive timeout"; a limit of the set-up, not of the proxy
+        run["proxy_memory_errors"] = target.memory_errors() - mem_errors0
         self.runs.append(run)
         if not res.complete and kind in ("fixed", "profiled"):  # probes are meant to fail
             self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
@@ -523,7 +530,9 @@ def make_target(name, a):
     nxt = (HOST, PORTS["uas-" + name])
     hops = [(HOST, PORTS[f"uas-{name}-{i}"]) for i in (1, 2, 3) if f"uas-{name}-{i}" in PORTS]
     if name == "kamailio":
-        return Kamailio(HOST, PORTS["kamailio"], nxt, hops)
+        k = Kamailio(HOST, PORTS["kamailio"], nxt, hops)
+        k.shm_mb = a.kamailio_shm
+        return k
     if name == "relay":
         return Relay(HOST, PORTS["relay"], nxt)
     return Sipedge(HOST, PORTS["sipedge"], nxt, a.sipedge_bin, hops)
@@ -536,6 +545,8 @@ def limiter(run, workers):
     fell behind first; failing that, the CPU figures say who was saturated."""
     p, c, s = (run.get("proxy_cores") or 0), (run.get("uac_cores") or 0), (run.get("uas_cores") or 0)
     dp, dc, ds = run.get("drops_proxy", 0), run.get("drops_caller", 0), run.get("drops_callee", 0)
+    if run.get("proxy_memory_errors"):
+        return "proxy out of memory (its log; Kamailio: raise --kamailio-shm)"
     if dp and dp >= max(dc, ds):
         return "proxy fell behind (its socket overflowed)"
     if ds and ds >= dc:
@@ -573,6 +584,7 @@ SHORT_LIMIT = {"proxy fell behind (its socket overflowed)": "proxy",
                "proxy CPU": "proxy CPU", "SIPp caller CPU": "uac CPU", "SIPp callee CPU": "uas CPU",
                "SIPp did not reach the rate": "SIPp rate",
                "proxy answered too slowly (requests queued)": "proxy queue", "losses below saturation": "losses",
+               "proxy out of memory (its log; Kamailio: raise --kamailio-shm)": "proxy mem",
                "search cap reached": "cap", "trial budget used up": "budget"}
 
 
@@ -604,6 +616,7 @@ def summarize(runs, maxes, meta):
                     "setup_ms": med([r["setup_ms"] for r in rr]),
                     "other_cores": med([r.get("other_cores") for r in rr]),
                 }
+            row["memory_errors"] = sum(r.get("proxy_memory_errors", 0) for r in fixed)
             top = max(sorted({r["rate"] for r in fixed}), default=None)
             mem_runs = [r for r in fixed if r["rate"] == top] or sel
             row["rss_mib"] = med([r["rss_kib"] / 1024 for r in mem_runs])
@@ -676,6 +689,9 @@ def print_table(summary, reps):
             line(f"SIPp caller CPU @{top}/s (%)", get("uac_cores", 100), ".0f")
             line(f"SIPp callee CPU @{top}/s (%)", get("uas_cores", 100), ".0f")
             line(f"other load @{top}/s (% of a core)", get("other_cores", 100), ".0f")
+        oom = [n for n in names if rows[n].get("memory_errors")]
+        if oom:
+            print(f"  ! out of memory in fixed-rate runs (see the proxy log): {', '.join(oom)}")
         bad = [f"{n}@{rate}" for n in names for rate, x in rows[n]["rates"].items() if not x["all_calls_ok"]]
         if bad:
             print(f"  ! calls failed in fixed-rate runs: {', '.join(bad)} (CPU per call counts successful calls)")

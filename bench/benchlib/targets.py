@@ -50,6 +50,10 @@ class Target:
         """None if this proxy can run the mode, else why not (printed when skipped)."""
         return None
 
+    def memory_errors(self):
+        """Log lines so far saying the proxy ran out of memory (Kamailio's shm pool)."""
+        return 0
+
     # -- common -----------------------------------------------------------
     def values(self, mode, workdir, workers):
         """Placeholders for the config templates of this proxy."""
@@ -129,6 +133,17 @@ class Target:
 
 class Kamailio(Target):
     name = "kamailio"
+    shm_mb = 0  # --kamailio-shm: overrides the mode's -m
+    # log lines of a request Kamailio could not serve for lack of memory (no reply sent)
+    MEMORY_ERRORS = ("could not allocate shared memory", "out of mem", "Free fragment not found")
+
+    def memory_errors(self):
+        """Lines of its log so far saying it ran out of (shared) memory."""
+        try:
+            with open(self.log, errors="replace") as f:
+                return sum(1 for line in f if any(e in line for e in self.MEMORY_ERRORS))
+        except (OSError, TypeError):
+            return 0
 
     def binary(self):
         return shutil.which("kamailio") or ("/usr/sbin/kamailio" if os.path.exists("/usr/sbin/kamailio") else None)
@@ -159,10 +174,12 @@ class Kamailio(Target):
         with open(cfg, "w") as f:
             f.write(render(mode.config_template("kamailio"), values))
         self.render_files(mode, workdir, values)
-        # f_malloc, 256 MB shared and 16 MB private memory: Kamailio at its best.
+        # f_malloc, the mode's shared memory (256 MB; 4096 MB where tm keeps transactions,
+        # see modes.STATEFUL_SHM_MB) and 16 MB private memory: Kamailio at its best.
         # -DD keeps the main process in the foreground (children are forked),
         # -E logs to stderr, -Y/-P keep runtime files in the work dir.
-        return [self.binary(), "-f", cfg, "-x", "fm", "-m", "256", "-M", "16",
+        shm = self.shm_mb or mode.kamailio_shm_mb
+        return [self.binary(), "-f", cfg, "-x", "fm", "-m", str(shm), "-M", "16",
                 "-DD", "-E", "-Y", workdir, "-P", os.path.join(workdir, "kamailio.pid")]
 
 
