@@ -23,6 +23,7 @@ class TargetError(RuntimeError):
 
 class Target:
     name = "?"
+    kind = None  # whose config templates and files it uses (None: its name)
     max_workers = None       # None: any number
     single_caller_only = False  # True: cannot serve several SIPp callers
 
@@ -34,6 +35,7 @@ class Target:
         self.log = None
         self.workdir = None
         self.prefix = []  # a command prefix, e.g. valgrind for the instruction counts
+        self.env = None   # environment of the proxy (None: the bench's)
 
     # -- to implement ---------------------------------------------------
     def available(self):
@@ -68,7 +70,7 @@ class Target:
     def render_files(self, mode, workdir, values):
         """Extra templates of the mode, next to the config: 'sipedge-stateful-route.py'
         becomes 'route.py', 'kamailio-dispatcher.list' becomes 'dispatcher.list'."""
-        for template in mode.files(self.name):
+        for template in mode.files(self.kind or self.name):
             name = os.path.basename(template).split("-", 1)[1]
             name = name.rsplit("-", 1)[-1]
             with open(os.path.join(workdir, name), "w") as f:
@@ -81,7 +83,7 @@ class Target:
             return False
         if self.name == "relay":  # configless: only where the mode lists it
             return "relay" in mode.configs
-        return mode.config_template(self.name) is not None
+        return mode.config_template(self.kind or self.name) is not None
 
     def start(self, mode, workdir, workers, timeout=30):
         self.workdir, self.workers = workdir, workers
@@ -95,7 +97,7 @@ class Target:
             out.flush()
             self.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT, cwd=workdir,
-                                          start_new_session=True)
+                                          start_new_session=True, env=self.env)
         want = self.expected_sockets(workers)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -185,10 +187,15 @@ class Kamailio(Target):
 
 class Sipedge(Target):
     name = "sipedge"
+    kind = "sipedge"
 
-    def __init__(self, host, port, next_hop, binary, next_hops=None):
+    def __init__(self, host, port, next_hop, binary, next_hops=None, name=None, pythonpath=None):
         super().__init__(host, port, next_hop, next_hops)
         self.bin = binary
+        if name:  # "sipedge-c": the compiled build beside the pure one, in the same run
+            self.name = name
+        if pythonpath:
+            self.env = {**os.environ, "PYTHONPATH": pythonpath}
 
     def available(self):
         if not os.access(self.bin, os.X_OK):
