@@ -788,7 +788,7 @@ def print_issue_summary(summary):
         print()
         print("scaling: calls/s carried with 0 failed calls (maximum rate search), 1 vs 2 workers "
               "(issue 15: >= 1.7x)")
-        print(f"{'mode':16s}{'proxy':11s}{'1 worker':>10s}{'2 workers':>11s}{'ratio':>8s}"
+        print(f"{'mode':16s}{'proxy':11s}{'1 worker':>10s}{'2 workers':>11s}{'ratio':>9s}"
               f"{'limited by (1 / 2)':>28s}")
         for m, n, one, two in scale:
             x = ratio(two.get("max_rate"), one.get("max_rate"))
@@ -796,7 +796,7 @@ def print_issue_summary(summary):
             lim = f"{SHORT_LIMIT.get(one.get('limit', '').split(';')[0], '-')} / " \
                   f"{SHORT_LIMIT.get(two.get('limit', '').split(';')[0], '-')}"
             print(f"{m:16s}{n:11s}{fmt(one.get('max_rate'), '.0f'):>10s}"
-                  f"{fmt(two.get('max_rate'), '.0f'):>11s}{fmt(x, '.2f') + ok:>8s}{lim:>28s}")
+                  f"{fmt(two.get('max_rate'), '.0f'):>11s}{fmt(x, '.2f') + ok:>9s}{lim:>28s}")
         print("  a maximum limited by a SIPp process or the machine (not 'proxy ...') is a lower "
               "bound, and so is its ratio")
     print("-" * 78)

@@ -186,7 +186,7 @@ def cross_builder(root: Path, ver: str, python: str) -> tuple[str, list[str], Pa
     ns: dict = {}
     exec(scd.read_text(encoding="utf-8"), ns)
     cvars = ns["build_time_vars"]
-    cc = cvars.get("CC", "").split()[0]
+    cc = ((cvars.get("CC") or "").split() or ["?"])[0]
     triplet = cvars.get("MULTIARCH", "")
     if not shutil.which(cc):
         return (f"no cross compiler {cc} for the image's {triplet} "
