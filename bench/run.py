@@ -50,8 +50,9 @@ REFERENCE = "reference here: Kamailio -x fm 1 child ~63 us/call; bare Python rel
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", default="1,2",
-                    help="comma list of worker counts (sipedge workers = Kamailio children); default 1,2")
+    ap.add_argument("--workers", default=None,
+                    help="comma list of worker counts (sipedge workers = Kamailio children); "
+                         "default 1,2 (--quick: 1)")
     ap.add_argument("--only", action="append", choices=ALL_TARGETS,
                     help="measure only this proxy (repeatable); default all")
     ap.add_argument("--mode", default=None,
@@ -119,7 +120,7 @@ def parse_args(argv):
                          "`pure,compiled` (the default; --quick: pure) runs both side by side in "
                          "the same run, the compiled one as the proxy `sipedge-c`")
     a = ap.parse_args(argv)
-    a.workers = [int(x) for x in a.workers.split(",") if x]
+    a.workers = [int(x) for x in (a.workers or ("1" if a.quick else "1,2")).split(",") if x]
     if a.mode is None:
         a.mode = "stateless" if a.quick else "stateless,stateful"
     if a.build is None:
@@ -150,8 +151,6 @@ def parse_args(argv):
                 break
     PORTS.update({k: base + v for k, v in PORT_OFFSETS.items()})
     if a.quick:
-        if a.workers == [1, 2]:
-            a.workers = [1]
         a.reps = a.reps or 1
         a.trial_s, a.max_trials, a.search_start = 1.5, 3, 2000
         a.warm_calls, a.idle_s, a.pause_s = 300, 0.5, 1.1
@@ -683,14 +682,15 @@ def print_table(summary, reps):
               f"medians of {reps} run(s)")
         if unit != "call":
             print(f"  (one SIPp 'call' is one {unit}; rates are {unit}s/s)")
-        print(f"{'':34s}" + "".join(f"{c:>12s}" for c in cols))
+        print(f"{'':34s}" + "".join(f"{c:>{14 if '/' in c else 12}s}" for c in cols))
 
         def line(label, getter, spec, lower_better=True):
             vals = [getter(rows[n]) for n in names]
             cells = [fmt(v, spec) for v in vals]
             for n in ours:
                 cells.append(fmt(ratio(getter(rows[n]), getter(rows["kamailio"])), ".2f"))
-            print(f"{label:34s}" + "".join(f"{c:>12s}" for c in cells))
+            print(f"{label:34s}" + "".join(f"{c:>{14 if i >= len(names) else 12}s}"
+                                           for i, c in enumerate(cells)))
 
         rates = sorted({rate for r in rows.values() for rate in r["rates"]})
         for rate in rates:
@@ -744,14 +744,7 @@ ISSUE15 = (("stateless", "CPU per call", 500, 2.0, True),
            ("dispatcher-rr", "CPU per call", 500, 2.5, True))
 
 
-def print_issue_summary(summary):
-    """The table issue 15 asks to quote: 1 worker, every sipedge build against Kamailio in
-    the same run, and the scaling from 1 to 2 workers (calls/s carried with 0 failures)."""
-    by = {(r["mode"], r["workers"], r["target"]): r for r in summary}
-    ours = [t for t in ("sipedge", "sipedge-c") if any(k[2] == t for k in by)]
-    if not ours or not any(k[2] == "kamailio" for k in by):
-        return
-    names = ["kamailio"] + ours
+def _issue_table(by, names, ours):
     print()
     print("issue 15 summary, 1 worker = 1 Kamailio child, medians "
           "(sipedge = pure Python, sipedge-c = compiled build)")
@@ -781,8 +774,18 @@ def print_issue_summary(summary):
             print(f"{m + ' RSS / PSS (MiB)':36s}" + "".join(
                 f"{(fmt(rows[n] and rows[n]['rss_mib'], '.1f') + '/' + fmt(rows[n] and rows[n]['pss_mib'], '.1f')):>11s}"
                 for n in names))
+
+
+def print_issue_summary(summary):
+    """The table issue 15 asks to quote: 1 worker, every sipedge build against Kamailio in
+    the same run, and the scaling from 1 to 2 workers (calls/s carried with 0 failures)."""
+    by = {(r["mode"], r["workers"], r["target"]): r for r in summary}
+    ours = [t for t in ("sipedge", "sipedge-c") if any(k[2] == t for k in by)]
+    names = ["kamailio"] + ours
+    if ours and any(k[2] == "kamailio" for k in by):
+        _issue_table(by, names, ours)
     scale = [(m, n, by.get((m, 1, n)), by.get((m, 2, n)))
-             for m in dict.fromkeys(k[0] for k in by) for n in names + ["relay"]]
+             for m in dict.fromkeys(k[0] for k in by) for n in ALL_TARGETS]
     scale = [x for x in scale if x[2] and x[3] and x[2].get("max_rate") is not None]
     if scale:
         print()
