@@ -771,9 +771,9 @@ def _issue_table(by, names, ours):
     mem = [(m, {n: by.get((m, 1, n)) for n in names}) for m in ("stateless", "stateful")]
     for m, rows in mem:
         if rows["kamailio"] and any(rows[n] for n in ours):
-            print(f"{m + ' RSS / PSS (MiB)':36s}" + "".join(
-                f"{(fmt(rows[n] and rows[n]['rss_mib'], '.1f') + '/' + fmt(rows[n] and rows[n]['pss_mib'], '.1f')):>11s}"
-                for n in names))
+            cells = [fmt(rows[n] and rows[n]["rss_mib"], ".1f") + "/"
+                     + fmt(rows[n] and rows[n]["pss_mib"], ".1f") for n in names]
+            print(f"{m + ' RSS / PSS (MiB)':36s}" + "".join(f"{c:>11s}" for c in cells))
 
 
 def print_issue_summary(summary):
