@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import icount, proc  # noqa: E402
+from benchlib import growth, icount, proc  # noqa: E402
 from benchlib.modes import ALIASES, MODES, write_users_csv  # noqa: E402
 from benchlib.sipp import Uas, UasGroup, run_uac, sipp_binary  # noqa: E402
 from benchlib.targets import Kamailio, Relay, Sipedge, TargetError  # noqa: E402
@@ -33,14 +33,16 @@ HOST = "127.0.0.1"
 # Offsets from --port-base.  Away from 5060-5090 on purpose: other SIPp users on a
 # shared machine bind those, and SIPp's SO_REUSEADDR lets two processes share a UDP port.
 # Each proxy has its own SIPp callee, so no callee state carries over from one proxy to the next.
-PORT_OFFSETS = {"uac": 40, "sipedge": 10, "relay": 15, "kamailio": 30,
-                "uas-kamailio": 20, "uas-relay": 21, "uas-sipedge": 22,
+PORT_OFFSETS = {"uac": 40, "sipedge": 10, "sipedge-c": 11, "relay": 15, "kamailio": 30,
+                "uas-kamailio": 20, "uas-relay": 21, "uas-sipedge": 22, "uas-sipedge-c": 23,
                 # the dispatcher modes' 3 callees per proxy
                 "uas-kamailio-1": 60, "uas-kamailio-2": 61, "uas-kamailio-3": 62,
-                "uas-sipedge-1": 63, "uas-sipedge-2": 64, "uas-sipedge-3": 65}
+                "uas-sipedge-1": 63, "uas-sipedge-2": 64, "uas-sipedge-3": 65,
+                "uas-sipedge-c-1": 66, "uas-sipedge-c-2": 67, "uas-sipedge-c-3": 68}
 PORTS = {}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALL_TARGETS = ("kamailio", "relay", "sipedge")
+# sipedge-c: the compiled build beside the pure one (`--build pure,compiled`, the default)
+ALL_TARGETS = ("kamailio", "relay", "sipedge", "sipedge-c")
 # Measured on the 2-core development machine (issue 2), for the reader's orientation.
 REFERENCE = "reference here: Kamailio -x fm 1 child ~63 us/call; bare Python relay ~50-56 us/call"
 
@@ -48,14 +50,15 @@ REFERENCE = "reference here: Kamailio -x fm 1 child ~63 us/call; bare Python rel
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", default="1,2",
-                    help="comma list of worker counts (sipedge workers = Kamailio children); default 1,2")
+    ap.add_argument("--workers", default=None,
+                    help="comma list of worker counts (sipedge workers = Kamailio children); "
+                         "default 1,2 (--quick: 1)")
     ap.add_argument("--only", action="append", choices=ALL_TARGETS,
                     help="measure only this proxy (repeatable); default all")
-    ap.add_argument("--mode", default="stateless",
+    ap.add_argument("--mode", default=None,
                     help=f"comma list of modes: {', '.join(MODES)} "
                          f"(registration = registration; dispatcher = dispatcher-rr,dispatcher-hash); "
-                         f"default stateless")
+                         f"default stateless,stateful (--quick: stateless)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 worker, 1 repetition, short runs (< 1 minute)")
     ap.add_argument("--reps", type=int, help="repetitions of every measurement (default 3)")
@@ -73,6 +76,9 @@ def parse_args(argv):
                     help="UDP ports: sipedge base+10, relay +15, callees +20..22, Kamailio +30, "
                          "callers +40..59; "
                          "default: the first of 25060, 25160, ... whose ports are all free")
+    ap.add_argument("--kamailio-shm", type=int, default=0, metavar="MB",
+                    help="Kamailio -m (shared memory, MB); default per mode: 256, and 4096 where "
+                         "tm keeps transactions (stateful, dispatcher; see benchlib/modes.py)")
     ap.add_argument("--sipedge-bin", default=os.path.join(REPO, ".venv", "bin", "sipedge"))
     ap.add_argument("--json", metavar="FILE", help="write all runs and the summary as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory with logs")
@@ -93,20 +99,42 @@ def parse_args(argv):
     ap.add_argument("--icount-rate", type=float, default=2,
                     help="call rate with --instructions (default 2/s: callgrind runs sipedge ~50-100x "
                          "slower; a proxy that falls behind retransmits and fails calls)")
+    ap.add_argument("--rss-growth", action="store_true",
+                    help="instead of the tables: RSS per process of a 1-worker proxy after the "
+                         "first and the last of --growth-calls stateful calls (issue 15: <= 1.5x)")
+    ap.add_argument("--growth-calls", default="1000,100000",
+                    help="checkpoints for --rss-growth, calls (default 1000,100000)")
+    ap.add_argument("--growth-rate", type=int, default=300,
+                    help="call rate for --rss-growth (default 300/s: 100000 calls take ~6 min)")
+    ap.add_argument("--growth-settle", type=float, default=40.0,
+                    help="seconds without traffic before the 'settled' reading (default 40: "
+                         "sipedge keeps a transaction up to 32 s)")
     ap.add_argument("--boot", type=int, metavar="N",
                     help="instead of calls: boot the offline image N times (5 for the issue 13 "
                          "target) and report boot stages and idle memory (benchlib/boot.py)")
     ap.add_argument("--boot-arch", default="amd64", choices=("amd64", "arm64"))
-    ap.add_argument("--build", default="pure",
-                    help="sipedge as pure Python (this tree's app/, default), `compiled` (the "
+    ap.add_argument("--build", default=None,
+                    help="sipedge as pure Python (this tree's app/), `compiled` (the "
                          "compiled build, tools/compile/build.py --cached, put first on "
-                         "PYTHONPATH) or the path of a tree built by tools/compile/build.py --out")
+                         "PYTHONPATH) or the path of a tree built by tools/compile/build.py --out; "
+                         "`pure,compiled` (the default; --quick: pure) runs both side by side in "
+                         "the same run, the compiled one as the proxy `sipedge-c`")
     a = ap.parse_args(argv)
-    a.workers = [int(x) for x in a.workers.split(",") if x]
+    a.workers = [int(x) for x in (a.workers or ("1" if a.quick else "1,2")).split(",") if x]
+    if a.mode is None:
+        a.mode = "stateless" if a.quick else "stateless,stateful"
+    if a.build is None:
+        a.build = "pure" if (a.quick or a.instructions or a.boot) else "pure,compiled"
+    a.builds = [b for b in a.build.split(",") if b]
+    if len(a.builds) > 2 or (len(a.builds) == 2 and a.builds[0] != "pure"):
+        ap.error("--build: one build, or pure,<compiled|DIR>")
     a.overload = [1.5, 2.0] if a.overload == "on" else [float(x) for x in a.overload.split(",") if x]
     if a.overload and a.no_max_rate:
         ap.error("--overload needs the maximum rate search (drop --no-max-rate)")
     a.rates = [int(x) for x in a.rates.split(",") if x]
+    a.growth_calls = sorted(int(x) for x in a.growth_calls.split(",") if x)
+    if a.rss_growth and len(a.growth_calls) < 2:
+        ap.error("--growth-calls needs two counts or more (first,last)")
     names = []
     for m in a.mode.split(","):
         for n in ALIASES.get(m, [m] if m else []):
@@ -119,12 +147,10 @@ def parse_args(argv):
     base = a.port_base
     if not base:
         for base in range(25060, 26060, 100):  # bounded: 10 candidates
-            if not any(proc.udp_sockets_on(base + off) for off in [*PORT_OFFSETS.values(), *range(40, 66)]):
+            if not any(proc.udp_sockets_on(base + off) for off in [*PORT_OFFSETS.values(), *range(40, 69)]):
                 break
     PORTS.update({k: base + v for k, v in PORT_OFFSETS.items()})
     if a.quick:
-        if a.workers == [1, 2]:
-            a.workers = [1]
         a.reps = a.reps or 1
         a.trial_s, a.max_trials, a.search_start = 1.5, 3, 2000
         a.warm_calls, a.idle_s, a.pause_s = 300, 0.5, 1.1
@@ -215,6 +241,7 @@ class Bench:
         drops0 = proc.udp_drops()
         busy0 = proc.machine_busy_ticks()
         port_drops0 = proc.udp_drops_by_port()
+        mem_errors0 = target.memory_errors()
         tag = f"{mode.name}-w{workers}-{target.name}-{kind}-{rate}-r{rep}"
         callers = 1 if transport == "u1" else int(transport.split("x")[1])
         res = run_uac(mode.uac_scenario, HOST, target.port, rate, calls, self.workdir, tag,
@@ -259,6 +286,9 @@ class Bench:
         for who, ports in (("proxy", [target.port]), ("callee", uas.ports),
                            ("caller", range(PORTS["uac"], PORTS["uac"] + callers))):
             run[f"drops_{who}"] = sum(port_drops1.get(p, 0) - port_drops0.get(p, 0) for p in ports)
+        # Kamailio out of shared memory (-m) serves no transaction and sends no reply: the
+        # caller's "receive timeout"; a limit of the set-up, not of the proxy
+        run["proxy_memory_errors"] = target.memory_errors() - mem_errors0
         self.runs.append(run)
         if not res.complete and kind in ("fixed", "profiled"):  # probes are meant to fail
             self.failures.append(f"{tag}: {res.failed} failed, {res.successful}/{calls} ok "
@@ -367,7 +397,7 @@ class Bench:
 
     def proxy_counter(self, target, name):
         """A counter from sipedge's `stats` RPC (None for the other proxies)."""
-        if target.name != "sipedge":
+        if not target.name.startswith("sipedge"):
             return None
         time.sleep(0.6)  # the workers publish their counters twice a second
         try:
@@ -494,7 +524,7 @@ class Bench:
                             + (f", callee shares {r['callee_cpu_share']}" if r.get("callee_cpu_share") else ""))
             if a.profile:
                 for t in live:
-                    if t.name == "sipedge" and t.alive():
+                    if t.name.startswith("sipedge") and t.alive():
                         self.profile(mode, t, uases[t.name], workers, transport, max(rates))
             if not a.no_max_rate:
                 for rep in range(1, a.reps + 1):
@@ -523,9 +553,14 @@ def make_target(name, a):
     nxt = (HOST, PORTS["uas-" + name])
     hops = [(HOST, PORTS[f"uas-{name}-{i}"]) for i in (1, 2, 3) if f"uas-{name}-{i}" in PORTS]
     if name == "kamailio":
-        return Kamailio(HOST, PORTS["kamailio"], nxt, hops)
+        k = Kamailio(HOST, PORTS["kamailio"], nxt, hops)
+        k.shm_mb = a.kamailio_shm
+        return k
     if name == "relay":
         return Relay(HOST, PORTS["relay"], nxt)
+    if name == "sipedge-c":  # the second build (--build pure,compiled)
+        return Sipedge(HOST, PORTS[name], nxt, a.sipedge_bin, hops, name=name,
+                       pythonpath=a.second_build_path)
     return Sipedge(HOST, PORTS["sipedge"], nxt, a.sipedge_bin, hops)
 
 
@@ -536,6 +571,8 @@ def limiter(run, workers):
     fell behind first; failing that, the CPU figures say who was saturated."""
     p, c, s = (run.get("proxy_cores") or 0), (run.get("uac_cores") or 0), (run.get("uas_cores") or 0)
     dp, dc, ds = run.get("drops_proxy", 0), run.get("drops_caller", 0), run.get("drops_callee", 0)
+    if run.get("proxy_memory_errors"):
+        return "proxy out of memory (its log; Kamailio: raise --kamailio-shm)"
     if dp and dp >= max(dc, ds):
         return "proxy fell behind (its socket overflowed)"
     if ds and ds >= dc:
@@ -573,6 +610,7 @@ SHORT_LIMIT = {"proxy fell behind (its socket overflowed)": "proxy",
                "proxy CPU": "proxy CPU", "SIPp caller CPU": "uac CPU", "SIPp callee CPU": "uas CPU",
                "SIPp did not reach the rate": "SIPp rate",
                "proxy answered too slowly (requests queued)": "proxy queue", "losses below saturation": "losses",
+               "proxy out of memory (its log; Kamailio: raise --kamailio-shm)": "proxy mem",
                "search cap reached": "cap", "trial budget used up": "budget"}
 
 
@@ -604,6 +642,7 @@ def summarize(runs, maxes, meta):
                     "setup_ms": med([r["setup_ms"] for r in rr]),
                     "other_cores": med([r.get("other_cores") for r in rr]),
                 }
+            row["memory_errors"] = sum(r.get("proxy_memory_errors", 0) for r in fixed)
             top = max(sorted({r["rate"] for r in fixed}), default=None)
             mem_runs = [r for r in fixed if r["rate"] == top] or sel
             row["rss_mib"] = med([r["rss_kib"] / 1024 for r in mem_runs])
@@ -635,21 +674,23 @@ def print_table(summary, reps):
     print("=" * 78)
     for (mode, workers, transport), rows in groups.items():
         names = [n for n in ALL_TARGETS if n in rows]
-        cols = names + (["sipedge/kam"] if "sipedge" in rows and "kamailio" in rows else [])
+        ours = [n for n in names if n.startswith("sipedge")] if "kamailio" in rows else []
+        cols = names + [f"{n}/kam" for n in ours]
         unit = MODES[mode].unit if mode in MODES else "call"
         per = "reg" if unit == "registration" else "call"
         print(f"mode {mode}, {workers} worker(s) = Kamailio children, SIPp callers {transport}; "
               f"medians of {reps} run(s)")
         if unit != "call":
             print(f"  (one SIPp 'call' is one {unit}; rates are {unit}s/s)")
-        print(f"{'':34s}" + "".join(f"{c:>12s}" for c in cols))
+        print(f"{'':34s}" + "".join(f"{c:>{14 if '/' in c else 12}s}" for c in cols))
 
         def line(label, getter, spec, lower_better=True):
             vals = [getter(rows[n]) for n in names]
             cells = [fmt(v, spec) for v in vals]
-            if len(cols) > len(names):
-                cells.append(fmt(ratio(getter(rows["sipedge"]), getter(rows["kamailio"])), ".2f"))
-            print(f"{label:34s}" + "".join(f"{c:>12s}" for c in cells))
+            for n in ours:
+                cells.append(fmt(ratio(getter(rows[n]), getter(rows["kamailio"])), ".2f"))
+            print(f"{label:34s}" + "".join(f"{c:>{14 if i >= len(names) else 12}s}"
+                                           for i, c in enumerate(cells)))
 
         rates = sorted({rate for r in rows.values() for rate in r["rates"]})
         for rate in rates:
@@ -676,6 +717,9 @@ def print_table(summary, reps):
             line(f"SIPp caller CPU @{top}/s (%)", get("uac_cores", 100), ".0f")
             line(f"SIPp callee CPU @{top}/s (%)", get("uas_cores", 100), ".0f")
             line(f"other load @{top}/s (% of a core)", get("other_cores", 100), ".0f")
+        oom = [n for n in names if rows[n].get("memory_errors")]
+        if oom:
+            print(f"  ! out of memory in fixed-rate runs (see the proxy log): {', '.join(oom)}")
         bad = [f"{n}@{rate}" for n in names for rate, x in rows[n]["rates"].items() if not x["all_calls_ok"]]
         if bad:
             print(f"  ! calls failed in fixed-rate runs: {', '.join(bad)} (CPU per call counts successful calls)")
@@ -687,6 +731,78 @@ def print_table(summary, reps):
             print("  * limit found while other processes used half the machine or more: noisy")
         print("-" * 78)
     print(REFERENCE)
+
+
+# issue 15's targets, as (mode, what, rate or None for the maximum, bound, lower is better)
+ISSUE15 = (("stateless", "CPU per call", 500, 2.0, True),
+           ("stateless", "CPU per call", 2000, 2.0, True),
+           ("stateless", "max calls/s", None, 0.5, False),
+           ("stateful", "CPU per call", 500, 2.5, True),
+           ("stateful", "CPU per call", 2000, None, True),
+           ("stateful", "max calls/s", None, None, False),
+           ("registration", "CPU per reg", 500, 3.0, True),
+           ("dispatcher-rr", "CPU per call", 500, 2.5, True))
+
+
+def _issue_table(by, names, ours):
+    print()
+    print("issue 15 summary, 1 worker = 1 Kamailio child, medians "
+          "(sipedge = pure Python, sipedge-c = compiled build)")
+    print(f"{'':36s}" + "".join(f"{n:>11s}" for n in names)
+          + "".join(f"{n + '/kam':>15s}" for n in ours) + f"{'target':>10s}")
+    for mode, what, rate, bound, lower in ISSUE15:
+        rows = {n: by.get((mode, 1, n)) for n in names}
+        if not rows["kamailio"] or not any(rows[n] for n in ours):
+            continue
+
+        def val(r):
+            if not r:
+                return None
+            return r.get("max_rate") if rate is None else (r["rates"].get(rate) or {}).get("us_per_call")
+        label = f"{mode} {what}" + (f" @{rate}/s" if rate else "")
+        cells = [fmt(val(rows[n]), ".0f" if rate is None else ".1f") for n in names]
+        ratios = [ratio(val(rows[n]), val(rows["kamailio"])) for n in ours]
+        cells += [fmt(x, ".2f") + ("" if x is None or bound is None else
+                                   (" ok" if (x <= bound if lower else x >= bound) else " NO"))
+                  for x in ratios]
+        target = "" if bound is None else ("<= " if lower else ">= ") + f"{bound}"
+        print(f"{label:36s}" + "".join(f"{c:>11s}" for c in cells[:len(names)])
+              + "".join(f"{c:>15s}" for c in cells[len(names):]) + f"{target:>10s}")
+    mem = [(m, {n: by.get((m, 1, n)) for n in names}) for m in ("stateless", "stateful")]
+    for m, rows in mem:
+        if rows["kamailio"] and any(rows[n] for n in ours):
+            cells = [fmt(rows[n] and rows[n]["rss_mib"], ".1f") + "/"
+                     + fmt(rows[n] and rows[n]["pss_mib"], ".1f") for n in names]
+            print(f"{m + ' RSS / PSS (MiB)':36s}" + "".join(f"{c:>11s}" for c in cells))
+
+
+def print_issue_summary(summary):
+    """The table issue 15 asks to quote: 1 worker, every sipedge build against Kamailio in
+    the same run, and the scaling from 1 to 2 workers (calls/s carried with 0 failures)."""
+    by = {(r["mode"], r["workers"], r["target"]): r for r in summary}
+    ours = [t for t in ("sipedge", "sipedge-c") if any(k[2] == t for k in by)]
+    names = ["kamailio"] + ours
+    if ours and any(k[2] == "kamailio" for k in by):
+        _issue_table(by, names, ours)
+    scale = [(m, n, by.get((m, 1, n)), by.get((m, 2, n)))
+             for m in dict.fromkeys(k[0] for k in by) for n in ALL_TARGETS]
+    scale = [x for x in scale if x[2] and x[3] and x[2].get("max_rate") is not None]
+    if scale:
+        print()
+        print("scaling: calls/s carried with 0 failed calls (maximum rate search), 1 vs 2 workers "
+              "(issue 15: >= 1.7x)")
+        print(f"{'mode':16s}{'proxy':11s}{'1 worker':>10s}{'2 workers':>11s}{'ratio':>9s}"
+              f"{'limited by (1 / 2)':>28s}")
+        for m, n, one, two in scale:
+            x = ratio(two.get("max_rate"), one.get("max_rate"))
+            ok = "" if x is None or n == "kamailio" else (" ok" if x >= 1.7 else " NO")
+            lim = f"{SHORT_LIMIT.get(one.get('limit', '').split(';')[0], '-')} / " \
+                  f"{SHORT_LIMIT.get(two.get('limit', '').split(';')[0], '-')}"
+            print(f"{m:16s}{n:11s}{fmt(one.get('max_rate'), '.0f'):>10s}"
+                  f"{fmt(two.get('max_rate'), '.0f'):>11s}{fmt(x, '.2f') + ok:>9s}{lim:>28s}")
+        print("  a maximum limited by a SIPp process or the machine (not 'proxy ...') is a lower "
+              "bound, and so is its ratio")
+    print("-" * 78)
 
 
 def instruction_counts(args, workdir):
@@ -759,27 +875,81 @@ def instruction_counts(args, workdir):
     return rows
 
 
+def rss_growth(args, workdir):
+    """--rss-growth: benchlib/growth.py for every proxy of the stateful mode, one at a time."""
+    mode = MODES["stateful"]
+    results = []
+    for name in args.targets:
+        t = make_target(name, args)
+        why = t.available() or (None if t.supports(mode, 1, "u1") else "not part of mode stateful")
+        if why:
+            log(f"skip {name}: {why}")
+            continue
+        tdir = os.path.join(workdir, f"growth-{name}")
+        os.makedirs(tdir, exist_ok=True)
+        uas = Uas(mode.uas_scenario, HOST, PORTS["uas-" + name], tdir)
+        log(f"{name}: RSS growth over {args.growth_calls} stateful calls at {args.growth_rate}/s")
+        try:
+            uas.start()
+            t.start(mode, tdir, 1)
+            results.append(growth.measure(t, uas, mode, mode.uac_scenario, HOST, tdir,
+                                          PORTS["uac"], args.growth_calls, args.growth_rate,
+                                          args.growth_settle, log))
+        except (RuntimeError, ValueError, OSError) as e:
+            log(f"FAILED {name}: {e}")
+        finally:
+            t.stop()
+            uas.stop()
+    growth.print_report(results)
+    return results
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def use_build(build):
-    """--build: the sipedge processes inherit PYTHONPATH; the compiled tree is built once per
-    source state under out/compiled/ (bench/README.md "Compiled build")."""
+def build_path(build):
+    """PYTHONPATH for a --build: this tree's app/, the compiled tree (built once per source
+    state under out/compiled/, bench/README.md "Compiled build") or a given tree."""
     if build == "pure":
-        os.environ["PYTHONPATH"] = os.path.join(REPO, "app")
-    elif build != "compiled":
+        return os.path.join(REPO, "app")
+    if build != "compiled":
         if not os.path.isdir(os.path.join(build, "sipedge")):
             raise SystemExit(f"--build {build}: not pure, compiled or a directory with sipedge/")
-        os.environ["PYTHONPATH"] = os.path.abspath(build)
-    else:
-        tool = os.path.join(REPO, "tools", "compile", "build.py")
-        out = subprocess.run([sys.executable, tool, "--cached"], check=True,
-                             capture_output=True, text=True).stdout.split()
-        os.environ["PYTHONPATH"] = out[-1]
-    summary = subprocess.run([sys.executable, "-c", "import sipedge.compiled as c; print(c.summary())"],
-                             capture_output=True, text=True).stdout.strip()
-    log(f"sipedge build: {build}: {summary} (PYTHONPATH={os.environ['PYTHONPATH']})")
+        return os.path.abspath(build)
+    tool = os.path.join(REPO, "tools", "compile", "build.py")
+    res = subprocess.run([sys.executable, tool, "--cached"], capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"the compiled build failed: {(res.stderr or res.stdout).strip()[-300:]}")
+    return res.stdout.split()[-1]
+
+
+def build_summary(path):
+    return subprocess.run([sys.executable, "-c", "import sipedge.compiled as c; print(c.summary())"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}
+                          ).stdout.strip()
+
+
+def use_builds(args):
+    """--build: the first build is inherited by every sipedge process (PYTHONPATH); a second
+    one (pure,compiled) runs as the proxy sipedge-c with its own PYTHONPATH."""
+    os.environ["PYTHONPATH"] = build_path(args.builds[0])
+    log(f"sipedge build: {args.builds[0]}: {build_summary(os.environ['PYTHONPATH'])} "
+        f"(PYTHONPATH={os.environ['PYTHONPATH']})")
+    args.second_build_path = None
+    args.build_notes = []
+    if len(args.builds) == 2:
+        try:
+            args.second_build_path = build_path(args.builds[1])
+            log(f"sipedge-c build: {args.builds[1]}: {build_summary(args.second_build_path)} "
+                f"(PYTHONPATH={args.second_build_path})")
+        except RuntimeError as e:
+            args.build_notes.append(f"sipedge-c ({args.builds[1]}) not measured: {e}")
+            log("skip sipedge-c: " + args.build_notes[-1])
+    if args.second_build_path is None:
+        if args.only and "sipedge-c" in args.only:
+            raise SystemExit("--only sipedge-c needs a second build (--build pure,compiled)")
+        args.targets = [t for t in args.targets if t != "sipedge-c"]
 
 
 def main(argv=None):
@@ -790,7 +960,7 @@ def main(argv=None):
 
         return diameter.main(raw)
     args = parse_args(raw)
-    use_build(args.build)
+    use_builds(args)
     if args.boot:
         from benchlib import boot
 
@@ -806,6 +976,17 @@ def main(argv=None):
             return 2
     workdir = tempfile.mkdtemp(prefix="sipedge-bench-")
     log(f"work dir (logs, configs, SIPp statistics): {workdir}")
+    if args.rss_growth:
+        results = rss_growth(args, workdir)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rss_growth": results}, f, indent=1, default=str)
+        ok = bool(results) and all(r["failed"] == 0 and len(r["checkpoints"]) >= 2 for r in results)
+        if ok and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"kept {workdir}")
+        return 0 if ok else 1
     if args.instructions:
         rows = instruction_counts(args, workdir)
         if args.json:
@@ -831,7 +1012,8 @@ def main(argv=None):
         log("interrupted; reporting what was measured")
     summary = summarize(bench.runs, maxes, meta)
     print_table(summary, args.reps)
-    for note in bench.skipped:
+    print_issue_summary(summary)
+    for note in args.build_notes + bench.skipped:
         print("  ! " + note)
     if bench.overloads:
         print("\noverload (offered a multiple of the measured maximum; goodput = completed "

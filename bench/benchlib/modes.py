@@ -7,7 +7,7 @@ bench/run.py and the proxy drivers do not change.
 """
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,6 +29,7 @@ class Mode:
     search_start: int = 0        # first rate of the maximum-rate search (0: run.py's default)
     sipedge_modules: tuple = ()  # sipedge [core] modules the mode needs (checked before start)
     unit: str = "call"           # what one SIPp "call" is here (call, registration)
+    kamailio_shm_mb: int = 256   # Kamailio -m: shared memory, where tm keeps its transactions
 
     def config_template(self, proxy):
         return self.configs.get(proxy)
@@ -118,6 +119,16 @@ for _name, _ds_alg, _alg in (("dispatcher-rr", 4, "round_robin"),
         messages_per_call=6,
         sipedge_modules=("dispatcher",),
     )
+# Kamailio's tm keeps every transaction in shared memory until its wait timer (5 s) after
+# the final reply: 2 transactions per call (INVITE, BYE) of ~13 KiB each (the cell with
+# room for 12 branches, the request cloned into shared memory), so 2000 calls/s hold
+# ~20000 transactions, ~260 MiB.  With -m 256 Kamailio ran out at ~2000/s ("could not
+# allocate shared memory from shm pool", no transaction, so no reply: the caller's
+# "receive timeout").  4096 MiB hold ~30000 calls/s; pages are only touched when used.
+STATEFUL_SHM_MB = 4096
+for _name in ("stateful", "dispatcher-rr", "dispatcher-hash"):
+    MODES[_name] = replace(MODES[_name], kamailio_shm_mb=STATEFUL_SHM_MB)
+
 # "registration" and "dispatcher" as shorthands for --mode
 ALIASES = {"registration": ["registration"], "dispatcher": ["dispatcher-rr", "dispatcher-hash"]}
 

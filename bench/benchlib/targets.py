@@ -23,6 +23,7 @@ class TargetError(RuntimeError):
 
 class Target:
     name = "?"
+    kind = None  # whose config templates and files it uses (None: its name)
     max_workers = None       # None: any number
     single_caller_only = False  # True: cannot serve several SIPp callers
 
@@ -34,6 +35,7 @@ class Target:
         self.log = None
         self.workdir = None
         self.prefix = []  # a command prefix, e.g. valgrind for the instruction counts
+        self.env = None   # environment of the proxy (None: the bench's)
 
     # -- to implement ---------------------------------------------------
     def available(self):
@@ -50,6 +52,10 @@ class Target:
         """None if this proxy can run the mode, else why not (printed when skipped)."""
         return None
 
+    def memory_errors(self):
+        """Log lines so far saying the proxy ran out of memory (Kamailio's shm pool)."""
+        return 0
+
     # -- common -----------------------------------------------------------
     def values(self, mode, workdir, workers):
         """Placeholders for the config templates of this proxy."""
@@ -64,7 +70,7 @@ class Target:
     def render_files(self, mode, workdir, values):
         """Extra templates of the mode, next to the config: 'sipedge-stateful-route.py'
         becomes 'route.py', 'kamailio-dispatcher.list' becomes 'dispatcher.list'."""
-        for template in mode.files(self.name):
+        for template in mode.files(self.kind or self.name):
             name = os.path.basename(template).split("-", 1)[1]
             name = name.rsplit("-", 1)[-1]
             with open(os.path.join(workdir, name), "w") as f:
@@ -77,7 +83,7 @@ class Target:
             return False
         if self.name == "relay":  # configless: only where the mode lists it
             return "relay" in mode.configs
-        return mode.config_template(self.name) is not None
+        return mode.config_template(self.kind or self.name) is not None
 
     def start(self, mode, workdir, workers, timeout=30):
         self.workdir, self.workers = workdir, workers
@@ -91,7 +97,7 @@ class Target:
             out.flush()
             self.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT, cwd=workdir,
-                                          start_new_session=True)
+                                          start_new_session=True, env=self.env)
         want = self.expected_sockets(workers)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -129,6 +135,17 @@ class Target:
 
 class Kamailio(Target):
     name = "kamailio"
+    shm_mb = 0  # --kamailio-shm: overrides the mode's -m
+    # log lines of a request Kamailio could not serve for lack of memory (no reply sent)
+    MEMORY_ERRORS = ("could not allocate shared memory", "out of mem", "Free fragment not found")
+
+    def memory_errors(self):
+        """Lines of its log so far saying it ran out of (shared) memory."""
+        try:
+            with open(self.log, errors="replace") as f:
+                return sum(1 for line in f if any(e in line for e in self.MEMORY_ERRORS))
+        except (OSError, TypeError):
+            return 0
 
     def binary(self):
         return shutil.which("kamailio") or ("/usr/sbin/kamailio" if os.path.exists("/usr/sbin/kamailio") else None)
@@ -159,19 +176,26 @@ class Kamailio(Target):
         with open(cfg, "w") as f:
             f.write(render(mode.config_template("kamailio"), values))
         self.render_files(mode, workdir, values)
-        # f_malloc, 256 MB shared and 16 MB private memory: Kamailio at its best.
+        # f_malloc, the mode's shared memory (256 MB; 4096 MB where tm keeps transactions,
+        # see modes.STATEFUL_SHM_MB) and 16 MB private memory: Kamailio at its best.
         # -DD keeps the main process in the foreground (children are forked),
         # -E logs to stderr, -Y/-P keep runtime files in the work dir.
-        return [self.binary(), "-f", cfg, "-x", "fm", "-m", "256", "-M", "16",
+        shm = self.shm_mb or mode.kamailio_shm_mb
+        return [self.binary(), "-f", cfg, "-x", "fm", "-m", str(shm), "-M", "16",
                 "-DD", "-E", "-Y", workdir, "-P", os.path.join(workdir, "kamailio.pid")]
 
 
 class Sipedge(Target):
     name = "sipedge"
+    kind = "sipedge"
 
-    def __init__(self, host, port, next_hop, binary, next_hops=None):
+    def __init__(self, host, port, next_hop, binary, next_hops=None, name=None, pythonpath=None):
         super().__init__(host, port, next_hop, next_hops)
         self.bin = binary
+        if name:  # "sipedge-c": the compiled build beside the pure one, in the same run
+            self.name = name
+        if pythonpath:
+            self.env = {**os.environ, "PYTHONPATH": pythonpath}
 
     def available(self):
         if not os.access(self.bin, os.X_OK):

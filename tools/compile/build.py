@@ -2,6 +2,7 @@
 """Build the compiled sipedge package tree (Cython, see app/setup.py) into a directory.
 
 usage: build.py [--out DIR] [--python PY] [--include DIR] [--jobs N] [--cached]
+                [--sysconfigdata FILE]
 
 Copies app/ (setup.py, pyproject.toml, sipedge/) to DIR and runs `PY setup.py build_ext
 --inplace` there with SIPEDGE_BUILD=compiled: DIR/sipedge is then the whole package with
@@ -13,6 +14,13 @@ setup.py, the include directories, the interpreter and Cython's version; an exis
 (the tests and the bench build once). Prints the tree's path on the last line.
 --include DIR: headers searched before the interpreter's own; the default is Debian's
 /usr/include/python3.X when present (what the offline image's python3 was built with).
+--sysconfigdata FILE: cross-build for another architecture: FILE is the target interpreter's
+_sysconfigdata_*.py (e.g. from the arm64 image's /usr/lib/python3.X); its compiler (CC,
+LDSHARED: Debian's aarch64-linux-gnu-gcc) and EXT_SUFFIX replace the host's, through the
+variables CPython's own cross-builds use (_PYTHON_SYSCONFIGDATA_NAME, _PYTHON_HOST_PLATFORM).
+PY must be the same 3.X with Cython; --include must then name the target's headers
+(Debian libpython3.X-dev of that architecture, unpacked: its usr/include/python3.X and
+usr/include, which holds <triplet>/python3.X/pyconfig.h).
 """
 from __future__ import annotations
 
@@ -44,8 +52,10 @@ def cython_version(python: str = sys.executable) -> str | None:
     return None if cy == "None" else cy
 
 
-def source_key(python: str, include: list[str]) -> str:
+def source_key(python: str, include: list[str], sysconfigdata: Path | None = None) -> str:
     h = hashlib.sha256(f"{_interp_info(python)}\n{include}\n".encode())
+    if sysconfigdata:  # a cross build: the target's compiler, flags and suffix
+        h.update(Path(sysconfigdata).read_bytes())
     files = [APP / "setup.py", APP / "pyproject.toml"]  # setup.py holds the directives
     files += sorted(p for p in (APP / "sipedge").rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts
@@ -56,9 +66,36 @@ def source_key(python: str, include: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def cross_env(sysconfigdata: Path, into: Path) -> dict[str, str]:
+    """Environment that makes the host interpreter's setuptools build for the interpreter
+    described by sysconfigdata (copied into `into`, which goes on PYTHONPATH)."""
+    sysconfigdata = Path(sysconfigdata)
+    cvars = _target_vars(sysconfigdata)
+    machine = (cvars.get("MULTIARCH") or cvars.get("HOST_GNU_TYPE", "")).split("-")[0]
+    if not machine:
+        raise RuntimeError(f"{sysconfigdata}: neither MULTIARCH nor HOST_GNU_TYPE")
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(sysconfigdata, into / sysconfigdata.name)
+    return {"_PYTHON_SYSCONFIGDATA_NAME": sysconfigdata.stem,
+            "_PYTHON_HOST_PLATFORM": f"linux-{machine}",
+            "PYTHONPATH": str(into)}
+
+
+def _target_vars(sysconfigdata: Path) -> dict:
+    ns: dict = {}
+    exec(Path(sysconfigdata).read_text(encoding="utf-8"), ns)
+    return ns["build_time_vars"]
+
+
+def cross_tool(sysconfigdata: Path, tool: str) -> str:
+    """The target's binutils program (e.g. aarch64-linux-gnu-strip) for a cross build."""
+    return f"{_target_vars(sysconfigdata)['MULTIARCH']}-{tool}"
+
+
 def build(dest: Path, python: str = sys.executable, include: list[str] = (), jobs: int = 2,
-          quiet: bool = True) -> Path:
-    """Build the compiled tree into dest (replaced if it exists). Returns dest."""
+          quiet: bool = True, sysconfigdata: Path | None = None) -> Path:
+    """Build the compiled tree into dest (replaced if it exists). Returns dest.
+    sysconfigdata: cross-build for the interpreter it describes (see the module doc)."""
     dest = Path(dest)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
     try:
@@ -76,6 +113,8 @@ def build(dest: Path, python: str = sys.executable, include: list[str] = (), job
         env = {**os.environ, "SIPEDGE_BUILD": "compiled",
                "SIPEDGE_CYTHON_BUILD_DIR": str(tmp / "build" / "cython"),
                "CFLAGS": (os.environ.get("CFLAGS", "") + " -g0").strip()}
+        if sysconfigdata:
+            env.update(cross_env(sysconfigdata, tmp / "build" / "sysconfig"))
         res = subprocess.run(cmd, cwd=tmp, env=env, capture_output=quiet, text=True)
         if res.returncode:
             raise RuntimeError(f"compiled build failed ({' '.join(cmd)}):\n"
@@ -100,16 +139,16 @@ def system_include(python: str = sys.executable) -> list[str]:
 
 
 def cached(python: str = sys.executable, include: list[str] = (), jobs: int = 2,
-           root: Path = REPO / "out" / "compiled") -> Path:
+           root: Path = REPO / "out" / "compiled", sysconfigdata: Path | None = None) -> Path:
     """The compiled tree for the current sources, built once under root/<key>."""
     root.mkdir(parents=True, exist_ok=True)
-    dest = root / source_key(python, list(include))
+    dest = root / source_key(python, list(include), sysconfigdata)
     if (dest / "sipedge").is_dir():
         return dest
     with open(root / ".lock", "w") as lock:  # parallel test runs share out/: build once
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (dest / "sipedge").is_dir():
-            build(dest, python, include, jobs)
+            build(dest, python, include, jobs, sysconfigdata=sysconfigdata)
     old = sorted((p for p in root.iterdir() if p.is_dir() and p != dest and "." not in p.name),
                  key=lambda p: p.stat().st_mtime)
     for p in old[:max(0, len(old) - (KEEP_CACHED - 1))]:
@@ -126,16 +165,21 @@ def main(argv=None) -> int:
                          "/usr/include/python3.X when it exists, see system_include()")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cached", action="store_true")
+    ap.add_argument("--sysconfigdata", type=Path,
+                    help="cross-build for the interpreter this _sysconfigdata_*.py describes")
     args = ap.parse_args(argv)
     if args.include is None:
+        if args.sysconfigdata:
+            ap.error("--sysconfigdata needs --include (the target's headers)")
         args.include = system_include(args.python)
     if args.cached and not args.out:
-        path = cached(args.python, args.include, args.jobs)
+        path = cached(args.python, args.include, args.jobs, sysconfigdata=args.sysconfigdata)
     else:
         if not args.out:
             ap.error("--out DIR or --cached")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        path = build(args.out.resolve(), args.python, args.include, args.jobs)
+        path = build(args.out.resolve(), args.python, args.include, args.jobs,
+                     sysconfigdata=args.sysconfigdata)
     print(path)
     return 0
 

@@ -25,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -139,27 +140,112 @@ def target_python(root: Path) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def compiled_builder(root: Path) -> tuple[str, list[str]] | str:
-    """(interpreter, include dirs) that can build the compiled modules for the image's python3,
-    or the reason why none can. The generated C is the same for every architecture; the
-    compile needs an interpreter with Cython whose extension suffix (version and
-    architecture) is the image's, and the image Python's headers."""
+def _cython_interpreters(ver: str) -> list[str]:
+    return [py for py in dict.fromkeys([sys.executable, shutil.which(f"python{ver}"), "/usr/bin/python3"])
+            if py and Path(py).exists()]
+
+
+def compiled_builder(root: Path) -> tuple[str, list[str], Path | None] | str:
+    """(interpreter, include dirs, target sysconfigdata or None) that can build the compiled
+    modules for the image's python3, or the reason why none can. The generated C is the same
+    for every architecture; the compile needs an interpreter with Cython whose extension
+    suffix (version and architecture) is the image's and the image Python's headers, or,
+    for another architecture, a cross build (cross_builder)."""
     ver, suffix = target_python(root)
-    inc = Path(f"/usr/include/python{ver}")
-    if not (inc / "Python.h").exists():
-        return f"no host headers for Python {ver} ({inc}; Debian python{ver}-dev)"
+    same_version = None
     seen = []
-    for py in dict.fromkeys([sys.executable, shutil.which(f"python{ver}"), "/usr/bin/python3"]):
-        if not py or not Path(py).exists():
-            continue
-        res = subprocess.run([py, "-c", "import sysconfig, Cython; "
-                              "print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+    for py in _cython_interpreters(ver):
+        res = subprocess.run([py, "-c", "import sys, sysconfig, Cython; "
+                              "print(sysconfig.get_config_var('EXT_SUFFIX'), '%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True)
-        have = res.stdout.strip() if res.returncode == 0 else "no Cython"
+        have, pyver = res.stdout.split() if res.returncode == 0 else ("no Cython", "")
         if have == suffix:
-            return py, [str(inc)]
+            inc = Path(f"/usr/include/python{ver}")
+            if not (inc / "Python.h").exists():
+                return f"no host headers for Python {ver} ({inc}; Debian python{ver}-dev)"
+            return py, [str(inc)], None
+        if pyver == ver and same_version is None:
+            same_version = py
         seen.append(f"{py}: {have}")
-    return f"no host interpreter with Cython builds {suffix} ({'; '.join(seen)})"
+    if same_version is None:
+        return f"no host interpreter with Cython builds {suffix} ({'; '.join(seen)})"
+    return cross_builder(root, ver, same_version)
+
+
+def cross_builder(root: Path, ver: str, python: str) -> tuple[str, list[str], Path] | str:
+    """A cross build for the image's architecture (tools/compile/build.py --sysconfigdata):
+    the image's own _sysconfigdata (its compiler: Debian's <triplet>-gcc, its EXT_SUFFIX),
+    the cross compiler on the host (Debian gcc-<triplet>, libc6-dev-<arch>-cross), and the
+    image Python's headers, from the libpython3.X-dev .deb of the image's architecture and
+    exactly the image's libpython version, fetched into the .deb cache by the host's apt
+    (the same private apt configuration as mkbase_foreign.py) and unpacked under out/cross/."""
+    found = sorted((root / f"usr/lib/python{ver}").glob("_sysconfigdata__*.py"))
+    if not found:
+        return f"no _sysconfigdata in the image's /usr/lib/python{ver}"
+    scd = found[0]
+    ns: dict = {}
+    exec(scd.read_text(encoding="utf-8"), ns)
+    cvars = ns["build_time_vars"]
+    cc = ((cvars.get("CC") or "").split() or ["?"])[0]
+    triplet = cvars.get("MULTIARCH", "")
+    if not shutil.which(cc):
+        return (f"no cross compiler {cc} for the image's {triplet} "
+                f"(Debian gcc-{triplet} and libc6-dev-{DEB_ARCH.get(triplet, '?')}-cross)")
+    lib = f"libpython{ver}-dev"
+    version = _dpkg_version(root, f"libpython{ver}-stdlib")
+    if not version:
+        return f"libpython{ver}-stdlib not in the image's dpkg status"
+    arch = DEB_ARCH.get(triplet)
+    dest = REPO / "out" / "cross" / f"{lib}_{version}_{arch}"
+    if not (dest / f"usr/include/python{ver}/Python.h").exists():
+        try:
+            deb = _fetch_deb(root, arch, lib, version)
+        except (subprocess.CalledProcessError, OSError) as e:
+            return f"cannot fetch {lib}:{arch} {version}: {e}"
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        run("dpkg-deb", "-x", deb, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    include = [str(dest / f"usr/include/python{ver}"), str(dest / "usr/include")]
+    return python, include, scd
+
+
+DEB_ARCH = {"aarch64-linux-gnu": "arm64", "x86_64-linux-gnu": "amd64"}
+
+
+def _dpkg_version(root: Path, package: str) -> str | None:
+    status = root / "var/lib/dpkg/status"
+    if not status.exists():
+        return None
+    for stanza in status.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+        if f"\nPackage: {package}\n" in "\n" + stanza.strip("\n") + "\n":
+            for line in stanza.splitlines():
+                if line.startswith("Version: "):
+                    return line.split(None, 1)[1]
+    return None
+
+
+def _fetch_deb(root: Path, arch: str, name: str, version: str) -> Path:
+    """name=version for arch, from the .deb cache or downloaded into it (no dependencies:
+    only its files are wanted)."""
+    cache = Path(os.environ.get("SIPEDGE_DEB_CACHE", "/var/cache/sipedge-debs")) / arch
+    cache.mkdir(parents=True, exist_ok=True)
+    deb = cache / f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+    if deb.exists():
+        return deb
+    sys.path.insert(0, str(HERE))
+    from mkbase_foreign import Apt
+    with tempfile.TemporaryDirectory(prefix="apt-", dir=REPO / "out") as work:
+        apt = Apt(arch, root, Path(work), cache)
+        apt("update")
+        subprocess.run(["apt-get", "-q", "download", f"{name}:{arch}={version}"], cwd=cache,
+                       env={**os.environ, "APT_CONFIG": str(apt.conf)}, check=True)
+    if not deb.exists():
+        raise OSError(f"apt-get download did not leave {deb}")
+    log(f"fetched {deb.name} for the cross build")
+    return deb
 
 
 def install_compiled(site: Path, root: Path) -> dict:
@@ -175,9 +261,9 @@ def install_compiled(site: Path, root: Path) -> dict:
             raise SystemExit(f"mkimage: compiled build impossible: {builder}")
         log(f"compiled build impossible, the app is pure Python: {builder}")
         return {"build": "pure", "why": builder}
-    python, include = builder
+    python, include, sysconfigdata = builder
     tree = _compile_tool().cached(python, include, jobs=os.cpu_count() or 1,
-                                  root=REPO / "out" / "compiled")
+                                  root=REPO / "out" / "compiled", sysconfigdata=sysconfigdata)
     files = []
     for module in compiled_modules():
         rel = Path(*module.split(".")[1:])
@@ -186,9 +272,14 @@ def install_compiled(site: Path, root: Path) -> dict:
             raise SystemExit(f"mkimage: {module} missing from the compiled tree {tree}")
         shutil.copy2(found[0], site / rel.parent / found[0].name)
         files.append(str((rel.parent / found[0].name).as_posix()))
-    run("strip", "--strip-unneeded", *(site / f for f in files))
-    log(f"compiled build: {len(files)} modules from {tree}")
-    return {"build": "compiled", "modules": files}
+    strip = "strip"
+    if sysconfigdata:  # the target's binutils (Debian binutils-<triplet>, with the compiler)
+        strip = _compile_tool().cross_tool(sysconfigdata, "strip")
+    run(strip, "--strip-unneeded", *(site / f for f in files))
+    log(f"compiled build: {len(files)} modules from {tree}"
+        + (f" (cross-built with {sysconfigdata.name})" if sysconfigdata else ""))
+    return {"build": "compiled", "modules": files,
+            **({"cross": sysconfigdata.stem} if sysconfigdata else {})}
 
 
 def install_app(root: Path) -> dict:
