@@ -394,6 +394,14 @@ class ProxyCore:
         if end < 0:
             return None
         head_end = end + 2
+        # a transaction's reply (our branch `z9hG4bK<worker>xt...` in the first branch
+        # parameter of the head) goes to the transaction layer: found before any parsing
+        # (should the first branch= be in another header, the full path decides instead)
+        b = data.find(b";branch=z9hG4bK", 0, head_end)
+        if b > 0:
+            x = data.find(b"x", b + 15, b + 21)
+            if x > b + 15 and data[b + 15:x].isdigit() and data[x + 1:x + 2] == b"t":
+                return None
         m1 = _VIA_LINE.search(data, 0, head_end)
         if m1 is None or data[m1.end():m1.end() + 1] in (b" ", b"\t") or b'"' in m1.group(1):
             return None
