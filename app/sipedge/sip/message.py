@@ -429,15 +429,21 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
 
     body = data[body_start:]
     clen: int | None = None
-    for h in headers if "content-length" in present else ():
-        if h[0] == "content-length":
-            v = h[2]
-            if not _DIGITS.fullmatch(v):
-                raise RemoteProtocolError("Bad Content-Length")
-            n = int(v)
-            if clen is not None and n != clen:
-                raise RemoteProtocolError("Conflicting Content-Length")
-            clen = n
+    # the Content-Length lines: usually one, found in C; several must agree
+    if "content-length" not in present:
+        cl_lines: list = []
+    elif keys.count("content-length") == 1:
+        cl_lines = [headers[keys.index("content-length")]]
+    else:
+        cl_lines = [h for h in headers if h[0] == "content-length"]
+    for h in cl_lines:
+        v = h[2]
+        if not _DIGITS.fullmatch(v):
+            raise RemoteProtocolError("Bad Content-Length")
+        n = int(v)
+        if clen is not None and n != clen:
+            raise RemoteProtocolError("Conflicting Content-Length")
+        clen = n
     if clen is None:
         if not datagram:
             raise RemoteProtocolError("Missing Content-Length")
