@@ -263,8 +263,13 @@ class ProxyCore:
                                key=self.secret, digest_size=6).hexdigest()
 
     def _is_loop(self, msg: Request) -> bool:
-        values = msg.get_all("via")
-        mine = [v for v in values if any(s in v.lower() for s in self._sent_by)]
+        mine = []
+        for v in msg.get_all("via"):  # plain loops: no generator frame per Via
+            low = v.lower()
+            for s in self._sent_by:
+                if s in low:
+                    mine.append(v)
+                    break
         if not mine:
             return False
         loop = self._loop_hash(msg)
