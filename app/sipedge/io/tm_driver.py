@@ -5,7 +5,7 @@ retransmissions, hop-by-hop ACKs and CANCELs of known INVITEs), `execute()` for 
 `Relay` / `TReply` actions a script recorded, `receive_response()` before stateless reply
 handling, and `stats()`. Everything else is the aioquic pattern: feed the core with
 `loop.time()` as `now`, send what `data_to_send()` returns, keep exactly one `call_at()`
-armed from `get_timer()`.
+armed, never later than `get_timer()` (a call that finds nothing due just re-arms).
 
 The core calls back into the script through the `Hooks` port: `on_reply` runs the global
 `reply_route` and the transaction's `t_on_reply` function, `on_failure` runs the
@@ -361,13 +361,14 @@ class TmDriver:
         for tx in self.proxy.data_to_send():
             self._transmit(tx)
         when = self.proxy.get_timer()
-        if when != self._armed:
+        # re-armed only when something is due earlier than the armed call: a later (or no)
+        # deadline lets the armed call fire early once and re-arm then, instead of a cancel
+        # and a new loop timer for nearly every message
+        if when is not None and (self._armed is None or when < self._armed):
             if self._handle is not None:
                 self._handle.cancel()
-                self._handle = None
             self._armed = when
-            if when is not None:
-                self._handle = asyncio.get_running_loop().call_at(when, self._on_timer)
+            self._handle = asyncio.get_running_loop().call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         due = self._armed

@@ -70,12 +70,25 @@ class Target:
     server_name: str
 
 
+_literal_cache: dict[str, bool] = {}
+
+
 def is_ip_literal(host: str) -> bool:
-    """Cheap syntactic test (the URI parser already validated the host)."""
+    """Cheap syntactic test (the URI parser already validated the host). The answers for
+    recent hosts are kept: a proxy sends to few next hops."""
+    known = _literal_cache.get(host)
+    if known is not None:
+        return known
     if ":" in host:
-        return True
-    parts = host.split(".")
-    return len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts)
+        known = True
+    else:
+        parts = host.split(".")
+        known = len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3
+                                        for p in parts)
+    if len(_literal_cache) >= 4096:  # hosts are peer input: bounded
+        _literal_cache.clear()
+    _literal_cache[host] = known
+    return known
 
 
 def _uri_transport(uri: URI) -> str | None:

@@ -65,6 +65,7 @@ class TReply:
 
 
 Action = Forward | Reply | Drop | Relay | TReply
+_FORWARD_BY_ROUTE = Forward()  # actions are immutable: the common one is shared
 
 _ROUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -348,7 +349,7 @@ class RequestMsg(_MessageView):
     def forward(self, uri: str | None = None) -> Forward:
         """Relay statelessly: to `uri`, else to the destination URI, Route or R-URI."""
         target = _parse_target(uri) if uri else self.dst_uri
-        action = Forward(target)
+        action = Forward(target) if target is not None else _FORWARD_BY_ROUTE
         self.actions.append(action)
         return action
 
@@ -500,6 +501,8 @@ class RouteTable:
 
     rules: list[tuple[str, str, URI]] = field(default_factory=list)  # (domain, prefix, dest)
     default: URI | None = None
+    # Forward(default), made once (actions are immutable)
+    _default_fwd: Forward | None = field(default=None, init=False, repr=False, compare=False)
 
     def request_route(self, msg: RequestMsg) -> None:
         if msg.in_dialog and (msg.loose_routed or msg.has_hf("route") or not msg.is_myself()):
@@ -513,7 +516,10 @@ class RouteTable:
                 msg.actions.append(Forward(dest))
                 return
         if self.default is not None:
-            msg.actions.append(Forward(self.default))
+            fwd = self._default_fwd
+            if fwd is None or fwd.uri is not self.default:
+                fwd = self._default_fwd = Forward(self.default)
+            msg.actions.append(fwd)
         elif msg.is_myself():
             msg.reply(404, "Not Found")
         else:

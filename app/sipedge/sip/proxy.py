@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ from .uri import DEFAULT_PORTS, URI, format_host
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, REFER, PRACK, UPDATE, PUBLISH"
 SUPPORTED_SCHEMES = ("sip", "sips", "tel")
 # a Via header line (full or compact name) at the start of a line, value without the CRLF
-_VIA_LINE = re.compile(rb"(?<=\n)(?:via|v)[ \t]*:[ \t]*([^\r\n]*)\r?\n", re.I)
+# (the match starts at the LF before the line: a literal first character is searched fast)
+_VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:[ \t]*([^\r\n]*)\r?\n", re.I)
 _LOOP_KEYS = frozenset({"from", "to", "proxy-require", "proxy-authorization", "route"})
 
 
@@ -119,6 +121,11 @@ class ProxyCore:
             self._sockets.add((la.ip.lower().strip("[]"), la.port, la.proto))
             self._sent_by.add(la.sent_by().lower())
         self._protos = {la.proto for la in locals_}
+        # the incoming branch's checksum is seeded by the secret (16.11 branch, below)
+        self._branch_seed = zlib.crc32(self.secret)
+        # per outgoing listener: the start of our Via and our Record-Route value
+        self._via_head: dict[LocalAddress, str] = {}
+        self._rr_value: dict[LocalAddress, str] = {}
 
     def add_local(self, ip: str, port: int) -> None:
         """Learn another address of ours (wildcard listeners, source address selection)."""
@@ -256,8 +263,13 @@ class ProxyCore:
                                key=self.secret, digest_size=6).hexdigest()
 
     def _is_loop(self, msg: Request) -> bool:
-        values = msg.get_all("via")
-        mine = [v for v in values if any(s in v.lower() for s in self._sent_by)]
+        mine = []
+        for v in msg.get_all("via"):  # plain loops: no generator frame per Via
+            low = v.lower()
+            for s in self._sent_by:
+                if s in low:
+                    mine.append(v)
+                    break
         if not mine:
             return False
         loop = self._loop_hash(msg)
@@ -270,14 +282,16 @@ class ProxyCore:
     def branch(self, msg: Request) -> str:
         """RFC 3261 16.11 stateless branch: the same for a retransmission (and for the
         CANCEL and non-2xx ACK of an INVITE), different per transaction. The last part is
-        the loop-detection hash (16.6 step 8)."""
+        the loop-detection hash (16.6 step 8), which already tells requests of different
+        dialogs and CSeqs apart; the part before it tells apart transactions that share all
+        of those (a new branch from the client), so a seeded CRC-32 of the incoming branch
+        is enough there (one keyed hash per request, not two)."""
         via = msg.via
         incoming = via.branch or ""
         if not incoming.startswith(MAGIC_COOKIE):
             incoming = f"{msg.call_id}|{msg.cseq.seq}|{msg.from_.tag}|{via}"
-        h = hashlib.blake2s(incoming.encode("utf-8", "surrogateescape"), key=self.secret,
-                            digest_size=6).hexdigest()
-        return f"{MAGIC_COOKIE}{self.worker}x{h}{self._loop_hash(msg)}"
+        h = zlib.crc32(incoming.encode("utf-8", "surrogateescape"), self._branch_seed)
+        return f"{MAGIC_COOKIE}{self.worker}x{h:08x}{self._loop_hash(msg)}"
 
     def is_options_to_self(self, msg: Request) -> bool:
         if msg.method != "OPTIONS" or msg.has("route"):
@@ -317,11 +331,19 @@ class ProxyCore:
     def finalize_request(self, msg: Request, src: Source | None, out: LocalAddress,
                          branch: str | None = None) -> bytes:
         """Max-Forwards, Record-Route and our Via (16.6 steps 3-8); serialise."""
-        mf = msg.get("max-forwards")
-        if mf is None:
+        headers = msg.headers
+        for h in headers:
+            if h[0] == "max-forwards":
+                mf = h[2]
+                if mf != "0":
+                    mf = str(int(mf) - 1)
+                    if sum(1 for x in headers if x[0] == "max-forwards") == 1:
+                        h[2] = mf  # the usual case: one line, edited in place
+                    else:
+                        msg.set("Max-Forwards", mf)
+                break
+        else:
             msg.add("Max-Forwards", str(self.max_forwards), first=True)
-        elif mf != "0":
-            msg.set("Max-Forwards", str(int(mf) - 1))
         rr = msg.record_route
         if rr is None:  # the [proxy] setting: initial requests that can start a dialog
             rr = self.record_route and msg.method not in ("REGISTER", "ACK", "CANCEL") \
@@ -335,9 +357,14 @@ class ProxyCore:
                 if (inbound.proto, inbound.host, inbound.adv_port) != (out.proto, out.host,
                                                                        out.adv_port):
                     msg.add_top("Record-Route", f"<{inbound.uri()}>")
-            msg.add_top("Record-Route", f"<{out.uri()}>")
-        branch = branch or self.branch(msg)
-        via = f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch={branch}"
+            rr_value = self._rr_value.get(out)
+            if rr_value is None:
+                rr_value = self._rr_value[out] = f"<{out.uri()}>"
+            msg.add_top("Record-Route", rr_value)
+        head = self._via_head.get(out)
+        if head is None:
+            head = self._via_head[out] = f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch="
+        via = head + (branch or self.branch(msg))
         if out.proto == "udp":
             via += ";rport"
         msg.add_top("Via", via)
@@ -372,6 +399,14 @@ class ProxyCore:
         if end < 0:
             return None
         head_end = end + 2
+        # a transaction's reply (our branch `z9hG4bK<worker>xt...` in the first branch
+        # parameter of the head) goes to the transaction layer: found before any parsing
+        # (should the first branch= be in another header, the full path decides instead)
+        b = data.find(b";branch=z9hG4bK", 0, head_end)
+        if b > 0:
+            x = data.find(b"x", b + 15, b + 21)
+            if x > b + 15 and data[b + 15:x].isdigit() and data[x + 1:x + 2] == b"t":
+                return None
         m1 = _VIA_LINE.search(data, 0, head_end)
         if m1 is None or data[m1.end():m1.end() + 1] in (b" ", b"\t") or b'"' in m1.group(1):
             return None
@@ -388,12 +423,12 @@ class ProxyCore:
             nxt = rest.partition(b",")[0]
             out = data[:m1.start(1)] + rest + data[m1.end(1):]
         else:
-            m2 = _VIA_LINE.search(data, m1.end(), head_end)
+            m2 = _VIA_LINE.search(data, m1.end() - 1, head_end)  # from the LF ending m1
             if m2 is None or data[m2.end():m2.end() + 1] in (b" ", b"\t") \
                     or b'"' in m2.group(1):
                 return None
             nxt = m2.group(1).partition(b",")[0]
-            out = data[:m1.start()] + data[m1.end():]
+            out = data[:m1.start() + 1] + data[m1.end():]
         nxt_via = parse_via(nxt.decode("utf-8", "surrogateescape").strip())
         if nxt_via.transport != "UDP":
             return None

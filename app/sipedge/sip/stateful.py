@@ -284,7 +284,8 @@ class StatefulProxy:
             obj.armed = when  # type: ignore[union-attr]
             if when is not None:
                 heapq.heappush(self._heap, (when, next(self._heap_seq), obj))
-            self._sweep_heap()
+            if self._stale > 256:
+                self._sweep_heap()
 
     def _disarm(self, obj: Branch) -> None:
         if obj.armed is not None:

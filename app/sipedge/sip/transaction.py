@@ -33,6 +33,10 @@ from .message import Request, Response
 
 
 class Kind(enum.Enum):
+    # members are singletons: identity hashing in C instead of Enum.__hash__ in Python
+    # (every table lookup and timer dict hashes them)
+    __hash__ = object.__hash__
+
     ICT = "ict"
     NICT = "nict"
     IST = "ist"
@@ -40,6 +44,10 @@ class Kind(enum.Enum):
 
 
 class State(enum.Enum):
+    # members are singletons: identity hashing in C instead of Enum.__hash__ in Python
+    # (every table lookup and timer dict hashes them)
+    __hash__ = object.__hash__
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -50,6 +58,10 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    # members are singletons: identity hashing in C instead of Enum.__hash__ in Python
+    # (every table lookup and timer dict hashes them)
+    __hash__ = object.__hash__
+
     # from the network
     RCV_1XX = "1xx"
     RCV_2XX = "2xx"
@@ -173,6 +185,12 @@ for _kind, _table in TRANSITIONS.items():
     _table[(S.TERMINATED, I.ABANDON)] = (S.TERMINATED, _IGNORE)
 del _kind, _table, _state, _inp
 
+# the tables with each side effect as the method name it calls (None: ignore), for _apply
+_METHODS: dict[Kind, dict[tuple[State, Input], tuple[State, str | None]]] = {
+    kind: {k: (nxt, None if effect == _IGNORE else "_do_" + effect)
+           for k, (nxt, effect) in table.items()}
+    for kind, table in TRANSITIONS.items()}
+
 
 # -- configuration and events --------------------------------------------------------
 
@@ -281,7 +299,7 @@ class Transaction:
         self.key = key
         self.reliable = reliable
         self.timers = timers
-        self._table = TRANSITIONS[kind]
+        self._table = _METHODS[kind]  # (state, input) -> (next state, method name)
         self._timers: dict[Input, float] = {}
         self._next: float | None = None
         self._out: list[bytes] = []
@@ -332,8 +350,8 @@ class Transaction:
                 f"{self.kind.name}: no transition from {self.state.value} on {inp.value}") from None
         prev = self.state
         self.state = nxt
-        if effect is not _IGNORE:
-            getattr(self, "_do_" + effect)(now, arg)
+        if effect is not None:
+            getattr(self, effect)(now, arg)
         if nxt is S.TERMINATED and prev is not S.TERMINATED:
             self._timers.clear()
             self._next = None

@@ -17,7 +17,22 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+_cache: dict[str, CSeq] = {}
+
+
 def parse_cseq(text: str) -> CSeq:
+    """Parse a CSeq value. CSeqs are immutable, so recent ones are shared from a small cache
+    (a transaction's replies repeat its request's CSeq); errors are not cached."""
+    cseq = _cache.get(text)
+    if cseq is None:
+        cseq = _parse_cseq(text)
+        if len(_cache) >= 4096:
+            _cache.clear()
+        _cache[text] = cseq
+    return cseq
+
+
+def _parse_cseq(text: str) -> CSeq:
     parts = text.split()
     if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):
         raise RemoteProtocolError("Bad CSeq")
