@@ -507,7 +507,7 @@ class Supervisor:
             await self._apply(self.policy.request_restart(now, "config changed"))
         else:
             log.info("config unchanged: reloading routes")
-            await self._route_reload(self.choice.config.core.ctl_socket)
+            await self._route_reload(self.choice.config)
 
     async def _reload_instances(self, now: float, old: ConfigChoice) -> None:
         """[instances]: restart only the instances whose own sections changed (the others
@@ -523,7 +523,7 @@ class Supervisor:
             changed.append(first.instance_name)
             await self._apply(self.policy.request_restart(now, "config changed"))
         else:
-            await self._route_reload(first.core.ctl_socket)
+            await self._route_reload(first)
         for r in self._sync_runners():
             changed.append(r.name)
             await r.apply(r.policy.start(now))
@@ -535,11 +535,15 @@ class Supervisor:
                     changed.append(name)
                     await r.apply(r.policy.request_restart(now, "config changed"))
                 else:
-                    await self._route_reload(r.config.core.ctl_socket)
+                    await self._route_reload(r.config)
         log.info("config applied source=%s path=%s: restarted instances=%s", self.choice.source,
                  self.choice.path, ",".join(changed) or "none")
 
-    async def _route_reload(self, ctl_socket: str) -> None:
+    async def _route_reload(self, config: Any) -> None:
+        """An unchanged (instance) config: reload its routing script, if it has one."""
+        if not config.routing.script:
+            return
+        ctl_socket = config.core.ctl_socket
         try:
             await rpc_request(ctl_socket, "route.reload", None, 5.0)
         except (OSError, asyncio.TimeoutError, RpcCallError) as exc:

@@ -163,7 +163,10 @@ async def test_config_error_shows_on_panel_and_rpc(tmp_path):
 
 
 async def test_reload_restarts_only_when_config_changed(tmp_path, monkeypatch):
-    h = await Harness(tmp_path).start()
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / "route.py").write_text("def request_route(msg):\n    pass\n")
+    h = await Harness(tmp_path, BASE.format(mark_good=0)
+                      + '\n[routing]\nscript = "route.py"\n').start()
     await until(lambda: h.state() is State.RUNNING)
     routes = []
 
@@ -183,6 +186,22 @@ async def test_reload_restarts_only_when_config_changed(tmp_path, monkeypatch):
     st = h.sup.status()
     assert st["restarts"] == 1 and st["crashes"] == 0
     assert h.sup.policy.respawn.retry == 4
+    await h.stop()
+
+
+async def test_reload_without_a_routing_script_asks_the_proxy_nothing(tmp_path, monkeypatch):
+    h = await Harness(tmp_path).start()
+    await until(lambda: h.state() is State.RUNNING)
+    calls = []
+
+    async def fake_rpc(path, method, params=None, timeout=2.0):
+        calls.append(method)
+        return {}
+
+    monkeypatch.setattr("sipedge.appliance.supervisor.rpc_request", fake_rpc)
+    h.sup.request("reload")
+    await asyncio.sleep(0.3)
+    assert calls == [] and len(h.procs) == 1
     await h.stop()
 
 
