@@ -190,6 +190,8 @@ async def serve(args: argparse.Namespace, source: BootConfigManager | None = Non
     rpc_path = args.rpc_socket or choice.config.supervisor.rpc_socket
     server = await _start_rpc(rpc_path, sup.rpc_methods())
     console = _start_console(args, sup, source, loop)
+    if early is not None:
+        _yield_cpu(False)
     try:
         return await sup.run()
     finally:
@@ -336,7 +338,20 @@ def launch_early(args: argparse.Namespace) -> ProxyProcess | None:
         log.error("cannot start proxy argv=%s error=%s", proc.argv, exc)
         return None
     mark("proxy-launched")
+    _yield_cpu(True)
     return proc
+
+
+def _yield_cpu(on: bool) -> None:
+    """While the early proxy starts, the supervisor's own imports and set-up run at a lower
+    priority (nice 10), so on a small board the proxy gets the CPU first; back to normal
+    before the loop (root may raise it again; elsewhere it stays lower, harmlessly)."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 10 if on else 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def wait_boot_jobs(paths: tuple[Path, ...], timeout: float = BOOT_WAIT_S) -> None:
