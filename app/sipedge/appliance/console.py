@@ -18,7 +18,6 @@ import shlex
 import termios
 import threading
 import tty
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -669,24 +668,6 @@ def _fmt(result: Any) -> str:
 
 
 # ------------------------------------------------------------------ log ring
-
-
-class RingLogHandler(logging.Handler):
-    """Keeps the last `capacity` formatted log lines in RAM for `logs` (never the SD card)."""
-
-    def __init__(self, capacity: int = 500) -> None:
-        super().__init__()
-        self.lines: deque[str] = deque(maxlen=capacity)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.lines.append(self.format(record))
-        except Exception:  # logging must never raise into the caller
-            self.handleError(record)
-
-    def tail(self, n: int) -> list[str]:
-        return list(self.lines)[-n:] if n > 0 else []
 
 
 # ------------------------------------------------------------------ tty adapter

@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from .console import RingLogHandler
+from .ringlog import RingLogHandler
 from .sdconfig import BootConfigManager
 
 log = logging.getLogger("sipedge.appliance.console")

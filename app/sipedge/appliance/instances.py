@@ -13,7 +13,6 @@ the supervisor from every instance marked `required`.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,8 @@ from ..config.instances import instance_sections
 from .policy import Action, GiveUp, Idle, Kill, Restart, Spawn, State, Terminate
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..config import Config
     from .ports import HealthReport
     from .process import ProxyProcess
@@ -42,6 +43,16 @@ def first_instance(config: Config) -> Config:
     if config.instance_name and config.instance_name in config.instances:
         return config  # already an instance
     return next(iter(config.instances.values()))
+
+
+def proxy_argv(choice: ConfigChoice) -> list[str]:
+    """The command line of the first (or only) instance's proxy for a config choice."""
+    argv = list(choice.config.supervisor.command)
+    if choice.path is not None:
+        argv += ["--config", str(choice.path)]
+    if is_multi(choice.config):
+        argv += ["--instance", first_instance(choice.config).instance_name]
+    return argv
 
 
 def fingerprint(config: Config) -> Any:
@@ -103,6 +114,8 @@ class InstanceRunner:
         if now < self.next_probe or (self._probe_task and not self._probe_task.done()):
             return
         self.next_probe = now + self.config.supervisor.health_interval_s
+        import asyncio  # not at module level: proxy_argv() runs before the supervisor imports it
+
         self._probe_task = asyncio.ensure_future(self._run_probe())
 
     def deadlines(self) -> list[float]:
@@ -182,6 +195,8 @@ class InstanceRunner:
             log.error("cannot start instance %s argv=%s error=%s", self.name, argv, exc)
             self.sup.post("instance-exit", (self, proc, None))
             return
+        import asyncio
+
         self._exit_task = asyncio.ensure_future(self._watch_exit(proc))
 
     async def _watch_exit(self, proc: ProxyProcess) -> None:

@@ -6,18 +6,27 @@ worker outlives a hung main process.
 The proxy's stdout and stderr come back through a pipe: each line goes to the supervisor's log
 (logger `sipedge.proxy`, so `logs` on the console and syslog show both programs) and the
 last `cannot start` / ERROR line is kept as `last_error`, the cause a status can name.
+
+A start has two halves: `launch()` forks and execs without an event loop, `attach()` then
+connects the pipe and the exit to the running loop. At boot the supervisor launches the first
+proxy right after choosing the config, before it imports asyncio and builds the rest of the
+box (issue 13, boot to first answer); every other start is `start()`, both halves at once.
+Nothing here imports asyncio at module level, for that reason.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("sipedge.appliance.process")
 proxy_log = logging.getLogger("sipedge.proxy")
@@ -35,6 +44,8 @@ def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the supervisor dies (even by SIGKILL), so a
     restarted supervisor never meets an orphaned proxy holding the SIP ports."""
     if sys.platform.startswith("linux"):
+        import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
@@ -47,25 +58,66 @@ class ProxyProcess:
         self.argv = list(argv)
         self.env = env
         self.cwd = cwd
-        self._proc: asyncio.subprocess.Process | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._exited: asyncio.Future[int] | None = None
         self.last_error: str | None = None  # the proxy's last ERROR line (message only)
 
     @property
     def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
+        return None if self._popen is None else self._popen.pid
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        return self._popen is not None and self._popen.returncode is None
+
+    @property
+    def launched(self) -> bool:
+        return self._popen is not None
 
     async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=self.env,
-            cwd=self.cwd, preexec_fn=_die_with_parent, limit=MAX_LINE * 4)
-        log.info("proxy started pid=%d argv=%s", self._proc.pid, " ".join(self.argv))
-        self._reader = asyncio.ensure_future(self._read_output(self._proc.stdout))
+        self.launch()
+        await self.attach()
+
+    def launch(self) -> None:
+        """Fork and exec the proxy (no event loop needed); OSError if it cannot be run."""
+        self._popen = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, env=self.env, cwd=self.cwd,
+            preexec_fn=_die_with_parent)
+        log.info("proxy started pid=%d argv=%s", self._popen.pid, " ".join(self.argv))
+
+    async def attach(self) -> None:
+        """Connect a launched proxy to the running loop: its output lines to the log, its
+        exit to `wait()`. Lines written before this wait in the pipe."""
+        import asyncio
+
+        assert self._popen is not None and self._popen.stdout is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_LINE * 4, loop=loop)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                                     self._popen.stdout)
+        self._reader = asyncio.ensure_future(self._read_output(reader))
+        self._exited = loop.create_future()
+        popen, exited = self._popen, self._exited
+        try:
+            pidfd = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):  # no pidfd (kernel < 5.3): a thread waits instead
+            task = asyncio.ensure_future(asyncio.to_thread(popen.wait))
+            task.add_done_callback(lambda t: exited.done() or exited.set_result(t.result()))
+            return
+
+        def on_exit() -> None:
+            rc = popen.poll()
+            if rc is None:
+                return
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if not exited.done():
+                exited.set_result(rc)
+
+        loop.add_reader(pidfd, on_exit)
+        on_exit()  # it may have ended before the reader was added
 
     async def _read_output(self, stream: asyncio.StreamReader | None) -> None:
         if stream is None:
@@ -92,8 +144,10 @@ class ProxyProcess:
             self.last_error = message
 
     async def wait(self) -> int:
-        assert self._proc is not None
-        rc = await self._proc.wait()
+        import asyncio
+
+        assert self._exited is not None, "wait() before attach()"
+        rc = await asyncio.shield(self._exited)
         if self._reader is not None:  # the pipe's last lines (the reason of an exit)
             try:
                 await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
@@ -104,20 +158,20 @@ class ProxyProcess:
     def _signal_group(self, sig: int) -> None:
         if not self.running:
             return
-        assert self._proc is not None
+        assert self._popen is not None
         try:
-            os.killpg(self._proc.pid, sig)
+            os.killpg(self._popen.pid, sig)
         except ProcessLookupError:
             pass
         except PermissionError:
-            self._proc.send_signal(sig)
+            self._popen.send_signal(sig)
 
     def terminate(self) -> None:
         """SIGTERM to the main process only; it stops its workers itself."""
         if self.running:
-            assert self._proc is not None
+            assert self._popen is not None
             try:
-                self._proc.send_signal(signal.SIGTERM)
+                self._popen.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
@@ -125,11 +179,21 @@ class ProxyProcess:
         """SIGKILL to the whole process group."""
         self._signal_group(signal.SIGKILL)
 
+    def discard(self) -> None:
+        """SIGKILL a launched process group that will never be attached, and reap it."""
+        if self._popen is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        try:
+            self._popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.error("proxy pid=%s outlived SIGKILL", self._popen.pid)
+
     def reap_group(self) -> None:
         """After the main process exited: kill any worker it left behind."""
-        if self._proc is None:
+        if self._popen is None:
             return
         try:
-            os.killpg(self._proc.pid, signal.SIGKILL)
+            os.killpg(self._popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass

@@ -20,7 +20,8 @@ from ..errors import EdgeError
 from ..panel import leds as panel_leds
 from ..panel import pages as panel_pages
 from ..panel import status as panel_status
-from .instances import InstanceRunner, first_instance, fingerprint, instance_status, is_multi
+from .instances import (InstanceRunner, first_instance, fingerprint, instance_status,
+                        is_multi, proxy_argv)
 from .health import (
     CombinedProbe,
     CoreHealthProbe,
@@ -126,6 +127,8 @@ class Supervisor:
         self.policy = build_policy(self.choice)
         self.probe = probe_factory(self.choice)
         self.proc: ProxyProcess | None = None
+        # launched by supervisor_main before the loop existed (boot): the first spawn adopts it
+        self.early_proc: ProxyProcess | None = None
         self.spawned_at = 0.0
         self.last_report: HealthReport | None = None
         self.marked_good = False
@@ -615,22 +618,19 @@ class Supervisor:
             assert isinstance(action, Idle)
 
     def _argv(self) -> list[str]:
-        argv = list(self.choice.config.supervisor.command)
-        if self.choice.path is not None:
-            argv += ["--config", str(self.choice.path)]
-        if is_multi(self.choice.config):
-            argv += ["--instance", self.first_name]
-        return argv
+        return proxy_argv(self.choice)
 
     async def _spawn(self) -> None:
         now = self.clock()
         self.policy.on_spawned(now)
         self.spawned_at = now
         self._next_probe = now + min(1.0, self.choice.config.supervisor.health_interval_s)
-        proc = (self.process_factory(self._argv(), cwd=self.proxy_cwd) if self.proxy_cwd
-                else self.process_factory(self._argv()))
+        proc = self._adopt_early()
+        if proc is None:
+            proc = (self.process_factory(self._argv(), cwd=self.proxy_cwd) if self.proxy_cwd
+                    else self.process_factory(self._argv()))
         try:
-            await proc.start()
+            await (proc.attach() if getattr(proc, "launched", False) else proc.start())
         except OSError as exc:
             log.error("cannot start proxy argv=%s error=%s", self._argv(), exc)
             assert self._events is not None
@@ -639,6 +639,19 @@ class Supervisor:
             return
         self.proc = proc
         self._exit_task = asyncio.ensure_future(self._watch_exit(proc))
+
+    def _adopt_early(self) -> ProxyProcess | None:
+        """The proxy supervisor_main launched at boot, if it was started for this config."""
+        proc, self.early_proc = self.early_proc, None
+        if proc is None:
+            return None
+        if proc.argv == self._argv() and proc.cwd == self.proxy_cwd:
+            log.info("proxy launched at boot adopted pid=%s", proc.pid)
+            return proc
+        log.warning("proxy launched at boot pid=%s no longer matches the config: stopped",
+                    proc.pid)
+        proc.discard()
+        return None
 
     async def _watch_exit(self, proc: ProxyProcess) -> None:
         rc = await proc.wait()

@@ -11,24 +11,35 @@ SIGTERM/SIGINT stop cleanly (the watchdog is disarmed), SIGHUP reloads the confi
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import importlib.util
-import json
 import logging
-import shutil
-import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import EdgeError
-from .console import RingLogHandler
-from .sdconfig import BootConfigManager
+from ..bootmark import mark
+from .ringlog import RingLogHandler
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .process import ProxyProcess
+    from .sdconfig import BootConfigManager, ConfigChoice
+
+# The boot path is: choose the config, launch the proxy, then import and build everything else
+# (asyncio, the supervisor loop, panel, console, RPC, hotplug). Module-level imports stay this
+# light: every import before the launch delays the first SIP answer (issue 13).
 
 RING = RingLogHandler(500)  # the RAM log the console's `logs` shows
 
 log = logging.getLogger("sipedge.appliance.supervisor")
+
+# S00mount creates this while it loads the drivers of the devices present (modalias pass in
+# the background); the hardware (watchdog, LEDs, LCD) is opened once it is gone.
+COLDPLUG_PENDING = Path("/run/sipedge/coldplug.pending")
+# S20network's, until its DHCP clients (started in the background) have written their pid
+# files: with [network] manage = true they are stopped, so they must all have started.
+DHCP_PENDING = Path("/run/sipedge/dhcp.pending")
+BOOT_WAIT_S = 30.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_hardware(args: argparse.Namespace, choice: Any) -> dict[str, Any]:
     """Real adapters (or fakes with --simulate); a missing device is logged, never fatal."""
+    import importlib.util
+    import shutil
+
     from . import fakes
     from .leds import SysfsLeds, led_names, read_board_data
     from .ota import SYSTEM_CONF, OtaManager
@@ -136,27 +150,32 @@ def _under(dev_root: Path, device: str) -> Path:
     return p
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, source: BootConfigManager | None = None,
+                choice: ConfigChoice | None = None, early: ProxyProcess | None = None) -> int:
+    import asyncio
+    import signal
+
     from .supervisor import Supervisor
 
-    from ..config import FACTORY_PATH
-
-    source = BootConfigManager(args.boot_config, args.data_dir, factory_path=FACTORY_PATH)
-    choice = source.select()
+    if source is None or choice is None:
+        source, choice = choose_config(args)
     if choice.source != "boot" and not args.simulate:
         _kernel_console(f"sipedge: running the {choice.source} config "
                         f"{choice.path or '(embedded)'}: {args.boot_config} "
                         + (f"has errors ({choice.errors[0]}; `show errors` on the "
                            "management console)" if choice.issues else "is missing"))
+    if not args.simulate:
+        jobs = (COLDPLUG_PENDING,) + ((DHCP_PENDING,) if choice.config.network.manage else ())
+        await asyncio.to_thread(wait_boot_jobs, jobs)
     hw = build_hardware(args, choice)
     from .hotplug import MediaConfigOffer, boot_disk
 
-    proxy_cwd = str(args.data_dir) if args.data_dir.is_dir() else None
     own_disk = boot_disk(sysfs=args.sysfs)
     media = MediaConfigOffer(source.check_text, ignore_disk=own_disk)
     if hasattr(hw["update_agent"], "ignore_disk"):  # ota.OtaManager: no bundles from it either
         hw["update_agent"].ignore_disk = own_disk
-    sup = Supervisor(source, media=media, choice=choice, proxy_cwd=proxy_cwd, **hw)
+    sup = Supervisor(source, media=media, choice=choice, proxy_cwd=proxy_cwd(args), **hw)
+    sup.early_proc = early
     if not args.simulate:
         sup.kernel_console = "/dev/console"
         sup.display_factory = lambda ch: build_display(args, ch)
@@ -171,6 +190,8 @@ async def serve(args: argparse.Namespace) -> int:
     rpc_path = args.rpc_socket or choice.config.supervisor.rpc_socket
     server = await _start_rpc(rpc_path, sup.rpc_methods())
     console = _start_console(args, sup, source, loop)
+    if early is not None:
+        _yield_cpu(False)
     try:
         return await sup.run()
     finally:
@@ -265,15 +286,101 @@ async def _start_rpc(path: str, methods: dict[str, Any]) -> Any:
     return server
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..bootmark import mark
+def proxy_cwd(args: argparse.Namespace) -> str | None:
+    """The proxy's working directory: the data partition (the rootfs is read-only)."""
+    return str(args.data_dir) if args.data_dir.is_dir() else None
 
+
+def choose_config(args: argparse.Namespace) -> tuple[BootConfigManager, ConfigChoice]:
+    from ..config import FACTORY_PATH
+    from .sdconfig import BootConfigManager
+
+    source = BootConfigManager(args.boot_config, args.data_dir, factory_path=FACTORY_PATH)
+    return source, source.select()
+
+
+def launch_early(args: argparse.Namespace) -> ProxyProcess | None:
+    """Start the first proxy on the boot file before the rest of the supervisor is imported
+    and built, and before the config is validated (the proxy validates it itself); the loop
+    adopts it as its first spawn only if it is what the choice would run
+    (Supervisor._adopt_early), else it is killed and the right one started. Only the plain
+    case: a boot file present and not rolled back, no [instances], [network] not managed
+    (then the addresses are set up before the proxy starts)."""
+    import hashlib
+    import json
+    import tomllib
+
+    try:
+        text = args.boot_config.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    network, sup = raw.get("network", {}), raw.get("supervisor", {})
+    if "instances" in raw or not isinstance(network, dict) or not isinstance(sup, dict) \
+            or network.get("manage", False) is not False:
+        return None
+    command = sup.get("command", ["sipedge"])  # the default: appliance/params.py
+    if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+        return None
+    try:
+        rejected = json.loads((args.data_dir / "config" / "rejected.json").read_text())
+    except (OSError, ValueError):
+        rejected = {}
+    if isinstance(rejected, dict) and \
+            rejected.get("sha256") == hashlib.sha256(text.encode("utf-8")).hexdigest():
+        return None
+    from .process import ProxyProcess
+
+    proc = ProxyProcess([*command, "--config", str(args.boot_config)], cwd=proxy_cwd(args))
+    try:
+        proc.launch()
+    except OSError as exc:  # the loop's own spawn reports it and applies the policy
+        log.error("cannot start proxy argv=%s error=%s", proc.argv, exc)
+        return None
+    mark("proxy-launched")
+    _yield_cpu(True)
+    return proc
+
+
+def _yield_cpu(on: bool) -> None:
+    """While the early proxy starts, the supervisor's own imports and set-up run at a lower
+    priority (nice 10), so on a small board the proxy gets the CPU first; back to normal
+    before the loop (root may raise it again; elsewhere it stays lower, harmlessly)."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 10 if on else 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def wait_boot_jobs(paths: tuple[Path, ...], timeout: float = BOOT_WAIT_S) -> None:
+    """Until the init scripts' background jobs behind `paths` are done (the files are gone),
+    at most `timeout` seconds in all."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    for path in paths:
+        waited = False
+        while path.exists():
+            if time.monotonic() > deadline:
+                log.warning("boot job still running after %.0f s (%s); going on", timeout, path)
+                return
+            waited = True
+            time.sleep(0.1)
+        if waited:
+            log.info("boot job done (%s)", path.name)
+
+
+def main(argv: list[str] | None = None) -> int:
     mark("supervisor-start")
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().addHandler(RING)
     if args.hash_password:
+        import getpass
+
         from .auth import hash_password
 
         if sys.stdin.isatty():
@@ -290,11 +397,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("data dir unusable dir=%s error=%s", args.data_dir, exc)
     if args.show_choice:
+        import json
+
+        from .sdconfig import BootConfigManager
+
         choice = BootConfigManager(args.boot_config, args.data_dir).select()
         print(json.dumps(choice.as_dict(), indent=2))
         return 0
+    from ..errors import EdgeError
+
     try:
-        return asyncio.run(serve(args))
+        early = launch_early(args)
+        source, choice = choose_config(args)
+        import asyncio
+
+        return asyncio.run(serve(args, source, choice, early))
     except EdgeError as exc:
         log.error("supervisor failed: %s", exc)
         return 1

@@ -49,12 +49,16 @@ class Sup:
         self.data = tmp_path / "data"
         self.log = tmp_path / "proxy.log"
         write_config(self.boot, self.run, extra, command, **sup)
-        env = dict(os.environ, FAKE_PROXY_MODE=mode, FAKE_PROXY_LOG=str(self.log),
-                   FAKE_PROXY_HANG_S="0.5", PYTHONPATH=str(APP))
+        self.env = dict(os.environ, FAKE_PROXY_MODE=mode, FAKE_PROXY_LOG=str(self.log),
+                        FAKE_PROXY_HANG_S="0.5", PYTHONPATH=str(APP))
+        self.flags = flags
+        self.start()
+
+    def start(self):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sipedge.appliance.supervisor_main", "--boot-config",
-             str(self.boot), "--data-dir", str(self.data), *flags],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             str(self.boot), "--data-dir", str(self.data), *self.flags],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def status(self):
         return rpc_call(str(self.run / "supervisor.sock"), "supervisor.status")
@@ -124,6 +128,35 @@ def test_healthy_proxy_then_clean_stop(sup_factory):
     assert rc == 0, out
     assert not pid_alive(pid)
     assert "proxy exited" in out
+
+
+def test_first_proxy_is_launched_before_the_loop_and_adopted(sup_factory):
+    """At start the supervisor launches the proxy on the boot file before it imports and
+    builds the rest (boot time, issue 13); its loop adopts that process as its first spawn."""
+    s = sup_factory("ok")
+    st = s.wait_for(lambda st: st["state"] == "RUNNING")
+    assert len(s.proxy_starts()) == 1
+    assert s.proxy_starts()[0].startswith(f"{st['pid']} ")
+    rc, out = s.stop()
+    assert rc == 0 and f"proxy launched at boot adopted pid={st['pid']}" in out, out
+
+
+def test_proxy_launched_on_an_invalid_boot_file_is_replaced(sup_factory):
+    """The early launch runs before the boot file is validated: when the choice is another
+    file (here last-known-good), that proxy is killed and the chosen one started."""
+    s = sup_factory("ok", config_good_after_s=0.5)
+    s.wait_for(lambda st: st["config"]["proven"])
+    s.stop()
+    s.boot.write_text(s.boot.read_text() + "\n[watchdog]\ntimeout_s = 9999\n")
+    s.start()
+    st = s.wait_for(lambda st: st["state"] == "RUNNING"
+                    and st["config"]["source"] == "last-known-good")
+    starts = s.proxy_starts()[1:]
+    assert "last-good.toml" in starts[-1] and st["pid"] == int(starts[-1].split()[0])
+    # the early one (killed maybe before its first line) is gone
+    assert all(not pid_alive(int(x.split()[0])) for x in starts[:-1] if str(s.boot) in x)
+    rc, out = s.stop()
+    assert "no longer matches the config: stopped" in out, out
 
 
 def test_crashing_proxy_gives_up(sup_factory):

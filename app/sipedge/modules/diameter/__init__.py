@@ -7,11 +7,21 @@ The codec and the peer state machine are the sans-IO core in `sipedge.diameter`;
 standalone node (a DRA). See README.md and docs/diameter.md.
 """
 
-from .. import ModuleSpec
-from .params import DiameterParams
-from .rpc import RPC
+from __future__ import annotations
 
-MODULE = ModuleSpec(name="diameter", params=DiameterParams, rpc=RPC,
-                    script_api="sipedge.modules.diameter.api")
+from .. import ModuleSpec, lazy_package
+
+
+def _spec() -> ModuleSpec:
+    from .params import DiameterParams
+    from .rpc import RPC
+
+    return ModuleSpec(name="diameter", params=DiameterParams, rpc=RPC,
+                      script_api="sipedge.modules.diameter.api")
+
+
+__getattr__ = lazy_package(__name__, {
+    "DiameterParams": ".params",
+}, _spec)
 
 __all__ = ["MODULE", "DiameterParams"]

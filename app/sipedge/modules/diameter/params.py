@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import ipaddress
-import random
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ...config.schema import option, section
-from ...diameter.base import Identity, VendorApp
-from ...diameter.dictionary import RELAY_APPLICATION, application_id
-from ...diameter.peer import PeerSettings
-from .core import Node, NodeSettings, PeerConfig
-from .routing import Route, RoutingTable
+
+if TYPE_CHECKING:
+    import random
+
+    from ...diameter.base import Identity
+    from ...diameter.peer import PeerSettings
+    from .core import Node
+
+# The codec, the dictionary and the node are imported by the functions that use them: every
+# config load imports this module (to know the section), in the supervisor and in proxies
+# without the diameter module too (issue 13: memory and boot time).
+
+
+def application_id(name: str | int) -> int:
+    from ...diameter.dictionary import application_id as lookup
+
+    return lookup(name)
 
 _IDENT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$")
 
@@ -174,6 +186,9 @@ class DiameterParams:
         return out
 
     def identity_obj(self, origin_state_id: int = 1) -> Identity:
+        from ...diameter.base import Identity, VendorApp
+        from ...diameter.dictionary import RELAY_APPLICATION
+
         auth = tuple(application_id(a) for a in self.auth_applications)
         if self.relay and RELAY_APPLICATION not in auth:
             auth = auth + (RELAY_APPLICATION,)
@@ -186,11 +201,16 @@ class DiameterParams:
                   for v in self.vendor_application))
 
     def peer_settings(self, connect: bool) -> PeerSettings:
+        from ...diameter.peer import PeerSettings
+
         return PeerSettings(connect=connect, tc_s=self.tc_s, tw_s=self.tw_s,
                             cea_timeout_s=self.cea_timeout_s, dpr_timeout_s=self.dpr_timeout_s,
                             reopen_dwa=self.reopen_dwa)
 
     def build_node(self, origin_state_id: int = 1, rng: random.Random | None = None) -> Node:
+        from .core import Node, NodeSettings, PeerConfig
+        from .routing import Route, RoutingTable
+
         peers = [PeerConfig(p.host, p.address if p.connect else "", p.port, p.transport,
                             self.peer_settings(p.connect and bool(p.address)))
                  for p in self.peer]

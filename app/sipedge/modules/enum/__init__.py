@@ -4,24 +4,31 @@
 Importing this package does not register the `[enum]` config section (`params` does).
 """
 
-from .. import ModuleSpec
-from .core import (
-    DnsFailure,
-    EnumNumberError,
-    EnumResolution,
-    EnumResult,
-    Found,
-    Naptr,
-    NotFound,
-    enum_domain,
-    normalize_number,
-)
-from .params import EnumParams
-from .rpc import RPC
+from __future__ import annotations
 
-MODULE = ModuleSpec(name="enum", params=EnumParams, depends=("dns",), rpc=RPC,
-                    script_api="sipedge.modules.enum.api")
+from .. import ModuleSpec, lazy_package
 
+
+def _spec() -> ModuleSpec:
+    from .params import EnumParams
+    from .rpc import RPC
+
+    return ModuleSpec(name="enum", params=EnumParams, depends=("dns",), rpc=RPC,
+                      script_api="sipedge.modules.enum.api")
+
+
+__getattr__ = lazy_package(__name__, {
+    "DnsFailure": ".core",
+    "EnumNumberError": ".core",
+    "EnumResolution": ".core",
+    "EnumResult": ".core",
+    "Found": ".core",
+    "Naptr": ".core",
+    "NotFound": ".core",
+    "enum_domain": ".core",
+    "normalize_number": ".core",
+    "EnumParams": ".params",
+}, _spec)
 
 __all__ = ["DnsFailure", "EnumNumberError", "EnumResolution", "EnumResult", "Found",
            "Naptr", "NotFound", "enum_domain", "normalize_number"]

@@ -4,12 +4,24 @@ The core (`core.PCSCF`, `secagree`, `wwwauth`, `keys`, `alloc`, `crypto`) is san
 `aio.ImsPcscfRuntime` drives the kernel through `sipedge.io.xfrm`. See README.md.
 """
 
-from .. import ModuleSpec
-from .core import PCSCF, Settings, build_sa_set
-from .params import ImsPcscfParams
-from .rpc import RPC
+from __future__ import annotations
 
-MODULE = ModuleSpec(name="ims_pcscf", params=ImsPcscfParams, depends=("tm",), rpc=RPC,
-                    script_api="sipedge.modules.ims_pcscf.aio")
+from .. import ModuleSpec, lazy_package
+
+
+def _spec() -> ModuleSpec:
+    from .params import ImsPcscfParams
+    from .rpc import RPC
+
+    return ModuleSpec(name="ims_pcscf", params=ImsPcscfParams, depends=("tm",), rpc=RPC,
+                      script_api="sipedge.modules.ims_pcscf.aio")
+
+
+__getattr__ = lazy_package(__name__, {
+    "PCSCF": ".core",
+    "Settings": ".core",
+    "build_sa_set": ".core",
+    "ImsPcscfParams": ".params",
+}, _spec)
 
 __all__ = ["MODULE", "PCSCF", "Settings", "build_sa_set"]

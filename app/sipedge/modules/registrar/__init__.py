@@ -1,9 +1,19 @@
 """registrar: REGISTER processing (RFC 3261 10.3, RFC 3327 Path), the location service and
 its SQLite store, NAT helpers. See README.md."""
 
-from .. import ModuleSpec
-from .params import RegistrarParams
-from .rpc import RPC
+from __future__ import annotations
 
-MODULE = ModuleSpec(name="registrar", params=RegistrarParams, depends=(), rpc=RPC,
-                    script_api="sipedge.modules.registrar.api")
+from .. import ModuleSpec, lazy_package
+
+
+def _spec() -> ModuleSpec:
+    from .params import RegistrarParams
+    from .rpc import RPC
+
+    return ModuleSpec(name="registrar", params=RegistrarParams, depends=(), rpc=RPC,
+                      script_api="sipedge.modules.registrar.api")
+
+
+__getattr__ = lazy_package(__name__, {
+    "RegistrarParams": ".params",
+}, _spec)
