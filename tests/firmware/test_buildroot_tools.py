@@ -209,6 +209,17 @@ def test_check_package_on_the_external_tree(br):
     assert "lines processed" in out
 
 
+def test_busybox_fragment_symbols_exist_in_the_pinned_busybox_config(br):
+    """board/common/busybox.fragment is merged onto Buildroot's package/busybox/busybox.config
+    (a full .config of the pinned BusyBox: every symbol is listed, set or "is not set"); a
+    symbol it does not know would be dropped without a word."""
+    known = set(re.findall(r"^(?:# )?(CONFIG_[A-Z0-9_]+)[= ]",
+                           (br / "package/busybox/busybox.config").read_text(), re.M))
+    fragment = (REPO / "board/common/busybox.fragment").read_text()
+    ours = set(re.findall(r"^(?:# )?(CONFIG_[A-Z0-9_]+)[= ]", fragment, re.M))
+    assert ours and not ours - known, f"unknown BusyBox symbols: {sorted(ours - known)}"
+
+
 # --- kernel fragments ------------------------------------------------------------------------
 
 @pytest.mark.timeout(900)
