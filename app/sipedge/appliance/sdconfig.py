@@ -24,7 +24,6 @@ atomically (temporary file in the same directory, fsync, rename, fsync of the di
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError, ConfigIssue, load_default, load_file
+from .rejected import read_record, rejected_path, rejects, text_sha
 
 log = logging.getLogger("sipedge.appliance.sdconfig")
 
@@ -143,7 +143,7 @@ class BootConfigManager:
         self.boot_path = Path(boot_path)
         self.data_dir = Path(data_dir)
         self.lkg_path = self.data_dir / "config" / "last-good.toml"
-        self.rejected_path = self.data_dir / "config" / "rejected.json"
+        self.rejected_path = rejected_path(self.data_dir)
         self.factory_path = None if factory_path is None else Path(factory_path)
         self.loader = loader
         self.default_loader = default_loader
@@ -222,7 +222,7 @@ class BootConfigManager:
     def reject(self, choice: ConfigChoice, reason: str) -> ConfigChoice:
         """The proxy never got healthy on `choice`: remember that, select again (last-known-good
         or the factory default) and return the new choice."""
-        record = {"sha256": _sha(choice.config.text), "file": str(choice.path),
+        record = {"sha256": text_sha(choice.config.text), "file": str(choice.path),
                   "reason": reason}
         try:
             self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,11 +239,8 @@ class BootConfigManager:
     def rejected_reason(self, text: str) -> str | None:
         rec = self._rejected_mem
         if rec is None:
-            try:
-                rec = json.loads(self.rejected_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return None
-        if isinstance(rec, dict) and rec.get("sha256") == _sha(text):
+            rec = read_record(self.rejected_path)
+        if rejects(rec, text):
             return str(rec.get("reason") or "the proxy did not become healthy on it")
         return None
 
@@ -334,10 +331,6 @@ class BootConfigManager:
         """Factory reset: drop the last-known-good copy (and any rolled-back record)."""
         self.lkg_path.unlink(missing_ok=True)
         self.clear_rejected()
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _with_base(text: str, base: Path) -> str:

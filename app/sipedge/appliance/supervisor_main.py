@@ -306,9 +306,9 @@ def launch_early(args: argparse.Namespace) -> ProxyProcess | None:
     (Supervisor._adopt_early), else it is killed and the right one started. Only the plain
     case: a boot file present and not rolled back, no [instances], [network] not managed
     (then the addresses are set up before the proxy starts)."""
-    import hashlib
-    import json
     import tomllib
+
+    from .rejected import read_record, rejected_path, rejects
 
     try:
         text = args.boot_config.read_text(encoding="utf-8")
@@ -322,12 +322,7 @@ def launch_early(args: argparse.Namespace) -> ProxyProcess | None:
     command = sup.get("command", ["sipedge"])  # the default: appliance/params.py
     if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
         return None
-    try:
-        rejected = json.loads((args.data_dir / "config" / "rejected.json").read_text())
-    except (OSError, ValueError):
-        rejected = {}
-    if isinstance(rejected, dict) and \
-            rejected.get("sha256") == hashlib.sha256(text.encode("utf-8")).hexdigest():
+    if rejects(read_record(rejected_path(args.data_dir)), text):
         return None
     from .process import ProxyProcess
 
