@@ -1,8 +1,9 @@
 """Supervision of the further proxy instances of a config with [instances.<name>].
 
 The supervisor (supervisor.py) drives the first instance with its own state, as it always drove
-the single proxy (mark-good and the boot-loop guard follow that one; the config trial follows
-the required instances a new file changed, `Supervisor.trial_instances`). Every
+the single proxy (OTA mark-good and the boot-loop guard follow every required instance, as the
+watchdog does; the config trial follows the required instances a new file changed,
+`Supervisor.trial_instances`). Every
 further instance gets an `InstanceRunner`: its own `SupervisorPolicy` (respawn with backoff,
 start and health timeouts, SIGTERM -> SIGKILL), its own process tree
 (`sipedge --config FILE --instance NAME`), its own probe (heartbeat on its control socket,

@@ -82,13 +82,13 @@ def _limits(choice: ConfigChoice) -> HealthLimits:
                         hang_limit=choice.config.watchdog.hang_limit)
 
 
-
 _STATE_ORDER = ("FAILED", "BACKOFF", "STOPPING", "DEGRADED", "STARTING", "STOPPED", "RUNNING")
 
 
 def _worst(states: list[str]) -> str:
     """The worst of some supervisor states (an unknown one counts as the worst)."""
     return min(states, key=lambda s: _STATE_ORDER.index(s) if s in _STATE_ORDER else 0)
+
 
 class Supervisor:
     def __init__(self, config_source: BootConfigManager, *,
@@ -129,6 +129,9 @@ class Supervisor:
         self.proc: ProxyProcess | None = None
         # launched by supervisor_main before the loop existed (boot): the first spawn adopts it
         self.early_proc: ProxyProcess | None = None
+        # trial_instances() for one config text: (text, names); it compares against the
+        # last-known-good file, which is parsed once per new config, not on every tick
+        self._trial_cache: tuple[str, list[str]] | None = None
         self.spawned_at = 0.0
         self.last_report: HealthReport | None = None
         self.marked_good = False
@@ -207,10 +210,15 @@ class Supervisor:
         out.update((n, r.status(now)) for n, r in self.runners.items())
         return out
 
-    def _required_policies(self) -> list[tuple[str, Any]]:
+    def _members(self) -> list[tuple[str, bool, SupervisorPolicy, str]]:
+        """(name, required, policy, cause) of every instance: the first one is driven by the
+        supervisor's own state, each further one by its runner."""
         first = first_instance(self.choice.config)
-        out = [(first.instance_name, self.policy)] if first.required else []
-        return out + [(n, r.policy) for n, r in self.runners.items() if r.config.required]
+        return [(first.instance_name, first.required, self.policy, self.cause)] + [
+            (n, r.config.required, r.policy, r.cause) for n, r in self.runners.items()]
+
+    def _required_policies(self) -> list[tuple[str, SupervisorPolicy]]:
+        return [(n, p) for n, required, p, _ in self._members() if required]
 
     def _box_health(self, now: float) -> tuple[str, float]:
         """(state, healthy_for) of what the box is for: the worst state and the shortest
@@ -219,8 +227,8 @@ class Supervisor:
         pols = [p for _, p in self._required_policies()] or self._all_policies()
         return _worst([p.state.value for p in pols]), min(p.healthy_for(now) for p in pols)
 
-    def _all_policies(self) -> list[Any]:
-        return [self.policy] + [r.policy for r in self.runners.values()]
+    def _all_policies(self) -> list[SupervisorPolicy]:
+        return [p for _, _, p, _ in self._members()]
 
     def _worst_state(self) -> str:
         """The worst supervisor state of all instances, for the LEDs."""
@@ -806,8 +814,6 @@ class Supervisor:
         self._trial_cache = (key, names)
         return names
 
-    _trial_cache: tuple[str, list[str]] | None = None
-
     def _lkg_instances(self) -> dict[str, Any] | None:
         from ..config import ConfigError, load_text
 
@@ -822,15 +828,8 @@ class Supervisor:
 
     def _trial_members(self) -> list[tuple[str, SupervisorPolicy, str]]:
         """(name, policy, cause) of each instance in `trial_instances`."""
-        first = self.first_name
-        out = []
-        for name in self.trial_instances():
-            if name == first:
-                out.append((name, self.policy, self.cause))
-            elif name in self.runners:
-                r = self.runners[name]
-                out.append((name, r.policy, r.cause))
-        return out
+        by_name = {n: (n, p, cause) for n, _, p, cause in self._members()}
+        return [by_name[n] for n in self.trial_instances() if n in by_name]
 
     def _maybe_poll_numbers(self, now: float) -> None:
         """Registrations, calls and transactions from the proxy (`core.panel`), for the LCD
