@@ -61,6 +61,10 @@ class UpdateError(EdgeError):
     """A bundle or an install request that is refused; the message says why."""
 
 
+class NoSpaceError(UpdateError):
+    """Refused before anything was written: a file system lacks the room an install needs."""
+
+
 # ---------------------------------------------------------------- sans-IO trial policy
 
 @dataclass(frozen=True)
@@ -264,7 +268,7 @@ def check_free_space(path: str | os.PathLike[str], need: int, what: str) -> None
     mnt = mount_point(path)
     free = free_bytes(mnt)
     if free < need:
-        raise UpdateError(f"refused, not enough free space on {mnt}: {what} needs "
+        raise NoSpaceError(f"refused, not enough free space on {mnt}: {what} needs "
                           f"{_mib(need)}, {_mib(free)} free; nothing was written")
 
 
@@ -844,8 +848,8 @@ class OtaManager:
         try:
             if expect:  # the size is signed: check before connecting
                 self.check_space(max(0, bound - have))
-        except UpdateError as exc:
-            raise UpdateError(f"{url}: {exc}") from None
+        except NoSpaceError as exc:
+            raise NoSpaceError(f"{url}: {exc}") from None
         self._progress(job, 0, f"downloading {url}")
 
         def prog(done: int, total: int | None) -> None:
@@ -867,8 +871,8 @@ class OtaManager:
         except UpdateError as exc:
             if dest.exists() and dest.stat().st_size == 0:
                 dest.unlink()  # nothing of this download is kept
-            if "not enough free space" in str(exc):
-                raise UpdateError(f"{url}: {exc}") from None
+            if isinstance(exc, NoSpaceError):  # raised by start(): name the URL as above
+                raise NoSpaceError(f"{url}: {exc}") from None
             raise
         if expect:
             h = hashlib.sha256()
