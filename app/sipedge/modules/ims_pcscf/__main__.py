@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("selftest", help="AF_ALG throughput of every driver of each algorithm")
     s.add_argument("--seconds", type=float, default=0.3)
     args = ap.parse_args(argv)
-    from .selftest import selftest
+    from .selftest import read_proc_crypto, selftest
 
     if args.cmd == "selftest":
         print(json.dumps(selftest(args.seconds), indent=1))
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 xc, args.probe, [(a, e) for e in ealgs for a in algs], p.reqid_base).items()}
         finally:
             xc.close()
-    with open("/proc/crypto", encoding="utf-8", errors="replace") as f:
-        impls = parse_proc_crypto(f.read())
+    impls = parse_proc_crypto(read_proc_crypto())
     out["algorithms"] = classify_suites(impls, algs + ealgs)
     out["esp_instances"] = esp_instances(impls)
     if args.selftest:

@@ -32,6 +32,7 @@ from typing import Any
 from ...modules import ReplySpec
 from .core import PCSCF, Outcome, Settings, UeSet, XfrmAction
 from .crypto import accelerated, parse_proc_crypto
+from .selftest import read_proc_crypto
 from .secagree import has_option_tag
 
 log = logging.getLogger("sipedge.ims_pcscf")
@@ -50,14 +51,6 @@ def protected_listeners(config) -> list:
         for proto in ("udp", "tcp"):
             out.append(ListenParams(proto=proto, address=p.address, port=port))
     return out
-
-
-def read_proc_crypto(path: str = "/proc/crypto") -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _port_of(listener: str) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .crypto import classify_suites, esp_instances, parse_proc_crypto
+from .selftest import read_proc_crypto
 
 
 def ipsec_list(rt, kernel_sas: list | None = None, kernel_error: str = "") -> dict[str, Any]:
@@ -58,8 +59,6 @@ def ipsec_crypto(rt, proc_crypto: str | None = None,
     """For each configured algorithm: the kernel implementation that serves it (from
     /proc/crypto: driver, priority, async) and its kind; plus the probe result and the
     offload state."""
-    from .aio import read_proc_crypto
-
     impls = parse_proc_crypto(proc_crypto if proc_crypto is not None else read_proc_crypto())
     pref = rt.pc.s.preference if rt.pc else None
     names = list(pref.algs) + list(pref.ealgs) if pref else []
@@ -97,15 +96,13 @@ async def list_async(rt) -> dict[str, Any]:
 
 
 async def crypto_async(rt) -> dict[str, Any]:
-    from .aio import read_proc_crypto
-
     text = await asyncio.to_thread(read_proc_crypto)
     sas = (await _dump(rt))[0] if rt.offload_requested else None
     return ipsec_crypto(rt, text, sas)
 
 
 async def selftest_async(rt, params: dict) -> dict[str, Any]:
-    from .selftest import selftest
+    from .selftest import selftest  # looked up per call (the tests swap it)
 
     seconds = float(params.get("seconds", 0.1))
     if rt.selftest_running:

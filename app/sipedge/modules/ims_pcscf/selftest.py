@@ -51,12 +51,15 @@ def _run(kind: str, name: str, keylen: int, seconds: float) -> dict:
         alg.close()
 
 
-def _proc_crypto() -> list:
+def read_proc_crypto(path: str = "/proc/crypto") -> str:
+    """The text of /proc/crypto ("" when it cannot be read): the one reader of the file (the
+    runtime, the RPCs, the self-test, the command line); from asyncio, call it in a thread.
+    crypto.py parses the text (sans-IO)."""
     try:
-        with open("/proc/crypto", encoding="utf-8", errors="replace") as f:
-            return parse_proc_crypto(f.read())
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
     except OSError:
-        return []
+        return ""
 
 
 def selftest(seconds: float = 0.3) -> dict:
@@ -66,7 +69,8 @@ def selftest(seconds: float = 0.3) -> dict:
     out = {}
     for kind, name, generic, keylen in CASES:
         choice = _run(kind, name, keylen, seconds)
-        impls = _proc_crypto()  # after the bind: the kernel's pick is instantiated
+        # after the bind: the kernel's pick is instantiated
+        impls = parse_proc_crypto(read_proc_crypto())
         best = best_for(impls, name)
         if best is not None and "error" not in choice:
             choice.update(driver=best.driver, kind=best.kind)
