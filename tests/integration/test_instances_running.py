@@ -332,8 +332,12 @@ def test_host_launcher_runs_every_instance(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "sipedge", "--config", str(cfg)], env=ENV,
                          stdout=log, stderr=subprocess.STDOUT)
     try:
+        def healthy(name):  # answering, and its worker's first heartbeat is in
+            rc, out = ctl(cfg, "-i", name, "core.health")
+            return rc == 0 and json.loads(out)["workers_alive"] >= 1
+
         for name in ("one", "two"):
-            until(lambda: ctl(cfg, "-i", name, "core.health")[0] == 0, 120, name)
+            until(lambda: healthy(name), 120, name)
             assert answers(ports[name])
         health = json.loads(ctl(cfg, "-i", "two", "core.health")[1])
         assert health["workers_alive"] == 1
