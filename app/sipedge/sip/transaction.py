@@ -32,22 +32,21 @@ from .headers.via import MAGIC_COOKIE
 from .message import Request, Response
 
 
-class Kind(enum.Enum):
-    # members are singletons: identity hashing in C instead of Enum.__hash__ in Python
-    # (every table lookup and timer dict hashes them)
+class _Singletons(enum.Enum):
+    """Members are singletons: identity hashing in C instead of Enum.__hash__ in Python
+    (every transition-table lookup and timer dict hashes them)."""
+
     __hash__ = object.__hash__
 
+
+class Kind(_Singletons):
     ICT = "ict"
     NICT = "nict"
     IST = "ist"
     NIST = "nist"
 
 
-class State(enum.Enum):
-    # members are singletons: identity hashing in C instead of Enum.__hash__ in Python
-    # (every table lookup and timer dict hashes them)
-    __hash__ = object.__hash__
-
+class State(_Singletons):
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -57,11 +56,7 @@ class State(enum.Enum):
     TERMINATED = "Terminated"
 
 
-class Input(enum.Enum):
-    # members are singletons: identity hashing in C instead of Enum.__hash__ in Python
-    # (every table lookup and timer dict hashes them)
-    __hash__ = object.__hash__
-
+class Input(_Singletons):
     # from the network
     RCV_1XX = "1xx"
     RCV_2XX = "2xx"
