@@ -70,7 +70,7 @@ def cross_env(sysconfigdata: Path, into: Path) -> dict[str, str]:
     """Environment that makes the host interpreter's setuptools build for the interpreter
     described by sysconfigdata (copied into `into`, which goes on PYTHONPATH)."""
     sysconfigdata = Path(sysconfigdata)
-    cvars = _target_vars(sysconfigdata)
+    cvars = target_vars(sysconfigdata)
     machine = (cvars.get("MULTIARCH") or cvars.get("HOST_GNU_TYPE", "")).split("-")[0]
     if not machine:
         raise RuntimeError(f"{sysconfigdata}: neither MULTIARCH nor HOST_GNU_TYPE")
@@ -81,7 +81,8 @@ def cross_env(sysconfigdata: Path, into: Path) -> dict[str, str]:
             "PYTHONPATH": str(into)}
 
 
-def _target_vars(sysconfigdata: Path) -> dict:
+def target_vars(sysconfigdata: Path) -> dict:
+    """The build_time_vars of a (target) interpreter's _sysconfigdata_*.py."""
     ns: dict = {}
     exec(Path(sysconfigdata).read_text(encoding="utf-8"), ns)
     return ns["build_time_vars"]
@@ -89,7 +90,7 @@ def _target_vars(sysconfigdata: Path) -> dict:
 
 def cross_tool(sysconfigdata: Path, tool: str) -> str:
     """The target's binutils program (e.g. aarch64-linux-gnu-strip) for a cross build."""
-    return f"{_target_vars(sysconfigdata)['MULTIARCH']}-{tool}"
+    return f"{target_vars(sysconfigdata)['MULTIARCH']}-{tool}"
 
 
 def build(dest: Path, python: str = sys.executable, include: list[str] = (), jobs: int = 2,

@@ -183,9 +183,7 @@ def cross_builder(root: Path, ver: str, python: str) -> tuple[str, list[str], Pa
     if not found:
         return f"no _sysconfigdata in the image's /usr/lib/python{ver}"
     scd = found[0]
-    ns: dict = {}
-    exec(scd.read_text(encoding="utf-8"), ns)
-    cvars = ns["build_time_vars"]
+    cvars = _compile_tool().target_vars(scd)
     cc = ((cvars.get("CC") or "").split() or ["?"])[0]
     triplet = cvars.get("MULTIARCH", "")
     if not shutil.which(cc):
