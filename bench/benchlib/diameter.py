@@ -81,17 +81,8 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-FDPEER_SRC = REPO / "tests" / "integration" / "fdpeer" / "fdpeer.c"
-FD_HEADER = Path("/usr/include/freeDiameter/extension.h")
-
-
-def build_fdpeer(work: Path) -> Path:
-    """Compile the tests' freeDiameter extension (tests/integration/fdpeer/fdpeer.c)."""
-    out = work / "fdpeer.fdx"
-    subprocess.run(["cc", "-Wall", "-O2", "-shared", "-fPIC", "-o", str(out), str(FDPEER_SRC),
-                    "-lfdcore", "-lfdproto", "-lpthread"], check=True, capture_output=True,
-                   timeout=180)
-    return out
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+from fdpeer_build import FD_HEADERS, build_fdpeer  # noqa: E402  the tests' extension
 
 
 class Fd:
@@ -561,7 +552,7 @@ def main(argv) -> int:
     if not Path(FD_BIN).exists():
         log("freeDiameterd not found: install the Debian package freediameterd")
         return 2
-    if not FD_HEADER.exists():
+    if not FD_HEADERS.exists():
         log("freeDiameter headers not found: install the Debian package libfreediameter-dev")
         return 2
     work = Path(tempfile.mkdtemp(prefix="sipedge-diameter-bench-"))
@@ -569,6 +560,9 @@ def main(argv) -> int:
     loads = [loadavg()]
     t0 = time.monotonic()
     ext = build_fdpeer(work)
+    if ext is None:
+        log("cannot build fdpeer: a C compiler (Debian gcc) is needed")
+        return 2
     targets, runs = ({}, []) if a.soak_only else compare(work, ext, a)
     fo_result = failover(work, ext, a.failover) if a.failover and not a.soak_only else None
     soak_result = soak(work, ext, a.soak_s, a.soak_rate) if a.soak_s else None

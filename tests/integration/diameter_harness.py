@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fdpeer_build import build_fdpeer
 from sip_harness import free_port
 from sipedge.diameter import dictionary as dd
 from sipedge.diameter.base import Identity, VendorApp
@@ -282,23 +283,6 @@ __all__ = [
     "uar",
     "wait_for",
 ]
-
-
-FDPEER_SRC = Path(__file__).parent / "fdpeer" / "fdpeer.c"
-FD_HEADERS = Path("/usr/include/freeDiameter/extension.h")
-
-
-def build_fdpeer(directory: Path) -> Path | None:
-    """Compile the test-only freeDiameter extension (fdpeer/fdpeer.c): freeDiameterd as a Cx
-    client or server. None when the headers (Debian libfreediameter-dev) or cc are missing."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if FD_BIN is None or cc is None or not FD_HEADERS.exists():
-        return None
-    out = directory / "fdpeer.fdx"
-    subprocess.run([cc, "-Wall", "-Werror", "-O1", "-shared", "-fPIC", "-o", str(out),
-                    str(FDPEER_SRC), "-lfdcore", "-lfdproto", "-lpthread"],
-                   check=True, capture_output=True, timeout=120)
-    return out
 
 
 class FdClient:
