@@ -86,6 +86,7 @@ class FreeDiameter:
 
     def start(self) -> FreeDiameter:
         self.logf = open(self.logfile, "ab")
+        self._run_from = self.logf.tell()  # a restart appends: ready/is_open read this run only
         self.proc = subprocess.Popen([FD_BIN, "-c", str(self.conf), "-dd"], stdout=self.logf,
                                      stderr=subprocess.STDOUT)
         return self
@@ -93,14 +94,21 @@ class FreeDiameter:
     def log(self) -> str:
         return self.logfile.read_text(errors="replace")
 
+    def run_log(self) -> str:
+        """The log of the process started last."""
+        with open(self.logfile, "rb") as f:
+            f.seek(self._run_from)
+            return f.read().decode(errors="replace")
+
     def ready(self) -> bool:
         """Listening (and its extensions loaded)."""
-        return "daemon initialized" in self.log()
+        return "daemon initialized" in self.run_log()
 
     def is_open(self, peer: str) -> bool:
-        return re.search(rf"-> 'STATE_OPEN'\s+'{re.escape(peer)}'", self.log()) is not None \
+        log = self.run_log()
+        return re.search(rf"-> 'STATE_OPEN'\s+'{re.escape(peer)}'", log) is not None \
             and not re.search(rf"'STATE_OPEN'\s+-> '\w+'\s+'{re.escape(peer)}'",
-                              self.log().rsplit("-> 'STATE_OPEN'", 1)[-1])
+                              log.rsplit("-> 'STATE_OPEN'", 1)[-1])
 
     def signal(self, sig: int) -> None:
         if self.proc and self.proc.poll() is None:

@@ -62,6 +62,9 @@ async def main() -> None:
     try:
         await wait_for(lambda: all(node.peers[n].usable for n in ("fdc.cli", "fd1.srv")), 30,
                        "both peers open over SCTP")
+        # we are open once our CEA is sent; the client only once it has read it (a request
+        # sent before that gets 3002 from the client itself)
+        await wait_for(lambda: cli.fd.is_open("dra.test"), 10, "open on the client's side")
         out["open"] = True
         out["protos"] = sorted({tr.get_extra_info("socket").proto
                                 for tr in svc._transports.values()})

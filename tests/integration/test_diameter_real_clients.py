@@ -91,6 +91,9 @@ class FdLab:
                             port_of(self.dsvc), self.certdir).start()
         names = ["fdc.cli", "fd1.srv"] + (["fd2.srv"] if self.start_fd2 else [])
         await wait_for(lambda: all(self.dra.peers[n].usable for n in names), 25, "all open")
+        # we are open once our CEA is sent, the client once it has read it: a request it sent
+        # before would get 3002 from the client itself
+        await wait_for(lambda: self.cli.fd.is_open("dra.test"), 10, "open on the client's side")
         return self
 
     async def __aexit__(self, *exc):
@@ -192,7 +195,8 @@ def test_freediameter_client_killed_before_answer(tmp_path, certdir, fdpeer):
             lab.cli = FdClient(tmp_path, fdpeer, "fdc.cli", "cli", "dra.test",
                                port_of(lab.dsvc), certdir).start()
             lab.cli.out.unlink(missing_ok=True)
-            await wait_for(lambda: lab.dra.peers["fdc.cli"].usable, 20, "client back")
+            await wait_for(lambda: lab.dra.peers["fdc.cli"].usable
+                           and lab.cli.fd.is_open("dra.test"), 20, "client back")
             lab.cli.send("e", "srv", 1)
             ans = await lab.answers(1)
             assert ans["e-0"]["rc"] == "2001" and ans["e-0"]["origin"] == "fd1.srv"
