@@ -97,61 +97,59 @@ def parse_digest(value: str) -> tuple[str, dict[str, str]]:
         raise RemoteProtocolError("Bad auth scheme")
     scheme = m.group(0)
     pos = m.end()
-    if pos < len(text) and text[pos] not in " \t":
+    n = len(text)
+    if pos < n and text[pos] not in " \t":
         raise RemoteProtocolError("Bad auth scheme")
     params: dict[str, str] = {}
-    n = len(text)
-    first = True
     while True:
-        while pos < n and text[pos] in " \t":
-            pos += 1
-        if pos >= n:
-            break
-        if not first:
-            if text[pos] != ",":
-                raise RemoteProtocolError("Expected ',' between auth parameters")
-            pos += 1
-            while pos < n and text[pos] in " \t,":  # tolerate empty list elements
-                pos += 1
-            if pos >= n:
-                break
-        first = False
-        pm = _PARAM_NAME.match(text, pos)
-        if not pm:
-            raise RemoteProtocolError("Bad auth parameter")
+        # one parameter per match: the separator before it (none before the first, else a
+        # comma, empty list elements tolerated), its name and its token or quoted value
+        pm = (_FIRST_PARAM if not params else _NEXT_PARAM).match(text, pos)
+        if pm is None:
+            _param_error(text, pos, bool(params))
+            break  # only blanks (and commas) left
         name = pm.group(1).lower()
-        pos = pm.end()
-        if pos < n and text[pos] == '"':
-            out = []
-            pos += 1
-            while True:
-                if pos >= n:
-                    raise RemoteProtocolError("Unterminated quoted string")
-                ch = text[pos]
-                if ch == "\\":
-                    if pos + 1 >= n:
-                        raise RemoteProtocolError("Unterminated quoted string")
-                    out.append(text[pos + 1])
-                    pos += 2
-                    continue
-                if ch == '"':
-                    pos += 1
-                    break
-                out.append(ch)
-                pos += 1
-            val = "".join(out)
-        else:
-            vm = _TOKEN.match(text, pos)
-            if not vm:
-                raise RemoteProtocolError("Bad auth parameter value")
-            val = vm.group(0)
-            pos = vm.end()
+        val = pm.group(2)
+        if val is None:
+            val = pm.group(3)
+        elif "\\" in val:
+            val = _ESCAPED.sub(r"\1", val)
         if name in params:
             raise RemoteProtocolError(f"Repeated auth parameter {name}")
         params[name] = val
+        pos = pm.end()
     if not params:
         raise RemoteProtocolError("Auth header without parameters")
     return scheme, params
+
+
+_PARAM = (r"([A-Za-z0-9\-.!%*_+`'~]+)\s*=\s*"
+          r"(?:\"([^\"\\]*(?:\\.[^\"\\]*)*)\"|([A-Za-z0-9\-.!%*_+`'~]+))")
+_FIRST_PARAM = re.compile(r"[ \t]*\s*" + _PARAM, re.S)
+_NEXT_PARAM = re.compile(r"[ \t]*,[ \t,]*\s*" + _PARAM, re.S)
+_ESCAPED = re.compile(r"\\(.)", re.S)
+
+
+def _param_error(text: str, pos: int, after_first: bool) -> None:
+    """Why no parameter starts at `pos` (returns when only blanks and commas are left)."""
+    n = len(text)
+    while pos < n and text[pos] in " \t":
+        pos += 1
+    if pos >= n:
+        return
+    if after_first:
+        if text[pos] != ",":
+            raise RemoteProtocolError("Expected ',' between auth parameters")
+        while pos < n and text[pos] in " \t,":
+            pos += 1
+        if pos >= n:
+            return
+    pm = _PARAM_NAME.match(text, pos)
+    if not pm:
+        raise RemoteProtocolError("Bad auth parameter")
+    if pm.end() < n and text[pm.end()] == '"':
+        raise RemoteProtocolError("Unterminated quoted string")
+    raise RemoteProtocolError("Bad auth parameter value")
 
 
 def quote(value: str) -> str:
