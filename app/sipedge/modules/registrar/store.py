@@ -288,17 +288,11 @@ class Store:
                 for u, d, m, s in rows]
 
     def subscriber_exists(self, username: str, domain: str) -> bool:
-        return self._db.execute("SELECT 1 FROM subscriber WHERE username = ? AND domain = ?",
-                                (username, domain.lower())).fetchone() is not None
+        return subscriber_exists(self._db, username, domain)
 
     def get_ha1(self, username: str, domain: str, algorithm: str) -> str | None:
         """HA1 for the base algorithm (MD5 or SHA-256); None if unknown or not provisioned."""
-        column = {"MD5": "ha1_md5", "SHA-256": "ha1_sha256"}.get(algorithm)
-        if column is None:
-            return None
-        row = self._db.execute(f"SELECT {column} FROM subscriber WHERE username = ? AND "
-                               "domain = ?", (username, domain.lower())).fetchone()
-        return row[0] if row and row[0] else None
+        return get_ha1(self._db, username, domain, algorithm)
 
     # -- shared secrets -----------------------------------------------------------
 
@@ -338,3 +332,22 @@ class _Tx:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
+
+
+# -- subscriber reads: on a Store's connection, or on the event loop's read-only one (aio) --
+
+_HA1_COLUMN = {"MD5": "ha1_md5", "SHA-256": "ha1_sha256"}
+
+
+def subscriber_exists(db: sqlite3.Connection, username: str, domain: str) -> bool:
+    return db.execute("SELECT 1 FROM subscriber WHERE username = ? AND domain = ?",
+                      (username, domain.lower())).fetchone() is not None
+
+
+def get_ha1(db: sqlite3.Connection, username: str, domain: str, algorithm: str) -> str | None:
+    column = _HA1_COLUMN.get(algorithm)
+    if column is None:
+        return None
+    row = db.execute(f"SELECT {column} FROM subscriber WHERE username = ? AND domain = ?",
+                     (username, domain.lower())).fetchone()
+    return row[0] if row and row[0] else None

@@ -57,6 +57,47 @@ def test_event_loop_keeps_running_while_the_database_is_locked(tmp_path):
     assert ticks >= 15, f"the loop stalled: {ticks} ticks in {elapsed:.2f}s"
 
 
+def test_subscriber_reads_on_the_loop_see_every_commit_even_under_a_write_lock(tmp_path):
+    """The digest check's reads use the loop's read-only connection: a subscriber added by
+    another connection is seen at once, and a write lock held elsewhere does not hold them
+    up (WAL: readers never wait for writers)."""
+    db = tmp_path / "s.sqlite"
+    Store(db).close()
+
+    async def main():
+        store = await AsyncStore.open(db)
+        assert store._reader is not None
+        assert not await store.subscriber_exists("alice", "example.org")
+        other = Store(db)
+        other.add_subscriber("alice", "example.org", ha1_md5="ab" * 16)
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("DELETE FROM subscriber")  # not committed: never seen
+        started = time.monotonic()
+        assert await store.subscriber_exists("alice", "EXAMPLE.org")
+        assert await store.get_ha1("alice", "example.org", "MD5") == "ab" * 16
+        assert await store.get_ha1("alice", "example.org", "SHA-256") is None
+        waited = time.monotonic() - started
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        other.close()
+        await store.close()
+        return waited
+
+    assert run(main()) < 1.0
+
+
+def test_an_in_memory_store_reads_in_its_thread():
+    async def main():
+        store = await AsyncStore.open(":memory:")
+        assert store._reader is None  # a second connection would open another database
+        await store.run(lambda st: st.add_subscriber("bob", "example.org", ha1_md5="cd" * 16))
+        assert await store.get_ha1("bob", "example.org", "MD5") == "cd" * 16
+        await store.close()
+
+    run(main())
+
+
 @pytest.fixture
 def registrar(tmp_path):
     async def make(**kw):
