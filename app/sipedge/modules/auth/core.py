@@ -137,13 +137,21 @@ class Auth:
         keep, removed = [], 0
         for h in req.headers:
             if h[0] == key:
-                try:
-                    _, p = parse_digest(h[2])
-                except RemoteProtocolError:
-                    p = {}
-                if p.get("realm") == realm:
+                if _realm_of(h[2]) == realm:
                     removed += 1
                     continue
             keep.append(h)
         req.headers[:] = keep
         return removed
+
+
+def _realm_of(value: str) -> str | None:
+    """The realm of an Authorization value, also of one `check` refused; None if unreadable."""
+    try:
+        return parse_credentials(value).realm  # the check parsed it already: cached
+    except RemoteProtocolError:
+        pass
+    try:
+        return parse_digest(value)[1].get("realm")
+    except RemoteProtocolError:
+        return None

@@ -176,8 +176,25 @@ class Credentials:
                 f"algorithm={self.algorithm}, qop={self.qop}, nc={self.nc})")
 
 
+_credentials: dict[str, Credentials] = {}
+
+
 def parse_credentials(value: str) -> Credentials:
-    """Parse and check a Digest credentials value. Raises RemoteProtocolError."""
+    """Parse and check a Digest credentials value. Raises RemoteProtocolError.
+
+    One request's value is read several times (the HA1 to fetch, the check, the removal
+    before relaying): the last few results are kept (Credentials are immutable; errors are
+    not kept)."""
+    creds = _credentials.get(value)
+    if creds is None:
+        creds = _parse_credentials(value)
+        if len(_credentials) >= 64:
+            _credentials.clear()
+        _credentials[value] = creds
+    return creds
+
+
+def _parse_credentials(value: str) -> Credentials:
     scheme, p = parse_digest(value)
     if scheme.lower() != "digest":
         raise RemoteProtocolError(f"Unsupported auth scheme {scheme[:32]!r}")
