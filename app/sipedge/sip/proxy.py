@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..errors import RemoteProtocolError
 from .grammar import is_digits
 from .headers.address import parse_address
-from .headers.via import MAGIC_COOKIE, Via, parse_via
+from .headers.via import MAGIC_COOKIE, Via, parse_via, remember_via
 from .message import Request, Response
 from .uri import DEFAULT_PORTS, URI, format_host
 
@@ -364,9 +364,15 @@ class ProxyCore:
         head = self._via_head.get(out)
         if head is None:
             head = self._via_head[out] = f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch="
-        via = head + (branch or self.branch(msg))
+        branch = branch or self.branch(msg)
+        via = head + branch
         if out.proto == "udp":
             via += ";rport"
+            params: tuple = (("branch", branch), ("rport", None))
+        else:
+            params = (("branch", branch),)
+        # the replies come back with this Via on top: parsed already (what parse_via gives)
+        remember_via(via, Via(out.proto.upper(), format_host(out.host), out.adv_port, params))
         msg.add_top("Via", via)
         return msg.to_bytes()
 

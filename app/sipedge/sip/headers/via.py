@@ -86,6 +86,15 @@ def parse_via(text: str) -> Via:
     return via
 
 
+def remember_via(text: str, via: Via) -> None:
+    """Put a Via we built ourselves (`via` is what parse_via(text) returns) into the cache:
+    the replies to a request we forwarded carry it on top, and the stateless reply path
+    then finds it parsed."""
+    if len(_cache) >= 4096:
+        _cache.clear()
+    _cache[text] = via
+
+
 def _parse_via_uncached(text: str) -> Via:
     m = _FAST.fullmatch(text)
     if m is not None:
