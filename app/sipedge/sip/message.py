@@ -44,64 +44,26 @@ class Message:
 
     `key` is the lower-case full header name (compact forms expanded), `name` is the
     spelling to write, `value` is the raw value text.
-
-    A parsed message also keeps its header lines as received (`_wire`: the bytes between
-    the start line and the empty line, or the list of those lines once edited). The
-    methods below edit both the entries and those lines, so `forward_bytes` writes a
-    forwarded message from the received bytes with only our edits spliced in (no line
-    rebuilt from its entry). Whoever takes `headers` itself may change the entries in any
-    way: that drops the received lines and `forward_bytes` writes every entry (as
-    `to_bytes` always does, and as for a message we built); so does a new `body`.
     """
 
-    __slots__ = ("_headers", "body", "_via", "_cseq", "_to", "_from", "_wire", "_wire_body")
+    __slots__ = ("headers", "body", "_via", "_cseq", "_to", "_from")
 
     is_request = False
 
     def __init__(self, headers: list[list[str]] | None = None, body: bytes = b"") -> None:
-        self._headers = headers if headers is not None else []
+        self.headers = headers if headers is not None else []
         self.body = body
         self._via: Via | None = None
         self._cseq: CSeq | None = None
         self._to: Address | None = None
         self._from: Address | None = None
-        self._wire: bytes | list[bytes] | None = None
-        self._wire_body: bytes | None = None
-
-    @property
-    def headers(self) -> list[list[str]]:
-        """The [key, name, value] entries, for any change (drops the received lines)."""
-        self._wire = None
-        return self._headers
-
-    @headers.setter
-    def headers(self, value: list[list[str]]) -> None:
-        self._wire = None
-        self._headers = value
-
-    def _wire_lines(self) -> list[bytes] | None:
-        """The received header lines as a list (split on the first edit), or None."""
-        wire = self._wire
-        if wire is None or wire.__class__ is list:
-            return wire  # type: ignore[return-value]
-        lines = self._wire = wire.split(b"\r\n")  # type: ignore[union-attr]
-        return lines
-
-    def set_value_at(self, i: int, value: str) -> None:
-        """Replace the value of header entry `i` (its line keeps its name)."""
-        h = self._headers[i]
-        h[2] = value
-        lines = self._wire_lines()
-        if lines is not None:
-            lines[i] = f"{h[1]}: {value}".encode("utf-8", "surrogateescape")
-        self._invalidate(h[0])
 
     # -- header access ---------------------------------------------------------------
 
     def get(self, name: str) -> str | None:
         """The first value of a header (for list headers, the first list element)."""
         key = _key_cache.get(name) or _key(name)
-        for h in self._headers:
+        for h in self.headers:
             if h[0] == key:
                 v = h[2]
                 if "," in v and key in MULTI_VALUE:
@@ -114,7 +76,7 @@ class Message:
         key = _key_cache.get(name) or _key(name)
         out: list[str] = []
         multi = key in MULTI_VALUE
-        for h in self._headers:
+        for h in self.headers:
             if h[0] == key:
                 if multi and "," in h[2]:
                     out.extend(split_commas(h[2]))
@@ -124,7 +86,7 @@ class Message:
 
     def has(self, name: str) -> bool:
         key = _key_cache.get(name) or _key(name)
-        for h in self._headers:
+        for h in self.headers:
             if h[0] == key:
                 return True
         return False
@@ -136,71 +98,54 @@ class Message:
         """Append a header line (or insert it before the first header with `first`)."""
         key = _key(name)
         entry = [key, name if name.lower() == key else canonical_name(key), value]
-        lines = self._wire_lines()
         if first:
-            self._headers.insert(0, entry)
-            if lines is not None:
-                lines.insert(0, f"{entry[1]}: {value}".encode("utf-8", "surrogateescape"))
+            self.headers.insert(0, entry)
         else:
-            self._headers.append(entry)
-            if lines is not None:
-                lines.append(f"{entry[1]}: {value}".encode("utf-8", "surrogateescape"))
+            self.headers.append(entry)
         self._invalidate(key)
 
     def add_top(self, name: str, value: str) -> None:
         """Insert a value above all existing values of this header (Via, Record-Route)."""
         key = _key(name)
-        headers = self._headers
-        for i, h in enumerate(headers):
+        for i, h in enumerate(self.headers):
             if h[0] == key:
-                spelling = h[1]
+                self.headers.insert(i, [key, h[1], value])
                 break
         else:
-            i, spelling = 0, canonical_name(key)
-        headers.insert(i, [key, spelling, value])
-        lines = self._wire_lines()
-        if lines is not None:
-            lines.insert(i, f"{spelling}: {value}".encode("utf-8", "surrogateescape"))
+            self.headers.insert(0, [key, canonical_name(key), value])
         self._invalidate(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of a header by one line with `value` (in the first one's place)."""
         key = _key(name)
-        self._wire = None
-        headers = self._headers
-        for i, h in enumerate(headers):
+        for i, h in enumerate(self.headers):
             if h[0] == key:
                 h[2] = value
-                headers[i + 1:] = [x for x in headers[i + 1:] if x[0] != key]
+                self.headers[i + 1:] = [x for x in self.headers[i + 1:] if x[0] != key]
                 break
         else:
-            headers.append([key, canonical_name(key), value])
+            self.headers.append([key, canonical_name(key), value])
         self._invalidate(key)
 
     def remove(self, name: str) -> int:
         """Remove every line of a header; returns how many lines were removed."""
         key = _key(name)
-        before = len(self._headers)
-        self._headers = [h for h in self._headers if h[0] != key]
-        if len(self._headers) != before:
-            self._wire = None
+        before = len(self.headers)
+        self.headers = [h for h in self.headers if h[0] != key]
         self._invalidate(key)
-        return before - len(self._headers)
+        return before - len(self.headers)
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of a (list) header."""
         key = _key(name)
-        for i, h in enumerate(self._headers):
+        for i, h in enumerate(self.headers):
             if h[0] == key:
                 if key in MULTI_VALUE and "," in h[2]:
                     values = split_commas(h[2])
-                    self.set_value_at(i, ", ".join(values[1:]))
+                    h[2] = ", ".join(values[1:])
                     first = values[0]
                 else:
-                    del self._headers[i]
-                    lines = self._wire_lines()
-                    if lines is not None:
-                        del lines[i]
+                    del self.headers[i]
                     first = h[2]
                 self._invalidate(key)
                 return first
@@ -209,18 +154,15 @@ class Message:
     def pop_last(self, name: str) -> str | None:
         """Remove and return the last value of a (list) header."""
         key = _key(name)
-        for i in range(len(self._headers) - 1, -1, -1):
-            h = self._headers[i]
+        for i in range(len(self.headers) - 1, -1, -1):
+            h = self.headers[i]
             if h[0] == key:
                 if key in MULTI_VALUE and "," in h[2]:
                     values = split_commas(h[2])
-                    self.set_value_at(i, ", ".join(values[:-1]))
+                    h[2] = ", ".join(values[:-1])
                     last = values[-1]
                 else:
-                    del self._headers[i]
-                    lines = self._wire_lines()
-                    if lines is not None:
-                        del lines[i]
+                    del self.headers[i]
                     last = h[2]
                 self._invalidate(key)
                 return last
@@ -283,7 +225,7 @@ class Message:
         return self._to
 
     def header_items(self) -> Iterator[tuple[str, str]]:
-        for h in self._headers:
+        for h in self.headers:
             yield h[1], h[2]
 
     # -- serialisation --------------------------------------------------------------
@@ -291,23 +233,9 @@ class Message:
     def start_line(self) -> str:
         raise NotImplementedError
 
-    def forward_bytes(self) -> bytes:
-        """The message to forward: a parsed message whose entries were only changed
-        through the methods above is written from its received lines with those changes
-        (they hold its one Content-Length, which fits the body), as a proxy relays it;
-        otherwise (and for a message we built) `to_bytes()`."""
-        wire = self._wire
-        if wire is not None and self.body is self._wire_body:
-            if wire.__class__ is list:
-                wire = b"\r\n".join(wire)  # type: ignore[arg-type]
-            return b"%s\r\n%s\r\n\r\n%s" % (
-                self.start_line().encode("utf-8", "surrogateescape"), wire, self.body)
-        return self.to_bytes()
-
     def to_bytes(self) -> bytes:
-        """Serialise, every entry normalised. Content-Length is always written, from the
-        body."""
-        lines = [f"{h[1]}: {h[2]}" for h in self._headers if h[0] != "content-length"]
+        """Serialise. Content-Length is always written, from the body."""
+        lines = [f"{h[1]}: {h[2]}" for h in self.headers if h[0] != "content-length"]
         lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
         return (f"{self.start_line()}\r\n{_CRLF.join(lines)}"
                 ).encode("utf-8", "surrogateescape") + self.body
@@ -430,13 +358,9 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
         raise RemoteProtocolError("Message Too Large", 513)
     raw = data[start:head_end]
     head = raw.decode("utf-8", "surrogateescape").rstrip("\r")
-    crlfs = head.count("\r\n")
     if (len(raw.translate(None, _CONTROL_OCTETS)) != len(raw)
-            or head.count("\r") != crlfs) and not _controls_quoted(head):
+            or head.count("\r") != head.count("\r\n")) and not _controls_quoted(head):
         raise RemoteProtocolError("Control character in header")
-    # the received header lines are kept for writing the message out again when every line
-    # ends in CRLF and none is folded (else the entries are written, normalised)
-    keep_wire = body_start == head_end + 4 and crlfs == head.count("\n")
     first, nl, rest = head.partition("\n")
     first = first.rstrip("\r")
     if not first:
@@ -447,7 +371,6 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
         if rest[:1] in (" ", "\t"):
             raise RemoteProtocolError("Continuation before first header")
         rest = _FOLD.sub(" ", rest)
-        keep_wire = False
     headers: list[list[str]] = []
     keys: list[str | None] = []
     if nl:
@@ -531,9 +454,6 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
     elif len(body) < clen:
         raise RemoteProtocolError("Body shorter than Content-Length")
     msg.body = body
-    if keep_wire and len(cl_lines) == 1 and nl:
-        msg._wire = data[data.index(b"\n", start) + 1:head_end]
-        msg._wire_body = body
     return msg
 
 

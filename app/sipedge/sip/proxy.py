@@ -256,7 +256,7 @@ class ProxyCore:
     def _loop_hash(self, msg: Request) -> str:
         # fields a downstream element does not change (16.6 step 8); raw text is enough
         parts = [msg.uri_text, msg.call_id, str(msg.cseq.seq)]
-        for h in msg._headers:
+        for h in msg.headers:
             if h[0] in _LOOP_KEYS:
                 parts.append(h[2])
         return hashlib.blake2s("|".join(parts).encode("utf-8", "surrogateescape"),
@@ -331,14 +331,14 @@ class ProxyCore:
     def finalize_request(self, msg: Request, src: Source | None, out: LocalAddress,
                          branch: str | None = None) -> bytes:
         """Max-Forwards, Record-Route and our Via (16.6 steps 3-8); serialise."""
-        headers = msg._headers
-        for i, h in enumerate(headers):
+        headers = msg.headers
+        for h in headers:
             if h[0] == "max-forwards":
                 mf = h[2]
                 if mf != "0":
                     mf = str(int(mf) - 1)
                     if sum(1 for x in headers if x[0] == "max-forwards") == 1:
-                        msg.set_value_at(i, mf)  # the usual case: one line, edited in place
+                        h[2] = mf  # the usual case: one line, edited in place
                     else:
                         msg.set("Max-Forwards", mf)
                 break
@@ -374,7 +374,7 @@ class ProxyCore:
         # the replies come back with this Via on top: parsed already (what parse_via gives)
         remember_via(via, Via(out.proto.upper(), format_host(out.host), out.adv_port, params))
         msg.add_top("Via", via)
-        return msg.forward_bytes()
+        return msg.to_bytes()
 
     # -- responses -------------------------------------------------------------------
 
@@ -391,7 +391,7 @@ class ProxyCore:
             return None
         nxt = msg.via
         ip, port = nxt.response_target()
-        return ResponseRoute(msg.forward_bytes(), nxt.transport.lower(), ip, port, nxt)
+        return ResponseRoute(msg.to_bytes(), nxt.transport.lower(), ip, port, nxt)
 
     def splice_response(self, data: bytes) -> ResponseRoute | None:
         """Fast path for forwarding a reply statelessly: cut our Via out of the bytes
@@ -456,9 +456,9 @@ class ProxyCore:
                    content_type: str | None = None) -> Response:
         """A stateless reply (RFC 3261 8.2.6): Via, From, To (+tag), Call-ID, CSeq copied."""
         resp = Response(status, reason)
-        for h in req._headers:
+        for h in req.headers:
             if h[0] in ("via", "from", "call-id", "cseq"):
-                resp._headers.append([h[0], h[1], h[2]])
+                resp.headers.append([h[0], h[1], h[2]])
             elif h[0] == "to":
                 value = h[2]
                 if status > 100 and "tag=" not in value.lower():
@@ -468,7 +468,7 @@ class ProxyCore:
                         has_tag = True
                     if not has_tag:
                         value = f"{value};tag={self.to_tag(req)}"
-                resp._headers.append([h[0], h[1], value])
+                resp.headers.append([h[0], h[1], value])
         resp.add("Server", self.server)
         for name, value in headers:
             resp.add(name, value)
@@ -481,7 +481,7 @@ class ProxyCore:
     def to_tag(self, req: Request) -> str:
         """Deterministic To tag so that a retransmitted request gets the same reply."""
         # the raw top Via line: it may hold list elements that do not parse (a 400's reply)
-        via = next((h[2] for h in req._headers if h[0] == "via"), "")
+        via = next((h[2] for h in req.headers if h[0] == "via"), "")
         return hashlib.blake2s(f"{req.call_id}|{via}".encode("utf-8", "surrogateescape"),
                                key=self.secret, digest_size=8).hexdigest()
 
