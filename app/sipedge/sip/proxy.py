@@ -332,15 +332,17 @@ class ProxyCore:
                          branch: str | None = None) -> bytes:
         """Max-Forwards, Record-Route and our Via (16.6 steps 3-8); serialise."""
         headers = msg.headers
-        for h in headers:
+        for i, h in enumerate(headers):
             if h[0] == "max-forwards":
                 mf = h[2]
                 if mf != "0":
                     mf = str(int(mf) - 1)
-                    if sum(1 for x in headers if x[0] == "max-forwards") == 1:
-                        h[2] = mf  # the usual case: one line, edited in place
+                    for x in headers[i + 1:]:  # a plain loop: no generator frame
+                        if x[0] == "max-forwards":
+                            msg.set("Max-Forwards", mf)
+                            break
                     else:
-                        msg.set("Max-Forwards", mf)
+                        h[2] = mf  # the usual case: one line, edited in place
                 break
         else:
             msg.add("Max-Forwards", str(self.max_forwards), first=True)
