@@ -44,52 +44,26 @@ class Message:
 
     `key` is the lower-case full header name (compact forms expanded), `name` is the
     spelling to write, `value` is the raw value text.
-
-    A parsed message also keeps the list of keys (`_keys`, parallel to the entries), so
-    that the methods below find a header by a search in C instead of a loop over the
-    entries; they keep it in step. Whoever takes `headers` itself may change the entries
-    in any way: that drops the key list for good and the methods loop over the entries.
     """
 
-    __slots__ = ("_headers", "_keys", "body", "_via", "_cseq", "_to", "_from")
+    __slots__ = ("headers", "body", "_via", "_cseq", "_to", "_from")
 
     is_request = False
 
-    def __init__(self, headers: list[list[str]] | None = None, body: bytes = b"",
-                 keys: list[str] | None = None) -> None:
-        self._headers = headers if headers is not None else []
-        self._keys = keys  # only from the parser, which made both lists
+    def __init__(self, headers: list[list[str]] | None = None, body: bytes = b"") -> None:
+        self.headers = headers if headers is not None else []
         self.body = body
         self._via: Via | None = None
         self._cseq: CSeq | None = None
         self._to: Address | None = None
         self._from: Address | None = None
 
-    @property
-    def headers(self) -> list[list[str]]:
-        """The [key, name, value] entries, free to change (drops the key list)."""
-        self._keys = None
-        return self._headers
-
-    @headers.setter
-    def headers(self, value: list[list[str]]) -> None:
-        self._keys = None
-        self._headers = value
-
     # -- header access ---------------------------------------------------------------
 
     def get(self, name: str) -> str | None:
         """The first value of a header (for list headers, the first list element)."""
         key = _key_cache.get(name) or _key(name)
-        keys = self._keys
-        if keys is not None:
-            if key not in keys:
-                return None
-            v = self._headers[keys.index(key)][2]
-            if "," in v and key in MULTI_VALUE:
-                return split_commas(v)[0]
-            return v
-        for h in self._headers:
+        for h in self.headers:
             if h[0] == key:
                 v = h[2]
                 if "," in v and key in MULTI_VALUE:
@@ -101,11 +75,8 @@ class Message:
         """Every value of a header, list headers split on commas, in order."""
         key = _key_cache.get(name) or _key(name)
         out: list[str] = []
-        keys = self._keys
-        if keys is not None and key not in keys:
-            return out
         multi = key in MULTI_VALUE
-        for h in self._headers:
+        for h in self.headers:
             if h[0] == key:
                 if multi and "," in h[2]:
                     out.extend(split_commas(h[2]))
@@ -115,10 +86,7 @@ class Message:
 
     def has(self, name: str) -> bool:
         key = _key_cache.get(name) or _key(name)
-        keys = self._keys
-        if keys is not None:
-            return key in keys
-        for h in self._headers:
+        for h in self.headers:
             if h[0] == key:
                 return True
         return False
@@ -130,80 +98,54 @@ class Message:
         """Append a header line (or insert it before the first header with `first`)."""
         key = _key(name)
         entry = [key, name if name.lower() == key else canonical_name(key), value]
-        keys = self._keys
         if first:
-            self._headers.insert(0, entry)
-            if keys is not None:
-                keys.insert(0, key)
+            self.headers.insert(0, entry)
         else:
-            self._headers.append(entry)
-            if keys is not None:
-                keys.append(key)
+            self.headers.append(entry)
         self._invalidate(key)
 
     def add_top(self, name: str, value: str) -> None:
         """Insert a value above all existing values of this header (Via, Record-Route)."""
         key = _key(name)
-        headers = self._headers
-        keys = self._keys
-        if keys is not None:
-            if key in keys:
-                i = keys.index(key)
-                headers.insert(i, [key, headers[i][1], value])
-            else:
-                i = 0
-                headers.insert(0, [key, canonical_name(key), value])
-            keys.insert(i, key)
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                self.headers.insert(i, [key, h[1], value])
+                break
         else:
-            for i, h in enumerate(headers):
-                if h[0] == key:
-                    headers.insert(i, [key, h[1], value])
-                    break
-            else:
-                headers.insert(0, [key, canonical_name(key), value])
+            self.headers.insert(0, [key, canonical_name(key), value])
         self._invalidate(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of a header by one line with `value` (in the first one's place)."""
         key = _key(name)
-        headers = self._headers
-        for i, h in enumerate(headers):
+        for i, h in enumerate(self.headers):
             if h[0] == key:
                 h[2] = value
-                headers[i + 1:] = [x for x in headers[i + 1:] if x[0] != key]
+                self.headers[i + 1:] = [x for x in self.headers[i + 1:] if x[0] != key]
                 break
         else:
-            headers.append([key, canonical_name(key), value])
-        if self._keys is not None:
-            self._keys = [h[0] for h in headers]
+            self.headers.append([key, canonical_name(key), value])
         self._invalidate(key)
 
     def remove(self, name: str) -> int:
         """Remove every line of a header; returns how many lines were removed."""
         key = _key(name)
-        before = len(self._headers)
-        self._headers = [h for h in self._headers if h[0] != key]
-        if self._keys is not None:
-            self._keys = [h[0] for h in self._headers]
+        before = len(self.headers)
+        self.headers = [h for h in self.headers if h[0] != key]
         self._invalidate(key)
-        return before - len(self._headers)
+        return before - len(self.headers)
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of a (list) header."""
         key = _key(name)
-        keys = self._keys
-        if keys is not None and key not in keys:
-            return None
-        for i, h in enumerate(self._headers):
+        for i, h in enumerate(self.headers):
             if h[0] == key:
                 if key in MULTI_VALUE and "," in h[2]:
                     values = split_commas(h[2])
                     h[2] = ", ".join(values[1:])
                     first = values[0]
                 else:
-                    del self._headers[i]
-                    if keys is not None:
-                        del keys[i]
+                    del self.headers[i]
                     first = h[2]
                 self._invalidate(key)
                 return first
@@ -212,20 +154,15 @@ class Message:
     def pop_last(self, name: str) -> str | None:
         """Remove and return the last value of a (list) header."""
         key = _key(name)
-        keys = self._keys
-        if keys is not None and key not in keys:
-            return None
-        for i in range(len(self._headers) - 1, -1, -1):
-            h = self._headers[i]
+        for i in range(len(self.headers) - 1, -1, -1):
+            h = self.headers[i]
             if h[0] == key:
                 if key in MULTI_VALUE and "," in h[2]:
                     values = split_commas(h[2])
                     h[2] = ", ".join(values[:-1])
                     last = values[-1]
                 else:
-                    del self._headers[i]
-                    if keys is not None:
-                        del keys[i]
+                    del self.headers[i]
                     last = h[2]
                 self._invalidate(key)
                 return last
@@ -288,7 +225,7 @@ class Message:
         return self._to
 
     def header_items(self) -> Iterator[tuple[str, str]]:
-        for h in self._headers:
+        for h in self.headers:
             yield h[1], h[2]
 
     # -- serialisation --------------------------------------------------------------
@@ -298,7 +235,7 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Serialise. Content-Length is always written, from the body."""
-        lines = [f"{h[1]}: {h[2]}" for h in self._headers if h[0] != "content-length"]
+        lines = [f"{h[1]}: {h[2]}" for h in self.headers if h[0] != "content-length"]
         lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
         return (f"{self.start_line()}\r\n{_CRLF.join(lines)}"
                 ).encode("utf-8", "surrogateescape") + self.body
@@ -314,9 +251,8 @@ class Request(Message):
     is_request = True
 
     def __init__(self, method: str, uri: str | URI, headers: list[list[str]] | None = None,
-                 body: bytes = b"", version: str = "SIP/2.0",
-                 keys: list[str] | None = None) -> None:
-        super().__init__(headers, body, keys)
+                 body: bytes = b"", version: str = "SIP/2.0") -> None:
+        super().__init__(headers, body)
         self.method = method
         self.version = version
         self.loose_routed = False  # set when the proxy removed its own Route entry
@@ -360,9 +296,8 @@ class Response(Message):
     __slots__ = ("status", "reason", "version")
 
     def __init__(self, status: int, reason: str, headers: list[list[str]] | None = None,
-                 body: bytes = b"", version: str = "SIP/2.0",
-                 keys: list[str] | None = None) -> None:
-        super().__init__(headers, body, keys)
+                 body: bytes = b"", version: str = "SIP/2.0") -> None:
+        super().__init__(headers, body)
         self.status = status
         self.reason = reason
         self.version = version
@@ -470,7 +405,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
         status = int(parts[1])
         if status < 100:
             raise RemoteProtocolError("Bad status code")
-        msg = Response(status, parts[2] if len(parts) > 2 else "", headers, keys=keys)
+        msg = Response(status, parts[2] if len(parts) > 2 else "", headers)
     else:
         parts = first.split(" ")
         if len(parts) != 3 or not parts[1]:
@@ -480,7 +415,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
             raise RemoteProtocolError("Version Not Supported", 505)
         if not _METHOD.match(method):
             raise RemoteProtocolError("Bad method")
-        msg = Request(method, uri, headers, keys=keys)
+        msg = Request(method, uri, headers)
 
     present = set(keys)
     if not present.issuperset(_REQUIRED):

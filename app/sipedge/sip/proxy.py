@@ -256,7 +256,7 @@ class ProxyCore:
     def _loop_hash(self, msg: Request) -> str:
         # fields a downstream element does not change (16.6 step 8); raw text is enough
         parts = [msg.uri_text, msg.call_id, str(msg.cseq.seq)]
-        for h in msg._headers:  # read only: the key list stays valid
+        for h in msg.headers:
             if h[0] in _LOOP_KEYS:
                 parts.append(h[2])
         return hashlib.blake2s("|".join(parts).encode("utf-8", "surrogateescape"),
@@ -331,7 +331,7 @@ class ProxyCore:
     def finalize_request(self, msg: Request, src: Source | None, out: LocalAddress,
                          branch: str | None = None) -> bytes:
         """Max-Forwards, Record-Route and our Via (16.6 steps 3-8); serialise."""
-        headers = msg._headers  # values edited in place only: the key list stays valid
+        headers = msg.headers
         for i, h in enumerate(headers):
             if h[0] == "max-forwards":
                 mf = h[2]
@@ -458,7 +458,7 @@ class ProxyCore:
                    content_type: str | None = None) -> Response:
         """A stateless reply (RFC 3261 8.2.6): Via, From, To (+tag), Call-ID, CSeq copied."""
         resp = Response(status, reason)
-        for h in req._headers:
+        for h in req.headers:
             if h[0] in ("via", "from", "call-id", "cseq"):
                 resp.headers.append([h[0], h[1], h[2]])
             elif h[0] == "to":
@@ -483,7 +483,7 @@ class ProxyCore:
     def to_tag(self, req: Request) -> str:
         """Deterministic To tag so that a retransmitted request gets the same reply."""
         # the raw top Via line: it may hold list elements that do not parse (a 400's reply)
-        via = next((h[2] for h in req._headers if h[0] == "via"), "")
+        via = next((h[2] for h in req.headers if h[0] == "via"), "")
         return hashlib.blake2s(f"{req.call_id}|{via}".encode("utf-8", "surrogateescape"),
                                key=self.secret, digest_size=8).hexdigest()
 
