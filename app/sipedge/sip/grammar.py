@@ -50,10 +50,17 @@ def stat_method(method: str) -> str:
 
 def canonical_name(key: str) -> str:
     """`record-route` -> `Record-Route`, `call-id` -> `Call-ID`."""
-    name = CANONICAL.get(key)
+    name = _canonical_cache.get(key)
     if name is None:
-        name = "-".join(part.capitalize() for part in key.split("-"))
+        name = CANONICAL.get(key)
+        if name is None:
+            name = "-".join([part.capitalize() for part in key.split("-")])
+        if len(_canonical_cache) < 1024:  # names come from code and scripts: few
+            _canonical_cache[key] = name
     return name
+
+
+_canonical_cache: dict[str, str] = {}
 
 
 _LIST_ITEM = re.compile(r'(?:[^,"<]+|"(?:\\.|[^"\\])*"|<[^>]*>)+')

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..errors import RemoteProtocolError
 from .grammar import is_digits
 from .headers.address import parse_address
-from .headers.via import MAGIC_COOKIE, Via, parse_via
+from .headers.via import MAGIC_COOKIE, Via, parse_via, remember_via
 from .message import Request, Response
 from .uri import DEFAULT_PORTS, URI, format_host
 
@@ -332,15 +332,17 @@ class ProxyCore:
                          branch: str | None = None) -> bytes:
         """Max-Forwards, Record-Route and our Via (16.6 steps 3-8); serialise."""
         headers = msg.headers
-        for h in headers:
+        for i, h in enumerate(headers):
             if h[0] == "max-forwards":
                 mf = h[2]
                 if mf != "0":
                     mf = str(int(mf) - 1)
-                    if sum(1 for x in headers if x[0] == "max-forwards") == 1:
-                        h[2] = mf  # the usual case: one line, edited in place
+                    for x in headers[i + 1:]:  # a plain loop: no generator frame
+                        if x[0] == "max-forwards":
+                            msg.set("Max-Forwards", mf)
+                            break
                     else:
-                        msg.set("Max-Forwards", mf)
+                        h[2] = mf  # the usual case: one line, edited in place
                 break
         else:
             msg.add("Max-Forwards", str(self.max_forwards), first=True)
@@ -364,9 +366,15 @@ class ProxyCore:
         head = self._via_head.get(out)
         if head is None:
             head = self._via_head[out] = f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch="
-        via = head + (branch or self.branch(msg))
+        branch = branch or self.branch(msg)
+        via = head + branch
         if out.proto == "udp":
             via += ";rport"
+            params: tuple = (("branch", branch), ("rport", None))
+        else:
+            params = (("branch", branch),)
+        # the replies come back with this Via on top: parsed already (what parse_via gives)
+        remember_via(via, Via(out.proto.upper(), format_host(out.host), out.adv_port, params))
         msg.add_top("Via", via)
         return msg.to_bytes()
 

@@ -90,3 +90,22 @@ def test_proxy_rules_on_mutated_corpus(data):
             core.route_response(msg)
     except RemoteProtocolError as exc:
         check_reason(exc)
+
+
+@pytest.mark.parametrize("out", [
+    UDP,
+    LocalAddress(1, "tcp", "192.0.2.10", 5080, "proxy.example.com", 5080),
+    LocalAddress(2, "udp", "::1", 5060, "::1", 5060),
+    LocalAddress(3, "tls", "2001:db8::1", 5061, "[2001:db8::1]", 5061),
+])
+def test_own_via_remembered_as_parsed(out):
+    """finalize_request puts its Via into the parse cache: it must be what parsing gives."""
+    from sipedge.sip.headers import via as via_mod
+
+    core = ProxyCore([UDP, out] if out is not UDP else [UDP], secret=b"k")
+    msg = _request()
+    assert core.check_request(msg, SRC) is None
+    core.finalize_request(msg, SRC, out)
+    text = msg.get("via")
+    seeded = via_mod._cache[text]
+    assert via_mod._parse_via_uncached(text) == seeded

@@ -56,10 +56,21 @@ class Via:
 
     def response_target(self) -> tuple[str, int]:
         """Where a response to this Via goes (RFC 3261 18.2.2, RFC 3581 4)."""
-        host = self.maddr or self.received or self.host
+        # one pass over the parameters (maddr, received and rport were three)
+        maddr = received = rport = None
+        for k, v in self.params:
+            k = k.lower()
+            if k == "rport":
+                if rport is None:
+                    rport = v or ""
+            elif k == "received":
+                if received is None:
+                    received = v or ""
+            elif k == "maddr" and maddr is None:
+                maddr = v or ""
+        host = maddr or received or self.host
         if host.startswith("["):
             host = host[1:-1]
-        rport = self.rport
         if rport:
             return host, int(rport)
         return host, self.port or DEFAULT_PORTS.get(self.transport.lower(), 5060)
@@ -84,6 +95,15 @@ def parse_via(text: str) -> Via:
             _cache.clear()
         _cache[text] = via
     return via
+
+
+def remember_via(text: str, via: Via) -> None:
+    """Put a Via we built ourselves (`via` is what parse_via(text) returns) into the cache:
+    the replies to a request we forwarded carry it on top, and the stateless reply path
+    then finds it parsed."""
+    if len(_cache) >= 4096:
+        _cache.clear()
+    _cache[text] = via
 
 
 def _parse_via_uncached(text: str) -> Via:
