@@ -74,9 +74,14 @@ class BranchTarget:
     data: object = None  # the driver's, kept on the Branch (e.g. the DNS resolution)
 
 
+# How long the proxy's INVITE client transaction stays in Accepted after a 2xx (Timer M;
+# RFC 6026 says 64*T1). Kamailio's wait timer: see the module doc.
+ACCEPTED_WAIT = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class TmParams:
-    timers: TimerValues = TimerValues()
+    timers: TimerValues = TimerValues(timer_m=ACCEPTED_WAIT)
     fr_timeout: float = 30.0  # until the first reply of a branch
     fr_inv_timeout: float = 120.0  # INVITE: from the first provisional to the final reply
     send_trying: bool = True  # 100 Trying to the caller as soon as an INVITE is relayed
@@ -205,6 +210,7 @@ def _copy_response(resp: Response) -> Response:
 
 
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
+_QUIET = (State.ACCEPTED, State.COMPLETED, State.CONFIRMED)
 _DONE = Response(0, "done")  # a finished branch after compaction
 
 
@@ -324,6 +330,13 @@ class StatefulProxy:
             ist = self.server.get(server_key(msg, "INVITE"))
             if ist is not None and isinstance(ist.owner, ResponseContext):
                 self._receive_cancel(msg, src, ist.owner, now)
+                return True
+            if ist is not None and isinstance(ist.owner, Peer):
+                # the INVITE's final response went out and its context is gone (detached):
+                # 16.10, answer the CANCEL and do nothing else
+                cst = self._new_server(msg, src, now)
+                cst.owner = self._reply_peer(msg, src)
+                self._send_reply(cst, self.core.make_reply(msg, 200, "OK"), now)
                 return True
         return False
 
@@ -464,6 +477,9 @@ class StatefulProxy:
         if st.state in (State.PROCEEDING, State.TRYING) or (st.state is State.ACCEPTED and two):
             st.send_response(resp.status, resp.to_bytes(), now)
             self._drain(st, now)
+            owner = st.owner
+            if resp.status >= 200 and isinstance(owner, ResponseContext) and owner.live == 1:
+                self._maybe_detach(owner)  # t_reply, or every branch had ended already
         elif two and isinstance(st.owner, ResponseContext) and st.owner.is_invite:
             # a 2xx after a non-2xx final went upstream: forward it statelessly (RFC 6026 8.1)
             self._out.append(Transmit(st.owner.reply_peer, resp.to_bytes()))
@@ -542,14 +558,35 @@ class StatefulProxy:
             if self.client.get(txn.key) is txn:
                 del self.client[txn.key]
             ctx = txn.owner.ctx if isinstance(txn.owner, Branch) else None
+        # no reference cycle outlives a transaction (owner -> branch/context -> transaction):
+        # reference counting frees it now, not the cyclic collector later
+        txn.owner = None
         self.active[txn.kind] -= 1
         if ctx is not None:
             ctx.live -= 1
             if ctx.live == 0:
-                self.contexts -= 1
-                for b in ctx.branches:  # the final-response timers die with the context
-                    b.fr_deadline = None
-                    self._disarm(b)
+                self._end_context(ctx)
+            else:
+                self._maybe_detach(ctx)
+
+    def _end_context(self, ctx: ResponseContext) -> None:
+        ctx.live = 0
+        self.contexts -= 1
+        branches, ctx.branches = ctx.branches, []
+        for b in branches:  # the final-response timers die with the context
+            b.fr_deadline = None
+            self._disarm(b)
+
+    def _maybe_detach(self, ctx: ResponseContext) -> None:
+        """The final response went upstream and no client transaction is left: the server
+        transaction only absorbs retransmissions (IST Accepted or Completed/Confirmed, NIST
+        Completed, up to 64*T1) and needs nothing but its key, its last response and where
+        replies go. It keeps just that; the context, its branches and its request go now."""
+        st = ctx.st
+        if ctx.live == 1 and ctx.final_status and st.owner is ctx and \
+                st.state in _QUIET:
+            st.owner = ctx.reply_peer
+            self._end_context(ctx)
 
     def _local_reply(self, ctx: ResponseContext, status: int, reason: str) -> Response:
         if ctx.request is None:  # compacted: the final answer went upstream already
@@ -730,6 +767,6 @@ class StatefulProxy:
         return merged
 
 
-__all__ = ["BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",
+__all__ = ["ACCEPTED_WAIT", "BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",
            "StatefulProxy", "TmParams", "Transmit", "best_response", "copy_request",
            "is_stateful_branch"]

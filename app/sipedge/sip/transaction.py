@@ -17,7 +17,12 @@ created the transaction for.
 Deviations and choices:
 
 - RFC 6026: a 2xx moves the IST and the ICT to ACCEPTED (timers L and M, 64*T1). 2xx
-  retransmissions are passed to the TU (client) or sent (server) while ACCEPTED.
+  retransmissions are passed to the TU (client) or sent (server) while ACCEPTED. Timer M is
+  configurable (`TimerValues.timer_m`): the proxy (sip/stateful.py) keeps its ICT in Accepted
+  for Kamailio's 5 s wait, not 32 s; see there why.
+- A transaction keeps only what its next transitions need: the request goes once a final
+  response is sent or received (nothing is built from it any more), the last response is
+  kept only where it is repeated (IST Completed, NIST Completed).
 - Over reliable transports timers A, E and G are never started and D, I, J, K are zero.
 - Timer D is configurable (RFC: "at least 32 s" for unreliable transports).
 """
@@ -191,16 +196,19 @@ _METHODS: dict[Kind, dict[tuple[State, Input], tuple[State, str | None]]] = {
 
 @dataclass(frozen=True, slots=True)
 class TimerValues:
-    """T1, T2, T4 (RFC 3261 17.1.1.1, 17.1.2.2) and Timer D, in seconds."""
+    """T1, T2, T4 (RFC 3261 17.1.1.1, 17.1.2.2), Timer D and Timer M (RFC 6026: how long
+    an ICT stays in Accepted; None: 64*T1), in seconds."""
 
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
     timer_d: float = 32.0
+    timer_m: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.t1 <= self.t2 or self.t4 <= 0 or self.timer_d < 0:
-            raise ValueError("need 0 < T1 <= T2, T4 > 0, Timer D >= 0")
+        if not 0 < self.t1 <= self.t2 or self.t4 <= 0 or self.timer_d < 0 or (
+                self.timer_m is not None and self.timer_m < 0):
+            raise ValueError("need 0 < T1 <= T2, T4 > 0, Timer D >= 0, Timer M >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,7 +444,8 @@ class ClientTransaction(Transaction):
 
     def _do_accept(self, now: float, arg: object) -> None:
         self._do_pass_response(now, arg)
-        self._start(I.TIMER_M, now, 64 * self.timers.t1)
+        m = self.timers.timer_m
+        self._start(I.TIMER_M, now, 64 * self.timers.t1 if m is None else m)
         self._release()
 
     def _release(self) -> None:
@@ -509,12 +518,14 @@ class ServerTransaction(Transaction):
 
     def _do_send_complete_ist(self, now: float, arg: object) -> None:
         self._do_send(now, arg)
+        self.request = None  # type: ignore[assignment]  # Completed repeats only the bytes
         if not self.reliable:
             self._start(I.TIMER_G, now, self.timers.t1)
         self._start(I.TIMER_H, now, 64 * self.timers.t1)
 
     def _do_send_complete_nist(self, now: float, arg: object) -> None:
         self._do_send(now, arg)
+        self.request = None  # type: ignore[assignment]  # Completed repeats only the bytes
         self._start(I.TIMER_J, now, 0.0 if self.reliable else 64 * self.timers.t1)
 
     def _do_retransmit(self, now: float, arg: object) -> None:  # Timer G

@@ -410,3 +410,50 @@ def test_transport_error_of_the_only_branch_answers_503_upstream_as_500():
     n.tm.transport_error(tx.key, 0.01)
     # no failure hook action: the best reply goes upstream; a 503 becomes 500 (16.7 step 6)
     assert statuses(n.sent()) == [500]
+
+
+def test_accepted_invite_keeps_only_a_small_server_transaction():
+    """The proxy's ICT leaves Accepted after the 5 s wait (Timer M, Kamailio's wait timer);
+    then the IST alone absorbs INVITE retransmissions until Timer L (64*T1), holding no
+    context, branch or request. A late 2xx retransmission goes statelessly (no match)."""
+    n = Net()
+    n.tm.params = TmParams(TimerValues(t1=0.5, t2=4.0, t4=5.0, timer_d=32.0, timer_m=5.0))
+    ctx = n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    assert n.tm.receive_response(answer(inv.to_bytes(), 200), 0.1)
+    assert statuses(n.sent()) == [200]
+    n.run_until(5.0)
+    assert n.tm.contexts == 1  # the ICT is still in Accepted
+    n.run_until(5.2)
+    assert n.tm.contexts == 0 and n.tm.stats()["active"]["ict"] == 0 and n.tm.stats()["active"]["ist"] == 1
+    (ist,) = n.tm.server.values()
+    assert ist.request is None and ist.owner is ctx.reply_peer and ctx.branches == []
+    assert n.tm.match_request(invite(), CALLER, 6.0)  # retransmission: absorbed
+    assert n.sent() == []
+    assert n.tm.match_request(invite("CANCEL"), CALLER, 6.0)  # too late: 200 and nothing else
+    out = n.sent()
+    assert [(p, m.status) for p, m in out] == [(5999, 200)]
+    assert not n.tm.receive_response(answer(inv.to_bytes(), 200), 7.0)
+    n.run_until(100)
+    assert n.idle() and not n.tm.server
+
+
+def test_t_reply_and_non_invite_keep_no_context_while_absorbing():
+    n = Net()
+    ctx = n.tm.create(invite(), CALLER, 0.0)
+    n.tm.reply(ctx, 404, "Not Here", now=0.0)
+    assert n.tm.contexts == 0 and statuses(n.sent()) == [404]
+    assert n.tm.match_request(invite(), CALLER, 0.3)
+    assert statuses(n.sent()) == [404]
+    bye = invite("BYE", branch="z9hG4bKbye1")
+    n.relay(bye, [UAS1])
+    (req,) = requests_to(n.sent(), 6001)
+    n.tm.receive_response(answer(req.to_bytes(), 200), 1.0)
+    assert statuses(n.sent()) == [200]
+    n.run_until(6.1)  # Timer K of the NICT
+    n.sent()  # the 404's Timer G retransmissions (no ACK in this test)
+    assert n.tm.contexts == 0 and n.tm.stats()["active"]["nist"] == 1
+    assert n.tm.match_request(invite("BYE", branch="z9hG4bKbye1"), CALLER, 7.0)
+    assert statuses(n.sent()) == [200]  # the NIST repeats its final response
+    n.run_until(100)
+    assert n.idle()
