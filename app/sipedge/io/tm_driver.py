@@ -1,9 +1,10 @@
 """asyncio glue of the transaction-stateful proxy (sip/stateful.py) in one worker.
 
-The worker calls four methods: `match_request()` before the routing script (absorbs
+The worker calls five methods: `match_request()` before the routing script (absorbs
 retransmissions, hop-by-hop ACKs and CANCELs of known INVITEs), `execute()` for the
-`Relay` / `TReply` actions a script recorded, `receive_response()` before stateless reply
-handling, and `stats()`. Everything else is the aioquic pattern: feed the core with
+`Relay` / `TReply` actions a script recorded, `receive_response_data()` with a UDP reply's
+bytes before any parse (a 1xx/2xx of our transaction is spliced and forwarded there),
+`receive_response()` before stateless reply handling, and `stats()`. Everything else is the aioquic pattern: feed the core with
 `loop.time()` as `now`, send what `data_to_send()` returns, keep exactly one `call_at()`
 armed, never later than `get_timer()` (a call that finds nothing due just re-arms).
 
@@ -77,6 +78,16 @@ class TmDriver:
     def receive_response(self, msg: Response) -> bool:
         """True when the reply belonged to a client transaction (handled here)."""
         if self.proxy.receive_response(msg, self._now()):
+            self._flush()
+            return True
+        return False
+
+    def receive_response_data(self, data: bytes) -> bool:
+        """A UDP reply as received, before any parse: True when it was a 1xx/2xx of one of
+        this worker's client transactions and went upstream as spliced bytes
+        (`StatefulProxy.receive_response_data`); False: parse it and go on as usual.
+        The caller checks first that no module hook reads replies."""
+        if self.proxy.receive_response_data(data, self._now()):
             self._flush()
             return True
         return False
@@ -235,6 +246,12 @@ class TmDriver:
         return kept
 
     # -- Hooks (called by StatefulProxy) -----------------------------------------------
+
+    def reads_replies(self, ctx: ResponseContext) -> bool:
+        """reply_route or a t_on_reply function reads every reply of the transaction."""
+        script = self.w.script
+        return script is not None and (script.reply_route is not None
+                                       or bool(ctx.routes.get("reply")))
 
     def on_reply(self, ctx: ResponseContext, branch: Branch, resp: Response) -> bool:
         script = self.w.script

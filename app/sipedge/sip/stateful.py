@@ -88,6 +88,10 @@ class TmParams:
 
 
 class Hooks(Protocol):
+    def reads_replies(self, ctx: "ResponseContext") -> bool:
+        """Whether on_reply() looks at the replies of `ctx` (False: the proxy may forward a
+        1xx/2xx as spliced bytes, never building a Response)."""
+
     def on_reply(self, ctx: "ResponseContext", branch: "Branch", resp: Response) -> bool:
         """Every reply of a branch (our Via already removed), before it is forwarded; may
         change `resp`. False: do not forward it (honoured for provisional replies only)."""
@@ -104,6 +108,9 @@ class Hooks(Protocol):
 
 
 class NoHooks:
+    def reads_replies(self, ctx: "ResponseContext") -> bool:
+        return False
+
     def on_reply(self, ctx: "ResponseContext", branch: "Branch", resp: Response) -> bool:
         return True
 
@@ -207,6 +214,70 @@ def copy_request(req: Request) -> Request:
 def _copy_response(resp: Response) -> Response:
     return Response(resp.status, resp.reason, [[h[0], h[1], h[2]] for h in resp.headers],
                     resp.body, resp.version)
+
+
+class SplicedReply:
+    """A 1xx or 2xx of a client transaction forwarded as bytes (`receive_response_data`):
+    the status, and the datagram without our Via. Stands where `_on_response` and
+    `_send_reply` would otherwise take a parsed Response."""
+
+    __slots__ = ("status", "data")
+
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status = status
+        self.data = data
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+
+def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
+    """(status, top Via branch, CSeq method, the datagram without its top Via line) of a
+    1xx/2xx reply with at least two Via header lines, by a scan of the header lines; None for
+    anything else (folded lines, several values in the top Via line, no CRLF CRLF, an odd
+    status line): the full parse handles those."""
+    if data[:8] != b"SIP/2.0 " or data[11:12] != b" " or data[8:9] not in (b"1", b"2"):
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    status = data[8:11]
+    if not status.isdigit():
+        return None
+    lines = data[:end].split(b"\r\n")
+    top = -1
+    vias = 0
+    method = None
+    for i in range(1, len(lines)):
+        line = lines[i]
+        c = line.find(b":")
+        if c <= 0 or line[:1] in (b" ", b"\t"):
+            return None  # folded or broken: the parser decides
+        name = line[:c].rstrip().lower()
+        if name == b"via" or name == b"v":
+            vias += 1
+            if top < 0:
+                top = i
+        elif name == b"cseq":
+            parts = line[c + 1:].split()
+            if len(parts) != 2 or method is not None:
+                return None
+            method = parts[1]
+    if vias < 2 or method is None:
+        return None
+    via = lines[top]
+    p = via.find(b";branch=")
+    if p < 0 or b"," in via:
+        return None
+    p += 8
+    q = via.find(b";", p)
+    branch = (via[p:] if q < 0 else via[p:q]).strip()
+    del lines[top]
+    try:
+        return (int(status), branch.decode("ascii"), method.decode("ascii"),
+                b"\r\n".join(lines) + data[end:])
+    except UnicodeDecodeError:
+        return None
 
 
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
@@ -499,6 +570,28 @@ class StatefulProxy:
         self._drain(ct, now)
         return True
 
+    def receive_response_data(self, data: bytes, now: float) -> bool:
+        """The byte-level path for a 1xx/2xx of one of our client transactions: matched by
+        the top Via's branch and the CSeq method, our Via line cut out, the rest forwarded as
+        it came (no Response is built). True: handled. False: not for this path (no such
+        transaction, a non-2xx final, a reply the hooks read, anything `splice_reply`
+        leaves to the parser): the caller parses it and calls receive_response()."""
+        if not self.client:
+            return False
+        cut = splice_reply(data)
+        if cut is None:
+            return False
+        status, branch, method, rest = cut
+        ct = self.client.get((branch, "INVITE" if method == "ACK" else method))
+        if ct is None:
+            return False
+        b = ct.owner
+        if not isinstance(b, Branch) or b.ct is not ct or self.hooks.reads_replies(b.ctx):
+            return False
+        ct.receive_status(status, SplicedReply(status, rest), now)
+        self._drain(ct, now)
+        return True
+
     def transport_error(self, key: object, now: float) -> None:
         """The transport could not deliver what the client transaction `key` sent (TCP or
         TLS connect failed, no route). The transaction ends and its branch behaves as if it
@@ -595,10 +688,12 @@ class StatefulProxy:
 
     def _on_response(self, b: Branch, resp: Response, now: float) -> None:
         ctx = b.ctx
-        # our Via goes (16.7 step 3); a reply with no Via left was for us
-        resp.pop_first("via")
-        if not resp.has("via"):
-            return
+        # our Via goes (16.7 step 3); a reply with no Via left was for us. A spliced reply
+        # is without it already and has another.
+        if type(resp) is not SplicedReply:
+            resp.pop_first("via")
+            if not resp.has("via"):
+                return
         status = resp.status
         if b.final is not None and not (200 <= status < 300 and ctx.is_invite):
             return  # the branch ended already (local 408 or CANCEL); absorb
@@ -768,5 +863,5 @@ class StatefulProxy:
 
 
 __all__ = ["ACCEPTED_WAIT", "BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",
-           "StatefulProxy", "TmParams", "Transmit", "best_response", "copy_request",
-           "is_stateful_branch"]
+           "SplicedReply", "StatefulProxy", "TmParams", "Transmit", "best_response",
+           "copy_request", "is_stateful_branch", "splice_reply"]

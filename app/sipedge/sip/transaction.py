@@ -417,6 +417,10 @@ class ClientTransaction(Transaction):
     def receive_response(self, resp: Response, now: float) -> None:
         self._apply(response_input(resp.status), now, resp)
 
+    def receive_status(self, status: int, reply: object, now: float) -> None:
+        """A response known by its status only; `reply` is passed to the TU as it is."""
+        self._apply(response_input(status), now, reply)
+
     # side effects
     def _do_retransmit(self, now: float, arg: object) -> None:
         self._out.append(self.data)
@@ -435,7 +439,7 @@ class ClientTransaction(Transaction):
         self._events.append(TransactionTimedOut("B" if self.kind is Kind.ICT else "F"))
 
     def _do_pass_response(self, now: float, arg: object) -> None:
-        assert isinstance(arg, Response)
+        # arg: the Response, or whatever stands for it (the proxy's spliced 1xx/2xx bytes)
         if self.kind is Kind.ICT:
             self._stop(I.TIMER_A, I.TIMER_B)
         elif self.state is S.PROCEEDING and I.TIMER_E in self._timers:
@@ -467,7 +471,6 @@ class ClientTransaction(Transaction):
             self._out.append(self.ack)
 
     def _do_complete(self, now: float, arg: object) -> None:
-        assert isinstance(arg, Response)
         self._stop(I.TIMER_E, I.TIMER_F)
         self._release()
         self._events.append(ResponseReceived(arg))

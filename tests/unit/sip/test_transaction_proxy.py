@@ -457,3 +457,46 @@ def test_t_reply_and_non_invite_keep_no_context_while_absorbing():
     assert statuses(n.sent()) == [200]  # the NIST repeats its final response
     n.run_until(100)
     assert n.idle()
+
+
+def _call_bytes(n, spliced):
+    """INVITE relayed, 180, 200 from the callee; what went to the caller, as bytes."""
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    data = inv.to_bytes()
+    for st in (180, 200):
+        raw = answer(data, st).to_bytes()
+        if spliced:
+            assert n.tm.receive_response_data(raw, n.now)
+        else:
+            assert n.tm.receive_response(parse_message(raw), n.now)
+    return [t.data for t in n.tm.data_to_send()], data
+
+
+def test_transaction_reply_splice_forwards_what_the_full_path_does():
+    full, _ = _call_bytes(Net(), spliced=False)
+    n = Net()
+    spliced, inv = _call_bytes(n, spliced=True)
+    assert spliced == full and len(spliced) == 2
+    assert n.tm.counters == {"snd_rpl_1xx": 1, "fwd_rpl_1xx": 1, "fwd_rpl_2xx": 1}
+    # non-2xx finals, strays, replies with one Via, folded lines: the parser's job
+    assert not n.tm.receive_response_data(answer(inv, 486).to_bytes(), n.now)
+    one_via = answer(inv, 200).to_bytes().replace(b"Via: SIP/2.0/UDP 127.0.0.1:5999;"
+                                                  b"branch=z9hG4bKcaller1\r\n", b"")
+    assert one_via.count(b"Via:") == 1 and not n.tm.receive_response_data(one_via, n.now)
+    stray = answer(inv, 200).to_bytes().replace(b"z9hG4bK1xt", b"z9hG4bK1xu")
+    assert not n.tm.receive_response_data(stray, n.now)
+    folded = answer(inv, 200).to_bytes().replace(b"\r\nCall-ID:", b"\r\n Call-ID:")
+    assert not n.tm.receive_response_data(folded, n.now)
+
+
+def test_transaction_reply_splice_leaves_replies_the_hooks_read_to_the_parser():
+    class Reading(Recorder):
+        def reads_replies(self, ctx):
+            return True
+
+    n = Net()
+    n.tm.hooks = Reading()
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    assert not n.tm.receive_response_data(answer(inv.to_bytes(), 180).to_bytes(), n.now)
