@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -216,6 +217,22 @@ def _copy_response(resp: Response) -> Response:
                     resp.body, resp.version)
 
 
+class Absorber:
+    """What is left of a server transaction that only absorbs retransmissions once its
+    context is gone (`_maybe_detach`): an IST in Accepted (RFC 6026 Timer L: INVITE
+    retransmissions are dropped, ACKs too) or a NIST in Completed (Timer J: a retransmission
+    gets the final response again). Lives in `StatefulProxy.server` under the transaction's
+    key until `until`; a few hundred bytes instead of a machine with its timer table, queues
+    and context."""
+
+    __slots__ = ("response", "peer", "until")
+
+    def __init__(self, response: bytes | None, peer: Peer, until: float) -> None:
+        self.response = response
+        self.peer = peer
+        self.until = until
+
+
 class SplicedReply:
     """A 1xx or 2xx of a client transaction forwarded as bytes (`receive_response_data`):
     the status, and the datagram without our Via. Stands where `_on_response` and
@@ -314,11 +331,14 @@ class StatefulProxy:
         self.params = params
         self.hooks: Hooks = hooks or NoHooks()
         self.salt = salt
-        self.server: dict[object, ServerTransaction] = {}
+        self.server: dict[object, ServerTransaction | Absorber] = {}
+        # keys of the absorbers in the order they expire (all live 64*T1 from their final)
+        self._absorbing: deque = deque()
         self.client: dict[object, ClientTransaction] = {}
         self.active = {k: 0 for k in Kind}
         self.total = {k: 0 for k in Kind}
         self.contexts = 0
+        self.absorbers = 0
         self._out: list[Transmit] = []
         self._heap: list[tuple[float, int, object]] = []
         self._branch_seq = itertools.count(1)
@@ -333,14 +353,34 @@ class StatefulProxy:
 
     def get_timer(self) -> float | None:
         heap = self._heap
+        first = None
         while heap:
             when, _, obj = heap[0]
             if obj.armed == when:  # type: ignore[attr-defined]
-                return when
+                first = when
+                break
             heapq.heappop(heap)  # stale entry
-        return None
+        absorbing = self._absorbing
+        while absorbing:
+            a = self.server.get(absorbing[0])
+            if type(a) is Absorber:
+                if first is None or a.until < first:  # type: ignore[union-attr]
+                    first = a.until  # type: ignore[union-attr]
+                break
+            absorbing.popleft()  # replaced meanwhile
+        return first
 
     def handle_timer(self, now: float) -> None:
+        absorbing = self._absorbing
+        server = self.server
+        while absorbing:
+            a = server.get(absorbing[0])
+            if type(a) is Absorber:
+                if a.until > now:  # type: ignore[union-attr]
+                    break
+                del server[absorbing[0]]
+                self.absorbers -= 1
+            absorbing.popleft()
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, _, obj = heapq.heappop(heap)
@@ -382,7 +422,7 @@ class StatefulProxy:
     def stats(self) -> dict:
         return {"active": {k.value: v for k, v in self.active.items()},
                 "total": {k.value: v for k, v in self.total.items()},
-                "contexts": self.contexts}
+                "contexts": self.contexts, "absorbing": self.absorbers}
 
     # -- requests ----------------------------------------------------------------------
 
@@ -394,15 +434,21 @@ class StatefulProxy:
             return False
         st = self.server.get(server_key(msg))
         if st is not None:
-            st.receive_request(msg, now)
-            self._drain(st, now)
+            if type(st) is Absorber:
+                if st.response is not None and msg.method != "ACK":  # type: ignore[union-attr]
+                    self._out.append(Transmit(st.peer, st.response))  # type: ignore[union-attr]
+                return True
+            st.receive_request(msg, now)  # type: ignore[union-attr]
+            self._drain(st, now)  # type: ignore[arg-type]
             return True
         if msg.method == "CANCEL":
             ist = self.server.get(server_key(msg, "INVITE"))
-            if ist is not None and isinstance(ist.owner, ResponseContext):
-                self._receive_cancel(msg, src, ist.owner, now)
+            if ist is not None and type(ist) is not Absorber and \
+                    isinstance(ist.owner, ResponseContext):  # type: ignore[union-attr]
+                self._receive_cancel(msg, src, ist.owner, now)  # type: ignore[union-attr]
                 return True
-            if ist is not None and isinstance(ist.owner, Peer):
+            if ist is not None and (type(ist) is Absorber or
+                                    isinstance(ist.owner, Peer)):  # type: ignore[union-attr]
                 # the INVITE's final response went out and its context is gone (detached):
                 # 16.10, answer the CANCEL and do nothing else
                 cst = self._new_server(msg, src, now)
@@ -678,8 +724,22 @@ class StatefulProxy:
         st = ctx.st
         if ctx.live == 1 and ctx.final_status and st.owner is ctx and \
                 st.state in _QUIET:
-            st.owner = ctx.reply_peer
             self._end_context(ctx)
+            until = st.get_timer()
+            if until is not None and self.server.get(st.key) is st and (
+                    st.state is State.ACCEPTED or st.kind is Kind.NIST):
+                # only the key, the response to repeat and where: an Absorber
+                st.owner = None
+                ctx.st = None  # type: ignore[assignment]  # stale timer entries may hold ctx
+                self.server[st.key] = Absorber(st.last_response, ctx.reply_peer, until)
+                self._absorbing.append(st.key)
+                self.absorbers += 1
+                self.active[st.kind] -= 1
+                if st.armed is not None:
+                    st.armed = None
+                    self._stale += 1
+            else:  # IST Completed (Timer G, H) or Confirmed: the machine goes on
+                st.owner = ctx.reply_peer
 
     def _local_reply(self, ctx: ResponseContext, status: int, reason: str) -> Response:
         if ctx.request is None:  # compacted: the final answer went upstream already
@@ -862,6 +922,6 @@ class StatefulProxy:
         return merged
 
 
-__all__ = ["ACCEPTED_WAIT", "BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",
+__all__ = ["ACCEPTED_WAIT", "Absorber", "BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",
            "SplicedReply", "StatefulProxy", "TmParams", "Transmit", "best_response",
            "copy_request", "is_stateful_branch", "splice_reply"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sipedge.sip.message import Request, Response, parse_message
 from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
-from sipedge.sip.stateful import (BranchTarget, NoHooks, Peer, StatefulProxy, TmParams,
+from sipedge.sip.stateful import (Absorber, BranchTarget, NoHooks, Peer, StatefulProxy, TmParams,
                                   best_response, copy_request, is_stateful_branch)
 from sipedge.sip.transaction import TimerValues
 
@@ -415,7 +415,7 @@ def test_transport_error_of_the_only_branch_answers_503_upstream_as_500():
 def test_accepted_invite_keeps_only_a_small_server_transaction():
     """The proxy's ICT leaves Accepted after the 5 s wait (Timer M, Kamailio's wait timer);
     then the IST alone absorbs INVITE retransmissions until Timer L (64*T1), holding no
-    context, branch or request. A late 2xx retransmission goes statelessly (no match)."""
+    context, branch or request (an Absorber). A late 2xx retransmission goes statelessly."""
     n = Net()
     n.tm.params = TmParams(TimerValues(t1=0.5, t2=4.0, t4=5.0, timer_d=32.0, timer_m=5.0))
     ctx = n.relay(invite(), [UAS1])
@@ -425,9 +425,11 @@ def test_accepted_invite_keeps_only_a_small_server_transaction():
     n.run_until(5.0)
     assert n.tm.contexts == 1  # the ICT is still in Accepted
     n.run_until(5.2)
-    assert n.tm.contexts == 0 and n.tm.stats()["active"]["ict"] == 0 and n.tm.stats()["active"]["ist"] == 1
+    stats = n.tm.stats()
+    assert stats["contexts"] == 0 and stats["active"]["ict"] == stats["active"]["ist"] == 0
     (ist,) = n.tm.server.values()
-    assert ist.request is None and ist.owner is ctx.reply_peer and ctx.branches == []
+    assert isinstance(ist, Absorber) and ist.response is None and ctx.branches == []
+    assert ist.until == 0.1 + 64 * 0.5 and stats["absorbing"] == 1  # Timer L
     assert n.tm.match_request(invite(), CALLER, 6.0)  # retransmission: absorbed
     assert n.sent() == []
     assert n.tm.match_request(invite("CANCEL"), CALLER, 6.0)  # too late: 200 and nothing else
@@ -452,7 +454,8 @@ def test_t_reply_and_non_invite_keep_no_context_while_absorbing():
     assert statuses(n.sent()) == [200]
     n.run_until(6.1)  # Timer K of the NICT
     n.sent()  # the 404's Timer G retransmissions (no ACK in this test)
-    assert n.tm.contexts == 0 and n.tm.stats()["active"]["nist"] == 1
+    assert n.tm.contexts == 0 and n.tm.stats()["absorbing"] == 1  # the NIST; the 404 IST: a machine
+    assert n.tm.stats()["active"] == {"ict": 0, "nict": 0, "ist": 1, "nist": 0}
     assert n.tm.match_request(invite("BYE", branch="z9hG4bKbye1"), CALLER, 7.0)
     assert statuses(n.sent()) == [200]  # the NIST repeats its final response
     n.run_until(100)
