@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -248,56 +249,54 @@ class SplicedReply:
         return self.data
 
 
+_VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:")  # over the lowered head
+_CSEQ_LINE = re.compile(rb"\ncseq[ \t]*:[ \t]*[0-9]+[ \t]+([^ \t\r\n]+)[ \t]*\r")
+
+
 def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
     """(status, top Via branch, CSeq method, the datagram without its top Via line) of a
-    1xx/2xx reply with at least two Via header lines, by a scan of the header lines; None for
-    anything else (folded lines, several values in the top Via line, no CRLF CRLF, an odd
-    status line): the full parse handles those."""
+    1xx/2xx reply with at least two Via header lines; None for anything else (folded lines,
+    several values in the top Via line, no CRLF CRLF, an odd status line, several CSeq): the
+    full parse handles those. The head is lowered once and searched by two patterns that
+    start with a literal LF, so the regex engine jumps from line to line."""
     if data[:8] != b"SIP/2.0 " or data[11:12] != b" " or data[8:9] not in (b"1", b"2"):
         return None
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
     status = data[8:11]
-    if not status.isdigit():
+    head = data[:end + 2].lower()  # the last header line keeps its CRLF
+    if not status.isdigit() or b"\n " in head or b"\n\t" in head:
         return None
-    lines = data[:end].split(b"\r\n")
-    top = -1
-    vias = 0
-    method = None
-    for i in range(1, len(lines)):
-        line = lines[i]
-        c = line.find(b":")
-        if c <= 0 or line[:1] in (b" ", b"\t"):
-            return None  # folded or broken: the parser decides
-        name = line[:c].rstrip().lower()
-        if name == b"via" or name == b"v":
-            vias += 1
-            if top < 0:
-                top = i
-        elif name == b"cseq":
-            parts = line[c + 1:].split()
-            if len(parts) != 2 or method is not None:
-                return None
-            method = parts[1]
-    if vias < 2 or method is None:
+    vias = _VIA_LINE.finditer(head)
+    top = next(vias, None)
+    if top is None or next(vias, None) is None:
+        return None  # no Via left after ours: the reply was for us
+    cseq = _CSEQ_LINE.search(head)
+    if cseq is None or _CSEQ_LINE.search(head, cseq.end() - 1) is not None:
         return None
-    via = lines[top]
-    p = via.find(b";branch=")
-    if p < 0 or b"," in via:
+    start = top.start() + 1
+    stop = head.find(b"\r\n", start)
+    line = head[start:stop]
+    p = line.find(b";branch=")
+    if p < 0 or b"," in line:
         return None
     p += 8
-    q = via.find(b";", p)
-    branch = (via[p:] if q < 0 else via[p:q]).strip()
-    del lines[top]
+    q = line.find(b";", p)
+    q = len(line) if q < 0 else q
     try:
-        return (int(status), branch.decode("ascii"), method.decode("ascii"),
-                b"\r\n".join(lines) + data[end:])
+        # the branch as sent (case kept): our own, compared byte for byte
+        branch = data[start + p:start + q].strip().decode("ascii")
+        method = data[cseq.start(1):cseq.end(1)].decode("ascii")
     except UnicodeDecodeError:
         return None
+    return int(status), branch, method, data[:start] + data[stop + 2:]
 
 
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
+# [relayed][status class] -> the counter key (fwd_rpl_2xx, snd_rpl_1xx, ...)
+_COUNTER_KEYS = tuple(tuple(f"{'fwd' if r else 'snd'}_rpl_{c}xx" for c in range(10))
+                      for r in (False, True))
 _QUIET = (State.ACCEPTED, State.COMPLETED, State.CONFIRMED)
 _DONE = Response(0, "done")  # a finished branch after compaction
 
@@ -588,7 +587,7 @@ class StatefulProxy:
 
     def _send_reply(self, st: ServerTransaction, resp: Response, now: float,
                     relayed: bool = False) -> None:
-        key = f"{'fwd' if relayed else 'snd'}_rpl_{resp.status // 100}xx"
+        key = _COUNTER_KEYS[relayed][resp.status // 100]
         self.counters[key] = self.counters.get(key, 0) + 1
         two = 200 <= resp.status < 300
         if st.state in (State.PROCEEDING, State.TRYING) or (st.state is State.ACCEPTED and two):

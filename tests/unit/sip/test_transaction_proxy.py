@@ -503,3 +503,18 @@ def test_transaction_reply_splice_leaves_replies_the_hooks_read_to_the_parser():
     n.relay(invite(), [UAS1])
     (inv,) = requests_to(n.sent(), 6001)
     assert not n.tm.receive_response_data(answer(inv.to_bytes(), 180).to_bytes(), n.now)
+
+
+def test_splice_reply_cuts_the_top_via_line_only():
+    from sipedge.sip.stateful import splice_reply
+
+    raw = (b"SIP/2.0 180 Ringing\r\nv: SIP/2.0/UDP 10.0.0.1;rport=5;branch=z9hG4bK1xtAB.7\r\n"
+           b"VIA : SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKup\r\nCSeq: 7 INVITE\r\n"
+           b"Content-Length: 2\r\n\r\nhi")
+    status, branch, method, rest = splice_reply(raw)
+    assert (status, branch, method) == (180, "z9hG4bK1xtAB.7", "INVITE")
+    assert rest == raw.replace(b"v: SIP/2.0/UDP 10.0.0.1;rport=5;branch=z9hG4bK1xtAB.7\r\n", b"")
+    assert splice_reply(raw.replace(b"CSeq: 7 INVITE\r\n", b"CSeq: 7 INVITE\r\ncseq: 8 X\r\n")) \
+        is None
+    assert splice_reply(raw.replace(b"180 Ringing", b"486 Busy Here")) is None
+    assert splice_reply(raw.replace(b".7\r\n", b".7,SIP/2.0/UDP a\r\n")) is None
