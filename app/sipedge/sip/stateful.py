@@ -14,6 +14,17 @@ Final-response timers work like Kamailio's: `fr_timeout` runs from the moment a 
 sent until its first reply; for INVITE a provisional reply restarts it as `fr_inv_timeout`.
 When it fires the branch ends with a local 408 (an INVITE branch that got a provisional is
 also CANCELled) and the 408 takes part in best-response selection like any other reply.
+
+Lifetime and size (docs/transactions.md "How long a finished transaction stays"): the INVITE
+client transaction leaves Accepted after `ACCEPTED_WAIT` (5 s, Kamailio's wait timer; a 2xx
+retransmission after it is forwarded statelessly along the same path). When the final
+response went upstream and the last client transaction has ended, the context is dropped
+and the server transaction becomes an `Absorber` (IST Accepted: Timer L, NIST Completed:
+Timer J, both 64*T1): its key, the bytes to repeat, the reply address, the deadline.
+
+Replies: `receive_response_data()` takes a 1xx/2xx of a client transaction as bytes, cuts
+our Via line out (`splice_reply`) and forwards the rest unchanged, unless a hook reads the
+replies (`Hooks.reads_replies`); everything else is parsed and goes to `receive_response()`.
 """
 
 from __future__ import annotations
