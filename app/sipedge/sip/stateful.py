@@ -605,8 +605,8 @@ class StatefulProxy:
             st.send_response(resp.status, resp.to_bytes(), now)
             self._drain(st, now)
             owner = st.owner
-            if resp.status >= 200 and isinstance(owner, ResponseContext) and owner.live == 1:
-                self._maybe_detach(owner)  # t_reply, or every branch had ended already
+            if resp.status >= 200 and isinstance(owner, ResponseContext):
+                self._maybe_detach(owner)
         elif two and isinstance(st.owner, ResponseContext) and st.owner.is_invite:
             # a 2xx after a non-2xx final went upstream: forward it statelessly (RFC 6026 8.1)
             self._out.append(Transmit(st.owner.reply_peer, resp.to_bytes()))
@@ -711,7 +711,7 @@ class StatefulProxy:
         # reference counting frees it now, not the cyclic collector later
         txn.owner = None
         self.active[txn.kind] -= 1
-        if ctx is not None:
+        if ctx is not None and ctx.live > 0:  # 0: the context ended already (detached)
             ctx.live -= 1
             if ctx.live == 0:
                 self._end_context(ctx)
@@ -722,34 +722,49 @@ class StatefulProxy:
         ctx.live = 0
         self.contexts -= 1
         branches, ctx.branches = ctx.branches, []
+        ctx.request = ctx.best = None  # type: ignore[assignment]
         for b in branches:  # the final-response timers die with the context
             b.fr_deadline = None
             self._disarm(b)
+            # a client transaction in Completed still points at its branch: keep it small
+            b.request = b.data = None  # type: ignore[assignment]
+            if b.final is not None:
+                b.final = _DONE
 
     def _maybe_detach(self, ctx: ResponseContext) -> None:
-        """The final response went upstream and no client transaction is left: the server
-        transaction only absorbs retransmissions (IST Accepted or Completed/Confirmed, NIST
-        Completed, up to 64*T1) and needs nothing but its key, its last response and where
-        replies go. It keeps just that; the context, its branches and its request go now."""
+        """The final response went upstream and every client transaction left is in
+        Completed (it only repeats its ACK or absorbs retransmitted replies, for timers D and
+        K: no reply reaches the core any more): the server transaction only absorbs
+        retransmissions (IST Accepted or Completed/Confirmed, NIST Completed, up to 64*T1)
+        and needs nothing but its key, its last response and where replies go. It keeps just
+        that; the context, its branches and its request go now."""
         st = ctx.st
-        if ctx.live == 1 and ctx.final_status and st.owner is ctx and \
-                st.state in _QUIET:
-            self._end_context(ctx)
-            until = st.get_timer()
-            if until is not None and self.server.get(st.key) is st and (
-                    st.state is State.ACCEPTED or st.kind is Kind.NIST):
-                # only the key, the response to repeat and where: an Absorber
-                st.owner = None
-                ctx.st = None  # type: ignore[assignment]  # stale timer entries may hold ctx
-                self.server[st.key] = Absorber(st.last_response, ctx.reply_peer, until)
-                self._absorbing.append(st.key)
-                self.absorbers += 1
-                self.active[st.kind] -= 1
-                if st.armed is not None:
-                    st.armed = None
-                    self._stale += 1
-            else:  # IST Completed (Timer G, H) or Confirmed: the machine goes on
-                st.owner = ctx.reply_peer
+        if not ctx.final_status or st is None or st.owner is not ctx or st.state not in _QUIET:
+            return
+        if ctx.live > 1:
+            for b in ctx.branches:
+                for ct in (b.ct, b.cancel_ct):
+                    if ct is not None and ct.state is not State.COMPLETED \
+                            and ct.state is not State.TERMINATED:
+                        return  # an ICT in Accepted still forwards 2xx retransmissions
+        self._end_context(ctx)
+        until = st.get_timer()
+        if until is not None and self.server.get(st.key) is st and (
+                st.state is State.ACCEPTED or st.kind is Kind.NIST):
+            # only the key, the response to repeat and where: an Absorber
+            st.owner = None
+            ctx.st = None  # type: ignore[assignment]  # stale timer entries may hold ctx
+            self.server[st.key] = Absorber(st.last_response, ctx.reply_peer, until)
+            self._absorbing.append(st.key)
+            self.absorbers += 1
+            self.active[st.kind] -= 1
+            if st.armed is not None:
+                st.armed = None
+                self._stale += 1
+            st._timers.clear()  # a stale heap entry keeps the object until the next sweep
+            st.last_response = None
+        else:  # IST Completed (Timer G, H) or Confirmed: the machine goes on
+            st.owner = ctx.reply_peer
 
     def _local_reply(self, ctx: ResponseContext, status: int, reason: str) -> Response:
         if ctx.request is None:  # compacted: the final answer went upstream already

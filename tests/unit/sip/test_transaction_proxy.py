@@ -452,6 +452,8 @@ def test_t_reply_and_non_invite_keep_no_context_while_absorbing():
     (req,) = requests_to(n.sent(), 6001)
     n.tm.receive_response(answer(req.to_bytes(), 200), 1.0)
     assert statuses(n.sent()) == [200]
+    # the NICT in Completed (Timer K) needs no context: it went with the final response
+    assert n.tm.contexts == 0 and n.tm.stats()["active"]["nict"] == 1
     n.run_until(6.1)  # Timer K of the NICT
     n.sent()  # the 404's Timer G retransmissions (no ACK in this test)
     assert n.tm.contexts == 0 and n.tm.stats()["absorbing"] == 1  # the NIST; the 404 IST: a machine
@@ -518,3 +520,21 @@ def test_splice_reply_cuts_the_top_via_line_only():
         is None
     assert splice_reply(raw.replace(b"180 Ringing", b"486 Busy Here")) is None
     assert splice_reply(raw.replace(b".7\r\n", b".7,SIP/2.0/UDP a\r\n")) is None
+
+
+def test_non_2xx_final_keeps_machines_but_no_context():
+    """486: the ICT repeats its ACK (Timer D), the IST waits for the caller's ACK (G, H):
+    both stay machines, the context goes with the 486."""
+    n = Net()
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    busy = answer(inv.to_bytes(), 486)
+    assert n.tm.receive_response(busy, 0.2)
+    assert statuses(n.sent()) == [486]
+    assert n.tm.contexts == 0
+    assert n.tm.stats()["active"] == {"ict": 1, "nict": 0, "ist": 1, "nist": 0}
+    assert n.tm.receive_response(answer(inv.to_bytes(), 486), 0.4)  # retransmitted
+    assert [m.method for _, m in n.sent()] == ["ACK"]  # the ACK again, nothing upstream
+    assert n.tm.match_request(invite("ACK"), CALLER, 0.5)
+    n.run_until(100)
+    assert n.idle() and not n.tm.server and not n.tm.client
