@@ -18,7 +18,8 @@ also CANCELled) and the 408 takes part in best-response selection like any other
 Lifetime and size (docs/transactions.md "How long a finished transaction stays"): the INVITE
 client transaction leaves Accepted after `ACCEPTED_WAIT` (5 s, Kamailio's wait timer; a 2xx
 retransmission after it is forwarded statelessly along the same path). When the final
-response went upstream and the last client transaction has ended, the context is dropped
+response went upstream and every client transaction left is in Completed (or gone), the
+context is dropped
 and the server transaction becomes an `Absorber` (IST Accepted: Timer L, NIST Completed:
 Timer J, both 64*T1): its key, the bytes to repeat, the reply address, the deadline.
 
