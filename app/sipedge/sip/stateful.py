@@ -635,6 +635,12 @@ class StatefulProxy:
         leaves to the parser): the caller parses it and calls receive_response()."""
         if not self.client:
             return False
+        # cheap first look: the first branch must be one of our transaction branches
+        # (`z9hG4bK<worker>xt...`), else this is a stateless branch's reply or a stray
+        p = data.find(b";branch=z9hG4bK")
+        x = data.find(b"x", p + 16, p + 24) if p > 0 else -1
+        if x < 0 or data[x + 1:x + 2] != b"t":
+            return False
         cut = splice_reply(data)
         if cut is None:
             return False
