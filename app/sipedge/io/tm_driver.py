@@ -4,9 +4,10 @@ The worker calls five methods: `match_request()` before the routing script (abso
 retransmissions, hop-by-hop ACKs and CANCELs of known INVITEs), `execute()` for the
 `Relay` / `TReply` actions a script recorded, `receive_response_data()` with a UDP reply's
 bytes before any parse (a 1xx/2xx of our transaction is spliced and forwarded there),
-`receive_response()` before stateless reply handling, and `stats()`. Everything else is the aioquic pattern: feed the core with
-`loop.time()` as `now`, send what `data_to_send()` returns, keep exactly one `call_at()`
-armed, never later than `get_timer()` (a call that finds nothing due just re-arms).
+`receive_response()` before stateless reply handling, and `stats()`. Everything else is
+the aioquic pattern: feed the core with `loop.time()` as `now`, send what `data_to_send()`
+returns, keep exactly one `call_at()` armed, never later than `get_timer()` (a call that
+finds nothing due just re-arms).
 
 The core calls back into the script through the `Hooks` port: `on_reply` runs the global
 `reply_route` and the transaction's `t_on_reply` function, `on_failure` runs the

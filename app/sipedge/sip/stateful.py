@@ -954,6 +954,6 @@ class StatefulProxy:
         return merged
 
 
-__all__ = ["ACCEPTED_WAIT", "Absorber", "BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",
-           "SplicedReply", "StatefulProxy", "TmParams", "Transmit", "best_response",
-           "copy_request", "is_stateful_branch", "splice_reply"]
+__all__ = ["ACCEPTED_WAIT", "Absorber", "BranchTarget", "Branch", "Hooks", "NoHooks", "Peer",
+           "ResponseContext", "SplicedReply", "StatefulProxy", "TmParams", "Transmit",
+           "best_response", "copy_request", "is_stateful_branch", "splice_reply"]
