@@ -1,11 +1,13 @@
 """asyncio glue of the transaction-stateful proxy (sip/stateful.py) in one worker.
 
-The worker calls four methods: `match_request()` before the routing script (absorbs
+The worker calls five methods: `match_request()` before the routing script (absorbs
 retransmissions, hop-by-hop ACKs and CANCELs of known INVITEs), `execute()` for the
-`Relay` / `TReply` actions a script recorded, `receive_response()` before stateless reply
-handling, and `stats()`. Everything else is the aioquic pattern: feed the core with
-`loop.time()` as `now`, send what `data_to_send()` returns, keep exactly one `call_at()`
-armed, never later than `get_timer()` (a call that finds nothing due just re-arms).
+`Relay` / `TReply` actions a script recorded, `receive_response_data()` with a UDP reply's
+bytes before any parse (a 1xx/2xx of our transaction is spliced and forwarded there),
+`receive_response()` before stateless reply handling, and `stats()`. Everything else is
+the aioquic pattern: feed the core with `loop.time()` as `now`, send what `data_to_send()`
+returns, keep exactly one `call_at()` armed, never later than `get_timer()` (a call that
+finds nothing due just re-arms).
 
 The core calls back into the script through the `Hooks` port: `on_reply` runs the global
 `reply_route` and the transaction's `t_on_reply` function, `on_failure` runs the
@@ -31,6 +33,7 @@ from ..sip.grammar import stat_method
 from ..sip.message import Request, Response
 from ..sip.proxy import Source
 from ..sip.stateful import (
+    ACCEPTED_WAIT,
     Branch,
     BranchTarget,
     Peer,
@@ -52,7 +55,7 @@ log = logging.getLogger("sipedge.tm")
 def tm_params(config) -> TmParams:
     p = config.tm
     return TmParams(TimerValues(p.t1_ms / 1000, max(p.t1_ms, p.t2_ms) / 1000, p.t4_ms / 1000,
-                                p.timer_d_s),
+                                p.timer_d_s, ACCEPTED_WAIT),
                     fr_timeout=p.fr_timeout_s, fr_inv_timeout=p.fr_inv_timeout_s)
 
 
@@ -76,6 +79,16 @@ class TmDriver:
     def receive_response(self, msg: Response) -> bool:
         """True when the reply belonged to a client transaction (handled here)."""
         if self.proxy.receive_response(msg, self._now()):
+            self._flush()
+            return True
+        return False
+
+    def receive_response_data(self, data: bytes) -> bool:
+        """A UDP reply as received, before any parse: True when it was a 1xx/2xx of one of
+        this worker's client transactions and went upstream as spliced bytes
+        (`StatefulProxy.receive_response_data`); False: parse it and go on as usual.
+        The caller checks first that no module hook reads replies."""
+        if self.proxy.receive_response_data(data, self._now()):
             self._flush()
             return True
         return False
@@ -234,6 +247,12 @@ class TmDriver:
         return kept
 
     # -- Hooks (called by StatefulProxy) -----------------------------------------------
+
+    def reads_replies(self, ctx: ResponseContext) -> bool:
+        """reply_route or a t_on_reply function reads every reply of the transaction."""
+        script = self.w.script
+        return script is not None and (script.reply_route is not None
+                                       or bool(ctx.routes.get("reply")))
 
     def on_reply(self, ctx: ResponseContext, branch: Branch, resp: Response) -> bool:
         script = self.w.script

@@ -573,22 +573,29 @@ class Worker:
         if len(data) > self.max_message:
             self.stats["drops"] += 1
             return
-        if datagram and not handed and data[:8] == b"SIP/2.0 " and (
+        if datagram and data[:8] == b"SIP/2.0 " and (
                 b"1" <= data[8:9] <= b"6") and (  # one stats key per class, never a byte
                 not self.modules.response_hooks) and not self.modules.response_holds and (
                 self.script is None or self.script.reply_route is None):
-            try:
-                route = self.core.splice_response(data)
-            except RemoteProtocolError:
-                route = None  # the full path below answers for it
-            if route is not None:
-                cls = chr(data[8])
-                self.stats[f"rcv_rpl_{cls}xx"] += 1
-                self.stats[f"fwd_rpl_{cls}xx"] += 1
-                listener = self._pick_listener("udp", route.ip, None)
-                self._send("udp", route.data, route.ip, route.port,
-                           listener.index if listener else src.listener)
+            # a 1xx/2xx of one of our client transactions (also one handed over by another
+            # worker): spliced by the transaction layer, never parsed (sip/stateful.py)
+            if data[8:9] <= b"2" and self.tm.proxy.client and \
+                    self.tm.receive_response_data(data):
+                self.stats[f"rcv_rpl_{chr(data[8])}xx"] += 1
                 return
+            if not handed:  # a stateless reply: spliced by the proxy core
+                try:
+                    route = self.core.splice_response(data)
+                except RemoteProtocolError:
+                    route = None  # the full path below answers for it
+                if route is not None:
+                    cls = chr(data[8])
+                    self.stats[f"rcv_rpl_{cls}xx"] += 1
+                    self.stats[f"fwd_rpl_{cls}xx"] += 1
+                    listener = self._pick_listener("udp", route.ip, None)
+                    self._send("udp", route.data, route.ip, route.port,
+                               listener.index if listener else src.listener)
+                    return
         try:
             msg = parse_message(data, datagram=datagram)
         except RemoteProtocolError as exc:

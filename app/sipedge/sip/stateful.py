@@ -14,12 +14,26 @@ Final-response timers work like Kamailio's: `fr_timeout` runs from the moment a 
 sent until its first reply; for INVITE a provisional reply restarts it as `fr_inv_timeout`.
 When it fires the branch ends with a local 408 (an INVITE branch that got a provisional is
 also CANCELled) and the 408 takes part in best-response selection like any other reply.
+
+Lifetime and size (docs/transactions.md "How long a finished transaction stays"): the INVITE
+client transaction leaves Accepted after `ACCEPTED_WAIT` (5 s, Kamailio's wait timer; a 2xx
+retransmission after it is forwarded statelessly along the same path). When the final
+response went upstream and every client transaction left is in Completed (or gone), the
+context is dropped
+and the server transaction becomes an `Absorber` (IST Accepted: Timer L, NIST Completed:
+Timer J, both 64*T1): its key, the bytes to repeat, the reply address, the deadline.
+
+Replies: `receive_response_data()` takes a 1xx/2xx of a client transaction as bytes, cuts
+our Via line out (`splice_reply`) and forwards the rest unchanged, unless a hook reads the
+replies (`Hooks.reads_replies`); everything else is parsed and goes to `receive_response()`.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import re
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,15 +88,24 @@ class BranchTarget:
     data: object = None  # the driver's, kept on the Branch (e.g. the DNS resolution)
 
 
+# How long the proxy's INVITE client transaction stays in Accepted after a 2xx (Timer M;
+# RFC 6026 says 64*T1). Kamailio's wait timer: see the module doc.
+ACCEPTED_WAIT = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class TmParams:
-    timers: TimerValues = TimerValues()
+    timers: TimerValues = TimerValues(timer_m=ACCEPTED_WAIT)
     fr_timeout: float = 30.0  # until the first reply of a branch
     fr_inv_timeout: float = 120.0  # INVITE: from the first provisional to the final reply
     send_trying: bool = True  # 100 Trying to the caller as soon as an INVITE is relayed
 
 
 class Hooks(Protocol):
+    def reads_replies(self, ctx: "ResponseContext") -> bool:
+        """Whether on_reply() looks at the replies of `ctx` (False: the proxy may forward a
+        1xx/2xx as spliced bytes, never building a Response)."""
+
     def on_reply(self, ctx: "ResponseContext", branch: "Branch", resp: Response) -> bool:
         """Every reply of a branch (our Via already removed), before it is forwarded; may
         change `resp`. False: do not forward it (honoured for provisional replies only)."""
@@ -99,6 +122,9 @@ class Hooks(Protocol):
 
 
 class NoHooks:
+    def reads_replies(self, ctx: "ResponseContext") -> bool:
+        return False
+
     def on_reply(self, ctx: "ResponseContext", branch: "Branch", resp: Response) -> bool:
         return True
 
@@ -204,7 +230,86 @@ def _copy_response(resp: Response) -> Response:
                     resp.body, resp.version)
 
 
+class Absorber:
+    """What is left of a server transaction that only absorbs retransmissions once its
+    context is gone (`_maybe_detach`): an IST in Accepted (RFC 6026 Timer L: INVITE
+    retransmissions are dropped, ACKs too) or a NIST in Completed (Timer J: a retransmission
+    gets the final response again). Lives in `StatefulProxy.server` under the transaction's
+    key until `until`; a few hundred bytes instead of a machine with its timer table, queues
+    and context."""
+
+    __slots__ = ("response", "peer", "until")
+
+    def __init__(self, response: bytes | None, peer: Peer, until: float) -> None:
+        self.response = response
+        self.peer = peer
+        self.until = until
+
+
+class SplicedReply:
+    """A 1xx or 2xx of a client transaction forwarded as bytes (`receive_response_data`):
+    the status, and the datagram without our Via. Stands where `_on_response` and
+    `_send_reply` would otherwise take a parsed Response."""
+
+    __slots__ = ("status", "data")
+
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status = status
+        self.data = data
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+
+_VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:")  # over the lowered head
+_CSEQ_LINE = re.compile(rb"\ncseq[ \t]*:[ \t]*[0-9]+[ \t]+([^ \t\r\n]+)[ \t]*\r")
+
+
+def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
+    """(status, top Via branch, CSeq method, the datagram without its top Via line) of a
+    1xx/2xx reply with at least two Via header lines; None for anything else (folded lines,
+    several values in the top Via line, no CRLF CRLF, an odd status line, several CSeq): the
+    full parse handles those. The head is lowered once and searched by two patterns that
+    start with a literal LF, so the regex engine jumps from line to line."""
+    if data[:8] != b"SIP/2.0 " or data[11:12] != b" " or data[8:9] not in (b"1", b"2"):
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    status = data[8:11]
+    head = data[:end + 2].lower()  # the last header line keeps its CRLF
+    if not status.isdigit() or b"\n " in head or b"\n\t" in head:
+        return None
+    vias = _VIA_LINE.finditer(head)
+    top = next(vias, None)
+    if top is None or next(vias, None) is None:
+        return None  # no Via left after ours: the reply was for us
+    cseq = _CSEQ_LINE.search(head)
+    if cseq is None or _CSEQ_LINE.search(head, cseq.end() - 1) is not None:
+        return None
+    start = top.start() + 1
+    stop = head.find(b"\r\n", start)
+    line = head[start:stop]
+    p = line.find(b";branch=")
+    if p < 0 or b"," in line:
+        return None
+    p += 8
+    q = line.find(b";", p)
+    q = len(line) if q < 0 else q
+    try:
+        # the branch as sent (case kept): our own, compared byte for byte
+        branch = data[start + p:start + q].strip().decode("ascii")
+        method = data[cseq.start(1):cseq.end(1)].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return int(status), branch, method, data[:start] + data[stop + 2:]
+
+
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
+# [relayed][status class] -> the counter key (fwd_rpl_2xx, snd_rpl_1xx, ...)
+_COUNTER_KEYS = tuple(tuple(f"{'fwd' if r else 'snd'}_rpl_{c}xx" for c in range(10))
+                      for r in (False, True))
+_QUIET = (State.ACCEPTED, State.COMPLETED, State.CONFIRMED)
 _DONE = Response(0, "done")  # a finished branch after compaction
 
 
@@ -237,11 +342,14 @@ class StatefulProxy:
         self.params = params
         self.hooks: Hooks = hooks or NoHooks()
         self.salt = salt
-        self.server: dict[object, ServerTransaction] = {}
+        self.server: dict[object, ServerTransaction | Absorber] = {}
+        # keys of the absorbers in the order they expire (all live 64*T1 from their final)
+        self._absorbing: deque = deque()
         self.client: dict[object, ClientTransaction] = {}
         self.active = {k: 0 for k in Kind}
         self.total = {k: 0 for k in Kind}
         self.contexts = 0
+        self.absorbers = 0
         self._out: list[Transmit] = []
         self._heap: list[tuple[float, int, object]] = []
         self._branch_seq = itertools.count(1)
@@ -256,14 +364,34 @@ class StatefulProxy:
 
     def get_timer(self) -> float | None:
         heap = self._heap
+        first = None
         while heap:
             when, _, obj = heap[0]
             if obj.armed == when:  # type: ignore[attr-defined]
-                return when
+                first = when
+                break
             heapq.heappop(heap)  # stale entry
-        return None
+        absorbing = self._absorbing
+        while absorbing:
+            a = self.server.get(absorbing[0])
+            if type(a) is Absorber:
+                if first is None or a.until < first:  # type: ignore[union-attr]
+                    first = a.until  # type: ignore[union-attr]
+                break
+            absorbing.popleft()  # replaced meanwhile
+        return first
 
     def handle_timer(self, now: float) -> None:
+        absorbing = self._absorbing
+        server = self.server
+        while absorbing:
+            a = server.get(absorbing[0])
+            if type(a) is Absorber:
+                if a.until > now:  # type: ignore[union-attr]
+                    break
+                del server[absorbing[0]]
+                self.absorbers -= 1
+            absorbing.popleft()
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, _, obj = heapq.heappop(heap)
@@ -305,7 +433,7 @@ class StatefulProxy:
     def stats(self) -> dict:
         return {"active": {k.value: v for k, v in self.active.items()},
                 "total": {k.value: v for k, v in self.total.items()},
-                "contexts": self.contexts}
+                "contexts": self.contexts, "absorbing": self.absorbers}
 
     # -- requests ----------------------------------------------------------------------
 
@@ -317,13 +445,26 @@ class StatefulProxy:
             return False
         st = self.server.get(server_key(msg))
         if st is not None:
-            st.receive_request(msg, now)
-            self._drain(st, now)
+            if type(st) is Absorber:
+                if st.response is not None and msg.method != "ACK":  # type: ignore[union-attr]
+                    self._out.append(Transmit(st.peer, st.response))  # type: ignore[union-attr]
+                return True
+            st.receive_request(msg, now)  # type: ignore[union-attr]
+            self._drain(st, now)  # type: ignore[arg-type]
             return True
         if msg.method == "CANCEL":
             ist = self.server.get(server_key(msg, "INVITE"))
-            if ist is not None and isinstance(ist.owner, ResponseContext):
-                self._receive_cancel(msg, src, ist.owner, now)
+            if ist is not None and type(ist) is not Absorber and \
+                    isinstance(ist.owner, ResponseContext):  # type: ignore[union-attr]
+                self._receive_cancel(msg, src, ist.owner, now)  # type: ignore[union-attr]
+                return True
+            if ist is not None and (type(ist) is Absorber or
+                                    isinstance(ist.owner, Peer)):  # type: ignore[union-attr]
+                # the INVITE's final response went out and its context is gone (detached):
+                # 16.10, answer the CANCEL and do nothing else
+                cst = self._new_server(msg, src, now)
+                cst.owner = self._reply_peer(msg, src)
+                self._send_reply(cst, self.core.make_reply(msg, 200, "OK"), now)
                 return True
         return False
 
@@ -458,12 +599,15 @@ class StatefulProxy:
 
     def _send_reply(self, st: ServerTransaction, resp: Response, now: float,
                     relayed: bool = False) -> None:
-        key = f"{'fwd' if relayed else 'snd'}_rpl_{resp.status // 100}xx"
+        key = _COUNTER_KEYS[relayed][resp.status // 100]
         self.counters[key] = self.counters.get(key, 0) + 1
         two = 200 <= resp.status < 300
         if st.state in (State.PROCEEDING, State.TRYING) or (st.state is State.ACCEPTED and two):
             st.send_response(resp.status, resp.to_bytes(), now)
             self._drain(st, now)
+            owner = st.owner
+            if resp.status >= 200 and isinstance(owner, ResponseContext):
+                self._maybe_detach(owner)
         elif two and isinstance(st.owner, ResponseContext) and st.owner.is_invite:
             # a 2xx after a non-2xx final went upstream: forward it statelessly (RFC 6026 8.1)
             self._out.append(Transmit(st.owner.reply_peer, resp.to_bytes()))
@@ -480,6 +624,34 @@ class StatefulProxy:
         if ct is None:
             return False
         ct.receive_response(resp, now)
+        self._drain(ct, now)
+        return True
+
+    def receive_response_data(self, data: bytes, now: float) -> bool:
+        """The byte-level path for a 1xx/2xx of one of our client transactions: matched by
+        the top Via's branch and the CSeq method, our Via line cut out, the rest forwarded as
+        it came (no Response is built). True: handled. False: not for this path (no such
+        transaction, a non-2xx final, a reply the hooks read, anything `splice_reply`
+        leaves to the parser): the caller parses it and calls receive_response()."""
+        if not self.client:
+            return False
+        # cheap first look: the first branch must be one of our transaction branches
+        # (`z9hG4bK<worker>xt...`), else this is a stateless branch's reply or a stray
+        p = data.find(b";branch=z9hG4bK")
+        x = data.find(b"x", p + 16, p + 24) if p > 0 else -1
+        if x < 0 or data[x + 1:x + 2] != b"t":
+            return False
+        cut = splice_reply(data)
+        if cut is None:
+            return False
+        status, branch, method, rest = cut
+        ct = self.client.get((branch, "INVITE" if method == "ACK" else method))
+        if ct is None:
+            return False
+        b = ct.owner
+        if not isinstance(b, Branch) or b.ct is not ct or self.hooks.reads_replies(b.ctx):
+            return False
+        ct.receive_status(status, SplicedReply(status, rest), now)
         self._drain(ct, now)
         return True
 
@@ -542,14 +714,64 @@ class StatefulProxy:
             if self.client.get(txn.key) is txn:
                 del self.client[txn.key]
             ctx = txn.owner.ctx if isinstance(txn.owner, Branch) else None
+        # no reference cycle outlives a transaction (owner -> branch/context -> transaction):
+        # reference counting frees it now, not the cyclic collector later
+        txn.owner = None
         self.active[txn.kind] -= 1
-        if ctx is not None:
+        if ctx is not None and ctx.live > 0:  # 0: the context ended already (detached)
             ctx.live -= 1
             if ctx.live == 0:
-                self.contexts -= 1
-                for b in ctx.branches:  # the final-response timers die with the context
-                    b.fr_deadline = None
-                    self._disarm(b)
+                self._end_context(ctx)
+            else:
+                self._maybe_detach(ctx)
+
+    def _end_context(self, ctx: ResponseContext) -> None:
+        ctx.live = 0
+        self.contexts -= 1
+        branches, ctx.branches = ctx.branches, []
+        ctx.request = ctx.best = None  # type: ignore[assignment]
+        for b in branches:  # the final-response timers die with the context
+            b.fr_deadline = None
+            self._disarm(b)
+            # a client transaction in Completed still points at its branch: keep it small
+            b.request = b.data = None  # type: ignore[assignment]
+            if b.final is not None:
+                b.final = _DONE
+
+    def _maybe_detach(self, ctx: ResponseContext) -> None:
+        """The final response went upstream and every client transaction left is in
+        Completed (it only repeats its ACK or absorbs retransmitted replies, for timers D and
+        K: no reply reaches the core any more): the server transaction only absorbs
+        retransmissions (IST Accepted or Completed/Confirmed, NIST Completed, up to 64*T1)
+        and needs nothing but its key, its last response and where replies go. It keeps just
+        that; the context, its branches and its request go now."""
+        st = ctx.st
+        if not ctx.final_status or st is None or st.owner is not ctx or st.state not in _QUIET:
+            return
+        if ctx.live > 1:
+            for b in ctx.branches:
+                for ct in (b.ct, b.cancel_ct):
+                    if ct is not None and ct.state is not State.COMPLETED \
+                            and ct.state is not State.TERMINATED:
+                        return  # an ICT in Accepted still forwards 2xx retransmissions
+        self._end_context(ctx)
+        until = st.get_timer()
+        if until is not None and self.server.get(st.key) is st and (
+                st.state is State.ACCEPTED or st.kind is Kind.NIST):
+            # only the key, the response to repeat and where: an Absorber
+            st.owner = None
+            ctx.st = None  # type: ignore[assignment]  # stale timer entries may hold ctx
+            self.server[st.key] = Absorber(st.last_response, ctx.reply_peer, until)
+            self._absorbing.append(st.key)
+            self.absorbers += 1
+            self.active[st.kind] -= 1
+            if st.armed is not None:
+                st.armed = None
+                self._stale += 1
+            st._timers.clear()  # a stale heap entry keeps the object until the next sweep
+            st.last_response = None
+        else:  # IST Completed (Timer G, H) or Confirmed: the machine goes on
+            st.owner = ctx.reply_peer
 
     def _local_reply(self, ctx: ResponseContext, status: int, reason: str) -> Response:
         if ctx.request is None:  # compacted: the final answer went upstream already
@@ -558,10 +780,12 @@ class StatefulProxy:
 
     def _on_response(self, b: Branch, resp: Response, now: float) -> None:
         ctx = b.ctx
-        # our Via goes (16.7 step 3); a reply with no Via left was for us
-        resp.pop_first("via")
-        if not resp.has("via"):
-            return
+        # our Via goes (16.7 step 3); a reply with no Via left was for us. A spliced reply
+        # is without it already and has another.
+        if type(resp) is not SplicedReply:
+            resp.pop_first("via")
+            if not resp.has("via"):
+                return
         status = resp.status
         if b.final is not None and not (200 <= status < 300 and ctx.is_invite):
             return  # the branch ended already (local 408 or CANCEL); absorb
@@ -730,6 +954,6 @@ class StatefulProxy:
         return merged
 
 
-__all__ = ["BranchTarget", "Branch", "Hooks", "NoHooks", "Peer", "ResponseContext",
-           "StatefulProxy", "TmParams", "Transmit", "best_response", "copy_request",
-           "is_stateful_branch"]
+__all__ = ["ACCEPTED_WAIT", "Absorber", "BranchTarget", "Branch", "Hooks", "NoHooks", "Peer",
+           "ResponseContext", "SplicedReply", "StatefulProxy", "TmParams", "Transmit",
+           "best_response", "copy_request", "is_stateful_branch", "splice_reply"]

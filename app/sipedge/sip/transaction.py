@@ -17,7 +17,12 @@ created the transaction for.
 Deviations and choices:
 
 - RFC 6026: a 2xx moves the IST and the ICT to ACCEPTED (timers L and M, 64*T1). 2xx
-  retransmissions are passed to the TU (client) or sent (server) while ACCEPTED.
+  retransmissions are passed to the TU (client) or sent (server) while ACCEPTED. Timer M is
+  configurable (`TimerValues.timer_m`): the proxy (sip/stateful.py) keeps its ICT in Accepted
+  for Kamailio's 5 s wait, not 32 s; see there why.
+- A transaction keeps only what its next transitions need: the request goes once a final
+  response is sent or received (nothing is built from it any more), the last response is
+  kept only where it is repeated (IST Completed, NIST Completed).
 - Over reliable transports timers A, E and G are never started and D, I, J, K are zero.
 - Timer D is configurable (RFC: "at least 32 s" for unreliable transports).
 """
@@ -191,16 +196,19 @@ _METHODS: dict[Kind, dict[tuple[State, Input], tuple[State, str | None]]] = {
 
 @dataclass(frozen=True, slots=True)
 class TimerValues:
-    """T1, T2, T4 (RFC 3261 17.1.1.1, 17.1.2.2) and Timer D, in seconds."""
+    """T1, T2, T4 (RFC 3261 17.1.1.1, 17.1.2.2), Timer D and Timer M (RFC 6026: how long
+    an ICT stays in Accepted; None: 64*T1), in seconds."""
 
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
     timer_d: float = 32.0
+    timer_m: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.t1 <= self.t2 or self.t4 <= 0 or self.timer_d < 0:
-            raise ValueError("need 0 < T1 <= T2, T4 > 0, Timer D >= 0")
+        if not 0 < self.t1 <= self.t2 or self.t4 <= 0 or self.timer_d < 0 or (
+                self.timer_m is not None and self.timer_m < 0):
+            raise ValueError("need 0 < T1 <= T2, T4 > 0, Timer D >= 0, Timer M >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +417,10 @@ class ClientTransaction(Transaction):
     def receive_response(self, resp: Response, now: float) -> None:
         self._apply(response_input(resp.status), now, resp)
 
+    def receive_status(self, status: int, reply: object, now: float) -> None:
+        """A response known by its status only; `reply` is passed to the TU as it is."""
+        self._apply(response_input(status), now, reply)
+
     # side effects
     def _do_retransmit(self, now: float, arg: object) -> None:
         self._out.append(self.data)
@@ -427,7 +439,7 @@ class ClientTransaction(Transaction):
         self._events.append(TransactionTimedOut("B" if self.kind is Kind.ICT else "F"))
 
     def _do_pass_response(self, now: float, arg: object) -> None:
-        assert isinstance(arg, Response)
+        # arg: the Response, or whatever stands for it (the proxy's spliced 1xx/2xx bytes)
         if self.kind is Kind.ICT:
             self._stop(I.TIMER_A, I.TIMER_B)
         elif self.state is S.PROCEEDING and I.TIMER_E in self._timers:
@@ -436,7 +448,8 @@ class ClientTransaction(Transaction):
 
     def _do_accept(self, now: float, arg: object) -> None:
         self._do_pass_response(now, arg)
-        self._start(I.TIMER_M, now, 64 * self.timers.t1)
+        m = self.timers.timer_m
+        self._start(I.TIMER_M, now, 64 * self.timers.t1 if m is None else m)
         self._release()
 
     def _release(self) -> None:
@@ -458,7 +471,6 @@ class ClientTransaction(Transaction):
             self._out.append(self.ack)
 
     def _do_complete(self, now: float, arg: object) -> None:
-        assert isinstance(arg, Response)
         self._stop(I.TIMER_E, I.TIMER_F)
         self._release()
         self._events.append(ResponseReceived(arg))
@@ -509,12 +521,14 @@ class ServerTransaction(Transaction):
 
     def _do_send_complete_ist(self, now: float, arg: object) -> None:
         self._do_send(now, arg)
+        self.request = None  # type: ignore[assignment]  # Completed repeats only the bytes
         if not self.reliable:
             self._start(I.TIMER_G, now, self.timers.t1)
         self._start(I.TIMER_H, now, 64 * self.timers.t1)
 
     def _do_send_complete_nist(self, now: float, arg: object) -> None:
         self._do_send(now, arg)
+        self.request = None  # type: ignore[assignment]  # Completed repeats only the bytes
         self._start(I.TIMER_J, now, 0.0 if self.reliable else 64 * self.timers.t1)
 
     def _do_retransmit(self, now: float, arg: object) -> None:  # Timer G

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sipedge.sip.message import Request, Response, parse_message
 from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
-from sipedge.sip.stateful import (BranchTarget, NoHooks, Peer, StatefulProxy, TmParams,
+from sipedge.sip.stateful import (Absorber, BranchTarget, NoHooks, Peer, StatefulProxy, TmParams,
                                   best_response, copy_request, is_stateful_branch)
 from sipedge.sip.transaction import TimerValues
 
@@ -410,3 +410,131 @@ def test_transport_error_of_the_only_branch_answers_503_upstream_as_500():
     n.tm.transport_error(tx.key, 0.01)
     # no failure hook action: the best reply goes upstream; a 503 becomes 500 (16.7 step 6)
     assert statuses(n.sent()) == [500]
+
+
+def test_accepted_invite_keeps_only_a_small_server_transaction():
+    """The proxy's ICT leaves Accepted after the 5 s wait (Timer M, Kamailio's wait timer);
+    then the IST alone absorbs INVITE retransmissions until Timer L (64*T1), holding no
+    context, branch or request (an Absorber). A late 2xx retransmission goes statelessly."""
+    n = Net()
+    n.tm.params = TmParams(TimerValues(t1=0.5, t2=4.0, t4=5.0, timer_d=32.0, timer_m=5.0))
+    ctx = n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    assert n.tm.receive_response(answer(inv.to_bytes(), 200), 0.1)
+    assert statuses(n.sent()) == [200]
+    n.run_until(5.0)
+    assert n.tm.contexts == 1  # the ICT is still in Accepted
+    n.run_until(5.2)
+    stats = n.tm.stats()
+    assert stats["contexts"] == 0 and stats["active"]["ict"] == stats["active"]["ist"] == 0
+    (ist,) = n.tm.server.values()
+    assert isinstance(ist, Absorber) and ist.response is None and ctx.branches == []
+    assert ist.until == 0.1 + 64 * 0.5 and stats["absorbing"] == 1  # Timer L
+    assert n.tm.match_request(invite(), CALLER, 6.0)  # retransmission: absorbed
+    assert n.sent() == []
+    assert n.tm.match_request(invite("CANCEL"), CALLER, 6.0)  # too late: 200 and nothing else
+    out = n.sent()
+    assert [(p, m.status) for p, m in out] == [(5999, 200)]
+    assert not n.tm.receive_response(answer(inv.to_bytes(), 200), 7.0)
+    n.run_until(100)
+    assert n.idle() and not n.tm.server
+
+
+def test_t_reply_and_non_invite_keep_no_context_while_absorbing():
+    n = Net()
+    ctx = n.tm.create(invite(), CALLER, 0.0)
+    n.tm.reply(ctx, 404, "Not Here", now=0.0)
+    assert n.tm.contexts == 0 and statuses(n.sent()) == [404]
+    assert n.tm.match_request(invite(), CALLER, 0.3)
+    assert statuses(n.sent()) == [404]
+    bye = invite("BYE", branch="z9hG4bKbye1")
+    n.relay(bye, [UAS1])
+    (req,) = requests_to(n.sent(), 6001)
+    n.tm.receive_response(answer(req.to_bytes(), 200), 1.0)
+    assert statuses(n.sent()) == [200]
+    # the NICT in Completed (Timer K) needs no context: it went with the final response
+    assert n.tm.contexts == 0 and n.tm.stats()["active"]["nict"] == 1
+    n.run_until(6.1)  # Timer K of the NICT
+    n.sent()  # the 404's Timer G retransmissions (no ACK in this test)
+    assert n.tm.contexts == 0 and n.tm.stats()["absorbing"] == 1  # the NIST; the 404 IST: a machine
+    assert n.tm.stats()["active"] == {"ict": 0, "nict": 0, "ist": 1, "nist": 0}
+    assert n.tm.match_request(invite("BYE", branch="z9hG4bKbye1"), CALLER, 7.0)
+    assert statuses(n.sent()) == [200]  # the NIST repeats its final response
+    n.run_until(100)
+    assert n.idle()
+
+
+def _call_bytes(n, spliced):
+    """INVITE relayed, 180, 200 from the callee; what went to the caller, as bytes."""
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    data = inv.to_bytes()
+    for st in (180, 200):
+        raw = answer(data, st).to_bytes()
+        if spliced:
+            assert n.tm.receive_response_data(raw, n.now)
+        else:
+            assert n.tm.receive_response(parse_message(raw), n.now)
+    return [t.data for t in n.tm.data_to_send()], data
+
+
+def test_transaction_reply_splice_forwards_what_the_full_path_does():
+    full, _ = _call_bytes(Net(), spliced=False)
+    n = Net()
+    spliced, inv = _call_bytes(n, spliced=True)
+    assert spliced == full and len(spliced) == 2
+    assert n.tm.counters == {"snd_rpl_1xx": 1, "fwd_rpl_1xx": 1, "fwd_rpl_2xx": 1}
+    # non-2xx finals, strays, replies with one Via, folded lines: the parser's job
+    assert not n.tm.receive_response_data(answer(inv, 486).to_bytes(), n.now)
+    one_via = answer(inv, 200).to_bytes().replace(b"Via: SIP/2.0/UDP 127.0.0.1:5999;"
+                                                  b"branch=z9hG4bKcaller1\r\n", b"")
+    assert one_via.count(b"Via:") == 1 and not n.tm.receive_response_data(one_via, n.now)
+    stray = answer(inv, 200).to_bytes().replace(b"z9hG4bK1xt", b"z9hG4bK1xu")
+    assert not n.tm.receive_response_data(stray, n.now)
+    folded = answer(inv, 200).to_bytes().replace(b"\r\nCall-ID:", b"\r\n Call-ID:")
+    assert not n.tm.receive_response_data(folded, n.now)
+
+
+def test_transaction_reply_splice_leaves_replies_the_hooks_read_to_the_parser():
+    class Reading(Recorder):
+        def reads_replies(self, ctx):
+            return True
+
+    n = Net()
+    n.tm.hooks = Reading()
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    assert not n.tm.receive_response_data(answer(inv.to_bytes(), 180).to_bytes(), n.now)
+
+
+def test_splice_reply_cuts_the_top_via_line_only():
+    from sipedge.sip.stateful import splice_reply
+
+    raw = (b"SIP/2.0 180 Ringing\r\nv: SIP/2.0/UDP 10.0.0.1;rport=5;branch=z9hG4bK1xtAB.7\r\n"
+           b"VIA : SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKup\r\nCSeq: 7 INVITE\r\n"
+           b"Content-Length: 2\r\n\r\nhi")
+    status, branch, method, rest = splice_reply(raw)
+    assert (status, branch, method) == (180, "z9hG4bK1xtAB.7", "INVITE")
+    assert rest == raw.replace(b"v: SIP/2.0/UDP 10.0.0.1;rport=5;branch=z9hG4bK1xtAB.7\r\n", b"")
+    assert splice_reply(raw.replace(b"CSeq: 7 INVITE\r\n", b"CSeq: 7 INVITE\r\ncseq: 8 X\r\n")) \
+        is None
+    assert splice_reply(raw.replace(b"180 Ringing", b"486 Busy Here")) is None
+    assert splice_reply(raw.replace(b".7\r\n", b".7,SIP/2.0/UDP a\r\n")) is None
+
+
+def test_non_2xx_final_keeps_machines_but_no_context():
+    """486: the ICT repeats its ACK (Timer D), the IST waits for the caller's ACK (G, H):
+    both stay machines, the context goes with the 486."""
+    n = Net()
+    n.relay(invite(), [UAS1])
+    (inv,) = requests_to(n.sent(), 6001)
+    busy = answer(inv.to_bytes(), 486)
+    assert n.tm.receive_response(busy, 0.2)
+    assert statuses(n.sent()) == [486]
+    assert n.tm.contexts == 0
+    assert n.tm.stats()["active"] == {"ict": 1, "nict": 0, "ist": 1, "nist": 0}
+    assert n.tm.receive_response(answer(inv.to_bytes(), 486), 0.4)  # retransmitted
+    assert [m.method for _, m in n.sent()] == ["ACK"]  # the ACK again, nothing upstream
+    assert n.tm.match_request(invite("ACK"), CALLER, 0.5)
+    n.run_until(100)
+    assert n.idle() and not n.tm.server and not n.tm.client
