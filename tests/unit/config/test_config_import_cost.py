@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 NOT_AT_LOAD = ("h11", "dns", "sipedge.diameter", "sipedge.modules.diameter.core",
                "sipedge.modules.http_client.client", "sipedge.modules.ims_pcscf.core",
-               "sipedge.modules.enum.core", "sipedge.modules.uac.rpc", "asyncio")
+               "sipedge.modules.enum.core", "sipedge.modules.uac.rpc", "asyncio",
+               "sipedge.modules.dispatcher.core", "sipedge.modules.dispatcher.table")
 
 
 def test_loading_the_shipped_config_imports_no_module_runtime():
