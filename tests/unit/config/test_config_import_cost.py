@@ -15,6 +15,20 @@ NOT_AT_LOAD = ("h11", "dns", "sipedge.diameter", "sipedge.modules.diameter.core"
                "sipedge.modules.dispatcher.core", "sipedge.modules.dispatcher.table")
 
 
+def test_the_proxy_start_imports_no_fallback_helper():
+    """uuid (it imports platform) and tempfile (shutil, random) are not on the proxy's path
+    to its first answer: each cost tens of milliseconds under emulation."""
+    code = ("import json, sys\n"
+            "import sipedge.cli\n"
+            "from sipedge.app import load_config_or_exit, run\n"
+            f"load_config_or_exit({str(REPO / 'board/common/sipedge.toml')!r})\n"
+            "print(json.dumps(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(REPO / "app")}).stdout
+    loaded = set(json.loads(out))
+    assert not loaded & {"uuid", "platform", "tempfile", "sipedge.modules.dispatcher.core"}
+
+
 def test_loading_the_shipped_config_imports_no_module_runtime():
     code = ("import json, sys\n"
             "from sipedge.config import load_file\n"
