@@ -204,7 +204,7 @@ async def serve(args: argparse.Namespace, source: BootConfigManager | None = Non
     rpc_path = args.rpc_socket or choice.config.supervisor.rpc_socket
     server = await _start_rpc(rpc_path, sup.rpc_methods())
     console = _start_console(args, sup, source, loop)
-    if early is not None:
+    if early is not None or args.early_proxy:  # run-supervisor started it at nice 10
         _yield_cpu(False)
     try:
         return await sup.run()
