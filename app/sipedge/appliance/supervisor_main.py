@@ -26,9 +26,11 @@ if TYPE_CHECKING:
     from .process import ProxyProcess
     from .sdconfig import BootConfigManager, ConfigChoice
 
-# The boot path is: choose the config, launch the proxy, then import and build everything else
-# (asyncio, the supervisor loop, panel, console, RPC, hotplug). Module-level imports stay this
-# light: every import before the launch delays the first SIP answer (issue 13).
+# The boot path is: run-supervisor starts the proxy and execs this program (--early-proxy),
+# which takes it over, chooses the config, then imports and builds everything else (asyncio,
+# the supervisor loop, panel, console, RPC, hotplug). Started otherwise, it launches the proxy
+# itself first. Module-level imports stay this light: every import before the launch delays
+# the first SIP answer (issue 13).
 
 RING = RingLogHandler(500)  # the RAM log the console's `logs` shows
 
