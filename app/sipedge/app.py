@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 
 from . import __version__, compiled
@@ -55,7 +54,7 @@ class Proxy:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.nworkers = config.core.workers
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = os.urandom(6).hex()  # not uuid: it imports platform (boot time)
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.fd = os.memfd_create("sipedge-stats")

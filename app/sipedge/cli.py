@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     from .bootmark import mark
 
     mark("proxy-start")
+    die_with_parent()
     from .app import load_config_or_exit, run
 
     mark("proxy-imported")
@@ -66,6 +67,27 @@ def main(argv: list[str] | None = None) -> None:
     else:
         config = next(iter(config.instances.values()))
     sys.exit(run(config))
+
+
+def die_with_parent() -> None:
+    """Started by run-supervisor for the supervisor it then execs (SIPEDGE_PARENT_PID, the
+    pid of both): SIGTERM when that process dies, as a proxy the supervisor forks itself gets
+    (appliance/process.py); if it is gone already, exit."""
+    import os
+
+    parent = os.environ.pop("SIPEDGE_PARENT_PID", "")
+    if not parent.isdigit():
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != int(parent):
+        print("sipedge: the supervisor that started it is gone", file=sys.stderr)  # noqa: T201
+        sys.exit(0)
 
 
 def _parse_param(text: str) -> tuple[str | None, Any]:

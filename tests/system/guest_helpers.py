@@ -182,19 +182,23 @@ def cmdlines(g, word: str) -> list[str]:
 
 # Boot stages, from the marks the guest writes (app/sipedge/bootmark.py, rootfs rcS and
 # run-supervisor): (label, mark the stage ends at). Each stage starts where the previous ended;
-# "kernel" starts at the kernel's start (uptime 0).
+# "kernel" starts at the kernel's start (uptime 0). A mark earlier than the previous one is
+# off the path: run-supervisor starts the proxy (proxy-launched) before it execs the
+# supervisor, so supervisor-start comes later and is a parallel mark then; images before
+# that had the supervisor launch the proxy after its own start.
 BOOT_STAGES = (
     ("kernel + initrd", "init"),
     ("init scripts", "rcS-done"),
     ("supervisor start", "supervisor-start"),
-    ("proxy launch", "proxy-launched"),  # the supervisor starts the proxy before its imports
+    ("proxy launch", "proxy-launched"),
     ("proxy start", "proxy-start"),
     ("proxy imports", "proxy-imported"),
     ("listener ready", "listener-ready-0"),
 )
-# Work the boot does beside that path (S00mount's coldplug pass, DHCP): reported as the
-# uptime at which it was done.
-PARALLEL_MARKS = (("coldplug done at", "coldplug-done"), ("DHCP bound at", "dhcp-bound-eth0"))
+# Work the boot does beside that path (S00mount's coldplug pass, DHCP, the supervisor's start
+# when run-supervisor started the proxy): reported as the uptime at which it was done.
+PARALLEL_MARKS = (("coldplug done at", "coldplug-done"), ("DHCP bound at", "dhcp-bound-eth0"),
+                  ("supervisor started at", "supervisor-start"))
 
 
 def kernel_start(guest: Guest, timeout: float = 240) -> float | None:
@@ -228,10 +232,12 @@ def boot_stages(guest: Guest, ready_s: float, kernel_at: float | None = None) ->
         kernel_at = (before + after) / 2 - uptime
     stages: dict[str, float] = {"QEMU to kernel": kernel_at}
     prev = 0.0
-    for label, mark in BOOT_STAGES:
-        if mark in marks:
-            stages[label] = marks[mark] - prev
-            prev = marks[mark]
+    path = [(label, mark) for label, mark in BOOT_STAGES if mark in marks]
+    for i, (label, mark) in enumerate(path):
+        if any(marks[later] < marks[mark] for _label, later in path[i + 1:]):
+            continue  # beside the path (see BOOT_STAGES)
+        stages[label] = marks[mark] - prev
+        prev = marks[mark]
     stages["first 200 OK after kernel"] = ready_s - kernel_at
     stages["first 200 after listener"] = ready_s - kernel_at - prev
     for label, mark in PARALLEL_MARKS:

@@ -43,7 +43,8 @@ def test_boot_to_sip_ready(guest):
     stages = boot_stages(guest, guest.ready_s, guest.kernel_at)
     record("boot stages amd64 (s)", ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     # every stage mark was written: init, rcS, run-supervisor, supervisor, proxy, worker
-    assert {"init scripts", "supervisor start", "proxy imports", "listener ready"} <= set(stages)
+    assert {"init scripts", "proxy launch", "proxy imports", "listener ready",
+            "supervisor started at"} <= set(stages)
     assert sip_options(guest.host_port("udp", 5060), "10.0.2.15:5060", timeout=5) == 200
 
 

@@ -12,6 +12,11 @@ connects the pipe and the exit to the running loop. At boot the supervisor launc
 proxy right after choosing the config, before it imports asyncio and builds the rest of the
 box (issue 13, boot to first answer); every other start is `start()`, both halves at once.
 Nothing here imports asyncio at module level, for that reason.
+
+On the appliance the first proxy is older still: `run-supervisor` starts it in the background
+and then execs the supervisor, so the proxy is already this process's child when Python
+starts. `ProxyProcess.inherit()` wraps such a child (its pid and the fifo its output goes to)
+so the loop attaches and supervises it like one it launched.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import asyncio
@@ -50,6 +55,48 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+class InheritedChild:
+    """The part of `subprocess.Popen` ProxyProcess uses, for a child this process did not fork
+    (it inherited it across exec): poll, wait, signal, and its output as `stdout`."""
+
+    def __init__(self, pid: int, stdout: BinaryIO) -> None:
+        self.pid = pid
+        self.stdout: BinaryIO | None = stdout
+        self.returncode: int | None = None
+
+    def _reap(self, flags: int) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, flags)
+            except ChildProcessError:  # reaped elsewhere: gone, status unknown
+                self.returncode = -signal.SIGKILL
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            rc = self._reap(0)
+            assert rc is not None
+            return rc
+        import time
+
+        deadline = time.monotonic() + timeout
+        while (rc := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.02)
+        return rc
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+
 class ProxyProcess:
     """One run of the proxy. `wait()` returns the exit status (negative: killed by signal)."""
 
@@ -58,10 +105,33 @@ class ProxyProcess:
         self.argv = list(argv)
         self.env = env
         self.cwd = cwd
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._popen: subprocess.Popen[bytes] | InheritedChild | None = None
         self._reader: asyncio.Task[None] | None = None
         self._exited: asyncio.Future[int] | None = None
         self.last_error: str | None = None  # the proxy's last ERROR line (message only)
+
+    @classmethod
+    def inherit(cls, argv: Sequence[str], pid: int, output_fd: int,
+                cwd: str | None = None) -> ProxyProcess:
+        """The proxy `pid`, a child of this process started before it exec'd (run-supervisor),
+        as if launched with `argv` in `cwd`. Its stdout and stderr are a fifo that
+        `output_fd` holds open for reading and writing (the shell opened it so, so that
+        neither side's open blocks): it is reopened read-only here and `output_fd` closed,
+        so the pipe ends once the proxy's last process has closed it. OSError when `pid` is
+        not a child of this process or `output_fd` is not open."""
+        # ChildProcessError (an OSError) if not our child; WNOWAIT: an exit stays to be read
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        try:
+            fd = os.open(f"/proc/self/fd/{output_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            os.fstat(output_fd)  # not open at all: OSError
+            fd = os.dup(output_fd)  # no /proc: keep the read-write end (no end of file)
+            log.warning("proxy output fd=%d not reopened read-only", output_fd)
+        os.close(output_fd)
+        proc = cls(argv, cwd=cwd)
+        proc._popen = InheritedChild(pid, os.fdopen(fd, "rb", buffering=0))
+        log.info("proxy inherited pid=%d argv=%s", pid, " ".join(proc.argv))
+        return proc
 
     @property
     def pid(self) -> int | None:
@@ -161,10 +231,12 @@ class ProxyProcess:
         assert self._popen is not None
         try:
             os.killpg(self._popen.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            self._popen.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            # not (yet) a group leader: an inherited child may not have run setsid yet
+            try:
+                self._popen.send_signal(sig)
+            except ProcessLookupError:
+                pass
 
     def terminate(self) -> None:
         """SIGTERM to the main process only; it stops its workers itself."""
@@ -188,6 +260,8 @@ class ProxyProcess:
             self._popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.error("proxy pid=%s outlived SIGKILL", self._popen.pid)
+        if self._popen.stdout is not None:
+            self._popen.stdout.close()
 
     def reap_group(self) -> None:
         """After the main process exited: kill any worker it left behind."""

@@ -1,6 +1,7 @@
 """`sipedge-supervisor`: the appliance's process supervisor (started by init at boot).
 
     sipedge-supervisor [--boot-config /boot/sipedge.toml] [--data-dir /data] [--simulate]
+                       [--early-proxy PID:FD] [--run-state FILE]
 
 Selects the configuration (boot file, else last-known-good, else the embedded default), runs
 `sipedge --config FILE`, restarts it with backoff, pets the hardware watchdog while the proxy is
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
     from .process import ProxyProcess
     from .sdconfig import BootConfigManager, ConfigChoice
 
-# The boot path is: choose the config, launch the proxy, then import and build everything else
-# (asyncio, the supervisor loop, panel, console, RPC, hotplug). Module-level imports stay this
-# light: every import before the launch delays the first SIP answer (issue 13).
+# The boot path is: run-supervisor starts the proxy and execs this program (--early-proxy),
+# which takes it over, chooses the config, then imports and builds everything else (asyncio,
+# the supervisor loop, panel, console, RPC, hotplug). Started otherwise, it launches the proxy
+# itself first. Module-level imports stay this light: every import before the launch delays
+# the first SIP answer (issue 13).
 
 RING = RingLogHandler(500)  # the RAM log the console's `logs` shows
 
@@ -40,6 +43,9 @@ COLDPLUG_PENDING = Path("/run/sipedge/coldplug.pending")
 # files: with [network] manage = true they are stopped, so they must all have started.
 DHCP_PENDING = Path("/run/sipedge/dhcp.pending")
 BOOT_WAIT_S = 30.0
+# run-supervisor counts a supervisor that ends within this many seconds of its start, other
+# than by a clean stop, as a fast failure (three: it runs the proxy alone); see --run-state.
+FAST_FAILURE_S = 30.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,6 +70,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="command the console's `reboot` runs")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"))
+    p.add_argument("--early-proxy", metavar="PID:FD",
+                   help="adopt the proxy run-supervisor started before it exec'd this program: "
+                   "`sipedge --config BOOT_CONFIG`, process PID, its output on the fifo open "
+                   "on FD (it is stopped if the config choice runs anything else)")
+    p.add_argument("--run-state", type=Path, metavar="FILE",
+                   help=f"write `ok` to FILE after {FAST_FAILURE_S:.0f} s of running and on a "
+                   "clean stop (run-supervisor writes `pending` before it starts this program "
+                   "and counts a `pending` left behind as a fast failure)")
     return p.parse_args(argv)
 
 
@@ -187,10 +201,12 @@ async def serve(args: argparse.Namespace, source: BootConfigManager | None = Non
     loop.add_signal_handler(signal.SIGTERM, sup.request, "stop")
     loop.add_signal_handler(signal.SIGINT, sup.request, "stop")
     loop.add_signal_handler(signal.SIGHUP, sup.request, "reload")
+    if args.run_state is not None:
+        loop.call_later(FAST_FAILURE_S, note_run_ok, args.run_state)
     rpc_path = args.rpc_socket or choice.config.supervisor.rpc_socket
     server = await _start_rpc(rpc_path, sup.rpc_methods())
     console = _start_console(args, sup, source, loop)
-    if early is not None:
+    if early is not None or args.early_proxy:  # run-supervisor started it at nice 10
         _yield_cpu(False)
     try:
         return await sup.run()
@@ -299,13 +315,11 @@ def choose_config(args: argparse.Namespace) -> tuple[BootConfigManager, ConfigCh
     return source, source.select()
 
 
-def launch_early(args: argparse.Namespace) -> ProxyProcess | None:
-    """Start the first proxy on the boot file before the rest of the supervisor is imported
-    and built, and before the config is validated (the proxy validates it itself); the loop
-    adopts it as its first spawn only if it is what the choice would run
-    (Supervisor._adopt_early), else it is killed and the right one started. Only the plain
-    case: a boot file present and not rolled back, no [instances], [network] not managed
-    (then the addresses are set up before the proxy starts)."""
+def plain_boot_argv(args: argparse.Namespace) -> list[str] | None:
+    """The first proxy's command line when the boot file is the plain case, read before the
+    config is validated (the proxy validates it itself): a boot file present and not rolled
+    back, no [instances], [network] not managed (then the addresses are set up before the
+    proxy starts). None otherwise: then the proxy waits for the loop's own spawn."""
     import tomllib
 
     from .rejected import read_record, rejected_path, rejects
@@ -324,9 +338,23 @@ def launch_early(args: argparse.Namespace) -> ProxyProcess | None:
         return None
     if rejects(read_record(rejected_path(args.data_dir)), text):
         return None
+    return [*command, "--config", str(args.boot_config)]
+
+
+def launch_early(args: argparse.Namespace) -> ProxyProcess | None:
+    """Start the first proxy on the boot file before the rest of the supervisor is imported
+    and built, and before the config is validated, in the plain case (plain_boot_argv); or
+    take over the one run-supervisor started already (--early-proxy). The loop adopts it as
+    its first spawn only if it is what the choice would run (Supervisor._adopt_early), else
+    it is killed and the right one started."""
+    if args.early_proxy:
+        return inherit_early(args)
+    argv = plain_boot_argv(args)
+    if argv is None:
+        return None
     from .process import ProxyProcess
 
-    proc = ProxyProcess([*command, "--config", str(args.boot_config)], cwd=proxy_cwd(args))
+    proc = ProxyProcess(argv, cwd=proxy_cwd(args))
     try:
         proc.launch()
     except OSError as exc:  # the loop's own spawn reports it and applies the policy
@@ -335,6 +363,59 @@ def launch_early(args: argparse.Namespace) -> ProxyProcess | None:
     mark("proxy-launched")
     _yield_cpu(True)
     return proc
+
+
+def inherit_early(args: argparse.Namespace) -> ProxyProcess | None:
+    """The proxy run-supervisor started (`sipedge --config BOOT_CONFIG` in the data dir, see
+    rootfs/usr/libexec/sipedge/run-supervisor) before it exec'd this program: ours to
+    supervise when the boot file is the plain case and it runs what that case runs; else
+    stopped at once (the loop starts the right one)."""
+    import os
+
+    from .process import ProxyProcess
+
+    try:
+        pid_text, fd_text = args.early_proxy.split(":")
+        pid, fd = int(pid_text), int(fd_text)
+    except ValueError:
+        log.error("--early-proxy %r: expected PID:FD", args.early_proxy)
+        return None
+    try:
+        cwd: str | None = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        cwd = None
+    if cwd == os.path.realpath(args.data_dir):
+        cwd = str(args.data_dir)
+    elif cwd == os.getcwd():
+        cwd = None  # where the loop's spawn runs it without a data dir
+    try:
+        proc = ProxyProcess.inherit(["sipedge", "--config", str(args.boot_config)], pid, fd, cwd)
+    except ChildProcessError:
+        log.error("--early-proxy pid=%d is not a child of this process", pid)
+        return None
+    except OSError as exc:  # its output is lost: stop it, the loop starts another
+        log.error("cannot take over the proxy run-supervisor started pid=%d fd=%d: %s",
+                  pid, fd, exc)
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return None
+    if plain_boot_argv(args) != proc.argv:
+        log.warning("proxy run-supervisor started pid=%d is not what the boot file runs: "
+                    "stopped", pid)
+        proc.discard()
+        return None
+    _yield_cpu(True)
+    return proc
+
+
+def note_run_ok(path: Path) -> None:
+    """--run-state: this run is no fast failure (run-supervisor reads it at the next start)."""
+    try:
+        path.write_text("ok\n", encoding="ascii")
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)
 
 
 def _yield_cpu(on: bool) -> None:
@@ -406,10 +487,13 @@ def main(argv: list[str] | None = None) -> int:
         source, choice = choose_config(args)
         import asyncio
 
-        return asyncio.run(serve(args, source, choice, early))
+        rc = asyncio.run(serve(args, source, choice, early))
     except EdgeError as exc:
         log.error("supervisor failed: %s", exc)
         return 1
+    if rc == 0 and args.run_state is not None:
+        note_run_ok(args.run_state)
+    return rc
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import logging
 import os
 import secrets as _secrets
 import socket
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,7 +74,12 @@ def registrar_ram_path(p, db_path: str) -> str | None:
         return None
     if p.ram_path:
         return p.ram_path
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    if os.path.isdir("/dev/shm"):
+        base = "/dev/shm"
+    else:
+        import tempfile  # not at module level: every proxy imports this module at start
+
+        base = tempfile.gettempdir()
     digest = hashlib.sha256(os.path.abspath(db_path).encode()).hexdigest()[:12]
     return os.path.join(base, f"sipedge-location-{os.getuid()}-{digest}.sqlite")
 

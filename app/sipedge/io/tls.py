@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -28,6 +27,8 @@ def _as_file(value: str) -> Iterator[str]:
     if not is_inline_pem(value):
         yield value
         return
+    import tempfile  # here: every worker imports this module, few have inline PEM
+
     fd, path = tempfile.mkstemp(prefix="sipedge-tls-", suffix=".pem")  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:

@@ -10,7 +10,8 @@ SIP OPTIONS on the first UDP `[[listen]]` with 200. FAKE_PROXY_MODE picks a misb
     deaf-sip     heartbeat fine, but never answers OPTIONS
     lag          heartbeat reports a 5 s loop lag
 
-Each start appends "<pid> <argv...>" to $FAKE_PROXY_LOG.
+Each start appends "<pid> cwd=<dir> <argv...>" to $FAKE_PROXY_LOG. Like the proxy, it asks
+for SIGTERM when the process named by SIPEDGE_PARENT_PID dies (run-supervisor's early start).
 """
 
 import asyncio
@@ -25,6 +26,9 @@ import tomllib
 def main() -> int:
     argv = sys.argv[1:]
     mode = os.environ.get("FAKE_PROXY_MODE", "ok")
+    from sipedge.cli import die_with_parent
+
+    die_with_parent()
     logf = os.environ.get("FAKE_PROXY_LOG")
     if logf:
         with open(logf, "a") as f:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ...config.schema import option, section
-from .core import Settings, parse_code_pattern
-from .table import Destination, DispatcherTable, build_table, make_destination
+from .settings import Settings, parse_code_pattern
+
+if TYPE_CHECKING:  # the table is imported where destinations are made (not for a config
+    # without any: every config load validates this section)
+    from .table import Destination, DispatcherTable
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,11 @@ class DispatcherParams:
     def config_destinations(self) -> list[Destination]:
         """The `[[dispatcher.destination]]` entries, validated. Raises ValueError naming
         `destination[i].field`."""
-        out = []
+        out: list[Destination] = []
+        if not self.destination:
+            return out
+        from .table import make_destination
+
         for i, d in enumerate(self.destination):
             try:
                 out.append(make_destination(d.set, d.uri, d.flags, d.priority, d.attrs,
@@ -84,6 +92,8 @@ def build_config_table(params: DispatcherParams,
                        list_table: DispatcherTable | None = None) -> DispatcherTable:
     """Config destinations plus those of the list file (config ones first in each set when
     priorities are equal). A (set, URI) given twice is an error."""
+    from .table import Destination, build_table
+
     dests = params.config_destinations()
     seen = {d.key for d in dests}
     if list_table is not None:
