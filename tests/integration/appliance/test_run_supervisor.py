@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sipedge.io.rpc import RpcError, rpc_call
-from test_supervisor_proxy import APP, FAKE, pid_alive, write_config
+from test_supervisor_proxy import APP, FAKE, pid_alive, wait_status, write_config
 
 SCRIPT = Path(__file__).resolve().parents[3] / "rootfs/usr/libexec/sipedge/run-supervisor"
 SUPERVISOR = f'exec "{sys.executable}" -m sipedge.appliance.supervisor_main --simulate "$@"\n'
@@ -59,16 +58,7 @@ class Box:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
     def status(self, cond, timeout=30.0):
-        end, last = time.monotonic() + timeout, None
-        while time.monotonic() < end:
-            try:
-                last = rpc_call(str(self.run / "supervisor.sock"), "supervisor.status")
-                if cond(last):
-                    return last
-            except RpcError:  # socket not there yet
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"condition not reached; last status {last}")
+        return wait_status(self.run / "supervisor.sock", cond, timeout)
 
     def stop(self):
         if self.proc.poll() is None:

@@ -39,6 +39,21 @@ def write_config(path, run, extra="", command=None, **sup):
     path.write_text("\n".join(lines) + "\n" + extra)
 
 
+def wait_status(sock, cond, timeout):
+    """The supervisor's status once `cond(status)` holds, polled over its RPC socket."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = rpc_call(str(sock), "supervisor.status")
+            if cond(last):
+                return last
+        except Exception:  # socket not there yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"condition not reached; last status {last}")
+
+
 class Sup:
     def __init__(self, tmp_path, mode="ok", extra="", command=None, flags=("--simulate",),
                  **sup):
@@ -64,17 +79,7 @@ class Sup:
         return rpc_call(str(self.run / "supervisor.sock"), "supervisor.status")
 
     def wait_for(self, cond, timeout=15.0):
-        end = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < end:
-            try:
-                last = self.status()
-                if cond(last):
-                    return last
-            except Exception:  # socket not there yet
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"condition not reached; last status {last}")
+        return wait_status(self.run / "supervisor.sock", cond, timeout)
 
     def proxy_starts(self):
         return self.log.read_text().splitlines() if self.log.exists() else []
