@@ -266,11 +266,12 @@ _CSEQ_LINE = re.compile(rb"\ncseq[ \t]*:[ \t]*[0-9]+[ \t]+([^ \t\r\n]+)[ \t]*\r"
 
 
 def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
-    """(status, top Via branch, CSeq method, the datagram without its top Via line) of a
-    1xx/2xx reply with at least two Via header lines; None for anything else (folded lines,
-    several values in the top Via line, no CRLF CRLF, an odd status line, several CSeq): the
-    full parse handles those. The head is lowered once and searched by two patterns that
-    start with a literal LF, so the regex engine jumps from line to line."""
+    """(status, top Via branch, CSeq method, the datagram without our Via) of a 1xx/2xx
+    reply with a Via after ours (a second line, or a second value in the same line); None
+    for anything else (folded lines, a quote in the top Via line, no CRLF CRLF, an odd status
+    line, several CSeq): the full parse handles those. The head is lowered once and searched
+    by two patterns that start with a literal LF, so the regex engine jumps from line to
+    line."""
     if data[:8] != b"SIP/2.0 " or data[11:12] != b" " or data[8:9] not in (b"1", b"2"):
         return None
     end = data.find(b"\r\n\r\n")
@@ -282,27 +283,43 @@ def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
         return None
     vias = _VIA_LINE.finditer(head)
     top = next(vias, None)
-    if top is None or next(vias, None) is None:
-        return None  # no Via left after ours: the reply was for us
+    if top is None:
+        return None
     cseq = _CSEQ_LINE.search(head)
     if cseq is None or _CSEQ_LINE.search(head, cseq.end() - 1) is not None:
         return None
-    start = top.start() + 1
+    start = top.start() + 1  # the top Via line
     stop = head.find(b"\r\n", start)
-    line = head[start:stop]
-    p = line.find(b";branch=")
-    if p < 0 or b"," in line:
+    value = top.end()  # just after its colon
+    if b'"' in head[value:stop]:
+        return None
+    # our Via is the line's first value; SIPp's [last_Via:] and some stacks put all the
+    # Vias in one line, comma-separated
+    first, comma, _ = head[value:stop].partition(b",")
+    p = first.find(b";branch=")
+    if p < 0:
         return None
     p += 8
-    q = line.find(b";", p)
-    q = len(line) if q < 0 else q
+    q = first.find(b";", p)
+    q = len(first) if q < 0 else q
+    if comma:  # the line keeps the values after ours
+        after = value + len(first) + 1
+        while data[after:after + 1] in (b" ", b"\t"):
+            after += 1
+        if after >= stop:
+            return None
+        out = data[:value] + b" " + data[after:]
+    else:
+        if next(vias, None) is None:
+            return None  # no Via left after ours: the reply was for us
+        out = data[:start] + data[stop + 2:]
     try:
         # the branch as sent (case kept): our own, compared byte for byte
-        branch = data[start + p:start + q].strip().decode("ascii")
+        branch = data[value + p:value + q].strip().decode("ascii")
         method = data[cseq.start(1):cseq.end(1)].decode("ascii")
     except UnicodeDecodeError:
         return None
-    return int(status), branch, method, data[:start] + data[stop + 2:]
+    return int(status), branch, method, out
 
 
 _PREFERRED_4XX = (401, 407, 415, 420, 484)

@@ -464,13 +464,14 @@ def test_t_reply_and_non_invite_keep_no_context_while_absorbing():
     assert n.idle()
 
 
-def _call_bytes(n, spliced):
-    """INVITE relayed, 180, 200 from the callee; what went to the caller, as bytes."""
+def _call_bytes(n, spliced, edit=lambda raw: raw):
+    """INVITE relayed, 180, 200 from the callee (their bytes through `edit`); what went to
+    the caller, as bytes."""
     n.relay(invite(), [UAS1])
     (inv,) = requests_to(n.sent(), 6001)
     data = inv.to_bytes()
     for st in (180, 200):
-        raw = answer(data, st).to_bytes()
+        raw = edit(answer(data, st).to_bytes())
         if spliced:
             assert n.tm.receive_response_data(raw, n.now)
         else:
@@ -493,6 +494,24 @@ def test_transaction_reply_splice_forwards_what_the_full_path_does():
     assert not n.tm.receive_response_data(stray, n.now)
     folded = answer(inv, 200).to_bytes().replace(b"\r\nCall-ID:", b"\r\n Call-ID:")
     assert not n.tm.receive_response_data(folded, n.now)
+
+
+def test_transaction_reply_splice_takes_vias_joined_in_one_line():
+    """SIPp's [last_Via:] writes every Via in one line: spliced all the same, and what goes
+    upstream is what the full path sends."""
+    def joined(data):
+        out = data.replace(b"\r\nVia: SIP/2.0/UDP 127.0.0.1:5999",
+                           b", SIP/2.0/UDP 127.0.0.1:5999")
+        assert out.count(b"Via:") == 1
+        return out
+
+    full, _ = _call_bytes(Net(), spliced=False, edit=joined)
+    n = Net()
+    spliced, _ = _call_bytes(n, spliced=True, edit=joined)
+    assert [parse_message(d).get_all("via") for d in spliced] == \
+        [parse_message(d).get_all("via") for d in full]
+    assert [d.count(b"5999") for d in spliced] == [1, 1]
+    assert n.tm.counters == {"snd_rpl_1xx": 1, "fwd_rpl_1xx": 1, "fwd_rpl_2xx": 1}
 
 
 def test_transaction_reply_splice_leaves_replies_the_hooks_read_to_the_parser():
@@ -519,7 +538,16 @@ def test_splice_reply_cuts_the_top_via_line_only():
     assert splice_reply(raw.replace(b"CSeq: 7 INVITE\r\n", b"CSeq: 7 INVITE\r\ncseq: 8 X\r\n")) \
         is None
     assert splice_reply(raw.replace(b"180 Ringing", b"486 Busy Here")) is None
-    assert splice_reply(raw.replace(b".7\r\n", b".7,SIP/2.0/UDP a\r\n")) is None
+    # the Vias in one line (SIPp's [last_Via:]): our value and its comma go, the line stays
+    joined = raw.replace(b".7\r\nVIA : SIP/2.0/UDP 10.0.0.2", b".7 ,\t SIP/2.0/UDP 10.0.0.2")
+    status, branch, method, rest = splice_reply(joined)
+    assert (status, branch, method) == (180, "z9hG4bK1xtAB.7", "INVITE")
+    assert rest.startswith(b"SIP/2.0 180 Ringing\r\nv: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKup\r\n"
+                           b"CSeq: 7 INVITE\r\n")
+    assert splice_reply(raw.replace(b"VIA : SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKup\r\n", b"")) \
+        is None  # no Via after ours: the reply was for us
+    assert splice_reply(joined.replace(b"SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKup", b"")) is None
+    assert splice_reply(raw.replace(b".7\r\n", b'.7;x="a,b"\r\n')) is None  # a quote
 
 
 def test_non_2xx_final_keeps_machines_but_no_context():
