@@ -78,13 +78,9 @@ def die_with_parent() -> None:
     parent = os.environ.pop("SIPEDGE_PARENT_PID", "")
     if not parent.isdigit():
         return
-    try:
-        import ctypes
-        import signal
+    from .pdeathsig import term_with_parent
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    term_with_parent()
     if os.getppid() != int(parent):
         print("sipedge: the supervisor that started it is gone", file=sys.stderr)  # noqa: T201
         sys.exit(0)

@@ -26,9 +26,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO
+
+from ..pdeathsig import term_with_parent
 
 if TYPE_CHECKING:
     import asyncio
@@ -42,17 +43,10 @@ _LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ (DEBUG|INFO|WARNING|ERROR|CRITICA
 MAX_LINE = 2000
 
 
-PR_SET_PDEATHSIG = 1
-
-
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the supervisor dies (even by SIGKILL), so a
     restarted supervisor never meets an orphaned proxy holding the SIP ports."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    term_with_parent()
 
 
 class InheritedChild:

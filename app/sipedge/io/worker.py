@@ -25,6 +25,7 @@ from ..config import Config, ConfigError, load_text
 from ..errors import RemoteProtocolError, ScriptError, TransportError
 from ..modules.registrar.store import StoreError
 from ..modules.security.api import reply_for as sec_reply_for
+from ..pdeathsig import term_with_parent
 from ..resolve import Resolution, Target, literal_target
 from ..script.api import (
     Drop,
@@ -1037,13 +1038,7 @@ def _run_loop(coro):
 def _die_with_parent() -> None:
     """Ask the kernel for SIGTERM when the main process dies (even by SIGKILL), so a worker
     never outlives it holding the SIP ports."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    term_with_parent()
     if os.getppid() == 1:
         sys.exit(0)  # the parent is already gone
 
