@@ -535,7 +535,7 @@ class Proxy:
         (every 0.5 s)."""
         active: Counter[str] = Counter()
         total: Counter[str] = Counter()
-        contexts = 0
+        contexts = absorbing = 0
         per_worker = {}
         reported = 0
         for i in range(self.nworkers):
@@ -544,12 +544,13 @@ class Proxy:
             active.update(tm.get("active", {}))
             total.update(tm.get("total", {}))
             contexts += tm.get("contexts", 0)
+            absorbing += tm.get("absorbing", 0)
             per_worker[str(i)] = tm
         kinds = ("ict", "nict", "ist", "nist")
         return {"active": {k: active.get(k, 0) for k in kinds},
                 "total": {k: total.get(k, 0) for k in kinds},
                 "active_total": sum(active.values()), "contexts": contexts,
-                "workers_reporting": reported, "workers": per_worker}
+                "absorbing": absorbing, "workers_reporting": reported, "workers": per_worker}
 
 
 def local_worker(nworkers: int) -> bool:

@@ -71,6 +71,7 @@ t1_ms = {t1}
 t2_ms = 400
 t4_ms = 200
 timer_d_s = 0.5
+wait_timer_s = 0.5
 fr_timeout_s = {fr}
 fr_inv_timeout_s = 10
 """
@@ -95,6 +96,7 @@ def wait_idle(edge, timeout=12.0) -> dict:
     while True:
         stats = edge.rpc("tm.stats")
         assert "exited rc" not in edge.log(), edge.log()  # no worker died (counters reset)
+        assert stats["absorbing"] == sum(w.get("absorbing", 0) for w in stats["workers"].values())
         if stats["active_total"] == 0 and stats["contexts"] == 0 \
                 and stats["workers_reporting"] == len(stats["workers"]):
             return stats

@@ -178,6 +178,10 @@ class TmParams:
     timer_d_s: float = option(32.0, "Timer D: how long an INVITE client transaction absorbs "
                               "retransmitted non-2xx replies over UDP (RFC: at least 32 s)",
                               min=0, max=300)
+    wait_timer_s: float = option(5.0, "how long an INVITE client transaction stays after its "
+                                 "2xx to match retransmitted 2xx replies (Kamailio's wt_timer; "
+                                 "RFC 6026 Timer M is 64*T1; a later 2xx is forwarded "
+                                 "statelessly along the same Via path)", min=0, max=300)
     fr_timeout_s: float = option(30.0, "a branch without any reply ends with 408 after this "
                                  "long (Kamailio's fr_timer)", min=0.1, max=3600)
     fr_inv_timeout_s: float = option(120.0, "an INVITE branch with a provisional reply but no "

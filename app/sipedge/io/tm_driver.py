@@ -33,7 +33,6 @@ from ..sip.grammar import stat_method
 from ..sip.message import Request, Response
 from ..sip.proxy import Source
 from ..sip.stateful import (
-    ACCEPTED_WAIT,
     Branch,
     BranchTarget,
     Peer,
@@ -55,7 +54,7 @@ log = logging.getLogger("sipedge.tm")
 def tm_params(config) -> TmParams:
     p = config.tm
     return TmParams(TimerValues(p.t1_ms / 1000, max(p.t1_ms, p.t2_ms) / 1000, p.t4_ms / 1000,
-                                p.timer_d_s, ACCEPTED_WAIT),
+                                p.timer_d_s, p.wait_timer_s),
                     fr_timeout=p.fr_timeout_s, fr_inv_timeout=p.fr_inv_timeout_s)
 
 
