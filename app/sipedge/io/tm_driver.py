@@ -356,9 +356,8 @@ class TmDriver:
     # -- plumbing ------------------------------------------------------------------------
 
     def _script_function(self, name: str):
-        script = self.w.script
-        fn = script.module.__dict__.get(name) if script is not None else None
-        if not callable(fn):
+        fn = self.w._script_function(name)
+        if fn is None:
             log.error("route %r is not a function of the routing script", name)
             return None
         return fn
