@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,13 +38,17 @@ SUPPORTED_SCHEMES = ("sip", "sips", "tel")
 _VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:[ \t]*([^\r\n]*)\r?\n", re.I)
 _LOOP_KEYS = frozenset({"from", "to", "proxy-require", "proxy-authorization", "route"})
 
+# header keys as the parser makes them (interned, message._key): compared by identity
+_CALL_ID, _CONTENT_LENGTH, _MAX_FORWARDS, _RECORD_ROUTE, _PROXY_REQUIRE, _PROXY_AUTHORIZATION = (
+    sys.intern(k) for k in ("call-id", "content-length", "max-forwards", "record-route",
+                            "proxy-require", "proxy-authorization"))
 # longer heads take the full path (which bounds lines at MAX_LINE = 8192 octets)
 BYTE_PATH_MAX_HEAD = 8192
 # headers a message carries at most once, and Content-Length (the byte path takes one)
-_ONCE = ("call-id", "from", "to", "cseq", "max-forwards", "content-length")
+_ONCE = (_CALL_ID, "from", "to", "cseq", _MAX_FORWARDS, _CONTENT_LENGTH)
 # methods the byte path forwards (CANCEL goes round the transactions, OPTIONS may be ours)
 _BYTE_PATH_METHODS = KNOWN_METHODS - {"CANCEL", "OPTIONS"}
-_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED = ("via", "from", "to", _CALL_ID, "cseq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +433,7 @@ class ProxyCore:
         Route or Request-URI), or False (not a forward: the full path answers).
 
         Returns (bytes, ip, port, listener index, method), or None when the request is not
-        the plain case: a head the full path would rewrite (see _plain_head), CANCEL,
+        the plain case: a head the full path would rewrite (see the checks below), CANCEL,
         OPTIONS, Proxy-Require, a Via or Route list in one line, strict routing, one of our
         addresses in a Via, Max-Forwards 0, a next hop that is a name or not UDP, or
         anything malformed. The caller then takes the full path, which validates and
@@ -438,16 +443,16 @@ class ProxyCore:
         if end < 0 or end > BYTE_PATH_MAX_HEAD:
             return None
         raw = data[:end]
-        # the head as the full path would write it back unchanged: ASCII, no control
-        # octets, every line ends in CRLF, no folding, one space after each colon and no
-        # blank at either end of a value (the names are checked below)
-        n = raw.count(b"\r\n")
-        if not raw.isascii() or len(raw.translate(None, _CONTROL_OCTETS)) != len(raw) \
-                or raw.count(b"\r") != n or raw.count(b"\n") != n or b"\n " in raw \
-                or b"\n\t" in raw or b" \r" in raw or b"\t\r" in raw or b":  " in raw \
-                or b": \t" in raw or raw[-1:] in (b" ", b"\t", b""):
+        # the head as the full path writes it back unchanged: ASCII, no control octets,
+        # every line ends in CRLF (no bare CR or LF); below: every header line is
+        # `token: value`, one space after the colon, no blank at either end of the value
+        # (which also rules out folding: a continuation line has no token name)
+        if not raw.isascii() or len(raw.translate(None, _CONTROL_OCTETS)) != len(raw):
             return None
         hl = raw.decode("ascii").split("\r\n")
+        joined = "".join(hl)  # a CR or LF left is a bare one (found by memchr, not counted)
+        if "\r" in joined or "\n" in joined:
+            return None
         first = hl[0].split(" ")
         if len(first) != 3 or first[2] != "SIP/2.0" or not first[1]:
             return None
@@ -457,7 +462,10 @@ class ProxyCore:
         if len(hl) > MAX_HEADERS + 1:
             return None
         names, seps, values = zip(*map(str.partition, hl, repeat(": ")))
-        if seps.count("") != 1:  # a line without ": " (only the request line has none)
+        # only the request line has no ": "; no value is empty or has a blank at an end
+        # (str.strip returns the same object when there is nothing to strip)
+        if seps.count("") != 1 or values.count("") != 1 \
+                or tuple(map(str.strip, values)) != values:
             return None
         keys = list(map(_key_cache.get, names))
         keys[0] = ""  # the request line: keys[i] names hl[i]
@@ -469,15 +477,15 @@ class ProxyCore:
                         return None
                     keys[i] = _key(name)
         present = set(keys)
-        if not present.issuperset(_REQUIRED) or "proxy-require" in present:
+        if not present.issuperset(_REQUIRED) or _PROXY_REQUIRE in present:
             return None
         if len(present) < len(keys):
             for once in _ONCE:
                 if keys.count(once) > 1:
                     return None
         body = data[end + 4:]
-        if "content-length" in present:  # to_bytes() writes it last, from the body
-            v = values[keys.index("content-length")]
+        if _CONTENT_LENGTH in present:  # to_bytes() writes it last, from the body
+            v = values[keys.index(_CONTENT_LENGTH)]
             if len(v) > 9 or not v.isdigit():
                 return None
             n = int(v)
@@ -508,8 +516,8 @@ class ProxyCore:
                 method == "ACK" and cseq.method not in ("ACK", "INVITE")):
             return None
         mf = -1
-        if "max-forwards" in present:
-            v = values[keys.index("max-forwards")]
+        if _MAX_FORWARDS in present:
+            v = values[keys.index(_MAX_FORWARDS)]
             if len(v) > 9 or not v.isdigit():
                 return None
             mf = int(v)
@@ -566,8 +574,8 @@ class ProxyCore:
                 or (":" in hop[0]) != (":" in out.ip):
             return None  # DNS, another transport or family, a wildcard listener: full path
         # the branch (16.11) over the 16.6 step 8 fields, our own Route entries left out
-        parts = [uri_text, values[keys.index("call-id")], str(cseq.seq)]
-        if has_route or "proxy-authorization" in present:
+        parts = [uri_text, values[keys.index(_CALL_ID)], str(cseq.seq)]
+        if has_route or _PROXY_AUTHORIZATION in present:
             for i, k in enumerate(keys):
                 if k in _LOOP_KEYS and i not in routes:
                     parts.append(values[i])
@@ -579,8 +587,8 @@ class ProxyCore:
             parts.append(values[fi])
         branch = self._stateless_branch(incoming, self._loop_digest(parts))
         # the edits, in the order the full path makes them on its header list
-        if "content-length" in present:
-            i = keys.index("content-length")
+        if _CONTENT_LENGTH in present:
+            i = keys.index(_CONTENT_LENGTH)
             del hl[i]
             del keys[i]
         if stamped is not None:  # stamp_via: out, then back above the next Via line
@@ -600,24 +608,24 @@ class ProxyCore:
             del hl[i]
             del keys[i]
         if mf > 0:
-            i = keys.index("max-forwards")
+            i = keys.index(_MAX_FORWARDS)
             v = hl[i]
             hl[i] = f"{v[:v.find(':')]}: {mf - 1}"
         else:
             hl.insert(1, f"Max-Forwards: {self.max_forwards}")
-            keys.insert(1, "max-forwards")
+            keys.insert(1, _MAX_FORWARDS)
         if self.record_route and to.tag is None and method != "REGISTER" and method != "ACK":
             rr_value = self._rr_value.get(out)
             if rr_value is None:
                 rr_value = self._rr_value[out] = f"<{out.uri()}>"
-            if "record-route" in keys:
-                i = keys.index("record-route")
+            if _RECORD_ROUTE in keys:
+                i = keys.index(_RECORD_ROUTE)
                 v = hl[i]
                 hl.insert(i, f"{v[:v.find(':')]}: {rr_value}")
             else:
                 i = 1
                 hl.insert(1, f"Record-Route: {rr_value}")
-            keys.insert(i, "record-route")
+            keys.insert(i, _RECORD_ROUTE)
         i = keys.index("via")
         v = hl[i]
         hl.insert(i, f"{v[:v.find(':')]}: {self._our_via(out, branch)}")
