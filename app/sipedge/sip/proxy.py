@@ -504,7 +504,7 @@ class ProxyCore:
             uri = parse_uri(uri_text)
             cseq = parse_cseq(values[keys.index("cseq")])
             parse_address(values[fi])
-            to = parse_address(values[ti])
+            to_tag = parse_address(values[ti]).tag
         except RemoteProtocolError:
             return None
         incoming = via.branch
@@ -556,7 +556,7 @@ class ProxyCore:
                 routes.append(ri)
                 target = None
         has_route = keys.count("route") > len(routes)
-        dest = route(uri, to.tag is not None, bool(routes), has_route,
+        dest = route(uri, to_tag is not None, bool(routes), has_route,
                      self.is_myself_or_domain)
         if dest is False:
             return None
@@ -614,7 +614,7 @@ class ProxyCore:
         else:
             hl.insert(1, f"Max-Forwards: {self.max_forwards}")
             keys.insert(1, _MAX_FORWARDS)
-        if self.record_route and to.tag is None and method != "REGISTER" and method != "ACK":
+        if self.record_route and to_tag is None and method != "REGISTER" and method != "ACK":
             rr_value = self._rr_value.get(out)
             if rr_value is None:
                 rr_value = self._rr_value[out] = f"<{out.uri()}>"
