@@ -463,10 +463,11 @@ class ProxyCore:
             return None
         names, seps, values = zip(*map(str.partition, hl, repeat(": ")))
         # only the request line has no ": "; no value is empty or has a blank at an end
-        # (str.strip returns the same object when there is nothing to strip)
-        if seps.count("") != 1 or values.count("") != 1 \
-                or tuple(map(str.strip, values)) != values:
+        # (str.strip returns the same object when there is nothing to strip), except
+        # Content-Length, which is written anew (SIPp pads it: "Content-Length:   137")
+        if seps.count("") != 1 or values.count("") != 1:
             return None
+        stripped = tuple(map(str.strip, values))
         keys = list(map(_key_cache.get, names))
         keys[0] = ""  # the request line: keys[i] names hl[i]
         if None in keys:  # a name not seen yet: a token, or the full path decides
@@ -479,14 +480,20 @@ class ProxyCore:
         present = set(keys)
         if not present.issuperset(_REQUIRED) or _PROXY_REQUIRE in present:
             return None
+        if stripped != values:
+            if _CONTENT_LENGTH not in present:
+                return None
+            i = keys.index(_CONTENT_LENGTH)
+            if stripped[:i] != values[:i] or stripped[i + 1:] != values[i + 1:]:
+                return None
         if len(present) < len(keys):
             for once in _ONCE:
                 if keys.count(once) > 1:
                     return None
         body = data[end + 4:]
         if _CONTENT_LENGTH in present:  # to_bytes() writes it last, from the body
-            v = values[keys.index(_CONTENT_LENGTH)]
-            if len(v) > 9 or not v.isdigit():
+            v = stripped[keys.index(_CONTENT_LENGTH)]
+            if not v or len(v) > 9 or not v.isdigit():
                 return None
             n = int(v)
             if len(body) < n:
