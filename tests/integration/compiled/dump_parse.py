@@ -3,8 +3,9 @@ sample and of seeded mutations of them. Run once per build (PYTHONPATH selects i
 test_compiled_build.py compares the two outputs line by line.
 
 Only public, stable entry points are used (parse_message, the header accessors,
-ProxyCore.check_request/options replies, ProxyCore.forward_datagram), so the dump survives refactoring of the hot path;
-what a value looks like is its repr()/str(), the same in both builds.
+ProxyCore.check_request/options replies, ProxyCore.forward_datagram), so the dump survives
+refactoring of the hot path; what a value looks like is its repr()/str(), the same in both
+builds.
 """
 from __future__ import annotations
 

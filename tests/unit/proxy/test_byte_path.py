@@ -244,7 +244,8 @@ def test_rule_cases(name):
 @pytest.mark.parametrize("name", [
     "invite", "invite_no_max_forwards", "invite_rport", "invite_via_host_name",
     "invite_two_via_lines", "invite_compact", "invite_to_before_from",
-    "invite_record_route_present", "invite_no_content_length", "invite_content_length_short", "invite_content_length_padded",
+    "invite_record_route_present", "invite_no_content_length", "invite_content_length_short",
+    "invite_content_length_padded",
     "invite_content_length_not_last", "invite_proxy_authorization", "message", "register",
     "ack_route_ours", "ack_for_invite_cseq", "bye_route_ours", "bye_route_ours_twice",
     "bye_route_ours_three", "bye_route_ours_then_next", "bye_route_maddr",
@@ -258,7 +259,8 @@ def test_plain_requests_take_the_byte_path(name):
 @pytest.mark.parametrize("name", [
     "invite_max_forwards_0", "invite_via_list", "invite_our_via", "invite_no_cookie",
     "invite_proxy_require", "invite_cseq_mismatch", "invite_bad_from", "invite_mailto",
-    "invite_content_length_long", "invite_content_length_blank", "invite_strict_router_ruri", "options", "cancel",
+    "invite_content_length_long", "invite_content_length_blank", "invite_strict_router_ruri",
+    "options", "cancel",
     "bye_route_next_strict", "bye_route_name", "bye_route_list", "bye_no_route_ruri_tcp",
 ])
 def test_unusual_requests_take_the_full_path(name):
