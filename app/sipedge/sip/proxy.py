@@ -144,8 +144,10 @@ class ProxyCore:
         # the incoming branch's checksum is seeded by the secret (16.11 branch, below)
         self._branch_seed = zlib.crc32(self.secret)
         # per outgoing listener: the start of our Via and our Record-Route value
-        self._via_head: dict[LocalAddress, str] = {}
-        self._rr_value: dict[LocalAddress, str] = {}
+        # (keyed by index and host: a listener's other fields are fixed, only a wildcard's
+        # host is made concrete; a tuple of two hashes in C, a LocalAddress in Python)
+        self._via_head: dict[tuple[int, str], str] = {}
+        self._rr_value: dict[tuple[int, str], str] = {}
         # the loop hash's keyed BLAKE2s state, copied per request (no key block per hash)
         self._loop_blake = hashlib.blake2s(key=self.secret, digest_size=6)
         # byte path: id(URI) -> (URI, (ip, port) or None), see _udp_hop
@@ -398,18 +400,19 @@ class ProxyCore:
                 if (inbound.proto, inbound.host, inbound.adv_port) != (out.proto, out.host,
                                                                        out.adv_port):
                     msg.add_top("Record-Route", f"<{inbound.uri()}>")
-            rr_value = self._rr_value.get(out)
+            rr_value = self._rr_value.get((out.index, out.host))
             if rr_value is None:
-                rr_value = self._rr_value[out] = f"<{out.uri()}>"
+                rr_value = self._rr_value[(out.index, out.host)] = f"<{out.uri()}>"
             msg.add_top("Record-Route", rr_value)
         msg.add_top("Via", self._our_via(out, branch or self.branch(msg)))
         return msg.to_bytes()
 
     def _our_via(self, out: LocalAddress, branch: str) -> str:
         """The Via we put on top of a request we send from `out`."""
-        head = self._via_head.get(out)
+        head = self._via_head.get((out.index, out.host))
         if head is None:
-            head = self._via_head[out] = f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch="
+            head = self._via_head[(out.index, out.host)] = \
+                f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch="
         via = head + branch
         if out.proto == "udp":
             via += ";rport"
@@ -622,9 +625,9 @@ class ProxyCore:
             hl.insert(1, f"Max-Forwards: {self.max_forwards}")
             keys.insert(1, _MAX_FORWARDS)
         if self.record_route and to_tag is None and method != "REGISTER" and method != "ACK":
-            rr_value = self._rr_value.get(out)
+            rr_value = self._rr_value.get((out.index, out.host))
             if rr_value is None:
-                rr_value = self._rr_value[out] = f"<{out.uri()}>"
+                rr_value = self._rr_value[(out.index, out.host)] = f"<{out.uri()}>"
             if _RECORD_ROUTE in keys:
                 i = keys.index(_RECORD_ROUTE)
                 v = hl[i]
