@@ -468,7 +468,7 @@ class ProxyCore:
         # only the request line has no ": "; no value is empty or has a blank at an end
         # (str.strip returns the same object when there is nothing to strip), except
         # Content-Length, which is written anew (SIPp pads it: "Content-Length:   137")
-        if seps.count("") != 1 or values.count("") != 1:
+        if seps[0] or seps.count("") != 1 or values.count("") != 1:
             return None
         stripped = tuple(map(str.strip, values))
         keys = list(map(_key_cache.get, names))

@@ -142,6 +142,10 @@ CASES = {
     "invite_ipv6_to": _request(ruri="sip:bob@[2001:db8::77]:5070"),
     "invite_extension_header": _request(extra="X-Thing: a: b ; c\r\nSubject: hi there\r\n"),
     "invite_tab_in_value": _request(extra="Subject: a\tb\r\n"),
+    # the Request-URI ends in ":" (a valid parameter value), so the request line holds ": ",
+    # and a header line without any colon whose text is a known header name
+    "invite_colon_uri_and_line_without_colon": _request(
+        ruri="sip:bob@example.org;p=a:", extra="Subject\r\n"),
     "message": _request("MESSAGE", body=b"hello"),
     "register": _request("REGISTER", "sip:example.com",
                          extra="Contact: <sip:alice@198.51.100.1:5070>\r\n"),
@@ -260,10 +264,12 @@ def test_plain_requests_take_the_byte_path(name):
     "invite_max_forwards_0", "invite_via_list", "invite_our_via", "invite_no_cookie",
     "invite_proxy_require", "invite_cseq_mismatch", "invite_bad_from", "invite_mailto",
     "invite_content_length_long", "invite_content_length_blank", "invite_strict_router_ruri",
+    "invite_colon_uri_and_line_without_colon",
     "options", "cancel",
     "bye_route_next_strict", "bye_route_name", "bye_route_list", "bye_no_route_ruri_tcp",
 ])
 def test_unusual_requests_take_the_full_path(name):
+    parse_message(CASES["invite_extension_header"])  # header names known (the key cache)
     for table in TABLES.values():
         assert _core().forward_datagram(CASES[name], SRC_NAT, table.destination) is None
 
