@@ -209,6 +209,9 @@ class Worker:
         self.control: socket.socket | None = None
         self._wildcards: list[LocalAddress] = []
         self._not_local: dict[str, float] = {}  # IP literal -> until when it is not ours
+        # UDP requests take the proxy core's byte path (no message model) when nothing
+        # reads the model (see _use_byte_path)
+        self.byte_path = self._use_byte_path()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -256,6 +259,14 @@ class Worker:
         self._spawn(self._heartbeat())
         self._spawn(self._sweep_connections())
         mark(f"listener-ready-{self.index}")
+
+    def _use_byte_path(self) -> bool:
+        """Whether stateless UDP requests may skip the message model (docs/architecture.md
+        "The hot path"): only the route table decides (no script), no module hooks, screens
+        or transactions read requests (transactions only come from a script's t_relay()),
+        and "myself" needs no learning (no wildcard listener, `_learn_own_address`)."""
+        return not self.script_path and not self.modules.names and not any(
+            la.ip in ("0.0.0.0", "::") for la in self.locals)
 
     async def _open_listener(self, la: LocalAddress, lp) -> None:
         loop = asyncio.get_running_loop()
@@ -597,6 +608,20 @@ class Worker:
                     self._send("udp", route.data, route.ip, route.port,
                                listener.index if listener else src.listener)
                     return
+        elif datagram and not handed and self.byte_path and self.script is None:
+            # a stateless UDP request nothing else reads: edited as bytes (sip/proxy.py
+            # forward_datagram); None when it is not the plain case: the full path below
+            try:
+                fwd = self.core.forward_datagram(data, src, self.table.destination)
+            except Exception:  # noqa: BLE001 - per-message boundary: the full path decides
+                log.exception("byte path failed; taking the full path")
+                fwd = None
+            if fwd is not None:
+                method = stat_method(fwd[4])
+                self.stats["rcv_req_" + method] += 1
+                self.stats["fwd_req_" + method] += 1
+                self._send("udp", fwd[0], fwd[1], fwd[2], fwd[3])
+                return
         try:
             msg = parse_message(data, datagram=datagram)
         except RemoteProtocolError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import RemoteProtocolError
@@ -505,25 +506,38 @@ class RouteTable:
     _default_fwd: Forward | None = field(default=None, init=False, repr=False, compare=False)
 
     def request_route(self, msg: RequestMsg) -> None:
-        if msg.in_dialog and (msg.loose_routed or msg.has_hf("route") or not msg.is_myself()):
-            msg.forward()  # in-dialog: follow the Route set or the remote target
-            return
-        uri = msg.raw.uri
+        raw = msg.raw
+        dest = self.destination(raw.uri, msg.in_dialog, raw.loose_routed, raw.has("route"),
+                                msg._core.is_myself_or_domain)
+        if dest is None:
+            msg.forward()  # by Route or Request-URI
+        elif dest is False:
+            msg.reply(404, "Not Found")
+        elif dest is self.default:
+            fwd = self._default_fwd
+            if fwd is None or fwd.uri is not dest:
+                fwd = self._default_fwd = Forward(dest)
+            msg.actions.append(fwd)
+        else:
+            msg.actions.append(Forward(dest))
+
+    def destination(self, uri: URI, in_dialog: bool, loose_routed: bool, has_route: bool,
+                    is_myself: Callable[[URI], bool]) -> URI | None | bool:
+        """The table's decision, shared with the proxy core's byte path
+        (`ProxyCore.forward_datagram`): a destination URI, None (forward by Route or
+        Request-URI) or False (answer 404)."""
+        if in_dialog and (loose_routed or has_route or not is_myself(uri)):
+            return None  # in-dialog: follow the Route set or the remote target
         host = uri.host_bare if uri.is_sip else ""
         user = uri.user or ""
         for domain, prefix, dest in self.rules:
             if (not domain or domain.lower() == host) and user.startswith(prefix):
-                msg.actions.append(Forward(dest))
-                return
+                return dest
         if self.default is not None:
-            fwd = self._default_fwd
-            if fwd is None or fwd.uri is not self.default:
-                fwd = self._default_fwd = Forward(self.default)
-            msg.actions.append(fwd)
-        elif msg.is_myself():
-            msg.reply(404, "Not Found")
-        else:
-            msg.forward()
+            return self.default
+        if is_myself(uri):
+            return False
+        return None
 
     def reply_route(self, msg: ReplyMsg) -> None:
         return None

@@ -8,6 +8,7 @@ headers, so most are never parsed at all.
 from __future__ import annotations
 
 import re
+import sys
 from itertools import repeat
 from typing import Iterator
 
@@ -316,7 +317,8 @@ def _key(name: str) -> str:
     key = _key_cache.get(name)
     if key is None:
         low = name.strip().lower()
-        key = COMPACT.get(low, low)
+        # interned: list.index / count / `in` over keys then compare identities
+        key = sys.intern(COMPACT.get(low, low))
         # only valid names are remembered: the parser trusts a cache hit
         if len(_key_cache) < 4096 and _TOKEN.fullmatch(key) and name == name.strip():
             _key_cache[name] = key

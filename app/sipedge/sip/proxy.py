@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 
 from ..errors import RemoteProtocolError
-from .grammar import is_digits
+from ..resolve.sip import literal_target
+from .grammar import KNOWN_METHODS, is_digits, is_token
 from .headers.address import parse_address
+from .headers.cseq import parse_cseq
 from .headers.via import MAGIC_COOKIE, Via, parse_via, remember_via
-from .message import Request, Response
-from .uri import DEFAULT_PORTS, URI, format_host
+from .message import _CONTROL_OCTETS, MAX_HEADERS, Request, Response, _key, _key_cache
+from .uri import DEFAULT_PORTS, URI, format_host, parse_uri
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, REFER, PRACK, UPDATE, PUBLISH"
 SUPPORTED_SCHEMES = ("sip", "sips", "tel")
@@ -33,6 +37,18 @@ SUPPORTED_SCHEMES = ("sip", "sips", "tel")
 # (the match starts at the LF before the line: a literal first character is searched fast)
 _VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:[ \t]*([^\r\n]*)\r?\n", re.I)
 _LOOP_KEYS = frozenset({"from", "to", "proxy-require", "proxy-authorization", "route"})
+
+# header keys as the parser makes them (interned, message._key): compared by identity
+_CALL_ID, _CONTENT_LENGTH, _MAX_FORWARDS, _RECORD_ROUTE, _PROXY_REQUIRE, _PROXY_AUTHORIZATION = (
+    sys.intern(k) for k in ("call-id", "content-length", "max-forwards", "record-route",
+                            "proxy-require", "proxy-authorization"))
+# longer heads take the full path (which bounds lines at MAX_LINE = 8192 octets)
+BYTE_PATH_MAX_HEAD = 8192
+# headers a message carries at most once, and Content-Length (the byte path takes one)
+_ONCE = (_CALL_ID, "from", "to", "cseq", _MAX_FORWARDS, _CONTENT_LENGTH)
+# methods the byte path forwards (CANCEL goes round the transactions, OPTIONS may be ours)
+_BYTE_PATH_METHODS = KNOWN_METHODS - {"CANCEL", "OPTIONS"}
+_REQUIRED = ("via", "from", "to", _CALL_ID, "cseq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +104,10 @@ class ResponseRoute:
 
 WILDCARDS = ("0.0.0.0", "::")
 
+# the route table's decision for the byte path (script/api.py RouteTable.destination):
+# (Request-URI, in dialog, loose-routed, Route left, is-myself) -> URI | None | False
+RouteChoice = Callable[[URI, bool, bool, bool, Callable[[URI], bool]], "URI | None | bool"]
+
 
 class ProxyCore:
     """Stateless forwarding rules. Holds only configuration, no per-message state."""
@@ -124,8 +144,14 @@ class ProxyCore:
         # the incoming branch's checksum is seeded by the secret (16.11 branch, below)
         self._branch_seed = zlib.crc32(self.secret)
         # per outgoing listener: the start of our Via and our Record-Route value
-        self._via_head: dict[LocalAddress, str] = {}
-        self._rr_value: dict[LocalAddress, str] = {}
+        # (keyed by index and host: a listener's other fields are fixed, only a wildcard's
+        # host is made concrete; a tuple of two hashes in C, a LocalAddress in Python)
+        self._via_head: dict[tuple[int, str], str] = {}
+        self._rr_value: dict[tuple[int, str], str] = {}
+        # the loop hash's keyed BLAKE2s state, copied per request (no key block per hash)
+        self._loop_blake = hashlib.blake2s(key=self.secret, digest_size=6)
+        # byte path: id(URI) -> (URI, (ip, port) or None), see _udp_hop
+        self._hops: dict[int, tuple[URI, tuple[str, int] | None]] = {}
 
     def add_local(self, ip: str, port: int) -> None:
         """Learn another address of ours (wildcard listeners, source address selection)."""
@@ -167,6 +193,11 @@ class ProxyCore:
         if proto is None:
             return (host, port) in self._hostports
         return (host, port, proto) in self._sockets
+
+    def is_myself_or_domain(self, uri: URI) -> bool:
+        """One of our listeners (host and port) or a configured domain: the script's
+        `msg.is_myself()`."""
+        return self.is_myself(uri) or self.is_domain(uri)
 
     def is_domain(self, uri: URI) -> bool:
         """Host is one of the configured domains."""
@@ -223,17 +254,20 @@ class ProxyCore:
 
     def stamp_via(self, msg: Request, src: Source) -> None:
         """Add received / fill rport on the top Via (RFC 3261 18.2.1, RFC 3581 4)."""
-        via = msg.via
-        changed = via
-        host = via.host.strip("[]")
-        if via.rport == "":
-            changed = changed.with_param("rport", str(src.port)).with_param("received", src.ip)
-        elif host != src.ip:
-            changed = changed.with_param("received", src.ip)
-        if changed is not via:
+        changed = self._stamped(msg.via, src)
+        if changed is not None:
             msg.pop_first("via")
             msg.add_top("Via", str(changed))
             msg._via = changed
+
+    @staticmethod
+    def _stamped(via: Via, src: Source) -> Via | None:
+        """The top Via with received / rport filled in, or None when it needs neither."""
+        if via.rport == "":
+            return via.with_param("rport", str(src.port)).with_param("received", src.ip)
+        if via.host.strip("[]") != src.ip:
+            return via.with_param("received", src.ip)
+        return None
 
     def _preprocess_route(self, msg: Request) -> None:
         uri = msg.uri
@@ -259,8 +293,12 @@ class ProxyCore:
         for h in msg.headers:
             if h[0] in _LOOP_KEYS:
                 parts.append(h[2])
-        return hashlib.blake2s("|".join(parts).encode("utf-8", "surrogateescape"),
-                               key=self.secret, digest_size=6).hexdigest()
+        return self._loop_digest(parts)
+
+    def _loop_digest(self, parts: list[str]) -> str:
+        h = self._loop_blake.copy()
+        h.update("|".join(parts).encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
 
     def _is_loop(self, msg: Request) -> bool:
         mine = []
@@ -290,8 +328,11 @@ class ProxyCore:
         incoming = via.branch or ""
         if not incoming.startswith(MAGIC_COOKIE):
             incoming = f"{msg.call_id}|{msg.cseq.seq}|{msg.from_.tag}|{via}"
+        return self._stateless_branch(incoming, self._loop_hash(msg))
+
+    def _stateless_branch(self, incoming: str, loop: str) -> str:
         h = zlib.crc32(incoming.encode("utf-8", "surrogateescape"), self._branch_seed)
-        return f"{MAGIC_COOKIE}{self.worker}x{h:08x}{self._loop_hash(msg)}"
+        return f"{MAGIC_COOKIE}{self.worker}x{h:08x}{loop}"
 
     def is_options_to_self(self, msg: Request) -> bool:
         if msg.method != "OPTIONS" or msg.has("route"):
@@ -359,14 +400,19 @@ class ProxyCore:
                 if (inbound.proto, inbound.host, inbound.adv_port) != (out.proto, out.host,
                                                                        out.adv_port):
                     msg.add_top("Record-Route", f"<{inbound.uri()}>")
-            rr_value = self._rr_value.get(out)
+            rr_value = self._rr_value.get((out.index, out.host))
             if rr_value is None:
-                rr_value = self._rr_value[out] = f"<{out.uri()}>"
+                rr_value = self._rr_value[(out.index, out.host)] = f"<{out.uri()}>"
             msg.add_top("Record-Route", rr_value)
-        head = self._via_head.get(out)
+        msg.add_top("Via", self._our_via(out, branch or self.branch(msg)))
+        return msg.to_bytes()
+
+    def _our_via(self, out: LocalAddress, branch: str) -> str:
+        """The Via we put on top of a request we send from `out`."""
+        head = self._via_head.get((out.index, out.host))
         if head is None:
-            head = self._via_head[out] = f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch="
-        branch = branch or self.branch(msg)
+            head = self._via_head[(out.index, out.host)] = \
+                f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch="
         via = head + branch
         if out.proto == "udp":
             via += ";rport"
@@ -375,8 +421,244 @@ class ProxyCore:
             params = (("branch", branch),)
         # the replies come back with this Via on top: parsed already (what parse_via gives)
         remember_via(via, Via(out.proto.upper(), format_host(out.host), out.adv_port, params))
-        msg.add_top("Via", via)
-        return msg.to_bytes()
+        return via
+
+    # -- the byte path: stateless UDP requests without the message model ---------------
+
+    def forward_datagram(self, data: bytes, src: Source, route: RouteChoice
+                         ) -> tuple[bytes, str, int, int, str] | None:
+        """Forward a UDP request statelessly without building a Request: what
+        check_request, the route decision, next_hop and finalize_request do, on the lines
+        of the head, with the same bytes out as that path.
+
+        `route(uri, in_dialog, loose_routed, has_route, is_myself)` is the route table's
+        decision (script/api.py `RouteTable.destination`): a destination URI, None (by
+        Route or Request-URI), or False (not a forward: the full path answers).
+
+        Returns (bytes, ip, port, listener index, method), or None when the request is not
+        the plain case: a head the full path would rewrite (see the checks below), CANCEL,
+        OPTIONS, Proxy-Require, a Via or Route list in one line, strict routing, one of our
+        addresses in a Via, Max-Forwards 0, a next hop that is a name or not UDP, or
+        anything malformed. The caller then takes the full path, which validates and
+        answers as always; nothing was changed here.
+        """
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > BYTE_PATH_MAX_HEAD:
+            return None
+        raw = data[:end]
+        # the head as the full path writes it back unchanged: ASCII, no control octets,
+        # every line ends in CRLF (no bare CR or LF); below: every header line is
+        # `token: value`, one space after the colon, no blank at either end of the value
+        # (which also rules out folding: a continuation line has no token name)
+        if not raw.isascii() or len(raw.translate(None, _CONTROL_OCTETS)) != len(raw):
+            return None
+        hl = raw.decode("ascii").split("\r\n")
+        joined = "".join(hl)  # a CR or LF left is a bare one (found by memchr, not counted)
+        if "\r" in joined or "\n" in joined:
+            return None
+        first = hl[0].split(" ")
+        if len(first) != 3 or first[2] != "SIP/2.0" or not first[1]:
+            return None
+        method, uri_text = first[0], first[1]
+        if method not in _BYTE_PATH_METHODS:
+            return None  # CANCEL (the transaction round), OPTIONS (maybe to ourselves), ...
+        if len(hl) > MAX_HEADERS + 1:
+            return None
+        names, seps, values = zip(*map(str.partition, hl, repeat(": ")))
+        # only the request line has no ": "; no value is empty or has a blank at an end
+        # (str.strip returns the same object when there is nothing to strip), except
+        # Content-Length, which is written anew (SIPp pads it: "Content-Length:   137")
+        if seps[0] or seps.count("") != 1 or values.count("") != 1:
+            return None
+        stripped = tuple(map(str.strip, values))
+        keys = list(map(_key_cache.get, names))
+        keys[0] = ""  # the request line: keys[i] names hl[i]
+        if None in keys:  # a name not seen yet: a token, or the full path decides
+            for i, k in enumerate(keys):
+                if k is None:
+                    name = names[i]
+                    if not is_token(name):
+                        return None
+                    keys[i] = _key(name)
+        present = set(keys)
+        if not present.issuperset(_REQUIRED) or _PROXY_REQUIRE in present:
+            return None
+        if stripped != values:
+            if _CONTENT_LENGTH not in present:
+                return None
+            i = keys.index(_CONTENT_LENGTH)
+            if stripped[:i] != values[:i] or stripped[i + 1:] != values[i + 1:]:
+                return None
+        if len(present) < len(keys):
+            for once in _ONCE:
+                if keys.count(once) > 1:
+                    return None
+        body = data[end + 4:]
+        if _CONTENT_LENGTH in present:  # to_bytes() writes it last, from the body
+            v = stripped[keys.index(_CONTENT_LENGTH)]
+            if not v or len(v) > 9 or not v.isdigit():
+                return None
+            n = int(v)
+            if len(body) < n:
+                return None
+            if len(body) > n:
+                body = body[:n]  # UDP: octets past Content-Length are dropped (18.3)
+        vi = keys.index("via")
+        fi = keys.index("from")
+        ti = keys.index("to")
+        via_text = values[vi]
+        if "," in via_text:
+            return None
+        try:
+            via = parse_via(via_text)
+            uri = parse_uri(uri_text)
+            cseq = parse_cseq(values[keys.index("cseq")])
+            parse_address(values[fi])
+            to_tag = parse_address(values[ti]).tag
+        except RemoteProtocolError:
+            return None
+        incoming = via.branch
+        if incoming is None or not incoming.startswith(MAGIC_COOKIE):
+            return None
+        if uri.scheme not in SUPPORTED_SCHEMES:
+            return None
+        if cseq.method != method and method != "ACK" or (
+                method == "ACK" and cseq.method not in ("ACK", "INVITE")):
+            return None
+        mf = -1
+        if _MAX_FORWARDS in present:
+            v = values[keys.index(_MAX_FORWARDS)]
+            if len(v) > 9 or not v.isdigit():
+                return None
+            mf = int(v)
+            if mf == 0:
+                return None  # 483, or an ACK forwarded with 0: the full path
+        stamped = self._stamped(via, src)
+        # one of our addresses in a Via: maybe a loop (16.3 step 4); the full path decides
+        vias = [values[i] for i, k in enumerate(keys) if k == "via"] \
+            if keys.count("via") > 1 else [via_text]
+        if stamped is not None:
+            vias.append(str(stamped))
+        for v in vias:
+            low = v.lower()
+            for s in self._sent_by:
+                if s in low:
+                    return None
+        # 16.4: a strict router's Request-URI: the full path
+        if uri.is_sip and uri.user is None and uri.has_param("lr") and self.is_myself(uri):
+            return None
+        # 16.4: our own Route entries (at most two) go; the next one is the next hop's
+        routes = []
+        target: URI | None = None
+        if "route" in present:
+            ri = 0
+            for _ in range(min(3, keys.count("route"))):
+                ri = keys.index("route", ri + 1)
+                v = values[ri]
+                if "," in v:
+                    return None
+                try:
+                    target = parse_address(v).uri
+                except RemoteProtocolError:
+                    return None
+                if len(routes) == 2 or not self.is_myself(target):
+                    break
+                routes.append(ri)
+                target = None
+        has_route = keys.count("route") > len(routes)
+        dest = route(uri, to_tag is not None, bool(routes), has_route,
+                     self.is_myself_or_domain)
+        if dest is False:
+            return None
+        if dest is None:
+            if has_route:
+                if target is None or not target.has_param("lr"):
+                    return None  # strict routing next (16.6 step 6): the full path
+            else:
+                target = uri
+        else:
+            target = dest
+        hop = self._udp_hop(target)
+        out = self.locals[src.listener]
+        if hop is None or out.proto != "udp" or out.host in WILDCARDS \
+                or (":" in hop[0]) != (":" in out.ip):
+            return None  # DNS, another transport or family, a wildcard listener: full path
+        # the branch (16.11) over the 16.6 step 8 fields, our own Route entries left out
+        parts = [uri_text, values[keys.index(_CALL_ID)], str(cseq.seq)]
+        if has_route or _PROXY_AUTHORIZATION in present:
+            for i, k in enumerate(keys):
+                if k in _LOOP_KEYS and i not in routes:
+                    parts.append(values[i])
+        elif fi < ti:
+            parts.append(values[fi])
+            parts.append(values[ti])
+        else:
+            parts.append(values[ti])
+            parts.append(values[fi])
+        branch = self._stateless_branch(incoming, self._loop_digest(parts))
+        # the edits, in the order the full path makes them on its header list
+        if _CONTENT_LENGTH in present:
+            i = keys.index(_CONTENT_LENGTH)
+            del hl[i]
+            del keys[i]
+        if stamped is not None:  # stamp_via: out, then back above the next Via line
+            i = keys.index("via")
+            del hl[i]
+            del keys[i]
+            if "via" in keys:
+                i = keys.index("via")
+                v = hl[i]
+                hl.insert(i, f"{v[:v.find(':')]}: {stamped}")
+            else:
+                i = 1
+                hl.insert(1, f"Via: {stamped}")
+            keys.insert(i, "via")
+        for _ in routes:  # ours: the first Route lines
+            i = keys.index("route")
+            del hl[i]
+            del keys[i]
+        if mf > 0:
+            i = keys.index(_MAX_FORWARDS)
+            v = hl[i]
+            hl[i] = f"{v[:v.find(':')]}: {mf - 1}"
+        else:
+            hl.insert(1, f"Max-Forwards: {self.max_forwards}")
+            keys.insert(1, _MAX_FORWARDS)
+        if self.record_route and to_tag is None and method != "REGISTER" and method != "ACK":
+            rr_value = self._rr_value.get((out.index, out.host))
+            if rr_value is None:
+                rr_value = self._rr_value[(out.index, out.host)] = f"<{out.uri()}>"
+            if _RECORD_ROUTE in keys:
+                i = keys.index(_RECORD_ROUTE)
+                v = hl[i]
+                hl.insert(i, f"{v[:v.find(':')]}: {rr_value}")
+            else:
+                i = 1
+                hl.insert(1, f"Record-Route: {rr_value}")
+            keys.insert(i, _RECORD_ROUTE)
+        i = keys.index("via")
+        v = hl[i]
+        hl.insert(i, f"{v[:v.find(':')]}: {self._our_via(out, branch)}")
+        hl.append(f"Content-Length: {len(body)}\r\n\r\n")
+        return ("\r\n".join(hl).encode("utf-8", "surrogateescape") + body, hop[0], hop[1],
+                out.index, method)
+
+    def _udp_hop(self, target: URI) -> tuple[str, int] | None:
+        """(ip, port) when `target` is sent to over UDP without DNS (next_hop, then
+        literal_target), else None. Remembered per URI object (parsed URIs are shared)."""
+        entry = self._hops.get(id(target))
+        if entry is not None and entry[0] is target:
+            return entry[1]
+        hop = None
+        if target.is_sip:
+            host = target.param("maddr") or target.host
+            t = literal_target(target, host.strip("[]"))
+            if t is not None and t.transport == "udp":
+                hop = (t.ip, t.port)
+        if len(self._hops) >= 256:
+            self._hops.clear()
+        self._hops[id(target)] = (target, hop)  # the URI is held: its id is not reused
+        return hop
 
     # -- responses -------------------------------------------------------------------
 

@@ -3,8 +3,9 @@ sample and of seeded mutations of them. Run once per build (PYTHONPATH selects i
 test_compiled_build.py compares the two outputs line by line.
 
 Only public, stable entry points are used (parse_message, the header accessors,
-ProxyCore.check_request/options replies), so the dump survives refactoring of the hot path;
-what a value looks like is its repr()/str(), the same in both builds.
+ProxyCore.check_request/options replies, ProxyCore.forward_datagram), so the dump survives
+refactoring of the hot path; what a value looks like is its repr()/str(), the same in both
+builds.
 """
 from __future__ import annotations
 
@@ -34,8 +35,22 @@ def _try(fn):
         return _err(e)
 
 
+def byte_path(data: bytes):
+    """What the proxy core's byte path makes of a UDP request (None: the full path)."""
+    from sipedge.script.api import RouteTable
+    from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
+    from sipedge.sip.uri import parse_uri
+    local = LocalAddress(0, "udp", "192.0.2.10", 5060, "192.0.2.10", 5060)
+    core = ProxyCore([local], domains=("example.com",), secret=b"k")
+    table = RouteTable([], parse_uri("sip:192.0.2.99:5080"))
+    fwd = core.forward_datagram(data, Source("udp", "198.51.100.1", 5070, 0), table.destination)
+    return None if fwd is None else [fwd[0].hex(), *fwd[1:]]
+
+
 def parsed(data: bytes, datagram: bool) -> dict:
     out: dict = {}
+    if datagram:
+        out["byte_path"] = _try(lambda: byte_path(data))
     try:
         msg = parse_message(data, datagram=datagram)
     except ProtocolError as e:
