@@ -1,6 +1,7 @@
 """The boot's read-ahead list: the files the proxy reads on its way to the first answer.
 
-usage (from mkimage.py): write_list(ROOT, CONFIG) writes ROOT/usr/share/sipedge/readahead.list
+usage: readahead.py ROOT CONFIG   (run by mkimage.py; writes ROOT/usr/share/sipedge/readahead.list;
+       CONFIG is a path inside ROOT)
 
 Under emulation the proxy's interpreter start and imports read the interpreter, its
 libraries, the standard library's byte code and sipedge's modules from a cold page cache
@@ -17,7 +18,6 @@ from the list is read by the proxy as before.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -107,4 +107,3 @@ if __name__ == "__main__":
     import sys
 
     write_list(Path(sys.argv[1]), sys.argv[2])
-    os._exit(0)
