@@ -4,8 +4,8 @@
 usage: mkinitrd.py ROOT OUTPUT [--modules "NAME,NAME NAME,..."]
 
 The initrd holds the target's static BusyBox (taken from ROOT), the kernel modules needed to
-reach the root filesystem (with their dependencies, from ROOT's modules.dep; built-in ones are
-skipped) and a small /init. /init understands root=/dev/X, root=PARTUUID=<mbr-sig>-<nn> and
+reach the root filesystem and mount the boot partition (with their dependencies, from ROOT's
+modules.dep; built-in ones are skipped; inserted in parallel groups) and a small /init. /init understands root=/dev/X, root=PARTUUID=<mbr-sig>-<nn> and
 root=LABEL=..., mounts the root read-only and switch_roots to init= (default /sbin/init).
 If the root cannot be found within 20 s it prints "sipedge-initrd: FATAL" and reboots: on an
 A/B box the boot has spent one of the slot's tries, so a slot whose kernel cannot reach its
