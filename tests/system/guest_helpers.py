@@ -195,10 +195,13 @@ BOOT_STAGES = (
     ("proxy imports", "proxy-imported"),
     ("listener ready", "listener-ready-0"),
 )
-# Work the boot does beside that path (S00mount's coldplug pass, DHCP, the supervisor's start
-# when run-supervisor started the proxy): reported as the uptime at which it was done.
-PARALLEL_MARKS = (("coldplug done at", "coldplug-done"), ("DHCP bound at", "dhcp-bound-eth0"),
-                  ("supervisor started at", "supervisor-start"))
+# Work the boot does beside that path (rcS's read-ahead, S00mount's coldplug pass, DHCP, the
+# supervisor's start when run-supervisor started the proxy, the init scripts rcS runs behind
+# the boot): reported as the uptime at which it was done.
+PARALLEL_MARKS = (("readahead done at", "readahead-done"), ("coldplug done at", "coldplug-done"),
+                  ("DHCP bound at", "dhcp-bound-eth0"),
+                  ("supervisor started at", "supervisor-start"),
+                  ("late init scripts done at", "rcS-late-done"))
 
 
 def kernel_start(guest: Guest, timeout: float = 240) -> float | None:

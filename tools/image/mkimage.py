@@ -96,7 +96,7 @@ def base_key(arch: str) -> str:
 def image_key(arch: str, board: str) -> str:
     h = hashlib.sha256(f"image {arch} {base_key(arch)}\n".encode())
     hash_paths(h, [REPO / "app/sipedge", REPO / "rootfs", REPO / "board/common",
-                   REPO / "board" / board, HERE / "mkimage.py", HERE / "mkinitrd.py",
+                   REPO / "board" / board, HERE / "mkimage.py", HERE / "mkinitrd.py", HERE / "readahead.py",
                    REPO / "app/setup.py", REPO / "tools/compile/build.py"])
     h.update(f"app build {os.environ.get('SIPEDGE_IMAGE_BUILD', 'auto')}\n".encode())
     return h.hexdigest()
@@ -434,6 +434,13 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     run(REPO / "board/common/post-build.sh", rootfs, REPO / "board" / board,
         env={**os.environ, "SIPEDGE_VERSION": version})
     compiled = install_app(rootfs)
+    # the files the proxy's start reads, read ahead by rcS (readahead.py), for the shipped config
+    probe_config = rootfs / "tmp/readahead-sipedge.toml"
+    shutil.copy2(REPO / "board/common/sipedge.toml", probe_config)
+    try:
+        run(sys.executable, HERE / "readahead.py", rootfs, "/tmp/readahead-sipedge.toml")
+    finally:
+        probe_config.unlink()
 
     kernel_name = meta["KERNEL_IMAGE"]
     kver = extract_kernel(rootfs, bindir / kernel_name, kernel_name)

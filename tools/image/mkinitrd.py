@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Build the tiny initrd of the offline image on the host (no chroot, any target arch).
 
-usage: mkinitrd.py ROOT OUTPUT [--modules NAME,...]
+usage: mkinitrd.py ROOT OUTPUT [--modules "NAME,NAME NAME,..."]
 
 The initrd holds the target's static BusyBox (taken from ROOT), the kernel modules needed to
-reach the root filesystem (with their dependencies, from ROOT's modules.dep; built-in ones are
-skipped) and a small /init. /init understands root=/dev/X, root=PARTUUID=<mbr-sig>-<nn> and
+reach the root filesystem and mount the boot partition (with their dependencies, from ROOT's
+modules.dep; built-in ones are skipped; inserted in parallel groups) and a small /init. /init understands root=/dev/X, root=PARTUUID=<mbr-sig>-<nn> and
 root=LABEL=..., mounts the root read-only and switch_roots to init= (default /sbin/init).
 If the root cannot be found within 20 s it prints "sipedge-initrd: FATAL" and reboots: on an
 A/B box the boot has spent one of the slot's tries, so a slot whose kernel cannot reach its
@@ -22,21 +22,23 @@ import stat
 import sys
 from pathlib import Path
 
-# Only what the root disk needs: the image boots from virtio-blk on PCI (tools/vm). The SCSI
-# stack (virtio_scsi, sd_mod and their CRC/T10 dependencies) and virtio_mmio cost about a
-# second of module loading under emulation before the root was mounted (issue 13); sd_mod
-# for USB sticks is loaded from the root filesystem by udev when one appears.
+# Only what the root disk and the boot partition need: the image boots from virtio-blk on
+# PCI (tools/vm). The SCSI stack (virtio_scsi, sd_mod and their CRC/T10 dependencies) and
+# virtio_mmio cost about a second of module loading under emulation before the root was
+# mounted (issue 13); sd_mod for USB sticks is loaded from the root filesystem by udev when
+# one appears. vfat and the code page and character set its mount asks for by default
+# (Debian: CONFIG_FAT_DEFAULT_CODEPAGE=437, CONFIG_FAT_DEFAULT_IOCHARSET="ascii") are
+# inserted here beside the others: mounted from the root filesystem, /boot's mount waited
+# for three module requests (three kmod starts), about a second under emulation.
+# Comma-separated names form one group; the groups are inserted in parallel (each in its
+# dependency order), so the ext4 and FAT modules load while virtio_pci probes its devices.
 DEFAULT_MODULES = (
-    "virtio_pci",
-    "virtio_blk",
-    "crc32c_generic",
-    "crc32c_intel",
-    "ext4",
+    "virtio_pci,virtio_blk",
+    "crc32c_generic,crc32c_intel,ext4",
+    "vfat,nls_cp437,nls_ascii",
 )
 
 INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mkdir -p /proc /sys /dev /newroot /run
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -48,9 +50,13 @@ fatal() {
 	reboot -f
 }
 
-while read -r mod; do
-	insmod "/lib/modules/$mod" 2>/dev/null
-done </etc/modules.order
+# one background job per group of modules (mkinitrd.py DEFAULT_MODULES), each in its order
+for group in /etc/modules.order.*; do
+	while read -r mod; do
+		insmod "/lib/modules/$mod" 2>/dev/null
+	done <"$group" &
+done
+wait
 
 root= fstype=ext4 flags=ro init=/sbin/init
 for arg in $(cat /proc/cmdline); do
@@ -100,8 +106,10 @@ done
 [ -n "$dev" ] || fatal "root device $root not found"
 mount -t "$fstype" -o "$flags" "$dev" /newroot || fatal "cannot mount $dev ($fstype) on /newroot"
 [ -x "/newroot$init" ] || [ -L "/newroot$init" ] || fatal "no $init on $dev"
+# /dev, /proc and /sys go along: init's rcS and S00mount need not mount them again
 mount --move /dev /newroot/dev
-umount /sys /proc
+mount --move /proc /newroot/proc || umount /proc
+mount --move /sys /newroot/sys || umount /sys
 exec switch_root /newroot "$init"
 """
 
@@ -128,6 +136,9 @@ class Cpio:
 
     def file(self, name: str, data: bytes, mode: int = 0o644):
         self._entry(name, stat.S_IFREG | mode, data)
+
+    def symlink(self, name: str, target: str):
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
 
     def chardev(self, name: str, major: int, minor: int):
         self._entry(name, stat.S_IFCHR | 0o600, rdev=(major, minor))
@@ -176,24 +187,46 @@ def find_busybox(root: Path) -> Path:
     raise SystemExit(f"mkinitrd: no static busybox in {root} (install busybox-static)")
 
 
-def build(root: Path, output: Path, modules: list[str]) -> int:
+def module_groups(moddir: Path, groups: list[list[str]]) -> list[list[str]]:
+    """The closure of each group (module_closure); groups that share a module are merged, so
+    that parallel inserts never need a module another group is still inserting."""
+    closures = [module_closure(moddir, g) for g in groups]
+    merged: list[list[str]] = []
+    for order in closures:
+        for other in [m for m in merged if set(m) & set(order)]:
+            merged.remove(other)
+            order = other + [p for p in order if p not in other]
+        merged.append(order)
+    return [m for m in merged if m]
+
+
+# The applets /init runs, as links made here (instead of `busybox --install` at boot).
+APPLETS = ("cat", "findfs", "grep", "insmod", "mount", "od", "printf", "reboot", "sh", "sleep",
+           "switch_root", "tr", "umount")
+
+
+def build(root: Path, output: Path, groups: list[list[str]]) -> int:
     kvers = sorted(p.name for p in (root / "usr/lib/modules").iterdir() if (p / "modules.dep").exists())
     if not kvers:
         raise SystemExit(f"mkinitrd: no kernel modules with modules.dep in {root}/usr/lib/modules")
     moddir = root / "usr/lib/modules" / kvers[-1]
-    order = module_closure(moddir, modules)
+    orders = module_groups(moddir, groups)
     cpio = Cpio()
     for d in ("bin", "dev", "etc", "lib", "lib/modules", "newroot", "proc", "run", "sys"):
         cpio.dir(d)
     cpio.chardev("dev/console", 5, 1)
     cpio.file("bin/busybox", find_busybox(root).read_bytes(), 0o755)
+    for applet in APPLETS:
+        cpio.symlink(f"bin/{applet}", "busybox")
     cpio.file("init", INIT.encode(), 0o755)
-    names = []
-    for rel in order:
-        name = rel.replace("/", "_")
-        names.append(name)
-        cpio.file(f"lib/modules/{name}", (moddir / rel).read_bytes())
-    cpio.file("etc/modules.order", ("\n".join(names) + "\n").encode())
+    for i, order in enumerate(orders):
+        names = []
+        for rel in order:
+            name = rel.replace("/", "_")
+            names.append(name)
+            cpio.file(f"lib/modules/{name}", (moddir / rel).read_bytes())
+        cpio.file(f"etc/modules.order.{i}", ("\n".join(names) + "\n").encode())
+    order = [p for o in orders for p in o]
     data = gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
     tmp = output.with_suffix(".tmp")
     tmp.write_bytes(data)
@@ -206,9 +239,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
     ap.add_argument("output", type=Path)
-    ap.add_argument("--modules", default=",".join(DEFAULT_MODULES))
+    ap.add_argument("--modules", default=" ".join(DEFAULT_MODULES),
+                    help="groups of modules inserted in parallel: space-separated groups of "
+                    "comma-separated names (default: %(default)s)")
     args = ap.parse_args(argv)
-    return build(args.root, args.output, [m for m in args.modules.split(",") if m])
+    groups = [[m for m in g.split(",") if m] for g in args.modules.split()]
+    return build(args.root, args.output, [g for g in groups if g])
 
 
 if __name__ == "__main__":
