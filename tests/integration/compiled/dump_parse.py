@@ -18,7 +18,8 @@ from sipedge.errors import ProtocolError
 from sipedge.sip.headers.address import parse_address
 from sipedge.sip.message import Request, parse_message
 
-CORPUS = Path(__file__).resolve().parents[2] / "unit" / "sip" / "corpus"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "sip"))
+from sip_corpus import CORPUS, mutations  # noqa: E402 - the corpus and its mutations
 MUTATIONS_PER_SAMPLE = 12
 
 
@@ -80,26 +81,6 @@ def proxy_rules(msg: Request):
     return None if reply is None else reply.to_bytes().hex()
 
 
-def mutations(data: bytes, rng: random.Random) -> list[bytes]:
-    out = []
-    for _ in range(MUTATIONS_PER_SAMPLE):
-        buf = bytearray(data)
-        for _ in range(rng.randint(1, 4)):
-            if not buf:
-                break
-            op, i = rng.randrange(4), rng.randrange(len(buf))
-            if op == 0:
-                buf[i] = rng.randrange(256)
-            elif op == 1:
-                del buf[i:i + rng.randint(1, 8)]
-            elif op == 2:
-                buf[i:i] = rng.choice([b"\r\n", b";", b",", b":", b" ", b"\x00", b"<", b"\"", b"%"])
-            else:
-                buf[i:i] = buf[max(0, i - 20):i]
-        out.append(bytes(buf))
-    return out
-
-
 def main() -> int:
     rng = random.Random(15)
     samples = [p.read_bytes() for p in sorted(CORPUS.glob("*/*.sip"))]
@@ -107,7 +88,7 @@ def main() -> int:
         raise SystemExit(f"no corpus under {CORPUS}")
     n = 0
     for data in samples:
-        for variant in [data, *mutations(data, rng)]:
+        for variant in [data, *mutations(data, rng, MUTATIONS_PER_SAMPLE)]:
             for datagram in (True, False):
                 line = {"n": n, "datagram": datagram, **parsed(variant, datagram)}
                 print(json.dumps(line, sort_keys=True, default=repr))

@@ -12,6 +12,7 @@ and seeded mutations of both (those are where a malformed request must not slip 
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ from sipedge.sip.message import Request, parse_message
 from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
 from sipedge.sip.uri import parse_uri
 
-CORPUS = Path(__file__).resolve().parents[1] / "sip" / "corpus"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sip"))
+from sip_corpus import CORPUS, DELIMITERS, mutations  # noqa: E402 - corpus and mutations
 UDP = LocalAddress(0, "udp", "192.0.2.10", 5060, "192.0.2.10", 5060)
 TCP = LocalAddress(1, "tcp", "192.0.2.10", 5060, "192.0.2.10", 5060)
 UDP6 = LocalAddress(2, "udp", "2001:db8::10", 5060, "2001:db8::10", 5060)
@@ -181,26 +183,13 @@ CASES = {
 }
 
 
+# inserts for the byte path: its line and Route rules besides SIP's delimiters
+INSERTS = DELIMITERS + (b"\t", b"\r\n ", b"\n", b"\r", b": ", b"\xc3\xa9", b";lr", b"0", b"Via: ",
+                        b"Route: " + OURS.encode())
+
+
 def _mutations(data: bytes, rng: random.Random, count: int) -> list[bytes]:
-    out = []
-    for _ in range(count):
-        buf = bytearray(data)
-        for _ in range(rng.randint(1, 3)):
-            if not buf:
-                break
-            op, i = rng.randrange(4), rng.randrange(len(buf))
-            if op == 0:
-                buf[i] = rng.randrange(256)
-            elif op == 1:
-                del buf[i:i + rng.randint(1, 8)]
-            elif op == 2:
-                buf[i:i] = rng.choice([b"\r\n", b";", b",", b":", b" ", b"\t", b"\x00", b"<",
-                                       b'"', b"%", b"\r\n ", b"\n", b"\r", b": ", b"\xc3\xa9",
-                                       b";lr", b"0", b"Via: ", b"Route: " + OURS.encode()])
-            else:
-                buf[i:i] = buf[max(0, i - 20):i]
-        out.append(bytes(buf))
-    return out
+    return mutations(data, rng, count, max_ops=3, inserts=INSERTS)
 
 
 def _inputs() -> list[bytes]:

@@ -11,6 +11,7 @@ the outcome depends on parser caches warmed by earlier tests).
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,33 @@ def invalid_params() -> list:
 def all_corpus_bytes() -> list[bytes]:
     """Every sample, valid and invalid: seeds for the mutation fuzzers."""
     return [p.read_bytes() for p in sorted(CORPUS.glob("*/*.sip"))]
+
+
+# what a mutation may insert: the octets that delimit SIP's syntax
+DELIMITERS = (b"\r\n", b";", b",", b":", b" ", b"\x00", b"<", b'"', b"%")
+
+
+def mutations(data: bytes, rng: random.Random, count: int, *, max_ops: int = 4,
+              inserts: tuple[bytes, ...] = DELIMITERS) -> list[bytes]:
+    """`count` seeded variants of `data`, each with 1 to `max_ops` edits: an octet replaced,
+    up to 8 deleted, one of `inserts` inserted, or the 20 octets before a point repeated."""
+    out = []
+    for _ in range(count):
+        buf = bytearray(data)
+        for _ in range(rng.randint(1, max_ops)):
+            if not buf:
+                break
+            op, i = rng.randrange(4), rng.randrange(len(buf))
+            if op == 0:
+                buf[i] = rng.randrange(256)
+            elif op == 1:
+                del buf[i:i + rng.randint(1, 8)]
+            elif op == 2:
+                buf[i:i] = rng.choice(inserts)
+            else:
+                buf[i:i] = buf[max(0, i - 20):i]
+        out.append(bytes(buf))
+    return out
 
 
 def parse_strict(data: bytes, *, datagram: bool = True) -> Request | Response:
