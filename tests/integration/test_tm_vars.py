@@ -11,6 +11,7 @@ from collections import Counter
 
 from sipedge.config import load_text
 from sipedge.io.tm_driver import TmDriver
+from sipedge.io.worker import Worker
 from sipedge.script.api import RequestMsg
 from sipedge.sip.message import parse_message
 from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
@@ -35,6 +36,8 @@ class FakeWorker:
         self.script = types.SimpleNamespace(module=types.SimpleNamespace(failover=failure),
                                             reply_route=None, path="route.py")
         self.tm = TmDriver(self)
+
+    _script_function = Worker._script_function  # the worker's own lookup of script routes
 
     def _pick_listener(self, proto, ip, src, prefer=None):
         return LA
