@@ -96,8 +96,8 @@ def base_key(arch: str) -> str:
 def image_key(arch: str, board: str) -> str:
     h = hashlib.sha256(f"image {arch} {base_key(arch)}\n".encode())
     hash_paths(h, [REPO / "app/sipedge", REPO / "rootfs", REPO / "board/common",
-                   REPO / "board" / board, HERE / "mkimage.py", HERE / "mkinitrd.py", HERE / "readahead.py",
-                   REPO / "app/setup.py", REPO / "tools/compile/build.py"])
+                   REPO / "board" / board, HERE / "mkimage.py", HERE / "mkinitrd.py",
+                   HERE / "readahead.py", REPO / "app/setup.py", REPO / "tools/compile/build.py"])
     h.update(f"app build {os.environ.get('SIPEDGE_IMAGE_BUILD', 'auto')}\n".encode())
     return h.hexdigest()
 

@@ -50,11 +50,10 @@ for mod in getattr(inst, "modules", None) or ():
         except Exception:
             pass
 for m in list(sys.modules.values()):
+    # the byte code where there is one, else the file itself (source, extension module)
     f = getattr(m, "__cached__", None) or getattr(m, "__file__", None)
-    if f and not f.endswith(".py"):
+    if f:
         print(f)
-    elif getattr(m, "__file__", None) and (getattr(m, "__cached__", None) is None):
-        print(m.__file__)
 print("READY", flush=True)
 sys.stdin.read()
 """

@@ -344,7 +344,7 @@ class RequestMsg(_MessageView):
         """Is the URI (default: the Request-URI) this proxy: one of its listeners (host and
         port), or one of its configured domains."""
         target = self._msg.uri if uri is None else _parse_target(uri)
-        return self._core.is_myself(target) or self._core.is_domain(target)
+        return self._core.is_myself_or_domain(target)
 
     # actions
     def forward(self, uri: str | None = None) -> Forward:
