@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..pdeathsig import term_with_parent
 from .params import NetworkParams
-from .process import _die_with_parent
 from .sdconfig import atomic_write
 
 log = logging.getLogger("sipedge.appliance.netservices")
@@ -207,7 +207,7 @@ async def spawn_helper(spec: ServiceSpec) -> HelperProcess:
     env = dict(os.environ, **dict(spec.env)) if spec.env else None
     return await asyncio.create_subprocess_exec(
         *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        start_new_session=True, env=env, preexec_fn=_die_with_parent)
+        start_new_session=True, env=env, preexec_fn=term_with_parent)
 
 
 class ServiceRunner:

@@ -43,12 +43,6 @@ _LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ (DEBUG|INFO|WARNING|ERROR|CRITICA
 MAX_LINE = 2000
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the supervisor dies (even by SIGKILL), so a
-    restarted supervisor never meets an orphaned proxy holding the SIP ports."""
-    term_with_parent()
-
-
 class InheritedChild:
     """The part of `subprocess.Popen` ProxyProcess uses, for a child this process did not fork
     (it inherited it across exec): poll, wait, signal, and its output as `stdout`."""
@@ -148,7 +142,9 @@ class ProxyProcess:
         self._popen = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, env=self.env, cwd=self.cwd,
-            preexec_fn=_die_with_parent)
+            # in the child before exec: SIGTERM when the supervisor dies (even by SIGKILL),
+            # so a restarted supervisor never meets an orphaned proxy holding the SIP ports
+            preexec_fn=term_with_parent)
         log.info("proxy started pid=%d argv=%s", self._popen.pid, " ".join(self.argv))
 
     async def attach(self) -> None:
