@@ -532,15 +532,20 @@ class Proxy:
     def tm_stats(self) -> dict:
         """Transactions per kind (ict/nict/ist/nist): active now and created in total, summed
         over the workers, plus the per-worker figures. From the workers' last snapshot
-        (every 0.5 s)."""
+        (every 0.5 s); `age_s` is how old the oldest of them is."""
         active: Counter[str] = Counter()
         total: Counter[str] = Counter()
         contexts = absorbing = 0
         per_worker = {}
         reported = 0
+        now = time.monotonic()
+        age = 0.0
         for i in range(self.nworkers):
-            tm = (self.read_slot(i) or {}).get("tm") or {}
+            slot = self.read_slot(i) or {}
+            tm = slot.get("tm") or {}
             reported += bool(tm)
+            if tm:
+                age = max(age, now - slot.get("ts", now))
             active.update(tm.get("active", {}))
             total.update(tm.get("total", {}))
             contexts += tm.get("contexts", 0)
@@ -550,7 +555,8 @@ class Proxy:
         return {"active": {k: active.get(k, 0) for k in kinds},
                 "total": {k: total.get(k, 0) for k in kinds},
                 "active_total": sum(active.values()), "contexts": contexts,
-                "absorbing": absorbing, "workers_reporting": reported, "workers": per_worker}
+                "absorbing": absorbing, "workers_reporting": reported,
+                "age_s": round(age, 3), "workers": per_worker}
 
 
 def local_worker(nworkers: int) -> bool:

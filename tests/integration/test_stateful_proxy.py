@@ -91,13 +91,17 @@ def start(sipedge_factory, tmp_path, mode, uas1, uas2, workers=1, fr=5.0, t1=50,
 
 
 def wait_idle(edge, timeout=12.0) -> dict:
-    """Poll tm.stats until no transaction is left (workers publish twice a second)."""
-    deadline = time.monotonic() + timeout
+    """Poll tm.stats until no transaction is left (workers publish twice a second). Only
+    snapshots taken after the call count: one from before the last call began can show an
+    idle proxy too (between two calls), without that call's transactions."""
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
         stats = edge.rpc("tm.stats")
         assert "exited rc" not in edge.log(), edge.log()  # no worker died (counters reset)
         assert stats["absorbing"] == sum(w.get("absorbing", 0) for w in stats["workers"].values())
-        if stats["active_total"] == 0 and stats["contexts"] == 0 \
+        fresh = stats["age_s"] < time.monotonic() - started
+        if fresh and stats["active_total"] == 0 and stats["contexts"] == 0 \
                 and stats["workers_reporting"] == len(stats["workers"]):
             return stats
         if time.monotonic() > deadline:

@@ -12,7 +12,8 @@ Split the sans-IO way:
   imported only to change the network).
 
 Only what the config names is touched: addresses on interfaces the config lists (IPv6 link-local
-ones are left alone) and routes with protocol `static` (what we install). An interface the
+ones and those the kernel made from router advertisements are left alone) and routes with
+protocol `static` (what we install). An interface the
 config names but the box lacks is reported, not created.
 """
 
@@ -41,6 +42,7 @@ log = logging.getLogger("sipedge.appliance.network")
 
 RTPROT_STATIC = 4
 IFF_UP = 0x1
+IFA_F_PERMANENT = 0x80  # an address added by hand (no lifetimes)
 
 
 # ------------------------------------------------------------------ state model
@@ -75,6 +77,9 @@ class NetState:
     addresses: set[tuple[str, str]] = field(default_factory=set)  # (ifname, "addr/prefix")
     routes: set[RouteSpec] = field(default_factory=set)
     dhcp: set[str] = field(default_factory=set)  # interfaces whose IPv4 the DHCP client owns
+    # IPv6 addresses the kernel made itself (SLAAC from a router advertisement: no
+    # IFA_F_PERMANENT, they carry lifetimes); they belong to the kernel like a lease to udhcpc
+    autoconf: set[tuple[str, str]] = field(default_factory=set)
 
 
 # Operations, in the order they must run
@@ -255,6 +260,8 @@ def plan(desired: NetState, current: NetState) -> list[Op]:
     for ifname, cidr in sorted(current.addresses - desired.addresses):
         if ifname in desired.dhcp and ipaddress.ip_interface(cidr).version == 4:
             continue  # the lease's address belongs to the DHCP client
+        if (ifname, cidr) in current.autoconf:
+            continue  # deleted, the next advertisement would bring it back
         if ifname in desired.links and not _link_local(cidr):
             ops.append(DeleteAddress(ifname, cidr))
     for ifname, cidr in sorted(desired.addresses - current.addresses):
@@ -331,7 +338,11 @@ class NetlinkNetwork:
         for a in self.ipr.get_addr():
             addr = a.get_attr("IFA_ADDRESS") if a["family"] == 10 else (
                 a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"))
-            st.addresses.add((names.get(a["index"], ""), _norm_cidr(f"{addr}/{a['prefixlen']}")))
+            key = (names.get(a["index"], ""), _norm_cidr(f"{addr}/{a['prefixlen']}"))
+            st.addresses.add(key)
+            flags = a.get_attr("IFA_FLAGS") or a["flags"]
+            if a["family"] == 10 and not flags & IFA_F_PERMANENT:
+                st.autoconf.add(key)
         for family in (2, 10):
             for r in self.ipr.get_routes(family=family, table=254):
                 if r["proto"] != RTPROT_STATIC:

@@ -78,6 +78,23 @@ def test_reconfigure_removes_what_the_config_dropped(netns):
         assert plan(desired_state(smaller), snap) == []
 
 
+def test_addresses_with_lifetimes_are_the_kernels(netns):
+    """An IPv6 address with lifetimes (how SLAAC addresses look: no IFA_F_PERMANENT) is left
+    alone on a managed interface; one added without lifetimes is ours to remove."""
+    with NetlinkNetwork(netns) as net:
+        configure(cfg(), net)
+        ip("-n", netns, "addr", "add", "2001:db8:77::5/64", "dev", "va",
+           "valid_lft", "600", "preferred_lft", "300")
+        ip("-n", netns, "addr", "add", "2001:db8:78::5/64", "dev", "va")
+        snap = net.snapshot()
+        assert snap.autoconf == {("va", "2001:db8:77::5/64")}
+        assert configure(cfg(), net) == []
+        snap = net.snapshot()
+        assert ("va", "2001:db8:77::5/64") in snap.addresses
+        assert ("va", "2001:db8:78::5/64") not in snap.addresses
+        assert plan(desired_state(cfg()), snap) == []
+
+
 def test_missing_interface_is_reported(netns):
     with NetlinkNetwork(netns) as net:
         problems = configure(cfg(interface=[InterfaceParams(name="eth7",

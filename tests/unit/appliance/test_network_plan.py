@@ -124,3 +124,14 @@ def test_resolv_conf_and_hostname(tmp_path):
     h.write_text("debian\n")
     assert set_hostname("edge-1", tmp_path) and h.read_text() == "edge-1"
     assert not set_hostname("edge-1", tmp_path)
+
+
+def test_plan_keeps_addresses_the_kernel_made_from_router_advertisements():
+    """A SLAAC address (what QEMU's user network advertises: fec0::/64) is the kernel's, like
+    a lease is udhcpc's: deleting it would only start a fight with the next advertisement."""
+    slaac = ("eth0", "fec0::5054:ff:fe12:3456/64")
+    cur = current_bare()
+    cur.addresses.add(slaac)
+    assert DeleteAddress(*slaac) in plan(desired_state(params()), cur)
+    cur.autoconf.add(slaac)
+    assert DeleteAddress(*slaac) not in plan(desired_state(params()), cur)
