@@ -415,8 +415,10 @@ class ProxyCore:
         msg.add_top("Via", self._our_via(out, branch or self.branch(msg)))
         return msg.to_bytes()
 
-    def _our_via(self, out: LocalAddress, branch: str) -> str:
-        """The Via we put on top of a request we send from `out`."""
+    def _our_via(self, out: LocalAddress, branch: str, parsed: bool = True) -> str:
+        """The Via we put on top of a request we send from `out`. `parsed`: also put the
+        `Via` it parses to into the Via parse cache (the byte path does not: its replies are
+        spliced by the Via's bytes, splice_response)."""
         entry = self._via_head.get((out.index, out.host))
         if entry is None:
             entry = self._via_head[(out.index, out.host)] = (
@@ -430,6 +432,8 @@ class ProxyCore:
                 if len(own) >= 4096:
                     own.clear()
                 own.add(via.encode("utf-8", "surrogateescape"))
+            if not parsed:
+                return via
             params: tuple = (("branch", branch), ("rport", None))
         else:
             params = (("branch", branch),)
@@ -652,7 +656,7 @@ class ProxyCore:
             keys.insert(i, _RECORD_ROUTE)
         i = keys.index("via")
         v = hl[i]
-        hl.insert(i, f"{v[:v.find(':')]}: {self._our_via(out, branch)}")
+        hl.insert(i, f"{v[:v.find(':')]}: {self._our_via(out, branch, False)}")
         hl.append(f"Content-Length: {len(body)}\r\n\r\n")
         return ("\r\n".join(hl).encode("utf-8", "surrogateescape") + body, hop[0], hop[1],
                 out.index, method)

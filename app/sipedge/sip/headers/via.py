@@ -19,7 +19,10 @@ from ..uri import DEFAULT_PORTS, HOSTNAME_PATTERN, is_host
 MAGIC_COOKIE = "z9hG4bK"
 
 
-@dataclass(frozen=True, slots=True)
+# Shared by the parse cache and never assigned to, but not frozen: a frozen dataclass sets
+# each field through object.__setattr__ (about four times the cost of building it;
+# one is built per new value, several per call). Hashed and compared by value as before.
+@dataclass(slots=True, unsafe_hash=True)
 class Via:
     transport: str  # upper case as on the wire: UDP, TCP, TLS
     host: str  # IPv6 keeps brackets
