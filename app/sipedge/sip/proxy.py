@@ -84,7 +84,8 @@ class LocalAddress:
         return f"sip:{format_host(self.host)}:{self.adv_port}{t}{';lr' if lr else ''}"
 
 
-@dataclass(frozen=True, slots=True)
+# per message: not frozen (see sip/proxy.py Source), never assigned to
+@dataclass(slots=True, unsafe_hash=True)
 class NextHop:
     """Where to send a request: resolve `host`, then send over `transport` to `port`."""
 
