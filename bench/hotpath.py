@@ -6,7 +6,8 @@ Bytes in, actions out: the worker is built as the bench's proxy builds it (same 
 templates as bench/configs/sipedge-{stateless,stateful}.toml), never started, and its UDP
 listener is a collector. A small in-process caller and callee play the bench's SIPp call
 (INVITE, 180, 200, ACK, BYE, 200; the callee copies Record-Route, the caller routes ACK and
-BYE by it), so the messages are the ones `bench/run.py` sends.
+BYE by it), so the messages are the ones `bench/run.py` sends; Content-Length is padded
+where SIPp's `[len]` pads it (`Content-Length:   137`: the INVITE and the 200 with SDP).
 
     PYTHONPATH=app python bench/hotpath.py --mode stateless --calls 500          # us/msg
     PYTHONPATH=app python bench/hotpath.py --mode stateful --profile | head -40  # cProfile
@@ -108,7 +109,8 @@ def _reply(req: bytes, status: bytes, tag: bytes, body: bytes = b"") -> bytes:
     lines.append(b"Contact: <sip:callee@%s:%d;transport=UDP>" % (CALLEE[0].encode(), CALLEE[1]))
     if body:
         lines.append(b"Content-Type: application/sdp")
-    lines.append(b"Content-Length: %d" % len(body))
+    # SIPp's [len] pads to 5 digits (bench/scenarios/stateless/uas.xml: the 200 with SDP)
+    lines.append(b"Content-Length: %5d" % len(body) if body else b"Content-Length: 0")
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
@@ -125,7 +127,7 @@ def _invite(n: int) -> bytes:
             b"Contact: <sip:caller@%s;transport=UDP>\r\n"
             b"Subject: bench\r\n"
             b"Content-Type: application/sdp\r\n"
-            b"Content-Length: %d\r\n\r\n" % (host.encode(), port, me, n, me, n, host.encode(),
+            b"Content-Length: %5d\r\n\r\n" % (host.encode(), port, me, n, me, n, host.encode(),
                                              port, n, me, len(SDP))) + SDP
 
 

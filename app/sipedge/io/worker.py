@@ -38,7 +38,7 @@ from ..script.api import (
     TReply,
 )
 from ..script.loader import Script, load_script
-from ..sip.grammar import stat_method
+from ..sip.grammar import KNOWN_METHODS, stat_method
 from ..sip.message import Request, Response, parse_message
 from ..sip.overload import Overload, is_new_work, is_shed_ack, shed_reply
 from ..sip.proxy import LocalAddress, ProxyCore, Source, salvage_request
@@ -141,6 +141,13 @@ def udp_socket(family: int, address: str, port: int, buffer_bytes: int) -> socke
     return sock
 
 
+# statistics keys made once: (received, forwarded) per reply class octet ("1".."6") and
+# per request method (stat_method: a method we do not know counts as "other")
+_REPLY_KEYS = {ord(c): (f"rcv_rpl_{c}xx", f"fwd_rpl_{c}xx") for c in "123456"}
+_REQUEST_KEYS = {m: (f"rcv_req_{m}", f"fwd_req_{m}") for m in KNOWN_METHODS}
+_OTHER_REQUEST_KEYS = ("rcv_req_other", "fwd_req_other")
+
+
 def _family(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
@@ -212,6 +219,9 @@ class Worker:
         # UDP requests take the proxy core's byte path (no message model) when nothing
         # reads the model (see _use_byte_path)
         self.byte_path = self._use_byte_path()
+        # the UDP listener a spliced stateless reply leaves from, per address family (IPv6:
+        # True); -1: none of that family (the one it came in on)
+        self._reply_listener: dict[bool, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -601,12 +611,18 @@ class Worker:
                 except RemoteProtocolError:
                     route = None  # the full path below answers for it
                 if route is not None:
-                    cls = chr(data[8])
-                    self.stats[f"rcv_rpl_{cls}xx"] += 1
-                    self.stats[f"fwd_rpl_{cls}xx"] += 1
-                    listener = self._pick_listener("udp", route.ip, None)
-                    self._send("udp", route.data, route.ip, route.port,
-                               listener.index if listener else src.listener)
+                    rcv, fwd_key = _REPLY_KEYS[data[8]]
+                    stats = self.stats
+                    stats[rcv] += 1
+                    stats[fwd_key] += 1
+                    ip = route.ip
+                    index = self._reply_listener.get(":" in ip)  # by address family
+                    if index is None:
+                        listener = self._pick_listener("udp", ip, None)
+                        index = self._reply_listener[":" in ip] = \
+                            listener.index if listener else -1
+                    self._send("udp", route.data, ip, route.port,
+                               index if index >= 0 else src.listener)
                     return
         elif datagram and not handed and self.byte_path and self.script is None:
             # a stateless UDP request nothing else reads: edited as bytes (sip/proxy.py
@@ -617,9 +633,10 @@ class Worker:
                 log.exception("byte path failed; taking the full path")
                 fwd = None
             if fwd is not None:
-                method = stat_method(fwd[4])
-                self.stats["rcv_req_" + method] += 1
-                self.stats["fwd_req_" + method] += 1
+                rcv, fwd_key = _REQUEST_KEYS.get(fwd[4], _OTHER_REQUEST_KEYS)
+                stats = self.stats
+                stats[rcv] += 1
+                stats[fwd_key] += 1
                 self._send("udp", fwd[0], fwd[1], fwd[2], fwd[3])
                 return
         try:

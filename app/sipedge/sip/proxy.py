@@ -51,9 +51,12 @@ _BYTE_PATH_METHODS = KNOWN_METHODS - {"CANCEL", "OPTIONS"}
 _REQUIRED = ("via", "from", "to", _CALL_ID, "cseq")
 
 
-@dataclass(frozen=True, slots=True)
+# Made per message: not frozen (a frozen dataclass sets each field through
+# object.__setattr__, about four times the cost); hashed and compared by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Source:
-    """Where a message came from: transport, peer address, the listener it arrived on."""
+    """Where a message came from: transport, peer address, the listener it arrived on.
+    Treated as immutable (never assigned to)."""
 
     proto: str  # udp | tcp | tls
     ip: str
@@ -81,7 +84,8 @@ class LocalAddress:
         return f"sip:{format_host(self.host)}:{self.adv_port}{t}{';lr' if lr else ''}"
 
 
-@dataclass(frozen=True, slots=True)
+# per message: not frozen (see sip/proxy.py Source), never assigned to
+@dataclass(slots=True, unsafe_hash=True)
 class NextHop:
     """Where to send a request: resolve `host`, then send over `transport` to `port`."""
 
@@ -91,7 +95,7 @@ class NextHop:
     transport: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per reply: not frozen, see Source
 class ResponseRoute:
     """Where a response goes after our Via was removed."""
 
@@ -146,7 +150,12 @@ class ProxyCore:
         # per outgoing listener: the start of our Via and our Record-Route value
         # (keyed by index and host: a listener's other fields are fixed, only a wildcard's
         # host is made concrete; a tuple of two hashes in C, a LocalAddress in Python)
-        self._via_head: dict[tuple[int, str], str] = {}
+        self._via_head: dict[tuple[int, str], tuple[str, bool]] = {}
+        # the reply splice (splice_response): the Vias we put on UDP requests, as bytes (a
+        # reply that starts with one of them is ours without parsing it), and per next Via
+        # line's bytes where the reply goes (ip, port, Via) or None (the general splice)
+        self._own_vias: set[bytes] = set()
+        self._reply_hops: dict[bytes, tuple[str, int, Via] | None] = {}
         self._rr_value: dict[tuple[int, str], str] = {}
         # the loop hash's keyed BLAKE2s state, copied per request (no key block per hash)
         self._loop_blake = hashlib.blake2s(key=self.secret, digest_size=6)
@@ -407,15 +416,25 @@ class ProxyCore:
         msg.add_top("Via", self._our_via(out, branch or self.branch(msg)))
         return msg.to_bytes()
 
-    def _our_via(self, out: LocalAddress, branch: str) -> str:
-        """The Via we put on top of a request we send from `out`."""
-        head = self._via_head.get((out.index, out.host))
-        if head is None:
-            head = self._via_head[(out.index, out.host)] = \
-                f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch="
-        via = head + branch
+    def _our_via(self, out: LocalAddress, branch: str, parsed: bool = True) -> str:
+        """The Via we put on top of a request we send from `out`. `parsed`: also put the
+        `Via` it parses to into the Via parse cache (the byte path does not: its replies are
+        spliced by the Via's bytes, splice_response)."""
+        entry = self._via_head.get((out.index, out.host))
+        if entry is None:
+            entry = self._via_head[(out.index, out.host)] = (
+                f"SIP/2.0/{out.proto.upper()} {out.sent_by()};branch=",
+                out.proto == "udp" and self.is_local_hostport(out.host, out.adv_port))
+        via = entry[0] + branch
         if out.proto == "udp":
             via += ";rport"
+            if entry[1]:  # the replies' splice knows it as ours by its bytes
+                own = self._own_vias
+                if len(own) >= 4096:
+                    own.clear()
+                own.add(via.encode("utf-8", "surrogateescape"))
+            if not parsed:
+                return via
             params: tuple = (("branch", branch), ("rport", None))
         else:
             params = (("branch", branch),)
@@ -638,7 +657,7 @@ class ProxyCore:
             keys.insert(i, _RECORD_ROUTE)
         i = keys.index("via")
         v = hl[i]
-        hl.insert(i, f"{v[:v.find(':')]}: {self._our_via(out, branch)}")
+        hl.insert(i, f"{v[:v.find(':')]}: {self._our_via(out, branch, False)}")
         hl.append(f"Content-Length: {len(body)}\r\n\r\n")
         return ("\r\n".join(hl).encode("utf-8", "surrogateescape") + body, hop[0], hop[1],
                 out.index, method)
@@ -697,6 +716,22 @@ class ProxyCore:
             x = data.find(b"x", b + 15, b + 21)
             if x > b + 15 and data[b + 15:x].isdigit() and data[x + 1:x + 2] == b"t":
                 return None
+            # the usual reply to a request we forwarded over UDP: "Via: <ours>" is the first
+            # Via line (no line before it starts with v or V), "Via: <next>" the line after
+            ls = data.rfind(b"\n", 0, b) + 1
+            le = data.find(b"\r\n", b, head_end)
+            if ls > 0 and le > 0 and data[ls:ls + 5] == b"Via: " \
+                    and data[ls + 5:le] in self._own_vias \
+                    and data[le + 2:le + 7] == b"Via: " and data.find(b"\nv", 0, ls) < 0 \
+                    and data.find(b"\nV", 0, ls) < 0:
+                ne = data.find(b"\r\n", le + 7, head_end)
+                if ne > 0 and data[ne + 2:ne + 3] not in (b" ", b"\t"):  # not folded
+                    nv = data[le + 7:ne]
+                    hop = self._reply_hops.get(nv, False)
+                    if hop is False:
+                        hop = self._reply_hop(nv)  # raises for a Via that does not parse
+                    if hop is not None:
+                        return ResponseRoute(data[:ls] + data[le + 2:], "udp", *hop)
         m1 = _VIA_LINE.search(data, 0, head_end)
         if m1 is None or data[m1.end():m1.end() + 1] in (b" ", b"\t") or b'"' in m1.group(1):
             return None
@@ -724,6 +759,22 @@ class ProxyCore:
             return None
         ip, port = nxt_via.response_target()
         return ResponseRoute(out, "udp", ip, port, nxt_via)
+
+    def _reply_hop(self, value: bytes) -> tuple[str, int, Via] | None:
+        """Where a reply goes whose next Via line holds `value` (what splice_response's
+        general case finds for that line), or None when that line is not the simple case
+        (the general case decides). Remembered per value."""
+        hop = None
+        if b"\r" not in value and b"\n" not in value and b'"' not in value:
+            nxt_via = parse_via(value.partition(b",")[0].decode("utf-8", "surrogateescape")
+                                .strip())
+            if nxt_via.transport == "UDP":
+                hop = (*nxt_via.response_target(), nxt_via)
+        hops = self._reply_hops
+        if len(hops) >= 4096:
+            hops.clear()
+        hops[value] = hop
+        return hop
 
     @staticmethod
     def worker_of_branch(branch: str | None) -> int | None:

@@ -58,7 +58,8 @@ from .transaction import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+# per message: not frozen (see sip/proxy.py Source), never assigned to
+@dataclass(slots=True, unsafe_hash=True)
 class Peer:
     """Where a transaction's messages go."""
 
@@ -70,14 +71,16 @@ class Peer:
     server_name: str | None = None  # TLS: the name the server certificate must match
 
 
-@dataclass(frozen=True, slots=True)
+# per message: not frozen (see sip/proxy.py Source), never assigned to
+@dataclass(slots=True, unsafe_hash=True)
 class Transmit:
     peer: Peer
     data: bytes
     key: object = None  # the client transaction sending it: for `transport_error()`
 
 
-@dataclass(frozen=True, slots=True)
+# per message: not frozen (see sip/proxy.py Source), never assigned to
+@dataclass(slots=True, unsafe_hash=True)
 class BranchTarget:
     """A resolved branch: the request to send (R-URI already set), where, and from which
     listener. The proxy adds Max-Forwards, Record-Route and its Via."""

@@ -211,21 +211,24 @@ class TimerValues:
             raise ValueError("need 0 < T1 <= T2, T4 > 0, Timer D >= 0, Timer M >= 0")
 
 
-@dataclass(frozen=True, slots=True)
+# per message: not frozen (see sip/proxy.py Source), never assigned to
+@dataclass(slots=True, unsafe_hash=True)
 class ResponseReceived:
     """A client transaction passes a response to the TU."""
 
     response: Response
 
 
-@dataclass(frozen=True, slots=True)
+# per message: not frozen (see sip/proxy.py Source), never assigned to
+@dataclass(slots=True, unsafe_hash=True)
 class AckReceived:
     """An ACK reached an IST in ACCEPTED (RFC 6026 7.1: passed to the TU)."""
 
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
+# per message: not frozen (see sip/proxy.py Source), never assigned to
+@dataclass(slots=True, unsafe_hash=True)
 class TransactionTimedOut:
     """Timer B or F (no final response) or H (no ACK) fired."""
 

@@ -3,7 +3,9 @@ sample and of seeded mutations of them. Run once per build (PYTHONPATH selects i
 test_compiled_build.py compares the two outputs line by line.
 
 Only public, stable entry points are used (parse_message, the header accessors,
-ProxyCore.check_request/options replies, ProxyCore.forward_datagram), so the dump survives
+ProxyCore.check_request/options replies, ProxyCore.forward_datagram, and
+ProxyCore.splice_response of every reply with the Via of a request that core forwarded put
+on top), so the dump survives
 refactoring of the hot path; what a value looks like is its repr()/str(), the same in both
 builds.
 """
@@ -48,10 +50,41 @@ def byte_path(data: bytes):
     return None if fwd is None else [fwd[0].hex(), *fwd[1:]]
 
 
+_SPLICE: list = []
+
+
+def splice(data: bytes):
+    """What the stateless reply splice makes of a reply, with the Via of a request the same
+    core forwarded (by forward_datagram) put on top, and of the reply as it is (None: the
+    full path). One core for the whole dump: its caches are part of what is compared."""
+    from sipedge.script.api import RouteTable
+    from sipedge.sip.proxy import LocalAddress, ProxyCore, Source
+    from sipedge.sip.uri import parse_uri
+    if not _SPLICE:
+        local = LocalAddress(0, "udp", "192.0.2.10", 5060, "192.0.2.10", 5060)
+        core = ProxyCore([local], secret=b"k")
+        req = (b"INVITE sip:b@192.0.2.99:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5070;"
+               b"branch=z9hG4bKd1\r\nMax-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\n"
+               b"To: <sip:b@y>\r\nCall-ID: d1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+        fwd = core.forward_datagram(req, Source("udp", "198.51.100.1", 5070, 0),
+                                    RouteTable([], parse_uri("sip:192.0.2.99:5080")).destination)
+        _SPLICE.extend([core, next(line for line in fwd[0].split(b"\r\n")
+                                   if line.startswith(b"Via: "))])
+    core, via_line = _SPLICE
+    i = data.find(b"\r\n")
+    out = []
+    for d in (data, data[:i + 2] + via_line + b"\r\n" + data[i + 2:]):
+        r = core.splice_response(d)
+        out.append(None if r is None else [r.data.hex(), r.transport, r.ip, r.port, repr(r.via)])
+    return out
+
+
 def parsed(data: bytes, datagram: bool) -> dict:
     out: dict = {}
     if datagram:
         out["byte_path"] = _try(lambda: byte_path(data))
+        if data.startswith(b"SIP/2.0 ") and b"\r\n" in data:
+            out["splice"] = _try(lambda: splice(data))
     try:
         msg = parse_message(data, datagram=datagram)
     except ProtocolError as e:

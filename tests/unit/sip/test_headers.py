@@ -152,3 +152,51 @@ def test_bad_address(text):
     with pytest.raises(RemoteProtocolError) as info:
         parse_address(text)
     check_reason(info.value)
+
+
+# -- the Via of a new transaction parsed without the parameter loop (via._SIMPLE) ----------
+
+def _via_texts() -> list[str]:
+    import random
+
+    from sip_corpus import CORPUS, mutations
+    base = [
+        "SIP/2.0/UDP 127.0.0.1:25040;branch=z9hG4bK-1-1-0",
+        "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0;rport",
+        "SIP/2.0/udp host.example.com;branch=z9hG4bKa",
+        "SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bKx",
+        "SIP/2.0/UDP 1.2.3.4:0;branch=z9hG4bKx", "SIP/2.0/UDP 1.2.3.4:65536;branch=z9hG4bKx",
+        "SIP/2.0/UDP 1.2.3.4;branch=", "SIP/2.0/UDP 1.2.3.4;branch=a;rport=1",
+        "SIP/2.0/UDP 1.2.3.4;branch=a;rport;x", "SIP/2.0/UDP 1.2.3.4;Branch=a",
+        "SIP/2.0/UDP 1.2.3.4;branch=a b", 'SIP/2.0/UDP 1.2.3.4;branch="a"',
+        "SIP/2.0/UDP 1.2.3.4 ;branch=a", "SIP/2.0/UDP 1.2.3.4;branch=a;RPORT",
+        "sip/2.0/UDP 1.2.3.4;branch=a", "SIP/2.0/UDP 1.2.3.4;branch=a=b",
+        "SIP/2.0/UDP -bad-;branch=a", "SIP/2.0/UDP 1.2.3.4:5060;branch=a;rport ",
+    ]
+    rng = random.Random(3)
+    for p in sorted(CORPUS.glob("*/*.sip")):
+        for line in p.read_bytes().decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip().lower() in ("via", "v"):
+                base.append(value.strip())
+    out = []
+    for text in base:
+        out.append(text)
+        out += [m.decode("utf-8", "replace")
+                for m in mutations(text.encode(), rng, 20, max_ops=2)]
+    return out
+
+
+def test_simple_via_parse_equals_general_parse():
+    from sipedge.sip.headers.via import _parse_via_general, _parse_via_uncached
+
+    def outcome(fn, text):
+        try:
+            v = fn(text)
+        except RemoteProtocolError as exc:
+            return ("error", exc.reason)
+        return (v, repr(v), str(v))
+    texts = _via_texts()
+    assert len(texts) > 500
+    for text in texts:
+        assert outcome(_parse_via_uncached, text) == outcome(_parse_via_general, text), text

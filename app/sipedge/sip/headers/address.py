@@ -9,7 +9,10 @@ from ..grammar import format_params, get_param, parse_params
 from ..uri import URI, parse_uri
 
 
-@dataclass(frozen=True, slots=True)
+# Shared by the parse cache and never assigned to, but not frozen: a frozen dataclass sets
+# each field through object.__setattr__ (about four times the cost of building it;
+# one is built per new value, several per call). Hashed and compared by value as before.
+@dataclass(slots=True, unsafe_hash=True)
 class Address:
     uri: URI
     display: str | None = None  # as written, quotes included
