@@ -28,6 +28,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ..errors import LocalProtocolError, RemoteProtocolError
+from ..resolve import literal_target
 from ..script.api import Drop, Forward, Relay, ReplyMsg, RequestMsg, TReply
 from ..sip.grammar import stat_method
 from ..sip.message import Request, Response
@@ -213,8 +214,6 @@ class TmDriver:
 
     def _resolve_nowait(self, hop):
         """(target or None or _PENDING, the Resolution or None for a numeric host)."""
-        from ..resolve import literal_target
-
         target = literal_target(hop.uri, hop.host)
         if target is not None:
             return target, None
