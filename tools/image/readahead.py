@@ -17,8 +17,8 @@ the interpreter first. A file the proxy does not read costs only its read; a fil
 from the list is read by the proxy as before.
 
 The same run stores the byte code of the methods its dataclasses compile
-(`sipedge/dccode.py`, `/usr/share/sipedge/dataclass-code.marshal`), which the proxy and the
-supervisor then load instead of compiling them.
+(`sipedge/dccode.py`, `/usr/share/sipedge/dataclass-code.marshal`), which the proxy then
+loads instead of compiling them.
 """
 from __future__ import annotations
 

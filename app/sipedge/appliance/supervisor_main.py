@@ -450,9 +450,6 @@ def wait_boot_jobs(paths: tuple[Path, ...], timeout: float = BOOT_WAIT_S) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     mark("supervisor-start")
-    from ..dccode import use
-
-    use()  # the dataclasses' methods compiled at image build (issue 13)
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
