@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
 
     mark("proxy-start")
     die_with_parent()
+    from .dccode import use
+
+    use()  # the dataclasses' methods compiled at image build (issue 13)
     from .app import load_config_or_exit, run
 
     mark("proxy-imported")

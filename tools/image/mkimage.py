@@ -368,6 +368,12 @@ GRUB_MODULES = ("biosdisk", "part_msdos", "fat", "ext2", "normal", "linux", "ech
                 "loadenv", "configfile", "serial", "terminal", "halt", "reboot", "sleep")
 
 
+def kernel_args(meta: dict[str, str]) -> str:
+    """The board's KERNEL_ARGS (meta) as a suffix of the kernel command line ("" without)."""
+    args = meta.get("KERNEL_ARGS", "").strip()
+    return " " + args if args else ""
+
+
 def install_grub(disk: Path, boot_part: str, meta: dict[str, str], out: Path) -> None:
     """GRUB (i386-pc) in the MBR gap: boot.img's code into the MBR (the partition table
     stays), core.img from sector 1 (before the FAT at BOOT_OFFSET), grub.cfg and a fresh
@@ -378,7 +384,7 @@ def install_grub(disk: Path, boot_part: str, meta: dict[str, str], out: Path) ->
     sig = f"{int(meta['DISK_SIGNATURE'], 16):08x}"
     cfg = (REPO / "board/qemu-x86_64/grub.cfg").read_text()
     cfg = cfg.replace("@SIG@", sig).replace("@KERNEL@", meta["KERNEL_IMAGE"]) \
-        .replace("@CONSOLE@", meta["CONSOLE"])
+        .replace("@CONSOLE@", meta["CONSOLE"]).replace(" @KERNEL_ARGS@", kernel_args(meta))
     (grubdir / "grub.cfg").write_text(cfg)
     env = grubdir / "grubenv"
     run("grub-editenv", env, "create")
@@ -461,7 +467,7 @@ def assemble(arch: str, board: str, out: Path, meta: dict[str, str], key: str) -
     sig = int(meta["DISK_SIGNATURE"], 16)
     root_partuuid = f"{sig:08x}-02"
     cmdline = (f"root=PARTUUID={root_partuuid} rootfstype=ext4 ro console={meta['CONSOLE']}"
-               " sipedge.slot=A rauc.slot=A")
+               " sipedge.slot=A rauc.slot=A" + kernel_args(meta))
     (bindir / "cmdline.txt").write_text(cmdline + "\n")
     shutil.copy2(REPO / "board/common/sipedge.toml", bindir / "sipedge.toml")
     build_info = {

@@ -15,6 +15,10 @@ modules' files (byte code, extension modules) in import order, then the shared o
 mapped into it (read from /proc/PID/maps on the host, the chroot's prefix removed), with
 the interpreter first. A file the proxy does not read costs only its read; a file missing
 from the list is read by the proxy as before.
+
+The same run stores the byte code of the methods its dataclasses compile
+(`sipedge/dccode.py`, `/usr/share/sipedge/dataclass-code.marshal`), which the proxy then
+loads instead of compiling them.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ LIST = "usr/share/sipedge/readahead.list"
 # waits for stdin to close so that the host can read its mappings.
 PROBE = r"""
 import importlib, pkgutil, sys
+from sipedge import dccode
+texts = dccode.record()
 import sipedge.cli
 from sipedge.app import load_config_or_exit
 config = load_config_or_exit(sys.argv[1])
@@ -49,6 +55,8 @@ for mod in getattr(inst, "modules", None) or ():
             importlib.import_module(f"{pkg.__name__}.{info.name}")
         except Exception:
             pass
+dccode.save(texts)
+print(dccode.CODE_FILE)  # read by the proxy right before its imports
 for m in list(sys.modules.values()):
     # the byte code where there is one, else the file itself (source, extension module)
     f = getattr(m, "__cached__", None) or getattr(m, "__file__", None)
