@@ -103,6 +103,32 @@ def parse_digest(value: str) -> tuple[str, dict[str, str]]:
     n = len(text)
     if pos < n and text[pos] not in " \t":
         raise RemoteProtocolError("Bad auth scheme")
+    if _ALL_PARAMS.fullmatch(text, pos):
+        # well formed (the common case): every parameter at once, in order;
+        # _parse_params reads the same ones and tells what is wrong with the others
+        return scheme, _find_params(text, pos)
+    return scheme, _parse_params(text, pos)
+
+
+def _find_params(text: str, pos: int) -> dict[str, str]:
+    """The parameters from `pos` of a list `_ALL_PARAMS` accepted."""
+    params: dict[str, str] = {}
+    for name, quoted, token in _FIND_PARAM.findall(text, pos):
+        name = name.lower()
+        if token:
+            val = token
+        elif "\\" in quoted:
+            val = _ESCAPED.sub(r"\1", quoted)
+        else:
+            val = quoted
+        if name in params:
+            raise RemoteProtocolError(f"Repeated auth parameter {name}")
+        params[name] = val
+    return params
+
+
+def _parse_params(text: str, pos: int) -> dict[str, str]:
+    """The parameters from `pos`, one match at a time (raises on the first fault)."""
     params: dict[str, str] = {}
     while True:
         # one parameter per match: the separator before it (none before the first, else a
@@ -123,7 +149,7 @@ def parse_digest(value: str) -> tuple[str, dict[str, str]]:
         pos = pm.end()
     if not params:
         raise RemoteProtocolError("Auth header without parameters")
-    return scheme, params
+    return params
 
 
 _PARAM = (r"([A-Za-z0-9\-.!%*_+`'~]+)\s*=\s*"
@@ -131,6 +157,13 @@ _PARAM = (r"([A-Za-z0-9\-.!%*_+`'~]+)\s*=\s*"
 _FIRST_PARAM = re.compile(r"[ \t]*\s*" + _PARAM, re.S)
 _NEXT_PARAM = re.compile(r"[ \t]*,[ \t,]*\s*" + _PARAM, re.S)
 _ESCAPED = re.compile(r"\\(.)", re.S)
+# the whole parameter list as the loop accepts it: one or more parameters, separators as
+# _FIRST_PARAM/_NEXT_PARAM allow, then only blanks and commas
+_PARAM_NC = (r"[A-Za-z0-9\-.!%*_+`'~]+\s*=\s*"
+             r"(?:\"[^\"\\]*(?:\\.[^\"\\]*)*\"|[A-Za-z0-9\-.!%*_+`'~]+)")
+_ALL_PARAMS = re.compile(r"[ \t]*\s*" + _PARAM_NC + r"(?:[ \t]*,[ \t,]*\s*" + _PARAM_NC +
+                         r")*[ \t]*(?:,[ \t,]*)?", re.S)
+_FIND_PARAM = re.compile(_PARAM, re.S)
 
 
 def _param_error(text: str, pos: int, after_first: bool) -> None:
