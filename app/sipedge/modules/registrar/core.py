@@ -201,9 +201,9 @@ def _parse_register(req: Request, params: RegistrarParams, source: Source | None
     addresses = [parse_address(v) for v in values]
 
     path = tuple(req.get_all("path"))
-    supported = {s.strip().lower() for s in req.get_all("supported")}
     path_in_reply = False
-    if path:
+    if path:  # Supported matters only for Path (RFC 3327 5.5)
+        supported = {s.strip().lower() for s in req.get_all("supported")}
         if params.path_mode == "strict" and "path" not in supported:
             return ReplySpec(420, "Bad Extension", (("Unsupported", "path"),))
         path_in_reply = "path" in supported

@@ -115,6 +115,7 @@ class Store:
         db = "loc" if self.separate_location else "main"
         self._loc = f"{db}.location"
         self._select = _SELECT.format(loc=self._loc)
+        self._select_aor = self._select + " WHERE aor = ?"
         self._upsert = _UPSERT.format(loc=self._loc)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -146,7 +147,7 @@ class Store:
 
     def bindings(self, aor: str) -> list[Binding]:
         """Every stored binding of the AOR, expired ones included."""
-        rows = self._db.execute(self._select + " WHERE aor = ?", (aor,)).fetchall()
+        rows = self._db.execute(self._select_aor, (aor,)).fetchall()
         return [_binding(r) for r in rows]
 
     def live_bindings(self, aor: str, now: float) -> list[Binding]:
