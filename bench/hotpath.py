@@ -12,6 +12,10 @@ where SIPp's `[len]` pads it (`Content-Length:   137`: the INVITE and the 200 wi
     PYTHONPATH=app python bench/hotpath.py --mode stateless --calls 500          # us/msg
     PYTHONPATH=app python bench/hotpath.py --mode stateful --profile | head -40  # cProfile
     PYTHONPATH=app python bench/hotpath.py --mode stateful --icount --calls 100  # Ir/call
+    PYTHONPATH=app python bench/hotpath.py --mode dispatcher --icount            # 3 callees
+
+`--mode dispatcher` is the stateful call through sipedge-dispatcher.toml and its route
+(round robin over the 3 callees of set 1).
 
 `--record FILE` keeps the datagrams of --calls calls; `--replay FILE` feeds them to a fresh
 worker (after --warmup calls of its own), so the caller and callee cost nothing there.
