@@ -12,6 +12,10 @@ where SIPp's `[len]` pads it (`Content-Length:   137`: the INVITE and the 200 wi
     PYTHONPATH=app python bench/hotpath.py --mode stateless --calls 500          # us/msg
     PYTHONPATH=app python bench/hotpath.py --mode stateful --profile | head -40  # cProfile
     PYTHONPATH=app python bench/hotpath.py --mode stateful --icount --calls 100  # Ir/call
+    PYTHONPATH=app python bench/hotpath.py --mode dispatcher --icount            # 3 callees
+
+`--mode dispatcher` is the stateful call through sipedge-dispatcher.toml and its route
+(round robin over the 3 callees of set 1).
 
 `--record FILE` keeps the datagrams of --calls calls; `--replay FILE` feeds them to a fresh
 worker (after --warmup calls of its own), so the caller and callee cost nothing there.
@@ -39,6 +43,8 @@ if not os.environ.get("PYTHONPATH"):  # PYTHONPATH=/other/tree/app measures that
 PROXY = ("127.0.0.1", 25010)
 CALLER = ("127.0.0.1", 25040)
 CALLEE = ("127.0.0.1", 25022)
+# dispatcher mode: the 3 callees of set 1 (bench/configs/sipedge-dispatcher.toml)
+CALLEES = (CALLEE, ("127.0.0.1", 25023), ("127.0.0.1", 25024))
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -48,8 +54,11 @@ def bench_file(name: str, workdir: str) -> str:
     with open(os.path.join(CONFIGS, name)) as f:
         text = f.read()
     for key, value in (("WORKERS", "1"), ("WORKDIR", workdir), ("HOST", "127.0.0.1"),
-                       ("PORT", "25010"), ("NEXT_HOST", CALLEE[0]), ("NEXT_PORT", str(CALLEE[1]))):
+                       ("PORT", "25010"), ("NEXT_HOST", CALLEE[0]), ("NEXT_PORT", str(CALLEE[1])),
+                       ("ALG", "round_robin")):
         text = text.replace(f"@{key}@", value)
+    for i, (host, port) in enumerate(CALLEES, 1):
+        text = text.replace(f"@NEXT_HOST_{i}@", host).replace(f"@NEXT_PORT_{i}@", str(port))
     return text
 
 
@@ -67,7 +76,7 @@ class Collector:
         self.sent.append((data, addr))
 
 
-def make_worker(mode: str, workdir: str):
+async def make_worker(mode: str, workdir: str):
     from sipedge.config import load_text
     from sipedge.io.worker import Worker
     from sipedge.script.loader import load_script
@@ -77,13 +86,15 @@ def make_worker(mode: str, workdir: str):
     with open(cfg_path, "w") as f:
         f.write(text)
     with open(os.path.join(workdir, "route.py"), "w") as f:
-        f.write(bench_file("sipedge-stateful-route.py", workdir))
+        f.write(bench_file(f"sipedge-{'dispatcher' if mode == 'dispatcher' else 'stateful'}"
+                           "-route.py", workdir))
     real_token_hex = secrets.token_hex
     secrets.token_hex = lambda n=None: "ab"  # a fixed transaction branch salt: replayable
     try:
         w = Worker(0, 1, load_text(text, cfg_path), "hotpath")
     finally:
         secrets.token_hex = real_token_hex
+    await w.modules.start()  # dispatcher: its Dispatcher and ksr.dispatcher
     if w.script_path:
         w.script = load_script(w.script_path, {"ksr": w.modules.ksr})
     w.udp = {0: Collector()}
@@ -96,7 +107,8 @@ def _headers(data: bytes, name: bytes) -> list[bytes]:
     return re.findall(rb"(?im)^" + name + rb":[ \t]*([^\r\n]*)", data.split(b"\r\n\r\n")[0])
 
 
-def _reply(req: bytes, status: bytes, tag: bytes, body: bytes = b"") -> bytes:
+def _reply(req: bytes, status: bytes, tag: bytes, body: bytes = b"", *,
+           callee: tuple = CALLEE) -> bytes:
     lines = [b"SIP/2.0 " + status]
     lines += [b"Via: " + v for v in _headers(req, b"via")]
     if not status.startswith(b"200 OK") or b"INVITE" in _headers(req, b"cseq")[0]:
@@ -106,7 +118,7 @@ def _reply(req: bytes, status: bytes, tag: bytes, body: bytes = b"") -> bytes:
     lines.append(b"To: " + (to if b"tag=" in to else to + b";tag=" + tag))
     lines.append(b"Call-ID: " + _headers(req, b"call-id")[0])
     lines.append(b"CSeq: " + _headers(req, b"cseq")[0])
-    lines.append(b"Contact: <sip:callee@%s:%d;transport=UDP>" % (CALLEE[0].encode(), CALLEE[1]))
+    lines.append(b"Contact: <sip:callee@%s:%d;transport=UDP>" % (callee[0].encode(), callee[1]))
     if body:
         lines.append(b"Content-Type: application/sdp")
     # SIPp's [len] pads to 5 digits (bench/scenarios/stateless/uas.xml: the 200 with SDP)
@@ -148,11 +160,13 @@ def _in_dialog(method: bytes, n: int, ok: bytes, cseq: int) -> bytes:
                                             _headers(ok, b"to")[0], n, cseq, method))
 
 
-def _take(col: Collector, to: tuple, status: bytes | None = None) -> bytes:
+def _take(col: Collector, to: tuple, status: bytes | None = None) -> tuple[bytes, tuple]:
+    """The first message sent to `to` (CALLEE: to any callee), and where it went."""
     for i, (data, addr) in enumerate(col.sent):
-        if addr == to and (status is None or data.startswith(b"SIP/2.0 " + status)):
+        if (addr == to or (to == CALLEE and addr in CALLEES)) and (
+                status is None or data.startswith(b"SIP/2.0 " + status)):
             del col.sent[i]
-            return data
+            return data, addr
     raise SystemExit(f"hotpath: expected a message to {to} {status!r}; sent: "
                      f"{[(d[:40], a) for d, a in col.sent]}")
 
@@ -173,17 +187,17 @@ def run_calls(w, ncalls: int, record: list | None = None) -> None:
     for _ in range(ncalls):
         n = next(_call_numbers)
         feed(_invite(n), CALLER)
-        inv = _take(col, CALLEE)
+        inv, callee = _take(col, CALLEE)
         tag = b"%ds4242" % n
-        feed(_reply(inv, b"180 Ringing", tag), CALLEE)
-        feed(_reply(inv, b"200 OK", tag, SDP), CALLEE)
+        feed(_reply(inv, b"180 Ringing", tag, callee=callee), callee)
+        feed(_reply(inv, b"200 OK", tag, SDP, callee=callee), callee)
         _take(col, CALLER, b"180")
-        ok = _take(col, CALLER, b"200")
+        ok, _ = _take(col, CALLER, b"200")
         feed(_in_dialog(b"ACK", n, ok, 1), CALLER)
-        _take(col, CALLEE)
+        _take(col, callee)
         feed(_in_dialog(b"BYE", n, ok, 2), CALLER)
-        bye = _take(col, CALLEE)
-        feed(_reply(bye, b"200 OK", tag), CALLEE)
+        bye, _ = _take(col, callee)
+        feed(_reply(bye, b"200 OK", tag, callee=callee), callee)
         _take(col, CALLER, b"200")
         col.sent.clear()  # 100 Trying
 
@@ -205,7 +219,7 @@ def record(mode: str, ncalls: int, path: str) -> None:
     async def go() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             inputs: list = []
-            run_calls(make_worker(mode, tmp), ncalls, inputs)
+            run_calls(await make_worker(mode, tmp), ncalls, inputs)
             with open(path, "wb") as f:
                 pickle.dump(inputs, f)
     asyncio.run(go())
@@ -213,7 +227,7 @@ def record(mode: str, ncalls: int, path: str) -> None:
 
 async def main_async(a) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        w = make_worker(a.mode, tmp)
+        w = await make_worker(a.mode, tmp)
         run_calls(w, a.warmup)  # imports, caches, first-call costs
         if a.replay is not None:
             import pickle
@@ -234,7 +248,7 @@ async def main_async(a) -> None:
 
             inputs = []
             run_calls(w, a.calls, inputs)
-            w = make_worker(a.mode, tmp)
+            w = await make_worker(a.mode, tmp)
             run_calls(w, a.warmup)
             prof = cProfile.Profile()
             prof.enable()
@@ -244,7 +258,7 @@ async def main_async(a) -> None:
             return
         inputs = []
         run_calls(w, a.calls, inputs)
-        w = make_worker(a.mode, tmp)
+        w = await make_worker(a.mode, tmp)
         run_calls(w, a.warmup)
         t0 = time.perf_counter()
         sent = replay(w, inputs)
@@ -281,7 +295,7 @@ def icount(a) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("stateless", "stateful"), default="stateless")
+    ap.add_argument("--mode", choices=("stateless", "stateful", "dispatcher"), default="stateless")
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--replay", metavar="FILE", help="replay datagrams recorded by --record")

@@ -701,6 +701,9 @@ class Ksr:
 
     def __init__(self, facades: dict[str, Any] | None = None) -> None:
         self.__dict__["_facades"] = dict(facades or {})
+        # found by the plain attribute lookup: `__getattr__` runs only after a failed one,
+        # whose AttributeError costs more than the rest of `ksr.auth` (several per request)
+        self.__dict__.update(self.__dict__["_facades"])
 
     def __getattr__(self, name: str) -> Any:
         try:

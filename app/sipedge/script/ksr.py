@@ -26,7 +26,9 @@ class KsrHandle:
     __slots__ = ()
     _target: Any = _Unbound()
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattribute__(self, name: str) -> Any:
+        # every attribute is the target's: no failed lookup on the handle first (a
+        # `__getattr__` would only run after one, an AttributeError per `ksr.<module>`)
         return getattr(KsrHandle._target, name)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -55,7 +55,11 @@ async def auth_check_async(auth: Auth, msg, now: float, store, *, realm: str | N
                            proxy: bool | None = None, security=None,
                            sec_now: float | None = None) -> AuthOutcome:
     """`auth_check` with the HA1 fetched through an AsyncStore (never blocks the loop)."""
-    wanted = auth.wanted_ha1(msg.raw, realm=realm, proxy=proxy)
+    req = msg.raw
+    # which header and realm, decided once for the three steps below
+    proxy = auth.is_proxy_auth(req) if proxy is None else proxy
+    realm = realm or auth.realm_for(req)
+    wanted = auth.wanted_ha1(req, realm=realm, proxy=proxy)
     ha1 = await store.get_ha1(*wanted) if wanted else None
 
     def lookup(username: str, _realm: str, algorithm: str) -> str | None:
@@ -63,9 +67,9 @@ async def auth_check_async(auth: Auth, msg, now: float, store, *, realm: str | N
             return None
         return ha1
 
-    verdict = auth.check(msg.raw, now, realm=realm, proxy=proxy, lookup=lookup)
+    verdict = auth.check(req, now, realm=realm, proxy=proxy, lookup=lookup)
     _report(verdict, msg, security, now if sec_now is None else sec_now)
-    return AuthOutcome(verdict, auth.reply_for(msg.raw, verdict, now, realm=realm, proxy=proxy))
+    return AuthOutcome(verdict, auth.reply_for(req, verdict, now, realm=realm, proxy=proxy))
 
 
 def consume_credentials(auth: Auth, msg, *, realm: str | None = None,

@@ -37,18 +37,21 @@ _HASHES: dict[str, Callable[..., "hashlib._Hash"]] = {
 ALGORITHMS = ("MD5", "MD5-sess", "SHA-256", "SHA-256-sess")
 
 
+_CANONICAL = {alg.lower(): alg for alg in ALGORITHMS}
+_BASE = {alg: alg[:-5] if alg.endswith("-sess") else alg for alg in ALGORITHMS}
+
+
 def base_algorithm(algorithm: str) -> str:
     """`SHA-256-sess` -> `SHA-256` (the hash, which is also the HA1 column to use)."""
-    alg = canonical_algorithm(algorithm)
-    return alg[:-5] if alg.endswith("-sess") else alg
+    return _BASE[canonical_algorithm(algorithm)]
 
 
 def canonical_algorithm(algorithm: str) -> str:
     """Case-insensitive match against ALGORITHMS; raises RemoteProtocolError if unknown."""
-    for alg in ALGORITHMS:
-        if alg.lower() == algorithm.lower():
-            return alg
-    raise RemoteProtocolError(f"Unsupported digest algorithm {algorithm[:32]!r}")
+    alg = _CANONICAL.get(algorithm.lower())
+    if alg is None:
+        raise RemoteProtocolError(f"Unsupported digest algorithm {algorithm[:32]!r}")
+    return alg
 
 
 def hash_hex(algorithm: str, text: str) -> str:
@@ -100,6 +103,32 @@ def parse_digest(value: str) -> tuple[str, dict[str, str]]:
     n = len(text)
     if pos < n and text[pos] not in " \t":
         raise RemoteProtocolError("Bad auth scheme")
+    if _ALL_PARAMS.fullmatch(text, pos):
+        # well formed (the common case): every parameter at once, in order;
+        # _parse_params reads the same ones and tells what is wrong with the others
+        return scheme, _find_params(text, pos)
+    return scheme, _parse_params(text, pos)
+
+
+def _find_params(text: str, pos: int) -> dict[str, str]:
+    """The parameters from `pos` of a list `_ALL_PARAMS` accepted."""
+    params: dict[str, str] = {}
+    for name, quoted, token in _FIND_PARAM.findall(text, pos):
+        name = name.lower()
+        if token:
+            val = token
+        elif "\\" in quoted:
+            val = _ESCAPED.sub(r"\1", quoted)
+        else:
+            val = quoted
+        if name in params:
+            raise RemoteProtocolError(f"Repeated auth parameter {name}")
+        params[name] = val
+    return params
+
+
+def _parse_params(text: str, pos: int) -> dict[str, str]:
+    """The parameters from `pos`, one match at a time (raises on the first fault)."""
     params: dict[str, str] = {}
     while True:
         # one parameter per match: the separator before it (none before the first, else a
@@ -120,7 +149,7 @@ def parse_digest(value: str) -> tuple[str, dict[str, str]]:
         pos = pm.end()
     if not params:
         raise RemoteProtocolError("Auth header without parameters")
-    return scheme, params
+    return params
 
 
 _PARAM = (r"([A-Za-z0-9\-.!%*_+`'~]+)\s*=\s*"
@@ -128,6 +157,13 @@ _PARAM = (r"([A-Za-z0-9\-.!%*_+`'~]+)\s*=\s*"
 _FIRST_PARAM = re.compile(r"[ \t]*\s*" + _PARAM, re.S)
 _NEXT_PARAM = re.compile(r"[ \t]*,[ \t,]*\s*" + _PARAM, re.S)
 _ESCAPED = re.compile(r"\\(.)", re.S)
+# the whole parameter list as the loop accepts it: one or more parameters, separators as
+# _FIRST_PARAM/_NEXT_PARAM allow, then only blanks and commas
+_PARAM_NC = (r"[A-Za-z0-9\-.!%*_+`'~]+\s*=\s*"
+             r"(?:\"[^\"\\]*(?:\\.[^\"\\]*)*\"|[A-Za-z0-9\-.!%*_+`'~]+)")
+_ALL_PARAMS = re.compile(r"[ \t]*\s*" + _PARAM_NC + r"(?:[ \t]*,[ \t,]*\s*" + _PARAM_NC +
+                         r")*[ \t]*(?:,[ \t,]*)?", re.S)
+_FIND_PARAM = re.compile(_PARAM, re.S)
 
 
 def _param_error(text: str, pos: int, after_first: bool) -> None:
@@ -260,29 +296,34 @@ class NonceCodec:
         self._skew = future_skew_s
 
     def _mac(self, realm: str, head: bytes) -> bytes:
-        return hmac.new(self._secret, realm.encode("utf-8") + b"\x00" + head,
-                        hashlib.sha256).digest()[:16]
+        # hmac.digest: the one-shot C function, same value as hmac.new(...).digest()
+        return hmac.digest(self._secret, realm.encode("utf-8") + b"\x00" + head,
+                           "sha256")[:16]
 
     def issue(self, realm: str, now: float) -> str:
         head = int(now * 1000).to_bytes(8, "big", signed=False) + self._rand(8)
         return base64.urlsafe_b64encode(head + self._mac(realm, head)).decode("ascii")
 
     def check(self, nonce: str, realm: str, now: float) -> NonceState:
+        return self.check_issued(nonce, realm, now)[0]
+
+    def check_issued(self, nonce: str, realm: str, now: float) -> tuple[NonceState, float]:
+        """`check`, and when the nonce is ours, when it was issued (else 0.0)."""
         if len(nonce) != 44:
-            return NonceState.INVALID
+            return NonceState.INVALID, 0.0
         try:
             raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
         except (ValueError, UnicodeEncodeError):
-            return NonceState.INVALID
+            return NonceState.INVALID, 0.0
         if len(raw) != self._LEN:
-            return NonceState.INVALID
+            return NonceState.INVALID, 0.0
         head, mac = raw[:16], raw[16:]
         if not hmac.compare_digest(mac, self._mac(realm, head)):
-            return NonceState.INVALID
+            return NonceState.INVALID, 0.0
         issued = int.from_bytes(head[:8], "big") / 1000.0
         if now - issued > self.expires_s or issued - now > self._skew:
-            return NonceState.STALE
-        return NonceState.VALID
+            return NonceState.STALE, issued
+        return NonceState.VALID, issued
 
     def issued_at(self, nonce: str) -> float:
         raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
@@ -431,7 +472,7 @@ class DigestAuth:
             return Verdict(AuthResult.MALFORMED, reason="qop required", **v)
         if self.check_uri and not uri_matches(creds.uri, request_uri, same_server):
             return Verdict(AuthResult.URI_MISMATCH, reason="digest uri differs from R-URI", **v)
-        state = self.nonces.check(creds.nonce, realm, now)
+        state, issued = self.nonces.check_issued(creds.nonce, realm, now)
         if state is NonceState.INVALID:
             return Verdict(AuthResult.INVALID_NONCE, reason="nonce not issued by us", **v)
         ha1 = lookup(creds.username, realm, base_algorithm(creds.algorithm))
@@ -445,7 +486,7 @@ class DigestAuth:
         if state is NonceState.STALE:
             return Verdict(AuthResult.STALE_NONCE, reason="nonce expired", **v)
         nc = int(creds.nc, 16) if creds.qop else 1
-        expires_at = self.nonces.issued_at(creds.nonce) + self.nonces.expires_s
+        expires_at = issued + self.nonces.expires_s
         seen = self.counts.accept(creds.nonce, nc, expires_at, now)
         if seen is None:
             return Verdict(AuthResult.REPLAYED, reason="nonce count unknown", **v)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .core import Dispatcher, MessageFields, Selection, fields_of
+from .algorithms import HASH_FIELDS, algorithm_name
+from .core import Dispatcher, Selection, fields_of
 from .table import Destination
 
 VAR = "dispatcher.selection"
@@ -56,11 +57,13 @@ class DispatcherApi:
         Returns the Selection (falsy when no destination is active: answer 503). Raises
         DispatcherError for an unknown set and ValueError for an unknown algorithm."""
         raw = getattr(msg, "raw", None)
-        fields = fields_of(raw) if raw is not None else MessageFields()
+        # only the hash algorithms read the message (round robin, weight, ... do not)
+        fields = (fields_of(raw) if raw is not None and algorithm_name(alg) in HASH_FIELDS
+                  else None)
         sel = self._d.select(int(set_id), alg, fields, self._clock())
         self._vars(msg)[VAR] = sel
         if sel.current is not None:
-            msg.set_dst_uri(str(sel.current.uri))
+            msg.set_dst_uri(sel.current.uri_text)
         return sel
 
     def next_destination(self, msg: Any) -> Destination | None:
@@ -71,7 +74,7 @@ class DispatcherApi:
             return None
         dest = self._d.next_destination(sel)
         if dest is not None:
-            msg.set_dst_uri(str(dest.uri))
+            msg.set_dst_uri(dest.uri_text)
         return dest
 
     def current(self, msg: Any) -> Destination | None:

@@ -199,10 +199,10 @@ class Dispatcher:
         dset = self.table.get(set_id)
         if dset is None:
             raise DispatcherError(f"no dispatcher set {set_id}")
-        active = [d for d in dset.destinations if self.health[d.key].state.selectable]
-        fields = fields or MessageFields()
+        health = self.health
+        active = [d for d in dset.destinations if health[d.key].state.selectable]
         if name in HASH_FIELDS:
-            value = getattr(fields, HASH_FIELDS[name])
+            value = getattr(fields or MessageFields(), HASH_FIELDS[name])
             ordered = order_by_hash(active, hash_key(HASH_FIELDS[name], value))
         elif name == "round_robin":
             cursor = self._rr.get(set_id, 0)
@@ -215,7 +215,7 @@ class Dispatcher:
         else:  # least_calls
             ordered = order_least_calls(active, self.health_of)
         if ordered:
-            self.health[ordered[0].key].selected += 1
+            health[ordered[0].key].selected += 1
         return Selection(set_id, name, tuple(ordered))
 
     def next_destination(self, selection: Selection) -> Destination | None:

@@ -53,14 +53,14 @@ class Destination:
     duid: str = ""
     attrs: tuple[tuple[str, str], ...] = ()
     position: int = 0  # order in its set as written (tie-breaker everywhere)
+    # derived from set_id and uri once: every selection reads the key of each destination
+    uri_text: str = field(init=False, repr=False, compare=False)
+    key: tuple[int, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def uri_text(self) -> str:
-        return str(self.uri)
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return (self.set_id, str(self.uri))
+    def __post_init__(self) -> None:
+        text = str(self.uri)
+        object.__setattr__(self, "uri_text", text)
+        object.__setattr__(self, "key", (self.set_id, text))
 
     @property
     def probed_by_flag(self) -> bool:

@@ -97,9 +97,25 @@ def parse_q(text: str) -> int:
 _URI_PARAMS_COMPARED = ("transport", "user", "method", "maddr", "ttl")
 
 
+_contact_keys: dict[str, str] = {}
+
+
 def contact_key(uri_text: str) -> str:
     """A comparison key for Contact URIs (RFC 3261 19.1.4, simplified): scheme, user and
-    password case-sensitive, host case-insensitive, port, and the parameters that must match."""
+    password case-sensitive, host case-insensitive, port, and the parameters that must match.
+
+    A REGISTER computes the key of its contact and of every stored binding of the AOR, the
+    same few texts again and again: recent keys are kept (a pure function of the text)."""
+    key = _contact_keys.get(uri_text)
+    if key is None:
+        key = _contact_key(uri_text)
+        if len(_contact_keys) >= 4096:
+            _contact_keys.clear()
+        _contact_keys[uri_text] = key
+    return key
+
+
+def _contact_key(uri_text: str) -> str:
     from ...sip.uri import parse_uri
 
     try:
@@ -185,9 +201,9 @@ def _parse_register(req: Request, params: RegistrarParams, source: Source | None
     addresses = [parse_address(v) for v in values]
 
     path = tuple(req.get_all("path"))
-    supported = {s.strip().lower() for s in req.get_all("supported")}
     path_in_reply = False
-    if path:
+    if path:  # Supported matters only for Path (RFC 3327 5.5)
+        supported = {s.strip().lower() for s in req.get_all("supported")}
         if params.path_mode == "strict" and "path" not in supported:
             return ReplySpec(420, "Bad Extension", (("Unsupported", "path"),))
         path_in_reply = "path" in supported
@@ -302,10 +318,22 @@ def apply_register(reg: RegisterRequest, existing: list[Binding] | tuple[Binding
     headers: list[tuple[str, str]] = [("Contact", b.contact_value(now)) for b in final]
     if reg.path_in_reply:
         headers += [("Path", p) for p in reg.path]
-    headers.append(("Date", email.utils.formatdate(now, usegmt=True)))
+    headers.append(("Date", http_date(now)))
     deletes = [k for k in dict.fromkeys(deletes) if k not in upserts]
     return RegisterOutcome(ReplySpec(200, "OK", tuple(headers)), tuple(upserts.values()),
                            tuple(deletes), tuple(final))
+
+
+_date: list = [None, ""]  # (second, its Date text): one formatting per second
+
+
+def http_date(now: float) -> str:
+    """The Date header value for `now` (RFC 3261 20.17: RFC 1123 format, GMT)."""
+    second = int(now)
+    if _date[0] != second:
+        _date[1] = email.utils.formatdate(second, usegmt=True)
+        _date[0] = second
+    return _date[1]
 
 
 # ------------------------------------------------------------------ lookup

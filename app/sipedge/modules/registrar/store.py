@@ -80,14 +80,15 @@ class StoreError(Exception):
 
 
 def _row(b: Binding) -> tuple:
-    return (b.aor, b.key, b.contact, b.expires_at, b.q, b.call_id, b.cseq, json.dumps(list(b.path)),
+    path = json.dumps(list(b.path)) if b.path else "[]"
+    return (b.aor, b.key, b.contact, b.expires_at, b.q, b.call_id, b.cseq, path,
             b.received, b.transport, b.socket, int(b.nat), b.user_agent, b.instance, b.reg_id,
             b.params, b.updated)
 
 
 def _binding(r: tuple) -> Binding:
     return Binding(aor=r[0], contact=r[2], expires_at=r[3], q=r[4], call_id=r[5], cseq=r[6],
-                   path=tuple(json.loads(r[7])), received=r[8], transport=r[9], socket=r[10],
+                   path=tuple(json.loads(r[7])) if r[7] != "[]" else (), received=r[8], transport=r[9], socket=r[10],
                    nat=bool(r[11]), user_agent=r[12], instance=r[13], reg_id=r[14],
                    params=r[15], updated=r[16])
 
@@ -114,6 +115,7 @@ class Store:
         db = "loc" if self.separate_location else "main"
         self._loc = f"{db}.location"
         self._select = _SELECT.format(loc=self._loc)
+        self._select_aor = self._select + " WHERE aor = ?"
         self._upsert = _UPSERT.format(loc=self._loc)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -145,7 +147,7 @@ class Store:
 
     def bindings(self, aor: str) -> list[Binding]:
         """Every stored binding of the AOR, expired ones included."""
-        rows = self._db.execute(self._select + " WHERE aor = ?", (aor,)).fetchall()
+        rows = self._db.execute(self._select_aor, (aor,)).fetchall()
         return [_binding(r) for r in rows]
 
     def live_bindings(self, aor: str, now: float) -> list[Binding]:
@@ -186,9 +188,11 @@ class Store:
         return outcome
 
     def _write(self, aor: str, upserts: Iterable[Binding], deletes: Iterable[str]) -> None:
-        self._db.executemany(f"DELETE FROM {self._loc} WHERE aor = ? AND contact_key = ?",
-                             [(aor, k) for k in deletes])
-        self._db.executemany(self._upsert, [_row(b) for b in upserts])
+        if deletes:  # a refresh deletes nothing: no statement for it
+            self._db.executemany(f"DELETE FROM {self._loc} WHERE aor = ? AND contact_key = ?",
+                                 [(aor, k) for k in deletes])
+        if upserts:
+            self._db.executemany(self._upsert, [_row(b) for b in upserts])
 
     def put_bindings(self, bindings: Iterable[Binding]) -> None:
         with self._transaction():
