@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from ...errors import RemoteProtocolError
 from ...sip.grammar import format_params, is_digits
@@ -97,25 +98,13 @@ def parse_q(text: str) -> int:
 _URI_PARAMS_COMPARED = ("transport", "user", "method", "maddr", "ttl")
 
 
-_contact_keys: dict[str, str] = {}
-
-
+@lru_cache(maxsize=4096)
 def contact_key(uri_text: str) -> str:
     """A comparison key for Contact URIs (RFC 3261 19.1.4, simplified): scheme, user and
     password case-sensitive, host case-insensitive, port, and the parameters that must match.
 
     A REGISTER computes the key of its contact and of every stored binding of the AOR, the
     same few texts again and again: recent keys are kept (a pure function of the text)."""
-    key = _contact_keys.get(uri_text)
-    if key is None:
-        key = _contact_key(uri_text)
-        if len(_contact_keys) >= 4096:
-            _contact_keys.clear()
-        _contact_keys[uri_text] = key
-    return key
-
-
-def _contact_key(uri_text: str) -> str:
     from ...sip.uri import parse_uri
 
     try:

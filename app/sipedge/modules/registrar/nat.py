@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable
 
 from ...errors import RemoteProtocolError
@@ -26,22 +27,10 @@ _NATTED = tuple(ipaddress.ip_network(n) for n in (
     "fc00::/7", "fe80::/10"))
 
 
-_private: dict[str, bool] = {}
-
-
+@lru_cache(maxsize=4096)
 def is_private(host: str) -> bool:
     """Is `host` an address only reachable behind NAT? Host names are not. (Every REGISTER
     asks about its Contact host, mostly the same few: recent answers are kept.)"""
-    known = _private.get(host)
-    if known is None:
-        known = _is_private(host)
-        if len(_private) >= 4096:
-            _private.clear()
-        _private[host] = known
-    return known
-
-
-def _is_private(host: str) -> bool:
     try:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
