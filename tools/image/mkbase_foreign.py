@@ -210,6 +210,25 @@ def patch_python_postinsts(root: Path) -> dict[Path, str]:
     return saved
 
 
+def foreign_exec_ready(arch: str, argv: list[str]) -> None:
+    """Make the target's programs runnable in a chroot (qemu-user through binfmt_misc), in a
+    private mount namespace: re-executes `argv` under `unshare` the first time (the /proc and
+    binfmt_misc mounted here go away with the process, however it ends), then mounts
+    binfmt_misc if it is not and enables the target's qemu entry. The entries live as long
+    as a binfmt_misc mount does (since Linux 6.7 they are dropped with the last one), so a
+    host without a mount of its own (no systemd) loses them when an earlier namespace ends:
+    every step that runs the target's programs must call this."""
+    if os.environ.get("SIPEDGE_FOREIGN_NS") != "1":
+        os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", *argv],
+                   {**os.environ, "SIPEDGE_FOREIGN_NS": "1"})
+    binfmt = Path("/proc/sys/fs/binfmt_misc")
+    if not (binfmt / "status").exists():
+        run("mount", "-t", "binfmt_misc", "binfmt_misc", binfmt)
+    qemu = {"arm64": "qemu-aarch64", "armhf": "qemu-arm", "amd64": "qemu-x86_64"}.get(arch, arch)
+    if not (binfmt / qemu).exists():
+        run("update-binfmts", "--enable", qemu)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
         sys.stderr.write(__doc__)
@@ -217,18 +236,8 @@ def main(argv: list[str]) -> int:
     arch, dest = argv[1], Path(argv[2]).resolve()
     if os.geteuid() != 0:
         raise SystemExit("mkbase-foreign: needs root")
-    if os.environ.get("SIPEDGE_MKBASE_NS") != "1":
-        # A private mount namespace: the /proc mounted for the maintainer scripts goes away
-        # with this process, however it ends.
-        os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable,
-                               *argv], {**os.environ, "SIPEDGE_MKBASE_NS": "1"})
-    # Maintainer scripts run under qemu-user: binfmt_misc must be mounted and enabled.
-    binfmt = Path("/proc/sys/fs/binfmt_misc")
-    if not (binfmt / "status").exists():
-        run("mount", "-t", "binfmt_misc", "binfmt_misc", binfmt)
-    qemu = {"arm64": "qemu-aarch64", "armhf": "qemu-arm", "amd64": "qemu-x86_64"}.get(arch, arch)
-    if not (binfmt / qemu).exists():
-        run("update-binfmts", "--enable", qemu)
+    # Maintainer scripts run under qemu-user
+    foreign_exec_ready(arch, [sys.executable, *argv])
     cache = Path(os.environ.get("SIPEDGE_DEB_CACHE", "/var/cache/sipedge-debs")) / arch
     root = Path(f"{dest}.tmp")
     shutil.rmtree(root, ignore_errors=True)

@@ -550,6 +550,11 @@ def main(argv=None) -> int:
         return 0 if image_ok else 1
     if os.geteuid() != 0:
         raise SystemExit("mkimage: needs root (mmdebstrap root mode, chroot)")
+    if args.arch != host_arch():  # the assemble stage runs the image's python3 and busybox
+        sys.path.insert(0, str(HERE))
+        from mkbase_foreign import foreign_exec_ready
+        foreign_exec_ready(args.arch, [sys.executable, str(Path(__file__).resolve()),
+                                       *(sys.argv[1:] if argv is None else argv)])
     out.mkdir(parents=True, exist_ok=True)
     # One build per output directory at a time (parallel test runs share out/).
     lock = open(out / ".lock", "w")
