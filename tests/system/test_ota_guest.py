@@ -507,6 +507,10 @@ def test_install_reboot_mark_good(sipedge_image, setup):
             time.sleep(3)
         record("reboot-to-marked-good amd64 (TCG, mark_good_after_s=10)",
                f"{time.monotonic() - t0:.0f} s")
+        if not st["marked_good"]:  # seen once in a full run (passed alone): keep the why
+            _rc, out = g.shell("logread 2>/dev/null | tail -n 80; cat /var/log/rauc.log",
+                               timeout=30)
+            st = {**st, "guest log": out}
         assert st["booted"] == "B" and st["version"] == v2 and st["marked_good"], st
         assert st["slots"]["B"]["version"] == v2, st
         assert st["pending"] is None and st["rollback"] is None
