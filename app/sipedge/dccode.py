@@ -9,8 +9,8 @@ of its imports and config load on the host and about a second under emulation (i
 The offline image's build (tools/image/readahead.py) runs the proxy's imports with the
 image's own interpreter, `record()` collecting those texts, and `save()` stores their code
 objects (marshal, keyed by a 128-bit BLAKE2b digest of the text, so that the table costs
-the proxy about 50 KiB instead of 0.4 MiB; with the interpreter's version) in `CODE_FILE`. At start `use()` gives
-`dataclasses` an `exec` that runs the stored code of a text it knows and compiles any other
+the proxy about 50 KiB instead of 0.4 MiB; with the interpreter's version) in `CODE_FILE`.
+At start `use()` gives `dataclasses` an `exec` that runs the stored code of a text it knows and compiles any other
 one as before (a different class, another interpreter, no file: the plain path). The
 compilation is the one `exec` does for a text (file name `<string>`, no inherited future
 flags), so the methods are the same. Only the proxy uses it (`cli.main`): the table's code

@@ -88,7 +88,8 @@ def _row(b: Binding) -> tuple:
 
 def _binding(r: tuple) -> Binding:
     return Binding(aor=r[0], contact=r[2], expires_at=r[3], q=r[4], call_id=r[5], cseq=r[6],
-                   path=tuple(json.loads(r[7])) if r[7] != "[]" else (), received=r[8], transport=r[9], socket=r[10],
+                   path=tuple(json.loads(r[7])) if r[7] != "[]" else (), received=r[8],
+                   transport=r[9], socket=r[10],
                    nat=bool(r[11]), user_agent=r[12], instance=r[13], reg_id=r[14],
                    params=r[15], updated=r[16])
 
