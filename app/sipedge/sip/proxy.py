@@ -22,6 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
 
+try:
+    import cython
+except ImportError:  # plain Python without Cython installed (the compiled build never is)
+    from .. import _cython as cython
+
 from ..errors import RemoteProtocolError
 from ..resolve.sip import literal_target
 from .grammar import KNOWN_METHODS, is_digits, is_token
@@ -49,6 +54,242 @@ _ONCE = (_CALL_ID, "from", "to", "cseq", _MAX_FORWARDS, _CONTENT_LENGTH)
 # methods the byte path forwards (CANCEL goes round the transactions, OPTIONS may be ours)
 _BYTE_PATH_METHODS = KNOWN_METHODS - {"CANCEL", "OPTIONS"}
 _REQUIRED = ("via", "from", "to", _CALL_ID, "cseq")
+
+
+# -- the byte path's head: its lines and header keys ----------------------------------
+# (hl, keys, values, present, cl, method, uri_text) from the head of a request (the octets
+# before the blank line), or None when the full path would not write it back unchanged or
+# the byte path does not take it. hl: its lines (str, no CRLF); keys[i]: the header key of
+# hl[i] (message._key), "" for the request line (and, compiled, for a header the byte path
+# never reads); values[i]: the value of hl[i] (None where keys[i] is "" but for the request
+# line); present: set(keys); cl: the stripped Content-Length value or None when absent.
+# Checked: ASCII, no control octets, every line ends in CRLF (no bare CR or LF), every
+# header line is `token: value`, one space after the colon, no blank at either end of the
+# value (which also rules out folding: a continuation line has no token name) except for
+# Content-Length, which is written anew (SIPp pads it: "Content-Length:   137"); the request
+# line is `method SP uri SP SIP/2.0` of a method the byte path forwards; the headers it needs
+# are there, Proxy-Require is not, none of _ONCE twice; at most MAX_HEADERS header lines.
+
+def _split_head(raw: bytes) -> tuple | None:
+    """The head's lines by str methods (what plain Python does fastest)."""
+    if not raw.isascii() or len(raw.translate(None, _CONTROL_OCTETS)) != len(raw):
+        return None
+    hl = raw.decode("ascii").split("\r\n")
+    joined = "".join(hl)  # a CR or LF left is a bare one (found by memchr, not counted)
+    if "\r" in joined or "\n" in joined:
+        return None
+    first = hl[0].split(" ")
+    if len(first) != 3 or first[2] != "SIP/2.0" or not first[1]:
+        return None
+    method = first[0]
+    if method not in _BYTE_PATH_METHODS:
+        return None  # CANCEL (the transaction round), OPTIONS (maybe to ourselves), ...
+    if len(hl) > MAX_HEADERS + 1:
+        return None
+    names, seps, values = zip(*map(str.partition, hl, repeat(": ")))
+    # only the request line has no ": "; no value is empty or has a blank at an end
+    # (str.strip returns the same object when there is nothing to strip)
+    if seps[0] or seps.count("") != 1 or values.count("") != 1:
+        return None
+    stripped = tuple(map(str.strip, values))
+    keys = list(map(_key_cache.get, names))
+    keys[0] = ""  # the request line: keys[i] names hl[i]
+    if None in keys:  # a name not seen yet: a token, or the full path decides
+        for i, k in enumerate(keys):
+            if k is None:
+                name = names[i]
+                if not is_token(name):
+                    return None
+                keys[i] = _key(name)
+    present = set(keys)
+    if not present.issuperset(_REQUIRED) or _PROXY_REQUIRE in present:
+        return None
+    cl = None
+    if _CONTENT_LENGTH in present:
+        i = keys.index(_CONTENT_LENGTH)
+        cl = stripped[i]
+        if stripped != values and (stripped[:i] != values[:i]
+                                   or stripped[i + 1:] != values[i + 1:]):
+            return None
+    elif stripped != values:
+        return None
+    if len(present) < len(keys):
+        for once in _ONCE:
+            if keys.count(once) > 1:
+                return None
+    return hl, keys, values, present, cl, method, first[1]
+
+
+# the header keys _scan_head tells by name (compact forms and case folded), by code
+_SCAN_KEYS = tuple(sys.intern(k) for k in (
+    "via", "from", "to", "call-id", "cseq", "max-forwards", "content-length", "route",
+    "record-route", "proxy-require", "proxy-authorization"))
+_K_CONTENT_LENGTH = cython.declare(cython.int, 6)
+_K_PROXY_REQUIRE = cython.declare(cython.int, 9)
+# bits (1 << code) of _ONCE: from, to, call-id, cseq, max-forwards, content-length
+_K_ONCE = cython.declare(cython.uint, 0b1111110)
+_K_REQUIRED = cython.declare(cython.uint, 0b11111)  # of _REQUIRED: via, from, to, call-id, cseq
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+@cython.returns(cython.bint)
+@cython.locals(p=cython.p_uchar, at=cython.Py_ssize_t, lit=cython.p_char, n=cython.Py_ssize_t,
+               i=cython.Py_ssize_t)
+def _name_is(p, at, lit, n):
+    """The n octets at p[at] are the lower-case name `lit`, in any case (p: token
+    characters, so `| 0x20` folds letters only)."""
+    for i in range(n):
+        if (p[at + i] | 0x20) != lit[i]:
+            return False
+    return True
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.returns(cython.int)
+@cython.locals(p=cython.p_uchar, at=cython.Py_ssize_t, n=cython.Py_ssize_t, c=cython.int)
+def _name_code(p, at, n):
+    """The index in _SCAN_KEYS of the header name of n token octets at p[at], or -1."""
+    if n == 1:
+        c = p[at] | 0x20
+        if c == ord("v"):
+            return 0
+        if c == ord("f"):
+            return 1
+        if c == ord("t"):
+            return 2
+        if c == ord("i"):
+            return 3
+        if c == ord("l"):
+            return 6
+    elif n == 2:
+        return 2 if _name_is(p, at, b"to", 2) else -1
+    elif n == 3:
+        return 0 if _name_is(p, at, b"via", 3) else -1
+    elif n == 4:
+        if _name_is(p, at, b"from", 4):
+            return 1
+        if _name_is(p, at, b"cseq", 4):
+            return 4
+    elif n == 5:
+        return 7 if _name_is(p, at, b"route", 5) else -1
+    elif n == 7:
+        return 3 if _name_is(p, at, b"call-id", 7) else -1
+    elif n == 12:
+        if _name_is(p, at, b"max-forwards", 12):
+            return 5
+        if _name_is(p, at, b"record-route", 12):
+            return 8
+    elif n == 13:
+        return 9 if _name_is(p, at, b"proxy-require", 13) else -1
+    elif n == 14:
+        return 6 if _name_is(p, at, b"content-length", 14) else -1
+    elif n == 19:
+        return 10 if _name_is(p, at, b"proxy-authorization", 19) else -1
+    return -1
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+@cython.returns(cython.bint)
+@cython.locals(c=cython.int)
+def _is_tchar(c):
+    """RFC 3261 token character (grammar.is_token's set)."""
+    return (ord("a") <= (c | 0x20) <= ord("z") or ord("0") <= c <= ord("9")
+            or c == ord("-") or c == ord(".") or c == ord("!") or c == ord("%")
+            or c == ord("*") or c == ord("_") or c == ord("+") or c == ord("`")
+            or c == ord("'") or c == ord("~"))
+
+
+@cython.ccall
+@cython.locals(data=bytes, end=cython.Py_ssize_t, p=cython.p_uchar, ls=cython.Py_ssize_t,
+               j=cython.Py_ssize_t, a=cython.Py_ssize_t, b=cython.Py_ssize_t,
+               sep=cython.Py_ssize_t, s1=cython.Py_ssize_t, s2=cython.Py_ssize_t,
+               spaces=cython.int, c=cython.uchar, code=cython.int, seen=cython.uint,
+               bit=cython.uint, line=str)
+def _scan_head(data, end):
+    """What _split_head returns for data[:end], by one pass over the octets (compiled
+    only: as Python this loop is much slower than _split_head's str methods). No str per
+    header name, value strs only for the headers the byte path reads."""
+    p = data
+    hl = []
+    keys = []
+    values = []
+    cl = None
+    method = uri_text = None
+    seen = 0
+    ls = 0
+    while True:
+        sep = s1 = s2 = -1
+        spaces = 0
+        j = ls
+        while j < end:
+            c = p[j]
+            if c == 13:  # CR: the line's end when LF follows (below)
+                break
+            if c < 32:
+                if c != 9:
+                    return None  # LF without CR or a control octet
+            elif c >= 127:
+                return None  # DEL or not ASCII
+            elif c == 32:
+                if spaces == 0:
+                    s1 = j
+                elif spaces == 1:
+                    s2 = j
+                spaces += 1
+            elif c == 58 and sep < 0 and j + 1 < end and p[j + 1] == 32:
+                sep = j  # the first ": "
+            j += 1
+        if j < end and (j + 1 >= end or p[j + 1] != 10):
+            return None  # a bare CR
+        line = data[ls:j].decode("ascii")
+        if ls == 0:  # the request line
+            if spaces != 2 or sep >= 0 or s2 == s1 + 1 or line[s2 + 1:] != "SIP/2.0":
+                return None
+            method = line[:s1]
+            if method not in _BYTE_PATH_METHODS:
+                return None
+            uri_text = line[s1 + 1:s2]
+            keys.append("")
+            values.append("")
+        else:
+            if sep <= ls or sep + 2 >= j:
+                return None  # no ": ", no name or no value
+            for a in range(ls, sep):
+                if not _is_tchar(p[a]):
+                    return None
+            code = _name_code(p, ls, sep - ls)
+            a = sep + 2
+            b = j
+            if code == _K_CONTENT_LENGTH:
+                while a < b and (p[a] == 32 or p[a] == 9):
+                    a += 1
+                while b > a and (p[b - 1] == 32 or p[b - 1] == 9):
+                    b -= 1
+                cl = data[a:b].decode("ascii")
+            elif p[a] == 32 or p[a] == 9 or p[b - 1] == 32 or p[b - 1] == 9:
+                return None
+            if code >= 0:
+                bit = 1 << code
+                if (seen & bit and bit & _K_ONCE) or code == _K_PROXY_REQUIRE:
+                    return None
+                seen |= bit
+                keys.append(_SCAN_KEYS[code])
+                values.append(line[sep + 2 - ls:])
+            else:
+                keys.append("")
+                values.append(None)
+        hl.append(line)
+        if j >= end:
+            break
+        ls = j + 2
+    if seen & _K_REQUIRED != _K_REQUIRED or len(hl) > MAX_HEADERS + 1:
+        return None
+    return hl, keys, values, set(keys), cl, method, uri_text
 
 
 # Made per message: not frozen (a frozen dataclass sets each field through
@@ -464,57 +705,15 @@ class ProxyCore:
         end = data.find(b"\r\n\r\n")
         if end < 0 or end > BYTE_PATH_MAX_HEAD:
             return None
-        raw = data[:end]
-        # the head as the full path writes it back unchanged: ASCII, no control octets,
-        # every line ends in CRLF (no bare CR or LF); below: every header line is
-        # `token: value`, one space after the colon, no blank at either end of the value
-        # (which also rules out folding: a continuation line has no token name)
-        if not raw.isascii() or len(raw.translate(None, _CONTROL_OCTETS)) != len(raw):
+        # the head's lines, checked as the full path writes them back unchanged: `_scan_head`
+        # compiled (one C loop over the bytes), `_split_head` as Python (str methods)
+        head = _scan_head(data, end) if cython.compiled else _split_head(data[:end])
+        if head is None:
             return None
-        hl = raw.decode("ascii").split("\r\n")
-        joined = "".join(hl)  # a CR or LF left is a bare one (found by memchr, not counted)
-        if "\r" in joined or "\n" in joined:
-            return None
-        first = hl[0].split(" ")
-        if len(first) != 3 or first[2] != "SIP/2.0" or not first[1]:
-            return None
-        method, uri_text = first[0], first[1]
-        if method not in _BYTE_PATH_METHODS:
-            return None  # CANCEL (the transaction round), OPTIONS (maybe to ourselves), ...
-        if len(hl) > MAX_HEADERS + 1:
-            return None
-        names, seps, values = zip(*map(str.partition, hl, repeat(": ")))
-        # only the request line has no ": "; no value is empty or has a blank at an end
-        # (str.strip returns the same object when there is nothing to strip), except
-        # Content-Length, which is written anew (SIPp pads it: "Content-Length:   137")
-        if seps[0] or seps.count("") != 1 or values.count("") != 1:
-            return None
-        stripped = tuple(map(str.strip, values))
-        keys = list(map(_key_cache.get, names))
-        keys[0] = ""  # the request line: keys[i] names hl[i]
-        if None in keys:  # a name not seen yet: a token, or the full path decides
-            for i, k in enumerate(keys):
-                if k is None:
-                    name = names[i]
-                    if not is_token(name):
-                        return None
-                    keys[i] = _key(name)
-        present = set(keys)
-        if not present.issuperset(_REQUIRED) or _PROXY_REQUIRE in present:
-            return None
-        if stripped != values:
-            if _CONTENT_LENGTH not in present:
-                return None
-            i = keys.index(_CONTENT_LENGTH)
-            if stripped[:i] != values[:i] or stripped[i + 1:] != values[i + 1:]:
-                return None
-        if len(present) < len(keys):
-            for once in _ONCE:
-                if keys.count(once) > 1:
-                    return None
+        hl, keys, values, present, cl, method, uri_text = head
         body = data[end + 4:]
-        if _CONTENT_LENGTH in present:  # to_bytes() writes it last, from the body
-            v = stripped[keys.index(_CONTENT_LENGTH)]
+        if cl is not None:  # to_bytes() writes it last, from the body
+            v = cl
             if not v or len(v) > 9 or not v.isdigit():
                 return None
             n = int(v)
