@@ -15,7 +15,7 @@ from __future__ import annotations
 compiled = False
 
 # C type names: only read by Cython; any value will do in Python
-bint = char = uchar = int = uint = Py_ssize_t = p_char = p_uchar = object  # noqa: A001
+bint = char = uchar = int = uint = long = Py_ssize_t = p_char = p_uchar = object  # noqa: A001
 
 
 def _same(f):

@@ -292,6 +292,64 @@ def _scan_head(data, end):
     return hl, keys, values, set(keys), cl, method, uri_text
 
 
+@cython.cfunc
+@cython.locals(data=bytes, p=cython.p_uchar, n=cython.Py_ssize_t, i=cython.Py_ssize_t,
+               end=cython.Py_ssize_t, b=cython.Py_ssize_t, x=cython.Py_ssize_t,
+               lf=cython.Py_ssize_t, ls=cython.Py_ssize_t, le=cython.Py_ssize_t,
+               ne=cython.Py_ssize_t, v_before=cython.bint, v_last=cython.bint)
+def _splice_lines(data):
+    """ProxyCore.splice_response's search for the usual reply, compiled only: None when
+    the head is incomplete or the reply is a transaction's (the caller returns None),
+    else (head_end, ls, le, ne): ls > 0 when the first branch parameter is in a line
+    `Via: ...` (starting at ls, its CRLF at le) that is the first line starting with v or
+    V, followed by a line `Via: ...` (its CRLF at ne) that is not folded."""
+    p = data
+    n = len(data)
+    end = b = lf = -1
+    v_before = v_last = False
+    i = 0
+    while i + 3 < n:  # the first CRLF CRLF; before it, the first ";branch=z9hG4bK"
+        if p[i] == 13:
+            if p[i + 1] == 10 and p[i + 2] == 13 and p[i + 3] == 10:
+                end = i
+                break
+        elif p[i] == 10:
+            if b < 0:  # the last LF before b, and whether a line before that one is a v
+                v_before = v_before or v_last
+                v_last = p[i + 1] == ord("v") or p[i + 1] == ord("V")
+                lf = i
+        elif p[i] == ord(";") and b < 0 and i + 15 <= n and p[i + 1] == ord("b") \
+                and data[i:i + 15] == b";branch=z9hG4bK":
+            b = i
+        i += 1
+    if end < 0:
+        return None
+    if b <= 0:
+        return end + 2, 0, 0, 0
+    # our branch `z9hG4bK<digits>xt...`: a transaction's
+    x = b + 15
+    while x < b + 21 and x < n and p[x] != ord("x"):
+        x += 1
+    if b + 15 < x < b + 21 and x < n and x + 1 < n and p[x + 1] == ord("t"):
+        i = b + 15
+        while i < x and ord("0") <= p[i] <= ord("9"):
+            i += 1
+        if i == x:
+            return None
+    ls = lf + 1
+    le = b
+    while not (p[le] == 13 and p[le + 1] == 10):  # stops at `end` at the latest
+        le += 1
+    if ls == 0 or v_before or data[ls:ls + 5] != b"Via: " or data[le + 2:le + 7] != b"Via: ":
+        return end + 2, 0, 0, 0
+    ne = le + 7
+    while ne < end and not (p[ne] == 13 and p[ne + 1] == 10):
+        ne += 1
+    if ne + 2 > end + 2 or p[ne] != 13 or (ne + 2 < n and (p[ne + 2] == 32 or p[ne + 2] == 9)):
+        return end + 2, 0, 0, 0
+    return end + 2, ls, le, ne
+
+
 # Made per message: not frozen (a frozen dataclass sets each field through
 # object.__setattr__, about four times the cost); hashed and compared by value all the same.
 @dataclass(slots=True, unsafe_hash=True)
@@ -685,6 +743,9 @@ class ProxyCore:
 
     # -- the byte path: stateless UDP requests without the message model ---------------
 
+    @cython.locals(end=cython.Py_ssize_t, hl=list, keys=list, present=set, i=cython.Py_ssize_t,
+                   vi=cython.Py_ssize_t, fi=cython.Py_ssize_t, ti=cython.Py_ssize_t,
+                   ri=cython.Py_ssize_t, mf=cython.long, n=cython.Py_ssize_t)
     def forward_datagram(self, data: bytes, src: Source, route: RouteChoice
                          ) -> tuple[bytes, str, int, int, str] | None:
         """Forward a UDP request statelessly without building a Request: what
@@ -895,6 +956,8 @@ class ProxyCore:
         ip, port = nxt.response_target()
         return ResponseRoute(msg.to_bytes(), nxt.transport.lower(), ip, port, nxt)
 
+    @cython.locals(head_end=cython.Py_ssize_t, ls=cython.Py_ssize_t, le=cython.Py_ssize_t,
+                   ne=cython.Py_ssize_t)
     def splice_response(self, data: bytes) -> ResponseRoute | None:
         """Fast path for forwarding a reply statelessly: cut our Via out of the bytes
         without building a Message (most of a stateless proxy's traffic is replies).
@@ -903,34 +966,47 @@ class ProxyCore:
         values, a transaction branch, no Via after ours, a stream transport next): the
         caller then takes the full path, which also validates the whole message.
         """
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            return None
-        head_end = end + 2
-        # a transaction's reply (our branch `z9hG4bK<worker>xt...` in the first branch
-        # parameter of the head) goes to the transaction layer: found before any parsing
-        # (should the first branch= be in another header, the full path decides instead)
-        b = data.find(b";branch=z9hG4bK", 0, head_end)
-        if b > 0:
-            x = data.find(b"x", b + 15, b + 21)
-            if x > b + 15 and data[b + 15:x].isdigit() and data[x + 1:x + 2] == b"t":
+        if cython.compiled:  # the same, by one C pass over the head
+            found = _splice_lines(data)
+            if found is None:
                 return None
-            # the usual reply to a request we forwarded over UDP: "Via: <ours>" is the first
-            # Via line (no line before it starts with v or V), "Via: <next>" the line after
-            ls = data.rfind(b"\n", 0, b) + 1
-            le = data.find(b"\r\n", b, head_end)
-            if ls > 0 and le > 0 and data[ls:ls + 5] == b"Via: " \
-                    and data[ls + 5:le] in self._own_vias \
-                    and data[le + 2:le + 7] == b"Via: " and data.find(b"\nv", 0, ls) < 0 \
-                    and data.find(b"\nV", 0, ls) < 0:
-                ne = data.find(b"\r\n", le + 7, head_end)
-                if ne > 0 and data[ne + 2:ne + 3] not in (b" ", b"\t"):  # not folded
-                    nv = data[le + 7:ne]
-                    hop = self._reply_hops.get(nv, False)
-                    if hop is False:
-                        hop = self._reply_hop(nv)  # raises for a Via that does not parse
-                    if hop is not None:
-                        return ResponseRoute(data[:ls] + data[le + 2:], "udp", *hop)
+            head_end, ls, le, ne = found
+            if ls > 0 and data[ls + 5:le] in self._own_vias:
+                nv = data[le + 7:ne]
+                hop = self._reply_hops.get(nv, False)
+                if hop is False:
+                    hop = self._reply_hop(nv)  # raises for a Via that does not parse
+                if hop is not None:
+                    return ResponseRoute(data[:ls] + data[le + 2:], "udp", *hop)
+        else:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            head_end = end + 2
+            # a transaction's reply (our branch `z9hG4bK<worker>xt...` in the first branch
+            # parameter of the head) goes to the transaction layer: found before any parsing
+            # (should the first branch= be in another header, the full path decides instead)
+            b = data.find(b";branch=z9hG4bK", 0, head_end)
+            if b > 0:
+                x = data.find(b"x", b + 15, b + 21)
+                if x > b + 15 and data[b + 15:x].isdigit() and data[x + 1:x + 2] == b"t":
+                    return None
+                # the usual reply to a request we forwarded over UDP: "Via: <ours>" is the first
+                # Via line (no line before it starts with v or V), "Via: <next>" the line after
+                ls = data.rfind(b"\n", 0, b) + 1
+                le = data.find(b"\r\n", b, head_end)
+                if ls > 0 and le > 0 and data[ls:ls + 5] == b"Via: " \
+                        and data[ls + 5:le] in self._own_vias \
+                        and data[le + 2:le + 7] == b"Via: " and data.find(b"\nv", 0, ls) < 0 \
+                        and data.find(b"\nV", 0, ls) < 0:
+                    ne = data.find(b"\r\n", le + 7, head_end)
+                    if ne > 0 and data[ne + 2:ne + 3] not in (b" ", b"\t"):  # not folded
+                        nv = data[le + 7:ne]
+                        hop = self._reply_hops.get(nv, False)
+                        if hop is False:
+                            hop = self._reply_hop(nv)  # raises for a Via that does not parse
+                        if hop is not None:
+                            return ResponseRoute(data[:ls] + data[le + 2:], "udp", *hop)
         m1 = _VIA_LINE.search(data, 0, head_end)
         if m1 is None or data[m1.end():m1.end() + 1] in (b" ", b"\t") or b'"' in m1.group(1):
             return None

@@ -5,7 +5,8 @@ test_compiled_build.py compares the two outputs line by line.
 Only public, stable entry points are used (parse_message, the header accessors,
 ProxyCore.check_request/options replies, ProxyCore.forward_datagram, and
 ProxyCore.splice_response of every reply with the Via of a request that core forwarded put
-on top), so the dump survives
+on top; then forward_datagram of the byte path's own test inputs, see byte_path_cases), so
+the dump survives
 refactoring of the hot path; what a value looks like is its repr()/str(), the same in both
 builds.
 """
@@ -114,6 +115,24 @@ def proxy_rules(msg: Request):
     return None if reply is None else reply.to_bytes().hex()
 
 
+def byte_path_cases() -> list[dict]:
+    """The byte path's own inputs (tests/unit/proxy/test_byte_path.py: the corpus, the rule
+    cases and their mutations) through every route table and source there: what
+    forward_datagram makes of them (the compiled build scans the head in C, _scan_head)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "proxy"))
+    import test_byte_path as t
+    out = []
+    for name in sorted(t.TABLES):
+        for src in (t.SRC, t.SRC_NAT, t.SRC6):
+            core = t._core()
+            for data in t.INPUTS:
+                fwd = _try(lambda: core.forward_datagram(data, src, t.TABLES[name].destination))
+                if fwd[0] == "ok" and fwd[1] is not None:
+                    fwd[1] = [fwd[1][0].hex(), *fwd[1][1:]]
+                out.append({"table": name, "src": repr(src), "forward": fwd})
+    return out
+
+
 def main() -> int:
     rng = random.Random(15)
     samples = [p.read_bytes() for p in sorted(CORPUS.glob("*/*.sip"))]
@@ -126,6 +145,9 @@ def main() -> int:
                 line = {"n": n, "datagram": datagram, **parsed(variant, datagram)}
                 print(json.dumps(line, sort_keys=True, default=repr))
                 n += 1
+    for case in byte_path_cases():
+        print(json.dumps({"n": n, **case}, sort_keys=True, default=repr))
+        n += 1
     print(json.dumps({"total": n}))
     return 0
 
