@@ -767,8 +767,9 @@ class ProxyCore:
         if end < 0 or end > BYTE_PATH_MAX_HEAD:
             return None
         # the head's lines, checked as the full path writes them back unchanged: `_scan_head`
-        # compiled (one C loop over the bytes), `_split_head` as Python (str methods)
-        head = _scan_head(data, end) if cython.compiled else _split_head(data[:end])
+        # compiled (one C loop over the octets of a bytes), `_split_head` as Python
+        head = _scan_head(data, end) if cython.compiled and type(data) is bytes \
+            else _split_head(data[:end])
         if head is None:
             return None
         hl, keys, values, present, cl, method, uri_text = head
@@ -966,7 +967,7 @@ class ProxyCore:
         values, a transaction branch, no Via after ours, a stream transport next): the
         caller then takes the full path, which also validates the whole message.
         """
-        if cython.compiled:  # the same, by one C pass over the head
+        if cython.compiled and type(data) is bytes:  # the same, by one C pass over the head
             found = _splice_lines(data)
             if found is None:
                 return None

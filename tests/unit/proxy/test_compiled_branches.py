@@ -52,7 +52,8 @@ HEADS = _heads()
 # that are only nearly the ones it knows
 NAMES = {b"Via": (b"v", b"VIA", b"vIa", b"Vias", b"Vi"), b"From": (b"f", b"FROM", b"fROm"),
          b"To": (b"t", b"TO", b"tO", b"To-"), b"Call-ID": (b"i", b"CALL-ID", b"call-id"),
-         b"CSeq": (b"CSEQ", b"cseq", b"C-Seq"), b"Max-Forwards": (b"MAX-FORWARDS", b"max-forwards"),
+         b"CSeq": (b"CSEQ", b"cseq", b"C-Seq"),
+         b"Max-Forwards": (b"MAX-FORWARDS", b"max-forwards"),
          b"Content-Length": (b"l", b"L", b"CONTENT-LENGTH", b"Content-Lengths"),
          b"Route": (b"ROUTE", b"r", b"Record-Route"), b"Record-Route": (b"RECORD-ROUTE",),
          b"Proxy-Require": (b"PROXY-REQUIRE",), b"Contact": (b"m", b"Proxy-Authorization",
