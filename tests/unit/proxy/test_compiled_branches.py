@@ -12,8 +12,12 @@ test_splice_response compare the compiled forward and splice with the full path.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +158,29 @@ def test_splice_response_branches_agree(forced, monkeypatch):
     assert sum(isinstance(r, tuple) for r in python) > 20
     for data, a, b in zip(REPLIES, python, typed):
         assert a == b, data
+
+
+def test_plain_python_without_cython_installed():
+    """The image's Python has no Cython: sip/proxy.py then takes sipedge/_cython.py, and the
+    typed branches still run as Python (forced) with its no-op decorators and declare."""
+    if COMPILED:
+        pytest.skip("compiled build: `import cython` is resolved at compile time")
+    code = ("import sys, types\n"
+            "sys.modules['cython'] = None  # import cython raises ImportError\n"
+            "from sipedge.sip import proxy\n"
+            "assert proxy.cython.__name__ == 'sipedge._cython', proxy.cython\n"
+            "assert proxy.cython.compiled is False\n"
+            "from test_byte_path import CASES, SRC, TABLES, _core\n"
+            "data = CASES[sorted(CASES)[0]]\n"
+            "table = TABLES['default']\n"
+            "a = _core().forward_datagram(data, SRC, table.destination)\n"
+            "proxy.cython = types.SimpleNamespace(compiled=True)\n"
+            "b = _core().forward_datagram(data, SRC, table.destination)\n"
+            "assert a == b, (a, b)\n"
+            "print('ok', a is not None)\n")
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(proxy.__file__).resolve().parents[2]), str(here), str(here.parent / "sip")])}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("ok"), res.stdout + res.stderr
