@@ -375,6 +375,8 @@ class RequestMsg(_MessageView):
     # -- transactions (t_relay and friends); see docs/transactions.md ------------------
 
     _tm: TmState | None = None
+    # (username, domain) of the subscriber ksr.auth.check() authenticated (io/modules.py)
+    auth_subscriber: tuple[str, str] | None = None
 
     @property
     def tm(self) -> TmState:
