@@ -100,9 +100,26 @@ def _check_status(status: int | None, regex: str) -> bool:
     return status is not None and re.fullmatch(regex, str(status)) is not None
 
 
+def _reply_parts(status: int, reason: str,
+                 headers: dict[str, str] | list[tuple[str, str]] | tuple | None,
+                 body: bytes | str) -> tuple[int, str, tuple[tuple[str, str], ...], bytes]:
+    """reply() and t_reply(): the checked status, reason, headers and body."""
+    code = int(status)
+    if not 100 <= code <= 699:
+        raise ValueError(f"bad status {status!r}")
+    if "\r" in reason or "\n" in reason:
+        raise ValueError("reason must be one line")
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    hdrs = tuple([_split_hf(k, v) for k, v in pairs])
+    return code, reason, hdrs, body.encode() if isinstance(body, str) else body
+
+
 class _CallLog(logging.LoggerAdapter):
     def process(self, msg, kwargs):  # type: ignore[override]
         return f"call_id={self.extra['call_id']} {msg}", kwargs
+
+
+_HF_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def _split_hf(name: str, value: str | None) -> tuple[str, str]:
@@ -113,7 +130,7 @@ def _split_hf(name: str, value: str | None) -> tuple[str, str]:
             raise ValueError("append_hf needs 'Name: value' or a name and a value")
         value = value.strip().removesuffix("\r\n")
     name = name.strip()
-    if not name or not re.fullmatch(r"[A-Za-z0-9\-.!%*_+`'~]+", name):
+    if not name or not _HF_NAME.fullmatch(name):
         raise ValueError(f"bad header name {name!r}")
     if "\r" in value or "\n" in value:
         raise ValueError("header value must be one line")
@@ -359,15 +376,7 @@ class RequestMsg(_MessageView):
               body: bytes | str = b"", content_type: str | None = None) -> Reply:
         """Answer statelessly, with extra headers and an optional body. `headers` is a dict
         or a list of (name, value) pairs (a name may repeat: two WWW-Authenticate)."""
-        if not 100 <= int(status) <= 699:
-            raise ValueError(f"bad status {status!r}")
-        if "\r" in reason or "\n" in reason:
-            raise ValueError("reason must be one line")
-        pairs = headers.items() if isinstance(headers, dict) else (headers or ())
-        hdrs = tuple(_split_hf(k, v) for k, v in pairs)
-        if isinstance(body, str):
-            body = body.encode()
-        action = Reply(int(status), reason, hdrs, body, content_type)
+        action = Reply(*_reply_parts(status, reason, headers, body), content_type)
         self.actions.append(action)
         return action
 
@@ -429,9 +438,7 @@ class RequestMsg(_MessageView):
                 body: bytes | str = b"", content_type: str | None = None) -> TReply:
         """Answer statefully (retransmissions of the request are absorbed). In a failure
         route this replaces the winning reply."""
-        r = self.reply(status, reason, headers, body, content_type)
-        self.actions.pop()
-        action = TReply(r.status, r.reason, r.headers, r.body, r.content_type)
+        action = TReply(*_reply_parts(status, reason, headers, body), content_type)
         self.actions.append(action)
         return action
 
