@@ -61,6 +61,11 @@ async def auth_check_async(auth: Auth, msg, now: float, store, *, realm: str | N
     # which header and realm, decided once for the three steps below
     proxy = auth.is_proxy_auth(req) if proxy is None else proxy
     realm = realm or auth.realm_for(req)
+    if not req.has("proxy-authorization" if proxy else "authorization"):
+        # the first request of a client: no credentials, nothing to read (check's verdict)
+        verdict = Verdict(AuthResult.NO_CREDENTIALS, realm=realm)
+        _report(verdict, msg, security, now if sec_now is None else sec_now)
+        return AuthOutcome(verdict, auth.reply_for(req, verdict, now, realm=realm, proxy=proxy))
     wanted = auth.wanted_ha1(req, realm=realm, proxy=proxy)
     ha1 = await store.get_ha1(*wanted) if wanted else None
 
