@@ -28,6 +28,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from ...errors import RemoteProtocolError
+from ...sip.uri import parse_uri
 
 # algorithm token (as written on the wire, upper case) -> (hash constructor, is -sess)
 _HASHES: dict[str, Callable[..., "hashlib._Hash"]] = {
@@ -512,8 +513,6 @@ def uri_matches(digest_uri: str, request_uri: str,
     (`sip:example.com`), as Kamailio accepts."""
     if digest_uri == request_uri:
         return True
-    from ...sip.uri import parse_uri
-
     try:
         a, b = parse_uri(digest_uri), parse_uri(request_uri)
     except RemoteProtocolError:
