@@ -114,6 +114,20 @@ def _reply_parts(status: int, reason: str,
     return code, reason, hdrs, body.encode() if isinstance(body, str) else body
 
 
+_nat_module: list = []
+
+
+def _registrar_nat():
+    """modules/registrar/nat.py, imported on first use (a proxy without the NAT helpers does
+    not load the registrar) and then kept: an import statement per call costs importlib's
+    name resolution every time (the registrar route asks for every request and reply)."""
+    if not _nat_module:
+        from ..modules.registrar import nat
+
+        _nat_module.append(nat)
+    return _nat_module[0]
+
+
 class _CallLog(logging.LoggerAdapter):
     def process(self, msg, kwargs):  # type: ignore[override]
         return f"call_id={self.extra['call_id']} {msg}", kwargs
@@ -228,9 +242,8 @@ class _MessageView:
     def nat_detected(self) -> list[str]:
         """Why the sender looks NATed (like Kamailio's nat_uac_test): `via_address`,
         `via_port` (requests), `contact_private`, `contact_address`; empty when it does not."""
-        from ..modules.registrar.nat import nat_reasons
-
-        reasons = nat_reasons(self._msg, self.src_ip, self.src_port, self.proto)
+        reasons = _registrar_nat().nat_reasons(self._msg, self.src_ip, self.src_port,
+                                               self.proto)
         if not self._msg.is_request:  # the top Via of a reply is ours: only Contact counts
             reasons = [r for r in reasons if r.startswith("contact")]
         return reasons
@@ -239,9 +252,7 @@ class _MessageView:
         """Point the first Contact at the address the message came from, so that requests
         inside the dialog reach a UA behind NAT (Kamailio's fix_nated_contact). Returns
         whether the Contact changed."""
-        from ..modules.registrar.nat import fix_contact
-
-        return fix_contact(self._msg, self.src_ip, self.src_port)
+        return _registrar_nat().fix_contact(self._msg, self.src_ip, self.src_port)
 
     def drop(self, why: str = "") -> Drop:
         action = Drop(why)
