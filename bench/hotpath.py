@@ -17,6 +17,13 @@ where SIPp's `[len]` pads it (`Content-Length:   137`: the INVITE and the 200 wi
 `--mode dispatcher` is the stateful call through sipedge-dispatcher.toml and its route
 (round robin over the 3 callees of set 1).
 
+`--mode registration` is one registration of `bench/run.py --mode registration` (its
+sipedge-registration.toml and the shipped registrar route, bindings in SQLite with
+synchronous=full): REGISTER -> 401, REGISTER with the digest response the driver computes
+-> 200, for fresh users of the bench's subscribers (each "call" is one registration, 2
+datagrams in). The database thread answers asynchronously, so this mode runs the event loop
+until each reply is sent. Nonces stay valid for a day here (the replay comes later).
+
 `--record FILE` keeps the datagrams of --calls calls; `--replay FILE` feeds them to a fresh
 worker (after --warmup calls of its own), so the caller and callee cost nothing there.
 `--icount` records, then runs the replay under valgrind's callgrind with all calls and with
@@ -55,7 +62,9 @@ def bench_file(name: str, workdir: str) -> str:
         text = f.read()
     for key, value in (("WORKERS", "1"), ("WORKDIR", workdir), ("HOST", "127.0.0.1"),
                        ("PORT", "25010"), ("NEXT_HOST", CALLEE[0]), ("NEXT_PORT", str(CALLEE[1])),
-                       ("ALG", "round_robin")):
+                       ("ALG", "round_robin"), ("REPO", os.path.dirname(HERE)),
+                       ("DB_PATH", os.path.join(workdir, "location.sqlite")),
+                       ("DB_SYNCHRONOUS", "full")):
         text = text.replace(f"@{key}@", value)
     for i, (host, port) in enumerate(CALLEES, 1):
         text = text.replace(f"@NEXT_HOST_{i}@", host).replace(f"@NEXT_PORT_{i}@", str(port))
@@ -76,12 +85,68 @@ class Collector:
         self.sent.append((data, addr))
 
 
-async def make_worker(mode: str, workdir: str):
+class WaitingCollector(Collector):
+    """A Collector whose sends wake a waiting driver (replies sent from a route task)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiter: asyncio.Future | None = None
+
+    def sendto(self, data: bytes, addr: tuple) -> None:
+        self.sent.append((data, addr))
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def next_send(self) -> None:
+        """Run the loop until something was sent (the database thread wakes it, no spin)."""
+        if not self.sent:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+            self.waiter = None
+
+
+# registration mode: the bench's subscribers (benchlib/modes.py users(): u000000, pw000000x)
+SUBSCRIBERS = 2000
+AUTH_SECRET = "00" * 16  # the nonce key the main process would hand the worker
+# recorded registrations use users the warmup does not (each recorded one is a first
+# registration, as in bench/run.py --instructions), and Call-IDs and branches of their own
+RECORD_FROM = 1000
+
+
+def make_subscribers(path: str) -> None:
+    import hashlib
+
+    from sipedge.modules.registrar.store import Store
+
+    s = Store(path, synchronous="normal")
+    for i in range(SUBSCRIBERS):
+        u = f"u{i:06d}"
+        s.add_subscriber(u, "localhost",
+                         ha1_md5=hashlib.md5(f"{u}:localhost:pw{i:06d}x".encode()).hexdigest())
+    s.close()
+
+
+async def make_worker(mode: str, workdir: str, subscribers: str | None = None):
+    """`subscribers`: registration mode: a database made by make_subscribers to copy."""
     from sipedge.config import load_text
     from sipedge.io.worker import Worker
     from sipedge.script.loader import load_script
 
     text = bench_file(f"sipedge-{mode}.toml", workdir)
+    secrets_ = {}
+    if mode == "registration":
+        text = text.replace("[auth]\n", "[auth]\nnonce_expires_s = 86400\n")
+        db = os.path.join(workdir, "location.sqlite")
+        for suffix in ("", "-wal", "-shm"):  # a second worker of this process: a fresh db
+            if os.path.exists(db + suffix):
+                os.unlink(db + suffix)
+        if subscribers:
+            import shutil
+
+            shutil.copyfile(subscribers, db)
+        else:
+            make_subscribers(db)
+        secrets_["auth"] = AUTH_SECRET
     cfg_path = os.path.join(workdir, "sipedge.toml")
     with open(cfg_path, "w") as f:
         f.write(text)
@@ -91,13 +156,13 @@ async def make_worker(mode: str, workdir: str):
     real_token_hex = secrets.token_hex
     secrets.token_hex = lambda n=None: "ab"  # a fixed transaction branch salt: replayable
     try:
-        w = Worker(0, 1, load_text(text, cfg_path), "hotpath")
+        w = Worker(0, 1, load_text(text, cfg_path), "hotpath", secrets=secrets_)
     finally:
         secrets.token_hex = real_token_hex
     await w.modules.start()  # dispatcher: its Dispatcher and ksr.dispatcher
     if w.script_path:
         w.script = load_script(w.script_path, {"ksr": w.modules.ksr})
-    w.udp = {0: Collector()}
+    w.udp = {0: WaitingCollector() if mode == "registration" else Collector()}
     return w
 
 
@@ -202,6 +267,95 @@ def run_calls(w, ncalls: int, record: list | None = None) -> None:
         col.sent.clear()  # 100 Trying
 
 
+def _register(n: int, auth: bytes = b"") -> bytes:
+    """The bench's REGISTER (bench/scenarios/registration/uac.xml) of registration n."""
+    host, port = PROXY
+    me = b"%s:%d" % (CALLER[0].encode(), CALLER[1])
+    user = b"u%06d" % (n % SUBSCRIBERS)
+    return (b"REGISTER sip:%s:%d SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP %s;branch=z9hG4bK-%d-%d-0\r\n"
+            b"Max-Forwards: 70\r\n"
+            b"From: <sip:%s@localhost>;tag=%dr4242\r\n"
+            b"To: <sip:%s@localhost>\r\n"
+            b"Call-ID: %d-4242@127.0.0.1\r\n"
+            b"CSeq: %d REGISTER\r\n"
+            b"Contact: <sip:%s@%s>\r\n"
+            b"%s"
+            b"Expires: 3600\r\n"
+            b"User-Agent: sipedge-bench\r\n"
+            b"Content-Length: 0\r\n\r\n" % (host.encode(), port, me, n, 2 if auth else 1,
+                                               user, n, user, n, 2 if auth else 1, user, me,
+                                               auth))
+
+
+def _authorization(n: int, challenge: bytes) -> bytes:
+    """The Authorization header SIPp answers a 401 with (MD5, qop=auth, nc=1)."""
+    import hashlib
+
+    def md5(*parts: str) -> str:
+        return hashlib.md5(":".join(parts).encode()).hexdigest()
+
+    p = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge.decode()))
+    i = n % SUBSCRIBERS
+    user, uri, cnonce = f"u{i:06d}", "sip:%s:%d" % PROXY, "%08x" % n
+    ha1 = md5(user, p["realm"], f"pw{i:06d}x")
+    response = md5(ha1, p["nonce"], "00000001", cnonce, "auth", md5("REGISTER", uri))
+    return (f'Authorization: Digest username="{user}",realm="{p["realm"]}",cnonce="{cnonce}",'
+            f'nc=00000001,qop=auth,uri="{uri}",nonce="{p["nonce"]}",response="{response}",'
+            f'algorithm=MD5\r\n').encode()
+
+
+async def run_registrations(w, count: int, record: list | None = None, *,
+                            first: int = 1) -> None:
+    """`count` registrations (401, then 200) of users first, first + 1, ..."""
+    col: WaitingCollector = w.udp[0]
+    for n in range(first, first + count):
+        data = _register(n)
+        if record is not None:
+            record.append((data, CALLER))
+        w.on_datagram(data, CALLER, 0)
+        await col.next_send()
+        challenge = _headers(_take(col, CALLER, b"401")[0], b"www-authenticate")[0]
+        data = _register(n, _authorization(n, challenge))
+        if record is not None:
+            record.append((data, CALLER))
+        w.on_datagram(data, CALLER, 0)
+        await col.next_send()
+        _take(col, CALLER, b"200")
+        col.sent.clear()
+
+
+async def replay_async(w, inputs: list) -> int:
+    """`replay` for registrations: each datagram's reply is awaited before the next one."""
+    on = w.on_datagram
+    col: WaitingCollector = w.udp[0]
+    n = 0
+    for data, addr in inputs:
+        on(data, addr, 0)
+        await col.next_send()
+        n += len(col.sent)
+        col.sent.clear()
+    return n
+
+
+MESSAGES_IN = {"registration": 2}  # datagrams in per call; the calls: 6
+
+
+async def warm_up(w, mode: str, count: int) -> None:
+    if mode == "registration":
+        await run_registrations(w, count)
+    else:
+        run_calls(w, count)
+
+
+async def play(w, mode: str, count: int, record: list) -> None:
+    """`count` calls (registrations) recorded into `record`, numbered apart from warm_up's."""
+    if mode == "registration":
+        await run_registrations(w, count, record, first=RECORD_FROM)
+        return
+    run_calls(w, count, record)
+
+
 def replay(w, inputs: list) -> int:
     on = w.on_datagram
     for data, addr in inputs:
@@ -212,56 +366,65 @@ def replay(w, inputs: list) -> int:
     return n
 
 
-def record(mode: str, ncalls: int, path: str) -> None:
+def record(mode: str, ncalls: int, path: str, subscribers: str | None = None) -> None:
     """Play `ncalls` calls and keep every datagram the worker received, in order."""
     import pickle
 
     async def go() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             inputs: list = []
-            run_calls(await make_worker(mode, tmp), ncalls, inputs)
+            await play(await make_worker(mode, tmp, subscribers), mode, ncalls, inputs)
             with open(path, "wb") as f:
                 pickle.dump(inputs, f)
     asyncio.run(go())
 
 
+async def replay_any(w, mode: str, inputs: list) -> int:
+    if mode == "registration":
+        return await replay_async(w, inputs)
+    return replay(w, inputs)
+
+
 async def main_async(a) -> None:
+    per_call = MESSAGES_IN.get(a.mode, 6)
     with tempfile.TemporaryDirectory() as tmp:
-        w = await make_worker(a.mode, tmp)
-        run_calls(w, a.warmup)  # imports, caches, first-call costs
+        w = await make_worker(a.mode, tmp, a.subscribers)
+        await warm_up(w, a.mode, a.warmup)  # imports, caches, first-call costs
         if a.replay is not None:
             import pickle
 
             with open(a.replay, "rb") as f:
                 inputs = pickle.load(f)
             if a.count is not None:
-                inputs = inputs[:a.count * 6]
+                inputs = inputs[:a.count * per_call]
             if a.dump:
-                for data, _ in inputs[:6]:
+                for data, _ in inputs[:per_call]:
                     print(data.decode(errors="replace"))
-            sent = replay(w, inputs)
-            print(f"replayed {len(inputs)} datagrams, {sent} sent", file=sys.stderr)
+            sent = await replay_any(w, a.mode, inputs)
+            replies = {k: v for k, v in w.stats.items() if k.startswith("snd_rpl")}
+            print(f"replayed {len(inputs)} datagrams, {sent} sent (replies with the warmup's: "
+                  f"{replies})", file=sys.stderr)
             return
         if a.profile:
             import cProfile
             import pstats
 
             inputs = []
-            run_calls(w, a.calls, inputs)
-            w = await make_worker(a.mode, tmp)
-            run_calls(w, a.warmup)
+            await play(w, a.mode, a.calls, inputs)
+            w = await make_worker(a.mode, tmp, a.subscribers)
+            await warm_up(w, a.mode, a.warmup)
             prof = cProfile.Profile()
             prof.enable()
-            replay(w, inputs)
+            await replay_any(w, a.mode, inputs)
             prof.disable()
             pstats.Stats(prof).sort_stats(a.sort).print_stats(a.top)
             return
         inputs = []
-        run_calls(w, a.calls, inputs)
-        w = await make_worker(a.mode, tmp)
-        run_calls(w, a.warmup)
+        await play(w, a.mode, a.calls, inputs)
+        w = await make_worker(a.mode, tmp, a.subscribers)
+        await warm_up(w, a.mode, a.warmup)
         t0 = time.perf_counter()
-        sent = replay(w, inputs)
+        sent = await replay_any(w, a.mode, inputs)
         dt = time.perf_counter() - t0
         print(f"{a.mode}: {len(inputs)} datagrams in, {sent} out, "
               f"{dt / a.calls * 1e6:.1f} us/call, {dt / len(inputs) * 1e6:.1f} us/message "
@@ -272,16 +435,24 @@ def icount(a) -> None:
     """Instructions per call under callgrind: (replay N calls) - (replay 0 calls), over N.
     The calls are recorded first, outside valgrind."""
     with tempfile.TemporaryDirectory() as tmp:
+        subscribers = None
+        if a.mode == "registration":  # made once, copied by every run
+            subscribers = os.path.join(tmp, "subscribers.sqlite")
+            make_subscribers(subscribers)
         rec = os.path.join(tmp, "calls.pickle")
-        record(a.mode, a.calls, rec)
+        record(a.mode, a.calls, rec, subscribers)
 
         def ir(n: int) -> int:
             out = os.path.join(tmp, f"cg.{n}")
-            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                            sys.executable, os.path.abspath(__file__), "--mode", a.mode,
-                            "--warmup", str(a.warmup), "--replay", rec, "--count", str(n)],
-                           check=True, capture_output=True)
-            with open(out) as f:
+            p = subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                 sys.executable, os.path.abspath(__file__), "--mode", a.mode,
+                 "--warmup", str(a.warmup), "--replay", rec, "--count", str(n)]
+                + (["--subscribers", subscribers] if subscribers else []),
+                check=True, capture_output=True, text=True)
+            if a.verbose:
+                print(p.stderr.strip().splitlines()[-1], file=sys.stderr)
+            with open(out) as f:  # one file: all threads (the database thread too)
                 for line in f:
                     if line.startswith(("summary:", "totals:")):
                         return int(line.split()[1])
@@ -289,13 +460,16 @@ def icount(a) -> None:
         base = ir(0)
         full = ir(a.calls)
     per_call = (full - base) / a.calls
-    print(f"{a.mode}: {per_call:,.0f} instructions per call, {per_call / 6:,.0f} per message "
-          f"({a.calls} calls replayed under callgrind)")
+    per_msg = MESSAGES_IN.get(a.mode, 6)
+    what = "registration" if a.mode == "registration" else "call"
+    print(f"{a.mode}: {per_call:,.0f} instructions per {what}, {per_call / per_msg:,.0f} per "
+          f"message in ({a.calls} {what}s replayed under callgrind)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("stateless", "stateful", "dispatcher"), default="stateless")
+    ap.add_argument("--mode", choices=("stateless", "stateful", "dispatcher", "registration"),
+                    default="stateless")
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--replay", metavar="FILE", help="replay datagrams recorded by --record")
@@ -306,12 +480,14 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--icount", action="store_true", help="instructions per call (callgrind)")
     ap.add_argument("--dump", action="store_true", help="print the first call's inputs")
+    ap.add_argument("--subscribers", metavar="FILE", help=argparse.SUPPRESS)  # icount's copy
+    ap.add_argument("--verbose", action="store_true", help="--icount: each replay's summary")
     a = ap.parse_args()
     if a.icount:
         icount(a)
         return
     if a.record:
-        record(a.mode, a.calls, a.record)
+        record(a.mode, a.calls, a.record, a.subscribers)
         return
     asyncio.run(main_async(a))
 

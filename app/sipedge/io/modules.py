@@ -275,9 +275,12 @@ class AuthFacade:
         """Verify the credentials (Authorization for REGISTER, Proxy-Authorization for
         others). `outcome.ok`, else send `outcome.reply` (challenge, stale challenge, 400,
         403). Failed logins count towards blocking the source (security module)."""
-        return await auth_api.auth_check_async(self._auth, msg, time.time(), self._store,
-                                               realm=realm, security=self._security,
-                                               sec_now=time.monotonic())
+        outcome = await auth_api.auth_check_async(self._auth, msg, time.time(), self._store,
+                                                  realm=realm, security=self._security,
+                                                  sec_now=time.monotonic())
+        if outcome.subscriber is not None:  # ksr.registrar.save need not read it again
+            msg.auth_subscriber = outcome.subscriber
+        return outcome
 
     def challenge(self, msg, realm: str | None = None, stale: bool = False) -> ReplySpec:
         return auth_api.auth_challenge(self._auth, msg, time.time(), realm=realm, stale=stale)

@@ -100,9 +100,40 @@ def _check_status(status: int | None, regex: str) -> bool:
     return status is not None and re.fullmatch(regex, str(status)) is not None
 
 
+def _reply_parts(status: int, reason: str,
+                 headers: dict[str, str] | list[tuple[str, str]] | tuple | None,
+                 body: bytes | str) -> tuple[int, str, tuple[tuple[str, str], ...], bytes]:
+    """reply() and t_reply(): the checked status, reason, headers and body."""
+    code = int(status)
+    if not 100 <= code <= 699:
+        raise ValueError(f"bad status {status!r}")
+    if "\r" in reason or "\n" in reason:
+        raise ValueError("reason must be one line")
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    hdrs = tuple([_split_hf(k, v) for k, v in pairs])
+    return code, reason, hdrs, body.encode() if isinstance(body, str) else body
+
+
+_nat_module: list = []
+
+
+def _registrar_nat():
+    """modules/registrar/nat.py, imported on first use (a proxy without the NAT helpers does
+    not load the registrar) and then kept: an import statement per call costs importlib's
+    name resolution every time (the registrar route asks for every request and reply)."""
+    if not _nat_module:
+        from ..modules.registrar import nat
+
+        _nat_module.append(nat)
+    return _nat_module[0]
+
+
 class _CallLog(logging.LoggerAdapter):
     def process(self, msg, kwargs):  # type: ignore[override]
         return f"call_id={self.extra['call_id']} {msg}", kwargs
+
+
+_HF_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def _split_hf(name: str, value: str | None) -> tuple[str, str]:
@@ -113,7 +144,7 @@ def _split_hf(name: str, value: str | None) -> tuple[str, str]:
             raise ValueError("append_hf needs 'Name: value' or a name and a value")
         value = value.strip().removesuffix("\r\n")
     name = name.strip()
-    if not name or not re.fullmatch(r"[A-Za-z0-9\-.!%*_+`'~]+", name):
+    if not name or not _HF_NAME.fullmatch(name):
         raise ValueError(f"bad header name {name!r}")
     if "\r" in value or "\n" in value:
         raise ValueError("header value must be one line")
@@ -211,9 +242,8 @@ class _MessageView:
     def nat_detected(self) -> list[str]:
         """Why the sender looks NATed (like Kamailio's nat_uac_test): `via_address`,
         `via_port` (requests), `contact_private`, `contact_address`; empty when it does not."""
-        from ..modules.registrar.nat import nat_reasons
-
-        reasons = nat_reasons(self._msg, self.src_ip, self.src_port, self.proto)
+        reasons = _registrar_nat().nat_reasons(self._msg, self.src_ip, self.src_port,
+                                               self.proto)
         if not self._msg.is_request:  # the top Via of a reply is ours: only Contact counts
             reasons = [r for r in reasons if r.startswith("contact")]
         return reasons
@@ -222,9 +252,7 @@ class _MessageView:
         """Point the first Contact at the address the message came from, so that requests
         inside the dialog reach a UA behind NAT (Kamailio's fix_nated_contact). Returns
         whether the Contact changed."""
-        from ..modules.registrar.nat import fix_contact
-
-        return fix_contact(self._msg, self.src_ip, self.src_port)
+        return _registrar_nat().fix_contact(self._msg, self.src_ip, self.src_port)
 
     def drop(self, why: str = "") -> Drop:
         action = Drop(why)
@@ -359,15 +387,7 @@ class RequestMsg(_MessageView):
               body: bytes | str = b"", content_type: str | None = None) -> Reply:
         """Answer statelessly, with extra headers and an optional body. `headers` is a dict
         or a list of (name, value) pairs (a name may repeat: two WWW-Authenticate)."""
-        if not 100 <= int(status) <= 699:
-            raise ValueError(f"bad status {status!r}")
-        if "\r" in reason or "\n" in reason:
-            raise ValueError("reason must be one line")
-        pairs = headers.items() if isinstance(headers, dict) else (headers or ())
-        hdrs = tuple(_split_hf(k, v) for k, v in pairs)
-        if isinstance(body, str):
-            body = body.encode()
-        action = Reply(int(status), reason, hdrs, body, content_type)
+        action = Reply(*_reply_parts(status, reason, headers, body), content_type)
         self.actions.append(action)
         return action
 
@@ -375,6 +395,8 @@ class RequestMsg(_MessageView):
     # -- transactions (t_relay and friends); see docs/transactions.md ------------------
 
     _tm: TmState | None = None
+    # (username, domain) of the subscriber ksr.auth.check() authenticated (io/modules.py)
+    auth_subscriber: tuple[str, str] | None = None
 
     @property
     def tm(self) -> TmState:
@@ -427,9 +449,7 @@ class RequestMsg(_MessageView):
                 body: bytes | str = b"", content_type: str | None = None) -> TReply:
         """Answer statefully (retransmissions of the request are absorbed). In a failure
         route this replaces the winning reply."""
-        r = self.reply(status, reason, headers, body, content_type)
-        self.actions.pop()
-        action = TReply(r.status, r.reason, r.headers, r.body, r.content_type)
+        action = TReply(*_reply_parts(status, reason, headers, body), content_type)
         self.actions.append(action)
         return action
 

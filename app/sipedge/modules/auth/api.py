@@ -18,6 +18,8 @@ from .digest import AuthResult, Verdict
 class AuthOutcome:
     verdict: Verdict
     reply: ReplySpec | None  # None: authenticated, go on
+    # authenticated: the (username, domain) row whose HA1 matched (it exists)
+    subscriber: tuple[str, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -59,6 +61,11 @@ async def auth_check_async(auth: Auth, msg, now: float, store, *, realm: str | N
     # which header and realm, decided once for the three steps below
     proxy = auth.is_proxy_auth(req) if proxy is None else proxy
     realm = realm or auth.realm_for(req)
+    if not req.has("proxy-authorization" if proxy else "authorization"):
+        # the first request of a client: no credentials, nothing to read (check's verdict)
+        verdict = Verdict(AuthResult.NO_CREDENTIALS, realm=realm)
+        _report(verdict, msg, security, now if sec_now is None else sec_now)
+        return AuthOutcome(verdict, auth.reply_for(req, verdict, now, realm=realm, proxy=proxy))
     wanted = auth.wanted_ha1(req, realm=realm, proxy=proxy)
     ha1 = await store.get_ha1(*wanted) if wanted else None
 
@@ -69,6 +76,8 @@ async def auth_check_async(auth: Auth, msg, now: float, store, *, realm: str | N
 
     verdict = auth.check(req, now, realm=realm, proxy=proxy, lookup=lookup)
     _report(verdict, msg, security, now if sec_now is None else sec_now)
+    if verdict.result is AuthResult.OK:  # only the HA1 of `wanted` can have matched
+        return AuthOutcome(verdict, None, (wanted[0], wanted[1]) if wanted else None)
     return AuthOutcome(verdict, auth.reply_for(req, verdict, now, realm=realm, proxy=proxy))
 
 

@@ -23,7 +23,8 @@ async def save(reg: Registrar, msg, now: float, *, auth_user: str | None = None)
     or 400/403/404/420/423/500)."""
     src = source_of(msg)
     nat = bool(nat_reasons(msg.raw, src.ip, src.port, src.transport))
-    return await reg.save(msg.raw, src, now, nat=nat, auth_user=auth_user)
+    return await reg.save(msg.raw, src, now, nat=nat, auth_user=auth_user,
+                          known_subscriber=getattr(msg, "auth_subscriber", None))
 
 
 async def lookup(reg: Registrar, msg, now: float) -> tuple[list[Target], ReplySpec | None]:

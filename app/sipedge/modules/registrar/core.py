@@ -24,7 +24,7 @@ from ...errors import RemoteProtocolError
 from ...sip.grammar import format_params, is_digits
 from ...sip.headers.address import Address, parse_address
 from ...sip.message import Request
-from ...sip.uri import URI
+from ...sip.uri import URI, parse_uri
 from .. import ReplySpec
 from .params import RegistrarParams
 
@@ -105,8 +105,6 @@ def contact_key(uri_text: str) -> str:
 
     A REGISTER computes the key of its contact and of every stored binding of the AOR, the
     same few texts again and again: recent keys are kept (a pure function of the text)."""
-    from ...sip.uri import parse_uri
-
     try:
         u = parse_uri(uri_text)
     except RemoteProtocolError:

@@ -33,15 +33,20 @@ class Registrar:
         return not self.domains or host.lower().strip("[]") in self.domains
 
     async def save(self, req: Request, source: Source, now: float, *, nat: bool = False,
-                   auth_user: str | None = None) -> ReplySpec:
-        """Process a REGISTER (RFC 3261 10.3) and return the reply to send."""
+                   auth_user: str | None = None,
+                   known_subscriber: tuple[str, str] | None = None) -> ReplySpec:
+        """Process a REGISTER (RFC 3261 10.3) and return the reply to send.
+        `known_subscriber`: (user, domain) a digest check of this request has just found in
+        the subscriber table (its HA1 matched); when it is the To user and domain, the
+        table is not read again."""
         try:
             to_uri = req.to.uri
             if not self.is_our_domain(to_uri.host_bare):
                 return ReplySpec(403, "Domain Not Served")
             if auth_user is not None and to_uri.user != auth_user:
                 return ReplySpec(403, "Forbidden (To user differs from authenticated user)")
-            if self.params.require_subscriber and not await self.store.subscriber_exists(
+            if self.params.require_subscriber and known_subscriber != (
+                    to_uri.user, to_uri.host_bare) and not await self.store.subscriber_exists(
                     to_uri.user or "", to_uri.host_bare):
                 return ReplySpec(404, "Not Found")
         except RemoteProtocolError as exc:

@@ -132,6 +132,8 @@ def test_async_check_fetches_ha1_in_the_db_thread(tmp_path):
 
     ok, bad = asyncio.run(main())
     assert ok.ok and bad.verdict.result is AuthResult.WRONG_PASSWORD
+    # the row whose HA1 matched (ksr.registrar.save need not read it again); none on failure
+    assert ok.subscriber == (ok.verdict.username, "example.com") and bad.subscriber is None
 
 
 def test_subscriber_rpc_never_stores_the_password(tmp_path):

@@ -163,6 +163,18 @@ def test_nonce_secret_survives_restart():
     assert NonceCodec(SECRET, expires_s=30).check(n, "r", 55.0) is NonceState.VALID
 
 
+def test_nonce_mac_is_hmac_sha256_whatever_the_key_length():
+    """Nonces issued before the MAC's pads were precomputed still check (and the other way
+    round): the value is HMAC-SHA256, also for a key longer than the hash block."""
+    import base64
+    import hmac
+
+    for secret in (SECRET, b"k" * 64, b"long key " * 20):
+        n = NonceCodec(secret, expires_s=30, rand=lambda k: b"\x07" * k).issue("r", 50.0)
+        raw = base64.urlsafe_b64decode(n)
+        assert raw[16:] == hmac.digest(secret, b"r\x00" + raw[:16], "sha256")[:16]
+
+
 def test_nonce_counts_bounded_and_monotonic():
     t = NonceCounts(max_entries=3)
     assert t.accept("a", 1, 100, 0) is True

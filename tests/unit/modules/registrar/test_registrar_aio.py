@@ -157,6 +157,33 @@ def test_save_refusals(registrar):
     run(main())
 
 
+def test_save_reads_no_subscriber_the_digest_check_found(registrar):
+    """`msg.auth_subscriber` (set by ksr.auth.check when the HA1 of that row matched) spares
+    the subscriber read only when it names the To user and domain."""
+    async def main():
+        reg = await registrar()
+        reads = []
+        exists = reg.store.subscriber_exists
+
+        async def counted(user, domain):
+            reads.append((user, domain))
+            return await exists(user, domain)
+        reg.store.subscriber_exists = counted
+        msg = FakeMsg(_register())
+        msg.auth_subscriber = ("alice", "example.com")
+        assert (await api.save(reg, msg, NOW, auth_user="alice")).status == 200
+        assert reads == []
+        carol = FakeMsg(_register("carol"))
+        carol.auth_subscriber = ("alice", "example.com")  # another user's: read, refused
+        assert (await api.save(reg, carol, NOW)).status == 404
+        assert reads == [("carol", "example.com")]
+        assert (await api.save(reg, FakeMsg(_register("bob")), NOW)).status == 200
+        assert reads[-1] == ("bob", "example.com")
+        await reg.store.close()
+
+    run(main())
+
+
 def test_parallel_fork_branches(registrar):
     async def main():
         reg = await registrar()
