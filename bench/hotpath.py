@@ -212,14 +212,19 @@ def replay(w, inputs: list) -> int:
     return n
 
 
-def record(mode: str, ncalls: int, path: str) -> None:
-    """Play `ncalls` calls and keep every datagram the worker received, in order."""
+def record(mode: str, ncalls: int, path: str, warmup: int) -> None:
+    """Play `ncalls` calls and keep every datagram the worker received, in order. The
+    `warmup` calls the replay plays first are played first here too (not kept): the replayed
+    calls then get the numbers, and their branches the counters, they had when recorded (a
+    replayed call numbered like a warmup call would be a retransmission of it)."""
     import pickle
 
     async def go() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             inputs: list = []
-            run_calls(await make_worker(mode, tmp), ncalls, inputs)
+            w = await make_worker(mode, tmp)
+            run_calls(w, warmup)
+            run_calls(w, ncalls, inputs)
             with open(path, "wb") as f:
                 pickle.dump(inputs, f)
     asyncio.run(go())
@@ -273,7 +278,7 @@ def icount(a) -> None:
     The calls are recorded first, outside valgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         rec = os.path.join(tmp, "calls.pickle")
-        record(a.mode, a.calls, rec)
+        record(a.mode, a.calls, rec, a.warmup)
 
         def ir(n: int) -> int:
             out = os.path.join(tmp, f"cg.{n}")
@@ -311,7 +316,7 @@ def main() -> None:
         icount(a)
         return
     if a.record:
-        record(a.mode, a.calls, a.record)
+        record(a.mode, a.calls, a.record, a.warmup)
         return
     asyncio.run(main_async(a))
 
