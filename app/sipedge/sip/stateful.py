@@ -432,14 +432,15 @@ class StatefulProxy:
             obj.armed = when  # type: ignore[union-attr]
             if when is not None:
                 heapq.heappush(self._heap, (when, next(self._heap_seq), obj))
-            if self._stale > 256:
+            if self._stale > 256 and 2 * self._stale > len(self._heap):
                 self._sweep_heap()
 
     def _disarm(self, obj: Branch) -> None:
         if obj.armed is not None:
             obj.armed = None
             self._stale += 1
-            self._sweep_heap()
+            if self._stale > 256 and 2 * self._stale > len(self._heap):
+                self._sweep_heap()
 
     def _sweep_heap(self) -> None:
         """Stale heap entries (timers stopped or moved) would keep finished calls in memory
@@ -535,14 +536,16 @@ class StatefulProxy:
         key = server_key(msg)
         if key in self.server:
             raise LocalProtocolError("a transaction for this request exists already")
-        st = self._new_server(msg, src, now)
+        st = self._new_server(msg, src, now, key)
         ctx = ResponseContext(st, msg, src, self._reply_peer(msg, src))
         st.owner = ctx
         self.contexts += 1
         return ctx
 
-    def _new_server(self, msg: Request, src: Source, now: float) -> ServerTransaction:
-        st = ServerTransaction(msg, now, reliable=src.proto != "udp", timers=self.params.timers)
+    def _new_server(self, msg: Request, src: Source, now: float,
+                    key: object = None) -> ServerTransaction:
+        st = ServerTransaction(msg, now, reliable=src.proto != "udp", timers=self.params.timers,
+                               key=key)
         self.server[st.key] = st
         self.active[st.kind] += 1
         self.total[st.kind] += 1
@@ -586,9 +589,11 @@ class StatefulProxy:
             b = Branch(ctx, len(ctx.branches), req, t.peer)
             b.data = t.data
             ctx.branches.append(b)
-            data = self.core.finalize_request(req, ctx.src, t.out, self.new_branch_id(req))
+            branch = self.new_branch_id(req)
+            data = self.core.finalize_request(req, ctx.src, t.out, branch)
+            # keyed by the branch it was given (what `client_key(req.via.branch)` reads back)
             ct = ClientTransaction(req, data, now, reliable=t.peer.proto != "udp",
-                                   timers=self.params.timers)
+                                   timers=self.params.timers, key=(branch, req.method))
             ct.owner = b
             b.ct = ct
             b.fr_deadline = now + self.params.fr_timeout
@@ -689,18 +694,20 @@ class StatefulProxy:
     # -- events of the transactions ----------------------------------------------------
 
     def _drain(self, txn: ServerTransaction | ClientTransaction, now: float) -> None:
-        data = txn.data_to_send()
+        # the transaction's queues read in place (data_to_send() and next_event() are the
+        # same, one call each per item)
+        data = txn._out
         if data:
+            txn._out = []
             peer = self._peer_of(txn)
             if peer is not None:
-                key = txn.key if isinstance(txn, ClientTransaction) else None
+                key = txn.key if type(txn) is ClientTransaction else None
                 for d in data:
                     self._out.append(Transmit(peer, d, key))
-        while True:
-            ev = txn.next_event()
-            if ev is None:
-                break
-            if isinstance(ev, ResponseReceived):
+        events = txn._events
+        while events:
+            ev = events.pop(0)
+            if type(ev) is ResponseReceived:
                 owner = txn.owner
                 if isinstance(owner, Branch) and txn is owner.ct:
                     self._on_response(owner, ev.response, now)

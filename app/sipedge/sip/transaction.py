@@ -364,8 +364,15 @@ class Transaction:
             self._events.append(TransactionTerminated())
 
     def _start(self, name: Input, now: float, duration: float) -> None:
-        self._timers[name] = now + duration
-        self._update_next()
+        when = now + duration
+        timers = self._timers
+        if name in timers:  # restarted: its old deadline may have been the earliest
+            timers[name] = when
+            self._update_next()
+        else:
+            timers[name] = when
+            if self._next is None or when < self._next:
+                self._next = when
 
     def _stop(self, *names: Input) -> None:
         for n in names:
