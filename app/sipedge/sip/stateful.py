@@ -44,6 +44,7 @@ from .proxy import LocalAddress, ProxyCore, Source
 from .transaction import (
     AckReceived,
     ClientTransaction,
+    Input,
     Kind,
     ResponseReceived,
     ServerTransaction,
@@ -220,11 +221,18 @@ def is_stateful_branch(branch: str | None) -> bool:
 
 
 def copy_request(req: Request) -> Request:
-    """A deep enough copy: own header list, own entries; values are immutable strings."""
+    """A deep enough copy: own header list, own entries; values are immutable strings. The
+    parsed values (top Via, CSeq, From, To, Request-URI: immutable, and true of the same
+    header text) come along, so the copy does not parse them again."""
     out = Request(req.method, req.uri_text, [[h[0], h[1], h[2]] for h in req.headers],
                   req.body, req.version)
     out.send_socket = req.send_socket
     out.record_route = req.record_route
+    out._uri = req._uri
+    out._via = req._via
+    out._cseq = req._cseq
+    out._from = req._from
+    out._to = req._to
     return out
 
 
@@ -325,6 +333,8 @@ def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
     return int(status), branch, method, out
 
 
+_RCV_1XX = Input.RCV_1XX
+_RCV_2XX = Input.RCV_2XX
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
 # [relayed][status class] -> the counter key (fwd_rpl_2xx, snd_rpl_1xx, ...)
 _COUNTER_KEYS = tuple(tuple(f"{'fwd' if r else 'snd'}_rpl_{c}xx" for c in range(10))
@@ -375,6 +385,10 @@ class StatefulProxy:
         self._branch_seq = itertools.count(1)
         self._heap_seq = itertools.count()
         self._stale = 0
+        # the request match_request() last found no transaction for, and its key: create()
+        # for the same request reuses it (the key of the request as it came, before the
+        # script and the Via stamp, which is what a retransmission's key is computed from)
+        self._missed: tuple[Request, tuple] | None = None
 
     # -- output and timers ----------------------------------------------------------
 
@@ -464,7 +478,8 @@ class StatefulProxy:
         is answered and applied (16.10). True: consumed, the script does not see it."""
         if not self.server:
             return False
-        st = self.server.get(server_key(msg))
+        key = server_key(msg)
+        st = self.server.get(key)
         if st is not None:
             if type(st) is Absorber:
                 if st.response is not None and msg.method != "ACK":  # type: ignore[union-attr]
@@ -487,6 +502,7 @@ class StatefulProxy:
                 cst.owner = self._reply_peer(msg, src)
                 self._send_reply(cst, self.core.make_reply(msg, 200, "OK"), now)
                 return True
+        self._missed = (msg, key)
         return False
 
     def _receive_cancel(self, cancel: Request, src: Source, ctx: ResponseContext,
@@ -533,7 +549,8 @@ class StatefulProxy:
         answers statefully (t_relay / t_reply)."""
         if msg.method == "ACK":
             raise LocalProtocolError("ACK never creates a transaction")
-        key = server_key(msg)
+        missed, self._missed = self._missed, None
+        key = missed[1] if missed is not None and missed[0] is msg else server_key(msg)
         if key in self.server:
             raise LocalProtocolError("a transaction for this request exists already")
         st = self._new_server(msg, src, now, key)
@@ -556,9 +573,20 @@ class StatefulProxy:
         """Where responses go (18.2.2, RFC 3581): the connection for streams; over UDP the
         source address, and the source port when the Via asked for rport."""
         via = msg.via
-        if src.proto == "udp" and not via.maddr:
-            port = src.port if via.rport is not None else (via.port or 5060)
-            return Peer("udp", src.ip, port, src.listener)
+        if src.proto == "udp":
+            # maddr (its first value) and rport in one pass over the parameters
+            maddr = rport = False
+            for k, v in via.params:
+                k = k.lower()
+                if k == "maddr" and not maddr:
+                    if v:
+                        break
+                    maddr = True
+                elif k == "rport":
+                    rport = True
+            else:
+                return Peer("udp", src.ip, src.port if rport else (via.port or 5060),
+                            src.listener)
         ip, port = via.response_target()
         return Peer(src.proto, ip, port, src.listener, src.conn_id)
 
@@ -676,8 +704,8 @@ class StatefulProxy:
         b = ct.owner
         if not isinstance(b, Branch) or b.ct is not ct or self.hooks.reads_replies(b.ctx):
             return False
-        ct.receive_status(status, SplicedReply(status, rest), now)
-        self._drain(ct, now)
+        ct._apply(_RCV_1XX if status < 200 else _RCV_2XX, now, SplicedReply(status, rest))
+        self._drain(ct, now)  # (ct.receive_status without its two calls)
         return True
 
     def transport_error(self, key: object, now: float) -> None:
@@ -699,7 +727,10 @@ class StatefulProxy:
         data = txn._out
         if data:
             txn._out = []
-            peer = self._peer_of(txn)
+            owner = txn.owner
+            t = type(owner)
+            peer = owner.peer if t is Branch else owner.reply_peer if t is ResponseContext \
+                else self._peer_of(txn)
             if peer is not None:
                 key = txn.key if type(txn) is ClientTransaction else None
                 for d in data:
