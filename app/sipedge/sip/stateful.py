@@ -439,7 +439,8 @@ class StatefulProxy:
                 self._drain(obj, now)  # type: ignore[arg-type]
 
     def _arm(self, obj: ServerTransaction | ClientTransaction | Branch) -> None:
-        when = obj.get_timer()
+        # get_timer() of a branch / of a transaction, read without the call
+        when = obj.fr_deadline if type(obj) is Branch else obj._next  # type: ignore[union-attr]
         if when != obj.armed:  # type: ignore[union-attr]
             if obj.armed is not None:  # type: ignore[union-attr]
                 self._stale += 1
