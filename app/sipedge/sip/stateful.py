@@ -273,6 +273,7 @@ class SplicedReply:
 
 
 _VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:")  # over the lowered head
+_FOLDED = re.compile(rb"\n[ \t]")  # (one pass; see sip/message.py)
 _CSEQ_LINE = re.compile(rb"\ncseq[ \t]*:[ \t]*[0-9]+[ \t]+([^ \t\r\n]+)[ \t]*\r")
 
 
@@ -290,7 +291,7 @@ def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
         return None
     status = data[8:11]
     head = data[:end + 2].lower()  # the last header line keeps its CRLF
-    if not status.isdigit() or b"\n " in head or b"\n\t" in head:
+    if not status.isdigit() or _FOLDED.search(head) is not None:
         return None
     vias = _VIA_LINE.finditer(head)
     top = next(vias, None)
