@@ -221,13 +221,19 @@ class Message:
     @property
     def from_(self) -> Address:
         if self._from is None:
-            self._from = self.address("from")
+            v = self.get("from")  # address("from") without its call
+            if v is None:
+                raise RemoteProtocolError("Missing From")
+            self._from = parse_address(v)
         return self._from
 
     @property
     def to(self) -> Address:
         if self._to is None:
-            self._to = self.address("to")
+            v = self.get("to")
+            if v is None:
+                raise RemoteProtocolError("Missing To")
+            self._to = parse_address(v)
         return self._to
 
     def header_items(self) -> Iterator[tuple[str, str]]:
@@ -258,7 +264,10 @@ class Request(Message):
 
     def __init__(self, method: str, uri: str | URI, headers: list[list[str]] | None = None,
                  body: bytes = b"", version: str = "SIP/2.0") -> None:
-        super().__init__(headers, body)
+        # Message.__init__ inline (one call less per message: parsed, copied or built)
+        self.headers = headers if headers is not None else []
+        self.body = body
+        self._via = self._cseq = self._to = self._from = None
         self.method = method
         self.version = version
         self.loose_routed = False  # set when the proxy removed its own Route entry
@@ -303,7 +312,9 @@ class Response(Message):
 
     def __init__(self, status: int, reason: str, headers: list[list[str]] | None = None,
                  body: bytes = b"", version: str = "SIP/2.0") -> None:
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else []  # as in Request
+        self.body = body
+        self._via = self._cseq = self._to = self._from = None
         self.status = status
         self.reason = reason
         self.version = version
