@@ -658,7 +658,8 @@ class StatefulProxy:
         self.counters[key] = self.counters.get(key, 0) + 1
         two = 200 <= resp.status < 300
         if st.state in (State.PROCEEDING, State.TRYING) or (st.state is State.ACCEPTED and two):
-            st.send_response(resp.status, resp.to_bytes(), now)
+            st.send_response(resp.status, resp.data if type(resp) is SplicedReply
+                             else resp.to_bytes(), now)
             self._drain(st, now)
             owner = st.owner
             if resp.status >= 200 and isinstance(owner, ResponseContext):
