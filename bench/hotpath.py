@@ -366,14 +366,20 @@ def replay(w, inputs: list) -> int:
     return n
 
 
-def record(mode: str, ncalls: int, path: str, subscribers: str | None = None) -> None:
-    """Play `ncalls` calls and keep every datagram the worker received, in order."""
+def record(mode: str, ncalls: int, path: str, warmup: int,
+           subscribers: str | None = None) -> None:
+    """Play `ncalls` calls and keep every datagram the worker received, in order. The
+    `warmup` calls the replay plays first are played first here too (not kept): the replayed
+    calls then get the numbers, and their branches the counters, they had when recorded (a
+    replayed call numbered like a warmup call would be a retransmission of it)."""
     import pickle
 
     async def go() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             inputs: list = []
-            await play(await make_worker(mode, tmp, subscribers), mode, ncalls, inputs)
+            w = await make_worker(mode, tmp, subscribers)
+            await warm_up(w, mode, warmup)
+            await play(w, mode, ncalls, inputs)
             with open(path, "wb") as f:
                 pickle.dump(inputs, f)
     asyncio.run(go())
@@ -440,7 +446,7 @@ def icount(a) -> None:
             subscribers = os.path.join(tmp, "subscribers.sqlite")
             make_subscribers(subscribers)
         rec = os.path.join(tmp, "calls.pickle")
-        record(a.mode, a.calls, rec, subscribers)
+        record(a.mode, a.calls, rec, a.warmup, subscribers)
 
         def ir(n: int) -> int:
             out = os.path.join(tmp, f"cg.{n}")
@@ -487,7 +493,7 @@ def main() -> None:
         icount(a)
         return
     if a.record:
-        record(a.mode, a.calls, a.record, a.subscribers)
+        record(a.mode, a.calls, a.record, a.warmup, a.subscribers)
         return
     asyncio.run(main_async(a))
 

@@ -44,6 +44,7 @@ from .proxy import LocalAddress, ProxyCore, Source
 from .transaction import (
     AckReceived,
     ClientTransaction,
+    Input,
     Kind,
     ResponseReceived,
     ServerTransaction,
@@ -220,11 +221,18 @@ def is_stateful_branch(branch: str | None) -> bool:
 
 
 def copy_request(req: Request) -> Request:
-    """A deep enough copy: own header list, own entries; values are immutable strings."""
+    """A deep enough copy: own header list, own entries; values are immutable strings. The
+    parsed values (top Via, CSeq, From, To, Request-URI: immutable, and true of the same
+    header text) come along, so the copy does not parse them again."""
     out = Request(req.method, req.uri_text, [[h[0], h[1], h[2]] for h in req.headers],
                   req.body, req.version)
     out.send_socket = req.send_socket
     out.record_route = req.record_route
+    out._uri = req._uri
+    out._via = req._via
+    out._cseq = req._cseq
+    out._from = req._from
+    out._to = req._to
     return out
 
 
@@ -265,6 +273,7 @@ class SplicedReply:
 
 
 _VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:")  # over the lowered head
+_FOLDED = re.compile(rb"\n[ \t]")  # (one pass; see sip/message.py)
 _CSEQ_LINE = re.compile(rb"\ncseq[ \t]*:[ \t]*[0-9]+[ \t]+([^ \t\r\n]+)[ \t]*\r")
 
 
@@ -282,7 +291,7 @@ def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
         return None
     status = data[8:11]
     head = data[:end + 2].lower()  # the last header line keeps its CRLF
-    if not status.isdigit() or b"\n " in head or b"\n\t" in head:
+    if not status.isdigit() or _FOLDED.search(head) is not None:
         return None
     vias = _VIA_LINE.finditer(head)
     top = next(vias, None)
@@ -325,6 +334,8 @@ def splice_reply(data: bytes) -> tuple[int, str, str, bytes] | None:
     return int(status), branch, method, out
 
 
+_RCV_1XX = Input.RCV_1XX
+_RCV_2XX = Input.RCV_2XX
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
 # [relayed][status class] -> the counter key (fwd_rpl_2xx, snd_rpl_1xx, ...)
 _COUNTER_KEYS = tuple(tuple(f"{'fwd' if r else 'snd'}_rpl_{c}xx" for c in range(10))
@@ -375,6 +386,10 @@ class StatefulProxy:
         self._branch_seq = itertools.count(1)
         self._heap_seq = itertools.count()
         self._stale = 0
+        # the request match_request() last found no transaction for, and its key: create()
+        # for the same request reuses it (the key of the request as it came, before the
+        # script and the Via stamp, which is what a retransmission's key is computed from)
+        self._missed: tuple[Request, tuple] | None = None
 
     # -- output and timers ----------------------------------------------------------
 
@@ -425,21 +440,23 @@ class StatefulProxy:
                 self._drain(obj, now)  # type: ignore[arg-type]
 
     def _arm(self, obj: ServerTransaction | ClientTransaction | Branch) -> None:
-        when = obj.get_timer()
+        # get_timer() of a branch / of a transaction, read without the call
+        when = obj.fr_deadline if type(obj) is Branch else obj._next  # type: ignore[union-attr]
         if when != obj.armed:  # type: ignore[union-attr]
             if obj.armed is not None:  # type: ignore[union-attr]
                 self._stale += 1
             obj.armed = when  # type: ignore[union-attr]
             if when is not None:
                 heapq.heappush(self._heap, (when, next(self._heap_seq), obj))
-            if self._stale > 256:
+            if self._stale > 256 and 2 * self._stale > len(self._heap):
                 self._sweep_heap()
 
     def _disarm(self, obj: Branch) -> None:
         if obj.armed is not None:
             obj.armed = None
             self._stale += 1
-            self._sweep_heap()
+            if self._stale > 256 and 2 * self._stale > len(self._heap):
+                self._sweep_heap()
 
     def _sweep_heap(self) -> None:
         """Stale heap entries (timers stopped or moved) would keep finished calls in memory
@@ -463,7 +480,8 @@ class StatefulProxy:
         is answered and applied (16.10). True: consumed, the script does not see it."""
         if not self.server:
             return False
-        st = self.server.get(server_key(msg))
+        key = server_key(msg)
+        st = self.server.get(key)
         if st is not None:
             if type(st) is Absorber:
                 if st.response is not None and msg.method != "ACK":  # type: ignore[union-attr]
@@ -486,6 +504,7 @@ class StatefulProxy:
                 cst.owner = self._reply_peer(msg, src)
                 self._send_reply(cst, self.core.make_reply(msg, 200, "OK"), now)
                 return True
+        self._missed = (msg, key)
         return False
 
     def _receive_cancel(self, cancel: Request, src: Source, ctx: ResponseContext,
@@ -532,17 +551,20 @@ class StatefulProxy:
         answers statefully (t_relay / t_reply)."""
         if msg.method == "ACK":
             raise LocalProtocolError("ACK never creates a transaction")
-        key = server_key(msg)
+        missed, self._missed = self._missed, None
+        key = missed[1] if missed is not None and missed[0] is msg else server_key(msg)
         if key in self.server:
             raise LocalProtocolError("a transaction for this request exists already")
-        st = self._new_server(msg, src, now)
+        st = self._new_server(msg, src, now, key)
         ctx = ResponseContext(st, msg, src, self._reply_peer(msg, src))
         st.owner = ctx
         self.contexts += 1
         return ctx
 
-    def _new_server(self, msg: Request, src: Source, now: float) -> ServerTransaction:
-        st = ServerTransaction(msg, now, reliable=src.proto != "udp", timers=self.params.timers)
+    def _new_server(self, msg: Request, src: Source, now: float,
+                    key: object = None) -> ServerTransaction:
+        st = ServerTransaction(msg, now, reliable=src.proto != "udp", timers=self.params.timers,
+                               key=key)
         self.server[st.key] = st
         self.active[st.kind] += 1
         self.total[st.kind] += 1
@@ -553,9 +575,20 @@ class StatefulProxy:
         """Where responses go (18.2.2, RFC 3581): the connection for streams; over UDP the
         source address, and the source port when the Via asked for rport."""
         via = msg.via
-        if src.proto == "udp" and not via.maddr:
-            port = src.port if via.rport is not None else (via.port or 5060)
-            return Peer("udp", src.ip, port, src.listener)
+        if src.proto == "udp":
+            # maddr (its first value) and rport in one pass over the parameters
+            maddr = rport = False
+            for k, v in via.params:
+                k = k.lower()
+                if k == "maddr" and not maddr:
+                    if v:
+                        break
+                    maddr = True
+                elif k == "rport":
+                    rport = True
+            else:
+                return Peer("udp", src.ip, src.port if rport else (via.port or 5060),
+                            src.listener)
         ip, port = via.response_target()
         return Peer(src.proto, ip, port, src.listener, src.conn_id)
 
@@ -586,9 +619,11 @@ class StatefulProxy:
             b = Branch(ctx, len(ctx.branches), req, t.peer)
             b.data = t.data
             ctx.branches.append(b)
-            data = self.core.finalize_request(req, ctx.src, t.out, self.new_branch_id(req))
+            branch = self.new_branch_id(req)
+            data = self.core.finalize_request(req, ctx.src, t.out, branch)
+            # keyed by the branch it was given (what `client_key(req.via.branch)` reads back)
             ct = ClientTransaction(req, data, now, reliable=t.peer.proto != "udp",
-                                   timers=self.params.timers)
+                                   timers=self.params.timers, key=(branch, req.method))
             ct.owner = b
             b.ct = ct
             b.fr_deadline = now + self.params.fr_timeout
@@ -623,7 +658,8 @@ class StatefulProxy:
         self.counters[key] = self.counters.get(key, 0) + 1
         two = 200 <= resp.status < 300
         if st.state in (State.PROCEEDING, State.TRYING) or (st.state is State.ACCEPTED and two):
-            st.send_response(resp.status, resp.to_bytes(), now)
+            st.send_response(resp.status, resp.data if type(resp) is SplicedReply
+                             else resp.to_bytes(), now)
             self._drain(st, now)
             owner = st.owner
             if resp.status >= 200 and isinstance(owner, ResponseContext):
@@ -671,8 +707,8 @@ class StatefulProxy:
         b = ct.owner
         if not isinstance(b, Branch) or b.ct is not ct or self.hooks.reads_replies(b.ctx):
             return False
-        ct.receive_status(status, SplicedReply(status, rest), now)
-        self._drain(ct, now)
+        ct._apply(_RCV_1XX if status < 200 else _RCV_2XX, now, SplicedReply(status, rest))
+        self._drain(ct, now)  # (ct.receive_status without its two calls)
         return True
 
     def transport_error(self, key: object, now: float) -> None:
@@ -689,18 +725,23 @@ class StatefulProxy:
     # -- events of the transactions ----------------------------------------------------
 
     def _drain(self, txn: ServerTransaction | ClientTransaction, now: float) -> None:
-        data = txn.data_to_send()
+        # the transaction's queues read in place (data_to_send() and next_event() are the
+        # same, one call each per item)
+        data = txn._out
         if data:
-            peer = self._peer_of(txn)
+            txn._out = []
+            owner = txn.owner
+            t = type(owner)
+            peer = owner.peer if t is Branch else owner.reply_peer if t is ResponseContext \
+                else self._peer_of(txn)
             if peer is not None:
-                key = txn.key if isinstance(txn, ClientTransaction) else None
+                key = txn.key if type(txn) is ClientTransaction else None
                 for d in data:
                     self._out.append(Transmit(peer, d, key))
-        while True:
-            ev = txn.next_event()
-            if ev is None:
-                break
-            if isinstance(ev, ResponseReceived):
+        events = txn._events
+        while events:
+            ev = events.pop(0)
+            if type(ev) is ResponseReceived:
                 owner = txn.owner
                 if isinstance(owner, Branch) and txn is owner.ct:
                     self._on_response(owner, ev.response, now)

@@ -256,14 +256,6 @@ def response_input(status: int) -> Input:
     return I.RCV_FINAL
 
 
-def send_input(status: int) -> Input:
-    if status < 200:
-        return I.SEND_1XX
-    if status < 300:
-        return I.SEND_2XX
-    return I.SEND_FINAL
-
-
 # -- matching (17.1.3, 17.2.3) ----------------------------------------------------------
 
 def client_key(branch: str, method: str) -> tuple[str, str]:
@@ -364,8 +356,15 @@ class Transaction:
             self._events.append(TransactionTerminated())
 
     def _start(self, name: Input, now: float, duration: float) -> None:
-        self._timers[name] = now + duration
-        self._update_next()
+        when = now + duration
+        timers = self._timers
+        if name in timers:  # restarted: its old deadline may have been the earliest
+            timers[name] = when
+            self._update_next()
+        else:
+            timers[name] = when
+            if self._next is None or when < self._next:
+                self._next = when
 
     def _stop(self, *names: Input) -> None:
         for n in names:
@@ -408,14 +407,18 @@ class ClientTransaction(Transaction):
         self.ack: bytes | None = None
         self._interval = timers.t1
         self._out.append(data)
-        if kind is Kind.ICT:
-            if not reliable:
-                self._start(I.TIMER_A, now, timers.t1)
-            self._start(I.TIMER_B, now, 64 * timers.t1)
+        # A and B (ICT) or E and F (NICT), set as _start() would: the first two timers
+        last = now + 64 * timers.t1
+        if reliable:
+            self._timers = {I.TIMER_B if kind is Kind.ICT else I.TIMER_F: last}
+            self._next = last
         else:
-            if not reliable:
-                self._start(I.TIMER_E, now, timers.t1)
-            self._start(I.TIMER_F, now, 64 * timers.t1)
+            first = now + timers.t1
+            if kind is Kind.ICT:
+                self._timers = {I.TIMER_A: first, I.TIMER_B: last}
+            else:
+                self._timers = {I.TIMER_E: first, I.TIMER_F: last}
+            self._next = min(first, last)
 
     def receive_response(self, resp: Response, now: float) -> None:
         self._apply(response_input(resp.status), now, resp)
@@ -503,7 +506,8 @@ class ServerTransaction(Transaction):
 
     def send_response(self, status: int, data: bytes, now: float) -> None:
         """The TU sends a response (already serialised)."""
-        self._apply(send_input(status), now, (status, data))
+        self._apply(I.SEND_1XX if status < 200 else I.SEND_2XX if status < 300
+                    else I.SEND_FINAL, now, (status, data))
 
     # side effects
     def _do_send(self, now: float, arg: object) -> None:

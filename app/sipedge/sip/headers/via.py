@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ...errors import RemoteProtocolError
 from ..grammar import (
@@ -29,6 +29,10 @@ class Via:
     port: int | None = None
     params: tuple[tuple[str, str | None], ...] = ()
     protocol: str = "SIP/2.0"
+    # the branch parameter once read (a transaction layer reads it several times per
+    # message); derived from `params`, so not part of the value (init, compare, hash)
+    # (False: not read yet; a branch is a string or None)
+    _branch: str | None | bool = field(default=False, init=False, repr=False, compare=False)
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
@@ -36,7 +40,10 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return get_param(self.params, "branch")
+        b = self._branch
+        if b is False:
+            b = self._branch = get_param(self.params, "branch")
+        return b  # type: ignore[return-value]
 
     @property
     def received(self) -> str | None:
