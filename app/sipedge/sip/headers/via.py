@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+try:
+    import cython
+except ImportError:  # plain Python without Cython installed (the compiled build never is)
+    from ... import _cython as cython
+
 from ...errors import RemoteProtocolError
 from ..grammar import (
     format_params,
@@ -126,6 +131,10 @@ _SIMPLE = re.compile(
 
 
 def _parse_via_uncached(text: str) -> Via:
+    if cython.compiled:  # the same as _SIMPLE's branch below, by one C pass over the value
+        via = _scan_via(text)
+        if via is not None:
+            return via
     m = _SIMPLE.fullmatch(text)
     if m is not None:
         port = m.group(3)
@@ -134,6 +143,106 @@ def _parse_via_uncached(text: str) -> Via:
                 (("branch", m.group(4)),)
             return Via(m.group(1).upper(), m.group(2), int(port) if port else None, params)
     return _parse_via_general(text)
+
+
+_BRANCH_RPORT = ("rport", None)
+
+
+@cython.cfunc
+@cython.locals(text=str, n=cython.Py_ssize_t, i=cython.Py_ssize_t, h=cython.Py_ssize_t,
+               t=cython.Py_ssize_t, b=cython.Py_ssize_t, c=cython.int, prev=cython.int,
+               port=cython.long, lower=cython.bint, colon=cython.bint)
+def _scan_via(text):
+    """What the _SIMPLE branch of _parse_via_uncached returns for `text` (one C pass in the
+    compiled build), or None where that branch does not return: the caller then takes the
+    regular expressions, which decide (and raise) as before."""
+    n = len(text)
+    if n < 18 or not text.startswith("SIP/2.0/"):
+        return None
+    # transport: [A-Za-z]+ then one space
+    i = 8
+    c = 0
+    lower = False
+    while i < n:
+        c = ord(text[i])
+        if 97 <= c <= 122:
+            lower = True
+        elif not 65 <= c <= 90:
+            break
+        i += 1
+    if i == 8 or i >= n or c != 32:
+        return None
+    t = i
+    i += 1
+    if i >= n:
+        return None
+    h = i
+    c = ord(text[i])
+    if c == 91:  # "[" IPv6 reference: [0-9A-Fa-f.:]* with a ":", then "]"
+        colon = False
+        i += 1
+        while i < n:
+            c = ord(text[i])
+            if c == 58:
+                colon = True
+            elif not (48 <= c <= 57 or 97 <= (c | 0x20) <= 102 or c == 46):
+                break
+            i += 1
+        if not colon or i >= n or c != 93:
+            return None
+        i += 1
+    else:  # HOSTNAME_PATTERN: labels of letters and digits, inner "-"s, "."s, a final "."
+        prev = 0  # 0 nothing yet, 1 letter or digit, 2 "-", 3 "."
+        while i < n:
+            c = ord(text[i])
+            if 48 <= c <= 57 or 97 <= (c | 0x20) <= 122:
+                prev = 1
+            elif c == 45:
+                if prev != 1 and prev != 2:
+                    return None
+                prev = 2
+            elif c == 46:
+                if prev != 1:
+                    return None
+                prev = 3
+            else:
+                break
+            i += 1
+        if prev != 1 and prev != 3:
+            return None
+    host = text[h:i]
+    port = 0
+    if i < n and ord(text[i]) == 58:  # ":" 1 to 5 digits, 1 to 65535
+        i += 1
+        b = i
+        while i < n:
+            c = ord(text[i])
+            if not 48 <= c <= 57:
+                break
+            port = port * 10 + (c - 48)
+            i += 1
+        if i == b or i - b > 5 or port == 0 or port > 65535:
+            return None
+    if not text.startswith(";branch=", i):
+        return None
+    i += 8
+    b = i
+    while i < n:  # [^;\s"]+ (\s of re.ASCII)
+        c = ord(text[i])
+        if c == 59 or c == 34 or c == 32 or 9 <= c <= 13:
+            break
+        i += 1
+    if i == b:
+        return None
+    branch = ("branch", text[b:i])
+    if i == n:
+        params = (branch,)
+    elif n - i == 6 and text.endswith(";rport"):
+        params = (branch, _BRANCH_RPORT)
+    else:
+        return None
+    transport = text[8:t]
+    return Via(transport.upper() if lower else transport, host, port if port else None, params)
 
 
 def _parse_via_general(text: str) -> Via:
