@@ -262,3 +262,71 @@ def test_typed_via_scan_agrees(monkeypatch):
             w = ("error", exc.reason)
         monkeypatch.setattr(via_mod, "cython", types.SimpleNamespace(compiled=True))
         assert v == w, text
+
+
+# -- the compiled build's name-addr scan (address._scan_address) ----------------------------
+
+def _address_texts() -> list[str]:
+    import random
+
+    from sip_corpus import CORPUS, mutations
+    base = [
+        "<sip:bob@example.com>", "<sip:bob@example.com>;tag=1a2b", '"Bob" <sip:b@h>;tag=x',
+        '"Bob"<sip:b@h>', '"Bob"   <sip:b@h;lr>;x;y=;z=1=2', '"B\\"o" <sip:b@h>',
+        '"a<b" <sip:b@h>', '"unterminated <sip:b@h>', '"x" y <sip:b@h>', '"x"\t<sip:b@h>',
+        "<sip:b@h>;", "<sip:b@h>;;tag=1", "<sip:b@h> ;tag=1", "<sip:b@h>;tag=1 ",
+        " <sip:b@h>", "<sip:b@h>;tag=a b", '<sip:b@h>;tag="q"', "<sip:b@h>;ta g=1",
+        "<sip:b@h>;t@g=1", "<sip:b@h>;tag=\u00e9", "<sip:b@h>;tag=1\x85", "<sip:b@h>x",
+        "<sip:b@h", "<sip:b@h>>", "<>", "<bad>", "<sip:b@h>;TAG=X;lr", "<tel:+1555>;tag=9",
+        '"\u00e9l\u00e8ve" <sip:b@h>;tag=1', '""<sip:b@h>', '"', "<", "*", "sip:b@h;tag=1",
+        "Bob <sip:b@h>", "<sip:b@h>;tag=1;", "<sip:b@h>;=1", "<sip:b@h>;a=b=c;d",
+        "<sip:[2001:db8::1]:5060;lr>", "<sip:b@h>;x=\x7f", "<sip:b@h>;x=~!%*",
+    ]
+    rng = random.Random(5)
+    names = ("from", "f", "to", "t", "route", "record-route", "contact", "m")
+    for p in sorted(CORPUS.glob("*/*.sip")):
+        for line in p.read_bytes().decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip().lower() in names:
+                base.append(value.strip())
+    out = []
+    for text in base:
+        out.append(text)
+        out += [m.decode("utf-8", "replace")
+                for m in mutations(text.encode(), rng, 20, max_ops=2)]
+    return out
+
+
+def test_typed_address_scan_agrees(monkeypatch):
+    """address._scan_address (the compiled build's branch) run as Python returns what
+    _parse_address returns, or None; with the branch forced, _parse_address gives the same
+    value or the same error as plain Python."""
+    from sipedge.compiled import is_compiled
+    from sipedge.sip.headers import address as address_mod
+
+    if is_compiled("sipedge.sip.headers.address"):
+        pytest.skip("compiled build: the branch is fixed at compile time")
+
+    def outcome(text):
+        try:
+            a = address_mod._parse_address(text)
+        except RemoteProtocolError as exc:
+            return ("error", exc.reason)
+        return (a, repr(a), str(a))
+    texts = _address_texts()
+    assert len(texts) > 500
+    taken = 0
+    for text in texts:
+        plain = outcome(text)
+        try:
+            scanned = address_mod._scan_address(text)
+        except RemoteProtocolError as exc:
+            assert plain == ("error", exc.reason), text
+            continue
+        if scanned is not None:
+            taken += 1
+            assert (scanned, repr(scanned), str(scanned)) == plain, text
+        monkeypatch.setattr(address_mod, "cython", types.SimpleNamespace(compiled=True))
+        assert outcome(text) == plain, text
+        monkeypatch.undo()
+    assert taken > 100, taken

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+try:
+    import cython
+except ImportError:  # plain Python without Cython installed (the compiled build never is)
+    from ... import _cython as cython
+
 from ...errors import RemoteProtocolError
 from ..grammar import format_params, get_param, parse_params
 from ..uri import URI, parse_uri
@@ -52,6 +57,10 @@ def parse_address(text: str) -> Address:
 
 
 def _parse_address(text: str) -> Address:
+    if cython.compiled:  # the usual name-addr by one C pass over the value
+        addr = _scan_address(text)
+        if addr is not None:
+            return addr
     text = text.strip()
     if text == "*":
         return Address(URI("sip"), star=True)
@@ -85,6 +94,87 @@ def _parse_address(text: str) -> Address:
     if " " in uri_text or "\t" in uri_text:
         raise RemoteProtocolError("Bad address")
     return Address(parse_uri(uri_text), None, parse_params(params) if semi else ())
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+@cython.returns(cython.bint)
+@cython.locals(c=cython.int)
+def _is_tchar(c):
+    """RFC 3261 token character (grammar.is_token's set)."""
+    return (48 <= c <= 57 or 97 <= (c | 0x20) <= 122 or c == 45 or c == 46 or c == 33
+            or c == 37 or c == 42 or c == 95 or c == 43 or c == 96 or c == 39 or c == 126)
+
+
+@cython.cfunc
+@cython.locals(text=str, n=cython.Py_ssize_t, i=cython.Py_ssize_t, lt=cython.Py_ssize_t,
+               gt=cython.Py_ssize_t, a=cython.Py_ssize_t, e=cython.Py_ssize_t, c=cython.int,
+               params=list)
+def _scan_address(text):
+    """What _parse_address returns for the usual name-addr, `<uri>` or `"display" <uri>`
+    (no backslash in the quotes, spaces only between them and `<`) followed by `;token`
+    or `;token=value` parameters (value: visible ASCII but `;` and `"`), by one C pass in the
+    compiled build; None for any other form (the caller then parses as before)."""
+    n = len(text)
+    if n < 2:
+        return None
+    display = None
+    c = ord(text[0])
+    if c == 34:  # '"'
+        i = 1
+        while i < n:
+            c = ord(text[i])
+            if c == 34 or c == 92:  # '"' or a backslash
+                break
+            i += 1
+        if i >= n or c != 34:
+            return None
+        display = text[:i + 1]
+        i += 1
+        while i < n and ord(text[i]) == 32:
+            i += 1
+        if i >= n or ord(text[i]) != 60:  # "<"
+            return None
+        lt = i
+    elif c == 60:
+        lt = 0
+    else:
+        return None
+    gt = text.find(">", lt)
+    if gt < 0:
+        return None
+    params = []
+    i = gt + 1
+    while i < n:
+        if ord(text[i]) != 59:  # ";"
+            return None
+        i += 1
+        a = i
+        c = 0
+        while i < n:
+            c = ord(text[i])
+            if not _is_tchar(c):
+                break
+            i += 1
+        if i == a:
+            return None
+        e = i
+        if i < n and c == 61:  # "=" and a value
+            i += 1
+            while i < n:
+                c = ord(text[i])
+                if c == 59:
+                    break
+                if c <= 32 or c >= 127 or c == 34:
+                    return None
+                i += 1
+            params.append((text[a:e], text[e + 1:i]))
+        elif i < n and c != 59:
+            return None
+        else:
+            params.append((text[a:e], None))
+    return Address(parse_uri(text[lt + 1:gt]), display, tuple(params))
 
 
 def _quoted_end(text: str) -> int:
