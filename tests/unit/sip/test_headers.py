@@ -159,9 +159,6 @@ def test_bad_address(text):
 # -- the Via of a new transaction parsed without the parameter loop (via._SIMPLE) ----------
 
 def _via_texts() -> list[str]:
-    import random
-
-    from sip_corpus import CORPUS, mutations
     base = [
         "SIP/2.0/UDP 127.0.0.1:25040;branch=z9hG4bK-1-1-0",
         "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0;rport",
@@ -193,11 +190,20 @@ def _via_texts() -> list[str]:
         "SIP/2.0/uDp a;branch=x", "SIP/2.0/UDP ", "SIP/2.0/UDPUDPUDPUD ", "SIP/2.0/UDP a",
         "SIP/2.0/U\u0130P a;branch=x", "SIP/2.0/UDP a\u0130;branch=x", "SIP/2.1/UDP a;branch=x",
     ]
-    rng = random.Random(3)
+    return _with_corpus_values(base, ("via", "v"), 3)
+
+
+def _with_corpus_values(base: list[str], names: tuple[str, ...], seed: int) -> list[str]:
+    """`base` and the corpus's values of the headers `names`, each with 20 mutations."""
+    import random
+
+    from sip_corpus import CORPUS, mutations
+    rng = random.Random(seed)
+    base = list(base)
     for p in sorted(CORPUS.glob("*/*.sip")):
         for line in p.read_bytes().decode("utf-8", "replace").split("\r\n"):
             name, _, value = line.partition(":")
-            if name.strip().lower() in ("via", "v"):
+            if name.strip().lower() in names:
                 base.append(value.strip())
     out = []
     for text in base:
@@ -267,9 +273,6 @@ def test_typed_via_scan_agrees(monkeypatch):
 # -- the compiled build's name-addr scan (address._scan_address) ----------------------------
 
 def _address_texts() -> list[str]:
-    import random
-
-    from sip_corpus import CORPUS, mutations
     base = [
         "<sip:bob@example.com>", "<sip:bob@example.com>;tag=1a2b", '"Bob" <sip:b@h>;tag=x',
         '"Bob"<sip:b@h>', '"Bob"   <sip:b@h;lr>;x;y=;z=1=2', '"B\\"o" <sip:b@h>',
@@ -282,19 +285,8 @@ def _address_texts() -> list[str]:
         "Bob <sip:b@h>", "<sip:b@h>;tag=1;", "<sip:b@h>;=1", "<sip:b@h>;a=b=c;d",
         "<sip:[2001:db8::1]:5060;lr>", "<sip:b@h>;x=\x7f", "<sip:b@h>;x=~!%*",
     ]
-    rng = random.Random(5)
-    names = ("from", "f", "to", "t", "route", "record-route", "contact", "m")
-    for p in sorted(CORPUS.glob("*/*.sip")):
-        for line in p.read_bytes().decode("utf-8", "replace").split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.strip().lower() in names:
-                base.append(value.strip())
-    out = []
-    for text in base:
-        out.append(text)
-        out += [m.decode("utf-8", "replace")
-                for m in mutations(text.encode(), rng, 20, max_ops=2)]
-    return out
+    return _with_corpus_values(
+        base, ("from", "f", "to", "t", "route", "record-route", "contact", "m"), 5)
 
 
 def test_typed_address_scan_agrees(monkeypatch):

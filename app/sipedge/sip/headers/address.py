@@ -10,7 +10,7 @@ except ImportError:  # plain Python without Cython installed (the compiled build
     from ... import _cython as cython
 
 from ...errors import RemoteProtocolError
-from ..grammar import format_params, get_param, parse_params
+from ..grammar import format_params, get_param, is_token, parse_params
 from ..uri import URI, parse_uri
 
 
@@ -96,15 +96,8 @@ def _parse_address(text: str) -> Address:
     return Address(parse_uri(uri_text), None, parse_params(params) if semi else ())
 
 
-@cython.cfunc
-@cython.inline
-@cython.exceptval(check=False)
-@cython.returns(cython.bint)
-@cython.locals(c=cython.int)
-def _is_tchar(c):
-    """RFC 3261 token character (grammar.is_token's set)."""
-    return (48 <= c <= 57 or 97 <= (c | 0x20) <= 122 or c == 45 or c == 46 or c == 33
-            or c == 37 or c == 42 or c == 95 or c == 43 or c == 96 or c == 39 or c == 126)
+# 1 for the octets of a token (grammar.is_token's set), by code
+_TOKEN_OCTETS = cython.declare(bytes, bytes(is_token(chr(c)) for c in range(128)))
 
 
 @cython.cfunc
@@ -154,7 +147,7 @@ def _scan_address(text):
         c = 0
         while i < n:
             c = ord(text[i])
-            if not _is_tchar(c):
+            if c >= 128 or not _TOKEN_OCTETS[c]:
                 break
             i += 1
         if i == a:
