@@ -126,7 +126,7 @@ def remember_via(text: str, via: Via) -> None:
 # the parameter loop
 _SIMPLE = re.compile(
     r"SIP/2\.0/([A-Za-z]+) (" + HOSTNAME_PATTERN + r"|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\])"
-    r"(?::(\d{1,5}))?;branch=([^;\s\"]+)(;rport)?",
+    r"(?::(\d{1,5}))?;branch=([!#-:<-~]+)(;rport)?",  # printable ASCII but ; and "
     re.ASCII)
 
 
@@ -227,9 +227,9 @@ def _scan_via(text):
         return None
     i += 8
     b = i
-    while i < n:  # [^;\s"]+ (\s of re.ASCII)
+    while i < n:  # [!#-:<-~]+: printable ASCII but ; and "
         c = ord(text[i])
-        if c == 59 or c == 34 or c == 32 or 9 <= c <= 13:
+        if c == 59 or c == 34 or c <= 32 or c >= 127:
             break
         i += 1
     if i == b:
