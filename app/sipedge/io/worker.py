@@ -408,8 +408,19 @@ class Worker:
             self.check_backlog()
         if (self.overload.active or self._absorb_acks) and self._shed(data, addr, listener):
             return
-        src = Source("udp", addr[0], addr[1], listener)
-        self.handle(data, src)
+        if len(data) > self.max_message:
+            self.stats["drops"] += 1
+            return
+        # handle() inlined for UDP: the byte paths first (a spliced reply needs no Source)
+        if data[:8] == b"SIP/2.0 ":
+            if b"1" <= data[8:9] <= b"6" and self._reply_splice(data, listener, False):
+                return
+            src = Source("udp", addr[0], addr[1], listener)
+        else:
+            src = Source("udp", addr[0], addr[1], listener)
+            if self.byte_path and self.script is None and self._forward_bytes(data, src):
+                return
+        self._handle_parsed(data, src, True, False, 0)
 
     # -- overload shedding (sip/overload.py) ------------------------------------------
 
@@ -591,54 +602,74 @@ class Worker:
     def handle(self, data: bytes, src: Source, *, datagram: bool = True,
                handed: bool = False, ring: int = 0) -> None:
         """Per-message boundary: nothing a message does may stop the worker. `ring`: how
-        many workers a CANCEL has already been offered to (`_offer_cancel`)."""
+        many workers a CANCEL has already been offered to (`_offer_cancel`). A datagram
+        as received takes the same way in `on_datagram`, without this call."""
         if len(data) > self.max_message:
             self.stats["drops"] += 1
             return
-        if datagram and data[:8] == b"SIP/2.0 " and (
-                b"1" <= data[8:9] <= b"6") and (  # one stats key per class, never a byte
-                not self.modules.response_hooks) and not self.modules.response_holds and (
-                self.script is None or self.script.reply_route is None):
-            # a 1xx/2xx of one of our client transactions (also one handed over by another
-            # worker): spliced by the transaction layer, never parsed (sip/stateful.py)
-            if data[8:9] <= b"2" and self.tm.proxy.client and \
-                    self.tm.receive_response_data(data):
-                self.stats[f"rcv_rpl_{chr(data[8])}xx"] += 1
-                return
-            if not handed:  # a stateless reply: spliced by the proxy core
-                try:
-                    route = self.core.splice_response(data)
-                except RemoteProtocolError:
-                    route = None  # the full path below answers for it
-                if route is not None:
-                    rcv, fwd_key = _REPLY_KEYS[data[8]]
-                    stats = self.stats
-                    stats[rcv] += 1
-                    stats[fwd_key] += 1
-                    ip = route.ip
-                    index = self._reply_listener.get(":" in ip)  # by address family
-                    if index is None:
-                        listener = self._pick_listener("udp", ip, None)
-                        index = self._reply_listener[":" in ip] = \
-                            listener.index if listener else -1
-                    self._send("udp", route.data, ip, route.port,
-                               index if index >= 0 else src.listener)
+        if datagram:
+            if data[:8] == b"SIP/2.0 ":
+                if b"1" <= data[8:9] <= b"6" and self._reply_splice(data, src.listener, handed):
                     return
-        elif datagram and not handed and self.byte_path and self.script is None:
-            # a stateless UDP request nothing else reads: edited as bytes (sip/proxy.py
-            # forward_datagram); None when it is not the plain case: the full path below
-            try:
-                fwd = self.core.forward_datagram(data, src, self.table.destination)
-            except Exception:  # noqa: BLE001 - per-message boundary: the full path decides
-                log.exception("byte path failed; taking the full path")
-                fwd = None
-            if fwd is not None:
-                rcv, fwd_key = _REQUEST_KEYS.get(fwd[4], _OTHER_REQUEST_KEYS)
-                stats = self.stats
-                stats[rcv] += 1
-                stats[fwd_key] += 1
-                self._send("udp", fwd[0], fwd[1], fwd[2], fwd[3])
+            elif not handed and self.byte_path and self.script is None \
+                    and self._forward_bytes(data, src):
                 return
+        self._handle_parsed(data, src, datagram, handed, ring)
+
+    def _reply_splice(self, data: bytes, listener: int, handed: bool) -> bool:
+        """A UDP reply (its class byte checked) sent on as bytes, never parsed: True when
+        it went (a transaction's, or a stateless one through `listener`'s family)."""
+        modules = self.modules
+        if modules.response_hooks or modules.response_holds or (
+                self.script is not None and self.script.reply_route is not None):
+            return False  # one stats key per class, never a byte
+        # a 1xx/2xx of one of our client transactions (also one handed over by another
+        # worker): spliced by the transaction layer, never parsed (sip/stateful.py)
+        if data[8:9] <= b"2" and self.tm.proxy.client and self.tm.receive_response_data(data):
+            self.stats[f"rcv_rpl_{chr(data[8])}xx"] += 1
+            return True
+        if handed:
+            return False
+        # a stateless reply: spliced by the proxy core
+        try:
+            route = self.core.splice_response(data)
+        except RemoteProtocolError:
+            return False  # the full path answers for it
+        if route is None:
+            return False
+        rcv, fwd_key = _REPLY_KEYS[data[8]]
+        stats = self.stats
+        stats[rcv] += 1
+        stats[fwd_key] += 1
+        ip = route.ip
+        index = self._reply_listener.get(":" in ip)  # by address family
+        if index is None:
+            out = self._pick_listener("udp", ip, None)
+            index = self._reply_listener[":" in ip] = out.index if out else -1
+        self._send("udp", route.data, ip, route.port, index if index >= 0 else listener)
+        return True
+
+    def _forward_bytes(self, data: bytes, src: Source) -> bool:
+        """A stateless UDP request nothing else reads, edited as bytes (sip/proxy.py
+        forward_datagram) and sent: True when it went; False when it is not the plain
+        case: the full path decides."""
+        try:
+            fwd = self.core.forward_datagram(data, src, self.table.destination)
+        except Exception:  # noqa: BLE001 - per-message boundary: the full path decides
+            log.exception("byte path failed; taking the full path")
+            return False
+        if fwd is None:
+            return False
+        rcv, fwd_key = _REQUEST_KEYS.get(fwd[4], _OTHER_REQUEST_KEYS)
+        stats = self.stats
+        stats[rcv] += 1
+        stats[fwd_key] += 1
+        self._send("udp", fwd[0], fwd[1], fwd[2], fwd[3])
+        return True
+
+    def _handle_parsed(self, data: bytes, src: Source, datagram: bool, handed: bool,
+                       ring: int) -> None:
+        """`handle` past the byte paths: parse, then the request or response path."""
         try:
             msg = parse_message(data, datagram=datagram)
         except RemoteProtocolError as exc:
