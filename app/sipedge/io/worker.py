@@ -646,7 +646,7 @@ class Worker:
         if index is None:
             out = self._pick_listener("udp", ip, None)
             index = self._reply_listener[":" in ip] = out.index if out else -1
-        self._send("udp", route.data, ip, route.port, index if index >= 0 else listener)
+        self._send_udp(route.data, ip, route.port, index if index >= 0 else listener)
         return True
 
     def _forward_bytes(self, data: bytes, src: Source) -> bool:
@@ -664,7 +664,7 @@ class Worker:
         stats = self.stats
         stats[rcv] += 1
         stats[fwd_key] += 1
-        self._send("udp", fwd[0], fwd[1], fwd[2], fwd[3])
+        self._send_udp(fwd[0], fwd[1], fwd[2], fwd[3])
         return True
 
     def _handle_parsed(self, data: bytes, src: Source, datagram: bool, handed: bool,
@@ -1032,19 +1032,33 @@ class Worker:
         including a TCP/TLS connect that fails later."""
         try:
             if proto == "udp":
-                udp = self.udp.get(listener) or next(
-                    (u for i, u in self.udp.items() if _family(self.locals[i].ip) == _family(ip)),
-                    None)
-                if udp is None:
-                    raise TransportError(f"no UDP listener for {ip}")
-                udp.sendto(data, (ip, port))
+                (self.udp.get(listener) or self._udp_for(ip)).sendto(data, (ip, port))
             else:
                 self._stream_send(data, ip, port, listener, proto, server_name, on_error)
         except (OSError, TransportError) as exc:
-            self.stats["send_errors"] += 1
-            log.info("send to %s:%s:%d failed: %s", proto, ip, port, exc)
-            if on_error is not None:
-                asyncio.get_running_loop().call_soon(on_error)
+            self._send_failed(proto, ip, port, exc, on_error)
+
+    def _send_udp(self, data: bytes, ip: str, port: int, listener: int) -> None:
+        """`_send` over UDP, for the byte paths (a call with fewer arguments)."""
+        try:
+            (self.udp.get(listener) or self._udp_for(ip)).sendto(data, (ip, port))
+        except (OSError, TransportError) as exc:
+            self._send_failed("udp", ip, port, exc, None)
+
+    def _udp_for(self, ip: str) -> UdpListener:
+        """Some UDP listener of `ip`'s address family (the one asked for is not open)."""
+        udp = next((u for i, u in self.udp.items() if _family(self.locals[i].ip) == _family(ip)),
+                   None)
+        if udp is None:
+            raise TransportError(f"no UDP listener for {ip}")
+        return udp
+
+    def _send_failed(self, proto: str, ip: str, port: int, exc: Exception,
+                     on_error: Callable[[], None] | None) -> None:
+        self.stats["send_errors"] += 1
+        log.info("send to %s:%s:%d failed: %s", proto, ip, port, exc)
+        if on_error is not None:
+            asyncio.get_running_loop().call_soon(on_error)
 
     def _stream_send(self, data: bytes, ip: str, port: int, listener: int, proto: str = "tcp",
                      server_name: str | None = None,
