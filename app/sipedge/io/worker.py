@@ -67,6 +67,7 @@ SO_MEMINFO = 55  # Linux: getsockopt gives sk_meminfo, [0] = bytes queued for re
 SHED_ACK_S = 32.0  # ACKs of our overload 503s are absorbed this long after the last one
 BACKLOG_CHECK_EVERY = 32  # datagrams between two looks at the receive backlog
 SRC_IP_CACHE_ENTRIES = 1024  # source address per destination, oldest forgotten first
+UDP_SOURCE_CACHE_ENTRIES = 1024  # Source per UDP peer address, oldest made forgotten first
 
 
 def handoff_address(run_id: str, index: int) -> bytes:
@@ -222,6 +223,7 @@ class Worker:
         # the UDP listener a spliced stateless reply leaves from, per address family (IPv6:
         # True); -1: none of that family (the one it came in on)
         self._reply_listener: dict[bool, int] = {}
+        self._udp_sources: dict[tuple, Source] = {}  # peer (ip, port) -> its Source
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -412,15 +414,25 @@ class Worker:
             self.stats["drops"] += 1
             return
         # handle() inlined for UDP: the byte paths first (a spliced reply needs no Source)
-        if data[:8] == b"SIP/2.0 ":
-            if b"1" <= data[8:9] <= b"6" and self._reply_splice(data, listener, False):
-                return
-            src = Source("udp", addr[0], addr[1], listener)
-        else:
-            src = Source("udp", addr[0], addr[1], listener)
-            if self.byte_path and self.script is None and self._forward_bytes(data, src):
-                return
+        reply = data[:8] == b"SIP/2.0 "
+        if reply and b"1" <= data[8:9] <= b"6" and self._reply_splice(data, listener, False):
+            return
+        src = self._udp_sources.get(addr)
+        if src is None or src.listener != listener:
+            src = self._udp_source(addr, listener)
+        if not reply and self.byte_path and self.script is None \
+                and self._forward_bytes(data, src):
+            return
         self._handle_parsed(data, src, True, False, 0)
+
+    def _udp_source(self, addr: tuple, listener: int) -> Source:
+        """The Source of datagrams from `addr` on `listener`, kept for the next ones (it is
+        never changed; a peer sends many): one lookup instead of a new object each."""
+        sources = self._udp_sources
+        if len(sources) >= UDP_SOURCE_CACHE_ENTRIES:  # addresses are peer input
+            sources.pop(next(iter(sources)))
+        src = sources[addr] = Source("udp", addr[0], addr[1], listener)
+        return src
 
     # -- overload shedding (sip/overload.py) ------------------------------------------
 
