@@ -153,6 +153,18 @@ def _family(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
+class Stats(dict):
+    """The worker's counters (key -> count, read by sipedgectl through write_stats): a
+    missing key counts 0, as in a Counter. Not a Counter: its __delitem__, written in
+    Python, makes every `stats[key] += 1` store call dict.__setitem__ through a slot
+    wrapper, 2.5 times a dict's store, twice per forwarded message."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
 class Worker:
     def __init__(self, index: int, nworkers: int, config: Config, run_id: str,
                  stats: mmap.mmap | None = None, secrets: dict[str, str] | None = None,
@@ -187,7 +199,7 @@ class Worker:
         self.conns: OrderedDict[int, StreamConnection] = OrderedDict()
         self.conns_per_ip: Counter[str] = Counter()  # inbound connections per source
         self.conns_by_peer: dict[tuple[str, str, int], StreamConnection] = {}  # (proto, ip, port)
-        self.stats: Counter[str] = Counter()
+        self.stats = Stats()
         self.script: Script | None = None
         self.table = route_table(config)
         self.script_path = resolve_script_path(config)
