@@ -67,6 +67,7 @@ SO_MEMINFO = 55  # Linux: getsockopt gives sk_meminfo, [0] = bytes queued for re
 SHED_ACK_S = 32.0  # ACKs of our overload 503s are absorbed this long after the last one
 BACKLOG_CHECK_EVERY = 32  # datagrams between two looks at the receive backlog
 SRC_IP_CACHE_ENTRIES = 1024  # source address per destination, oldest forgotten first
+UDP_SOURCE_CACHE_ENTRIES = 1024  # Source per UDP peer address, oldest made forgotten first
 
 
 def handoff_address(run_id: str, index: int) -> bytes:
@@ -152,6 +153,18 @@ def _family(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
+class Stats(dict):
+    """The worker's counters (key -> count, read by sipedgectl through write_stats): a
+    missing key counts 0, as in a Counter. Not a Counter: its __delitem__, written in
+    Python, makes every `stats[key] += 1` store call dict.__setitem__ through a slot
+    wrapper, 2.5 times a dict's store, twice per forwarded message."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
 class Worker:
     def __init__(self, index: int, nworkers: int, config: Config, run_id: str,
                  stats: mmap.mmap | None = None, secrets: dict[str, str] | None = None,
@@ -186,7 +199,7 @@ class Worker:
         self.conns: OrderedDict[int, StreamConnection] = OrderedDict()
         self.conns_per_ip: Counter[str] = Counter()  # inbound connections per source
         self.conns_by_peer: dict[tuple[str, str, int], StreamConnection] = {}  # (proto, ip, port)
-        self.stats: Counter[str] = Counter()
+        self.stats = Stats()
         self.script: Script | None = None
         self.table = route_table(config)
         self.script_path = resolve_script_path(config)
@@ -222,6 +235,7 @@ class Worker:
         # the UDP listener a spliced stateless reply leaves from, per address family (IPv6:
         # True); -1: none of that family (the one it came in on)
         self._reply_listener: dict[bool, int] = {}
+        self._udp_sources: dict[tuple, Source] = {}  # peer (ip, port) -> its Source
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -408,8 +422,29 @@ class Worker:
             self.check_backlog()
         if (self.overload.active or self._absorb_acks) and self._shed(data, addr, listener):
             return
-        src = Source("udp", addr[0], addr[1], listener)
-        self.handle(data, src)
+        if len(data) > self.max_message:
+            self.stats["drops"] += 1
+            return
+        # handle() inlined for UDP: the byte paths first (a spliced reply needs no Source)
+        reply = data[:8] == b"SIP/2.0 "
+        if reply and b"1" <= data[8:9] <= b"6" and self._reply_splice(data, listener, False):
+            return
+        src = self._udp_sources.get(addr)
+        if src is None or src.listener != listener:
+            src = self._udp_source(addr, listener)
+        if not reply and self.byte_path and self.script is None \
+                and self._forward_bytes(data, src):
+            return
+        self._handle_parsed(data, src, True, False, 0)
+
+    def _udp_source(self, addr: tuple, listener: int) -> Source:
+        """The Source of datagrams from `addr` on `listener`, kept for the next ones (it is
+        never changed; a peer sends many): one lookup instead of a new object each."""
+        sources = self._udp_sources
+        if len(sources) >= UDP_SOURCE_CACHE_ENTRIES:  # addresses are peer input
+            sources.pop(next(iter(sources)))
+        src = sources[addr] = Source("udp", addr[0], addr[1], listener)
+        return src
 
     # -- overload shedding (sip/overload.py) ------------------------------------------
 
@@ -591,54 +626,74 @@ class Worker:
     def handle(self, data: bytes, src: Source, *, datagram: bool = True,
                handed: bool = False, ring: int = 0) -> None:
         """Per-message boundary: nothing a message does may stop the worker. `ring`: how
-        many workers a CANCEL has already been offered to (`_offer_cancel`)."""
+        many workers a CANCEL has already been offered to (`_offer_cancel`). A datagram
+        as received takes the same way in `on_datagram`, without this call."""
         if len(data) > self.max_message:
             self.stats["drops"] += 1
             return
-        if datagram and data[:8] == b"SIP/2.0 " and (
-                b"1" <= data[8:9] <= b"6") and (  # one stats key per class, never a byte
-                not self.modules.response_hooks) and not self.modules.response_holds and (
-                self.script is None or self.script.reply_route is None):
-            # a 1xx/2xx of one of our client transactions (also one handed over by another
-            # worker): spliced by the transaction layer, never parsed (sip/stateful.py)
-            if data[8:9] <= b"2" and self.tm.proxy.client and \
-                    self.tm.receive_response_data(data):
-                self.stats[f"rcv_rpl_{chr(data[8])}xx"] += 1
-                return
-            if not handed:  # a stateless reply: spliced by the proxy core
-                try:
-                    route = self.core.splice_response(data)
-                except RemoteProtocolError:
-                    route = None  # the full path below answers for it
-                if route is not None:
-                    rcv, fwd_key = _REPLY_KEYS[data[8]]
-                    stats = self.stats
-                    stats[rcv] += 1
-                    stats[fwd_key] += 1
-                    ip = route.ip
-                    index = self._reply_listener.get(":" in ip)  # by address family
-                    if index is None:
-                        listener = self._pick_listener("udp", ip, None)
-                        index = self._reply_listener[":" in ip] = \
-                            listener.index if listener else -1
-                    self._send("udp", route.data, ip, route.port,
-                               index if index >= 0 else src.listener)
+        if datagram:
+            if data[:8] == b"SIP/2.0 ":
+                if b"1" <= data[8:9] <= b"6" and self._reply_splice(data, src.listener, handed):
                     return
-        elif datagram and not handed and self.byte_path and self.script is None:
-            # a stateless UDP request nothing else reads: edited as bytes (sip/proxy.py
-            # forward_datagram); None when it is not the plain case: the full path below
-            try:
-                fwd = self.core.forward_datagram(data, src, self.table.destination)
-            except Exception:  # noqa: BLE001 - per-message boundary: the full path decides
-                log.exception("byte path failed; taking the full path")
-                fwd = None
-            if fwd is not None:
-                rcv, fwd_key = _REQUEST_KEYS.get(fwd[4], _OTHER_REQUEST_KEYS)
-                stats = self.stats
-                stats[rcv] += 1
-                stats[fwd_key] += 1
-                self._send("udp", fwd[0], fwd[1], fwd[2], fwd[3])
+            elif not handed and self.byte_path and self.script is None \
+                    and self._forward_bytes(data, src):
                 return
+        self._handle_parsed(data, src, datagram, handed, ring)
+
+    def _reply_splice(self, data: bytes, listener: int, handed: bool) -> bool:
+        """A UDP reply (its class byte checked) sent on as bytes, never parsed: True when
+        it went (a transaction's, or a stateless one through `listener`'s family)."""
+        modules = self.modules
+        if modules.response_hooks or modules.response_holds or (
+                self.script is not None and self.script.reply_route is not None):
+            return False  # one stats key per class, never a byte
+        # a 1xx/2xx of one of our client transactions (also one handed over by another
+        # worker): spliced by the transaction layer, never parsed (sip/stateful.py)
+        if data[8:9] <= b"2" and self.tm.proxy.client and self.tm.receive_response_data(data):
+            self.stats[f"rcv_rpl_{chr(data[8])}xx"] += 1
+            return True
+        if handed:
+            return False
+        # a stateless reply: spliced by the proxy core
+        try:
+            route = self.core.splice_response(data)
+        except RemoteProtocolError:
+            return False  # the full path answers for it
+        if route is None:
+            return False
+        rcv, fwd_key = _REPLY_KEYS[data[8]]
+        stats = self.stats
+        stats[rcv] += 1
+        stats[fwd_key] += 1
+        ip = route.ip
+        index = self._reply_listener.get(":" in ip)  # by address family
+        if index is None:
+            out = self._pick_listener("udp", ip, None)
+            index = self._reply_listener[":" in ip] = out.index if out else -1
+        self._send_udp(route.data, ip, route.port, index if index >= 0 else listener)
+        return True
+
+    def _forward_bytes(self, data: bytes, src: Source) -> bool:
+        """A stateless UDP request nothing else reads, edited as bytes (sip/proxy.py
+        forward_datagram) and sent: True when it went; False when it is not the plain
+        case: the full path decides."""
+        try:
+            fwd = self.core.forward_datagram(data, src, self.table.destination)
+        except Exception:  # noqa: BLE001 - per-message boundary: the full path decides
+            log.exception("byte path failed; taking the full path")
+            return False
+        if fwd is None:
+            return False
+        rcv, fwd_key = _REQUEST_KEYS.get(fwd[4], _OTHER_REQUEST_KEYS)
+        stats = self.stats
+        stats[rcv] += 1
+        stats[fwd_key] += 1
+        self._send_udp(fwd[0], fwd[1], fwd[2], fwd[3])
+        return True
+
+    def _handle_parsed(self, data: bytes, src: Source, datagram: bool, handed: bool,
+                       ring: int) -> None:
+        """`handle` past the byte paths: parse, then the request or response path."""
         try:
             msg = parse_message(data, datagram=datagram)
         except RemoteProtocolError as exc:
@@ -1001,19 +1056,33 @@ class Worker:
         including a TCP/TLS connect that fails later."""
         try:
             if proto == "udp":
-                udp = self.udp.get(listener) or next(
-                    (u for i, u in self.udp.items() if _family(self.locals[i].ip) == _family(ip)),
-                    None)
-                if udp is None:
-                    raise TransportError(f"no UDP listener for {ip}")
-                udp.sendto(data, (ip, port))
+                (self.udp.get(listener) or self._udp_for(ip)).sendto(data, (ip, port))
             else:
                 self._stream_send(data, ip, port, listener, proto, server_name, on_error)
         except (OSError, TransportError) as exc:
-            self.stats["send_errors"] += 1
-            log.info("send to %s:%s:%d failed: %s", proto, ip, port, exc)
-            if on_error is not None:
-                asyncio.get_running_loop().call_soon(on_error)
+            self._send_failed(proto, ip, port, exc, on_error)
+
+    def _send_udp(self, data: bytes, ip: str, port: int, listener: int) -> None:
+        """`_send` over UDP, for the byte paths (a call with fewer arguments)."""
+        try:
+            (self.udp.get(listener) or self._udp_for(ip)).sendto(data, (ip, port))
+        except (OSError, TransportError) as exc:
+            self._send_failed("udp", ip, port, exc, None)
+
+    def _udp_for(self, ip: str) -> UdpListener:
+        """Some UDP listener of `ip`'s address family (the one asked for is not open)."""
+        udp = next((u for i, u in self.udp.items() if _family(self.locals[i].ip) == _family(ip)),
+                   None)
+        if udp is None:
+            raise TransportError(f"no UDP listener for {ip}")
+        return udp
+
+    def _send_failed(self, proto: str, ip: str, port: int, exc: Exception,
+                     on_error: Callable[[], None] | None) -> None:
+        self.stats["send_errors"] += 1
+        log.info("send to %s:%s:%d failed: %s", proto, ip, port, exc)
+        if on_error is not None:
+            asyncio.get_running_loop().call_soon(on_error)
 
     def _stream_send(self, data: bytes, ip: str, port: int, listener: int, proto: str = "tcp",
                      server_name: str | None = None,
