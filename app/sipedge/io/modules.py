@@ -28,7 +28,6 @@ import os
 import secrets as _secrets
 import socket
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Coroutine
@@ -152,7 +151,7 @@ class SecurityRuntime:
         assert self.sec is not None
         return self.sec.check_request(src_ip, listener, user_agent, time.monotonic())
 
-    def report_blocks(self, stats: Counter, worker: int) -> None:
+    def report_blocks(self, stats: dict[str, int], worker: int) -> None:
         """Log each block and unblock once (source, reason, duration) and count them."""
         if self.sec is None or not self.sec.blocklist.events:
             return
