@@ -8,6 +8,7 @@ Nothing here does I/O. See docs/routing-api.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -114,18 +115,14 @@ def _reply_parts(status: int, reason: str,
     return code, reason, hdrs, body.encode() if isinstance(body, str) else body
 
 
-_nat_module: list = []
-
-
+@functools.cache
 def _registrar_nat():
     """modules/registrar/nat.py, imported on first use (a proxy without the NAT helpers does
     not load the registrar) and then kept: an import statement per call costs importlib's
     name resolution every time (the registrar route asks for every request and reply)."""
-    if not _nat_module:
-        from ..modules.registrar import nat
+    from ..modules.registrar import nat
 
-        _nat_module.append(nat)
-    return _nat_module[0]
+    return nat
 
 
 class _CallLog(logging.LoggerAdapter):
