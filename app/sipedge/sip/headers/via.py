@@ -215,7 +215,7 @@ def _scan_via(text):
     if i < n and ord(text[i]) == 58:  # ":" 1 to 5 digits, 1 to 65535
         i += 1
         b = i
-        while i < n:
+        while i < n and i - b <= 5:  # a sixth digit is enough to refuse (no C overflow)
             c = ord(text[i])
             if not 48 <= c <= 57:
                 break
